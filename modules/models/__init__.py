@@ -1,0 +1,3 @@
+"""Checkpoints: finding them on disk, hashing, telling architectures apart, converting
+between the diffusers and A1111 (LDM) key layouts, and loading them offline from the
+configs shipped in `configs/`. Nothing here knows about the UI or about sampling."""
