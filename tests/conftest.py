@@ -1,0 +1,41 @@
+"""Shared fixtures. Everything runs offline on the CPU at 64 px."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(scope="session")
+def configs_dir() -> Path:
+    return CONFIGS
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The tiny random model written as an A1111 single file, once per test session."""
+    from modules.models.tiny import FILE_NAME, write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / FILE_NAME, CONFIGS)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    """The tiny checkpoint loaded through the product's own loader, fp32 on the CPU."""
+    from modules.models.loader import load_checkpoint
+
+    return load_checkpoint(tiny_checkpoint, configs_dir=CONFIGS, device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)
+
+
+def scheduler_config(arch: str = "tiny-sd1") -> dict:
+    return json.loads((CONFIGS / arch / "scheduler" / "scheduler_config.json").read_text())
