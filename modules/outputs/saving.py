@@ -1,0 +1,309 @@
+"""Saving generated images and grids the way A1111 users expect to find them.
+
+Layout and names follow A1111 (see the reference, section 7):
+
+- images: `<dir>/<YYYY-MM-DD>/NNNNN-<seed>.png`, or `<dir>/NNNNN-<seed>-<prompt>.png` when
+  date folders are off;
+- grids: `<grid dir>/<YYYY-MM-DD>/grid-NNNN.png`;
+- NNNNN continues from the highest leading number already in the target folder, so the
+  count survives restarts and starts again at 0 in each new date folder.
+
+A file only ever appears under its final name complete: it is written to a hidden temp
+file in the same folder, fsynced, then linked/renamed into place. Numbers are picked
+under a lock per writer, so threads sharing a writer always get distinct numbers (use one
+writer per output folder). The final name is claimed with a no-clobber hard link, so even
+separate writers or processes never overwrite each other's images (like A1111, they may
+then share a number with different seeds).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from modules.outputs import infotext as infotext_mod
+
+log = logging.getLogger(__name__)
+
+_INVALID_FILENAME_CHARS = '#<>:"/\\|?*\n\r\t'
+_FILENAME_TRANSLATION = str.maketrans({c: "_" for c in _INVALID_FILENAME_CHARS})
+MAX_FILENAME_PART = 128  # A1111 truncates each pattern part to this many characters
+_MAX_NAME_BYTES = 255  # the common per-name limit (ext4, NTFS in UTF-16 units, APFS)
+_LEADING_NUMBER = re.compile(r"^(\d+)")
+# JPEG keeps EXIF in one APP1 segment of at most 64 KiB.
+_MAX_JPEG_EXIF = 65533
+
+# errno values meaning "this file system cannot hard-link"; then a rename is used.
+_NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
+
+_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+def sanitize_filename_part(text: str, replace_spaces: bool = False) -> str:
+    """Make user text (the prompt) safe as part of a file name, with A1111's rules:
+    reserved characters become `_`, no leading space, no trailing space or dot, and at
+    most 128 characters."""
+    if replace_spaces:
+        text = text.replace(" ", "_")
+    text = text.translate(_FILENAME_TRANSLATION)
+    text = text.lstrip(" ")[:MAX_FILENAME_PART]
+    return text.rstrip(" .")
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    """Cut `text` so its UTF-8 form fits `max_bytes` without splitting a character: a
+    128-character CJK prompt is ~384 bytes, over most file systems' 255-byte name limit."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", errors="ignore").rstrip(" .")
+
+
+def next_sequence_number(directory: Path, basename: str = "") -> int:
+    """1 + the highest leading number among the files in `directory` (0 when there is
+    none). With a basename (e.g. "grid") only `basename-NNNN...` files count."""
+    prefix = f"{basename}-" if basename else ""
+    highest = -1
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        match = _LEADING_NUMBER.match(name[len(prefix):])
+        if match:
+            highest = max(highest, int(match.group(1)))
+    return highest + 1
+
+
+def make_grid(images: Sequence[Image.Image], rows: int | None = None) -> Image.Image:
+    """Tile images into one picture, row by row, on black.
+
+    Rows default to A1111's rule for its default settings (`n_rows=-1`,
+    `grid_prevent_empty_spots` off): rows = round(sqrt(n)), cols = ceil(n / rows). So 2
+    images give 1x2, 3 and 4 give 2x2, 5 and 6 give 2x3, 8 and 9 give 3x3. Cells are as
+    large as the largest image, so mixed sizes are never cropped.
+    """
+    if not images:
+        raise ValueError("A grid needs at least one image.")
+    count = len(images)
+    if rows is None:
+        rows = max(1, round(math.sqrt(count)))
+    if rows < 1:
+        raise ValueError(f"Grid rows must be at least 1, got {rows}.")
+    rows = min(rows, count)
+    cols = math.ceil(count / rows)
+    cell_w = max(image.width for image in images)
+    cell_h = max(image.height for image in images)
+    grid = Image.new("RGB", (cols * cell_w, rows * cell_h), "black")
+    for index, image in enumerate(images):
+        grid.paste(image, ((index % cols) * cell_w, (index // cols) * cell_h))
+    return grid
+
+
+@dataclass(frozen=True)
+class SaveSettings:
+    """Where and how one kind of output (e.g. txt2img images, or txt2img grids) is saved.
+    Defaults are A1111's (`save_to_dirs`, `[date]` folders, `jpeg_quality=80`)."""
+
+    directory: Path
+    file_format: str = "png"  # png, jpg/jpeg or webp
+    save_to_dirs: bool = True  # A1111 "Save images to a subdirectory" ([date] folders)
+    date_format: str = "%Y-%m-%d"
+    embed_infotext: bool = True  # A1111 `enable_pnginfo`
+    jpeg_quality: int = 80  # also used for lossy WebP, as A1111 does
+    webp_lossless: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", Path(self.directory))
+        fmt = self.file_format.lower().lstrip(".")
+        if fmt not in _FORMATS:
+            raise ValueError(
+                f"Unsupported image format {self.file_format!r}; use one of png, jpg, webp."
+            )
+        object.__setattr__(self, "file_format", fmt)
+
+
+class OutputWriter:
+    """Saves images into one output directory. Create one per directory (images, grids)
+    and share it between threads; `clock` is injectable so tests can pin the date."""
+
+    def __init__(self, settings: SaveSettings, clock: Callable[[], datetime] = datetime.now):
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    # -- public -------------------------------------------------------------------------
+
+    def target_directory(self) -> Path:
+        """The folder the next file goes to (the dated subfolder when enabled)."""
+        if self.settings.save_to_dirs:
+            return self.settings.directory / self._clock().strftime(self.settings.date_format)
+        return self.settings.directory
+
+    def save_image(
+        self,
+        image: Image.Image,
+        *,
+        seed: int | None = None,
+        prompt: str = "",
+        infotext: str | None = None,
+    ) -> Path:
+        """Save one generated image as `NNNNN-<seed>` (plus `-<prompt>` without date
+        folders, as A1111's default pattern) and return its path."""
+        parts = [] if seed is None else [str(seed)]
+        if not self.settings.save_to_dirs and prompt:
+            parts.append(sanitize_filename_part(prompt, replace_spaces=False))
+        decoration = "-".join(p for p in parts if p)
+        return self._save(image, basename="", digits=5, decoration=decoration, infotext=infotext)
+
+    def save_grid(
+        self,
+        images: Sequence[Image.Image],
+        *,
+        infotext: str | None = None,
+        rows: int | None = None,
+        only_if_multiple: bool = True,
+    ) -> Path | None:
+        """Tile `images` and save them as `grid-NNNN`. Returns None without saving for a
+        single image (A1111 `grid_only_if_multiple`): the grid would repeat the image."""
+        if not images or (only_if_multiple and len(images) < 2):
+            return None
+        grid = make_grid(images, rows)
+        return self._save(grid, basename="grid", digits=4, decoration="", infotext=infotext)
+
+    # -- internals ----------------------------------------------------------------------
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self.settings.file_format == "jpeg" else self.settings.file_format
+
+    def _file_name(self, number: int, basename: str, digits: int, decoration: str) -> str:
+        stem = f"{basename}-{number:0{digits}d}" if basename else f"{number:0{digits}d}"
+        if decoration:
+            stem = f"{stem}-{decoration}"
+        suffix = f".{self.extension}"
+        # Room for the suffix and for the hidden temp name built from it.
+        return _truncate_utf8(stem, _MAX_NAME_BYTES - len(suffix) - 40) + suffix
+
+    def _save(
+        self,
+        image: Image.Image,
+        *,
+        basename: str,
+        digits: int,
+        decoration: str,
+        infotext: str | None,
+    ) -> Path:
+        directory = self.target_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        # Encode outside the lock (it is the slow part), into a hidden temp file that the
+        # number scan ignores because it does not start with a digit or the basename.
+        fd, temp = _create_temp_file(directory, self.extension)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self._encode(image, handle, infotext)
+                handle.flush()
+                os.fsync(handle.fileno())
+            with self._lock:
+                final = self._claim(temp, directory, basename, digits, decoration)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_directory(directory)
+        return final
+
+    def _claim(
+        self, temp: Path, directory: Path, basename: str, digits: int, decoration: str
+    ) -> Path:
+        """Give the finished temp file the next free number. A hard link never replaces an
+        existing file, so a name taken by another writer or process makes us rescan."""
+        floor = 0  # never retry a number that already failed, even if the scan misses it
+        while True:
+            number = max(next_sequence_number(directory, basename), floor)
+            floor = number + 1
+            final = directory / self._file_name(number, basename, digits, decoration)
+            try:
+                os.link(temp, final)
+                return final
+            except FileExistsError:
+                continue
+            except OSError as error:
+                if error.errno not in _NO_HARD_LINKS:
+                    raise
+            # No hard links here (some network or FAT file systems): fall back to a rename,
+            # still atomic, and safe against our own threads thanks to the lock.
+            if final.exists():
+                continue
+            os.replace(temp, final)
+            return final
+
+    def _encode(self, image: Image.Image, handle, infotext: str | None) -> None:
+        fmt = _FORMATS[self.settings.file_format]
+        embed = self.settings.embed_infotext and bool(infotext)
+        if fmt == "PNG":
+            pnginfo = PngInfo()
+            # Keep text chunks the image already carries (A1111 does, e.g. for extras).
+            for key, value in (image.info or {}).items():
+                if isinstance(key, str) and isinstance(value, str) and key != "parameters":
+                    pnginfo.add_text(key, value)
+            if embed:
+                pnginfo.add_text("parameters", infotext)  # tEXt if Latin-1, else iTXt
+            image.save(handle, format="PNG", pnginfo=pnginfo)
+            return
+
+        if image.mode not in ("RGB", "L") and not (fmt == "WEBP" and image.mode == "RGBA"):
+            image = image.convert("RGB")
+        options: dict = {"quality": self.settings.jpeg_quality}
+        if fmt == "WEBP":
+            options["lossless"] = self.settings.webp_lossless
+        if embed:
+            exif = Image.Exif()
+            comment = infotext_mod.encode_user_comment(infotext)
+            exif.get_ifd(infotext_mod.EXIF_IFD)[infotext_mod.USER_COMMENT] = comment
+            if fmt == "JPEG" and len(exif.tobytes()) > _MAX_JPEG_EXIF:
+                log.warning(
+                    "infotext too long for JPEG EXIF (%d chars); saved without it", len(infotext)
+                )
+            else:
+                options["exif"] = exif
+        image.save(handle, format=fmt, **options)
+
+
+def _create_temp_file(directory: Path, extension: str) -> tuple[int, Path]:
+    """Create a uniquely named hidden file. Unlike `tempfile.mkstemp` (mode 0600) this
+    honours the umask, and the saved image inherits the temp file's permissions."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        path = directory / f".saving-{secrets.token_hex(8)}.{extension}.tmp"
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the new directory entry too, so a crash right after saving keeps the file.
+    Not possible on Windows, where opening a directory fails; the rename is still atomic."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
