@@ -1,0 +1,117 @@
+"""The checkpoint list and the one loaded model.
+
+Owned by the app object and used only from the job worker for loading (so a switch never
+happens mid-generation); listing and hashing are safe from any thread. Switching drops every
+reference to the old model before loading the new one, so RAM and VRAM are given back
+(A1111's best-known leak).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from modules.generation.devices import DeviceSettings, apply_attention, free_memory
+from modules.models import tiny
+from modules.models.catalog import CheckpointInfo, HashCache, find_checkpoints, resolve
+from modules.models.loaded import LoadedModel
+
+log = logging.getLogger(__name__)
+
+TINY_NOTICE = (
+    "Using the tiny test model with random weights: it draws coloured noise, not pictures. "
+    "Put a Stable Diffusion checkpoint (.safetensors) in models/Stable-diffusion/ and press refresh."
+)
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    info: CheckpointInfo
+    model: LoadedModel
+
+    @property
+    def is_tiny_random(self) -> bool:
+        return self.info.path.name == tiny.FILE_NAME
+
+
+class ModelManager:
+    def __init__(self, ckpt_dirs: tuple[Path, ...], configs_dir: Path, devices: DeviceSettings, hashes: HashCache, extra_ckpt: Path | None = None):
+        self.ckpt_dirs = ckpt_dirs
+        self.configs_dir = configs_dir
+        self.devices = devices
+        self.hashes = hashes
+        self.extra_ckpt = extra_ckpt
+        self._lock = threading.Lock()
+        self._checkpoints: list[CheckpointInfo] = []
+        self._active: ActiveModel | None = None
+        self.refresh()
+
+    # -- listing -------------------------------------------------------------------------
+
+    def refresh(self) -> list[CheckpointInfo]:
+        dirs = list(self.ckpt_dirs) + ([self.extra_ckpt] if self.extra_ckpt else [])
+        found = find_checkpoints(dirs, self.hashes)
+        with self._lock:
+            self._checkpoints = found
+        return found
+
+    @property
+    def checkpoints(self) -> list[CheckpointInfo]:
+        with self._lock:
+            return list(self._checkpoints)
+
+    def titles(self) -> list[str]:
+        return [c.title for c in self.checkpoints]
+
+    def find(self, query: str) -> CheckpointInfo | None:
+        return resolve(query, self.checkpoints)
+
+    def hash_all(self) -> None:
+        """Fill in every checkpoint's hash (slow for big files; run it off the request path)."""
+        for info in self.checkpoints:
+            self.hashes.sha256(info.path, compute=True)
+        self.refresh()
+
+    def ensure_default(self) -> None:
+        """With no checkpoint at all, write the tiny random model so the UI can start offline."""
+        if self.checkpoints:
+            return
+        target = self.ckpt_dirs[0] / tiny.FILE_NAME
+        log.warning("No checkpoint found in %s: writing the tiny test model (random weights) to %s.", self.ckpt_dirs[0], target)
+        tiny.write_tiny_checkpoint(target, self.configs_dir)
+        self.refresh()
+
+    # -- the loaded model ------------------------------------------------------------------
+
+    @property
+    def active(self) -> ActiveModel | None:
+        return self._active
+
+    def load(self, query: str | None = None) -> ActiveModel:
+        """Load a checkpoint by title, name or hash (the first one if None), freeing the old one first."""
+        from modules.models.loader import load_checkpoint
+
+        info = self.find(query) if query else (self.checkpoints[0] if self.checkpoints else None)
+        if info is None:
+            known = ", ".join(self.titles()) or "none"
+            raise ValueError(f"Checkpoint not found: '{query}'. Available: {known}.")
+        if self._active is not None and self._active.info.path == info.path:
+            return self._active
+        self.unload()
+        info = info.with_sha256(self.hashes.sha256(info.path))
+        log.info("Loading %s on %s", info.title, self.devices.describe())
+        model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=self.devices.device, dtype=self.devices.dtype, vae_dtype=self.devices.vae_dtype)
+        apply_attention(model.unet, self.devices)
+        self._active = ActiveModel(info, model)
+        self.refresh()
+        if self._active.is_tiny_random:
+            log.warning(TINY_NOTICE)
+        return self._active
+
+    def unload(self) -> None:
+        if self._active is None:
+            return
+        self._active = None
+        free_memory(self.devices.device)

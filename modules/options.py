@@ -1,0 +1,103 @@
+"""Command-line flags (A1111's names), the data folders they point at, and output settings.
+
+Parsed once in `webui.py` into plain frozen values that are handed to whatever needs them;
+nothing here is a global that code reads behind the app's back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+# A1111 flags that users keep in COMMANDLINE_ARGS and that need nothing from us: accepted quietly.
+ACCEPTED_NO_OP = (
+    "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-prepare-environment", "--skip-version-check",
+    "--opt-sdp-attention", "--opt-sdp-no-mem-attention", "--opt-split-attention", "--opt-sub-quad-attention",
+    "--disable-nan-check", "--upcast-sampling", "--no-download-sd-model", "--enable-insecure-extension-access",
+    "--medvram", "--medvram-sdxl", "--lowvram", "--lowram", "--api", "--no-hashing",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="webui.py", description="Stable Diffusion web UI (A1111-compatible flags).")
+    net = p.add_argument_group("server")
+    net.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 so other machines on the LAN can connect")
+    net.add_argument("--server-name", default=None, help="host name or address to bind (overrides --listen)")
+    net.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    net.add_argument("--autolaunch", action="store_true", help="open the page in the default browser once started")
+    paths = p.add_argument_group("folders")
+    paths.add_argument("--data-dir", type=Path, default=REPO_DIR, help="base folder for models/, outputs/ and settings")
+    paths.add_argument("--models-dir", type=Path, default=None, help="base folder for models (default <data-dir>/models)")
+    paths.add_argument("--ckpt-dir", type=Path, default=None, help="extra folder to search for checkpoints")
+    paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start")
+    dev = p.add_argument_group("device and precision")
+    dev.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast")
+    dev.add_argument("--no-half", action="store_true", help="keep the model in fp32 on the GPU")
+    dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32 on the GPU")
+    dev.add_argument("--xformers", action="store_true", help="use xformers attention where installed and usable")
+    dev.add_argument("--use-cpu", nargs="*", default=[], help="run on the CPU ('all' or 'sd')")
+    dev.add_argument("--device-id", type=int, default=None, help="CUDA device index")
+    p.add_argument("--disable-console-progressbars", action="store_true")
+    p.add_argument("--loglevel", default="INFO")
+    for flag in ACCEPTED_NO_OP:
+        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        log.warning("Ignoring unknown command-line arguments: %s", " ".join(unknown))
+    return args
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    models_dir: Path
+    ckpt_dirs: tuple[Path, ...]
+    outputs_dir: Path
+    configs_dir: Path
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Paths":
+        data = Path(args.data_dir).resolve()
+        models = Path(args.models_dir).resolve() if args.models_dir else data / "models"
+        ckpt_dirs = [models / "Stable-diffusion"]
+        if args.ckpt_dir:
+            ckpt_dirs.append(Path(args.ckpt_dir).resolve())
+        return cls(data, models, tuple(ckpt_dirs), data / "outputs", REPO_DIR / "configs")
+
+    @property
+    def hash_cache(self) -> Path:
+        return self.data_dir / "cache.json"
+
+    def ensure(self) -> None:
+        for sub in ("Stable-diffusion", "VAE", "Lora", "embeddings"):
+            (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
+        self.outputs_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """A1111's saving settings (config.json keys) with their defaults."""
+
+    samples_save: bool = True
+    samples_format: str = "png"
+    grid_save: bool = True
+    grid_format: str = "png"
+    save_to_dirs: bool = True
+    grid_save_to_dirs: bool = True
+    jpeg_quality: int = 80
+    outdir_txt2img_samples: str = "outputs/txt2img-images"
+    outdir_txt2img_grids: str = "outputs/txt2img-grids"
+
+    def resolve(self, data_dir: Path, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else data_dir / path

@@ -1,0 +1,62 @@
+"""The whole page: the checkpoint quicksetting on top, then the tabs."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from modules.jobs.queue import JobQueue, JobStatus
+from modules.jobs.txt2img_task import Txt2ImgService
+from modules.models.manager import TINY_NOTICE, ModelManager
+from modules.ui.txt2img import build_txt2img_tab
+from modules.version import VERSION
+
+CSS = """
+#txt2img_generate { min-height: 5.5em; }
+.infotext p { font-family: monospace; font-size: 0.9em; white-space: normal; word-break: break-word; }
+#model_notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
+"""
+
+
+def _notice(models: ModelManager) -> dict:
+    """The banner that says plainly when the tiny random-weights model is the one in use."""
+    active = models.active
+    tiny = active is not None and active.is_tiny_random
+    return gr.update(value=f"**Tiny test model.** {TINY_NOTICE}" if tiny else "", visible=tiny)
+
+
+def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService) -> gr.Blocks:
+    with gr.Blocks(title="Stable Diffusion") as page:
+        with gr.Row(elem_id="quicksettings"):
+            checkpoint = gr.Dropdown(
+                models.titles(), value=models.active.info.title if models.active else None, label="Stable Diffusion checkpoint",
+                elem_id="setting_sd_model_checkpoint", scale=4, allow_custom_value=False,
+            )
+            refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", size="sm", scale=0, min_width=40)
+        notice = gr.Markdown(elem_id="model_notice", visible=False)
+
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("txt2img", id="txt2img"):
+                build_txt2img_tab(queue, service)
+
+        gr.Markdown(f"<div style='text-align:center;opacity:.6'>version {VERSION} · {models.devices.describe()}</div>")
+
+        def current_title() -> str | None:
+            return models.active.info.title if models.active else None
+
+        def switch(title: str):
+            if not title or title == current_title():
+                return gr.update(), gr.update()
+            job = queue.submit("load_model", lambda _job: models.load(title))
+            job.wait()
+            if job.status is JobStatus.FAILED:
+                raise gr.Error(job.error or f"Could not load {title}")
+            return gr.update(choices=models.titles(), value=current_title()), _notice(models)
+
+        def do_refresh():
+            models.refresh()
+            return gr.update(choices=models.titles(), value=current_title())
+
+        checkpoint.change(switch, checkpoint, [checkpoint, notice], concurrency_limit=None, api_name=False)
+        refresh.click(do_refresh, None, checkpoint, queue=False, api_name=False)
+        page.load(lambda: (gr.update(choices=models.titles(), value=current_title()), _notice(models)), None, [checkpoint, notice], queue=False, api_name=False)
+    return page

@@ -1,0 +1,3 @@
+"""The version written into every image's infotext (`Version: ...`)."""
+
+VERSION = "v0.1.0"

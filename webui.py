@@ -1,0 +1,95 @@
+"""Build the app from command-line options and serve it: the gradio page on one port.
+
+The `App` object owns everything stateful (settings, the loaded model, the job queue) and
+hands it to the parts that need it; there are no module-level globals to reach into.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from modules.options import OutputSettings, Paths, parse_args  # noqa: E402
+
+log = logging.getLogger("webui")
+
+
+@dataclass
+class App:
+    paths: "Paths"
+    models: "object"
+    queue: "object"
+    txt2img: "object"
+
+    @classmethod
+    def create(cls, args) -> "App":
+        from modules.generation.devices import device_settings
+        from modules.jobs.queue import JobQueue
+        from modules.jobs.txt2img_task import Txt2ImgService
+        from modules.models.catalog import HashCache
+        from modules.models.manager import ModelManager
+
+        paths = Paths.from_args(args)
+        paths.ensure()
+        devices = device_settings(
+            use_cpu=bool({"all", "sd"} & set(args.use_cpu)), device_id=args.device_id, precision=args.precision,
+            no_half=args.no_half, no_half_vae=args.no_half_vae, xformers=args.xformers,
+        )
+        if devices.device.type == "cpu":
+            log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")
+        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache), extra_ckpt=args.ckpt)
+        models.ensure_default()
+        queue = JobQueue()
+        service = Txt2ImgService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
+        return cls(paths, models, queue, service)
+
+    def load_initial_model(self, query: str | None) -> None:
+        try:
+            self.models.load(query)
+        except ValueError as exc:  # a broken file must not stop the server: the page can pick another
+            log.error("%s", exc)
+
+    def build_asgi(self):
+        import gradio as gr
+        from fastapi import FastAPI
+
+        from modules.ui.page import CSS, build_page
+
+        api = FastAPI(title="Stable Diffusion web UI", docs_url=None, redoc_url=None)
+        page = build_page(self.models, self.queue, self.txt2img)
+        page.queue(default_concurrency_limit=None)
+        return gr.mount_gradio_app(api, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=getattr(logging, str(args.loglevel).upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = App.create(args)
+    app.load_initial_model(str(args.ckpt) if args.ckpt else None)
+    threading.Thread(target=app.models.hash_all, name="hash-checkpoints", daemon=True).start()
+    host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
+    port = args.port or 7860
+
+    import uvicorn
+
+    asgi = app.build_asgi()
+    print(f"Running on local URL:  http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", flush=True)
+    if args.autolaunch:
+        import webbrowser
+
+        threading.Timer(2.0, webbrowser.open, args=(f"http://127.0.0.1:{port}",)).start()
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", timeout_keep_alive=30)
+    app.queue.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
