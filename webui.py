@@ -52,10 +52,15 @@ class App:
         return cls(paths, models, queue, service)
 
     def load_initial_model(self, query: str | None) -> None:
-        try:
-            self.models.load(query)
-        except ValueError as exc:  # a broken file must not stop the server: the page can pick another
-            log.error("%s", exc)
+        """Load the asked-for checkpoint, else the first one that loads: one broken file in
+        models/ must not leave the server without a model (the page can still pick another)."""
+        candidates = [query] if query else [c.title for c in self.models.checkpoints]
+        for title in candidates:
+            try:
+                self.models.load(title)
+                return
+            except ValueError as exc:
+                log.error("%s", exc)
 
     def build_asgi(self):
         import gradio as gr

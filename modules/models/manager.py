@@ -91,24 +91,35 @@ class ModelManager:
 
     def load(self, query: str | None = None) -> ActiveModel:
         """Load a checkpoint by title, name or hash (the first one if None), freeing the old one first."""
-        from modules.models.loader import load_checkpoint
-
         info = self.find(query) if query else (self.checkpoints[0] if self.checkpoints else None)
         if info is None:
             known = ", ".join(self.titles()) or "none"
             raise ValueError(f"Checkpoint not found: '{query}'. Available: {known}.")
         if self._active is not None and self._active.info.path == info.path:
             return self._active
-        self.unload()
+        previous = self._active.info if self._active is not None else None
+        self.unload()  # free the old weights first: two big models may not fit side by side
+        try:
+            self._active = self._load(info)
+        except ValueError:
+            if previous is not None:  # a broken file must not leave the UI without a model
+                log.warning("Going back to %s", previous.title)
+                self._active = self._load(previous)
+            raise
+        finally:
+            self.refresh()
+        if self._active.is_tiny_random:
+            log.warning(TINY_NOTICE)
+        return self._active
+
+    def _load(self, info: CheckpointInfo) -> ActiveModel:
+        from modules.models.loader import load_checkpoint
+
         info = info.with_sha256(self.hashes.sha256(info.path))
         log.info("Loading %s on %s", info.title, self.devices.describe())
         model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=self.devices.device, dtype=self.devices.dtype, vae_dtype=self.devices.vae_dtype)
         apply_attention(model.unet, self.devices)
-        self._active = ActiveModel(info, model)
-        self.refresh()
-        if self._active.is_tiny_random:
-            log.warning(TINY_NOTICE)
-        return self._active
+        return ActiveModel(info, model)
 
     def unload(self) -> None:
         if self._active is None:
