@@ -48,8 +48,8 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService) -
                 return gr.update(), gr.update()
             job = queue.submit("load_model", lambda _job: models.load(title))
             job.wait()
-            if job.status is JobStatus.FAILED:
-                raise gr.Error(job.error or f"Could not load {title}")
+            if job.status is JobStatus.FAILED:  # say why, and show the model still in use
+                gr.Warning(job.error or f"Could not load {title}", duration=20)
             return gr.update(choices=models.titles(), value=current_title()), _notice(models)
 
         def do_refresh():

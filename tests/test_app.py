@@ -1,0 +1,71 @@
+"""The assembled app in-process: builds, generates and saves without touching the network."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from PIL import Image
+
+import webui
+from modules.generation.params import GenerationParams
+from modules.jobs.queue import JobStatus
+from modules.options import parse_args
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Record (and refuse) every attempt to resolve or reach a host other than loopback."""
+    attempts = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def local(host) -> bool:
+        return str(host) in ("127.0.0.1", "::1", "localhost", "0.0.0.0") or str(host).startswith("127.")
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not local(address[0]):
+            attempts.append(address)
+            raise OSError("network disabled in tests")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and not local(host):
+            attempts.append(host)
+            raise socket.gaierror("network disabled in tests")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts
+
+
+def test_first_start_offline_builds_page_generates_and_saves(tmp_path, no_network):
+    args = parse_args(["--data-dir", str(tmp_path), "--disable-console-progressbars"])
+    app = webui.App.create(args)
+    try:
+        app.load_initial_model(None)
+        assert app.models.active.is_tiny_random
+        app.build_asgi()
+        params = GenerationParams.create(prompt="offline", width=64, height=64, steps=3, seed=11, n_iter=2)
+        job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+        assert job.wait(60) and job.status is JobStatus.DONE, job.error
+        paths = job.result.paths
+        assert [p.name for p in paths] == ["00000-11.png", "00001-12.png"]
+        assert paths[0].parent.parent == tmp_path / "outputs" / "txt2img-images"
+        assert Image.open(paths[1]).info["parameters"].startswith("offline\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 12, Size: 64x64, Model hash: ")
+        assert job.result.grid_path is not None and job.result.grid_path.name == "grid-0000.png"
+    finally:
+        app.queue.shutdown()
+    assert no_network == []
+
+
+def test_counter_continues_across_restarts(tmp_path):
+    for expected in (["00000-5.png"], ["00001-5.png"]):
+        app = webui.App.create(parse_args(["--data-dir", str(tmp_path), "--disable-console-progressbars"]))
+        try:
+            params = GenerationParams.create(prompt="again", width=64, height=64, steps=2, seed=5)
+            job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+            assert job.wait(60) and job.status is JobStatus.DONE, job.error
+            assert [p.name for p in job.result.paths] == expected
+        finally:
+            app.queue.shutdown()
