@@ -121,6 +121,11 @@ def _file_info(file: Path, relative: str) -> CheckpointInfo:
     return CheckpointInfo(path=file, name=name, model_name=file.stem, is_folder=False)
 
 
+def _is_sidecar_config(folder: Path, sibling_files: list[str]) -> bool:
+    """A config-only folder named like a checkpoint beside it (the loader's override)."""
+    return any(Path(f).stem == folder.name and Path(f).suffix.lower() in CHECKPOINT_EXTENSIONS for f in sibling_files)
+
+
 def _scan_dir(root: Path) -> Iterable[CheckpointInfo]:
     if (root / DIFFUSERS_MARKER).is_file():
         yield _folder_info(root, root.name)
@@ -140,6 +145,8 @@ def _scan_dir(root: Path) -> Iterable[CheckpointInfo]:
                 continue
             sub = current_path / dirname
             if (sub / DIFFUSERS_MARKER).is_file():
+                if _is_sidecar_config(sub, filenames):
+                    continue  # `<name>/` next to `<name>.safetensors` is that file's config, not a model
                 # A diffusers folder is one checkpoint; its inner weights are not listed.
                 yield _folder_info(sub, sub.relative_to(root).as_posix())
             else:

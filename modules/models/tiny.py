@@ -46,6 +46,6 @@ def write_tiny_checkpoint(path: Path, configs_dir: Path, seed: int = DEFAULT_SEE
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in to_ldm_state_dict(ARCH, unet, vae, text_encoder).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt", "note": "tiny test model, random weights"})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})  # one key: safetensors orders a multi-key map at random
     tmp.replace(path)
     return path

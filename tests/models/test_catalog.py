@@ -229,3 +229,13 @@ def test_resolve_accepts_what_a1111_accepts(tmp_path):
     assert resolve("inpainting", infos).name == "v1-5-pruned-emaonly-inpainting"
     assert resolve("nothing-like-this", infos) is None
     assert resolve("", infos) is None
+
+
+def test_a_sidecar_config_folder_is_not_listed_as_a_model(tmp_path):
+    (tmp_path / "custom.safetensors").write_bytes(b"x")
+    (tmp_path / "custom").mkdir()
+    (tmp_path / "custom" / "model_index.json").write_text("{}")
+    (tmp_path / "real-diffusers").mkdir()
+    (tmp_path / "real-diffusers" / "model_index.json").write_text("{}")
+    assert [c.name for c in find_checkpoints([tmp_path])] == ["custom", "real-diffusers"]
+    assert [c.is_folder for c in find_checkpoints([tmp_path])] == [False, True]
