@@ -16,18 +16,25 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from modules.options import OutputSettings, Paths, parse_args  # noqa: E402
+
+if TYPE_CHECKING:
+    from modules.jobs.queue import Job, JobQueue
+    from modules.jobs.txt2img_task import Txt2ImgService
+    from modules.models.manager import ModelManager
 
 log = logging.getLogger("webui")
 
 
 @dataclass
 class App:
-    paths: "Paths"
-    models: "object"
-    queue: "object"
-    txt2img: "object"
+    paths: Paths
+    models: "ModelManager"
+    queue: "JobQueue"
+    txt2img: "Txt2ImgService"
+    startup: "Job | None" = None  # the job that loads the first model
 
     @classmethod
     def create(cls, args) -> "App":
@@ -69,7 +76,7 @@ class App:
         from modules.ui.page import CSS, build_page
 
         api = FastAPI(title="Stable Diffusion web UI", docs_url=None, redoc_url=None)
-        page = build_page(self.models, self.queue, self.txt2img)
+        page = build_page(self.models, self.queue, self.txt2img, ready=self.startup)
         page.queue(default_concurrency_limit=None)
         return gr.mount_gradio_app(api, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS)
 
@@ -78,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=getattr(logging, str(args.loglevel).upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = App.create(args)
-    app.load_initial_model(str(args.ckpt) if args.ckpt else None)
-    threading.Thread(target=app.models.hash_all, name="hash-checkpoints", daemon=True).start()
+
+    def start_up(_job) -> None:
+        # Queued first, so any generation waits for it; the page is served meanwhile.
+        app.load_initial_model(str(args.ckpt) if args.ckpt else None)
+        threading.Thread(target=app.models.hash_all, name="hash-checkpoints", daemon=True).start()
+
+    app.startup = app.queue.submit("load_model", start_up)
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
     port = args.port or 7860
 

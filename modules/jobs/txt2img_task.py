@@ -31,7 +31,6 @@ class Txt2ImgResult:
     images: list[Image.Image] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
-    grid: Image.Image | None = None
     grid_path: Path | None = None
     model_title: str = ""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from modules.jobs.queue import JobQueue, JobStatus
+from modules.jobs.queue import Job, JobQueue, JobStatus
 from modules.jobs.txt2img_task import Txt2ImgService
 from modules.models.manager import TINY_NOTICE, ModelManager
 from modules.ui.txt2img import build_txt2img_tab
@@ -24,7 +24,9 @@ def _notice(models: ModelManager) -> dict:
     return gr.update(value=f"**Tiny test model.** {TINY_NOTICE}" if tiny else "", visible=tiny)
 
 
-def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService) -> gr.Blocks:
+def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, ready: Job | None = None) -> gr.Blocks:
+    """`ready` is the start-up job that loads the first model; the page waits for it before
+    showing which model is active."""
     with gr.Blocks(title="Stable Diffusion") as page:
         with gr.Row(elem_id="quicksettings"):
             checkpoint = gr.Dropdown(
@@ -58,5 +60,10 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService) -
 
         checkpoint.change(switch, checkpoint, [checkpoint, notice], concurrency_limit=None, api_name=False)
         refresh.click(do_refresh, None, checkpoint, queue=False, api_name=False)
-        page.load(lambda: (gr.update(choices=models.titles(), value=current_title()), _notice(models)), None, [checkpoint, notice], queue=False, api_name=False)
+        def on_load():
+            if ready is not None:
+                ready.wait(300)
+            return gr.update(choices=models.titles(), value=current_title()), _notice(models)
+
+        page.load(on_load, None, [checkpoint, notice], api_name=False)
     return page
