@@ -38,7 +38,8 @@ class App:
 
     @classmethod
     def create(cls, args) -> "App":
-        from modules.generation.devices import device_settings
+        """Everything cheap. torch, diffusers and the model load in `start()`, on the worker,
+        while the main thread imports gradio and starts serving."""
         from modules.jobs.queue import JobQueue
         from modules.jobs.txt2img_task import Txt2ImgService
         from modules.models.catalog import HashCache
@@ -46,17 +47,34 @@ class App:
 
         paths = Paths.from_args(args)
         paths.ensure()
-        devices = device_settings(
-            use_cpu=bool({"all", "sd"} & set(args.use_cpu)), device_id=args.device_id, precision=args.precision,
-            no_half=args.no_half, no_half_vae=args.no_half_vae, xformers=args.xformers,
-        )
-        if devices.device.type == "cpu":
-            log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")
+
+        def devices():
+            from modules.generation.devices import device_settings
+
+            found = device_settings(
+                use_cpu=bool({"all", "sd"} & set(args.use_cpu)), device_id=args.device_id, precision=args.precision,
+                no_half=args.no_half, no_half_vae=args.no_half_vae, xformers=args.xformers,
+            )
+            if found.device.type == "cpu":
+                log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")
+            return found
+
         models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache), extra_ckpt=args.ckpt)
-        models.ensure_default()
         queue = JobQueue()
         service = Txt2ImgService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
         return cls(paths, models, queue, service)
+
+    def start(self, ckpt: str | None = None) -> "Job":
+        """Queue the start-up work first, so any generation waits for it: the tiny model when
+        there is no checkpoint at all, then the first model, then hashing the rest."""
+
+        def start_up(_job) -> None:
+            self.models.ensure_default()
+            self.load_initial_model(ckpt)
+            threading.Thread(target=self.models.hash_all, name="hash-checkpoints", daemon=True).start()
+
+        self.startup = self.queue.submit("load_model", start_up)
+        return self.startup
 
     def load_initial_model(self, query: str | None) -> None:
         """Load the asked-for checkpoint, else the first one that loads: one broken file in
@@ -85,13 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=getattr(logging, str(args.loglevel).upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = App.create(args)
-
-    def start_up(_job) -> None:
-        # Queued first, so any generation waits for it; the page is served meanwhile.
-        app.load_initial_model(str(args.ckpt) if args.ckpt else None)
-        threading.Thread(target=app.models.hash_all, name="hash-checkpoints", daemon=True).start()
-
-    app.startup = app.queue.submit("load_model", start_up)
+    app.start(str(args.ckpt) if args.ckpt else None)
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
     port = args.port or 7860
 

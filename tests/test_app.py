@@ -43,9 +43,9 @@ def test_first_start_offline_builds_page_generates_and_saves(tmp_path, no_networ
     args = parse_args(["--data-dir", str(tmp_path), "--disable-console-progressbars"])
     app = webui.App.create(args)
     try:
-        app.load_initial_model(None)
-        assert app.models.active.is_tiny_random
         app.build_asgi()
+        assert app.start().wait(60)
+        assert app.models.active.is_tiny_random
         params = GenerationParams.create(prompt="offline", width=64, height=64, steps=3, seed=11, n_iter=2)
         job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
         assert job.wait(60) and job.status is JobStatus.DONE, job.error
@@ -62,6 +62,7 @@ def test_first_start_offline_builds_page_generates_and_saves(tmp_path, no_networ
 def test_counter_continues_across_restarts(tmp_path):
     for expected in (["00000-5.png"], ["00001-5.png"]):
         app = webui.App.create(parse_args(["--data-dir", str(tmp_path), "--disable-console-progressbars"]))
+        app.start()
         try:
             params = GenerationParams.create(prompt="again", width=64, height=64, steps=2, seed=5)
             job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))

@@ -11,8 +11,6 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-import diffusers
-
 
 @dataclass(frozen=True)
 class Sampler:
@@ -127,9 +125,17 @@ def effective_schedule(sampler: Sampler, schedule: Schedule) -> Schedule:
     return schedule
 
 
+def scheduler_class(sampler: Sampler) -> type:
+    """The diffusers class, imported on first use: listing names must not pull in diffusers
+    (the page is served while diffusers still loads in the background)."""
+    import diffusers
+
+    return getattr(diffusers, sampler.scheduler_class)
+
+
 def check_supported(sampler: Sampler, schedule: Schedule) -> None:
     wanted = effective_schedule(sampler, schedule).options
-    accepted = inspect.signature(getattr(diffusers, sampler.scheduler_class).__init__).parameters
+    accepted = inspect.signature(scheduler_class(sampler).__init__).parameters
     missing = [k for k in wanted if k not in accepted]
     if missing:
         raise ValueError(
@@ -146,7 +152,7 @@ def infotext_schedule_label(sampler: Sampler, schedule: Schedule) -> str:
 def build_scheduler(base_config: dict, sampler: Sampler, schedule: Schedule, seeds: list[int] | None = None):
     """A fresh diffusers scheduler for one batch, starting from the checkpoint's own config
     (beta schedule, prediction type) so v-prediction and SDXL models keep their settings."""
-    cls = getattr(diffusers, sampler.scheduler_class)
+    cls = scheduler_class(sampler)
     options = {**sampler.options, **effective_schedule(sampler, schedule).options}
     if sampler.seeded_noise_tree and seeds is not None:
         options["noise_sampler_seed"] = list(seeds) if len(seeds) > 1 else seeds[0]

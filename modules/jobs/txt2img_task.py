@@ -7,19 +7,23 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
+from typing import TYPE_CHECKING
+
 from tqdm import tqdm
 
-from modules.generation import noise
 from modules.generation.control import StepInfo
 from modules.generation.params import GenerationParams, infotext_fields
-from modules.generation.runner import Txt2Img
 from modules.jobs.queue import Job
 from modules.models.manager import ActiveModel, ModelManager
 from modules.options import OutputSettings
 from modules.outputs.infotext import format_infotext
 from modules.outputs.saving import OutputWriter, SaveSettings
 from modules.version import VERSION
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.generation.runner import Txt2Img
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ log = logging.getLogger(__name__)
 class Txt2ImgResult:
     params: GenerationParams
     seeds: list[int] = field(default_factory=list)
-    images: list[Image.Image] = field(default_factory=list)
+    images: list["Image.Image"] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
@@ -54,7 +58,9 @@ class Txt2ImgService:
         )
         self._runner: tuple[ActiveModel, Txt2Img] | None = None
 
-    def runner(self) -> tuple[ActiveModel, Txt2Img]:
+    def runner(self) -> tuple[ActiveModel, "Txt2Img"]:
+        from modules.generation.runner import Txt2Img  # imports diffusers: not needed to serve the page
+
         active = self.models.active or self.models.load()
         if self._runner is None or self._runner[0] is not active:
             self._runner = (active, Txt2Img(active.model))
@@ -66,7 +72,9 @@ class Txt2ImgService:
 
     def run(self, job: Job, params: GenerationParams) -> Txt2ImgResult:
         active, runner = self.runner()
-        first_seed = noise.resolve_seed(params.seed)
+        from modules.generation.noise import resolve_seed
+
+        first_seed = resolve_seed(params.seed)
         result = Txt2ImgResult(params, model_title=active.info.title)
         bar = tqdm(total=params.n_iter * params.steps, desc=job.id, unit="step", disable=not self.console_progress)
         report = job.control.on_step

@@ -12,11 +12,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-from modules.generation.devices import DeviceSettings, apply_attention, free_memory
-from modules.models import tiny
+from modules.models import tiny  # light: it imports torch only when it builds the model
 from modules.models.catalog import CheckpointInfo, HashCache, find_checkpoints, resolve
-from modules.models.loaded import LoadedModel
+
+if TYPE_CHECKING:
+    from modules.generation.devices import DeviceSettings
+    from modules.models.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +40,28 @@ class ActiveModel:
 
 
 class ModelManager:
-    def __init__(self, ckpt_dirs: tuple[Path, ...], configs_dir: Path, devices: DeviceSettings, hashes: HashCache, extra_ckpt: Path | None = None):
+    def __init__(
+        self, ckpt_dirs: tuple[Path, ...], configs_dir: Path, devices: Callable[[], "DeviceSettings"], hashes: HashCache, extra_ckpt: Path | None = None
+    ):
+        """`devices` is called once, on first use: probing CUDA imports torch, which the page
+        should not wait for."""
         self.ckpt_dirs = ckpt_dirs
         self.configs_dir = configs_dir
-        self.devices = devices
+        self._device_factory = devices
+        self._devices: DeviceSettings | None = None
         self.hashes = hashes
         self.extra_ckpt = extra_ckpt
         self._lock = threading.Lock()
         self._checkpoints: list[CheckpointInfo] = []
         self._active: ActiveModel | None = None
         self.refresh()
+
+    @property
+    def devices(self) -> "DeviceSettings":
+        with self._lock:
+            if self._devices is None:
+                self._devices = self._device_factory()
+            return self._devices
 
     # -- listing -------------------------------------------------------------------------
 
@@ -113,6 +128,7 @@ class ModelManager:
         return self._active
 
     def _load(self, info: CheckpointInfo) -> ActiveModel:
+        from modules.generation.devices import apply_attention
         from modules.models.loader import load_checkpoint
 
         info = info.with_sha256(self.hashes.sha256(info.path))
@@ -124,5 +140,7 @@ class ModelManager:
     def unload(self) -> None:
         if self._active is None:
             return
+        from modules.generation.devices import free_memory
+
         self._active = None
         free_memory(self.devices.device)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 ARCH = "tiny-sd1"
 FILE_NAME = "tiny-test-model-random.safetensors"
 DEFAULT_SEED = 1234
@@ -24,6 +22,7 @@ def _config(configs_dir: Path, part: str) -> dict:
 
 def build_components(configs_dir: Path, seed: int = DEFAULT_SEED):
     """UNet, VAE and text encoder from `configs/tiny-sd1`, each initialised from its own seed."""
+    import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -36,13 +35,15 @@ def build_components(configs_dir: Path, seed: int = DEFAULT_SEED):
     return unet.eval(), vae.eval(), text_encoder.eval()
 
 
-def write_tiny_checkpoint(path: Path, configs_dir: Path, seed: int = DEFAULT_SEED, dtype: torch.dtype = torch.float16) -> Path:
-    """Write the tiny model as an A1111 single `.safetensors` file (atomically)."""
+def write_tiny_checkpoint(path: Path, configs_dir: Path, seed: int = DEFAULT_SEED, dtype=None) -> Path:
+    """Write the tiny model as an A1111 single `.safetensors` file (atomically), fp16 by default."""
+    import torch
     from safetensors.torch import save_file
 
     from modules.models.ldm_keys import to_ldm_state_dict
 
     unet, vae, text_encoder = build_components(configs_dir, seed)
+    dtype = dtype or torch.float16
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in to_ldm_state_dict(ARCH, unet, vae, text_encoder).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -40,7 +40,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
             with gr.Tab("txt2img", id="txt2img"):
                 build_txt2img_tab(queue, service)
 
-        gr.Markdown(f"<div style='text-align:center;opacity:.6'>version {VERSION} · {models.devices.describe()}</div>")
+        footer = gr.Markdown(f"<div style='text-align:center;opacity:.6'>version {VERSION}</div>", elem_id="footer_info")
 
         def current_title() -> str | None:
             return models.active.info.title if models.active else None
@@ -63,7 +63,9 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
         def on_load():
             if ready is not None:
                 ready.wait(300)
-            return gr.update(choices=models.titles(), value=current_title()), _notice(models)
+            device = f" · {models.devices.describe()}"
+            footer_text = f"<div style='text-align:center;opacity:.6'>version {VERSION}{device}</div>"
+            return gr.update(choices=models.titles(), value=current_title()), _notice(models), footer_text
 
-        page.load(on_load, None, [checkpoint, notice], api_name=False)
+        page.load(on_load, None, [checkpoint, notice, footer], api_name=False)
     return page

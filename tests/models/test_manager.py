@@ -21,7 +21,7 @@ def ckpt_dir(tmp_path, tiny_checkpoint):
 
 
 def manager(ckpt_dir, tmp_path):
-    return ModelManager((ckpt_dir,), CONFIGS, device_settings(use_cpu=True), HashCache(tmp_path / "cache.json"))
+    return ModelManager((ckpt_dir,), CONFIGS, lambda: device_settings(use_cpu=True), HashCache(tmp_path / "cache.json"))
 
 
 def test_lists_checkpoints_as_name_and_shorthash_once_loaded(ckpt_dir, tmp_path):
