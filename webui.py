@@ -91,12 +91,12 @@ class App:
         import gradio as gr
         from fastapi import FastAPI
 
-        from modules.ui.page import CSS, build_page
+        from modules.ui.page import CSS, HEAD, build_page
 
         api = FastAPI(title="Stable Diffusion web UI", docs_url=None, redoc_url=None)
         page = build_page(self.models, self.queue, self.txt2img, ready=self.startup)
         page.queue(default_concurrency_limit=None)
-        return gr.mount_gradio_app(api, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS)
+        return gr.mount_gradio_app(api, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD)
 
 
 def main(argv: list[str] | None = None) -> int:

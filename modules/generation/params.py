@@ -59,18 +59,6 @@ class GenerationParams(BaseModel):
         except ValidationError as exc:
             raise ValueError(readable_errors(exc)) from None
 
-    @property
-    def sampler(self) -> samplers.Sampler:
-        return samplers.resolve(self.sampler_name, self.scheduler)[0]
-
-    @property
-    def schedule(self) -> samplers.Schedule:
-        return samplers.resolve(self.sampler_name, self.scheduler)[1]
-
-    @property
-    def total_images(self) -> int:
-        return self.n_iter * self.batch_size
-
     @classmethod
     def field_meta(cls, name: str) -> dict:
         info = cls.model_fields[name]

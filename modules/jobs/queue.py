@@ -75,6 +75,7 @@ class Job:
     result: Any = None
     error: str | None = None
     submitted_at: float = field(default_factory=time.time)
+    finished_at: float | None = None  # time.monotonic(), like progress.started_at
     finished: threading.Event = field(default_factory=threading.Event)
     control: RunControl = field(default_factory=RunControl)
 
@@ -88,6 +89,11 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
+
+    @property
+    def run_seconds(self) -> float | None:
+        started = self.progress.started_at
+        return None if started is None or self.finished_at is None else self.finished_at - started
 
 
 class JobQueue:
@@ -188,6 +194,7 @@ class JobQueue:
 
     def _finish(self, job: Job, status: JobStatus) -> None:
         job.status = status
+        job.finished_at = time.monotonic()
         job.finished.set()
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._max_finished:

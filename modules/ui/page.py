@@ -16,6 +16,23 @@ CSS = """
 #model_notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
 """
 
+# A1111's prompt-box keys: Ctrl+Enter generates, Alt+Enter skips, Esc interrupts.
+HEAD = """
+<script>
+document.addEventListener('keydown', (e) => {
+  const box = e.target && e.target.closest && e.target.closest('#txt2img_prompt, #txt2img_neg_prompt');
+  if (!box) return;
+  let button = null;
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) button = 'txt2img_generate';
+  else if (e.key === 'Enter' && e.altKey) button = 'txt2img_skip';
+  else if (e.key === 'Escape') button = 'txt2img_interrupt';
+  if (!button) return;
+  e.preventDefault();
+  document.getElementById(button)?.click();
+});
+</script>
+"""
+
 
 def _notice(models: ModelManager) -> dict:
     """The banner that says plainly when the tiny random-weights model is the one in use."""

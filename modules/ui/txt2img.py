@@ -57,7 +57,7 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
 
     with gr.Row(elem_id="txt2img_toprow"):
         with gr.Column(scale=6):
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt\n(Press Ctrl+Enter to generate)")
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)")
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt", placeholder="Negative prompt")
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
@@ -117,9 +117,8 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
         if result.grid_path is not None:
             files = [str(result.grid_path), *files]
             shown_infotexts = [result.infotexts[0], *shown_infotexts]
-        elapsed = (job.progress.updated_at or 0) - (job.progress.started_at or 0)
         note = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
-        log = f"<p>{note}{len(result.images)} image(s), {max(elapsed, 0):.1f}s. Saved to {html.escape(str(result.paths[0].parent)) if result.paths else 'nowhere (saving off)'}.</p>"
+        log = f"<p>{note}{len(result.images)} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {html.escape(str(result.paths[0].parent)) if result.paths else 'nowhere (saving off)'}.</p>"
         return files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, result.first_seed, shown_infotexts
 
     def interrupt_own(request: gr.Request) -> None:
@@ -138,7 +137,6 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
 
     outputs = [gallery, info, status, last_seed, infotexts]
     generate.click(run, inputs, outputs, concurrency_limit=None, api_name="txt2img")
-    prompt.submit(run, inputs, outputs, concurrency_limit=None, api_name=False)
     interrupt.click(interrupt_own, None, None, queue=False, api_name=False)
     skip.click(skip_own, None, None, queue=False, api_name=False)
     swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False, api_name=False)
