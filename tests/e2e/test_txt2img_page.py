@@ -77,3 +77,18 @@ def test_a_broken_checkpoint_shows_a_message_and_the_server_keeps_working(page, 
     page.press("#txt2img_prompt textarea", "Control+Enter")  # A1111's shortcut
     page.wait_for_function(f"document.querySelector('#txt2img_html_info').innerText.startsWith('still alive')", timeout=60000)
     assert len(saved_images(server["data"])) == before + 1
+
+
+def test_interrupt_stops_the_running_job_and_keeps_what_was_finished(page, server):
+    before = len(saved_images(server["data"]))
+    page.fill("#txt2img_prompt textarea", "a long job")
+    set_number(page, "txt2img_width", 256)
+    set_number(page, "txt2img_height", 256)
+    set_number(page, "txt2img_n_iter", 6)
+    page.click("#txt2img_generate")
+    page.locator("#txt2img_gallery", has_text="Step").wait_for(timeout=60000)  # the progress bar is showing
+    page.click("#txt2img_interrupt")
+    page.locator("#txt2img_html_log", has_text="Interrupted").wait_for(timeout=60000)
+    made = len(saved_images(server["data"])) - before
+    assert made < 6
+    assert f"{made} image(s)" in page.inner_text("#txt2img_html_log")
