@@ -59,7 +59,7 @@ class App:
                 log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")
             return found
 
-        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache), extra_ckpt=args.ckpt)
+        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache, hashing=not args.no_hashing), extra_ckpt=args.ckpt)
         queue = JobQueue()
         service = Txt2ImgService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
         return cls(paths, models, queue, service)
@@ -71,7 +71,8 @@ class App:
         def start_up(_job) -> None:
             self.models.ensure_default()
             self.load_initial_model(ckpt)
-            threading.Thread(target=self.models.hash_all, name="hash-checkpoints", daemon=True).start()
+            if self.models.hashes.hashing:
+                threading.Thread(target=self.models.hash_all, name="hash-checkpoints", daemon=True).start()
 
         self.startup = self.queue.submit("load_model", start_up)
         return self.startup

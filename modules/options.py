@@ -20,7 +20,7 @@ ACCEPTED_NO_OP = (
     "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-prepare-environment", "--skip-version-check",
     "--opt-sdp-attention", "--opt-sdp-no-mem-attention", "--opt-split-attention", "--opt-sub-quad-attention",
     "--disable-nan-check", "--upcast-sampling", "--no-download-sd-model", "--enable-insecure-extension-access",
-    "--medvram", "--medvram-sdxl", "--lowvram", "--lowram", "--api", "--no-hashing",
+    "--medvram", "--medvram-sdxl", "--lowvram", "--lowram", "--api",
 )
 
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--models-dir", type=Path, default=None, help="base folder for models (default <data-dir>/models)")
     paths.add_argument("--ckpt-dir", type=Path, default=None, help="extra folder to search for checkpoints")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start")
+    paths.add_argument("--no-hashing", action="store_true", help="do not compute SHA-256 of checkpoints (no Model hash in infotext)")
     dev = p.add_argument_group("device and precision")
     dev.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast")
     dev.add_argument("--no-half", action="store_true", help="keep the model in fp32 on the GPU")

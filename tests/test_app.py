@@ -70,3 +70,32 @@ def test_counter_continues_across_restarts(tmp_path):
             assert [p.name for p in job.result.paths] == expected
         finally:
             app.queue.shutdown()
+
+
+def test_switching_after_a_generation_frees_the_old_model_and_ckpt_path_is_loaded(tmp_path, tiny_checkpoint):
+    import gc
+    import weakref
+
+    from modules.models import tiny
+    from tests.conftest import CONFIGS
+
+    ckpts = tmp_path / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    (ckpts / "a-first.safetensors").write_bytes(tiny_checkpoint.read_bytes())
+    elsewhere = tiny.write_tiny_checkpoint(tmp_path / "elsewhere" / "z-mine.safetensors", CONFIGS, seed=7)
+    app = webui.App.create(parse_args(["--data-dir", str(tmp_path), "--ckpt", str(elsewhere), "--disable-console-progressbars"]))
+    try:
+        assert app.start(str(elsewhere)).wait(60)
+        assert app.models.active.info.path == elsewhere  # --ckpt wins over the first in the list
+        params = GenerationParams.create(prompt="x", width=64, height=64, steps=2, seed=1)
+        job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+        assert job.wait(60) and job.status is JobStatus.DONE, job.error
+        old_unet = weakref.ref(app.models.active.model.unet)
+        switch = app.queue.submit("load_model", lambda j: app.models.load("a-first"))
+        assert switch.wait(60) and switch.status is JobStatus.DONE, switch.error
+        gc.collect()
+        assert old_unet() is None, "the previous model is still held after the switch"
+        job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+        assert job.wait(60) and "Model: a-first," in job.result.infotexts[0]
+    finally:
+        app.queue.shutdown()

@@ -89,8 +89,11 @@ def format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def infotext_fields(params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str) -> list[tuple[str, Any]]:
-    """The params line of A1111's infotext, keys in A1111's order (None values are dropped later)."""
+def infotext_fields(
+    params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str, clip_skip_applies: bool = True
+) -> list[tuple[str, Any]]:
+    """The params line of A1111's infotext, keys in A1111's order (None values are dropped later).
+    `clip_skip_applies` is False for models that ignore Clip skip (SD2, SDXL)."""
     sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
     meta = GenerationParams.field_meta
     return [
@@ -102,6 +105,6 @@ def infotext_fields(params: GenerationParams, *, seed: int, model_hash: str | No
         ("Size", f"{params.width}x{params.height}"),
         ("Model hash", model_hash),
         ("Model", model_name),
-        (meta("clip_skip")["infotext"], params.clip_skip if params.clip_skip > 1 else None),
+        (meta("clip_skip")["infotext"], params.clip_skip if params.clip_skip > 1 and clip_skip_applies else None),
         ("Version", version),
     ]

@@ -30,24 +30,31 @@ class Schedule:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _k(**options: Any) -> dict[str, Any]:
+    """Options of a k-diffusion-style sampler. A1111 spaces their steps over the whole noise
+    range (k-diffusion's linspace); a checkpoint config saying "leading" (SDXL's) would
+    otherwise start them below the model's highest noise level."""
+    return {"timestep_spacing": "linspace", **options}
+
+
 # In A1111's order: the first one is the UI default.
 SAMPLERS: tuple[Sampler, ...] = (
-    Sampler("DPM++ 2M", ("k_dpmpp_2m",), "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, "karras"),
-    Sampler("DPM++ SDE", ("k_dpmpp_sde",), "DPMSolverSDEScheduler", {}, "karras", seeded_noise_tree=True),
-    Sampler("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, "exponential"),
+    Sampler("DPM++ 2M", ("k_dpmpp_2m",), "DPMSolverMultistepScheduler", _k(algorithm_type="dpmsolver++", solver_order=2), "karras"),
+    Sampler("DPM++ SDE", ("k_dpmpp_sde",), "DPMSolverSDEScheduler", _k(), "karras", seeded_noise_tree=True),
+    Sampler("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler", _k(algorithm_type="sde-dpmsolver++", solver_order=2), "exponential"),
     Sampler(
         "DPM++ 2M SDE Heun",
         ("k_dpmpp_2m_sde_heun",),
         "DPMSolverMultistepScheduler",
-        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
+        _k(algorithm_type="sde-dpmsolver++", solver_order=2, solver_type="heun"),
         "exponential",
     ),
-    Sampler("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler"),
-    Sampler("Euler", ("k_euler",), "EulerDiscreteScheduler"),
-    Sampler("LMS", ("k_lms",), "LMSDiscreteScheduler"),
-    Sampler("Heun", ("k_heun",), "HeunDiscreteScheduler"),
-    Sampler("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", {}, "karras"),
-    Sampler("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler", {}, "karras"),
+    Sampler("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler", _k()),
+    Sampler("Euler", ("k_euler",), "EulerDiscreteScheduler", _k()),
+    Sampler("LMS", ("k_lms",), "LMSDiscreteScheduler", _k()),
+    Sampler("Heun", ("k_heun",), "HeunDiscreteScheduler", _k()),
+    Sampler("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", _k(), "karras"),
+    Sampler("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler", _k(), "karras"),
     Sampler("DDIM", ("ddim",), "DDIMScheduler", {"set_alpha_to_one": False}),
     Sampler("PLMS", ("plms",), "PNDMScheduler", {"skip_prk_steps": True}),
     # A1111 defaults UniPC to its bh1 variant, but diffusers' bh1 path turns latents into NaN
@@ -94,10 +101,11 @@ def resolve(sampler_name: str, schedule_name: str | None = "Automatic") -> tuple
     off and wins over `schedule_name` when that is Automatic or empty. Unknown names raise
     ValueError with the list of valid ones.
     """
+    sampler_name = (sampler_name or "").strip()
     schedule = find_schedule(schedule_name or "Automatic")
     if schedule is None:
         raise ValueError(f"Unknown schedule type '{schedule_name}'. Choose one of: {', '.join(s.label for s in SCHEDULES)}.")
-    sampler = find_sampler(sampler_name or "")
+    sampler = find_sampler(sampler_name)
     if sampler is None:
         for sched in SCHEDULES[1:]:
             for spelling in (sched.label, sched.name, *sched.aliases):

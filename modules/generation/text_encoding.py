@@ -36,6 +36,8 @@ class PromptEncoder:
         self._cache_size = cache_size
 
     def encode(self, prompt: str, clip_skip: int = 1, *, negative: bool = False) -> Conditioning:
+        if not self.model.honours_clip_skip:
+            clip_skip = 1
         key = (prompt, clip_skip, negative)
         hit = self._cache.get(key)
         if hit is not None:
@@ -66,8 +68,9 @@ class PromptEncoder:
         return Conditioning(embeds.to(self.model.dtype))
 
     def _encode_sdxl(self, prompt: str, clip_skip: int, negative: bool) -> Conditioning:
-        """SDXL: penultimate layers of both encoders side by side, pooled output of the second.
-        An empty negative prompt becomes zeros, as the SDXL base config asks."""
+        """SDXL: penultimate layers of both encoders side by side, pooled output of the second
+        (`clip_skip` is 1 here, see `honours_clip_skip`). An empty negative prompt becomes
+        zeros, as the SDXL base config asks."""
         m = self.model
         if negative and not prompt and m.extra.get("force_zeros_for_empty_prompt", True):
             width = m.text_encoder.config.hidden_size + m.text_encoder_2.config.hidden_size

@@ -57,6 +57,10 @@ class Txt2ImgService:
             SaveSettings(settings.resolve(data_dir, settings.outdir_txt2img_grids), settings.grid_format, settings.grid_save_to_dirs, jpeg_quality=settings.jpeg_quality)
         )
         self._runner: tuple[ActiveModel, Txt2Img] | None = None
+        models.add_unload_listener(self._drop_runner)
+
+    def _drop_runner(self) -> None:
+        self._runner = None
 
     def runner(self) -> tuple[ActiveModel, "Txt2Img"]:
         from modules.generation.runner import Txt2Img  # imports diffusers: not needed to serve the page
@@ -67,7 +71,10 @@ class Txt2ImgService:
         return self._runner
 
     def infotext(self, params: GenerationParams, seed: int, active: ActiveModel) -> str:
-        fields = infotext_fields(params, seed=seed, model_hash=active.info.shorthash, model_name=active.info.model_name, version=VERSION)
+        fields = infotext_fields(
+            params, seed=seed, model_hash=active.info.shorthash, model_name=active.info.model_name, version=VERSION,
+            clip_skip_applies=active.model.honours_clip_skip,
+        )
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
     def run(self, job: Job, params: GenerationParams) -> Txt2ImgResult:

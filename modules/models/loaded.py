@@ -39,3 +39,9 @@ class LoadedModel:
     @property
     def is_sdxl(self) -> bool:
         return self.text_encoder_2 is not None
+
+    @property
+    def honours_clip_skip(self) -> bool:
+        """A1111 applies Clip skip to SD 1.x's CLIP-L only: SD2 and SDXL always use their
+        penultimate layer."""
+        return self.arch in ("sd1", "tiny-sd1")

@@ -54,6 +54,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._checkpoints: list[CheckpointInfo] = []
         self._active: ActiveModel | None = None
+        self._unload_listeners: list[Callable[[], None]] = []
         self.refresh()
 
     @property
@@ -81,7 +82,19 @@ class ModelManager:
         return [c.title for c in self.checkpoints]
 
     def find(self, query: str) -> CheckpointInfo | None:
+        """By title, name or hash (A1111's lookups), or by path (what `--ckpt` gives)."""
+        path = Path(query).expanduser()
+        if path.exists():
+            real = path.resolve()
+            for info in self.checkpoints:
+                if info.path.resolve() == real:
+                    return info
         return resolve(query, self.checkpoints)
+
+    def add_unload_listener(self, listener: Callable[[], None]) -> None:
+        """Called when the active model is dropped: whoever caches objects built on it
+        must let go, or the old weights stay in memory through the switch."""
+        self._unload_listeners.append(listener)
 
     def hash_all(self) -> None:
         """Fill in every checkpoint's hash (slow for big files; run it off the request path)."""
@@ -116,11 +129,16 @@ class ModelManager:
         self.unload()  # free the old weights first: two big models may not fit side by side
         try:
             self._active = self._load(info)
-        except ValueError:
-            if previous is not None:  # a broken file must not leave the UI without a model
+        except Exception as exc:  # broken file, out of memory...: go back to what the user had
+            if previous is not None:
                 log.warning("Going back to %s", previous.title)
-                self._active = self._load(previous)
-            raise
+                try:
+                    self._active = self._load(previous)
+                except Exception as again:
+                    log.error("Could not reload %s either: %s", previous.title, again)
+            if isinstance(exc, ValueError):
+                raise
+            raise ValueError(f"Could not load checkpoint {info.title}: {type(exc).__name__}: {exc}") from exc
         finally:
             self.refresh()
         if self._active.is_tiny_random:
@@ -143,4 +161,6 @@ class ModelManager:
         from modules.generation.devices import free_memory
 
         self._active = None
+        for listener in self._unload_listeners:
+            listener()
         free_memory(self.devices.device)

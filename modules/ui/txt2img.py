@@ -16,7 +16,7 @@ import gradio as gr
 
 from modules.generation import samplers
 from modules.generation.params import GenerationParams
-from modules.jobs.queue import JobQueue, JobStatus
+from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus
 from modules.jobs.txt2img_task import Txt2ImgService
 
 # Control order on the page and in handler signatures.
@@ -37,18 +37,27 @@ def infotext_html(text: str) -> str:
 
 @dataclass
 class SessionJobs:
-    """Which job each browser session started, so Interrupt and Skip act on that job only."""
+    """The unfinished jobs each browser session started, so Interrupt and Skip act on that
+    session's jobs only (A1111's buttons stop whoever is running)."""
 
-    _jobs: dict[str, str] = field(default_factory=dict)
+    _jobs: dict[str, list[Job]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def set(self, session: str, job_id: str) -> None:
+    def add(self, session: str, job: Job) -> None:
         with self._lock:
-            self._jobs[session] = job_id
+            self._prune()
+            self._jobs.setdefault(session, []).append(job)
 
-    def get(self, session: str) -> str | None:
+    def unfinished(self, session: str) -> list[Job]:
         with self._lock:
-            return self._jobs.get(session)
+            self._prune()
+            return list(self._jobs.get(session, []))
+
+    def _prune(self) -> None:
+        for session in list(self._jobs):
+            self._jobs[session] = [j for j in self._jobs[session] if j.status not in FINISHED]
+            if not self._jobs[session]:
+                del self._jobs[session]
 
 
 def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
@@ -68,8 +77,8 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Row():
-                sampler = gr.Dropdown([s.name for s in samplers.SAMPLERS], value=meta("sampler_name")["default"], label="Sampling method", elem_id="txt2img_sampling")
-                schedule = gr.Dropdown([s.label for s in samplers.SCHEDULES], value=meta("scheduler")["default"], label="Schedule type", elem_id="txt2img_scheduler")
+                sampler = gr.Dropdown([s.name for s in samplers.SAMPLERS], value=meta("sampler_name")["default"], label=meta("sampler_name")["label"], elem_id="txt2img_sampling")
+                schedule = gr.Dropdown([s.label for s in samplers.SCHEDULES], value=meta("scheduler")["default"], label=meta("scheduler")["label"], elem_id="txt2img_scheduler")
             steps = _slider("steps")
             with gr.Row():
                 with gr.Column(scale=4):
@@ -81,7 +90,7 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
                     batch_size = _slider("batch_size")
             cfg = _slider("cfg_scale")
             with gr.Row():
-                seed = gr.Number(label="Seed", value=-1, precision=0, elem_id="txt2img_seed", scale=4)
+                seed = gr.Number(label=meta("seed")["label"], value=meta("seed")["default"], precision=0, elem_id="txt2img_seed", scale=4)
                 random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", size="sm", scale=0, min_width=40)
                 reuse_seed = gr.Button("♻️", elem_id="txt2img_reuse_seed", size="sm", scale=0, min_width=40)
         with gr.Column(scale=1):
@@ -89,7 +98,8 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
             info = gr.HTML(elem_id="txt2img_html_info")
             status = gr.HTML(elem_id="txt2img_html_log")
 
-    last_seed = gr.State(None)
+    shown_seeds = gr.State([])  # per gallery entry, so ♻️ reuses the selected image's seed
+    selected = gr.State(0)
     infotexts = gr.State([])
     inputs = [prompt, negative, sampler, schedule, steps, width, height, n_iter, batch_size, cfg, seed]
 
@@ -100,7 +110,7 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         job = queue.submit("txt2img", lambda j: service.run(j, params))
-        sessions.set(request.session_hash or "", job.id)
+        sessions.add(request.session_hash or "", job)
         while not job.wait(0.2):
             if job.status is JobStatus.QUEUED:
                 progress(0, desc=f"Waiting in queue ({queue.pending_count()} job(s) queued)")
@@ -111,35 +121,37 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
             raise gr.Error(job.error or "Generation failed")
         result = job.result
         if result is None:  # cancelled before it started
-            return [], "", "Interrupted before start.", None, []
+            return [], "", "Interrupted before start.", [], 0, []
         files = [str(p) for p in result.paths] if result.paths else result.images
-        shown_infotexts = list(result.infotexts)
-        if result.grid_path is not None:
+        shown_infotexts, seeds = list(result.infotexts), list(result.seeds)
+        if result.grid_path is not None:  # the grid comes first, standing for the first image
             files = [str(result.grid_path), *files]
-            shown_infotexts = [result.infotexts[0], *shown_infotexts]
+            shown_infotexts, seeds = [result.infotexts[0], *shown_infotexts], [result.seeds[0], *seeds]
         note = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
         log = f"<p>{note}{len(result.images)} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {html.escape(str(result.paths[0].parent)) if result.paths else 'nowhere (saving off)'}.</p>"
-        return files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, result.first_seed, shown_infotexts
+        return files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts
 
     def interrupt_own(request: gr.Request) -> None:
-        job_id = sessions.get(request.session_hash or "")
-        if job_id:
-            queue.interrupt(job_id)
+        """Stop this session's running job and drop its queued ones."""
+        for job in sessions.unfinished(request.session_hash or ""):
+            queue.interrupt(job.id)
 
     def skip_own(request: gr.Request) -> None:
-        job_id = sessions.get(request.session_hash or "")
-        if job_id:
-            queue.skip(job_id)
+        for job in sessions.unfinished(request.session_hash or ""):
+            queue.skip(job.id)  # only the running one has a batch to skip
 
-    def show_selected(texts: list[str], evt: gr.SelectData) -> str:
+    def show_selected(texts: list[str], evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else 0
-        return infotext_html(texts[index]) if 0 <= index < len(texts) else ""
+        return (infotext_html(texts[index]) if 0 <= index < len(texts) else ""), index
 
-    outputs = [gallery, info, status, last_seed, infotexts]
+    def reuse(seeds: list[int], index: int, current):
+        return seeds[index] if 0 <= index < len(seeds) else current
+
+    outputs = [gallery, info, status, shown_seeds, selected, infotexts]
     generate.click(run, inputs, outputs, concurrency_limit=None, api_name="txt2img")
     interrupt.click(interrupt_own, None, None, queue=False, api_name=False)
     skip.click(skip_own, None, None, queue=False, api_name=False)
     swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False, api_name=False)
     random_seed.click(lambda: -1, None, seed, queue=False, api_name=False)
-    reuse_seed.click(lambda s, cur: s if s is not None else cur, [last_seed, seed], seed, queue=False, api_name=False)
-    gallery.select(show_selected, infotexts, info, queue=False, api_name=False)
+    reuse_seed.click(reuse, [shown_seeds, selected, seed], seed, queue=False, api_name=False)
+    gallery.select(show_selected, infotexts, [info, selected], queue=False, api_name=False)

@@ -55,9 +55,13 @@ def test_page_generates_and_saves_with_a1111_infotext(page, server):
     assert grids and Image.open(grids[0]).size == (128, 64)
     page.screenshot(path=str(server["data"] / "after-generate.png"), full_page=True)
 
-    # ♻️ brings back the seed just used.
+    # ♻️ brings back the seed just used; after selecting the second image, that image's seed.
     page.click("#txt2img_reuse_seed")
     page.wait_for_function(f"document.querySelector('#txt2img_seed input').value == '{seeds[0]}'", timeout=10000)
+    page.locator("#txt2img_gallery img").nth(2).click()  # grid, first, second
+    page.locator("#txt2img_html_info", has_text=f"Seed: {seeds[1]}").wait_for(timeout=10000)
+    page.click("#txt2img_reuse_seed")
+    page.wait_for_function(f"document.querySelector('#txt2img_seed input').value == '{seeds[1]}'", timeout=10000)
 
 
 def test_a_broken_checkpoint_shows_a_message_and_the_server_keeps_working(page, server):

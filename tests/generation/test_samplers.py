@@ -75,3 +75,24 @@ def test_v_prediction_survives_from_the_checkpoint_config():
     for s in samplers.SAMPLERS:
         sch = samplers.build_scheduler(base, s, samplers.SCHEDULES[0], seeds=[1])
         assert sch.config.get("prediction_type", "v_prediction") == "v_prediction", s.name
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "Euler a", "DPM2", "DPM++ SDE", "DPM++ 2M", "LMS", "Heun"])
+def test_sdxl_leading_spacing_does_not_lower_the_starting_noise(sampler):
+    """SDXL's config says 'leading'; A1111's k-diffusion samplers still start at the model's sigma max."""
+    import json
+
+    from tests.conftest import CONFIGS
+
+    sdxl = json.loads((CONFIGS / "sdxl" / "scheduler" / "scheduler_config.json").read_text())
+    sd1 = scheduler_config("sd1")
+    starts = []
+    for base in (sdxl, sd1):
+        sch = samplers.build_scheduler(base, *samplers.resolve(sampler), seeds=[1])
+        sch.set_timesteps(20)
+        starts.append(float(sch.sigmas[0]))
+    assert starts[0] == pytest.approx(starts[1], rel=1e-4) and starts[0] > 14
+
+
+def test_legacy_name_with_stray_spaces():
+    assert samplers.resolve("  DPM++ 2M Karras ")[0].name == "DPM++ 2M"

@@ -1,0 +1,42 @@
+"""SDXL through the core against diffusers' own StableDiffusionXLPipeline (reduced width, real layout)."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionXLPipeline
+
+from modules.generation import samplers
+from modules.generation.params import GenerationParams, infotext_fields
+from modules.generation.runner import Txt2Img
+from modules.models.ldm_keys import to_ldm_state_dict
+from modules.models.loader import load_checkpoint
+from tests.conftest import CONFIGS
+from tests.models.test_loader import build_models, save_single_file, write_config_folder
+
+
+@pytest.fixture(scope="module")
+def sdxl_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sdxl")
+    models = build_models("sdxl", seed=3)
+    path = save_single_file(folder / "xl-small.safetensors", to_ldm_state_dict("sdxl", **models))
+    write_config_folder(folder / "xl-small", "sdxl", models)
+    return load_checkpoint(path, configs_dir=CONFIGS, device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("negative", ["", "blurry"])
+def test_sdxl_core_matches_the_diffusers_sdxl_pipeline_and_ignores_clip_skip(sdxl_model, negative):
+    m = sdxl_model
+    params = GenerationParams.create(prompt="a red square", negative_prompt=negative, sampler_name="Euler", width=64, height=64, steps=4, seed=5, clip_skip=2)
+    ours = [im for b in Txt2Img(m).run(params, 5) for im in b.images]
+    pipe = StableDiffusionXLPipeline(
+        vae=m.vae, text_encoder=m.text_encoder, text_encoder_2=m.text_encoder_2, tokenizer=m.tokenizer, tokenizer_2=m.tokenizer_2,
+        unet=m.unet, scheduler=samplers.build_scheduler(m.scheduler_config, *samplers.resolve("Euler")), force_zeros_for_empty_prompt=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(
+        "a red square", negative_prompt=negative or None, num_inference_steps=4, guidance_scale=7.0, width=64, height=64,
+        generator=[torch.Generator().manual_seed(5)],
+    ).images
+    assert np.abs(np.asarray(ours[0], dtype=np.int16) - np.asarray(ref[0], dtype=np.int16)).max() <= 1
+    fields = dict(infotext_fields(params, seed=5, model_hash=None, model_name="xl", version="v", clip_skip_applies=m.honours_clip_skip))
+    assert fields["Clip skip"] is None
