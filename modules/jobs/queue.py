@@ -42,7 +42,6 @@ class Progress:
     batch_index: int = 0
     batch_count: int = 1
     started_at: float | None = None
-    updated_at: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -85,7 +84,6 @@ class Job:
     def _on_step(self, info: StepInfo) -> None:
         p = self.progress
         p.step, p.steps, p.batch_index, p.batch_count = info.step, info.steps, info.batch_index, info.batch_count
-        p.updated_at = time.monotonic()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)

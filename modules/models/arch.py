@@ -147,7 +147,7 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises its own SafetensorError and OSError
         raise CheckpointReadError(
-            path, f"file is truncated or not a safetensors file ({_first_line(e)})"
+            path, f"file is truncated or not a safetensors file ({first_line(e)})"
         ) from e
 
 
@@ -165,11 +165,11 @@ def load_ckpt_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointReadError(
             path,
             "it holds Python objects other than tensors, and only weights-only checkpoints "
-            f"are loaded ({_first_line(e)})",
+            f"are loaded ({first_line(e)})",
         ) from e
     except Exception as e:
         raise CheckpointReadError(
-            path, f"file is truncated or not a PyTorch checkpoint ({_first_line(e)})"
+            path, f"file is truncated or not a PyTorch checkpoint ({first_line(e)})"
         ) from e
     while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
@@ -178,6 +178,7 @@ def load_ckpt_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
+    """The first line of an error, for messages that must stay one sentence."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__

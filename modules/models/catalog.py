@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from modules.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
@@ -320,18 +322,11 @@ class HashCache:
             return
         data = self._read_file()
         data[self.section] = self._entries
-        unique = f"{os.getpid()}.{threading.get_ident()}"
-        temp = self.cache_file.with_name(f".{self.cache_file.name}.{unique}.tmp")
         try:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(temp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.cache_file)
+            with atomic_path(self.cache_file) as temp:
+                temp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
         except OSError:
             log.warning("Could not write hash cache %s", self.cache_file, exc_info=True)
-            temp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- lookup

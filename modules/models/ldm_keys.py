@@ -21,15 +21,17 @@ from types import MappingProxyType
 
 import torch
 
-UNET_PREFIX = "model.diffusion_model."
+from modules.models import arch as layout
+
+UNET_PREFIX = layout.UNET_PREFIX
 VAE_PREFIX = "first_stage_model."
-SD1_TEXT_PREFIX = "cond_stage_model.transformer.text_model."
-SD2_TEXT_PREFIX = "cond_stage_model.model."
-SDXL_TEXT_PREFIX = "conditioner.embedders.0.transformer.text_model."
-SDXL_TEXT2_PREFIX = "conditioner.embedders.1.model."
+SD1_TEXT_PREFIX = layout.SD1_TEXT_PREFIX + "text_model."
+SD2_TEXT_PREFIX = layout.SD2_TEXT_PREFIX
+SDXL_TEXT_PREFIX = layout.SDXL_CLIP_L_PREFIX + "transformer.text_model."
+SDXL_TEXT2_PREFIX = layout.SDXL_OPEN_CLIP_PREFIX + "model."
 
 SD1_ARCHS = ("sd1", "tiny-sd1")
-ARCHS = (*SD1_ARCHS, "sd2", "sdxl")
+ARCHS = layout.ARCHITECTURES
 
 # Renames inside one resnet: diffusers name -> LDM name.
 _UNET_RESNET = (

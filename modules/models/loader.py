@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from modules.models.arch import CheckpointReadError, detect_architecture, read_checkpoint_shapes
+from modules.models.arch import SD1_TEXT_WIDTHS, CheckpointReadError, detect_architecture, first_line, read_checkpoint_shapes
+from modules.models.catalog import CHECKPOINT_EXTENSIONS
 from modules.models.ldm_keys import ldm_required_shapes
 from modules.models.loaded import LoadedModel
 
@@ -39,7 +40,6 @@ MAX_TOKENS = 77
 EOS_PAD = "<|endoftext|>"
 # OpenCLIP tokenizers (SD2's and SDXL's second) pad with "!" (id 0), not end-of-text.
 DEFAULT_PAD = (("sd2", "tokenizer", "!"), ("sdxl", "tokenizer_2", "!"))
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 PARAMETERIZATION = (("v", "v_prediction"), ("eps", "epsilon"), ("epsilon", "epsilon"))
 
 
@@ -72,7 +72,7 @@ def load_checkpoint(
         raise ValueError(f"Could not load checkpoint {path}: file does not exist")
     if path.is_dir():
         return _load_diffusers_folder(path, configs_dir, device, dtype, vae_dtype)
-    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+    if path.suffix.lower() not in CHECKPOINT_EXTENSIONS:
         raise ValueError(
             f"Could not load checkpoint {path}: unsupported file type '{path.suffix}' "
             "(expected .safetensors, .ckpt or a diffusers folder)"
@@ -165,7 +165,7 @@ def _check_fits(shapes: dict[str, tuple], arch: str, folder: Path) -> None:
     try:
         expected = ldm_required_shapes(arch, folder)
     except Exception as e:
-        raise ValueError(f"the config folder {folder} is not a usable {arch} config ({_first_line(e)})") from e
+        raise ValueError(f"the config folder {folder} is not a usable {arch} config ({first_line(e)})") from e
     missing = [k for k in expected if k not in shapes]
     wrong = [k for k in expected if k in shapes and not _same_shape(shapes[k], expected[k])]
     if wrong:
@@ -263,7 +263,7 @@ def _load_single_file(
     except Exception as e:
         raise ValueError(
             f"Could not load checkpoint {path}: it does not fit the {arch} config in "
-            f"{choice.folder} ({_first_line(e)})"
+            f"{choice.folder} ({first_line(e)})"
         ) from e
     log.info("Loaded %s as %s with config %s (%s)", path.name, arch, choice.folder, choice.source)
     extra = {"config_folder": choice.folder, "config_source": choice.source}
@@ -280,7 +280,7 @@ def _folder_arch(folder: Path) -> str:
         raise ValueError("it has no text_encoder/config.json")
     config = json.loads(config_path.read_text())
     width = config.get("hidden_size")
-    by_width = {768: "sd1", 1024: "sd2", 32: "tiny-sd1"}
+    by_width = {**SD1_TEXT_WIDTHS, 1024: "sd2"}
     if width not in by_width:
         raise ValueError(f"its text encoder width {width} matches no supported architecture")
     return by_width[width]
@@ -308,7 +308,7 @@ def _load_diffusers_folder(
             )
         pipe = _pipeline_class(arch).from_pretrained(str(folder), dtype=dtype, local_files_only=True, **kwargs)
     except Exception as e:
-        raise ValueError(f"Could not load checkpoint {folder}: {_first_line(e)}") from e
+        raise ValueError(f"Could not load checkpoint {folder}: {first_line(e)}") from e
     extra = {"config_folder": folder, "config_source": "diffusers folder"}
     return _finish(pipe, folder, arch, device, dtype, vae_dtype, None, extra)
 
@@ -367,8 +367,3 @@ def _finish(
         source=source,
         extra=extra,
     )
-
-
-def _first_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__

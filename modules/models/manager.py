@@ -149,7 +149,7 @@ class ModelManager:
         from modules.generation.devices import apply_attention
         from modules.models.loader import load_checkpoint
 
-        info = info.with_sha256(self.hashes.sha256(info.path))
+        info = self.hashes.attach(info)
         log.info("Loading %s on %s", info.title, self.devices.describe())
         model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=self.devices.device, dtype=self.devices.dtype, vae_dtype=self.devices.vae_dtype)
         apply_attention(model.unet, self.devices)

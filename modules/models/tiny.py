@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from modules.files import atomic_path
+
 ARCH = "tiny-sd1"
 FILE_NAME = "tiny-test-model-random.safetensors"
 DEFAULT_SEED = 1234
@@ -45,8 +47,7 @@ def write_tiny_checkpoint(path: Path, configs_dir: Path, seed: int = DEFAULT_SEE
     unet, vae, text_encoder = build_components(configs_dir, seed)
     dtype = dtype or torch.float16
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in to_ldm_state_dict(ARCH, unet, vae, text_encoder).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})  # one key: safetensors orders a multi-key map at random
-    tmp.replace(path)
+    with atomic_path(path) as temp:
+        # One metadata key: safetensors writes a multi-key map in random order.
+        save_file({k: v.contiguous() for k, v in state.items()}, str(temp), metadata={"format": "pt"})
     return path

@@ -41,6 +41,10 @@ def _notice(models: ModelManager) -> dict:
     return gr.update(value=f"**Tiny test model.** {TINY_NOTICE}" if tiny else "", visible=tiny)
 
 
+def _footer(device: str | None = None) -> str:
+    return f"<div style='text-align:center;opacity:.6'>version {VERSION}{f' · {device}' if device else ''}</div>"
+
+
 def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, ready: Job | None = None) -> gr.Blocks:
     """`ready` is the start-up job that loads the first model; the page waits for it before
     showing which model is active."""
@@ -57,7 +61,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
             with gr.Tab("txt2img", id="txt2img"):
                 build_txt2img_tab(queue, service)
 
-        footer = gr.Markdown(f"<div style='text-align:center;opacity:.6'>version {VERSION}</div>", elem_id="footer_info")
+        footer = gr.Markdown(_footer(), elem_id="footer_info")
 
         def current_title() -> str | None:
             return models.active.info.title if models.active else None
@@ -80,9 +84,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
         def on_load():
             if ready is not None:
                 ready.wait(300)
-            device = f" · {models.devices.describe()}"
-            footer_text = f"<div style='text-align:center;opacity:.6'>version {VERSION}{device}</div>"
-            return gr.update(choices=models.titles(), value=current_title()), _notice(models), footer_text
+            return gr.update(choices=models.titles(), value=current_title()), _notice(models), _footer(models.devices.describe())
 
         page.load(on_load, None, [checkpoint, notice, footer], api_name=False)
     return page
