@@ -7,6 +7,7 @@ can report progress per step, stop on interrupt or skip, and reuse cached prompt
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -123,8 +124,6 @@ class Txt2Img:
 
 def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
     """Pass the generators (and DDIM's eta 0) only to schedulers that take them, as diffusers does."""
-    import inspect
-
     accepted = inspect.signature(scheduler.step).parameters
     kwargs = {}
     if "generator" in accepted:

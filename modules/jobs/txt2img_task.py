@@ -36,11 +36,6 @@ class Txt2ImgResult:
     infotexts: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
-    model_title: str = ""
-
-    @property
-    def first_seed(self) -> int | None:
-        return self.seeds[0] if self.seeds else None
 
 
 class Txt2ImgService:
@@ -82,7 +77,7 @@ class Txt2ImgService:
         from modules.generation.noise import resolve_seed
 
         first_seed = resolve_seed(params.seed)
-        result = Txt2ImgResult(params, model_title=active.info.title)
+        result = Txt2ImgResult(params)
         bar = tqdm(total=params.n_iter * params.steps, desc=job.id, unit="step", disable=not self.console_progress)
         report = job.control.on_step
 
