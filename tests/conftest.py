@@ -39,3 +39,12 @@ def tiny_model(tiny_checkpoint):
 
 def scheduler_config(arch: str = "tiny-sd1") -> dict:
     return json.loads((CONFIGS / arch / "scheduler" / "scheduler_config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The shipped demo model (modules/demo), loaded like the app loads it, fp32 on the CPU."""
+    from modules.demo.embedded import EMBEDDED_PATH
+    from modules.models.loader import load_checkpoint
+
+    return load_checkpoint(EMBEDDED_PATH, configs_dir=CONFIGS, device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)

@@ -20,13 +20,16 @@ SD2_TEXT_PREFIX = "cond_stage_model.model."
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0."
 SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1."
 
-# The text encoder width tells real SD1 apart from the project's tiny test model.
-SD1_TEXT_WIDTHS = MappingProxyType({768: "sd1", 32: "tiny-sd1"})
+# The text encoder width tells real SD1 apart from the project's own small models: the
+# tiny random test model and the embedded demo model (see modules/demo).
+SD1_TEXT_WIDTHS = MappingProxyType({768: "sd1", 32: "tiny-sd1", 64: "demo-shapes"})
 
 # The first UNet conv: its input channel count is 4 for txt2img models, 9 for inpainting.
 UNET_INPUT_CONV = UNET_PREFIX + "input_blocks.0.0.weight"
 
-ARCHITECTURES = ("sd1", "sd2", "sdxl", "tiny-sd1")
+ARCHITECTURES = ("sd1", "sd2", "sdxl", "tiny-sd1", "demo-shapes")
+# Architectures with SD1's layout: one CLIP-L-style text encoder under cond_stage_model.
+SD1_ARCHS = ("sd1", "tiny-sd1", "demo-shapes")
 
 
 class CheckpointReadError(ValueError):
@@ -40,11 +43,11 @@ class CheckpointReadError(ValueError):
 
 
 def detect_architecture(shapes: dict[str, tuple]) -> str:
-    """Return "sd1", "sd2", "sdxl" or "tiny-sd1" for a checkpoint's ``{key: shape}`` map.
+    """Return one of ``ARCHITECTURES`` for a checkpoint's ``{key: shape}`` map.
 
     The text encoder layout decides, because it is what differs between the families:
     SDXL has a second (OpenCLIP) embedder, SD2 has OpenCLIP in place of CLIP-L, SD1 has
-    CLIP-L, whose width separates real SD1 (768) from the tiny test model (32).
+    CLIP-L, whose width separates real SD1 (768) from the project's own small models.
     Raises ValueError with a readable sentence for anything else.
     """
     if not any(k.startswith(UNET_PREFIX) for k in shapes):

@@ -30,7 +30,7 @@ SD2_TEXT_PREFIX = layout.SD2_TEXT_PREFIX
 SDXL_TEXT_PREFIX = layout.SDXL_CLIP_L_PREFIX + "transformer.text_model."
 SDXL_TEXT2_PREFIX = layout.SDXL_OPEN_CLIP_PREFIX + "model."
 
-SD1_ARCHS = ("sd1", "tiny-sd1")
+SD1_ARCHS = layout.SD1_ARCHS
 ARCHS = layout.ARCHITECTURES
 
 # Renames inside one resnet: diffusers name -> LDM name.
@@ -328,7 +328,7 @@ def to_ldm_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Full A1111 single-file state dict for diffusers/transformers modules.
 
-    ``arch`` is "sd1", "tiny-sd1", "sd2" or "sdxl". With ``extras`` the DDPM buffers and
+    ``arch`` is "sd2", "sdxl" or one of the SD1-layout ``SD1_ARCHS``. With ``extras`` the DDPM buffers and
     EMA scalars (SD1/SD2) and OpenCLIP's ``logit_scale`` (SD2/SDXL) are added, as real
     files have them. ``include_unused=False`` leaves out SD2's extra resblock and
     text_projection (seeded random, see ``_add_sd2_unused_text_weights``). Tensors are

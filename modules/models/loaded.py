@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modules.models.arch import SD1_ARCHS
+
 if TYPE_CHECKING:
     import torch
 
@@ -18,7 +20,7 @@ class LoadedModel:
     sampling loop (progress, interrupt, skip) while staying numerically equal to diffusers.
     """
 
-    arch: str  # "sd1", "sd2", "sdxl" or "tiny-sd1"
+    arch: str  # one of modules.models.arch.ARCHITECTURES
     unet: Any  # diffusers.UNet2DConditionModel
     vae: Any  # diffusers.AutoencoderKL
     text_encoder: Any  # transformers.CLIPTextModel
@@ -44,4 +46,4 @@ class LoadedModel:
     def honours_clip_skip(self) -> bool:
         """A1111 applies Clip skip to SD 1.x's CLIP-L only: SD2 and SDXL always use their
         penultimate layer."""
-        return self.arch in ("sd1", "tiny-sd1")
+        return self.arch in SD1_ARCHS
