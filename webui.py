@@ -59,7 +59,12 @@ class App:
                 log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")
             return found
 
-        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache, hashing=not args.no_hashing), extra_ckpt=args.ckpt)
+        from modules.demo.embedded import EMBEDDED_PATH
+
+        models = ModelManager(
+            paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache, hashing=not args.no_hashing),
+            extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,),
+        )
         queue = JobQueue()
         service = Txt2ImgService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
         return cls(paths, models, queue, service)
@@ -80,7 +85,7 @@ class App:
     def load_initial_model(self, query: str | None) -> None:
         """Load the asked-for checkpoint, else the first one that loads: one broken file in
         models/ must not leave the server without a model (the page can still pick another)."""
-        candidates = [query] if query else [c.title for c in self.models.checkpoints]
+        candidates = [query] if query else [c.title for c in self.models.startup_order()]
         for title in candidates:
             try:
                 self.models.load(title)

@@ -8,9 +8,11 @@ import pytest
 from PIL import Image
 
 import webui
+from modules.demo.embedded import EMBEDDED_PATH
 from modules.generation.params import GenerationParams
 from modules.jobs.queue import JobStatus
 from modules.options import parse_args
+from modules.version import VERSION
 
 
 @pytest.fixture
@@ -45,7 +47,9 @@ def test_first_start_offline_builds_page_generates_and_saves(tmp_path, no_networ
     try:
         app.build_asgi()
         assert app.start().wait(60)
-        assert app.models.active.is_tiny_random
+        # No checkpoint of the user's own and no network: the shipped demo model, nothing written.
+        assert app.models.active.info.path == EMBEDDED_PATH
+        assert list((tmp_path / "models" / "Stable-diffusion").iterdir()) == []
         params = GenerationParams.create(prompt="offline", width=64, height=64, steps=3, seed=11, n_iter=2)
         job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
         assert job.wait(60) and job.status is JobStatus.DONE, job.error
@@ -53,6 +57,7 @@ def test_first_start_offline_builds_page_generates_and_saves(tmp_path, no_networ
         assert [p.name for p in paths] == ["00000-11.png", "00001-12.png"]
         assert paths[0].parent.parent == tmp_path / "outputs" / "txt2img-images"
         assert Image.open(paths[1]).info["parameters"].startswith("offline\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 12, Size: 64x64, Model hash: ")
+        assert Image.open(paths[1]).info["parameters"].endswith(", Model: demo-shapes-64px, Version: " + VERSION)
         assert job.result.grid_path is not None and job.result.grid_path.name == "grid-0000.png"
     finally:
         app.queue.shutdown()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from modules.models import tiny  # light: it imports torch only when it builds the model
 from modules.models.catalog import CheckpointInfo, HashCache, find_checkpoints, resolve
+from modules.models.hints import ModelHints
 
 if TYPE_CHECKING:
     from modules.generation.devices import DeviceSettings
@@ -33,6 +34,7 @@ TINY_NOTICE = (
 class ActiveModel:
     info: CheckpointInfo
     model: LoadedModel
+    hints: ModelHints = ModelHints()
 
     @property
     def is_tiny_random(self) -> bool:
@@ -41,11 +43,20 @@ class ActiveModel:
 
 class ModelManager:
     def __init__(
-        self, ckpt_dirs: tuple[Path, ...], configs_dir: Path, devices: Callable[[], "DeviceSettings"], hashes: HashCache, extra_ckpt: Path | None = None
+        self,
+        ckpt_dirs: tuple[Path, ...],
+        configs_dir: Path,
+        devices: Callable[[], "DeviceSettings"],
+        hashes: HashCache,
+        extra_ckpt: Path | None = None,
+        builtin: tuple[Path, ...] = (),
     ):
         """`devices` is called once, on first use: probing CUDA imports torch, which the page
-        should not wait for."""
+        should not wait for. `builtin` checkpoints ship with the app (the demo model): always
+        listed, wherever the models folder is, and loaded at start only when the user has no
+        checkpoint of their own."""
         self.ckpt_dirs = ckpt_dirs
+        self.builtin = tuple(Path(p) for p in builtin)
         self.configs_dir = configs_dir
         self._device_factory = devices
         self._devices: DeviceSettings | None = None
@@ -67,7 +78,7 @@ class ModelManager:
     # -- listing -------------------------------------------------------------------------
 
     def refresh(self) -> list[CheckpointInfo]:
-        dirs = list(self.ckpt_dirs) + ([self.extra_ckpt] if self.extra_ckpt else [])
+        dirs = list(self.ckpt_dirs) + ([self.extra_ckpt] if self.extra_ckpt else []) + list(self.builtin)
         found = find_checkpoints(dirs, self.hashes)
         with self._lock:
             self._checkpoints = found
@@ -90,6 +101,18 @@ class ModelManager:
                 if info.path.resolve() == real:
                     return info
         return resolve(query, self.checkpoints)
+
+    def startup_order(self) -> list[CheckpointInfo]:
+        """Checkpoints in the order start-up tries them: the user's own, then the shipped
+        demo model, and the tiny random-weights model only as a last resort."""
+        builtin = {p.resolve() for p in self.builtin}
+
+        def rank(info: CheckpointInfo) -> int:
+            if info.path.name == tiny.FILE_NAME:
+                return 2
+            return 1 if info.path.resolve() in builtin else 0
+
+        return sorted(self.checkpoints, key=rank)
 
     def add_unload_listener(self, listener: Callable[[], None]) -> None:
         """Called when the active model is dropped: whoever caches objects built on it
@@ -118,8 +141,9 @@ class ModelManager:
         return self._active
 
     def load(self, query: str | None = None) -> ActiveModel:
-        """Load a checkpoint by title, name or hash (the first one if None), freeing the old one first."""
-        info = self.find(query) if query else (self.checkpoints[0] if self.checkpoints else None)
+        """Load a checkpoint by title, name or hash (the first in start-up order if None),
+        freeing the old one first."""
+        info = self.find(query) if query else next(iter(self.startup_order()), None)
         if info is None:
             known = ", ".join(self.titles()) or "none"
             raise ValueError(f"Checkpoint not found: '{query}'. Available: {known}.")
@@ -153,7 +177,7 @@ class ModelManager:
         log.info("Loading %s on %s", info.title, self.devices.describe())
         model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=self.devices.device, dtype=self.devices.dtype, vae_dtype=self.devices.vae_dtype)
         apply_attention(model.unet, self.devices)
-        return ActiveModel(info, model)
+        return ActiveModel(info, model, ModelHints.read(model.extra.get("config_folder")))
 
     def unload(self) -> None:
         if self._active is None:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import gradio as gr
 
+from modules.generation.params import GenerationParams
 from modules.jobs.queue import Job, JobQueue, JobStatus
 from modules.jobs.txt2img_task import Txt2ImgService
+from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
-from modules.ui.txt2img import build_txt2img_tab
+from modules.ui.txt2img import Txt2ImgControls, build_txt2img_tab
 from modules.version import VERSION
 
 CSS = """
 #txt2img_generate { min-height: 5.5em; }
 .infotext p { font-family: monospace; font-size: 0.9em; white-space: normal; word-break: break-word; }
 #model_notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
+#model_guide_box { padding: 0.5em 0.8em; }
 """
 
 # A1111's prompt-box keys: Ctrl+Enter generates, Alt+Enter skips, Esc interrupts.
@@ -41,6 +44,31 @@ def _notice(models: ModelManager) -> dict:
     return gr.update(value=f"**Tiny test model.** {TINY_NOTICE}" if tiny else "", visible=tiny)
 
 
+def _hints(models: ModelManager) -> ModelHints:
+    return models.active.hints if models.active else ModelHints()
+
+
+def _hint_updates(controls: Txt2ImgControls, new: ModelHints, old: ModelHints | None) -> list:
+    """Show the model's guide and examples, and set the controls its defaults name.
+
+    Controls a previous model's hints had set go back to the usual defaults, so leaving the
+    64×64 demo model for a real one does not keep 64×64; other values the user chose stay.
+    """
+    updates = [
+        gr.update(visible=bool(new.guide or new.examples)),
+        new.guide,
+        gr.update(samples=[[e] for e in new.examples] or [[""]], visible=bool(new.examples)),
+    ]
+    for name in controls.by_field:
+        if name in new.defaults:
+            updates.append(gr.update(value=new.defaults[name]))
+        elif old is not None and name in old.defaults:
+            updates.append(gr.update(value=GenerationParams.field_meta(name)["default"]))
+        else:
+            updates.append(gr.update())
+    return updates
+
+
 def _footer(device: str | None = None) -> str:
     return f"<div style='text-align:center;opacity:.6'>version {VERSION}{f' · {device}' if device else ''}</div>"
 
@@ -59,32 +87,38 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
 
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("txt2img", id="txt2img"):
-                build_txt2img_tab(queue, service)
+                controls = build_txt2img_tab(queue, service)
 
         footer = gr.Markdown(_footer(), elem_id="footer_info")
 
         def current_title() -> str | None:
             return models.active.info.title if models.active else None
 
+        hinted = [controls.guide_box, controls.guide, controls.examples, *controls.by_field.values()]
+
         def switch(title: str):
             if not title or title == current_title():
-                return gr.update(), gr.update()
+                return [gr.update(), gr.update()] + [gr.update()] * len(hinted)
+            before = _hints(models)
             job = queue.submit("load_model", lambda _job: models.load(title))
             job.wait()
             if job.status is JobStatus.FAILED:  # say why, and show the model still in use
                 gr.Warning(job.error or f"Could not load {title}", duration=20)
-            return gr.update(choices=models.titles(), value=current_title()), _notice(models)
+            after = _hints(models)
+            hints = _hint_updates(controls, after, before) if after != before else [gr.update()] * len(hinted)
+            return [gr.update(choices=models.titles(), value=current_title()), _notice(models), *hints]
 
         def do_refresh():
             models.refresh()
             return gr.update(choices=models.titles(), value=current_title())
 
-        checkpoint.change(switch, checkpoint, [checkpoint, notice], concurrency_limit=None, api_name=False)
+        checkpoint.change(switch, checkpoint, [checkpoint, notice, *hinted], concurrency_limit=None, api_name=False)
         refresh.click(do_refresh, None, checkpoint, queue=False, api_name=False)
         def on_load():
             if ready is not None:
                 ready.wait(300)
-            return gr.update(choices=models.titles(), value=current_title()), _notice(models), _footer(models.devices.describe())
+            return [gr.update(choices=models.titles(), value=current_title()), _notice(models),
+                    _footer(models.devices.describe()), *_hint_updates(controls, _hints(models), None)]
 
-        page.load(on_load, None, [checkpoint, notice, footer], api_name=False)
+        page.load(on_load, None, [checkpoint, notice, footer, *hinted], api_name=False)
     return page

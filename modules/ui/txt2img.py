@@ -60,7 +60,17 @@ class SessionJobs:
                 del self._jobs[session]
 
 
-def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
+@dataclass(frozen=True)
+class Txt2ImgControls:
+    """The parts of the tab the page fills from the chosen model's hints."""
+
+    guide_box: gr.Group
+    guide: gr.Markdown
+    examples: gr.Dataset
+    by_field: dict[str, Any]  # generation parameter name -> its control
+
+
+def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> Txt2ImgControls:
     sessions = SessionJobs()
     meta = GenerationParams.field_meta
 
@@ -68,6 +78,9 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
         with gr.Column(scale=6):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)")
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt", placeholder="Negative prompt")
+            with gr.Group(visible=False, elem_id="model_guide_box") as guide_box:
+                guide = gr.Markdown(elem_id="model_guide")
+                examples = gr.Dataset(components=[prompt], samples=[[""]], label="Example prompts (click to use)", elem_id="model_examples", samples_per_page=12)
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
             with gr.Row():
@@ -155,3 +168,6 @@ def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> None:
     random_seed.click(lambda: -1, None, seed, queue=False, api_name=False)
     reuse_seed.click(reuse, [shown_seeds, selected, seed], seed, queue=False, api_name=False)
     gallery.select(show_selected, infotexts, [info, selected], queue=False, api_name=False)
+    examples.click(lambda sample: sample[0], examples, prompt, queue=False, api_name=False)
+    by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
+    return Txt2ImgControls(guide_box, guide, examples, by_field)

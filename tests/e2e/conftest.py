@@ -44,7 +44,8 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, tiny_checkpoint):
-    """A running server on a free loopback port, data in a temp folder holding the tiny model and a broken file."""
+    """A running server on a free loopback port, data in a temp folder holding a broken file and
+    the tiny random model; the embedded demo model ships with the app and is the one loaded."""
     data = tmp_path_factory.mktemp("webui-data")
     ckpts = data / "models" / "Stable-diffusion"
     ckpts.mkdir(parents=True)
