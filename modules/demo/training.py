@@ -178,7 +178,7 @@ def _save(obj, path: Path) -> None:
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def validation_pictures(recipe: Recipe) -> tuple[np.ndarray, list]:
