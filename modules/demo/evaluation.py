@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from modules.demo import judge, shapes
 
@@ -88,11 +87,7 @@ def evaluate(model, scenes=None, seeds=(0,), cfg: float = DEFAULT_CFG, steps: in
 
 
 def contact_sheet(pictures, columns: int = 16):
-    """One image with the pictures in rows of ``columns``."""
-    from PIL import Image
+    """One image with the pictures in rows of ``columns`` (the app's own grid tiling)."""
+    from modules.outputs.saving import make_grid
 
-    arrays = [np.asarray(p.convert("RGB")) for p in pictures]
-    while len(arrays) % columns:
-        arrays.append(np.zeros_like(arrays[0]))
-    rows = [np.concatenate(arrays[i : i + columns], axis=1) for i in range(0, len(arrays), columns)]
-    return Image.fromarray(np.concatenate(rows, axis=0))
+    return make_grid(pictures, rows=-(-len(pictures) // columns))

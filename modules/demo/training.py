@@ -267,7 +267,7 @@ def train_vae(recipe: Recipe, work: Path, device: torch.device, progress: Progre
         "reconstruction_scores": score(list(recon_pictures), val_scenes),
     }
     _write_json(folder / "stats.json", stats)
-    _save_grid(folder / "reconstructions.png", [val_pictures[:16], recon_pictures[:16]])
+    _save_grid(folder / "reconstructions.png", [*val_pictures[:16], *recon_pictures[:16]], rows=2)
     _save({"weights": vae.state_dict(), "scaling_factor": scaling_factor}, done)
     return vae
 
@@ -440,9 +440,11 @@ def _write_json(path: Path, data) -> None:
         temp.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _save_grid(path: Path, rows: list[np.ndarray]) -> None:
+def _save_grid(path: Path, pictures: list[np.ndarray], rows: int) -> None:
     from PIL import Image
 
-    grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+    from modules.outputs.saving import make_grid
+
+    grid = make_grid([Image.fromarray(p) for p in pictures], rows=rows)
     with atomic_path(path) as temp:
-        Image.fromarray(grid).save(temp, format="PNG")
+        grid.save(temp, format="PNG")
