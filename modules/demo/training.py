@@ -89,7 +89,7 @@ def text_encoder_config() -> dict:
         "hidden_size": TEXT_WIDTH,
         "intermediate_size": 4 * TEXT_WIDTH,
         "projection_dim": TEXT_WIDTH,
-        "num_hidden_layers": 2,
+        "num_hidden_layers": 4,
         "num_attention_heads": 4,
         "max_position_embeddings": 77,
         "hidden_act": "quick_gelu",
