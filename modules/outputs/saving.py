@@ -185,6 +185,20 @@ class OutputWriter:
         grid = make_grid(images, rows)
         return self._save(grid, basename="grid", digits=4, decoration="", infotext=infotext)
 
+    def save_as(self, image: Image.Image, stem: str, *, infotext: str | None = None) -> Path:
+        """Save under a chosen name, `<stem>.<ext>`, or `<stem>-1.<ext>`, `-2`, ... when that
+        is taken (A1111's img2img batch keeps the input's name): never over an existing file,
+        so a batch whose output folder is its input folder cannot overwrite an init image."""
+        stem = _truncate_utf8(sanitize_filename_part(stem) or "image", _MAX_NAME_BYTES - 60)
+
+        def claim(temp: Path, directory: Path) -> Path:
+            n = 0
+            while not _link_new(temp, final := directory / f"{stem}{f'-{n}' if n else ''}.{self.extension}"):
+                n += 1
+            return final
+
+        return self._write(image, infotext, claim)
+
     # -- internals ----------------------------------------------------------------------
 
     @property
@@ -208,6 +222,11 @@ class OutputWriter:
         decoration: str,
         infotext: str | None,
     ) -> Path:
+        return self._write(image, infotext, lambda temp, directory: self._claim(temp, directory, basename, digits, decoration))
+
+    def _write(self, image: Image.Image, infotext: str | None, claim: Callable[[Path, Path], Path]) -> Path:
+        """Encode into a temp file in the target folder, then `claim(temp, folder)` links it
+        to its final name under the writer's lock."""
         directory = self.target_directory()
         directory.mkdir(parents=True, exist_ok=True)
         # Encode outside the lock (it is the slow part), into a hidden temp file that the
@@ -219,7 +238,7 @@ class OutputWriter:
                 handle.flush()
                 os.fsync(handle.fileno())
             with self._lock:
-                final = self._claim(temp, directory, basename, digits, decoration)
+                final = claim(temp, directory)
         finally:
             temp.unlink(missing_ok=True)
         _fsync_directory(directory)
@@ -235,20 +254,8 @@ class OutputWriter:
             number = max(next_sequence_number(directory, basename), floor)
             floor = number + 1
             final = directory / self._file_name(number, basename, digits, decoration)
-            try:
-                os.link(temp, final)
+            if _link_new(temp, final):
                 return final
-            except FileExistsError:
-                continue
-            except OSError as error:
-                if error.errno not in _NO_HARD_LINKS:
-                    raise
-            # No hard links here (some network or FAT file systems): fall back to a rename,
-            # still atomic, and safe against our own threads thanks to the lock.
-            if final.exists():
-                continue
-            os.replace(temp, final)
-            return final
 
     def _encode(self, image: Image.Image, handle, infotext: str | None) -> None:
         fmt = _FORMATS[self.settings.file_format]
@@ -280,6 +287,24 @@ class OutputWriter:
             else:
                 options["exif"] = exif
         image.save(handle, format=fmt, **options)
+
+
+def _link_new(temp: Path, final: Path) -> bool:
+    """Give `temp` the name `final` unless that exists (False then). A hard link never
+    replaces a file; where hard links are not possible (some network or FAT file systems) a
+    rename is used, still atomic, and safe against our own threads thanks to the caller's lock."""
+    try:
+        os.link(temp, final)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+    if final.exists():
+        return False
+    os.replace(temp, final)
+    return True
 
 
 def _create_temp_file(directory: Path, extension: str) -> tuple[int, Path]:

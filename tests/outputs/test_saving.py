@@ -255,3 +255,14 @@ def test_falls_back_to_rename_without_hard_links(tmp_path, monkeypatch):
     assert [p.name for p in paths] == ["00000-1.png", "00001-2.png"]
     assert read_infotext(paths[1]) == INFOTEXT
     assert sorted(os.listdir(tmp_path / "2024-07-27")) == ["00000-1.png", "00001-2.png"]
+
+
+def test_save_as_keeps_the_name_and_never_replaces_a_file(tmp_path):
+    writer = OutputWriter(SaveSettings(tmp_path, "png", save_to_dirs=False))
+    (tmp_path / "cat.png").write_bytes(b"the user's own file")
+    first = writer.save_as(Image.new("RGB", (8, 8), (255, 0, 0)), "cat", infotext="a")
+    second = writer.save_as(Image.new("RGB", (8, 8), (0, 255, 0)), "cat", infotext="b")
+    assert (first.name, second.name) == ("cat-1.png", "cat-2.png")
+    assert (tmp_path / "cat.png").read_bytes() == b"the user's own file"
+    assert Image.open(second).info["parameters"] == "b" and Image.open(second).getpixel((0, 0)) == (0, 255, 0)
+    assert writer.save_as(Image.new("RGB", (8, 8)), "dog").name == "dog.png"
