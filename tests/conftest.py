@@ -48,3 +48,13 @@ def demo_model():
     from modules.models.loader import load_checkpoint
 
     return load_checkpoint(EMBEDDED_PATH, configs_dir=CONFIGS, device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_inpainting_model(tmp_path_factory):
+    """The tiny model's inpainting variant (9-channel UNet), written and loaded like a user's file."""
+    from modules.models.loader import load_checkpoint
+    from modules.models.tiny import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(tmp_path_factory.mktemp("inpaint") / "tiny-inpainting.safetensors", CONFIGS, in_channels=9)
+    return load_checkpoint(path, configs_dir=CONFIGS, device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)

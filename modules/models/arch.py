@@ -89,18 +89,17 @@ def unet_in_channels(shapes: dict[str, tuple]) -> int | None:
     return int(shape[1]) if shape is not None and len(shape) == 4 else None
 
 
-def _check_unet_inputs(shapes: dict[str, tuple], arch: str) -> None:
-    """Hook for inpainting support: 9-channel UNets need their own config folders.
+INPAINTING_CHANNELS = 9  # latents 4 + mask 1 + masked-image latents 4
 
-    When inpainting is added, return e.g. f"{arch}-inpainting" from detect_architecture
-    here instead of raising, and ship the matching configs/ folder.
-    """
+
+def _check_unet_inputs(shapes: dict[str, tuple], arch: str) -> None:
+    """txt2img UNets take 4 input channels, inpainting UNets 9 (loaded with the same config
+    folder, its `in_channels` raised); anything else (instruct-pix2pix's 8) is not supported."""
     channels = unet_in_channels(shapes)
-    if channels is not None and channels != 4:
-        kind = "an inpainting model" if channels == 9 else "not a txt2img model"
+    if channels is not None and channels not in (4, INPAINTING_CHANNELS):
         raise ValueError(
             f"unsupported {arch} checkpoint: its UNet takes {channels} input channels "
-            f"({kind}); only 4-channel txt2img checkpoints are supported so far"
+            "(not a txt2img or inpainting model); only 4- and 9-channel checkpoints are supported"
         )
 
 

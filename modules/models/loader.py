@@ -28,7 +28,15 @@ from pathlib import Path
 
 import torch
 
-from modules.models.arch import SD1_TEXT_WIDTHS, CheckpointReadError, detect_architecture, first_line, read_checkpoint_shapes
+from modules.models.arch import (
+    SD1_TEXT_WIDTHS,
+    UNET_INPUT_CONV,
+    CheckpointReadError,
+    detect_architecture,
+    first_line,
+    read_checkpoint_shapes,
+    unet_in_channels,
+)
 from modules.models.catalog import CHECKPOINT_EXTENSIONS
 from modules.models.ldm_keys import ldm_required_shapes
 from modules.models.loaded import LoadedModel
@@ -81,12 +89,13 @@ def load_checkpoint(
         shapes = read_checkpoint_shapes(path)
         arch = detect_architecture(shapes)
         choice = choose_config(path, arch, configs_dir)
-        _check_fits(shapes, arch, choice.folder)
+        in_channels = unet_in_channels(shapes) or 4
+        _check_fits(shapes, arch, choice.folder, in_channels)
     except CheckpointReadError as e:
         raise ValueError(f"Could not load checkpoint {path}: {e.reason}") from e
     except ValueError as e:
         raise ValueError(f"Could not load checkpoint {path}: {e}") from e
-    return _load_single_file(path, arch, choice, configs_dir, device, dtype, vae_dtype)
+    return _load_single_file(path, arch, choice, configs_dir, device, dtype, vae_dtype, in_channels)
 
 
 def choose_config(path: Path, arch: str, configs_dir: Path) -> ConfigChoice:
@@ -156,16 +165,20 @@ def _find_key(data, key: str):
     return None
 
 
-def _check_fits(shapes: dict[str, tuple], arch: str, folder: Path) -> None:
+def _check_fits(shapes: dict[str, tuple], arch: str, folder: Path, in_channels: int = 4) -> None:
     """Compare the file's tensors with what the config expects, before diffusers does.
 
     diffusers skips tensors a file lacks (leaving them uninitialised on the meta device)
-    and reports wrong shapes in its own terms; this names the first offending tensor.
+    and reports wrong shapes in its own terms; this names the first offending tensor. An
+    inpainting file (9 input channels) is checked against the config with that one change.
     """
     try:
-        expected = ldm_required_shapes(arch, folder)
+        expected = dict(ldm_required_shapes(arch, folder))
     except Exception as e:
         raise ValueError(f"the config folder {folder} is not a usable {arch} config ({first_line(e)})") from e
+    if UNET_INPUT_CONV in expected:
+        out, _in, *kernel = expected[UNET_INPUT_CONV]
+        expected[UNET_INPUT_CONV] = (out, in_channels, *kernel)
     missing = [k for k in expected if k not in shapes]
     wrong = [k for k in expected if k in shapes and not _same_shape(shapes[k], expected[k])]
     if wrong:
@@ -244,8 +257,9 @@ def _load_single_file(
     device: torch.device,
     dtype: torch.dtype,
     vae_dtype: torch.dtype,
+    in_channels: int = 4,
 ) -> LoadedModel:
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     common = {"config": str(choice.folder), "local_files_only": True}
     # float32 is what diffusers builds anyway; passing it only adds a spurious dtype warning.
@@ -258,6 +272,10 @@ def _load_single_file(
             # round an fp32 VAE to fp16 and back.
             kwargs["vae"] = AutoencoderKL.from_single_file(
                 str(path), subfolder="vae", dtype=vae_model_dtype, **common
+            )
+        if in_channels != 4:  # an inpainting UNet: the architecture's config with 9 inputs
+            kwargs["unet"] = UNet2DConditionModel.from_single_file(
+                str(path), subfolder="unet", dtype=model_dtype, in_channels=in_channels, **common
             )
         pipe = _pipeline_class(arch).from_single_file(str(path), dtype=model_dtype, **common, **kwargs)
     except Exception as e:

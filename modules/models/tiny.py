@@ -22,14 +22,15 @@ def _config(configs_dir: Path, part: str) -> dict:
     return json.loads((configs_dir / ARCH / part / "config.json").read_text())
 
 
-def build_components(configs_dir: Path, seed: int = DEFAULT_SEED):
-    """UNet, VAE and text encoder from `configs/tiny-sd1`, each initialised from its own seed."""
+def build_components(configs_dir: Path, seed: int = DEFAULT_SEED, in_channels: int = 4):
+    """UNet, VAE and text encoder from `configs/tiny-sd1`, each initialised from its own seed;
+    `in_channels=9` gives the inpainting variant's UNet."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel.from_config(_config(configs_dir, "unet"))
+    unet = UNet2DConditionModel.from_config({**_config(configs_dir, "unet"), "in_channels": in_channels})
     torch.manual_seed(seed + 1)
     vae = AutoencoderKL.from_config(_config(configs_dir, "vae"))
     torch.manual_seed(seed + 2)
@@ -37,14 +38,14 @@ def build_components(configs_dir: Path, seed: int = DEFAULT_SEED):
     return unet.eval(), vae.eval(), text_encoder.eval()
 
 
-def write_tiny_checkpoint(path: Path, configs_dir: Path, seed: int = DEFAULT_SEED, dtype=None) -> Path:
+def write_tiny_checkpoint(path: Path, configs_dir: Path, seed: int = DEFAULT_SEED, dtype=None, in_channels: int = 4) -> Path:
     """Write the tiny model as an A1111 single `.safetensors` file (atomically), fp16 by default."""
     import torch
     from safetensors.torch import save_file
 
     from modules.models.ldm_keys import to_ldm_state_dict
 
-    unet, vae, text_encoder = build_components(configs_dir, seed)
+    unet, vae, text_encoder = build_components(configs_dir, seed, in_channels)
     dtype = dtype or torch.float16
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in to_ldm_state_dict(ARCH, unet, vae, text_encoder).items()}
     with atomic_path(path) as temp:

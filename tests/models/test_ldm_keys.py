@@ -361,11 +361,13 @@ def test_detection_errors(sd1):
     }
     with pytest.raises(ValueError, match="refiner"):
         detect_architecture(refiner)
-    # Inpainting hook: 9 input channels are recognised and refused for now.
+    # Inpainting UNets (9 input channels) are SD1 too; instruct-pix2pix's 8 are refused.
     inpaint = dict(sd1, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
     assert unet_in_channels(inpaint) == 9
-    with pytest.raises(ValueError, match="9 input channels .*inpainting"):
-        detect_architecture(inpaint)
+    assert detect_architecture(inpaint) == "sd1"
+    pix2pix = dict(sd1, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 8, 3, 3)})
+    with pytest.raises(ValueError, match="8 input channels"):
+        detect_architecture(pix2pix)
 
 
 def test_read_shapes_of_ckpt_without_loading(tmp_path):

@@ -474,3 +474,10 @@ def test_full_size_sd15_file(tmp_path):
             )
     finally:
         path.unlink(missing_ok=True)  # pytest keeps old tmp dirs; don't keep 2 GB in them
+
+
+def test_an_inpainting_checkpoint_loads_with_nine_input_channels(tiny_inpainting_model):
+    """A 9-channel UNet (sd-v1-5-inpainting's layout) loads with its architecture's config."""
+    assert tiny_inpainting_model.arch == "tiny-sd1"
+    assert tiny_inpainting_model.unet.config.in_channels == 9
+    assert tiny_inpainting_model.unet.conv_in.weight.shape[1] == 9
