@@ -22,7 +22,7 @@ from modules.options import OutputSettings, Paths, parse_args  # noqa: E402
 
 if TYPE_CHECKING:
     from modules.jobs.queue import Job, JobQueue
-    from modules.jobs.txt2img_task import Txt2ImgService
+    from modules.jobs.generation_task import GenerationService
     from modules.models.manager import ModelManager
 
 log = logging.getLogger("webui")
@@ -33,7 +33,7 @@ class App:
     paths: Paths
     models: "ModelManager"
     queue: "JobQueue"
-    txt2img: "Txt2ImgService"
+    service: "GenerationService"
     startup: "Job | None" = None  # the job that loads the first model
 
     @classmethod
@@ -41,7 +41,7 @@ class App:
         """Everything cheap. torch, diffusers and the model load in `start()`, on the worker,
         while the main thread imports gradio and starts serving."""
         from modules.jobs.queue import JobQueue
-        from modules.jobs.txt2img_task import Txt2ImgService
+        from modules.jobs.generation_task import GenerationService
         from modules.models.catalog import HashCache
         from modules.models.manager import ModelManager
 
@@ -66,7 +66,7 @@ class App:
             extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,),
         )
         queue = JobQueue()
-        service = Txt2ImgService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
+        service = GenerationService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
         return cls(paths, models, queue, service)
 
     def start(self, ckpt: str | None = None) -> "Job":
@@ -100,7 +100,7 @@ class App:
         from modules.ui.page import CSS, HEAD, build_page
 
         api = FastAPI(title="Stable Diffusion web UI", docs_url=None, redoc_url=None)
-        page = build_page(self.models, self.queue, self.txt2img, ready=self.startup)
+        page = build_page(self.models, self.queue, self.service, ready=self.startup)
         page.queue(default_concurrency_limit=None)
         return gr.mount_gradio_app(api, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD)
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from modules.demo import evaluation, judge, shapes
     from modules.demo.embedded import CONFIG_NAME, EMBEDDED_PATH
     from modules.demo.training import to_pictures, to_tensor
-    from modules.generation.runner import Txt2Img
+    from modules.generation.runner import Runner
     from modules.models.hints import ModelHints
 
     if args.threads:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  drawn pictures     {judge.score(list(drawn), drawn_scenes)}")
     print(f"  VAE round trip     {judge.score(list(rebuilt), drawn_scenes)}")
 
-    runner = Txt2Img(model)
+    runner = Runner(model)
     print(f"\nNegative prompt ({args.negative_seeds} seeds each):")
     for prompt, negative, what in (("a square", "yellow", "yellow shapes"), ("a yellow star", "orange background", "orange backgrounds")):
         for neg in ("", negative):

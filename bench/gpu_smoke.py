@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from modules.generation.control import RunControl  # noqa: E402
 from modules.generation.devices import apply_attention, device_settings  # noqa: E402
 from modules.generation.params import GenerationParams  # noqa: E402
-from modules.generation.runner import Txt2Img  # noqa: E402
+from modules.generation.runner import Runner  # noqa: E402
 from modules.models.ldm_keys import ldm_meta_state_dict, write_random_safetensors  # noqa: E402
 from modules.models.loader import load_checkpoint  # noqa: E402
 
@@ -56,13 +56,13 @@ def main() -> int:
         apply_attention(model.unet, devices)
         print(f"loaded as {model.arch} ({model.dtype}, VAE {model.vae_dtype}) in {time.perf_counter() - t0:.1f}s", flush=True)
 
-    runner = Txt2Img(model)
+    runner = Runner(model)
     params = GenerationParams.create(prompt="a photo of a cat", negative_prompt="blurry", width=args.size, height=args.size, steps=args.steps, sampler_name=args.sampler, seed=1)
-    list(runner.run(params.model_copy(update={"steps": 2}), 1))  # warm-up
+    list(runner.txt2img(params.model_copy(update={"steps": 2}), 1))  # warm-up
     stamps: list[float] = []
     control = RunControl(on_step=lambda info: stamps.append(time.perf_counter()))
     t0 = time.perf_counter()
-    images = [im for batch in runner.run(params, 1, control) for im in batch.images]
+    images = [im for batch in runner.txt2img(params, 1, control) for im in batch.images]
     total = time.perf_counter() - t0
     sampling = stamps[-1] - stamps[0]
     print(f"{args.size}x{args.size}, {args.steps} steps, {args.sampler}: {len(stamps) - 1} steps in {sampling:.2f}s = {(len(stamps) - 1) / sampling:.2f} it/s; whole image {total:.2f}s; size {images[0].size}")

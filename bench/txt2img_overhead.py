@@ -5,7 +5,7 @@ long the web UI takes to start.
 1. Writes the tiny test checkpoint, loads it with the product's loader (CPU, fp32) and builds
    a plain `StableDiffusionPipeline` from the very same component objects, so both sides run
    identical weights, attention processors and schedulers.
-2. Times `list(Txt2Img(model).run(params, seed))` (one runner reused, as the app does) against
+2. Times `list(Runner(model).txt2img(params, seed))` (one runner reused, as the app does) against
    the pipeline call, alternating A/B after warm-ups, and prints medians and core/diffusers
    ratios (goal <= 1.05). The warm-up images of both sides are compared pixel by pixel.
 3. Times `launch.py --skip-install` from spawn to the page answering HTTP 200, with the tiny
@@ -184,7 +184,7 @@ def make_pipeline(model, job: Job):
 
 def run_core(runner, params) -> list:
     images = []
-    for batch in runner.run(params, SEED):
+    for batch in runner.txt2img(params, SEED):
         images.extend(batch.images)
     return images
 
@@ -238,9 +238,9 @@ def other_cpu_seconds() -> float | None:
 
 def bench_overhead(model, repeats: int, warmups: int, busy_limit: float = 0.2, max_extra: int = 10) -> bool:
     from modules.generation.params import GenerationParams
-    from modules.generation.runner import Txt2Img
+    from modules.generation.runner import Runner
 
-    runner = Txt2Img(model)  # one per loaded model, reused for every job, as the app does
+    runner = Runner(model)  # one per loaded model, reused for every job, as the app does
     rows = []
     disturbed: dict[str, tuple[int, int]] = {}
     equal_line = None

@@ -98,6 +98,8 @@ class OutputSettings:
     jpeg_quality: int = 80
     outdir_txt2img_samples: str = "outputs/txt2img-images"
     outdir_txt2img_grids: str = "outputs/txt2img-grids"
+    outdir_img2img_samples: str = "outputs/img2img-images"
+    outdir_img2img_grids: str = "outputs/img2img-grids"
 
     def resolve(self, data_dir: Path, relative: str) -> Path:
         path = Path(relative)

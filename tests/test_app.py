@@ -51,7 +51,7 @@ def test_first_start_offline_builds_page_generates_and_saves(tmp_path, no_networ
         assert app.models.active.info.path == EMBEDDED_PATH
         assert list((tmp_path / "models" / "Stable-diffusion").iterdir()) == []
         params = GenerationParams.create(prompt="offline", width=64, height=64, steps=3, seed=11, n_iter=2)
-        job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+        job = app.queue.submit("txt2img", lambda j: app.service.run_txt2img(j, params))
         assert job.wait(60) and job.status is JobStatus.DONE, job.error
         paths = job.result.paths
         assert [p.name for p in paths] == ["00000-11.png", "00001-12.png"]
@@ -70,7 +70,7 @@ def test_counter_continues_across_restarts(tmp_path):
         app.start()
         try:
             params = GenerationParams.create(prompt="again", width=64, height=64, steps=2, seed=5)
-            job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+            job = app.queue.submit("txt2img", lambda j: app.service.run_txt2img(j, params))
             assert job.wait(60) and job.status is JobStatus.DONE, job.error
             assert [p.name for p in job.result.paths] == expected
         finally:
@@ -93,14 +93,14 @@ def test_switching_after_a_generation_frees_the_old_model_and_ckpt_path_is_loade
         assert app.start(str(elsewhere)).wait(60)
         assert app.models.active.info.path == elsewhere  # --ckpt wins over the first in the list
         params = GenerationParams.create(prompt="x", width=64, height=64, steps=2, seed=1)
-        job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+        job = app.queue.submit("txt2img", lambda j: app.service.run_txt2img(j, params))
         assert job.wait(60) and job.status is JobStatus.DONE, job.error
         old_unet = weakref.ref(app.models.active.model.unet)
         switch = app.queue.submit("load_model", lambda j: app.models.load("a-first"))
         assert switch.wait(60) and switch.status is JobStatus.DONE, switch.error
         gc.collect()
         assert old_unet() is None, "the previous model is still held after the switch"
-        job = app.queue.submit("txt2img", lambda j: app.txt2img.run(j, params))
+        job = app.queue.submit("txt2img", lambda j: app.service.run_txt2img(j, params))
         assert job.wait(60) and "Model: a-first," in job.result.infotexts[0]
     finally:
         app.queue.shutdown()

@@ -52,13 +52,13 @@ def load_demo(checkpoint: Path, configs_dir: Path, device: str = "cpu"):
 
 def generate(runner, prompt: str, seed: int, *, negative: str = "", cfg: float = DEFAULT_CFG,
              steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, batch_size: int = 1):
-    """Pictures for one prompt from a ``Txt2Img`` runner (seeds ``seed``, ``seed+1``, ...)."""
+    """txt2img pictures for one prompt from a ``Runner`` (seeds ``seed``, ``seed+1``, ...)."""
     from modules.generation.params import GenerationParams
 
     params = GenerationParams.create(prompt=prompt, negative_prompt=negative, seed=seed, steps=steps,
                                      cfg_scale=cfg, sampler_name=sampler, width=shapes.SIZE,
                                      height=shapes.SIZE, batch_size=batch_size)
-    return [image for batch in runner.run(params, seed) for image in batch.images]
+    return [image for batch in runner.txt2img(params, seed) for image in batch.images]
 
 
 def evaluate(model, scenes=None, seeds=(0,), cfg: float = DEFAULT_CFG, steps: int = DEFAULT_STEPS,
@@ -68,9 +68,9 @@ def evaluate(model, scenes=None, seeds=(0,), cfg: float = DEFAULT_CFG, steps: in
     One runner serves every prompt, as in the app, so the time per image is what a user
     waits for one picture, prompt encoding and decoding included.
     """
-    from modules.generation.runner import Txt2Img
+    from modules.generation.runner import Runner
 
-    runner = Txt2Img(model)
+    runner = Runner(model)
     scenes = list(scenes or shapes.held_out_scenes())
     pictures, judged, seconds = [], [], []
     for _ in range(3):  # warm-up

@@ -1,8 +1,9 @@
-"""The one definition of a txt2img request.
+"""The one definition of a generation request: txt2img (with hires fix) and img2img.
 
 Every control on the page, every API field and every infotext key comes from the fields
 below: each field carries its A1111 UI label (`label`), its infotext key (`infotext`), its
 UI default (`default`) and its range. Add a parameter here and the other layers follow.
+Field names are A1111's API names, so API requests validate against the same classes.
 """
 
 from __future__ import annotations
@@ -15,13 +16,33 @@ from modules.generation import samplers
 
 MIN_SIZE, MAX_SIZE = 64, 2048
 
+# Hires fix upscalers: latent ones interpolate the latents (mode, antialias), pixel ones
+# decode, resize and encode again. Model upscalers from models/ESRGAN come with the extras work.
+LATENT_UPSCALERS = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
+HIRES_UPSCALERS = (*LATENT_UPSCALERS, *PIXEL_UPSCALERS)
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
+
+# img2img choices, sent as their index (A1111's API and UI agree on these).
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+INPAINT_AREAS = ("Whole picture", "Only masked")
+
 
 def _meta(label: str, infotext: str | None = None, **extra: Any) -> dict:
     return {"label": label, "infotext": infotext, **extra}
 
 
 class GenerationParams(BaseModel):
-    """A validated txt2img request; defaults are A1111's UI defaults."""
+    """A validated txt2img request (img2img extends it); defaults are A1111's UI defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,6 +58,21 @@ class GenerationParams(BaseModel):
     cfg_scale: float = Field(7.0, ge=1.0, le=30.0, json_schema_extra=_meta("CFG Scale", "CFG scale", step=0.5))
     seed: int = Field(-1, ge=-1, le=2**32 - 1, json_schema_extra=_meta("Seed", "Seed"))
     clip_skip: int = Field(1, ge=1, le=12, json_schema_extra=_meta("Clip skip", "Clip skip"))
+    # A1111's img2img_fix_steps setting: False runs steps x denoising strength, as A1111 does.
+    img2img_fix_steps: bool = Field(False, json_schema_extra=_meta("With img2img, do exactly the amount of steps the slider specifies"))
+    denoising_strength: float = Field(0.7, ge=0.0, le=1.0, json_schema_extra=_meta("Denoising strength", "Denoising strength", step=0.01))
+
+    # Hires fix (txt2img only).
+    enable_hr: bool = Field(False, json_schema_extra=_meta("Hires. fix"))
+    hr_upscaler: str = Field("Latent", json_schema_extra=_meta("Upscaler", "Hires upscaler"))
+    hr_second_pass_steps: int = Field(0, ge=0, le=150, json_schema_extra=_meta("Hires steps", "Hires steps"))
+    hr_scale: float = Field(2.0, ge=1.0, le=4.0, json_schema_extra=_meta("Upscale by", "Hires upscale", step=0.05))
+    hr_resize_x: int = Field(0, ge=0, le=MAX_SIZE, json_schema_extra=_meta("Resize width to", step=8))
+    hr_resize_y: int = Field(0, ge=0, le=MAX_SIZE, json_schema_extra=_meta("Resize height to", step=8))
+    hr_sampler_name: str = Field(SAME_SAMPLER, json_schema_extra=_meta("Hires sampling method", "Hires sampler"))
+    hr_scheduler: str = Field(SAME_SCHEDULER, json_schema_extra=_meta("Hires schedule type", "Hires schedule type"))
+    hr_prompt: str = Field("", json_schema_extra=_meta("Hires prompt", "Hires prompt"))
+    hr_negative_prompt: str = Field("", json_schema_extra=_meta("Hires negative prompt", "Hires negative prompt"))
 
     @field_validator("width", "height")
     @classmethod
@@ -48,7 +84,32 @@ class GenerationParams(BaseModel):
     @model_validator(mode="after")
     def _names(self) -> "GenerationParams":
         samplers.resolve(self.sampler_name, self.scheduler)  # raises a readable ValueError
+        if self.enable_hr:
+            if self.hr_upscaler not in HIRES_UPSCALERS:
+                raise ValueError(f"Hires upscaler '{self.hr_upscaler}' not found. Choose one of: {', '.join(HIRES_UPSCALERS)}.")
+            self.hires_sampler()
+            w, h = self.hires_size()
+            if max(w, h) > 2 * MAX_SIZE:
+                raise ValueError(f"Hires fix would make {w}x{h}; the largest side allowed is {2 * MAX_SIZE}.")
         return self
+
+    def hires_sampler(self) -> tuple[samplers.Sampler, samplers.Schedule]:
+        """The second pass's sampler and schedule: the first pass's unless the hires ones are set."""
+        name = self.sampler_name if self.hr_sampler_name in ("", SAME_SAMPLER) else self.hr_sampler_name
+        schedule = self.scheduler if self.hr_scheduler in ("", SAME_SCHEDULER) else self.hr_scheduler
+        return samplers.resolve(name, schedule)
+
+    def hires_size(self) -> tuple[int, int]:
+        """Final size of a hires fix run, a multiple of 8. "Upscale by" unless a resize is set;
+        one side 0 keeps the aspect ratio, both set crops to fill (as A1111)."""
+        x, y = self.hr_resize_x, self.hr_resize_y
+        if x == 0 and y == 0:
+            x, y = self.width * self.hr_scale, self.height * self.hr_scale
+        elif x == 0:
+            x = y * self.width / self.height
+        elif y == 0:
+            y = x * self.height / self.width
+        return max(MIN_SIZE, int(x) // 8 * 8), max(MIN_SIZE, int(y) // 8 * 8)
 
     @classmethod
     def create(cls, **values: Any) -> "GenerationParams":
@@ -57,7 +118,7 @@ class GenerationParams(BaseModel):
         try:
             return cls(**cleaned)
         except ValidationError as exc:
-            raise ValueError(readable_errors(exc)) from None
+            raise ValueError(readable_errors(exc, cls)) from None
 
     @classmethod
     def field_meta(cls, name: str) -> dict:
@@ -71,12 +132,45 @@ class GenerationParams(BaseModel):
         return meta
 
 
-def readable_errors(exc: ValidationError) -> str:
+class Img2ImgParams(GenerationParams):
+    """An img2img or inpaint request: txt2img's fields plus how to use the init image and mask.
+    The images themselves travel beside it (see modules.generation.runner.InitImages)."""
+
+    denoising_strength: float = Field(0.75, ge=0.0, le=1.0, json_schema_extra=_meta("Denoising strength", "Denoising strength", step=0.01))
+    resize_mode: int = Field(0, ge=0, le=3, json_schema_extra=_meta("Resize mode", choices=RESIZE_MODES))
+    mask_blur: int = Field(4, ge=0, le=64, json_schema_extra=_meta("Mask blur", "Mask blur"))
+    inpainting_mask_invert: int = Field(0, ge=0, le=1, json_schema_extra=_meta("Mask mode", "Mask mode", choices=MASK_MODES))
+    inpainting_fill: int = Field(1, ge=0, le=3, json_schema_extra=_meta("Masked content", "Masked content", choices=MASKED_CONTENT))
+    inpaint_full_res: bool = Field(False, json_schema_extra=_meta("Inpaint area", "Inpaint area", choices=INPAINT_AREAS))
+    inpaint_full_res_padding: int = Field(32, ge=0, le=256, json_schema_extra=_meta("Only masked padding, pixels", "Masked area padding", step=4))
+
+    @field_validator("resize_mode", "inpainting_mask_invert", "inpainting_fill", "inpaint_full_res", mode="before")
+    @classmethod
+    def _choice_names(cls, v: Any, info) -> Any:
+        """Accept a choice's name where A1111 sends its index ("Crop and resize" or 1)."""
+        if isinstance(v, str) and not v.strip().isdigit():
+            choices = cls.model_fields[info.field_name].json_schema_extra["choices"]
+            lowered = [c.lower() for c in choices]
+            if v.strip().lower() not in lowered:
+                raise ValueError(f"must be one of: {', '.join(choices)}")
+            index = lowered.index(v.strip().lower())
+            return bool(index) if info.field_name == "inpaint_full_res" else index
+        return v
+
+    @model_validator(mode="after")
+    def _no_hires(self) -> "Img2ImgParams":
+        if self.enable_hr:
+            raise ValueError("Hires. fix is a txt2img option; img2img sets its size and denoising directly.")
+        return self
+
+
+def readable_errors(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    fields = (model or GenerationParams).model_fields
     parts = []
     for err in exc.errors():
         loc = [str(x) for x in err.get("loc", ())]
         name = loc[0] if loc else ""
-        label = GenerationParams.model_fields[name].json_schema_extra["label"] if name in GenerationParams.model_fields else name
+        label = fields[name].json_schema_extra["label"] if name in fields else name
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "is not a known parameter"
@@ -90,13 +184,17 @@ def format_number(value: float) -> str:
 
 
 def infotext_fields(
-    params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str, clip_skip_applies: bool = True
+    params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str,
+    clip_skip_applies: bool = True, masked: bool = False,
 ) -> list[tuple[str, Any]]:
     """The params line of A1111's infotext, keys in A1111's order (None values are dropped later).
-    `clip_skip_applies` is False for models that ignore Clip skip (SD2, SDXL)."""
+    `clip_skip_applies` is False for models that ignore Clip skip (SD2, SDXL); `masked` says an
+    inpainting mask was used, which adds A1111's mask keys."""
     sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
     meta = GenerationParams.field_meta
-    return [
+    img2img = isinstance(params, Img2ImgParams)
+    denoising = params.denoising_strength if img2img or params.enable_hr else None
+    fields: list[tuple[str, Any]] = [
         (meta("steps")["infotext"], params.steps),
         (meta("sampler_name")["infotext"], sampler.name),
         (meta("scheduler")["infotext"], samplers.infotext_schedule_label(sampler, schedule)),
@@ -105,6 +203,34 @@ def infotext_fields(
         ("Size", f"{params.width}x{params.height}"),
         ("Model hash", model_hash),
         ("Model", model_name),
+        (meta("denoising_strength")["infotext"], None if denoising is None else format_number(denoising)),
         (meta("clip_skip")["infotext"], params.clip_skip if params.clip_skip > 1 and clip_skip_applies else None),
-        ("Version", version),
+    ]
+    if params.enable_hr:
+        fields += _hires_fields(params, sampler, schedule)
+    if img2img and masked:
+        fields += [
+            ("Mask blur", params.mask_blur or None),
+            ("Mask mode", MASK_MODES[1] if params.inpainting_mask_invert else None),
+            ("Masked content", MASKED_CONTENT[params.inpainting_fill] if params.inpainting_fill != 1 else None),
+            ("Inpaint area", INPAINT_AREAS[1] if params.inpaint_full_res else None),
+            ("Masked area padding", params.inpaint_full_res_padding if params.inpaint_full_res else None),
+        ]
+    return fields + [("Version", version)]
+
+
+def _hires_fields(params: GenerationParams, sampler: samplers.Sampler, schedule: samplers.Schedule) -> list[tuple[str, Any]]:
+    """A1111's hires keys: the scale or the resize, steps when set, the upscaler, and the
+    second pass's sampler and prompts only where they differ from the first pass."""
+    resized = params.hr_resize_x or params.hr_resize_y
+    hr_sampler, hr_schedule = params.hires_sampler()
+    return [
+        ("Hires upscale", None if resized else format_number(params.hr_scale)),
+        ("Hires resize", f"{params.hr_resize_x}x{params.hr_resize_y}" if resized else None),
+        ("Hires steps", params.hr_second_pass_steps or None),
+        ("Hires upscaler", params.hr_upscaler),
+        ("Hires sampler", hr_sampler.name if hr_sampler != sampler else None),
+        ("Hires schedule type", samplers.infotext_schedule_label(hr_sampler, hr_schedule) if hr_schedule != schedule else None),
+        ("Hires prompt", params.hr_prompt if params.hr_prompt and params.hr_prompt != params.prompt else None),
+        ("Hires negative prompt", params.hr_negative_prompt if params.hr_negative_prompt and params.hr_negative_prompt != params.negative_prompt else None),
     ]

@@ -1,25 +1,32 @@
-"""txt2img: parameters in, images out.
+"""The generation core: txt2img (with hires fix), img2img and inpainting on one sampling loop.
 
-Reads like diffusers' StableDiffusionPipeline.__call__ (encode prompt, prepare timesteps,
-prepare latents, denoise, decode) and stays numerically equal to it, but owns the loop so it
-can report progress per step, stop on interrupt or skip, and reuse cached prompt embeddings.
+Reads like diffusers' StableDiffusion(Img2Img|Inpaint)Pipeline.__call__ (encode prompt,
+prepare timesteps, prepare latents, denoise, decode) and stays numerically equal to them, but
+owns the loop so it can report progress per step, stop on interrupt or skip, and reuse cached
+prompt embeddings. Every mode is one or two `Pass`es through `_denoise`; the pixel work
+(resize modes, masks, crops, compositing) lives in modules.generation.images.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from diffusers.image_processor import VaeImageProcessor
-from PIL import Image
+from PIL import Image, ImageOps
 
+from modules.generation import images as imgops
 from modules.generation import noise, samplers
 from modules.generation.control import RunControl, StepInfo
-from modules.generation.params import GenerationParams
+from modules.generation.params import LATENT_UPSCALERS, GenerationParams, Img2ImgParams
 from modules.generation.text_encoding import PromptEncoder
 from modules.models.loaded import LoadedModel
+
+FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = range(4)  # masked content, by index
 
 
 @dataclass(frozen=True)
@@ -29,82 +36,334 @@ class Batch:
     index: int
 
 
-class Txt2Img:
-    """Runs txt2img jobs on one loaded model. Make a new one when the model changes."""
+@dataclass(frozen=True)
+class InitImages:
+    """img2img's inputs beside its parameters: one or more init images (image i of a batch
+    uses image i modulo their count, as A1111's API does) and an optional mask, white where
+    the picture is to be repainted."""
+
+    images: tuple[Image.Image, ...]
+    mask: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One sampling pass: what to condition on, how to sample, and how much to denoise
+    (strength 1 starts from pure noise, below 1 from noised `init` latents)."""
+
+    prompt: str
+    negative_prompt: str
+    clip_skip: int
+    cfg_scale: float
+    sampler: samplers.Sampler
+    schedule: samplers.Schedule
+    steps: int
+    width: int
+    height: int
+    strength: float = 1.0
+    exact_steps: bool = False
+
+    def schedule_steps(self) -> tuple[int, int]:
+        """(steps the scheduler is set to, steps actually run). A1111 runs steps x strength,
+        or exactly `steps` out of a longer schedule with its img2img_fix_steps setting."""
+        if self.strength >= 1.0:
+            return self.steps, self.steps
+        if self.strength <= 0.0:
+            return self.steps, 0
+        if self.exact_steps:
+            return min(math.ceil(self.steps / self.strength), 1000), self.steps
+        return self.steps, int(self.steps * self.strength)
+
+
+@dataclass(frozen=True)
+class Inpainting:
+    """What a masked pass needs: the init latents to keep outside the mask, and the mask at
+    latent size (1 = repaint). Ordinary models blend with them after every step; inpainting
+    models (9-channel UNet) take mask and masked-image latents as extra input channels."""
+
+    mask: torch.Tensor  # [B, 1, h, w]
+    keep_latents: torch.Tensor  # [B, C, h, w]
+    masked_image_latents: torch.Tensor | None = None  # 9-channel models only
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An img2img job's pixel work, done once: the images to encode at the generation size,
+    what the results are composited onto, and the masks."""
+
+    work: list[Image.Image]
+    originals: list[Image.Image]
+    work_mask: Image.Image | None  # blurred, at the generation size
+    composite_mask: Image.Image | None  # blurred, at the output size
+    region: imgops.Region | None
+
+
+class Runner:
+    """Runs generation jobs on one loaded model. Make a new one when the model changes."""
 
     def __init__(self, model: LoadedModel):
         self.model = model
         self.prompts = PromptEncoder(model)
         self.vae_scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale)
+        self.latent_channels = model.vae.config.latent_channels
+        self.inpainting_model = model.unet.config.in_channels == 2 * self.latent_channels + 1
 
-    def run(self, params: GenerationParams, first_seed: int, control: RunControl | None = None) -> Iterator[Batch]:
+    # ------------------------------------------------------------------ txt2img
+
+    def txt2img(self, params: GenerationParams, first_seed: int, control: RunControl | None = None) -> Iterator[Batch]:
         """Yield each finished batch; a skipped batch yields nothing, an interrupt ends the job."""
         control = control or RunControl()
+        first = self._pass(params)
+        second = self._hires_pass(params) if params.enable_hr else None
+        per_batch = first.schedule_steps()[1] + (second.schedule_steps()[1] if second else 0)
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches):
-                if control.interrupted:
-                    return
-                latents = self._sample(params, seeds, index, len(batches), control)
+                report = _reporter(control, index, len(batches), per_batch)
+                latents = self._denoise(first, seeds, control, report)
+                if latents is not None and second is not None:
+                    latents = self._denoise(second, seeds, control, report, init=self._upscale(latents, params), offset=first.steps)
                 if control.interrupted:
                     return
                 if latents is None:
+                    control.take_skip()
                     continue
                 yield Batch(self.decode(latents), seeds, index)
 
-    def _sample(self, params: GenerationParams, seeds: list[int], index: int, count: int, control: RunControl) -> torch.Tensor | None:
+    def _pass(self, params: GenerationParams, strength: float = 1.0) -> Pass:
+        sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
+        return Pass(
+            params.prompt, params.negative_prompt, params.clip_skip, params.cfg_scale, sampler, schedule, params.steps,
+            params.width, params.height, strength, params.img2img_fix_steps,
+        )
+
+    def _hires_pass(self, params: GenerationParams) -> Pass:
+        sampler, schedule = params.hires_sampler()
+        width, height = params.hires_size()
+        return Pass(
+            params.hr_prompt or params.prompt, params.hr_negative_prompt or params.negative_prompt, params.clip_skip, params.cfg_scale,
+            sampler, schedule, params.hr_second_pass_steps or params.steps, width, height, params.denoising_strength, params.img2img_fix_steps,
+        )
+
+    def _upscale(self, latents: torch.Tensor, params: GenerationParams) -> torch.Tensor:
+        """First-pass latents at the hires size: interpolated in latent space, or decoded,
+        resized with a pixel upscaler and encoded again. Both fill the size and crop the excess."""
+        width, height = params.hires_size()
+        if params.hr_upscaler in LATENT_UPSCALERS:
+            mode, antialias = LATENT_UPSCALERS[params.hr_upscaler]
+            return _resize_latents(latents, height // self.vae_scale, width // self.vae_scale, mode, antialias)
+        resample = imgops.PIXEL_RESAMPLING[params.hr_upscaler]
+        upscaled = [imgops.resize_image(im, width, height, mode=1, resample=resample) for im in self.decode(latents)]
+        return self.encode(upscaled)
+
+    # ------------------------------------------------------------------ img2img
+
+    def img2img(self, params: Img2ImgParams, init: InitImages, first_seed: int, control: RunControl | None = None) -> Iterator[Batch]:
+        """img2img and inpainting: yields batches like `txt2img`. Raises ValueError for an
+        init the request cannot use (an empty mask)."""
+        control = control or RunControl()
+        prepared = self._prepare(params, init)
+        first = self._pass(params, params.denoising_strength)
+        batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
+        with torch.inference_mode():
+            for index, seeds in enumerate(batches):
+                report = _reporter(control, index, len(batches), first.schedule_steps()[1])
+                pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
+                init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
+                latents = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting)
+                if control.interrupted:
+                    return
+                if latents is None:
+                    control.take_skip()
+                    continue
+                decoded = self.decode(latents)
+                if prepared.composite_mask is not None:
+                    decoded = [
+                        imgops.composite(prepared.originals[p], im, prepared.composite_mask, prepared.region) for p, im in zip(pick, decoded)
+                    ]
+                yield Batch(decoded, seeds, index)
+
+    def _prepare(self, params: Img2ImgParams, init: InitImages) -> _Prepared:
+        if not init.images:
+            raise ValueError("img2img needs an init image.")
+        width, height = params.width, params.height
+        sources = [imgops.flatten(im) for im in init.images]
+        if init.mask is None:
+            if params.resize_mode == imgops.LATENT_RESIZE:  # encoded at their own size, resized as latents
+                work = [im.resize((_multiple_of(im.width, self.vae_scale), _multiple_of(im.height, self.vae_scale)), Image.Resampling.LANCZOS) for im in sources]
+            else:
+                work = [imgops.resize_image(im, width, height, params.resize_mode) for im in sources]
+            return _Prepared(work, work, None, None, None)
+
+        mask = imgops.mask_from_image(init.mask, sources[0].size)
+        if params.inpainting_mask_invert:
+            mask = ImageOps.invert(mask)
+        if imgops.is_empty(mask):
+            raise ValueError("The mask is empty: paint over the part of the image to change (or use the img2img tab).")
+        if params.inpaint_full_res:  # "Only masked": work on a crop around the mask, paste it back
+            blurred = imgops.blur_mask(mask, params.mask_blur)
+            region = imgops.masked_region(blurred.point(lambda v: 255 if v else 0), params.inpaint_full_res_padding, width, height)
+            work = [imgops.resize_image(im.resize(sources[0].size).crop(region.box), width, height, mode=2) for im in sources]
+            work_mask = imgops.resize_image(blurred.crop(region.box), width, height, mode=2)
+            return _Prepared(work, [im.resize(sources[0].size) for im in sources], work_mask, blurred, region)
+        mode = 0 if params.resize_mode == imgops.LATENT_RESIZE else params.resize_mode
+        work = [imgops.resize_image(im, width, height, mode) for im in sources]
+        blurred = imgops.blur_mask(imgops.resize_image(mask, width, height, mode), params.mask_blur)
+        return _Prepared(work, work, blurred, blurred, None)
+
+    def _init_latents(
+        self, params: Img2ImgParams, prepared: _Prepared, pick: list[int], seeds: list[int]
+    ) -> tuple[torch.Tensor, Inpainting | None]:
+        """The batch's init latents and, with a mask, what the masked pass needs; masked
+        content decides what the masked area starts from (A1111's fill/original/latent noise/nothing)."""
+        originals = [prepared.work[p] for p in pick]
+        keep = self.encode(originals)
+        if prepared.work_mask is None:
+            if params.resize_mode == imgops.LATENT_RESIZE:
+                keep = _resize_latents(keep, params.height // self.vae_scale, params.width // self.vae_scale, "bilinear", False)
+            return keep, None
+        mask = self._latent_mask(prepared.work_mask, len(pick), keep)
+        binary = prepared.work_mask.point(lambda v: 255 if v >= 128 else 0)
+        if params.inpainting_fill == FILL:
+            latents = self.encode([imgops.fill_masked(im, binary) for im in originals])
+        elif params.inpainting_fill == LATENT_NOISE:
+            fresh = noise.initial_noise(noise.generators(seeds), tuple(keep.shape[1:]), keep.device, keep.dtype)
+            latents = keep * (1 - mask) + fresh * mask
+        elif params.inpainting_fill == LATENT_NOTHING:
+            latents = keep * (1 - mask)
+        else:
+            latents = keep
+        masked_image = None
+        if self.inpainting_model:  # the picture with the masked part blanked out (0 is mid-grey in [-1, 1])
+            hole = torch.from_numpy(_array(binary)).to(self.model.device, self.model.vae_dtype)
+            masked_image = self._encode_pixels(self._pixels(originals) * (1 - hole))
+        return latents, Inpainting(mask, keep, masked_image)
+
+    def _latent_mask(self, mask: Image.Image, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The blurred mask at latent size, rounded to 0/1 as A1111 does for latent blending."""
+        small = mask.resize((like.shape[-1], like.shape[-2]), Image.Resampling.BILINEAR)
+        tensor = torch.from_numpy(_array(small)).round()
+        return tensor[None, None].repeat(batch, 1, 1, 1).to(like.device, like.dtype)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _denoise(
+        self,
+        p: Pass,
+        seeds: list[int],
+        control: RunControl,
+        report: Callable[[int], None],
+        init: torch.Tensor | None = None,
+        inpainting: Inpainting | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor | None:
+        """Run one pass; None if it was skipped or interrupted. `offset` is how many steps of
+        this batch earlier passes reported."""
+        if control.stop_requested():
+            return None
         m = self.model
         batch = len(seeds)
         unet_cfg = m.unet.config
-        do_cfg = params.cfg_scale > 1.0 and unet_cfg.get("time_cond_proj_dim") is None
 
         # 1. Conditioning (cached per prompt), repeated for the batch; uncond first, as diffusers does.
-        cond = self.prompts.encode(params.prompt, params.clip_skip)
-        embeds = cond.embeds.repeat(batch, 1, 1)
-        pooled = cond.pooled.repeat(batch, 1) if cond.pooled is not None else None
-        if do_cfg:
-            uncond = self.prompts.encode(params.negative_prompt, params.clip_skip, negative=True)
-            embeds = torch.cat([uncond.embeds.repeat(batch, 1, 1), embeds])
-            if pooled is not None:
-                pooled = torch.cat([uncond.pooled.repeat(batch, 1), pooled])
-        added = self._sdxl_added_cond(params, pooled, embeds.shape[0]) if m.is_sdxl else None
+        do_cfg = p.cfg_scale > 1.0 and unet_cfg.get("time_cond_proj_dim") is None
+        embeds, added = self._conditioning(p, batch, do_cfg)
 
-        # 2. Timesteps.
-        sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
-        scheduler = samplers.build_scheduler(m.scheduler_config, sampler, schedule, seeds)
-        scheduler.set_timesteps(params.steps, device=m.device)
-        timesteps = scheduler.timesteps
+        # 2. Timesteps: the last `run` of `total`, as diffusers' img2img pipelines cut them.
+        scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
+        total, run = p.schedule_steps()
+        scheduler.set_timesteps(total, device=m.device)
+        order = getattr(scheduler, "order", 1)
+        start = (total - run) * order
+        timesteps = scheduler.timesteps[start:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
 
         # 3. Initial latents, one generator per image; the same generators feed ancestral noise.
         gens = noise.generators(seeds)
-        shape = (unet_cfg.in_channels, params.height // self.vae_scale, params.width // self.vae_scale)
-        latents = noise.initial_noise(gens, shape, m.device, embeds.dtype) * scheduler.init_noise_sigma
+        shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
+        fresh = noise.initial_noise(gens, shape, m.device, embeds.dtype)
+        if init is None or p.strength >= 1.0:
+            latents = fresh * scheduler.init_noise_sigma
+        elif run == 0:
+            return init
+        else:
+            latents = scheduler.add_noise(init.to(embeds.dtype), fresh, timesteps[:1].repeat(batch))
+        extra = self._extra_channels(inpainting, batch, p)
+        blend = inpainting if inpainting is not None and extra is None else None
         step_kwargs = _step_kwargs(scheduler, gens)
 
         # 4. Denoise.
-        order = getattr(scheduler, "order", 1)
         for i, t in enumerate(timesteps):
             if control.stop_requested():
-                control.take_skip()
                 return None
-            model_in = torch.cat([latents] * 2) if do_cfg else latents
-            model_in = scheduler.scale_model_input(model_in, t)
+            model_in = scheduler.scale_model_input(latents, t)
+            if extra is not None:
+                model_in = torch.cat([model_in, *extra], dim=1)
+            if do_cfg:
+                model_in = torch.cat([model_in] * 2)
             pred = m.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
             if do_cfg:
                 pred_uncond, pred_cond = pred.chunk(2)
-                pred = pred_uncond + params.cfg_scale * (pred_cond - pred_uncond)
+                pred = pred_uncond + p.cfg_scale * (pred_cond - pred_uncond)
             latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
-            if control.on_step is not None:
-                step = min(params.steps, (i + order) // order)
-                control.on_step(StepInfo(index, count, step, params.steps, latents))
+            if blend is not None:  # keep the unmasked area on the original's noise path
+                keep = blend.keep_latents.to(latents.dtype)
+                if i < len(timesteps) - 1:
+                    keep = scheduler.add_noise(keep, fresh, timesteps[i + 1 : i + 2].repeat(batch))
+                latents = (1 - blend.mask) * keep + blend.mask * latents
+            report(offset + min(run, (i + order) // order), latents)
         return latents
 
-    def _sdxl_added_cond(self, params: GenerationParams, pooled: torch.Tensor, rows: int) -> dict:
-        """SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the requested size."""
-        h, w = params.height, params.width
-        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=pooled.dtype, device=self.model.device).repeat(rows, 1)
-        return {"text_embeds": pooled, "time_ids": time_ids}
+    def _conditioning(self, p: Pass, batch: int, do_cfg: bool) -> tuple[torch.Tensor, dict | None]:
+        cond = self.prompts.encode(p.prompt, p.clip_skip)
+        embeds = cond.embeds.repeat(batch, 1, 1)
+        pooled = cond.pooled.repeat(batch, 1) if cond.pooled is not None else None
+        if do_cfg:
+            uncond = self.prompts.encode(p.negative_prompt, p.clip_skip, negative=True)
+            embeds = torch.cat([uncond.embeds.repeat(batch, 1, 1), embeds])
+            if pooled is not None:
+                pooled = torch.cat([uncond.pooled.repeat(batch, 1), pooled])
+        if not self.model.is_sdxl:
+            return embeds, None
+        # SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the pass's size.
+        time_ids = torch.tensor([[p.height, p.width, 0, 0, p.height, p.width]], dtype=pooled.dtype, device=self.model.device)
+        return embeds, {"text_embeds": pooled, "time_ids": time_ids.repeat(embeds.shape[0], 1)}
+
+    def _extra_channels(self, inpainting: Inpainting | None, batch: int, p: Pass) -> list[torch.Tensor] | None:
+        """An inpainting model's mask and masked-image channels. Without a mask the whole
+        picture counts as masked over a blank image, as A1111 feeds these models for txt2img."""
+        if not self.inpainting_model:
+            return None
+        if inpainting is not None and inpainting.masked_image_latents is not None:
+            return [inpainting.mask, inpainting.masked_image_latents]
+        h, w = p.height // self.vae_scale, p.width // self.vae_scale
+        blank = self._encode_pixels(torch.zeros((1, 3, p.height, p.width), device=self.model.device, dtype=self.model.vae_dtype))
+        ones = torch.ones((batch, 1, h, w), device=self.model.device, dtype=blank.dtype)
+        return [ones, blank.repeat(batch, 1, 1, 1)]
+
+    # ------------------------------------------------------------------ VAE
+
+    def _pixels(self, pictures: Sequence[Image.Image]) -> torch.Tensor:
+        tensor = self.image_processor.preprocess(list(pictures), height=pictures[0].height, width=pictures[0].width)
+        return tensor.to(self.model.device, self.model.vae_dtype)
+
+    def encode(self, pictures: Sequence[Image.Image]) -> torch.Tensor:
+        """Images (all one size) to scaled latents, taking the mode of the VAE's distribution so
+        the same image always gives the same latents."""
+        return self._encode_pixels(self._pixels(pictures))
+
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        vae = self.model.vae
+        self._upcast_if_needed(vae)
+        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+        if vae.dtype != torch.float32 and torch.isnan(latents).any():
+            vae.to(torch.float32)
+            latents = vae.encode(pixels.to(torch.float32)).latent_dist.mode()
+        if vae.config.get("shift_factor") is not None:
+            latents = latents - vae.config.shift_factor
+        return (latents * vae.config.scaling_factor).to(self.model.dtype)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         """Latents to images; an fp16 VAE that overflows to NaN (A1111's black images) is
@@ -113,13 +372,46 @@ class Txt2Img:
         scaled = latents / vae.config.scaling_factor
         if vae.config.get("shift_factor") is not None:
             scaled = scaled + vae.config.shift_factor
-        if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
-            vae.to(torch.float32)
+        self._upcast_if_needed(vae)
         image = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
         if vae.dtype != torch.float32 and torch.isnan(image).any():
             vae.to(torch.float32)
             image = vae.decode(scaled.to(torch.float32), return_dict=False)[0]
         return self.image_processor.postprocess(image, output_type="pil")
+
+    @staticmethod
+    def _upcast_if_needed(vae) -> None:
+        if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
+            vae.to(torch.float32)
+
+
+def _reporter(control: RunControl, index: int, count: int, steps: int) -> Callable[[int, torch.Tensor], None]:
+    def report(step: int, latents: torch.Tensor) -> None:
+        if control.on_step is not None:
+            control.on_step(StepInfo(index, count, step, steps, latents))
+
+    return report
+
+
+def _resize_latents(latents: torch.Tensor, height: int, width: int, mode: str, antialias: bool) -> torch.Tensor:
+    """Interpolate latents to cover height x width, then crop the centre (hires "crop to fill")."""
+    h, w = latents.shape[-2:]
+    scale = max(height / h, width / w)
+    cover = (max(height, math.ceil(h * scale)), max(width, math.ceil(w * scale)))
+    kwargs = {"antialias": antialias, "align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    resized = F.interpolate(latents.float(), size=cover, mode=mode, **kwargs).to(latents.dtype)
+    top, left = (cover[0] - height) // 2, (cover[1] - width) // 2
+    return resized[..., top : top + height, left : left + width]
+
+
+def _multiple_of(value: int, unit: int) -> int:
+    return max(unit, value // unit * unit)
+
+
+def _array(image: Image.Image):
+    import numpy as np
+
+    return np.asarray(image.convert("L"), dtype="float32") / 255.0
 
 
 def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:

@@ -6,14 +6,15 @@ import gradio as gr
 
 from modules.generation.params import GenerationParams
 from modules.jobs.queue import Job, JobQueue, JobStatus
-from modules.jobs.txt2img_task import Txt2ImgService
+from modules.jobs.generation_task import GenerationService
 from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
-from modules.ui.txt2img import Txt2ImgControls, build_txt2img_tab
+from modules.ui.img2img import build_img2img_tab
+from modules.ui.txt2img import build_txt2img_tab
 from modules.version import VERSION
 
 CSS = """
-#txt2img_generate { min-height: 5.5em; }
+.generate-button { min-height: 5.5em; }
 .infotext p { font-family: monospace; font-size: 0.9em; white-space: normal; word-break: break-word; }
 #model_notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
 #model_guide_box { padding: 0.5em 0.8em; }
@@ -23,15 +24,16 @@ CSS = """
 HEAD = """
 <script>
 document.addEventListener('keydown', (e) => {
-  const box = e.target && e.target.closest && e.target.closest('#txt2img_prompt, #txt2img_neg_prompt');
+  const box = e.target && e.target.closest && e.target.closest('#txt2img_prompt, #txt2img_neg_prompt, #img2img_prompt, #img2img_neg_prompt');
   if (!box) return;
+  const tab = box.id.split('_')[0];
   let button = null;
-  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) button = 'txt2img_generate';
-  else if (e.key === 'Enter' && e.altKey) button = 'txt2img_skip';
-  else if (e.key === 'Escape') button = 'txt2img_interrupt';
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) button = 'generate';
+  else if (e.key === 'Enter' && e.altKey) button = 'skip';
+  else if (e.key === 'Escape') button = 'interrupt';
   if (!button) return;
   e.preventDefault();
-  document.getElementById(button)?.click();
+  document.getElementById(tab + '_' + button)?.click();
 });
 </script>
 """
@@ -48,7 +50,7 @@ def _hints(models: ModelManager) -> ModelHints:
     return models.active.hints if models.active else ModelHints()
 
 
-def _hint_updates(controls: Txt2ImgControls, new: ModelHints, old: ModelHints | None) -> list:
+def _hint_updates(fields: list[tuple[str, object]], new: ModelHints, old: ModelHints | None) -> list:
     """Show the model's guide and examples, and set the controls its defaults name.
 
     Controls a previous model's hints had set go back to the usual defaults, so leaving the
@@ -59,7 +61,7 @@ def _hint_updates(controls: Txt2ImgControls, new: ModelHints, old: ModelHints | 
         new.guide,
         gr.update(samples=[[e] for e in new.examples] or [[""]], visible=bool(new.examples)),
     ]
-    for name in controls.by_field:
+    for name, _control in fields:
         if name in new.defaults:
             updates.append(gr.update(value=new.defaults[name]))
         elif old is not None and name in old.defaults:
@@ -73,7 +75,7 @@ def _footer(device: str | None = None) -> str:
     return f"<div style='text-align:center;opacity:.6'>version {VERSION}{f' · {device}' if device else ''}</div>"
 
 
-def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, ready: Job | None = None) -> gr.Blocks:
+def build_page(models: ModelManager, queue: JobQueue, service: GenerationService, ready: Job | None = None) -> gr.Blocks:
     """`ready` is the start-up job that loads the first model; the page waits for it before
     showing which model is active."""
     with gr.Blocks(title="Stable Diffusion") as page:
@@ -88,13 +90,17 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("txt2img", id="txt2img"):
                 controls = build_txt2img_tab(queue, service)
+            with gr.Tab("img2img", id="img2img"):
+                img2img = build_img2img_tab(queue, service)
 
         footer = gr.Markdown(_footer(), elem_id="footer_info")
 
         def current_title() -> str | None:
             return models.active.info.title if models.active else None
 
-        hinted = [controls.guide_box, controls.guide, controls.examples, *controls.by_field.values()]
+        # Per-model defaults (the demo model's 64x64) apply to both tabs' controls.
+        fields = [*controls.by_field.items(), *img2img.by_field.items()]
+        hinted = [controls.guide_box, controls.guide, controls.examples, *(control for _name, control in fields)]
 
         def switch(title: str):
             if not title or title == current_title():
@@ -105,7 +111,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
             if job.status is JobStatus.FAILED:  # say why, and show the model still in use
                 gr.Warning(job.error or f"Could not load {title}", duration=20)
             after = _hints(models)
-            hints = _hint_updates(controls, after, before) if after != before else [gr.update()] * len(hinted)
+            hints = _hint_updates(fields, after, before) if after != before else [gr.update()] * len(hinted)
             return [gr.update(choices=models.titles(), value=current_title()), _notice(models), *hints]
 
         def do_refresh():
@@ -118,7 +124,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: Txt2ImgService, r
             if ready is not None:
                 ready.wait(300)
             return [gr.update(choices=models.titles(), value=current_title()), _notice(models),
-                    _footer(models.devices.describe()), *_hint_updates(controls, _hints(models), None)]
+                    _footer(models.devices.describe()), *_hint_updates(fields, _hints(models), None)]
 
         page.load(on_load, None, [checkpoint, notice, footer, *hinted], api_name=False)
     return page

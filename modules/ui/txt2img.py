@@ -1,4 +1,4 @@
-"""The txt2img tab: A1111's controls, built from GenerationParams' field definitions.
+"""The txt2img tab: A1111's controls and its hires fix, built from GenerationParams' fields.
 
 Handlers only translate between widgets and the job queue: they build a GenerationParams
 (readable errors become a visible gr.Error), submit a job, mirror its progress into the page,
@@ -7,57 +7,18 @@ and show the saved files with their infotext.
 
 from __future__ import annotations
 
-import html
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from modules.generation import samplers
-from modules.generation.params import GenerationParams
-from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus
-from modules.jobs.txt2img_task import Txt2ImgService
+from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
+from modules.jobs.generation_task import GenerationService
+from modules.jobs.queue import JobQueue
+from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider
 
-# Control order on the page and in handler signatures.
-FIELDS = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps", "width", "height", "n_iter", "batch_size", "cfg_scale", "seed")
-
-
-def _slider(name: str, **overrides: Any) -> gr.Slider:
-    meta = GenerationParams.field_meta(name)
-    return gr.Slider(
-        minimum=meta.get("minimum"), maximum=meta.get("maximum"), step=meta.get("step", 1), value=meta["default"], label=meta["label"],
-        elem_id=f"txt2img_{name}", **overrides,
-    )
-
-
-def infotext_html(text: str) -> str:
-    return f"<div class='infotext'><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>" if text else ""
-
-
-@dataclass
-class SessionJobs:
-    """The unfinished jobs each browser session started, so Interrupt and Skip act on that
-    session's jobs only (A1111's buttons stop whoever is running)."""
-
-    _jobs: dict[str, list[Job]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, session: str, job: Job) -> None:
-        with self._lock:
-            self._prune()
-            self._jobs.setdefault(session, []).append(job)
-
-    def unfinished(self, session: str) -> list[Job]:
-        with self._lock:
-            self._prune()
-            return list(self._jobs.get(session, []))
-
-    def _prune(self) -> None:
-        for session in list(self._jobs):
-            self._jobs[session] = [j for j in self._jobs[session] if j.status not in FINISHED]
-            if not self._jobs[session]:
-                del self._jobs[session]
+PREFIX = "txt2img"
 
 
 @dataclass(frozen=True)
@@ -70,104 +31,82 @@ class Txt2ImgControls:
     by_field: dict[str, Any]  # generation parameter name -> its control
 
 
-def build_txt2img_tab(queue: JobQueue, service: Txt2ImgService) -> Txt2ImgControls:
-    sessions = SessionJobs()
+def build_hires(prefix: str = PREFIX) -> dict[str, Any]:
+    """The Hires. fix accordion; returns its controls by parameter name."""
     meta = GenerationParams.field_meta
+    with gr.Accordion("Hires. fix", open=False, elem_id=f"{prefix}_hr"):
+        enable = gr.Checkbox(label=meta("enable_hr")["label"], value=False, elem_id=f"{prefix}_enable_hr")
+        with gr.Row():
+            upscaler = gr.Dropdown(list(HIRES_UPSCALERS), value=meta("hr_upscaler")["default"], label=meta("hr_upscaler")["label"], elem_id=f"{prefix}_hr_upscaler")
+            steps = slider(prefix, "hr_second_pass_steps")
+            denoising = slider(prefix, "denoising_strength")
+        with gr.Row():
+            scale = slider(prefix, "hr_scale")
+            resize_x = slider(prefix, "hr_resize_x")
+            resize_y = slider(prefix, "hr_resize_y")
+        with gr.Row():
+            sampler = gr.Dropdown([SAME_SAMPLER, *(s.name for s in samplers.SAMPLERS)], value=SAME_SAMPLER, label=meta("hr_sampler_name")["label"], elem_id=f"{prefix}_hr_sampler")
+            schedule = gr.Dropdown([SAME_SCHEDULER, *(s.label for s in samplers.SCHEDULES)], value=SAME_SCHEDULER, label=meta("hr_scheduler")["label"], elem_id=f"{prefix}_hr_scheduler")
+        with gr.Row():
+            prompt = gr.Textbox(label=meta("hr_prompt")["label"], lines=2, placeholder="Empty: the same prompt as the first pass", elem_id=f"{prefix}_hr_prompt")
+            negative = gr.Textbox(label=meta("hr_negative_prompt")["label"], lines=2, placeholder="Empty: the same negative prompt", elem_id=f"{prefix}_hr_neg_prompt")
+        target = gr.HTML(elem_id=f"{prefix}_hr_target")
+    return {
+        "enable_hr": enable, "hr_upscaler": upscaler, "hr_second_pass_steps": steps, "denoising_strength": denoising, "hr_scale": scale,
+        "hr_resize_x": resize_x, "hr_resize_y": resize_y, "hr_sampler_name": sampler, "hr_scheduler": schedule, "hr_prompt": prompt,
+        "hr_negative_prompt": negative, "_target": target,
+    }
 
-    with gr.Row(elem_id="txt2img_toprow"):
-        with gr.Column(scale=6):
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="txt2img_prompt", placeholder="Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)")
-            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt", placeholder="Negative prompt")
-            with gr.Group(visible=False, elem_id="model_guide_box") as guide_box:
-                guide = gr.Markdown(elem_id="model_guide")
-                examples = gr.Dataset(components=[prompt], samples=[[""]], label="Example prompts (click to use)", elem_id="model_examples", samples_per_page=12)
-        with gr.Column(scale=1, min_width=180):
-            generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
-            with gr.Row():
-                interrupt = gr.Button("Interrupt", elem_id="txt2img_interrupt", size="sm")
-                skip = gr.Button("Skip", elem_id="txt2img_skip", size="sm")
+
+def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgControls:
+    jobs = JobRunner(queue)
+    top = build_toprow(PREFIX)
+    with top.prompt_column:
+        with gr.Group(visible=False, elem_id="model_guide_box") as guide_box:
+            guide = gr.Markdown(elem_id="model_guide")
+            examples = gr.Dataset(components=[top.prompt], samples=[[""]], label="Example prompts (click to use)", elem_id="model_examples", samples_per_page=12)
 
     with gr.Row():
         with gr.Column(scale=1):
-            with gr.Row():
-                sampler = gr.Dropdown([s.name for s in samplers.SAMPLERS], value=meta("sampler_name")["default"], label=meta("sampler_name")["label"], elem_id="txt2img_sampling")
-                schedule = gr.Dropdown([s.label for s in samplers.SCHEDULES], value=meta("scheduler")["default"], label=meta("scheduler")["label"], elem_id="txt2img_scheduler")
-            steps = _slider("steps")
-            with gr.Row():
-                with gr.Column(scale=4):
-                    width = _slider("width")
-                    height = _slider("height")
-                swap = gr.Button("⇅", elem_id="txt2img_res_switch_btn", size="sm", scale=0, min_width=40)
-                with gr.Column(scale=2):
-                    n_iter = _slider("n_iter")
-                    batch_size = _slider("batch_size")
-            cfg = _slider("cfg_scale")
-            with gr.Row():
-                seed = gr.Number(label=meta("seed")["label"], value=meta("seed")["default"], precision=0, elem_id="txt2img_seed", scale=4)
-                random_seed = gr.Button("🎲", elem_id="txt2img_random_seed", size="sm", scale=0, min_width=40)
-                reuse_seed = gr.Button("♻️", elem_id="txt2img_reuse_seed", size="sm", scale=0, min_width=40)
+            sampler, schedule, steps = build_sampling(PREFIX)
+            hires = build_hires()
+            width, height, n_iter, batch_size = build_size(PREFIX)
+            cfg = slider(PREFIX, "cfg_scale")
+            seed_row = build_seed(PREFIX)
         with gr.Column(scale=1):
-            gallery = gr.Gallery(label="Output", columns=4, height=520, elem_id="txt2img_gallery", format="png", interactive=False)
-            info = gr.HTML(elem_id="txt2img_html_info")
-            status = gr.HTML(elem_id="txt2img_html_log")
+            panel = build_output_panel(PREFIX)
+    seed_row.wire(panel)
+    seed = seed_row.seed
 
-    shown_seeds = gr.State([])  # per gallery entry, so ♻️ reuses the selected image's seed
-    selected = gr.State(0)
-    infotexts = gr.State([])
-    inputs = [prompt, negative, sampler, schedule, steps, width, height, n_iter, batch_size, cfg, seed]
+    target = hires.pop("_target")
+    fields = {
+        "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
+        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, **hires,
+    }
+    names = list(fields)
 
-    def run(prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter, batch_size, cfg_scale, seed, request: gr.Request, progress=gr.Progress()):
-        values = (prompt, negative_prompt, sampler_name, scheduler, steps, width, height, n_iter, batch_size, cfg_scale, seed)
+    def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
-            params = GenerationParams.create(**dict(zip(FIELDS, values)))
+            params = GenerationParams.create(**dict(zip(names, values)))
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        job = queue.submit("txt2img", lambda j: service.run(j, params))
-        sessions.add(request.session_hash or "", job)
-        while not job.wait(0.2):
-            if job.status is JobStatus.QUEUED:
-                progress(0, desc=f"Waiting in queue ({queue.pending_count()} job(s) queued)")
-            elif job.progress.steps:
-                p = job.progress
-                progress(p.fraction, desc=p.text())
-        if job.status is JobStatus.FAILED:
-            raise gr.Error(job.error or "Generation failed")
-        result = job.result
-        if result is None:  # cancelled before it started
-            return [], "", "Interrupted before start.", [], 0, []
-        files = [str(p) for p in result.paths] if result.paths else result.images
-        shown_infotexts, seeds = list(result.infotexts), list(result.seeds)
-        if result.grid_path is not None:  # the grid comes first, standing for the first image
-            files = [str(result.grid_path), *files]
-            shown_infotexts, seeds = [result.infotexts[0], *shown_infotexts], [result.seeds[0], *seeds]
-        note = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
-        log = f"<p>{note}{len(result.images)} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {html.escape(str(result.paths[0].parent)) if result.paths else 'nowhere (saving off)'}.</p>"
-        return files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts
+        return jobs.run("txt2img", lambda j: service.run_txt2img(j, params), request, progress)
 
-    def interrupt_own(request: gr.Request) -> None:
-        """Stop this session's running job and drop its queued ones."""
-        for job in sessions.unfinished(request.session_hash or ""):
-            queue.interrupt(job.id)
+    def upscaled_to(enable, w, h, scale, x, y):
+        """A1111's "Upscaled resolution" line under the hires controls."""
+        if not enable:
+            return ""
+        try:
+            tw, th = GenerationParams.create(width=w, height=h, hr_scale=scale, hr_resize_x=x, hr_resize_y=y).hires_size()
+        except ValueError:
+            return ""
+        return f"<p>Upscaled resolution: {w}x{h} → <b>{tw}x{th}</b></p>"
 
-    def skip_own(request: gr.Request) -> None:
-        for job in sessions.unfinished(request.session_hash or ""):
-            queue.skip(job.id)  # only the running one has a batch to skip
-
-    def show_selected(texts: list[str], evt: gr.SelectData):
-        index = evt.index if isinstance(evt.index, int) else 0
-        return (infotext_html(texts[index]) if 0 <= index < len(texts) else ""), index
-
-    def reuse(seeds: list[int], index: int, current):
-        return seeds[index] if 0 <= index < len(seeds) else current
-
-    outputs = [gallery, info, status, shown_seeds, selected, infotexts]
-    generate.click(run, inputs, outputs, concurrency_limit=None, api_name="txt2img")
-    interrupt.click(interrupt_own, None, None, queue=False, api_name=False)
-    skip.click(skip_own, None, None, queue=False, api_name=False)
-    swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False, api_name=False)
-    random_seed.click(lambda: -1, None, seed, queue=False, api_name=False)
-    reuse_seed.click(reuse, [shown_seeds, selected, seed], seed, queue=False, api_name=False)
-    gallery.select(show_selected, infotexts, [info, selected], queue=False, api_name=False)
-    examples.click(lambda sample: sample[0], examples, prompt, queue=False, api_name=False)
+    sizing = [hires["enable_hr"], width, height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
+    for control in sizing:
+        control.change(upscaled_to, sizing, target, queue=False, api_name=False)
+    top.generate.click(run, list(fields.values()), panel.outputs, concurrency_limit=None, api_name="txt2img")
+    jobs.wire_stop_buttons(top)
+    examples.click(lambda sample: sample[0], examples, top.prompt, queue=False, api_name=False)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
     return Txt2ImgControls(guide_box, guide, examples, by_field)

@@ -7,7 +7,7 @@ from safetensors import safe_open
 from modules.demo import judge
 from modules.demo.embedded import EMBEDDED_PATH
 from modules.demo.evaluation import generate
-from modules.generation.runner import Txt2Img
+from modules.generation.runner import Runner
 from modules.models.arch import detect_architecture, read_checkpoint_shapes
 
 
@@ -19,7 +19,7 @@ def test_the_shipped_file_is_a_small_fp16_a1111_checkpoint():
 
 
 def test_txt2img_gives_the_asked_colours_for_several_seeds(demo_model):
-    runner = Txt2Img(demo_model)
+    runner = Runner(demo_model)
     for prompt, background, colour in (
         ("a red circle on a blue background", "blue", "red"),
         ("a yellow star on a black background", "black", "yellow"),
@@ -32,7 +32,7 @@ def test_txt2img_gives_the_asked_colours_for_several_seeds(demo_model):
 
 
 def test_a_colour_in_the_negative_prompt_keeps_it_out(demo_model):
-    runner = Txt2Img(demo_model)
+    runner = Runner(demo_model)
 
     def readings(prompt: str, negative: str) -> list[judge.Reading]:
         pictures = [p for seed in (0, 8) for p in generate(runner, prompt, seed, negative=negative, batch_size=8)]

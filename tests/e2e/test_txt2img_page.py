@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from modules.demo import evaluation, judge
-from modules.generation.runner import Txt2Img
+from modules.generation.runner import Runner
 from modules.outputs.infotext import parse_infotext
 
 INFOTEXT_LINE = re.compile(
@@ -63,7 +63,7 @@ def test_page_generates_and_saves_with_a1111_infotext(page, server, demo_model):
     for path in new:
         reading = judge.read_picture(Image.open(path))
         assert (reading.background, reading.colour) == ("blue", "red"), path
-    core = evaluation.generate(Txt2Img(demo_model), lines[0], 1234, negative="green", batch_size=2)
+    core = evaluation.generate(Runner(demo_model), lines[0], 1234, negative="green", batch_size=2)
     for path, image in zip(new, core):
         assert np.abs(np.asarray(Image.open(path).convert("RGB"), dtype=int) - np.asarray(image, dtype=int)).max() <= 1
     assert [p.name for p in new] == [f"{int(new[0].name[:5]):05d}-{seeds[0]}.png", f"{int(new[0].name[:5]) + 1:05d}-{seeds[1]}.png"]

@@ -8,7 +8,7 @@ from diffusers import StableDiffusionPipeline
 from modules.generation import samplers
 from modules.generation.control import RunControl
 from modules.generation.params import GenerationParams
-from modules.generation.runner import Txt2Img
+from modules.generation.runner import Runner
 
 
 def pixels(images):
@@ -17,7 +17,7 @@ def pixels(images):
 
 @pytest.fixture(scope="module")
 def runner(tiny_model):
-    return Txt2Img(tiny_model)
+    return Runner(tiny_model)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def pipeline(tiny_model):
 def generate(runner, **values):
     params = GenerationParams.create(**{"width": 64, "height": 64, "steps": 6, **values})
     seed = params.seed
-    return [im for batch in runner.run(params, seed) for im in batch.images]
+    return [im for batch in runner.txt2img(params, seed) for im in batch.images]
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE", "DPM++ 2M SDE", "Heun", "DDIM", "PLMS", "UniPC", "LMS"])
@@ -79,7 +79,7 @@ def test_size_and_steps_are_honoured(runner):
     seen = []
     control = RunControl(on_step=lambda info: seen.append((info.step, info.steps)))
     params = GenerationParams.create(prompt="x", width=96, height=64, steps=5, seed=1)
-    images = [im for b in runner.run(params, 1, control) for im in b.images]
+    images = [im for b in runner.txt2img(params, 1, control) for im in b.images]
     assert images[0].size == (96, 64)
     assert seen[-1] == (5, 5) and [s for s, _ in seen] == sorted(s for s, _ in seen)
 
@@ -88,11 +88,11 @@ def test_interrupt_stops_the_job_and_skip_drops_one_batch(runner):
     params = GenerationParams.create(prompt="x", width=64, height=64, steps=4, n_iter=3, seed=1)
     control = RunControl()
     control.on_step = lambda info: control.skip() if (info.batch_index, info.step) == (0, 2) else None
-    batches = list(runner.run(params, 1, control))
+    batches = list(runner.txt2img(params, 1, control))
     assert [b.index for b in batches] == [1, 2]
     assert batches[0].seeds == [2]
 
     control = RunControl()
     control.on_step = lambda info: control.interrupt() if (info.batch_index, info.step) == (1, 1) else None
-    batches = list(runner.run(params, 1, control))
+    batches = list(runner.txt2img(params, 1, control))
     assert [b.index for b in batches] == [0]

@@ -7,7 +7,7 @@ from diffusers import StableDiffusionXLPipeline
 
 from modules.generation import samplers
 from modules.generation.params import GenerationParams, infotext_fields
-from modules.generation.runner import Txt2Img
+from modules.generation.runner import Runner
 from modules.models.ldm_keys import to_ldm_state_dict
 from modules.models.loader import load_checkpoint
 from tests.conftest import CONFIGS
@@ -27,7 +27,7 @@ def sdxl_model(tmp_path_factory):
 def test_sdxl_core_matches_the_diffusers_sdxl_pipeline_and_ignores_clip_skip(sdxl_model, negative):
     m = sdxl_model
     params = GenerationParams.create(prompt="a red square", negative_prompt=negative, sampler_name="Euler", width=64, height=64, steps=4, seed=5, clip_skip=2)
-    ours = [im for b in Txt2Img(m).run(params, 5) for im in b.images]
+    ours = [im for b in Runner(m).txt2img(params, 5) for im in b.images]
     pipe = StableDiffusionXLPipeline(
         vae=m.vae, text_encoder=m.text_encoder, text_encoder_2=m.text_encoder_2, tokenizer=m.tokenizer, tokenizer_2=m.tokenizer_2,
         unet=m.unet, scheduler=samplers.build_scheduler(m.scheduler_config, *samplers.resolve("Euler")), force_zeros_for_empty_prompt=True,

@@ -1,0 +1,183 @@
+"""What the worker does for a generation job: run the core, then save each image with its
+infotext and the grid, reporting progress as it goes. The page and the API both end here,
+for txt2img, img2img and the img2img batch over a folder alike."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from tqdm import tqdm
+
+from modules.generation.control import StepInfo
+from modules.generation.params import GenerationParams, Img2ImgParams, infotext_fields
+from modules.jobs.queue import Job
+from modules.models.manager import ActiveModel, ModelManager
+from modules.options import OutputSettings
+from modules.outputs.infotext import format_infotext
+from modules.outputs.saving import OutputWriter, SaveSettings
+from modules.version import VERSION
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.generation.runner import Batch, InitImages, Runner
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+@dataclass
+class GenerationResult:
+    params: GenerationParams
+    seeds: list[int] = field(default_factory=list)
+    images: list["Image.Image"] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    grid_path: Path | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. files a folder batch skipped, and why
+
+
+class GenerationService:
+    """Holds the writers and the per-model runner (whose prompt cache lives as long as the model)."""
+
+    def __init__(self, models: ModelManager, settings: OutputSettings, data_dir: Path, console_progress: bool = True,
+                 clock: Callable[[], datetime] = datetime.now):
+        self.models = models
+        self.settings = settings
+        self.console_progress = console_progress
+        self._clock = clock
+
+        def writer(folder: str, fmt: str, dated: bool) -> OutputWriter:
+            return OutputWriter(SaveSettings(settings.resolve(data_dir, folder), fmt, dated, jpeg_quality=settings.jpeg_quality), clock)
+
+        self.writers = {
+            "txt2img": (writer(settings.outdir_txt2img_samples, settings.samples_format, settings.save_to_dirs),
+                        writer(settings.outdir_txt2img_grids, settings.grid_format, settings.grid_save_to_dirs)),
+            "img2img": (writer(settings.outdir_img2img_samples, settings.samples_format, settings.save_to_dirs),
+                        writer(settings.outdir_img2img_grids, settings.grid_format, settings.grid_save_to_dirs)),
+        }
+        self._runner: tuple[ActiveModel, Runner] | None = None
+        models.add_unload_listener(self._drop_runner)
+
+    def _drop_runner(self) -> None:
+        self._runner = None
+
+    def runner(self) -> tuple[ActiveModel, "Runner"]:
+        from modules.generation.runner import Runner  # imports diffusers: not needed to serve the page
+
+        active = self.models.active or self.models.load()
+        if self._runner is None or self._runner[0] is not active:
+            self._runner = (active, Runner(active.model))
+        return self._runner
+
+    def infotext(self, params: GenerationParams, seed: int, active: ActiveModel, masked: bool = False) -> str:
+        fields = infotext_fields(
+            params, seed=seed, model_hash=active.info.shorthash, model_name=active.info.model_name, version=VERSION,
+            clip_skip_applies=active.model.honours_clip_skip, masked=masked,
+        )
+        return format_infotext(params.prompt, params.negative_prompt, fields)
+
+    def run_txt2img(self, job: Job, params: GenerationParams) -> GenerationResult:
+        active, runner = self.runner()
+        return self._collect(job, params, active, lambda seed: runner.txt2img(params, seed, job.control), self.writers["txt2img"])
+
+    def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None) -> GenerationResult:
+        """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
+        there under `name` instead of the numbered img2img outputs, and no grid is made."""
+        active, runner = self.runner()
+        writers = self.writers["img2img"]
+        if output_dir is not None:
+            writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
+        masked = init.mask is not None
+        return self._collect(job, params, active, lambda seed: runner.img2img(params, init, seed, job.control), writers, masked, name)
+
+    def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None) -> GenerationResult:
+        """A1111's img2img Batch "From directory": every image in `input_dir`, with the mask of
+        the same name from `mask_dir` (or its only file), saved under the input's name to
+        `output_dir` (the usual img2img folder when empty). Files that are not images are
+        skipped and listed in the result's notes; an interrupt ends the whole batch."""
+        from modules.generation import images as imgops
+        from modules.generation.runner import InitImages
+
+        input_dir = Path(input_dir)
+        if not input_dir.is_dir():
+            raise ValueError(f"Input directory not found: {input_dir}")
+        files = sorted(p for p in input_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        masks = sorted(p for p in Path(mask_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if mask_dir else []
+        if mask_dir and not masks:
+            raise ValueError(f"No mask images found in {mask_dir}")
+        total = GenerationResult(params)
+        for path in files:
+            if job.control.interrupted:
+                break
+            try:
+                image = imgops.open_image(str(path))
+            except ValueError:
+                total.notes.append(f"Skipped {path.name}: not an image.")
+                continue
+            mask = None
+            if masks:
+                match = [m for m in masks if m.stem == path.stem] or (masks if len(masks) == 1 else [])
+                if not match:
+                    total.notes.append(f"Skipped {path.name}: no mask named {path.stem}.* in {mask_dir}.")
+                    continue
+                mask = imgops.open_mask(str(match[0]))
+            try:
+                one = self.run_img2img(job, params, InitImages((image,), mask), Path(output_dir) if output_dir else None,
+                                       name=path.stem if output_dir else None)
+            except ValueError as exc:  # e.g. an empty mask: say so and go on with the next file
+                total.notes.append(f"Skipped {path.name}: {exc}")
+                continue
+            for key in ("seeds", "images", "infotexts", "paths"):
+                getattr(total, key).extend(getattr(one, key))
+        if not total.images and not total.notes:
+            total.notes.append(f"No images found in {input_dir}.")
+        return total
+
+    def _collect(
+        self,
+        job: Job,
+        params: GenerationParams,
+        active: ActiveModel,
+        batches: Callable[[int], Iterator["Batch"]],
+        writers: tuple[OutputWriter, OutputWriter | None],
+        masked: bool = False,
+        name: str | None = None,
+    ) -> GenerationResult:
+        from modules.generation.noise import resolve_seed
+
+        first_seed = resolve_seed(params.seed)
+        result = GenerationResult(params)
+        images_writer, grids_writer = writers
+        bar = tqdm(total=params.n_iter * params.steps, desc=job.id, unit="step", disable=not self.console_progress)
+        report = job.control.on_step
+
+        def on_step(info: StepInfo) -> None:
+            report(info)
+            bar.total = info.batch_count * info.steps  # img2img and hires change the count
+            bar.n = info.batch_index * info.steps + info.step
+            bar.refresh()
+
+        job.control.on_step = on_step
+        try:
+            for batch in batches(first_seed):
+                for image, seed in zip(batch.images, batch.seeds):
+                    text = self.infotext(params, seed, active, masked)
+                    result.images.append(image)
+                    result.seeds.append(seed)
+                    result.infotexts.append(text)
+                    if name is not None:
+                        result.paths.append(images_writer.save_as(image, name, infotext=text))
+                    elif self.settings.samples_save:
+                        result.paths.append(images_writer.save_image(image, seed=seed, prompt=params.prompt, infotext=text))
+        finally:
+            job.control.on_step = report
+            bar.close()
+        if grids_writer is not None and self.settings.grid_save and len(result.images) > 1:
+            result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0])
+        return result

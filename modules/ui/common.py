@@ -1,0 +1,205 @@
+"""The parts the txt2img and img2img tabs share: prompt row, sampling controls, seed row,
+output panel, and the handler that runs a job on the queue and shows its result.
+
+Controls are built from the parameter model's field definitions (labels, ranges, defaults),
+so the page cannot drift from the API and the infotext.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gradio as gr
+
+from modules.generation import samplers
+from modules.generation.params import GenerationParams
+from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus
+
+# Values the output panel's handler returns, in this order.
+OUTPUT_COUNT = 6
+
+
+def slider(prefix: str, name: str, params: type[GenerationParams] = GenerationParams, **overrides: Any) -> gr.Slider:
+    meta = params.field_meta(name)
+    options = dict(
+        minimum=meta.get("minimum"), maximum=meta.get("maximum"), step=meta.get("step", 1), value=meta["default"], label=meta["label"],
+        elem_id=f"{prefix}_{name}",
+    )
+    return gr.Slider(**{**options, **overrides})
+
+
+def infotext_html(text: str) -> str:
+    return f"<div class='infotext'><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>" if text else ""
+
+
+@dataclass
+class SessionJobs:
+    """The unfinished jobs each browser session started, so Interrupt and Skip act on that
+    session's jobs only (A1111's buttons stop whoever is running)."""
+
+    _jobs: dict[str, list[Job]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, session: str, job: Job) -> None:
+        with self._lock:
+            self._prune()
+            self._jobs.setdefault(session, []).append(job)
+
+    def unfinished(self, session: str) -> list[Job]:
+        with self._lock:
+            self._prune()
+            return list(self._jobs.get(session, []))
+
+    def _prune(self) -> None:
+        for session in list(self._jobs):
+            self._jobs[session] = [j for j in self._jobs[session] if j.status not in FINISHED]
+            if not self._jobs[session]:
+                del self._jobs[session]
+
+
+@dataclass(frozen=True)
+class TopRow:
+    prompt: gr.Textbox
+    negative: gr.Textbox
+    generate: gr.Button
+    interrupt: gr.Button
+    skip: gr.Button
+    prompt_column: gr.Column  # room under the prompts (the model guide)
+
+
+def build_toprow(prefix: str) -> TopRow:
+    with gr.Row(elem_id=f"{prefix}_toprow"):
+        with gr.Column(scale=6) as column:
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{prefix}_prompt", placeholder="Prompt\n(Press Ctrl+Enter to generate, Alt+Enter to skip, Esc to interrupt)")
+            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{prefix}_neg_prompt", placeholder="Negative prompt")
+        with gr.Column(scale=1, min_width=180):
+            generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}_generate", elem_classes="generate-button")
+            with gr.Row():
+                interrupt = gr.Button("Interrupt", elem_id=f"{prefix}_interrupt", size="sm")
+                skip = gr.Button("Skip", elem_id=f"{prefix}_skip", size="sm")
+    return TopRow(prompt, negative, generate, interrupt, skip, column)
+
+
+def build_sampling(prefix: str) -> tuple[gr.Dropdown, gr.Dropdown, gr.Slider]:
+    meta = GenerationParams.field_meta
+    with gr.Row():
+        sampler = gr.Dropdown([s.name for s in samplers.SAMPLERS], value=meta("sampler_name")["default"], label=meta("sampler_name")["label"], elem_id=f"{prefix}_sampling")
+        schedule = gr.Dropdown([s.label for s in samplers.SCHEDULES], value=meta("scheduler")["default"], label=meta("scheduler")["label"], elem_id=f"{prefix}_scheduler")
+    return sampler, schedule, slider(prefix, "steps")
+
+
+def build_size(prefix: str) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Slider]:
+    """Width and height with the ⇅ swap button, beside batch count and size."""
+    with gr.Row():
+        with gr.Column(scale=4):
+            width = slider(prefix, "width")
+            height = slider(prefix, "height")
+        swap = gr.Button("⇅", elem_id=f"{prefix}_res_switch_btn", size="sm", scale=0, min_width=40)
+        with gr.Column(scale=2):
+            n_iter = slider(prefix, "n_iter")
+            batch_size = slider(prefix, "batch_size")
+    swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False, api_name=False)
+    return width, height, n_iter, batch_size
+
+
+@dataclass(frozen=True)
+class OutputPanel:
+    gallery: gr.Gallery
+    info: gr.HTML
+    status: gr.HTML
+    seeds: gr.State  # per gallery entry, so ♻️ reuses the selected image's seed
+    selected: gr.State
+    infotexts: gr.State
+
+    @property
+    def outputs(self) -> list:
+        return [self.gallery, self.info, self.status, self.seeds, self.selected, self.infotexts]
+
+
+def build_output_panel(prefix: str) -> OutputPanel:
+    gallery = gr.Gallery(label="Output", columns=4, height=520, elem_id=f"{prefix}_gallery", format="png", interactive=False)
+    info = gr.HTML(elem_id=f"{prefix}_html_info")
+    status = gr.HTML(elem_id=f"{prefix}_html_log")
+    panel = OutputPanel(gallery, info, status, gr.State([]), gr.State(0), gr.State([]))
+
+    def show_selected(texts: list[str], evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else 0
+        return (infotext_html(texts[index]) if 0 <= index < len(texts) else ""), index
+
+    gallery.select(show_selected, panel.infotexts, [info, panel.selected], queue=False, api_name=False)
+    return panel
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    seed: gr.Number
+    random: gr.Button
+    reuse: gr.Button
+
+    def wire(self, panel: OutputPanel) -> None:
+        """🎲 sets -1 (random); ♻️ brings back the selected (or first) image's seed."""
+
+        def reuse(seeds: list[int], index: int, current):
+            return seeds[index] if 0 <= index < len(seeds) else current
+
+        self.random.click(lambda: -1, None, self.seed, queue=False, api_name=False)
+        self.reuse.click(reuse, [panel.seeds, panel.selected, self.seed], self.seed, queue=False, api_name=False)
+
+
+def build_seed(prefix: str) -> SeedRow:
+    meta = GenerationParams.field_meta("seed")
+    with gr.Row():
+        seed = gr.Number(label=meta["label"], value=meta["default"], precision=0, elem_id=f"{prefix}_seed", scale=4)
+        random_seed = gr.Button("🎲", elem_id=f"{prefix}_random_seed", size="sm", scale=0, min_width=40)
+        reuse_seed = gr.Button("♻️", elem_id=f"{prefix}_reuse_seed", size="sm", scale=0, min_width=40)
+    return SeedRow(seed, random_seed, reuse_seed)
+
+
+class JobRunner:
+    """Submits a tab's jobs, mirrors their progress into the page, turns the result into the
+    output panel's values, and lets Interrupt and Skip reach this session's own jobs."""
+
+    def __init__(self, queue: JobQueue):
+        self.queue = queue
+        self.sessions = SessionJobs()
+
+    def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress) -> tuple:
+        job = self.queue.submit(kind, task)
+        self.sessions.add(request.session_hash or "", job)
+        while not job.wait(0.2):
+            if job.status is JobStatus.QUEUED:
+                progress(0, desc=f"Waiting in queue ({self.queue.pending_count()} job(s) queued)")
+            elif job.progress.steps:
+                p = job.progress
+                progress(p.fraction, desc=p.text())
+        if job.status is JobStatus.FAILED:
+            raise gr.Error(job.error or "Generation failed")
+        result = job.result
+        if result is None:  # cancelled before it started
+            return [], "", "Interrupted before start.", [], 0, []
+        files = [str(p) for p in result.paths] if result.paths else result.images
+        shown_infotexts, seeds = list(result.infotexts), list(result.seeds)
+        if result.grid_path is not None:  # the grid comes first, standing for the first image
+            files = [str(result.grid_path), *files]
+            shown_infotexts, seeds = [result.infotexts[0], *shown_infotexts], [result.seeds[0], *seeds]
+        note = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
+        where = html.escape(str(result.paths[0].parent)) if result.paths else "nowhere (saving off)"
+        notes = "".join(f"<br>{html.escape(n)}" for n in getattr(result, "notes", []))
+        log = f"<p>{note}{len(result.images)} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {where}.{notes}</p>"
+        return files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts
+
+    def wire_stop_buttons(self, top: TopRow) -> None:
+        def interrupt_own(request: gr.Request) -> None:
+            """Stop this session's running job and drop its queued ones."""
+            for job in self.sessions.unfinished(request.session_hash or ""):
+                self.queue.interrupt(job.id)
+
+        def skip_own(request: gr.Request) -> None:
+            for job in self.sessions.unfinished(request.session_hash or ""):
+                self.queue.skip(job.id)  # only the running one has a batch to skip
+
+        top.interrupt.click(interrupt_own, None, None, queue=False, api_name=False)
+        top.skip.click(skip_own, None, None, queue=False, api_name=False)

@@ -1,0 +1,226 @@
+"""The img2img tab: A1111's modes (img2img, Sketch, Inpaint, Inpaint upload, Batch) over the
+same job runner, output panel and parameter model as txt2img.
+
+The handler only turns the chosen mode's widgets into an init image and a mask, builds an
+Img2ImgParams, and queues the job; everything else is the generation core's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image, ImageChops
+
+from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, GenerationParams, Img2ImgParams
+from modules.jobs.generation_task import GenerationService
+from modules.jobs.queue import JobQueue
+from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider
+
+PREFIX = "img2img"
+MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload", "Batch")
+INPAINT_MODES = (2, 3, 4)  # tabs whose inpaint controls matter (Batch, with a mask folder)
+SKETCH_COLOURS = ["#000000", "#ffffff", "#cc3232", "#e08a1e", "#e6d23c", "#32a852", "#3264cc", "#8a3ccc"]
+UPLOAD_SOURCES = ["upload", "clipboard"]  # upload also takes drag and drop
+
+
+def uploaded_file(component, payload) -> Path | None:
+    """The file behind gradio's raw record of an upload (an image, or an editor's background),
+    only if it lies in gradio's upload cache: a raw record comes from the client as sent."""
+    record = payload.get("background", payload) if isinstance(payload, dict) else None
+    if not isinstance(record, dict) or not record.get("path"):
+        return None
+    path = Path(record["path"]).resolve()
+    return path if path.is_relative_to(Path(component.GRADIO_CACHE).resolve()) and path.is_file() else None
+
+
+def readable_size(path: Path | None) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+            return image.size
+    except (OSError, ValueError, TypeError, Image.DecompressionBombError):
+        return None
+
+
+def guard_upload(component, label: str) -> None:
+    """Refuse an upload that is not an image as soon as it arrives: a plain warning, and the
+    box is emptied (gradio would otherwise fail later with its own preprocessing dump)."""
+
+    def check(payload):
+        path = uploaded_file(component, payload)
+        if path is None or readable_size(path) is not None:
+            return gr.update()
+        gr.Warning(f"{label}: {path.name} is not an image that can be read (use PNG, JPEG or WebP).")
+        return None
+
+    component.upload(check, component, component, preprocess=False, api_name=False)
+
+
+@dataclass(frozen=True)
+class Img2ImgControls:
+    by_field: dict[str, Any]  # generation parameter name -> its control, for per-model defaults
+
+
+def _layers_mask(layers: list[Image.Image] | None, size: tuple[int, int]) -> Image.Image:
+    """Everything painted on any layer of the inpaint editor, as a white-on-black mask."""
+    mask = Image.new("L", size, 0)
+    for layer in layers or []:
+        if layer is None:
+            continue
+        alpha = layer.getchannel("A") if layer.mode in ("RGBA", "LA") else layer.convert("L")
+        mask = ImageChops.lighter(mask, alpha.resize(size))
+    return mask
+
+
+def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Image.Image, Image.Image | None]:
+    """The init image and mask the chosen tab holds; a readable ValueError when one is missing."""
+    if mode == 0:
+        if image is None:
+            raise ValueError("Upload an image to the img2img tab first (or paste or drop one).")
+        return image, None
+    if mode == 1:
+        picture = (sketch or {}).get("composite")
+        if picture is None:
+            raise ValueError("Upload an image to the Sketch tab and draw on it first.")
+        return picture, None
+    if mode == 2:
+        background = (inpaint or {}).get("background")
+        if background is None:
+            raise ValueError("Upload an image to the Inpaint tab and paint the area to change.")
+        return background, _layers_mask(inpaint.get("layers"), background.size)
+    if base is None or mask is None:
+        raise ValueError("Inpaint upload needs both an image and a mask.")
+    return base, mask
+
+
+def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgControls:
+    jobs = JobRunner(queue)
+    meta = Img2ImgParams.field_meta
+    top = build_toprow(PREFIX)
+    mode = gr.State(0)
+    resize_tab = gr.State(0)  # 0: Resize to, 1: Resize by
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            tabs = []
+            with gr.Tabs(elem_id="mode_img2img"):
+                with gr.Tab("img2img", elem_id="img2img_img2img_tab") as tab:
+                    image = gr.Image(label="Image for img2img", type="pil", sources=UPLOAD_SOURCES, image_mode="RGBA", height=400, elem_id="img2img_image")
+                    tabs.append(tab)
+                with gr.Tab("Sketch", elem_id="img2img_img2img_sketch_tab") as tab:
+                    sketch = gr.ImageEditor(
+                        label="Image for img2img", type="pil", sources=UPLOAD_SOURCES, height=400, elem_id="img2img_sketch",
+                        brush=gr.Brush(colors=SKETCH_COLOURS, default_color=SKETCH_COLOURS[2], color_mode="defaults"),
+                    )
+                    tabs.append(tab)
+                with gr.Tab("Inpaint", elem_id="img2img_inpaint_tab") as tab:
+                    inpaint = gr.ImageMask(
+                        label="Image for inpainting with mask", type="pil", sources=UPLOAD_SOURCES, height=400, elem_id="img2maskimg",
+                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), layers=False,
+                    )
+                    tabs.append(tab)
+                with gr.Tab("Inpaint upload", elem_id="img2img_inpaint_upload_tab") as tab:
+                    base = gr.Image(label="Image for img2img", type="pil", sources=UPLOAD_SOURCES, image_mode="RGBA", height=300, elem_id="img_inpaint_base")
+                    mask = gr.Image(label="Mask", type="pil", sources=UPLOAD_SOURCES, image_mode="RGBA", height=300, elem_id="img_inpaint_mask")
+                    tabs.append(tab)
+                with gr.Tab("Batch", elem_id="img2img_batch_tab") as tab:
+                    gr.Markdown("Process every image in a folder on the server. Images are saved under their own names in the output folder "
+                                "(the usual img2img folder when empty); with a mask folder, each image uses the mask of the same name.")
+                    input_dir = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+                    output_dir = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
+                    mask_dir = gr.Textbox(label="Inpaint batch mask directory (required for inpaint batch processing only)", elem_id="img2img_batch_inpaint_mask_dir")
+                    tabs.append(tab)
+
+            resize_mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index", label=meta("resize_mode")["label"], elem_id="resize_mode")
+            with gr.Group(visible=False, elem_id="img2img_inpaint_controls") as inpaint_controls:
+                mask_blur = slider(PREFIX, "mask_blur", Img2ImgParams)
+                with gr.Row():
+                    mask_mode = gr.Radio(list(MASK_MODES), value=MASK_MODES[0], type="index", label=meta("inpainting_mask_invert")["label"], elem_id="img2img_mask_mode")
+                    fill = gr.Radio(list(MASKED_CONTENT), value=MASKED_CONTENT[1], type="index", label=meta("inpainting_fill")["label"], elem_id="img2img_inpainting_fill")
+                with gr.Row():
+                    area = gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], type="index", label=meta("inpaint_full_res")["label"], elem_id="img2img_inpaint_full_res")
+                    padding = slider(PREFIX, "inpaint_full_res_padding", Img2ImgParams)
+            sampler, schedule, steps = build_sampling(PREFIX)
+            with gr.Tabs(elem_id="img2img_tabs_resize"):
+                with gr.Tab("Resize to", elem_id="img2img_tab_resize_to") as to_tab:
+                    width, height, n_iter, batch_size = build_size(PREFIX)
+                with gr.Tab("Resize by", elem_id="img2img_tab_resize_by") as by_tab:
+                    scale_by = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale", elem_id="img2img_scale")
+                    scaled_size = gr.HTML(elem_id="img2img_scale_resolution_preview")
+            cfg = slider(PREFIX, "cfg_scale")
+            denoising = slider(PREFIX, "denoising_strength", Img2ImgParams)
+            exact = gr.Checkbox(label=meta("img2img_fix_steps")["label"], value=False, elem_id="img2img_fix_steps")
+            seed_row = build_seed(PREFIX)
+        with gr.Column(scale=1):
+            panel = build_output_panel(PREFIX)
+    seed_row.wire(panel)
+
+    fields = {
+        "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
+        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed_row.seed,
+        "denoising_strength": denoising, "img2img_fix_steps": exact, "resize_mode": resize_mode, "mask_blur": mask_blur,
+        "inpainting_mask_invert": mask_mode, "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
+    }
+    names = list(fields)
+    widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
+
+    def run(request: gr.Request, progress=gr.Progress(), *inputs):  # gradio fills request and progress
+        from modules.generation import images as imgops
+        from modules.generation.runner import InitImages
+
+        mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by = inputs[: len(widgets)]
+        values = dict(zip(names, inputs[len(widgets) :]))
+        try:
+            if mode == 4:
+                if not (input_dir or "").strip():
+                    raise ValueError("Enter the input directory of the batch.")
+                params = Img2ImgParams.create(**values)
+                out = Path(output_dir.strip()) if (output_dir or "").strip() else None
+                masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
+                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks)  # noqa: E731
+            else:
+                picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
+                picture = imgops.open_image(picture)
+                if resize_tab == 1:
+                    values["width"], values["height"] = _scaled(picture.size, scale_by)
+                params = Img2ImgParams.create(**values)
+                init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
+                task = lambda j: service.run_img2img(j, params, init)  # noqa: E731
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        return jobs.run("img2img", task, request, progress)
+
+    for component, label in ((image, "Image for img2img"), (sketch, "Sketch"), (inpaint, "Inpaint"), (base, "Image for img2img"), (mask, "Mask")):
+        guard_upload(component, label)
+
+    def select_mode(index: int):
+        return index, gr.update(visible=index in INPAINT_MODES)
+
+    for index, tab in enumerate(tabs):
+        tab.select(lambda i=index: select_mode(i), None, [mode, inpaint_controls], queue=False, api_name=False)
+    to_tab.select(lambda: 0, None, resize_tab, queue=False, api_name=False)
+    by_tab.select(lambda: 1, None, resize_tab, queue=False, api_name=False)
+
+    def preview_scale(payload, scale):
+        size = readable_size(uploaded_file(image, payload))
+        if size is None:
+            return "<p>Upload an image to see the size.</p>"
+        w, h = _scaled(size, scale)
+        return f"<p>Resize: from {size[0]}x{size[1]} to <b>{w}x{h}</b></p>"
+
+    # Raw records (preprocess=False), so a bad upload cannot make gradio's preprocessing fail here.
+    scale_by.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
+    image.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
+    top.generate.click(run, [*widgets, *fields.values()], panel.outputs, concurrency_limit=None, api_name="img2img")
+    jobs.wire_stop_buttons(top)
+    by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
+    return Img2ImgControls(by_field)
+
+
+def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """A1111's "Resize by": the init image's size times the scale, to a multiple of 8 within limits."""
+    meta = GenerationParams.field_meta("width")
+    return tuple(min(meta["maximum"], max(meta["minimum"], int(side * scale) // 8 * 8)) for side in size)  # type: ignore[return-value]
