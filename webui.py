@@ -16,9 +16,11 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 from modules.options import OutputSettings, Paths, parse_args  # noqa: E402
+from modules.version import VERSION  # noqa: E402
 
 if TYPE_CHECKING:
     from modules.jobs.queue import Job, JobQueue
@@ -93,16 +95,45 @@ class App:
             except ValueError as exc:
                 log.error("%s", exc)
 
-    def build_asgi(self):
-        import gradio as gr
+    def build_asgi(self, args=None):
+        """The one ASGI app: the A1111 API (with --api or --nowebui) and the page (unless --nowebui)."""
         from fastapi import FastAPI
+        from fastapi.middleware.cors import CORSMiddleware
 
+        from modules.api.routes import ApiState, build_router, install_error_handlers, parse_users
+
+        args = args or parse_args([])
+        with_api = args.api or args.nowebui
+        app = FastAPI(
+            title="Stable Diffusion web UI", version=VERSION,
+            docs_url="/docs" if with_api else None, redoc_url="/redoc" if with_api else None, openapi_url="/openapi.json" if with_api else None,
+        )
+        if args.cors_allow_origins or args.cors_allow_origins_regex:
+            origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
+            app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex, allow_methods=["*"],
+                               allow_headers=["*"], allow_credentials=True)
+        if with_api:
+            install_error_handlers(app)
+            flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+            flags["api_auth"] = "***" if args.api_auth else None
+            flags["gradio_auth"] = "***" if args.gradio_auth else None
+            state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, users=parse_users(args.api_auth))
+            app.include_router(build_router(state))
+        if args.nowebui:
+            return app
+        return self._mount_page(app, args)
+
+    def _mount_page(self, app, args):
+        import gradio as gr
+
+        from modules.api.routes import parse_users
         from modules.ui.page import CSS, HEAD, build_page
 
-        api = FastAPI(title="Stable Diffusion web UI", docs_url=None, redoc_url=None)
         page = build_page(self.models, self.queue, self.service, ready=self.startup)
         page.queue(default_concurrency_limit=None)
-        return gr.mount_gradio_app(api, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD)
+        users = parse_users(args.gradio_auth)
+        auth = list(users.items()) or None
+        return gr.mount_gradio_app(app, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD, auth=auth)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     app = App.create(args)
     app.start(str(args.ckpt) if args.ckpt else None)
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
-    port = args.port or 7860
+    port = args.port or (7861 if args.nowebui else 7860)
 
     import uvicorn
 
-    asgi = app.build_asgi()
+    asgi = app.build_asgi(args)
     print(f"Running on local URL:  http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", flush=True)
     if args.autolaunch:
         import webbrowser

@@ -20,7 +20,7 @@ ACCEPTED_NO_OP = (
     "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-prepare-environment", "--skip-version-check",
     "--opt-sdp-attention", "--opt-sdp-no-mem-attention", "--opt-split-attention", "--opt-sub-quad-attention",
     "--disable-nan-check", "--upcast-sampling", "--no-download-sd-model", "--enable-insecure-extension-access",
-    "--medvram", "--medvram-sdxl", "--lowvram", "--lowram", "--api",
+    "--medvram", "--medvram-sdxl", "--lowvram", "--lowram",
 )
 
 
@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--server-name", default=None, help="host name or address to bind (overrides --listen)")
     net.add_argument("--port", type=int, default=None, help="port (default 7860)")
     net.add_argument("--autolaunch", action="store_true", help="open the page in the default browser once started")
+    net.add_argument("--api", action="store_true", help="serve A1111's HTTP API (/sdapi/v1, docs at /docs) beside the page")
+    net.add_argument("--nowebui", action="store_true", help="serve only the API, no page (default port 7861)")
+    net.add_argument("--api-auth", default=None, help="HTTP Basic credentials for the API: user:password[,user2:password2]")
+    net.add_argument("--gradio-auth", default=None, help="log-in credentials for the page: user:password[,user2:password2]")
+    net.add_argument("--cors-allow-origins", default=None, help="comma-separated origins allowed to call the server from a browser")
+    net.add_argument("--cors-allow-origins-regex", default=None, help="regular expression of origins allowed to call the server")
     paths = p.add_argument_group("folders")
     paths.add_argument("--data-dir", type=Path, default=REPO_DIR, help="base folder for models/, outputs/ and settings")
     paths.add_argument("--models-dir", type=Path, default=None, help="base folder for models (default <data-dir>/models)")

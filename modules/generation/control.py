@@ -38,6 +38,10 @@ class RunControl:
     def interrupted(self) -> bool:
         return self._interrupt.is_set()
 
+    @property
+    def skip_requested(self) -> bool:
+        return self._skip.is_set()
+
     def take_skip(self) -> bool:
         """True once per skip request, so one click skips one batch."""
         if self._skip.is_set():

@@ -48,21 +48,27 @@ class GenerationService:
     def __init__(self, models: ModelManager, settings: OutputSettings, data_dir: Path, console_progress: bool = True,
                  clock: Callable[[], datetime] = datetime.now):
         self.models = models
-        self.settings = settings
         self.console_progress = console_progress
+        self._data_dir = data_dir
         self._clock = clock
+        self.apply_settings(settings)
+        self._runner: tuple[ActiveModel, Runner] | None = None
+        models.add_unload_listener(self._drop_runner)
+
+    def apply_settings(self, settings: OutputSettings) -> None:
+        """Use new saving settings (folders, formats) from the next image on. Checked first:
+        a bad format raises ValueError and leaves the old settings in place."""
 
         def writer(folder: str, fmt: str, dated: bool) -> OutputWriter:
-            return OutputWriter(SaveSettings(settings.resolve(data_dir, folder), fmt, dated, jpeg_quality=settings.jpeg_quality), clock)
+            return OutputWriter(SaveSettings(settings.resolve(self._data_dir, folder), fmt, dated, jpeg_quality=settings.jpeg_quality), self._clock)
 
-        self.writers = {
+        writers = {
             "txt2img": (writer(settings.outdir_txt2img_samples, settings.samples_format, settings.save_to_dirs),
                         writer(settings.outdir_txt2img_grids, settings.grid_format, settings.grid_save_to_dirs)),
             "img2img": (writer(settings.outdir_img2img_samples, settings.samples_format, settings.save_to_dirs),
                         writer(settings.outdir_img2img_grids, settings.grid_format, settings.grid_save_to_dirs)),
         }
-        self._runner: tuple[ActiveModel, Runner] | None = None
-        models.add_unload_listener(self._drop_runner)
+        self.settings, self.writers = settings, writers
 
     def _drop_runner(self) -> None:
         self._runner = None
@@ -82,11 +88,13 @@ class GenerationService:
         )
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
-    def run_txt2img(self, job: Job, params: GenerationParams) -> GenerationResult:
+    def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None) -> GenerationResult:
+        """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
         active, runner = self.runner()
-        return self._collect(job, params, active, lambda seed: runner.txt2img(params, seed, job.control), self.writers["txt2img"])
+        return self._collect(job, params, active, lambda seed: runner.txt2img(params, seed, job.control), self.writers["txt2img"], save=save)
 
-    def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None) -> GenerationResult:
+    def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
+                    save: bool | None = None) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
         there under `name` instead of the numbered img2img outputs, and no grid is made."""
         active, runner = self.runner()
@@ -94,7 +102,7 @@ class GenerationService:
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
-        return self._collect(job, params, active, lambda seed: runner.img2img(params, init, seed, job.control), writers, masked, name)
+        return self._collect(job, params, active, lambda seed: runner.img2img(params, init, seed, job.control), writers, masked, name, save)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None) -> GenerationResult:
         """A1111's img2img Batch "From directory": every image in `input_dir`, with the mask of
@@ -148,6 +156,7 @@ class GenerationService:
         writers: tuple[OutputWriter, OutputWriter | None],
         masked: bool = False,
         name: str | None = None,
+        save: bool | None = None,
     ) -> GenerationResult:
         from modules.generation.noise import resolve_seed
 
@@ -173,11 +182,11 @@ class GenerationService:
                     result.infotexts.append(text)
                     if name is not None:
                         result.paths.append(images_writer.save_as(image, name, infotext=text))
-                    elif self.settings.samples_save:
+                    elif self.settings.samples_save if save is None else save:
                         result.paths.append(images_writer.save_image(image, seed=seed, prompt=params.prompt, infotext=text))
         finally:
             job.control.on_step = report
             bar.close()
-        if grids_writer is not None and self.settings.grid_save and len(result.images) > 1:
+        if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(result.images) > 1:
             result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0])
         return result

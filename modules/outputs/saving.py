@@ -258,35 +258,42 @@ class OutputWriter:
                 return final
 
     def _encode(self, image: Image.Image, handle, infotext: str | None) -> None:
-        fmt = _FORMATS[self.settings.file_format]
-        embed = self.settings.embed_infotext and bool(infotext)
-        if fmt == "PNG":
-            pnginfo = PngInfo()
-            # Keep text chunks the image already carries (A1111 does, e.g. for extras).
-            for key, value in (image.info or {}).items():
-                if isinstance(key, str) and isinstance(value, str) and key != "parameters":
-                    pnginfo.add_text(key, value)
-            if embed:
-                pnginfo.add_text("parameters", infotext)  # tEXt if Latin-1, else iTXt
-            image.save(handle, format="PNG", pnginfo=pnginfo)
-            return
+        st = self.settings
+        encode_image(image, handle, st.file_format, infotext if st.embed_infotext else None, st.jpeg_quality, st.webp_lossless)
 
-        if image.mode not in ("RGB", "L") and not (fmt == "WEBP" and image.mode == "RGBA"):
-            image = image.convert("RGB")
-        options: dict = {"quality": self.settings.jpeg_quality}
-        if fmt == "WEBP":
-            options["lossless"] = self.settings.webp_lossless
+
+def encode_image(image: Image.Image, handle, file_format: str = "png", infotext: str | None = None,
+                 jpeg_quality: int = 80, webp_lossless: bool = False) -> None:
+    """Write `image` to a binary handle as png/jpg/webp with the infotext embedded the way
+    A1111 does (PNG `parameters` chunk, EXIF UserComment otherwise). Files and API responses
+    both go through here."""
+    fmt = _FORMATS[file_format.lower().lstrip(".")]
+    embed = bool(infotext)
+    if fmt == "PNG":
+        pnginfo = PngInfo()
+        # Keep text chunks the image already carries (A1111 does, e.g. for extras).
+        for key, value in (image.info or {}).items():
+            if isinstance(key, str) and isinstance(value, str) and key != "parameters":
+                pnginfo.add_text(key, value)
         if embed:
-            exif = Image.Exif()
-            comment = infotext_mod.encode_user_comment(infotext)
-            exif.get_ifd(infotext_mod.EXIF_IFD)[infotext_mod.USER_COMMENT] = comment
-            if fmt == "JPEG" and len(exif.tobytes()) > _MAX_JPEG_EXIF:
-                log.warning(
-                    "infotext too long for JPEG EXIF (%d chars); saved without it", len(infotext)
-                )
-            else:
-                options["exif"] = exif
-        image.save(handle, format=fmt, **options)
+            pnginfo.add_text("parameters", infotext)  # tEXt if Latin-1, else iTXt
+        image.save(handle, format="PNG", pnginfo=pnginfo)
+        return
+
+    if image.mode not in ("RGB", "L") and not (fmt == "WEBP" and image.mode == "RGBA"):
+        image = image.convert("RGB")
+    options: dict = {"quality": jpeg_quality}
+    if fmt == "WEBP":
+        options["lossless"] = webp_lossless
+    if embed:
+        exif = Image.Exif()
+        comment = infotext_mod.encode_user_comment(infotext)
+        exif.get_ifd(infotext_mod.EXIF_IFD)[infotext_mod.USER_COMMENT] = comment
+        if fmt == "JPEG" and len(exif.tobytes()) > _MAX_JPEG_EXIF:
+            log.warning("infotext too long for JPEG EXIF (%d chars); saved without it", len(infotext))
+        else:
+            options["exif"] = exif
+    image.save(handle, format=fmt, **options)
 
 
 def _link_new(temp: Path, final: Path) -> bool:

@@ -1,0 +1,195 @@
+"""A1111's API request bodies, mapped onto the one parameter model.
+
+The classes list A1111's field names with A1111's API defaults (they differ from the UI's:
+Euler, 50 steps, and for img2img "fill" / "Only masked" / padding 0). Fields this server
+does not use are still accepted, because clients send them all; the few whose silent
+omission would give a different picture than the client asked for are refused with a
+message instead (see `unsupported`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from typing import Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from modules.generation.params import GenerationParams, Img2ImgParams
+
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+# Request fields mapped straight onto the parameter model (the rest need translating or are unused).
+DIRECT_FIELDS = ("prompt", "negative_prompt", "seed", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height", "denoising_strength")
+HIRES_FIELDS = ("enable_hr", "hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_prompt", "hr_negative_prompt")
+IMG2IMG_FIELDS = ("resize_mode", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert")
+
+
+class Txt2ImgRequest(BaseModel):
+    """POST /sdapi/v1/txt2img. JSON null means the default, as in A1111."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str | None = ""
+    negative_prompt: str | None = ""
+    styles: list[str] | None = None
+    seed: int | None = -1
+    subseed: int | None = -1
+    subseed_strength: float | None = 0
+    seed_resize_from_h: int | None = -1
+    seed_resize_from_w: int | None = -1
+    sampler_name: str | None = None
+    sampler_index: str | None = "Euler"
+    scheduler: str | None = None
+    batch_size: int | None = 1
+    n_iter: int | None = 1
+    steps: int | None = 50
+    cfg_scale: float | None = 7.0
+    width: int | None = 512
+    height: int | None = 512
+    restore_faces: bool | None = None
+    tiling: bool | None = None
+    do_not_save_samples: bool | None = False
+    do_not_save_grid: bool | None = False
+    eta: float | None = None
+    denoising_strength: float | None = 0.75
+    override_settings: dict[str, Any] | None = None
+    override_settings_restore_afterwards: bool | None = True
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float | None = None
+    disable_extra_networks: bool | None = False
+    firstpass_image: str | None = None
+    comments: dict | None = None
+    enable_hr: bool | None = False
+    firstphase_width: int | None = 0
+    firstphase_height: int | None = 0
+    hr_scale: float | None = 2.0
+    hr_upscaler: str | None = None
+    hr_second_pass_steps: int | None = 0
+    hr_resize_x: int | None = 0
+    hr_resize_y: int | None = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str | None = ""
+    hr_negative_prompt: str | None = ""
+    force_task_id: str | None = None
+    script_name: str | None = None
+    script_args: list | None = Field(default_factory=list)
+    alwayson_scripts: dict | None = Field(default_factory=dict)
+    send_images: bool | None = True
+    save_images: bool | None = False
+    infotext: str | None = None
+
+    def unsupported(self) -> list[str]:
+        """Requested features this server would silently leave out: refused, with their names."""
+        problems = []
+        if self.script_name:
+            problems.append(f"script_name '{self.script_name}' (scripts are not supported yet)")
+        if self.alwayson_scripts:
+            problems.append(f"alwayson_scripts {sorted(self.alwayson_scripts)} (scripts are not supported yet)")
+        if self.subseed_strength:
+            problems.append("subseed_strength (variation seeds are not supported yet)")
+        if self.styles:
+            problems.append("styles (prompt styles are not supported yet)")
+        if self.restore_faces:
+            problems.append("restore_faces (face restoration is not available)")
+        if self.tiling:
+            problems.append("tiling (not supported yet)")
+        if self.refiner_checkpoint:
+            problems.append("refiner_checkpoint (the refiner is not supported yet)")
+        if self.hr_checkpoint_name and self.hr_checkpoint_name not in ("Use same checkpoint", ""):
+            problems.append("hr_checkpoint_name (a second checkpoint for hires fix is not supported yet)")
+        if self.firstpass_image:
+            problems.append("firstpass_image (not supported yet)")
+        return problems
+
+    def generation_values(self, clip_skip: int = 1) -> dict[str, Any]:
+        """The request as GenerationParams fields; None values are left to the parameter model's defaults."""
+        values = {k: getattr(self, k) for k in DIRECT_FIELDS if getattr(self, k) is not None}
+        values["sampler_name"] = self.sampler_name or self.sampler_index or "Euler"
+        overrides = self.override_settings or {}
+        values["clip_skip"] = int(overrides.get("CLIP_stop_at_last_layers") or clip_skip)
+        if self.enable_hr:
+            values.update({k: getattr(self, k) for k in HIRES_FIELDS if getattr(self, k) is not None})
+            values["hr_upscaler"] = self.hr_upscaler or "Latent"
+            if self.hr_sampler_name:
+                values["hr_sampler_name"] = self.hr_sampler_name
+            if self.hr_scheduler:
+                values["hr_scheduler"] = self.hr_scheduler
+        return values
+
+    def params(self, clip_skip: int = 1) -> GenerationParams:
+        return GenerationParams.create(**self.generation_values(clip_skip))
+
+    def wanted_checkpoint(self) -> str | None:
+        return (self.override_settings or {}).get("sd_model_checkpoint") or None
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """POST /sdapi/v1/img2img: txt2img's fields plus the init images and mask."""
+
+    init_images: list[str] | None = None
+    resize_mode: int | None = 0
+    image_cfg_scale: float | None = None
+    mask: str | None = None
+    mask_blur_x: int | None = 4
+    mask_blur_y: int | None = 4
+    mask_blur: int | None = None
+    mask_round: bool | None = True
+    inpainting_fill: int | None = 0
+    inpaint_full_res: bool | int | None = True
+    inpaint_full_res_padding: int | None = 0
+    inpainting_mask_invert: int | None = 0
+    initial_noise_multiplier: float | None = None
+    latent_mask: str | None = None
+    include_init_images: bool | None = False
+
+    def unsupported(self) -> list[str]:
+        problems = [p for p in super().unsupported() if not p.startswith("firstpass_image")]
+        if self.latent_mask:
+            problems.append("latent_mask (not supported yet)")
+        if self.enable_hr:
+            problems.append("enable_hr (hires fix is a txt2img option)")
+        return problems
+
+    def generation_values(self, clip_skip: int = 1) -> dict[str, Any]:
+        values = super().generation_values(clip_skip)
+        values["denoising_strength"] = 0.75 if self.denoising_strength is None else self.denoising_strength
+        values.update({k: getattr(self, k) for k in IMG2IMG_FIELDS if getattr(self, k) is not None})
+        values["inpaint_full_res"] = bool(values.get("inpaint_full_res", True))
+        blur = self.mask_blur if self.mask_blur is not None else max(self.mask_blur_x or 0, self.mask_blur_y or 0)
+        values["mask_blur"] = blur
+        return values
+
+    def params(self, clip_skip: int = 1) -> Img2ImgParams:
+        return Img2ImgParams.create(**self.generation_values(clip_skip))
+
+
+def decode_image(data: str, what: str) -> Image.Image:
+    """A base64 image, with or without a data: URL prefix; a readable ValueError otherwise."""
+    if not isinstance(data, str) or not data.strip():
+        raise ValueError(f"{what} is empty.")
+    text = _DATA_URL.sub("", data.strip())
+    try:
+        raw = base64.b64decode(text, validate=False)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64.") from None
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise ValueError(f"{what} is not an image that can be read.") from None
+    return image
+
+
+def encode_base64(image: Image.Image, file_format: str, infotext: str | None, quality: int = 80) -> str:
+    """An image as A1111's API returns it: base64 without a data: prefix, infotext embedded."""
+    from modules.outputs.saving import encode_image
+
+    buffer = io.BytesIO()
+    encode_image(image, buffer, file_format, infotext, quality)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

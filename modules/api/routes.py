@@ -1,0 +1,406 @@
+"""The /sdapi/v1 routes, with A1111's request and response shapes, over the app's job queue.
+
+Generation routes submit a job and wait on that job alone; model switches are jobs too, so a
+switch never lands in the middle of someone's generation. Readable request problems become
+HTTP 4xx with A1111's error body ({error, detail, body, errors}); the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import BaseModel, ConfigDict
+
+from modules.api.models import Img2ImgRequest, Txt2ImgRequest, decode_image, encode_base64
+from modules.generation import samplers
+from modules.generation.params import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from modules.jobs.generation_task import GenerationResult, GenerationService
+from modules.jobs.queue import Job, JobQueue, JobStatus
+from modules.models.manager import ModelManager
+from modules.options import OutputSettings
+from modules.version import VERSION
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: str):
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def _bad(detail: str) -> ApiError:
+    return ApiError(400, "BadRequest", detail)
+
+
+@dataclass
+class ApiState:
+    """What the API needs from the app. `options` holds the A1111 settings the API can read
+    and write; output settings go to the service, the rest are defaults for requests."""
+
+    models: ModelManager
+    queue: JobQueue
+    service: GenerationService
+    cmd_flags: dict[str, Any]
+    data_dir: Path
+    clip_skip: int = 1
+    users: dict[str, str] = field(default_factory=dict)  # --api-auth, user -> password
+
+
+class PngInfoRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    image: str = ""
+
+
+class ExtraSingleImageRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    image: str = ""
+    resize_mode: int = 0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    show_extras_results: bool = True
+
+
+def parse_users(spec: str | None) -> dict[str, str]:
+    """`user:pass[,user2:pass2]`; the password is everything after the first colon."""
+    users = {}
+    for item in (spec or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user:
+            raise ValueError(f"Bad credentials '{item}': use user:password[,user2:password2].")
+        users[user] = password
+    return users
+
+
+def _auth_dependency(users: dict[str, str]) -> list:
+    if not users:
+        return []
+    basic = HTTPBasic()
+
+    def check(credentials: HTTPBasicCredentials = Depends(basic)) -> str:
+        expected = users.get(credentials.username)
+        if expected is None or not secrets.compare_digest(credentials.password.encode(), expected.encode()):
+            raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+        return credentials.username
+
+    return [Depends(check)]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """A1111's error body for request problems, and X-Process-Time on every response."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse(status_code=exc.status, content={"error": exc.error, "detail": exc.detail, "body": "", "errors": exc.detail})
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body')}: {e.get('msg')}" for e in exc.errors()]
+        detail = "; ".join(errors) or "invalid request"
+        return JSONResponse(status_code=422, content={"error": "ValidationError", "detail": detail, "body": "", "errors": errors})
+
+    @app.middleware("http")
+    async def process_time(request: Request, call_next):
+        start = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Process-Time"] = f"{time.perf_counter() - start:.4f}"
+        return response
+
+
+def build_router(state: ApiState) -> APIRouter:
+    router = APIRouter(prefix="/sdapi/v1", dependencies=_auth_dependency(state.users), tags=["sdapi"])
+
+    def run_job(kind: str, task: Callable[[Job], Any]) -> Job:
+        job = state.queue.submit(kind, task)
+        job.wait()
+        if job.status is JobStatus.FAILED:
+            raise _bad(job.error or "generation failed")
+        return job
+
+    def switch_model(query: str | None) -> None:
+        if query and (state.models.active is None or query not in (state.models.active.info.title, state.models.active.info.model_name)):
+            if state.models.find(query) is None:
+                raise _bad(f"Checkpoint not found: '{query}'. Available: {', '.join(state.models.titles())}.")
+            run_job("load_model", lambda _j: state.models.load(query))
+
+    def respond(request: Txt2ImgRequest, job: Job) -> dict:
+        result: GenerationResult | None = job.result
+        if result is None:  # interrupted before it started
+            return {"images": [], "parameters": request.model_dump(), "info": json.dumps({"infotexts": [], "all_seeds": []})}
+        settings = state.service.settings
+        images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)]
+        return {"images": images if request.send_images is not False else [], "parameters": request.model_dump(), "info": json.dumps(_info(result, state))}
+
+    def generate(request: Txt2ImgRequest, kind: str, make_task: Callable[[Any], Callable[[Job], Any]]) -> dict:
+        problems = request.unsupported()
+        if problems:
+            raise ApiError(422, "Unsupported", "Not supported by this server: " + "; ".join(problems))
+        try:
+            params = request.params(state.clip_skip)
+            task = make_task(params)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        switch_model(request.wanted_checkpoint())
+        return respond(request, run_job(kind, task))
+
+    @router.post("/txt2img")
+    def txt2img(request: Txt2ImgRequest) -> dict:
+        save = bool(request.save_images)
+        return generate(request, "txt2img", lambda params: lambda j: state.service.run_txt2img(j, params, save=save))
+
+    @router.post("/img2img")
+    def img2img(request: Img2ImgRequest) -> dict:
+        from modules.generation.runner import InitImages
+
+        if not request.init_images:
+            raise ApiError(404, "NotFound", "Init image not found")
+        save = bool(request.save_images)
+
+        def make_task(params):
+            images = tuple(decode_image(data, f"init_images[{i}]") for i, data in enumerate(request.init_images))
+            mask = decode_image(request.mask, "mask") if request.mask else None
+            init = InitImages(images, mask)
+            return lambda j: state.service.run_img2img(j, params, init, save=save)
+
+        return generate(request, "img2img", make_task)
+
+    @router.get("/progress")
+    def progress(skip_current_image: bool = False) -> dict:
+        job = state.queue.current
+        pending = state.queue.pending_count()
+        if job is None or job.kind not in ("txt2img", "img2img"):
+            return {"progress": 0.0, "eta_relative": 0.0, "state": _state(None, pending), "current_image": None, "textinfo": None}
+        p = job.progress
+        eta = p.eta_seconds()
+        return {
+            "progress": round(p.fraction, 4), "eta_relative": round(eta, 2) if eta is not None else 0.0, "state": _state(job, pending),
+            "current_image": None, "textinfo": p.text(),
+        }
+
+    @router.post("/interrupt")
+    def interrupt() -> dict:
+        state.queue.interrupt()
+        return {}
+
+    @router.post("/skip")
+    def skip() -> dict:
+        state.queue.skip()
+        return {}
+
+    @router.get("/options")
+    def get_options() -> dict:
+        return _options(state)
+
+    @router.post("/options")
+    def set_options(values: dict[str, Any]) -> dict:
+        output_keys = {f.name for f in fields(OutputSettings)}
+        changes = {k: v for k, v in values.items() if k in output_keys}
+        if "CLIP_stop_at_last_layers" in values:
+            try:
+                clip_skip = int(values["CLIP_stop_at_last_layers"])
+            except (TypeError, ValueError):
+                raise _bad("CLIP_stop_at_last_layers must be a whole number from 1 to 12.") from None
+            if not 1 <= clip_skip <= 12:
+                raise _bad("CLIP_stop_at_last_layers must be a whole number from 1 to 12.")
+            state.clip_skip = clip_skip
+        if changes:
+            try:
+                state.service.apply_settings(replace(state.service.settings, **changes))
+            except (TypeError, ValueError) as exc:
+                raise _bad(f"Bad option value: {exc}") from None
+        switch_model(values.get("sd_model_checkpoint"))
+        return {}
+
+    @router.get("/cmd-flags")
+    def cmd_flags() -> dict:
+        return state.cmd_flags
+
+    @router.get("/sd-models")
+    def sd_models() -> list[dict]:
+        return [
+            {"title": c.title, "model_name": c.model_name, "hash": c.shorthash, "sha256": c.sha256, "filename": str(c.path), "config": None}
+            for c in state.models.checkpoints
+        ]
+
+    @router.post("/refresh-checkpoints")
+    def refresh_checkpoints() -> dict:
+        state.models.refresh()
+        return {}
+
+    @router.get("/samplers")
+    def sampler_list() -> list[dict]:
+        return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in samplers.SAMPLERS]
+
+    @router.get("/schedulers")
+    def scheduler_list() -> list[dict]:
+        return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": -1, "need_inner_model": False} for s in samplers.SCHEDULES]
+
+    @router.get("/upscalers")
+    def upscalers() -> list[dict]:
+        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4 if n != "None" else 1} for n in PIXEL_UPSCALERS]
+
+    @router.get("/latent-upscale-modes")
+    def latent_modes() -> list[dict]:
+        return [{"name": n} for n in LATENT_UPSCALERS]
+
+    @router.get("/sd-vae")
+    def sd_vae() -> list[dict]:
+        return [{"model_name": p.stem, "filename": str(p)} for p in _files(state.data_dir / "models" / "VAE", (".safetensors", ".pt", ".ckpt"))]
+
+    @router.get("/loras")
+    def loras() -> list[dict]:
+        return [{"name": p.stem, "alias": p.stem, "path": str(p), "metadata": {}} for p in _files(state.data_dir / "models" / "Lora", (".safetensors", ".pt", ".ckpt"))]
+
+    @router.post("/refresh-loras")
+    def refresh_loras() -> dict:
+        return {}
+
+    @router.get("/embeddings")
+    def embeddings() -> dict:
+        return {"loaded": {}, "skipped": {}}
+
+    @router.get("/prompt-styles")
+    def prompt_styles() -> list:
+        return []
+
+    @router.get("/scripts")
+    def scripts() -> dict:
+        return {"txt2img": [], "img2img": []}
+
+    @router.get("/script-info")
+    def script_info() -> list:
+        return []
+
+    @router.get("/memory")
+    def memory() -> dict:
+        return _memory()
+
+    @router.post("/png-info")
+    def png_info(request: PngInfoRequest) -> dict:
+        from modules.outputs.infotext import parse_infotext, read_infotext_from_image
+
+        if not request.image:
+            raise ApiError(404, "NotFound", "Image not found")
+        try:
+            image = decode_image(request.image, "image")
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        text = read_infotext_from_image(image) or ""
+        items = {k: v for k, v in (image.info or {}).items() if isinstance(v, (str, int, float)) and k != "parameters"}
+        return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+    @router.post("/extra-single-image")
+    def extra_single_image(request: ExtraSingleImageRequest) -> dict:
+        from modules.generation import images as imgops
+
+        try:
+            image = imgops.flatten(decode_image(request.image, "image"))
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        if request.upscaler_1 not in PIXEL_UPSCALERS:
+            raise _bad(f"Upscaler '{request.upscaler_1}' not found. Choose one of: {', '.join(PIXEL_UPSCALERS)}.")
+        if request.resize_mode == 1:
+            width, height = request.upscaling_resize_w, request.upscaling_resize_h
+        else:
+            if not 0 < request.upscaling_resize <= 8:
+                raise _bad("upscaling_resize must be above 0 and at most 8.")
+            width, height = round(image.width * request.upscaling_resize), round(image.height * request.upscaling_resize)
+        if not (1 <= width <= 8192 and 1 <= height <= 8192):
+            raise _bad(f"The result would be {width}x{height}; each side must be 1 to 8192.")
+        mode = 1 if request.resize_mode == 1 and request.upscaling_crop else 0
+        resized = imgops.resize_image(image, width, height, mode, imgops.PIXEL_RESAMPLING[request.upscaler_1])
+        return {"image": encode_base64(resized, "png", None), "html_info": f"<p>Upscaler: {request.upscaler_1}, {width}x{height}</p>"}
+
+    return router
+
+
+def _state(job: Job | None, pending: int) -> dict:
+    p = job.progress if job is not None else None
+    return {
+        "skipped": bool(job and job.control.skip_requested),
+        "interrupted": bool(job and job.control.interrupted),
+        "stopping_generation": False,
+        "job": job.id if job else "",
+        "job_count": (p.batch_count if p else 0) + pending,
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.submitted_at)) if job else "0",
+        "job_no": p.batch_index if p else 0,
+        "sampling_step": p.step if p else 0,
+        "sampling_steps": p.steps if p else 0,
+    }
+
+
+def _info(result: GenerationResult, state: ApiState) -> dict:
+    """Processed.js(): A1111's `info` keys, for the first image and lists for all."""
+    params = result.params
+    active = state.models.active
+    return {
+        "prompt": params.prompt, "all_prompts": [params.prompt] * len(result.images),
+        "negative_prompt": params.negative_prompt, "all_negative_prompts": [params.negative_prompt] * len(result.images),
+        "seed": result.seeds[0] if result.seeds else params.seed, "all_seeds": result.seeds,
+        "subseed": -1, "all_subseeds": [-1] * len(result.seeds), "subseed_strength": 0,
+        "width": params.width, "height": params.height, "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale,
+        "steps": params.steps, "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
+        "sd_model_name": active.info.model_name if active else None, "sd_model_hash": active.info.shorthash if active else None,
+        "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": params.denoising_strength, "extra_generation_params": {}, "index_of_first_image": 0,
+        "infotexts": result.infotexts, "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip,
+        "is_using_inpainting_conditioning": bool(active and active.model.unet.config.in_channels == 9), "version": VERSION,
+    }
+
+
+def _options(state: ApiState) -> dict:
+    active = state.models.active
+    values: dict[str, Any] = {"sd_model_checkpoint": active.info.title if active else None, "CLIP_stop_at_last_layers": state.clip_skip}
+    for f in fields(OutputSettings):
+        values[f.name] = getattr(state.service.settings, f.name)
+    return values
+
+
+def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def _memory() -> dict:
+    import psutil
+
+    vm = psutil.virtual_memory()
+    result: dict[str, Any] = {"ram": {"free": vm.available, "used": vm.total - vm.available, "total": vm.total}}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            stats = torch.cuda.memory_stats()
+            result["cuda"] = {
+                "system": {"free": free, "used": total - free, "total": total},
+                "active": {"current": stats.get("active_bytes.all.current", 0), "peak": stats.get("active_bytes.all.peak", 0)},
+                "allocated": {"current": stats.get("allocated_bytes.all.current", 0), "peak": stats.get("allocated_bytes.all.peak", 0)},
+                "reserved": {"current": stats.get("reserved_bytes.all.current", 0), "peak": stats.get("reserved_bytes.all.peak", 0)},
+                "inactive": {"current": stats.get("inactive_split_bytes.all.current", 0), "peak": stats.get("inactive_split_bytes.all.peak", 0)},
+                "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+            }
+        else:
+            result["cuda"] = {"error": "unavailable"}
+    except Exception as exc:  # memory stats must never break the route
+        result["cuda"] = {"error": str(exc)}
+    return result

@@ -1,0 +1,208 @@
+"""The /sdapi/v1 routes in-process: A1111's shapes and defaults, readable 4xx for bad input,
+and a server that keeps serving after each of them."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+import webui
+from modules.options import parse_args
+from tests.servers import data_dir_with_tiny_model
+
+
+def b64(image: Image.Image, prefix: bool = False) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    text = base64.b64encode(buffer.getvalue()).decode()
+    return f"data:image/png;base64,{text}" if prefix else text
+
+
+def unb64(text: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(text)))
+
+
+SMALL = {"width": 64, "height": 64, "steps": 3}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint):
+    """The app with --api on the tiny model (the demo model ships too, for switching)."""
+    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("api-data"), tiny_checkpoint)
+    ckpts = data / "models" / "Stable-diffusion"
+    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
+    app = webui.App.create(args)
+    app.start(str(ckpts / tiny_checkpoint.name)).wait(120)
+    with TestClient(app.build_asgi(args)) as client:
+        yield client, data
+    app.queue.shutdown()
+
+
+def saved(data) -> list:
+    return sorted((data / "outputs").rglob("*.*"))
+
+
+def test_txt2img_with_a1111_api_defaults_saves_nothing(server):
+    client, data = server
+    before = saved(data)
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "seed": 5, "batch_size": 2, **SMALL})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["images"]) == 2 and body["parameters"]["prompt"] == "a cat"
+    image = unb64(body["images"][0])
+    assert image.size == (64, 64)
+    assert image.info["parameters"].startswith("a cat\nSteps: 3, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 5, Size: 64x64")
+    info = json.loads(body["info"])
+    assert (info["seed"], info["all_seeds"], info["sampler_name"], info["steps"]) == (5, [5, 6], "Euler", 3)
+    assert len(info["infotexts"]) == 2 and "Seed: 6" in info["infotexts"][1]
+    assert saved(data) == before  # save_images defaults to false on the API
+    assert "x-process-time" in r.headers
+
+
+def test_save_images_nulls_and_legacy_sampler_names(server):
+    client, data = server
+    before = set(saved(data))
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "p", "seed": 1, "sampler_name": "DPM++ 2M Karras", "cfg_scale": None, "scheduler": None,
+                                                "save_images": True, "styles": None, **SMALL})
+    assert r.status_code == 200, r.text
+    [new] = sorted(set(saved(data)) - before)
+    assert new.parent.parent.name == "txt2img-images" and new.name.endswith("-1.png")
+    assert "Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7," in Image.open(new).info["parameters"]
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"prompt": "x", "sampler_name": "Nope", **SMALL}, 400, "Sampler not found: 'Nope'"),
+        ({"prompt": "x", "width": 65, "height": 64, "steps": 2}, 400, "Width: must be a multiple of 8"),
+        ({"prompt": "x", "width": 64, "height": 64, "steps": -3}, 400, "Sampling steps"),
+        ({"prompt": "x", "batch_size": 9, **SMALL}, 400, "Batch size"),
+        ({"prompt": "x", "script_name": "x/y/z plot", **SMALL}, 422, "script_name 'x/y/z plot'"),
+        ({"prompt": "x", "subseed_strength": 0.5, **SMALL}, 422, "variation seeds"),
+        ({"prompt": "x", "steps": "many"}, 422, "steps"),
+        ({"prompt": "x", "override_settings": {"sd_model_checkpoint": "missing-model"}, **SMALL}, 400, "Checkpoint not found: 'missing-model'"),
+    ],
+)
+def test_bad_requests_get_a_4xx_with_a_message(server, body, status, message):
+    client, _ = server
+    r = client.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert client.get("/sdapi/v1/progress").status_code == 200  # still serving
+
+
+def test_malformed_json_and_bad_images(server):
+    client, _ = server
+    r = client.post("/sdapi/v1/txt2img", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"]
+    r = client.post("/sdapi/v1/img2img", json={"prompt": "x", **SMALL})
+    assert r.status_code == 404 and r.json()["detail"] == "Init image not found"
+    r = client.post("/sdapi/v1/img2img", json={"init_images": ["!!!not base64!!!"], **SMALL})
+    assert r.status_code == 400 and "init_images[0]" in r.json()["detail"]
+    r = client.post("/sdapi/v1/img2img", json={"init_images": [base64.b64encode(b"plain text").decode()], **SMALL})
+    assert r.status_code == 400 and "not an image" in r.json()["detail"]
+    r = client.post("/sdapi/v1/img2img", json={"init_images": [b64(Image.new("RGB", (64, 64)))], "denoising_strength": 2, **SMALL})
+    assert r.status_code == 400 and "Denoising strength" in r.json()["detail"]
+    r = client.post("/sdapi/v1/png-info", json={"image": "@@@"})
+    assert r.status_code == 400
+
+
+def test_img2img_with_a_mask_and_data_urls(server):
+    client, _ = server
+    init = Image.new("RGB", (64, 64), (30, 60, 200))
+    ImageDraw.Draw(init).ellipse((16, 16, 48, 48), fill=(200, 30, 30))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle((24, 24, 40, 40), fill=255)
+    r = client.post("/sdapi/v1/img2img", json={
+        "init_images": [b64(init, prefix=True)], "mask": b64(mask, prefix=True), "prompt": "x", "seed": 3, "inpaint_full_res": False,
+        "mask_blur": 2, **SMALL,
+    })
+    assert r.status_code == 200, r.text
+    out = unb64(r.json()["images"][0]).convert("RGB")
+    text = out.info.get("parameters") or unb64(r.json()["images"][0]).info["parameters"]
+    assert "Denoising strength: 0.75, Mask blur: 2, Masked content: fill," in text  # the API's default is "fill"
+    assert out.getpixel((2, 2)) == init.getpixel((2, 2))  # far from the mask: untouched
+
+
+def test_lists_options_and_switching_models(server):
+    client, data = server
+    models = client.get("/sdapi/v1/sd-models").json()
+    titles = [m["title"] for m in models]
+    assert any(t.startswith("tiny-test-model-random.safetensors") for t in titles)
+    demo = next(t for t in titles if t.startswith("demo-shapes-64px.safetensors"))
+    assert {m["model_name"] for m in models} >= {"tiny-test-model-random", "demo-shapes-64px"}
+    assert "DPM++ 2M" in [s["name"] for s in client.get("/sdapi/v1/samplers").json()]
+    assert "Karras" in [s["label"] for s in client.get("/sdapi/v1/schedulers").json()]
+    assert [u["name"] for u in client.get("/sdapi/v1/upscalers").json()] == ["None", "Lanczos", "Nearest"]
+    for route in ("cmd-flags", "sd-vae", "loras", "embeddings", "scripts", "memory", "latent-upscale-modes", "prompt-styles"):
+        assert client.get(f"/sdapi/v1/{route}").status_code == 200, route
+    assert client.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
+    assert client.get("/sdapi/v1/cmd-flags").json()["nowebui"] is True
+    assert client.post("/sdapi/v1/refresh-checkpoints").status_code == 200
+
+    options = client.get("/sdapi/v1/options").json()
+    assert options["sd_model_checkpoint"].startswith("tiny-test-model-random") and options["samples_format"] == "png"
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": demo, "samples_format": "jpg", "CLIP_stop_at_last_layers": 2}).json() == {}
+    options = client.get("/sdapi/v1/options").json()
+    assert (options["sd_model_checkpoint"], options["samples_format"], options["CLIP_stop_at_last_layers"]) == (demo, "jpg", 2)
+    before = set(saved(data))
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "a red circle on a blue background", "save_images": True, "seed": 2, **SMALL})
+    [new] = sorted(set(saved(data)) - before)
+    assert new.suffix == ".jpg" and "Model: demo-shapes-64px" in json.loads(r.json()["info"])["infotexts"][0]
+    assert client.post("/sdapi/v1/options", json={"samples_format": "bmp"}).status_code == 400
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "nope"}).status_code == 400
+    client.post("/sdapi/v1/options", json={"samples_format": "png", "CLIP_stop_at_last_layers": 1, "sd_model_checkpoint": titles[0]})
+
+
+def test_png_info_extras_progress_interrupt(server):
+    client, _ = server
+    made = client.post("/sdapi/v1/txt2img", json={"prompt": "round trip", "seed": 9, **SMALL}).json()["images"][0]
+    info = client.post("/sdapi/v1/png-info", json={"image": made}).json()
+    assert info["info"].startswith("round trip\nSteps: 3") and info["parameters"]["Seed"] == "9"
+    up = client.post("/sdapi/v1/extra-single-image", json={"image": made, "upscaling_resize": 2, "upscaler_1": "Lanczos"}).json()
+    assert unb64(up["image"]).size == (128, 128)
+    idle = client.get("/sdapi/v1/progress").json()
+    assert idle["progress"] == 0 and idle["state"]["job_count"] == 0 and idle["current_image"] is None
+    assert client.post("/sdapi/v1/interrupt").json() == {} and client.post("/sdapi/v1/skip").json() == {}
+
+
+def test_docs_are_served(server):
+    client, _ = server
+    assert client.get("/docs").status_code == 200
+    assert "/sdapi/v1/txt2img" in client.get("/openapi.json").json()["paths"]
+
+
+def test_api_auth_guards_every_route(tmp_path):
+    args = parse_args(["--data-dir", str(tmp_path), "--nowebui", "--api-auth", "alice:se:cret,bob:pw"])
+    app = webui.App.create(args)
+    with TestClient(app.build_asgi(args)) as client:
+        routes = [r for r in client.get("/openapi.json", auth=("alice", "se:cret")).json()["paths"] if r.startswith("/sdapi")]
+        assert len(routes) >= 20
+        for route in routes:
+            r = client.get(route)
+            assert r.status_code in (401, 405), route  # 405: a POST route asked with GET still never answers
+            r = client.post(route, json={})
+            assert r.status_code in (401, 405), route
+        r = client.get("/sdapi/v1/samplers")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Basic"
+        assert client.get("/sdapi/v1/samplers", auth=("alice", "wrong")).status_code == 401
+        assert client.get("/sdapi/v1/samplers", auth=("alice", "se:cret")).status_code == 200  # colons in passwords
+        assert client.get("/sdapi/v1/samplers", auth=("bob", "pw")).status_code == 200
+    app.queue.shutdown()
+
+
+def test_gradio_auth_guards_the_page_but_not_the_api_credentials(tmp_path):
+    args = parse_args(["--data-dir", str(tmp_path), "--api", "--gradio-auth", "carol:pa:ss"])
+    app = webui.App.create(args)
+    with TestClient(app.build_asgi(args)) as client:
+        assert client.get("/config").status_code == 401  # the page's data needs the log-in
+        assert client.post("/login", data={"username": "carol", "password": "wrong"}).status_code == 400
+        assert client.post("/login", data={"username": "carol", "password": "pa:ss"}).status_code == 200
+        assert client.get("/config").status_code == 200
+        assert client.get("/sdapi/v1/samplers").status_code == 200  # the API has its own --api-auth
+    app.queue.shutdown()

@@ -1,0 +1,93 @@
+"""The `webuiapi` client from PyPI, unchanged, against the real server started by launch.py --api."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import webuiapi
+from PIL import Image, ImageDraw
+
+from modules.demo import judge
+from tests.servers import data_dir_with_tiny_model, launched
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, tiny_checkpoint):
+    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("webuiapi-data"), tiny_checkpoint)
+    with launched(data, "--api", "--disable-console-progressbars", ready_path="/sdapi/v1/sd-models") as url:
+        client = webuiapi.WebUIApi(baseurl=url + "/sdapi/v1", sampler="Euler a", steps=20)
+        deadline = time.monotonic() + 60
+        while client.get_options().get("sd_model_checkpoint") is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the first model loads in the background
+        yield client, data
+
+
+def test_txt2img_and_png_info(api):
+    client, _ = api
+    client.util_set_model("demo-shapes-64px")
+    result = client.txt2img(prompt="a red circle on a blue background", width=64, height=64, cfg_scale=5, seed=21, batch_size=2)
+    assert [im.size for im in result.images] == [(64, 64), (64, 64)]
+    assert result.info["all_seeds"] == [21, 22] and result.info["sd_model_name"] == "demo-shapes-64px"
+    for image in result.images:
+        reading = judge.read_picture(image.convert("RGB"))
+        assert (reading.background, reading.colour) == ("blue", "red")
+    info = client.png_info(result.image)
+    assert info.info.startswith("a red circle on a blue background\nSteps: 20, Sampler: Euler a,")
+
+
+def test_img2img_with_a_mask(api):
+    client, _ = api
+    client.util_set_model("demo-shapes-64px")
+    init = Image.new("RGB", (64, 64), (40, 70, 220))
+    ImageDraw.Draw(init).ellipse((14, 14, 50, 50), fill=(220, 40, 40))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).ellipse((8, 8, 56, 56), fill=255)
+    result = client.img2img(images=[init], mask_image=mask, prompt="a green circle on a blue background", width=64, height=64, cfg_scale=5,
+                            seed=4, denoising_strength=1.0, inpainting_fill=1, inpaint_full_res=False, mask_blur=2, batch_size=2)
+    assert len(result.images) == 2
+    colours = [judge.read_picture(im.convert("RGB")).colour for im in result.images]
+    assert colours.count("green") >= 1, colours
+    for image in result.images:
+        assert image.convert("RGB").getpixel((1, 1)) == init.getpixel((1, 1))
+    assert "Mask blur: 2" in result.info["infotexts"][0]
+
+
+def test_models_listing_and_switching(api):
+    client, _ = api
+    names = client.util_get_model_names()  # titles, "file.safetensors [hash]"
+    assert any(n.startswith("tiny-test-model-random.safetensors [") for n in names)
+    assert any(n.startswith("demo-shapes-64px.safetensors [") for n in names)
+    client.util_set_model("tiny-test-model-random")
+    assert client.get_options()["sd_model_checkpoint"].startswith("tiny-test-model-random.safetensors")
+    client.util_set_model("demo-shapes-64px")
+    assert client.get_options()["sd_model_checkpoint"].startswith("demo-shapes-64px.safetensors")
+
+
+def test_progress_while_a_job_runs_and_interrupt(api):
+    client, _ = api
+    client.util_set_model("tiny-test-model-random")
+    done: dict = {}
+
+    def long_job():
+        done["result"] = client.txt2img(prompt="long", width=256, height=256, steps=30, n_iter=8, seed=1)
+
+    worker = threading.Thread(target=long_job)
+    worker.start()
+    seen = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        progress = client.get_progress()
+        if progress["state"]["sampling_step"] > 0:
+            seen = progress
+            break
+        time.sleep(0.1)
+    assert seen is not None, "no progress reported"
+    assert 0 < seen["progress"] < 1 and seen["state"]["sampling_steps"] == 30 and seen["state"]["job_count"] >= 1
+    assert seen["textinfo"].startswith("Batch ")
+    assert client.interrupt() == {}
+    worker.join(60)
+    assert not worker.is_alive()
+    assert len(done["result"].images) < 8  # stopped early, keeping what was finished
+    assert client.get_progress()["state"]["job_count"] == 0

@@ -1,0 +1,68 @@
+"""Starting the real server (through launch.py, as a user would) for tests that talk to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def data_dir_with_tiny_model(data: Path, tiny_checkpoint: Path) -> Path:
+    """A data folder whose models/Stable-diffusion holds the tiny random model."""
+    ckpts = data / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_checkpoint, ckpts / tiny_checkpoint.name)
+    return data
+
+
+@contextmanager
+def launched(data: Path, *flags: str, ready_path: str = "/") -> Iterator[str]:
+    """Run launch.py on a free loopback port with `data` as its data folder; yields the base
+    URL once `ready_path` answers 200, and stops the whole process group afterwards."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "COMMANDLINE_ARGS": ""}
+    log = open(data / "server.log", "a")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "launch.py"), "--skip-install", "--data-dir", str(data), "--port", str(port), *flags],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}{ready_path}", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
