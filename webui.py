@@ -67,8 +67,12 @@ class App:
             paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache, hashing=not args.no_hashing),
             extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,),
         )
-        queue = JobQueue()
+        from modules.jobs.generation_task import register_generation_jobs
+        from modules.jobs.store import JobStore
+
+        queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
         service = GenerationService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
+        register_generation_jobs(queue, service)
         return cls(paths, models, queue, service)
 
     def start(self, ckpt: str | None = None) -> "Job":
@@ -82,6 +86,7 @@ class App:
                 threading.Thread(target=self.models.hash_all, name="hash-checkpoints", daemon=True).start()
 
         self.startup = self.queue.submit("load_model", start_up)
+        self.queue.restore()  # jobs left waiting by the last run go after the start-up work
         return self.startup
 
     def load_initial_model(self, query: str | None) -> None:

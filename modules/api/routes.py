@@ -90,18 +90,20 @@ def parse_users(spec: str | None) -> dict[str, str]:
     return users
 
 
-def _auth_dependency(users: dict[str, str]) -> list:
-    if not users:
-        return []
-    basic = HTTPBasic()
+def user_dependency(users: dict[str, str]) -> Callable[..., str]:
+    """Who is asking: the --api-auth user (checked, 401 otherwise), or without auth the client's
+    address. Jobs wait in one lane per user, so this is also what keeps the queue fair."""
+    basic = HTTPBasic(auto_error=False)
 
-    def check(credentials: HTTPBasicCredentials = Depends(basic)) -> str:
-        expected = users.get(credentials.username)
+    def current_user(request: Request, credentials: HTTPBasicCredentials | None = Depends(basic)) -> str:
+        if not users:
+            return f"ip:{request.client.host}" if request.client else ""
+        expected = users.get(credentials.username) if credentials else None
         if expected is None or not secrets.compare_digest(credentials.password.encode(), expected.encode()):
             raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
         return credentials.username
 
-    return [Depends(check)]
+    return current_user
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -126,20 +128,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def build_router(state: ApiState) -> APIRouter:
-    router = APIRouter(prefix="/sdapi/v1", dependencies=_auth_dependency(state.users), tags=["sdapi"])
+    current_user = user_dependency(state.users)
+    router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(current_user)], tags=["sdapi"])
 
-    def run_job(kind: str, task: Callable[[Job], Any]) -> Job:
-        job = state.queue.submit(kind, task)
+    def run_job(kind: str, task: Callable[[Job], Any], user: str = "", payload: Any = None) -> Job:
+        job = state.queue.submit(kind, task, user=user, payload=payload)
         job.wait()
         if job.status is JobStatus.FAILED:
             raise _bad(job.error or "generation failed")
         return job
 
-    def switch_model(query: str | None) -> None:
+    def switch_model(query: str | None, user: str = "") -> None:
         if query and (state.models.active is None or query not in (state.models.active.info.title, state.models.active.info.model_name)):
             if state.models.find(query) is None:
                 raise _bad(f"Checkpoint not found: '{query}'. Available: {', '.join(state.models.titles())}.")
-            run_job("load_model", lambda _j: state.models.load(query))
+            run_job("load_model", lambda _j: state.models.load(query), user)
 
     def respond(request: Txt2ImgRequest, job: Job) -> dict:
         result: GenerationResult | None = job.result
@@ -149,41 +152,108 @@ def build_router(state: ApiState) -> APIRouter:
         images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)]
         return {"images": images if request.send_images is not False else [], "parameters": request.model_dump(), "info": json.dumps(_info(result, state))}
 
-    def generate(request: Txt2ImgRequest, kind: str, make_task: Callable[[Any], Callable[[Job], Any]]) -> dict:
+    def prepare(request: Txt2ImgRequest, kind: str, user: str) -> tuple[Callable[[Job], Any], dict]:
+        """Validate a generation request and switch the model it asks for: its task and the
+        payload that records it (so it survives a restart)."""
+        from modules.generation.runner import InitImages
+        from modules.jobs.generation_task import img2img_payload, txt2img_payload
+
         problems = request.unsupported()
         if problems:
             raise ApiError(422, "Unsupported", "Not supported by this server: " + "; ".join(problems))
+        save = bool(request.save_images)
         try:
             params = request.params(state.clip_skip)
-            task = make_task(params)
+            if kind == "txt2img":
+                task, payload = (lambda j: state.service.run_txt2img(j, params, save=save)), txt2img_payload(params, save)
+            else:
+                if not request.init_images:
+                    raise ApiError(404, "NotFound", "Init image not found")
+                images = tuple(decode_image(data, f"init_images[{i}]") for i, data in enumerate(request.init_images))
+                init = InitImages(images, decode_image(request.mask, "mask") if request.mask else None)
+                task, payload = (lambda j: state.service.run_img2img(j, params, init, save=save)), img2img_payload(params, init, save)
         except ValueError as exc:
             raise _bad(str(exc)) from None
-        switch_model(request.wanted_checkpoint())
-        return respond(request, run_job(kind, task))
+        switch_model(request.wanted_checkpoint(), user)
+        return task, payload
 
     @router.post("/txt2img")
-    def txt2img(request: Txt2ImgRequest) -> dict:
-        save = bool(request.save_images)
-        return generate(request, "txt2img", lambda params: lambda j: state.service.run_txt2img(j, params, save=save))
+    def txt2img(request: Txt2ImgRequest, user: str = Depends(current_user)) -> dict:
+        task, payload = prepare(request, "txt2img", user)
+        return respond(request, run_job("txt2img", task, user, payload))
 
     @router.post("/img2img")
-    def img2img(request: Img2ImgRequest) -> dict:
-        from modules.generation.runner import InitImages
+    def img2img(request: Img2ImgRequest, user: str = Depends(current_user)) -> dict:
+        task, payload = prepare(request, "img2img", user)
+        return respond(request, run_job("img2img", task, user, payload))
 
-        if not request.init_images:
-            raise ApiError(404, "NotFound", "Init image not found")
-        save = bool(request.save_images)
+    # -- the asynchronous side: submit, then poll or cancel by id ---------------------------
 
-        def make_task(params):
-            images = tuple(decode_image(data, f"init_images[{i}]") for i, data in enumerate(request.init_images))
-            mask = decode_image(request.mask, "mask") if request.mask else None
-            init = InitImages(images, mask)
-            return lambda j: state.service.run_img2img(j, params, init, save=save)
+    def job_status(job: Job) -> dict:
+        p = job.progress
+        eta = p.eta_seconds() if job.status is JobStatus.RUNNING else None
+        return {
+            "id": job.id, "kind": job.kind, "status": job.status.value, "position": state.queue.position(job),
+            "progress": round(p.fraction, 4) if job.status is JobStatus.RUNNING else (1.0 if job.status is JobStatus.DONE else 0.0),
+            "eta_relative": round(eta, 2) if eta is not None else None, "textinfo": p.text() if job.status is JobStatus.RUNNING else None,
+            "error": job.error,
+        }
 
-        return generate(request, "img2img", make_task)
+    def submit(request: Txt2ImgRequest, kind: str, user: str) -> dict:
+        task, payload = prepare(request, kind, user)
+        job = state.queue.submit(kind, task, user=user, payload=payload)
+        for old in [k for k in requests if state.queue.get(k) is None]:  # the queue forgot them: so do we
+            del requests[old]
+        requests[job.id] = request
+        return job_status(job)
+
+    requests: dict[str, Txt2ImgRequest] = {}  # what each async job was asked, to answer in A1111's shape
+
+    @router.post("/queue/txt2img", summary="Queue a txt2img job; returns its id at once")
+    def queue_txt2img(request: Txt2ImgRequest, user: str = Depends(current_user)) -> dict:
+        return submit(request, "txt2img", user)
+
+    @router.post("/queue/img2img", summary="Queue an img2img job; returns its id at once")
+    def queue_img2img(request: Img2ImgRequest, user: str = Depends(current_user)) -> dict:
+        return submit(request, "img2img", user)
+
+    @router.get("/queue", summary="The jobs waiting and running, in the order they will run")
+    def queue_list() -> dict:
+        current = state.queue.current
+        return {"running": job_status(current) if current else None, "waiting": [job_status(j) for j in state.queue.waiting()]}
+
+    @router.get("/queue/{job_id}", summary="A job's status, progress and (when done) its result")
+    def queue_get(job_id: str) -> dict:
+        job = state.queue.get(job_id)
+        if job is None:
+            return stored_status(job_id)
+        status = job_status(job)
+        if job.status in (JobStatus.DONE, JobStatus.INTERRUPTED) and job.id in requests:
+            status["result"] = respond(requests[job.id], job)
+        return status
+
+    @router.delete("/queue/{job_id}", summary="Cancel a waiting job or interrupt a running one")
+    def queue_cancel(job_id: str, user: str = Depends(current_user)) -> dict:
+        job = state.queue.get(job_id)
+        if job is None:
+            raise ApiError(404, "NotFound", f"No job {job_id} is waiting or running.")
+        if state.users and job.user != user:
+            raise ApiError(403, "Forbidden", "That job belongs to another user.")
+        state.queue.interrupt(job.id)
+        return job_status(job)
+
+    def stored_status(job_id: str) -> dict:
+        """A job from before a restart: its record in the store (infotexts and saved paths)."""
+        number = job_id.removeprefix("task(").removesuffix(")")
+        stored = state.queue.stored(int(number)) if number.isdigit() else None
+        if stored is None:
+            raise ApiError(404, "NotFound", f"No job {job_id}.")
+        return {"id": job_id, "kind": stored.kind, "status": stored.status, "position": None, "progress": 1.0 if stored.status == "done" else 0.0,
+                "eta_relative": None, "textinfo": None, "error": stored.error, "record": stored.result}
 
     @router.get("/progress")
     def progress(skip_current_image: bool = False) -> dict:
+        """A1111's global progress: the running job, whoever submitted it."""
         job = state.queue.current
         pending = state.queue.pending_count()
         if job is None or job.kind not in ("txt2img", "img2img"):

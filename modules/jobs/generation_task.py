@@ -41,6 +41,10 @@ class GenerationResult:
     grid_path: Path | None = None
     notes: list[str] = field(default_factory=list)  # e.g. files a folder batch skipped, and why
 
+    def record(self) -> dict:
+        """What the job store keeps of a finished job (images stay in their files, if saved)."""
+        return {"seeds": self.seeds, "infotexts": self.infotexts, "paths": [str(p) for p in self.paths], "notes": self.notes}
+
 
 class GenerationService:
     """Holds the writers and the per-model runner (whose prompt cache lives as long as the model)."""
@@ -190,3 +194,55 @@ class GenerationService:
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(result.images) > 1:
             result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0])
         return result
+
+
+# ---------------------------------------------------------------- recorded jobs
+
+def _png_base64(image: "Image.Image") -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _from_base64(text: str) -> "Image.Image":
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(text)))
+    image.load()
+    return image
+
+
+def txt2img_payload(params: GenerationParams, save: bool | None = None) -> dict:
+    return {"params": params.model_dump(), "save": save}
+
+
+def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None) -> dict:
+    """Everything the job needs to run again after a restart, images included (as PNG base64)."""
+    return {
+        "params": params.model_dump(), "save": save, "images": [_png_base64(im) for im in init.images],
+        "mask": _png_base64(init.mask) if init.mask is not None else None,
+    }
+
+
+def register_generation_jobs(queue, service: GenerationService) -> None:
+    """Teach the queue to rebuild recorded txt2img and img2img jobs after a restart."""
+    from modules.generation.runner import InitImages
+
+    def txt2img(payload: dict):
+        params = GenerationParams(**payload["params"])
+        return lambda job: service.run_txt2img(job, params, save=payload.get("save"))
+
+    def img2img(payload: dict):
+        params = Img2ImgParams(**payload["params"])
+        mask = _from_base64(payload["mask"]) if payload.get("mask") else None
+        init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
+        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"))
+
+    queue.register("txt2img", txt2img)
+    queue.register("img2img", img2img)

@@ -1,9 +1,13 @@
-"""An in-process job queue with one worker thread.
+"""The job queue: one worker thread, fair between users, recorded on disk.
 
 The GPU (or CPU) can only do one generation at a time, so every request, from the page or
 the API, becomes a Job here and waits its turn; model switches are jobs too, so a switch never
 pulls the model from under a running generation. Each job has its own progress, interrupt
 and skip, so one user's Interrupt button stops only their own job (A1111's is global).
+
+Jobs wait in one lane per user and the worker takes lanes in turn, so one user's hundred
+jobs cannot starve another's one. Jobs submitted with a payload are recorded in a JobStore
+and rebuilt from it after a restart by the handler registered for their kind.
 """
 
 from __future__ import annotations
@@ -16,9 +20,15 @@ import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from modules.generation.control import RunControl, StepInfo
+
+if TYPE_CHECKING:
+    from modules.jobs.store import JobStore
+
+# Builds a job's task from its recorded payload (after a restart).
+Handler = Callable[[Any], Callable[["Job"], Any]]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +87,9 @@ class Job:
     finished_at: float | None = None  # time.monotonic(), like progress.started_at
     finished: threading.Event = field(default_factory=threading.Event)
     control: RunControl = field(default_factory=RunControl)
+    user: str = ""  # whose lane it waits in: the page's log-in or the API's auth user
+    number: int = 0
+    recorded: bool = False  # in the JobStore, so it survives a restart
 
     def __post_init__(self) -> None:
         self.control.on_step = self._on_step
@@ -95,32 +108,110 @@ class Job:
 
 
 class JobQueue:
-    """FIFO of jobs run one at a time by a daemon worker thread. Only the methods below are
-    the interface; a persistent implementation can replace this one behind them."""
+    """Jobs run one at a time by a daemon worker thread, taking users' lanes in turn. Only the
+    methods below are the interface."""
 
-    def __init__(self, max_finished: int = 200):
+    def __init__(self, max_finished: int = 200, store: "JobStore | None" = None):
         self._lock = threading.Condition()
-        self._pending: deque[Job] = deque()
+        self._lanes: dict[str, deque[Job]] = {}
+        self._turns: deque[str] = deque()  # users with waiting jobs, next turn first
         self._jobs: dict[str, Job] = {}
         self._finished_order: deque[str] = deque()
         self._max_finished = max_finished
-        self._ids = itertools.count(1)
+        self._store = store
+        self._handlers: dict[str, Handler] = {}
+        self._ids = itertools.count(store.next_number() if store else 1)
         self._current: Job | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._work, name="job-worker", daemon=True)
         self._thread.start()
 
-    def submit(self, kind: str, task: Callable[[Job], Any]) -> Job:
+    def register(self, kind: str, handler: Handler) -> None:
+        """How to rebuild a recorded job of this kind from its payload."""
+        self._handlers[kind] = handler
+
+    def submit(self, kind: str, task: Callable[[Job], Any], *, user: str = "", payload: Any = None) -> Job:
+        """Queue a job. With a payload (JSON-able) and a store, it is recorded and survives a
+        restart, rebuilt by the handler registered for `kind`."""
         with self._lock:
-            job = Job(id=f"task({next(self._ids)})", kind=kind, task=task)
-            self._jobs[job.id] = job
-            self._pending.append(job)
-            self._lock.notify_all()
+            number = next(self._ids)
+            job = Job(id=f"task({number})", kind=kind, task=task, user=user, number=number)
+            if self._store is not None and payload is not None:
+                self._store.add(number, kind, user, payload, job.submitted_at)
+                job.recorded = True
+            self._enqueue(job)
             return job
+
+    def restore(self) -> list[Job]:
+        """Queue again what the store says was waiting (or cut off) when the process ended."""
+        if self._store is None:
+            return []
+        restored = []
+        for stored in self._store.recover():
+            handler = self._handlers.get(stored.kind)
+            if handler is None:
+                self._store.finished(stored.number, JobStatus.FAILED.value, f"No handler for '{stored.kind}' jobs after the restart.")
+                continue
+            try:
+                task = handler(stored.payload)
+            except Exception as exc:  # a record this version cannot read: fail it, keep the rest
+                self._store.finished(stored.number, JobStatus.FAILED.value, f"Could not rebuild the job: {exc}")
+                continue
+            with self._lock:
+                job = Job(id=f"task({stored.number})", kind=stored.kind, task=task, user=stored.user, number=stored.number,
+                          submitted_at=stored.submitted_at, recorded=True)
+                self._enqueue(job)
+            restored.append(job)
+        if restored:
+            log.info("Restored %d queued job(s) from %s", len(restored), self._store.path)
+        return restored
+
+    def _enqueue(self, job: Job) -> None:
+        self._jobs[job.id] = job
+        lane = self._lanes.setdefault(job.user, deque())
+        if not lane and job.user not in self._turns:
+            self._turns.append(job.user)
+        lane.append(job)
+        self._lock.notify_all()
+
+    def _take(self) -> Job:
+        """The next job: the first of the lane whose turn it is; that lane goes to the back."""
+        user = self._turns.popleft()
+        lane = self._lanes[user]
+        job = lane.popleft()
+        if lane:
+            self._turns.append(user)
+        else:
+            del self._lanes[user]
+        return job
+
+    def waiting(self) -> list[Job]:
+        """Queued jobs in the order they will run."""
+        with self._lock:
+            lanes = {u: list(q) for u, q in self._lanes.items()}
+            turns = deque(self._turns)
+        order = []
+        while turns:
+            user = turns.popleft()
+            order.append(lanes[user].pop(0))
+            if lanes[user]:
+                turns.append(user)
+        return order
+
+    def position(self, job: Job) -> int | None:
+        """1 for the next job to run; None once it is no longer waiting."""
+        for index, waiting in enumerate(self.waiting(), start=1):
+            if waiting is job:
+                return index
+        return None
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def stored(self, number: int):
+        """A job's record in the store (also one from before a restart), or None."""
+        return self._store.get(number) if self._store is not None else None
 
     def list(self) -> list[Job]:
         with self._lock:
@@ -132,7 +223,7 @@ class JobQueue:
 
     def pending_count(self) -> int:
         with self._lock:
-            return len(self._pending)
+            return sum(len(q) for q in self._lanes.values())
 
     def interrupt(self, job_id: str | None = None) -> bool:
         """Stop a job (the running one if no id): a queued job is cancelled, a running one stops at the next step."""
@@ -141,7 +232,12 @@ class JobQueue:
             if job is None or job.status in FINISHED:
                 return False
             if job.status is JobStatus.QUEUED:
-                self._pending.remove(job)
+                lane = self._lanes.get(job.user)
+                if lane is not None and job in lane:
+                    lane.remove(job)
+                    if not lane:
+                        del self._lanes[job.user]
+                        self._turns.remove(job.user)
                 self._finish(job, JobStatus.CANCELLED)
             else:
                 job.control.interrupt()
@@ -156,6 +252,7 @@ class JobQueue:
             return True
 
     def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the worker. Recorded jobs still waiting stay queued in the store for the next start."""
         with self._lock:
             self._stopping = True
             if self._current is not None:
@@ -166,14 +263,16 @@ class JobQueue:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._stopping:
+                while not self._turns and not self._stopping:
                     self._lock.wait()
                 if self._stopping:
                     return
-                job = self._pending.popleft()
+                job = self._take()
                 job.status = JobStatus.RUNNING
                 job.progress.started_at = time.monotonic()
                 self._current = job
+            if job.recorded:
+                self._store.started(job.number)
             status = JobStatus.DONE
             try:
                 job.result = job.task(job)
@@ -187,12 +286,19 @@ class JobQueue:
                 job.error = f"{type(exc).__name__}: {exc}"
                 status = JobStatus.FAILED
             with self._lock:
+                if self._stopping and status is JobStatus.INTERRUPTED and job.recorded:
+                    self._current = None  # cut off by the shutdown: left 'running' in the store, so the next start runs it again
+                    job.finished.set()
+                    return
                 self._current = None
                 self._finish(job, status)
 
     def _finish(self, job: Job, status: JobStatus) -> None:
         job.status = status
         job.finished_at = time.monotonic()
+        if job.recorded:
+            record = getattr(job.result, "record", None)
+            self._store.finished(job.number, status.value, job.error, record() if callable(record) else None)
         job.finished.set()
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._max_finished:

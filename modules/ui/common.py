@@ -158,6 +158,16 @@ def build_seed(prefix: str) -> SeedRow:
     return SeedRow(seed, random_seed, reuse_seed)
 
 
+def page_user(request: gr.Request | None) -> str:
+    """Whose lane a page job waits in: the --gradio-auth user, else the client's address."""
+    if request is None:
+        return ""
+    if getattr(request, "username", None):
+        return str(request.username)
+    client = getattr(request, "client", None)
+    return f"ip:{client.host}" if client is not None and getattr(client, "host", None) else ""
+
+
 class JobRunner:
     """Submits a tab's jobs, mirrors their progress into the page, turns the result into the
     output panel's values, and lets Interrupt and Skip reach this session's own jobs."""
@@ -166,12 +176,15 @@ class JobRunner:
         self.queue = queue
         self.sessions = SessionJobs()
 
-    def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress) -> tuple:
-        job = self.queue.submit(kind, task)
+    def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress, payload: Any = None) -> tuple:
+        """Queue the job in the user's lane (the log-in name, else the browser's address) and
+        wait for it. With a payload it is recorded and would survive a restart."""
+        job = self.queue.submit(kind, task, user=page_user(request), payload=payload)
         self.sessions.add(request.session_hash or "", job)
         while not job.wait(0.2):
             if job.status is JobStatus.QUEUED:
-                progress(0, desc=f"Waiting in queue ({self.queue.pending_count()} job(s) queued)")
+                position = self.queue.position(job)
+                progress(0, desc=f"In queue: {position} of {self.queue.pending_count()}" if position else "Starting…")
             elif job.progress.steps:
                 p = job.progress
                 progress(p.fraction, desc=p.text())

@@ -15,7 +15,7 @@ import gradio as gr
 from PIL import Image, ImageChops
 
 from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, GenerationParams, Img2ImgParams
-from modules.jobs.generation_task import GenerationService
+from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
 from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider
 
@@ -181,6 +181,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                 out = Path(output_dir.strip()) if (output_dir or "").strip() else None
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
                 task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks)  # noqa: E731
+                payload = None  # a folder batch is not recorded: its folders may be gone after a restart
             else:
                 picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
                 picture = imgops.open_image(picture)
@@ -189,9 +190,10 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                 params = Img2ImgParams.create(**values)
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
                 task = lambda j: service.run_img2img(j, params, init)  # noqa: E731
+                payload = img2img_payload(params, init)  # recorded, so it survives a restart
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        return jobs.run("img2img", task, request, progress)
+        return jobs.run("img2img", task, request, progress, payload=payload)
 
     for component, label in ((image, "Image for img2img"), (sketch, "Sketch"), (inpaint, "Inpaint"), (base, "Image for img2img"), (mask, "Mask")):
         guard_upload(component, label)

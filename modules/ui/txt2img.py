@@ -14,7 +14,7 @@ import gradio as gr
 
 from modules.generation import samplers
 from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
-from modules.jobs.generation_task import GenerationService
+from modules.jobs.generation_task import GenerationService, txt2img_payload
 from modules.jobs.queue import JobQueue
 from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider
 
@@ -90,7 +90,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
             params = GenerationParams.create(**dict(zip(names, values)))
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        return jobs.run("txt2img", lambda j: service.run_txt2img(j, params), request, progress)
+        return jobs.run("txt2img", lambda j: service.run_txt2img(j, params), request, progress, payload=txt2img_payload(params))
 
     def upscaled_to(enable, w, h, scale, x, y):
         """A1111's "Upscaled resolution" line under the hires controls."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -206,3 +207,32 @@ def test_gradio_auth_guards_the_page_but_not_the_api_credentials(tmp_path):
         assert client.get("/config").status_code == 200
         assert client.get("/sdapi/v1/samplers").status_code == 200  # the API has its own --api-auth
     app.queue.shutdown()
+
+
+def test_async_jobs_submit_poll_and_cancel(server):
+    client, _ = server
+    ids = []
+    for seed in (31, 32, 33):
+        r = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "queued", "seed": seed, **SMALL})
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] in ("queued", "running")
+        ids.append(r.json()["id"])
+    cancel = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "never", "seed": 1, "width": 512, "height": 512, "steps": 50, "n_iter": 20})
+    stopped = client.delete(f"/sdapi/v1/queue/{cancel.json()['id']}").json()
+    assert stopped["status"] in ("cancelled", "running")
+    results = {}
+    deadline = time.monotonic() + 120
+    while len(results) < 3 and time.monotonic() < deadline:
+        for job_id in ids:
+            status = client.get(f"/sdapi/v1/queue/{job_id}").json()
+            if status["status"] == "done":
+                results[job_id] = status
+        time.sleep(0.1)
+    assert [json.loads(results[i]["result"]["info"])["seed"] for i in ids] == [31, 32, 33]
+    assert all(len(results[i]["result"]["images"]) == 1 for i in ids)
+    assert client.get("/sdapi/v1/queue/task(99999)").status_code == 404
+    assert client.delete("/sdapi/v1/queue/task(99999)").status_code == 404
+    deadline = time.monotonic() + 60
+    while client.get(f"/sdapi/v1/queue/{cancel.json()['id']}").json()["status"] not in ("cancelled", "interrupted") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get("/sdapi/v1/queue").json() == {"running": None, "waiting": []}

@@ -91,3 +91,30 @@ def test_progress_while_a_job_runs_and_interrupt(api):
     assert not worker.is_alive()
     assert len(done["result"].images) < 8  # stopped early, keeping what was finished
     assert client.get_progress()["state"]["job_count"] == 0
+
+
+def test_several_clients_at_once_each_get_their_own_result(api):
+    client, _ = api
+    client.util_set_model("tiny-test-model-random")
+    base = client.baseurl
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def one(seed: int) -> None:
+        try:
+            mine = webuiapi.WebUIApi(baseurl=base, sampler="Euler", steps=4)  # a client of its own, as separate tools would be
+            results[seed] = mine.txt2img(prompt=f"client {seed}", width=64, height=64, seed=seed, batch_size=1 + seed % 2)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in range(100, 108)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert sorted(results) == list(range(100, 108))
+    for seed, result in results.items():  # exactly its own job: its prompt, its seeds, its batch size
+        assert result.info["all_seeds"] == list(range(seed, seed + 1 + seed % 2))
+        assert all(text.startswith(f"client {seed}\n") for text in result.info["infotexts"])
+        assert len(result.images) == 1 + seed % 2

@@ -61,3 +61,91 @@ def test_interrupt_cancels_a_queued_job_and_stops_a_running_one():
     assert first.wait(5) and first.status is JobStatus.INTERRUPTED and first.result == "stopped"
     assert not q.interrupt(first.id)  # already finished
     q.shutdown()
+
+
+def blocker():
+    """A task that holds the worker until released, so tests can line jobs up behind it."""
+    gate = threading.Event()
+    started = threading.Event()
+
+    def run(job):
+        started.set()
+        while not gate.wait(0.01):
+            if job.control.interrupted:
+                return "interrupted"
+        return "released"
+
+    return run, gate, started
+
+
+def test_users_take_turns_so_a_big_batch_cannot_starve_a_single_job():
+    q = JobQueue()
+    hold, gate, started = blocker()
+    q.submit("t", hold, user="alice")
+    assert started.wait(5)
+    order = []
+    alice = [q.submit("t", lambda j, i=i: order.append(f"alice{i}"), user="alice") for i in range(4)]
+    bob = q.submit("t", lambda j: order.append("bob"), user="bob")
+    carol = q.submit("t", lambda j: order.append("carol"), user="carol")
+    assert [j.user for j in q.waiting()] == ["alice", "bob", "carol", "alice", "alice", "alice"]
+    assert (q.position(alice[0]), q.position(bob), q.position(carol), q.position(alice[3])) == (1, 2, 3, 6)
+    assert q.interrupt(alice[1].id) and alice[1].status is JobStatus.CANCELLED
+    gate.set()
+    assert all(j.wait(5) for j in (*alice, bob, carol))
+    assert order == ["alice0", "bob", "carol", "alice2", "alice3"]
+    assert q.position(bob) is None
+    q.shutdown()
+
+
+def test_recorded_jobs_survive_a_restart(tmp_path):
+    from modules.jobs.store import JobStore
+
+    ran: list[str] = []
+
+    def handler(payload):
+        return lambda job: ran.append(payload["name"]) or payload["name"]
+
+    first = JobQueue(store=JobStore(tmp_path / "q.sqlite3"))
+    first.register("echo", handler)
+    hold, gate, started = blocker()
+    running = first.submit("echo", hold, payload={"name": "cut-off"})
+    assert started.wait(5)
+    waiting = [first.submit("echo", handler({"name": f"job{i}"}), user=f"u{i % 2}", payload={"name": f"job{i}"}) for i in range(3)]
+    first.submit("load_model", lambda j: None)  # no payload: not recorded
+    first.shutdown()  # the process ends: one job cut off, three waiting
+    assert ran == []
+
+    second = JobQueue(store=JobStore(tmp_path / "q.sqlite3"))
+    second.register("echo", handler)
+    restored = second.restore()
+    assert [j.id for j in restored] == [running.id, *(j.id for j in waiting)]  # same ids, in submission order
+    assert all(j.wait(5) for j in restored)
+    assert sorted(ran) == ["cut-off", "job0", "job1", "job2"]
+    assert second.stored(waiting[0].number).status == "done"
+    fresh = second.submit("echo", handler({"name": "new"}), payload={"name": "new"})
+    assert fresh.number > waiting[-1].number  # numbering goes on after a restart
+    assert fresh.wait(5)
+    second.shutdown()
+    assert JobQueue(store=JobStore(tmp_path / "q.sqlite3")).restore() == []  # nothing runs twice
+
+
+def test_a_job_cut_off_twice_is_failed_with_a_reason(tmp_path):
+    from modules.jobs.store import JobStore
+
+    path = tmp_path / "q.sqlite3"
+    for attempt in range(2):
+        q = JobQueue(store=JobStore(path))
+        hold, gate, started = blocker()
+        q.register("hang", lambda payload, hold=hold: hold)
+        if attempt == 0:
+            q.submit("hang", hold, payload={})
+        else:
+            assert len(q.restore()) == 1
+        assert started.wait(5)
+        q.shutdown()
+    q = JobQueue(store=JobStore(path))
+    q.register("hang", lambda payload: lambda job: None)
+    assert q.restore() == []
+    record = q.stored(1)
+    assert record.status == "failed" and "stopped while this job was running" in record.error
+    q.shutdown()
