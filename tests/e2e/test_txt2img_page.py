@@ -134,3 +134,26 @@ def test_choosing_a_model_applies_its_defaults_and_guide(page, server):
     page.wait_for_function("document.querySelector('#txt2img_height input[type=number]').value == '64'", timeout=10000)
     assert page.input_value("#txt2img_cfg_scale input[type=number]") == "5"
     assert not page.locator("#model_notice").is_visible()
+
+
+def test_two_tabs_generating_at_once_each_get_their_own_result(browser, server):
+    """Two browser tabs press Generate together: the second waits its turn and each shows its own picture."""
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        tab = context.new_page()
+        tab.goto(server["url"])
+        tab.locator("#model_guide", has_text="COLOUR SHAPE").wait_for(timeout=30000)
+        pages.append(tab)
+    prompts = ("a red circle on a blue background", "a yellow star on a black background")
+    for tab, prompt in zip(pages, prompts):
+        tab.fill("#txt2img_prompt textarea", prompt)
+        set_number(tab, "txt2img_batch_size", 4)
+        set_number(tab, "txt2img_n_iter", 2)
+    for tab in pages:
+        tab.click("#txt2img_generate")
+    for tab, prompt in zip(pages, prompts):
+        tab.locator("#txt2img_html_log", has_text="8 image(s)").wait_for(timeout=120000)
+        assert tab.inner_text("#txt2img_html_info").startswith(prompt + "\n")
+    for tab in pages:
+        tab.context.close()
