@@ -55,6 +55,8 @@ class ApiState:
     data_dir: Path
     clip_skip: int = 1
     users: dict[str, str] = field(default_factory=dict)  # --api-auth, user -> password
+    live_previews_enable: bool = True  # A1111's defaults: a preview every 10 steps
+    show_progress_every_n_steps: int = 10
 
 
 class PngInfoRequest(BaseModel):
@@ -260,9 +262,14 @@ def build_router(state: ApiState) -> APIRouter:
             return {"progress": 0.0, "eta_relative": 0.0, "state": _state(None, pending), "current_image": None, "textinfo": None}
         p = job.progress
         eta = p.eta_seconds()
+        image = None
+        if state.live_previews_enable and state.show_progress_every_n_steps > 0 and not skip_current_image:
+            p.want_preview(state.show_progress_every_n_steps)
+            if p.preview is not None:
+                image = encode_base64(p.preview, "png", None)
         return {
             "progress": round(p.fraction, 4), "eta_relative": round(eta, 2) if eta is not None else 0.0, "state": _state(job, pending),
-            "current_image": None, "textinfo": p.text(),
+            "current_image": image, "textinfo": p.text(),
         }
 
     @router.post("/interrupt")
@@ -283,6 +290,12 @@ def build_router(state: ApiState) -> APIRouter:
     def set_options(values: dict[str, Any]) -> dict:
         output_keys = {f.name for f in fields(OutputSettings)}
         changes = {k: v for k, v in values.items() if k in output_keys}
+        for key in ("live_previews_enable", "show_progress_every_n_steps"):
+            if key in values:
+                try:
+                    setattr(state, key, type(getattr(state, key))(values[key]))
+                except (TypeError, ValueError):
+                    raise _bad(f"Bad value for {key}: {values[key]!r}") from None
         if "CLIP_stop_at_last_layers" in values:
             try:
                 clip_skip = int(values["CLIP_stop_at_last_layers"])
@@ -438,7 +451,10 @@ def _info(result: GenerationResult, state: ApiState) -> dict:
 
 def _options(state: ApiState) -> dict:
     active = state.models.active
-    values: dict[str, Any] = {"sd_model_checkpoint": active.info.title if active else None, "CLIP_stop_at_last_layers": state.clip_skip}
+    values: dict[str, Any] = {
+        "sd_model_checkpoint": active.info.title if active else None, "CLIP_stop_at_last_layers": state.clip_skip,
+        "live_previews_enable": state.live_previews_enable, "show_progress_every_n_steps": state.show_progress_every_n_steps,
+    }
     for f in fields(OutputSettings):
         values[f.name] = getattr(state.service.settings, f.name)
     return values

@@ -162,6 +162,7 @@ class GenerationService:
         name: str | None = None,
         save: bool | None = None,
     ) -> GenerationResult:
+        runner = self.runner()[1]
         from modules.generation.noise import resolve_seed
 
         first_seed = resolve_seed(params.seed)
@@ -175,6 +176,8 @@ class GenerationService:
             bar.total = info.batch_count * info.steps  # img2img and hires change the count
             bar.n = info.batch_index * info.steps + info.step
             bar.refresh()
+            if info.latents is not None and job.progress.preview_due(info.step):
+                job.progress.preview = runner.decode(info.latents[:1].clone())[0]  # A1111's "Full" preview
 
         job.control.on_step = on_step
         try:

@@ -52,6 +52,18 @@ class Progress:
     batch_index: int = 0
     batch_count: int = 1
     started_at: float | None = None
+    preview: Any = None  # a PIL image of the picture so far, while someone watches (see want_preview)
+    preview_every: int = 0  # steps between previews; 0 while nobody asks for them
+    preview_wanted_until: float = 0.0  # time.monotonic(); previews stop when polling stops
+
+    def want_preview(self, every: int, for_seconds: float = 5.0) -> None:
+        """Ask for a preview every `every` steps for a while: decoding costs time, so the
+        worker makes them only while a client keeps polling for them."""
+        self.preview_every = max(1, int(every))
+        self.preview_wanted_until = time.monotonic() + for_seconds
+
+    def preview_due(self, step: int) -> bool:
+        return self.preview_every > 0 and step % self.preview_every == 0 and time.monotonic() < self.preview_wanted_until
 
     @property
     def fraction(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 import time
 
@@ -86,6 +88,12 @@ def test_progress_while_a_job_runs_and_interrupt(api):
     assert seen is not None, "no progress reported"
     assert 0 < seen["progress"] < 1 and seen["state"]["sampling_steps"] == 30 and seen["state"]["job_count"] >= 1
     assert seen["textinfo"].startswith("Batch ")
+    preview = None  # live previews are on by default, as in A1111: one every 10 steps while polled
+    while preview is None and time.monotonic() < deadline:
+        preview = client.get_progress()["current_image"]
+        time.sleep(0.1)
+    assert preview is not None, "no live preview"
+    assert Image.open(io.BytesIO(base64.b64decode(preview))).size == (256, 256)
     assert client.interrupt() == {}
     worker.join(60)
     assert not worker.is_alive()
