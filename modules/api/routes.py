@@ -225,11 +225,15 @@ def build_router(state: ApiState) -> APIRouter:
         return {"running": job_status(current) if current else None, "waiting": [job_status(j) for j in state.queue.waiting()]}
 
     @router.get("/queue/{job_id}", summary="A job's status, progress and (when done) its result")
-    def queue_get(job_id: str) -> dict:
+    def queue_get(job_id: str, preview: bool = False) -> dict:
+        """With preview=true a running job also returns its live preview, as /progress does."""
         job = state.queue.get(job_id)
         if job is None:
             return stored_status(job_id)
         status = job_status(job)
+        if preview and job.status is JobStatus.RUNNING and state.show_progress_every_n_steps > 0:
+            job.progress.want_preview(state.show_progress_every_n_steps)
+            status["current_image"] = encode_base64(job.progress.preview, "png", None) if job.progress.preview is not None else None
         if job.status in (JobStatus.DONE, JobStatus.INTERRUPTED) and job.id in requests:
             status["result"] = respond(requests[job.id], job)
         return status
@@ -242,6 +246,16 @@ def build_router(state: ApiState) -> APIRouter:
         if state.users and job.user != user:
             raise ApiError(403, "Forbidden", "That job belongs to another user.")
         state.queue.interrupt(job.id)
+        return job_status(job)
+
+    @router.post("/queue/{job_id}/skip", summary="Skip the current batch of a running job")
+    def queue_skip(job_id: str, user: str = Depends(current_user)) -> dict:
+        job = state.queue.get(job_id)
+        if job is None or job.status is not JobStatus.RUNNING:
+            raise ApiError(409, "NotRunning", f"Job {job_id} is not running.")
+        if state.users and job.user != user:
+            raise ApiError(403, "Forbidden", "That job belongs to another user.")
+        state.queue.skip(job.id)
         return job_status(job)
 
     def stored_status(job_id: str) -> dict:

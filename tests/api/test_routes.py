@@ -236,3 +236,34 @@ def test_async_jobs_submit_poll_and_cancel(server):
     while client.get(f"/sdapi/v1/queue/{cancel.json()['id']}").json()["status"] not in ("cancelled", "interrupted") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert client.get("/sdapi/v1/queue").json() == {"running": None, "waiting": []}
+
+
+def test_a_running_job_can_be_watched_and_skipped_by_id(server):
+    client, _ = server
+    job = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "watch", "seed": 7, "width": 256, "height": 256, "steps": 20, "n_iter": 3}).json()
+    deadline = time.monotonic() + 60
+    status = {}
+    while time.monotonic() < deadline:
+        status = client.get(f"/sdapi/v1/queue/{job['id']}", params={"preview": "true"}).json()
+        if status.get("current_image"):
+            break
+        time.sleep(0.1)
+    assert status["status"] == "running" and unb64(status["current_image"]).size == (256, 256)
+    assert client.post(f"/sdapi/v1/queue/{job['id']}/skip").json()["status"] == "running"
+    while client.get(f"/sdapi/v1/queue/{job['id']}").json()["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done = client.get(f"/sdapi/v1/queue/{job['id']}").json()
+    assert done["status"] == "done" and len(done["result"]["images"]) == 2  # one of the three batches was skipped
+    assert client.post(f"/sdapi/v1/queue/{job['id']}/skip").status_code == 409
+
+
+def test_cors_lets_the_named_origin_in(tmp_path):
+    args = parse_args(["--data-dir", str(tmp_path), "--nowebui", "--cors-allow-origins", "http://studio.local:3000"])
+    app = webui.App.create(args)
+    with TestClient(app.build_asgi(args)) as client:
+        headers = {"Origin": "http://studio.local:3000", "Access-Control-Request-Method": "POST"}
+        r = client.options("/sdapi/v1/txt2img", headers=headers)
+        assert r.headers.get("access-control-allow-origin") == "http://studio.local:3000"
+        r = client.options("/sdapi/v1/txt2img", headers={**headers, "Origin": "http://elsewhere"})
+        assert "access-control-allow-origin" not in r.headers
+    app.queue.shutdown()
