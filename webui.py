@@ -105,14 +105,11 @@ class App:
         from fastapi import FastAPI
         from fastapi.middleware.cors import CORSMiddleware
 
-        from modules.api.routes import ApiState, build_router, install_error_handlers, parse_users
+        from modules.api.routes import ApiState, add_docs, build_router, install_error_handlers, parse_users
 
         args = args or parse_args([])
         with_api = args.api or args.nowebui
-        app = FastAPI(
-            title="Stable Diffusion web UI", version=VERSION,
-            docs_url="/docs" if with_api else None, redoc_url="/redoc" if with_api else None, openapi_url="/openapi.json" if with_api else None,
-        )
+        app = FastAPI(title="Stable Diffusion web UI", version=VERSION, docs_url=None, redoc_url=None, openapi_url=None)
         if args.cors_allow_origins or args.cors_allow_origins_regex:
             origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
             app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex, allow_methods=["*"],
@@ -124,6 +121,7 @@ class App:
             flags["gradio_auth"] = "***" if args.gradio_auth else None
             state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, users=parse_users(args.api_auth))
             app.include_router(build_router(state))
+            add_docs(app, state.users)
         if args.nowebui:
             return app
         return self._mount_page(app, args)
@@ -149,17 +147,29 @@ def main(argv: list[str] | None = None) -> int:
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
     port = args.port or (7861 if args.nowebui else 7860)
 
-    import uvicorn
-
     asgi = app.build_asgi(args)
     print(f"Running on local URL:  http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", flush=True)
     if args.autolaunch:
         import webbrowser
 
         threading.Timer(2.0, webbrowser.open, args=(f"http://127.0.0.1:{port}",)).start()
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", timeout_keep_alive=30)
+    serve(asgi, app.queue, host=host, port=port, log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3)
     app.queue.shutdown()
     return 0
+
+
+def serve(asgi, queue: "JobQueue", **config) -> None:
+    """uvicorn, but Ctrl+C or SIGTERM first stops the queue: the running job is cut off and
+    every waiting client answered (their jobs stay queued on disk for the next start), so
+    the server stops in seconds rather than after the last queued job."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            queue.stop()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(asgi, **config)).run()
 
 
 if __name__ == "__main__":

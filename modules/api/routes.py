@@ -12,10 +12,12 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
@@ -25,7 +27,7 @@ from modules.api.models import Img2ImgRequest, Txt2ImgRequest, decode_image, enc
 from modules.generation import samplers
 from modules.generation.params import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from modules.jobs.generation_task import GenerationResult, GenerationService
-from modules.jobs.queue import Job, JobQueue, JobStatus
+from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
 from modules.models.manager import ModelManager
 from modules.options import OutputSettings
 from modules.version import VERSION
@@ -108,6 +110,26 @@ def user_dependency(users: dict[str, str]) -> Callable[..., str]:
     return current_user
 
 
+def add_docs(app: FastAPI, users: dict[str, str]) -> None:
+    """/docs, /redoc and /openapi.json, behind the API's log-in when --api-auth is set (the
+    schema lists every route a LAN visitor could try)."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    guard = [Depends(user_dependency(users))]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API docs")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - API docs")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """A1111's error body for request problems, and X-Process-Time on every response."""
 
@@ -117,48 +139,70 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        errors = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body')}: {e.get('msg')}" for e in exc.errors()]
+        errors = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'request body'}: {e.get('msg')}" for e in exc.errors()]
         detail = "; ".join(errors) or "invalid request"
         return JSONResponse(status_code=422, content={"error": "ValidationError", "detail": detail, "body": "", "errors": errors})
 
-    @app.middleware("http")
-    async def process_time(request: Request, call_next):
+    app.add_middleware(ProcessTime)
+
+
+class ProcessTime:
+    """A1111's X-Process-Time header, as plain ASGI middleware (starlette's BaseHTTPMiddleware
+    adds a task and a copy of every response body to each request)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         start = time.perf_counter()
-        response = await call_next(request)
-        response.headers["X-Process-Time"] = f"{time.perf_counter() - start:.4f}"
-        return response
+
+        async def timed_send(message):
+            if message["type"] == "http.response.start":
+                elapsed = f"{time.perf_counter() - start:.4f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"x-process-time", elapsed)]}
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
 
 
 def build_router(state: ApiState) -> APIRouter:
     current_user = user_dependency(state.users)
     router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(current_user)], tags=["sdapi"])
+    asked: dict[str, Txt2ImgRequest] = {}  # what each queued API job was asked, to answer in A1111's shape
 
-    def run_job(kind: str, task: Callable[[Job], Any], user: str = "", payload: Any = None) -> Job:
+    def check_finished(job: Job) -> None:
+        if job.status not in FINISHED:  # woken because the server is stopping
+            kept = " stays queued and runs when the server starts again" if job.recorded else " was not run"
+            raise ApiError(503, "ServiceUnavailable", f"The server is stopping: {job.id}{kept}.")
+
+    async def run_job(kind: str, task: Callable[[Job], Any], user: str = "", payload: Any = None) -> Job:
         job = state.queue.submit(kind, task, user=user, payload=payload)
-        job.wait()
+        await done_future(job)
+        check_finished(job)
         if job.status is JobStatus.FAILED:
-            raise _bad(job.error or "generation failed")
+            raise _bad(job.error or f"{kind} failed")
         return job
 
-    def switch_model(query: str | None, user: str = "") -> None:
-        if query and (state.models.active is None or query not in (state.models.active.info.title, state.models.active.info.model_name)):
-            if state.models.find(query) is None:
-                raise _bad(f"Checkpoint not found: '{query}'. Available: {', '.join(state.models.titles())}.")
-            run_job("load_model", lambda _j: state.models.load(query), user)
-
-    def respond(request: Txt2ImgRequest, job: Job) -> dict:
+    def respond(request: Txt2ImgRequest | None, job: Job) -> dict:
+        """A1111's answer for a finished job. A job restored after a restart has no request:
+        its parameters are echoed instead."""
         result: GenerationResult | None = job.result
+        parameters = request.model_dump() if request is not None else (result.params.model_dump() if result is not None else {})
         if result is None:  # interrupted before it started
-            return {"images": [], "parameters": request.model_dump(), "info": json.dumps({"infotexts": [], "all_seeds": []})}
+            return {"images": [], "parameters": parameters, "info": json.dumps({"infotexts": [], "all_seeds": []})}
         settings = state.service.settings
-        images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)]
-        return {"images": images if request.send_images is not False else [], "parameters": request.model_dump(), "info": json.dumps(_info(result, state))}
+        send = request is None or request.send_images is not False
+        images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)] if send else []
+        return {"images": images, "parameters": parameters, "info": json.dumps(_info(result))}
 
-    def prepare(request: Txt2ImgRequest, kind: str, user: str) -> tuple[Callable[[Job], Any], dict]:
-        """Validate a generation request and switch the model it asks for: its task and the
-        payload that records it (so it survives a restart)."""
+    def enqueue(request: Txt2ImgRequest, kind: str, user: str) -> Job:
+        """Validate a generation request and queue it in the caller's lane, recorded so it
+        survives a restart. The checkpoint it asks for is loaded by the job itself when its
+        turn comes, so no other job can switch the model between the two."""
         from modules.generation.runner import InitImages
-        from modules.jobs.generation_task import img2img_payload, txt2img_payload
+        from modules.jobs.generation_task import ModelChoice, img2img_payload, txt2img_payload
 
         problems = request.unsupported()
         if problems:
@@ -166,28 +210,43 @@ def build_router(state: ApiState) -> APIRouter:
         save = bool(request.save_images)
         try:
             params = request.params(state.clip_skip)
+            wanted = request.wanted_checkpoint()
+            keep = request.override_settings_restore_afterwards is False
+            checkpoint = ModelChoice(str(state.models.require(wanted).path), keep) if wanted else None  # by path: titles gain a hash later
             if kind == "txt2img":
-                task, payload = (lambda j: state.service.run_txt2img(j, params, save=save)), txt2img_payload(params, save)
+                task, payload = (lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint)), txt2img_payload(params, save, checkpoint)
             else:
                 if not request.init_images:
                     raise ApiError(404, "NotFound", "Init image not found")
                 images = tuple(decode_image(data, f"init_images[{i}]") for i, data in enumerate(request.init_images))
                 init = InitImages(images, decode_image(request.mask, "mask") if request.mask else None)
-                task, payload = (lambda j: state.service.run_img2img(j, params, init, save=save)), img2img_payload(params, init, save)
+                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint)  # noqa: E731
+                payload = img2img_payload(params, init, save, checkpoint)
         except ValueError as exc:
             raise _bad(str(exc)) from None
-        switch_model(request.wanted_checkpoint(), user)
-        return task, payload
+        job = state.queue.submit(kind, task, user=user, payload=payload)
+        for old in [k for k in list(asked) if state.queue.get(k) is None]:  # the queue forgot them: so do we
+            asked.pop(old, None)
+        asked[job.id] = request
+        return job
+
+    async def generate(request: Txt2ImgRequest, kind: str, user: str) -> dict:
+        """A1111's synchronous routes: queue the job, wait for it (without holding a server
+        thread, so any number of clients can wait), answer with its result."""
+        job = await run_in_threadpool(enqueue, request, kind, user)
+        await done_future(job)  # no server thread is held while waiting: see done_future
+        check_finished(job)
+        if job.status is JobStatus.FAILED:
+            raise _bad(job.error or "generation failed")
+        return await run_in_threadpool(respond, asked.pop(job.id, request), job)
 
     @router.post("/txt2img")
-    def txt2img(request: Txt2ImgRequest, user: str = Depends(current_user)) -> dict:
-        task, payload = prepare(request, "txt2img", user)
-        return respond(request, run_job("txt2img", task, user, payload))
+    async def txt2img(request: Txt2ImgRequest, user: str = Depends(current_user)) -> dict:
+        return await generate(request, "txt2img", user)
 
     @router.post("/img2img")
-    def img2img(request: Img2ImgRequest, user: str = Depends(current_user)) -> dict:
-        task, payload = prepare(request, "img2img", user)
-        return respond(request, run_job("img2img", task, user, payload))
+    async def img2img(request: Img2ImgRequest, user: str = Depends(current_user)) -> dict:
+        return await generate(request, "img2img", user)
 
     # -- the asynchronous side: submit, then poll or cancel by id ---------------------------
 
@@ -201,23 +260,18 @@ def build_router(state: ApiState) -> APIRouter:
             "error": job.error,
         }
 
-    def submit(request: Txt2ImgRequest, kind: str, user: str) -> dict:
-        task, payload = prepare(request, kind, user)
-        job = state.queue.submit(kind, task, user=user, payload=payload)
-        for old in [k for k in requests if state.queue.get(k) is None]:  # the queue forgot them: so do we
-            del requests[old]
-        requests[job.id] = request
-        return job_status(job)
-
-    requests: dict[str, Txt2ImgRequest] = {}  # what each async job was asked, to answer in A1111's shape
+    def own(job_user: str, user: str) -> None:
+        """With --api-auth a job's result, preview and controls belong to the user who queued it."""
+        if state.users and job_user != user:
+            raise ApiError(403, "Forbidden", "That job belongs to another user.")
 
     @router.post("/queue/txt2img", summary="Queue a txt2img job; returns its id at once")
     def queue_txt2img(request: Txt2ImgRequest, user: str = Depends(current_user)) -> dict:
-        return submit(request, "txt2img", user)
+        return job_status(enqueue(request, "txt2img", user))
 
     @router.post("/queue/img2img", summary="Queue an img2img job; returns its id at once")
     def queue_img2img(request: Img2ImgRequest, user: str = Depends(current_user)) -> dict:
-        return submit(request, "img2img", user)
+        return job_status(enqueue(request, "img2img", user))
 
     @router.get("/queue", summary="The jobs waiting and running, in the order they will run")
     def queue_list() -> dict:
@@ -225,17 +279,18 @@ def build_router(state: ApiState) -> APIRouter:
         return {"running": job_status(current) if current else None, "waiting": [job_status(j) for j in state.queue.waiting()]}
 
     @router.get("/queue/{job_id}", summary="A job's status, progress and (when done) its result")
-    def queue_get(job_id: str, preview: bool = False) -> dict:
+    def queue_get(job_id: str, preview: bool = False, user: str = Depends(current_user)) -> dict:
         """With preview=true a running job also returns its live preview, as /progress does."""
         job = state.queue.get(job_id)
         if job is None:
-            return stored_status(job_id)
+            return stored_status(job_id, user)
+        own(job.user, user)
         status = job_status(job)
         if preview and job.status is JobStatus.RUNNING and state.show_progress_every_n_steps > 0:
             job.progress.want_preview(state.show_progress_every_n_steps)
             status["current_image"] = encode_base64(job.progress.preview, "png", None) if job.progress.preview is not None else None
-        if job.status in (JobStatus.DONE, JobStatus.INTERRUPTED) and job.id in requests:
-            status["result"] = respond(requests[job.id], job)
+        if job.status in (JobStatus.DONE, JobStatus.INTERRUPTED) and job.kind in ("txt2img", "img2img"):
+            status["result"] = respond(asked.get(job.id), job)
         return status
 
     @router.delete("/queue/{job_id}", summary="Cancel a waiting job or interrupt a running one")
@@ -243,8 +298,7 @@ def build_router(state: ApiState) -> APIRouter:
         job = state.queue.get(job_id)
         if job is None:
             raise ApiError(404, "NotFound", f"No job {job_id} is waiting or running.")
-        if state.users and job.user != user:
-            raise ApiError(403, "Forbidden", "That job belongs to another user.")
+        own(job.user, user)
         state.queue.interrupt(job.id)
         return job_status(job)
 
@@ -253,17 +307,17 @@ def build_router(state: ApiState) -> APIRouter:
         job = state.queue.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING:
             raise ApiError(409, "NotRunning", f"Job {job_id} is not running.")
-        if state.users and job.user != user:
-            raise ApiError(403, "Forbidden", "That job belongs to another user.")
+        own(job.user, user)
         state.queue.skip(job.id)
         return job_status(job)
 
-    def stored_status(job_id: str) -> dict:
+    def stored_status(job_id: str, user: str) -> dict:
         """A job from before a restart: its record in the store (infotexts and saved paths)."""
         number = job_id.removeprefix("task(").removesuffix(")")
         stored = state.queue.stored(int(number)) if number.isdigit() else None
         if stored is None:
             raise ApiError(404, "NotFound", f"No job {job_id}.")
+        own(stored.user, user)
         return {"id": job_id, "kind": stored.kind, "status": stored.status, "position": None, "progress": 1.0 if stored.status == "done" else 0.0,
                 "eta_relative": None, "textinfo": None, "error": stored.error, "record": stored.result}
 
@@ -301,29 +355,26 @@ def build_router(state: ApiState) -> APIRouter:
         return _options(state)
 
     @router.post("/options")
-    def set_options(values: dict[str, Any]) -> dict:
-        output_keys = {f.name for f in fields(OutputSettings)}
-        changes = {k: v for k, v in values.items() if k in output_keys}
-        for key in ("live_previews_enable", "show_progress_every_n_steps"):
-            if key in values:
-                try:
-                    setattr(state, key, type(getattr(state, key))(values[key]))
-                except (TypeError, ValueError):
-                    raise _bad(f"Bad value for {key}: {values[key]!r}") from None
-        if "CLIP_stop_at_last_layers" in values:
-            try:
-                clip_skip = int(values["CLIP_stop_at_last_layers"])
-            except (TypeError, ValueError):
-                raise _bad("CLIP_stop_at_last_layers must be a whole number from 1 to 12.") from None
-            if not 1 <= clip_skip <= 12:
-                raise _bad("CLIP_stop_at_last_layers must be a whole number from 1 to 12.")
-            state.clip_skip = clip_skip
-        if changes:
-            try:
+    async def set_options(values: dict[str, Any], user: str = Depends(current_user)) -> dict:
+        """Every value is checked before any is applied, so a bad one changes nothing. A new
+        sd_model_checkpoint is loaded by a job in the caller's turn and answered once loaded."""
+        query = values.get("sd_model_checkpoint")
+        try:
+            wanted = state.models.require(str(query)) if query else None
+            live = {k: _typed(values[k], type(getattr(state, k)), k) for k in ("live_previews_enable", "show_progress_every_n_steps") if k in values}
+            clip_skip = _clip_skip(values["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in values else state.clip_skip
+            output_keys = {f.name for f in fields(OutputSettings)}
+            changes = {k: v for k, v in values.items() if k in output_keys}
+            if changes:
                 state.service.apply_settings(replace(state.service.settings, **changes))
-            except (TypeError, ValueError) as exc:
-                raise _bad(f"Bad option value: {exc}") from None
-        switch_model(values.get("sd_model_checkpoint"))
+        except (TypeError, ValueError) as exc:
+            raise _bad(f"Bad option value: {exc}") from None
+        for key, value in live.items():
+            setattr(state, key, value)
+        state.clip_skip = clip_skip
+        selected, active = state.models.selected, state.models.active
+        if wanted is not None and not (selected and selected.path == wanted.path and active and active.info.path == wanted.path):
+            await run_job("load_model", lambda _j: state.models.load(str(wanted.path)), user)
         return {}
 
     @router.get("/cmd-flags")
@@ -444,10 +495,9 @@ def _state(job: Job | None, pending: int) -> dict:
     }
 
 
-def _info(result: GenerationResult, state: ApiState) -> dict:
+def _info(result: GenerationResult) -> dict:
     """Processed.js(): A1111's `info` keys, for the first image and lists for all."""
     params = result.params
-    active = state.models.active
     return {
         "prompt": params.prompt, "all_prompts": [params.prompt] * len(result.images),
         "negative_prompt": params.negative_prompt, "all_negative_prompts": [params.negative_prompt] * len(result.images),
@@ -455,18 +505,41 @@ def _info(result: GenerationResult, state: ApiState) -> dict:
         "subseed": -1, "all_subseeds": [-1] * len(result.seeds), "subseed_strength": 0,
         "width": params.width, "height": params.height, "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale,
         "steps": params.steps, "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
-        "sd_model_name": active.info.model_name if active else None, "sd_model_hash": active.info.shorthash if active else None,
+        "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
         "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": params.denoising_strength, "extra_generation_params": {}, "index_of_first_image": 0,
-        "infotexts": result.infotexts, "styles": [], "job_timestamp": time.strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip,
-        "is_using_inpainting_conditioning": bool(active and active.model.unet.config.in_channels == 9), "version": VERSION,
+        "infotexts": result.infotexts, "styles": [], "job_timestamp": (result.started or datetime.now()).strftime("%Y%m%d%H%M%S"),
+        "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": result.inpainting_model, "version": VERSION,
     }
 
 
+def _typed(value: Any, kind: type, key: str) -> Any:
+    """An option value as the type it has here; JSON's true/false only for booleans."""
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}") from None
+
+
+def _clip_skip(value: Any) -> int:
+    problem = ValueError(f"CLIP_stop_at_last_layers must be a whole number from 1 to 12, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise problem
+    try:
+        number = float(value)
+    except ValueError:
+        raise problem from None
+    if not number.is_integer() or not 1 <= number <= 12:
+        raise problem
+    return int(number)
+
+
 def _options(state: ApiState) -> dict:
-    active = state.models.active
+    chosen = state.models.selected or (state.models.active.info if state.models.active else None)
     values: dict[str, Any] = {
-        "sd_model_checkpoint": active.info.title if active else None, "CLIP_stop_at_last_layers": state.clip_skip,
+        "sd_model_checkpoint": chosen.title if chosen else None, "CLIP_stop_at_last_layers": state.clip_skip,
         "live_previews_enable": state.live_previews_enable, "show_progress_every_n_steps": state.show_progress_every_n_steps,
     }
     for f in fields(OutputSettings):

@@ -31,6 +31,16 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The checkpoint a job runs on: `query` (title, name or hash), or when None the selected
+    one. `keep` makes the query the new selection, as A1111's
+    override_settings_restore_afterwards=False does; by default it is for this job only."""
+
+    query: str | None = None
+    keep: bool = False
+
+
 @dataclass
 class GenerationResult:
     params: GenerationParams
@@ -40,10 +50,15 @@ class GenerationResult:
     paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
     notes: list[str] = field(default_factory=list)  # e.g. files a folder batch skipped, and why
+    model_name: str | None = None  # the model it ran on: by the time someone reads the result,
+    model_hash: str | None = None  # another job may have loaded another one
+    inpainting_model: bool = False
+    started: datetime | None = None
 
     def record(self) -> dict:
         """What the job store keeps of a finished job (images stay in their files, if saved)."""
-        return {"seeds": self.seeds, "infotexts": self.infotexts, "paths": [str(p) for p in self.paths], "notes": self.notes}
+        return {"seeds": self.seeds, "infotexts": self.infotexts, "paths": [str(p) for p in self.paths], "notes": self.notes,
+                "model_name": self.model_name}
 
 
 class GenerationService:
@@ -77,10 +92,12 @@ class GenerationService:
     def _drop_runner(self) -> None:
         self._runner = None
 
-    def runner(self) -> tuple[ActiveModel, "Runner"]:
+    def runner(self, checkpoint: ModelChoice | None = None) -> tuple[ActiveModel, "Runner"]:
+        """The runner for the job's model (`checkpoint`, else the selected one), loading it first if needed."""
         from modules.generation.runner import Runner  # imports diffusers: not needed to serve the page
 
-        active = self.models.active or self.models.load()
+        choice = checkpoint or ModelChoice()
+        active = self.models.ensure(choice.query, select=choice.keep)
         if self._runner is None or self._runner[0] is not active:
             self._runner = (active, Runner(active.model))
         return self._runner
@@ -92,21 +109,21 @@ class GenerationService:
         )
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
-    def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None) -> GenerationResult:
+    def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: ModelChoice | None = None) -> GenerationResult:
         """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
-        active, runner = self.runner()
-        return self._collect(job, params, active, lambda seed: runner.txt2img(params, seed, job.control), self.writers["txt2img"], save=save)
+        model = self.runner(checkpoint)
+        return self._collect(job, params, model, lambda seed: model[1].txt2img(params, seed, job.control), self.writers["txt2img"], save=save)
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
-                    save: bool | None = None) -> GenerationResult:
+                    save: bool | None = None, checkpoint: ModelChoice | None = None) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
         there under `name` instead of the numbered img2img outputs, and no grid is made."""
-        active, runner = self.runner()
+        model = self.runner(checkpoint)
         writers = self.writers["img2img"]
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
-        return self._collect(job, params, active, lambda seed: runner.img2img(params, init, seed, job.control), writers, masked, name, save)
+        return self._collect(job, params, model, lambda seed: model[1].img2img(params, init, seed, job.control), writers, masked, name, save)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None) -> GenerationResult:
         """A1111's img2img Batch "From directory": every image in `input_dir`, with the mask of
@@ -155,18 +172,20 @@ class GenerationService:
         self,
         job: Job,
         params: GenerationParams,
-        active: ActiveModel,
+        model: tuple[ActiveModel, "Runner"],
         batches: Callable[[int], Iterator["Batch"]],
         writers: tuple[OutputWriter, OutputWriter | None],
         masked: bool = False,
         name: str | None = None,
         save: bool | None = None,
     ) -> GenerationResult:
-        runner = self.runner()[1]
         from modules.generation.noise import resolve_seed
 
+        active, runner = model
+
         first_seed = resolve_seed(params.seed)
-        result = GenerationResult(params)
+        result = GenerationResult(params, model_name=active.info.model_name, model_hash=active.info.shorthash,
+                                  inpainting_model=active.model.unet.config.in_channels == 9, started=self._clock())
         images_writer, grids_writer = writers
         bar = tqdm(total=params.n_iter * params.steps, desc=job.id, unit="step", disable=not self.console_progress)
         report = job.control.on_step
@@ -221,14 +240,15 @@ def _from_base64(text: str) -> "Image.Image":
     return image
 
 
-def txt2img_payload(params: GenerationParams, save: bool | None = None) -> dict:
-    return {"params": params.model_dump(), "save": save}
+def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: ModelChoice | None = None) -> dict:
+    choice = checkpoint or ModelChoice()
+    return {"params": params.model_dump(), "save": save, "checkpoint": choice.query, "keep_checkpoint": choice.keep}
 
 
-def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None) -> dict:
+def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: ModelChoice | None = None) -> dict:
     """Everything the job needs to run again after a restart, images included (as PNG base64)."""
     return {
-        "params": params.model_dump(), "save": save, "images": [_png_base64(im) for im in init.images],
+        **txt2img_payload(params, save, checkpoint), "images": [_png_base64(im) for im in init.images],
         "mask": _png_base64(init.mask) if init.mask is not None else None,
     }
 
@@ -237,15 +257,18 @@ def register_generation_jobs(queue, service: GenerationService) -> None:
     """Teach the queue to rebuild recorded txt2img and img2img jobs after a restart."""
     from modules.generation.runner import InitImages
 
+    def choice(payload: dict) -> ModelChoice:
+        return ModelChoice(payload.get("checkpoint"), bool(payload.get("keep_checkpoint")))
+
     def txt2img(payload: dict):
         params = GenerationParams(**payload["params"])
-        return lambda job: service.run_txt2img(job, params, save=payload.get("save"))
+        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=choice(payload))
 
     def img2img(payload: dict):
         params = Img2ImgParams(**payload["params"])
         mask = _from_base64(payload["mask"]) if payload.get("mask") else None
         init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
-        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"))
+        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=choice(payload))
 
     queue.register("txt2img", txt2img)
     queue.register("img2img", img2img)

@@ -12,6 +12,7 @@ and rebuilt from it after a restart by the handler registered for their kind.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
 import logging
@@ -102,9 +103,36 @@ class Job:
     user: str = ""  # whose lane it waits in: the page's log-in or the API's auth user
     number: int = 0
     recorded: bool = False  # in the JobStore, so it survives a restart
+    _callbacks: list[Callable[[], None]] = field(default_factory=list)
+    _callbacks_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.control.on_step = self._on_step
+
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from the worker thread) once the job has ended; at once if it has.
+        Lets an asyncio server await a job without holding a thread for it."""
+        with self._callbacks_lock:
+            if not self.finished.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def _set_finished(self) -> None:
+        with self._callbacks_lock:
+            self.finished.set()
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        """Run the done-callbacks now. Also used without finishing the job, when the server
+        stops: its waiters answer that it stays queued for the next start."""
+        with self._callbacks_lock:
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a waiter that went away must not stop the worker
+                log.exception("A done-callback of job %s failed", self.id)
 
     def _on_step(self, info: StepInfo) -> None:
         p = self.progress
@@ -117,6 +145,29 @@ class Job:
     def run_seconds(self) -> float | None:
         started = self.progress.started_at
         return None if started is None or self.finished_at is None else self.finished_at - started
+
+
+def done_future(job: Job) -> asyncio.Future:
+    """A future of the running event loop that completes when `job` ends, or when the queue
+    stops with the job still unfinished (check `job.status`). Servers await it
+    instead of blocking a thread in `job.wait()`: FastAPI and gradio run blocking handlers
+    on one shared pool of 40 threads, so 40 waiting clients would leave none free for
+    /progress, /interrupt or the page."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future = loop.create_future()
+
+    def settle() -> None:
+        if not future.done():
+            future.set_result(job)
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+    job.add_done_callback(wake)
+    return future
 
 
 class JobQueue:
@@ -263,13 +314,22 @@ class JobQueue:
             job.control.skip()
             return True
 
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop the worker. Recorded jobs still waiting stay queued in the store for the next start."""
+    def stop(self) -> None:
+        """Start no more jobs and cut off the running one, without waiting (safe in a signal
+        handler). Recorded jobs, the cut-off one included, stay queued in the store for the
+        next start; whoever awaits a waiting job is woken to say so (see done_future)."""
         with self._lock:
             self._stopping = True
             if self._current is not None:
                 self._current.control.interrupt()
+            waiting = [job for lane in self._lanes.values() for job in lane]
             self._lock.notify_all()
+        for job in waiting:
+            job._release_waiters()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop (see `stop`) and wait for the worker to let go of the running job."""
+        self.stop()
         self._thread.join(timeout)
 
     def _work(self) -> None:
@@ -300,7 +360,7 @@ class JobQueue:
             with self._lock:
                 if self._stopping and status is JobStatus.INTERRUPTED and job.recorded:
                     self._current = None  # cut off by the shutdown: left 'running' in the store, so the next start runs it again
-                    job.finished.set()
+                    job._set_finished()
                     return
                 self._current = None
                 self._finish(job, status)
@@ -311,7 +371,7 @@ class JobQueue:
         if job.recorded:
             record = getattr(job.result, "record", None)
             self._store.finished(job.number, status.value, job.error, record() if callable(record) else None)
-        job.finished.set()
+        job._set_finished()
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._max_finished:
             self._jobs.pop(self._finished_order.popleft(), None)

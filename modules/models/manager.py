@@ -1,9 +1,14 @@
-"""The checkpoint list and the one loaded model.
+"""The checkpoint list, the selected checkpoint and the one loaded model.
 
 Owned by the app object and used only from the job worker for loading (so a switch never
 happens mid-generation); listing and hashing are safe from any thread. Switching drops every
 reference to the old model before loading the new one, so RAM and VRAM are given back
 (A1111's best-known leak).
+
+The *selected* checkpoint is A1111's `sd_model_checkpoint` setting (the page's dropdown, the
+API's options). A job may ask for another one (the API's override_settings); each job makes
+sure of its own model when it starts, so a queue of jobs for different models never runs one
+on another's model.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._checkpoints: list[CheckpointInfo] = []
         self._active: ActiveModel | None = None
+        self._selected: Path | None = None  # A1111's sd_model_checkpoint: what jobs without their own choice use
         self._unload_listeners: list[Callable[[], None]] = []
         self.refresh()
 
@@ -140,14 +146,41 @@ class ModelManager:
     def active(self) -> ActiveModel | None:
         return self._active
 
-    def load(self, query: str | None = None) -> ActiveModel:
-        """Load a checkpoint by title, name or hash (the first in start-up order if None),
-        freeing the old one first."""
-        info = self.find(query) if query else next(iter(self.startup_order()), None)
+    def require(self, query: str) -> CheckpointInfo:
+        """A checkpoint by title, name, hash or path, or a ValueError that lists the choices."""
+        info = self.find(query)
         if info is None:
             known = ", ".join(self.titles()) or "none"
             raise ValueError(f"Checkpoint not found: '{query}'. Available: {known}.")
+        return info
+
+    @property
+    def selected(self) -> CheckpointInfo | None:
+        """The checkpoint jobs use unless they ask for another (A1111's sd_model_checkpoint)."""
+        if self._selected is None:
+            return None
+        return next((c for c in self.checkpoints if c.path == self._selected), None)
+
+    def ensure(self, query: str | None = None, select: bool = False) -> ActiveModel:
+        """The model a job runs on: `query` if given, else the selected checkpoint (else
+        whatever is loaded). Loads only when it is not the active one already. With `select`
+        the query also becomes the selection (A1111's override_settings_restore_afterwards=False)."""
+        if query:
+            return self.load(query, select=select)
+        selected = self._selected
+        if selected is not None and (self._active is None or self._active.info.path != selected):
+            return self.load(str(selected))
+        return self._active or self.load()
+
+    def load(self, query: str | None = None, select: bool = True) -> ActiveModel:
+        """Load a checkpoint by title, name or hash (the first in start-up order if None),
+        freeing the old one first. `select` makes it the selected checkpoint too."""
+        info = self.require(query) if query else next(iter(self.startup_order()), None)
+        if info is None:
+            raise ValueError("No checkpoint found: put a .safetensors file in models/Stable-diffusion/.")
         if self._active is not None and self._active.info.path == info.path:
+            if select:
+                self._selected = info.path
             return self._active
         previous = self._active.info if self._active is not None else None
         self.unload()  # free the old weights first: two big models may not fit side by side
@@ -165,6 +198,8 @@ class ModelManager:
             raise ValueError(f"Could not load checkpoint {info.title}: {type(exc).__name__}: {exc}") from exc
         finally:
             self.refresh()
+        if select:
+            self._selected = info.path
         if self._active.is_tiny_random:
             log.warning(TINY_NOTICE)
         return self._active

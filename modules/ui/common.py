@@ -7,16 +7,18 @@ so the page cannot drift from the API and the infotext.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gradio as gr
+from fastapi.concurrency import run_in_threadpool
 
 from modules.generation import samplers
 from modules.generation.params import GenerationParams
-from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus
+from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
 
 # Values the output panel's handler returns, in this order.
 OUTPUT_COUNT = 6
@@ -176,18 +178,23 @@ class JobRunner:
         self.queue = queue
         self.sessions = SessionJobs()
 
-    def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress, payload: Any = None) -> tuple:
+    async def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress, payload: Any = None) -> tuple:
         """Queue the job in the user's lane (the log-in name, else the browser's address) and
-        wait for it. With a payload it is recorded and would survive a restart."""
-        job = self.queue.submit(kind, task, user=page_user(request), payload=payload)
+        wait for it without holding a server thread. With a payload it is recorded and
+        survives a restart."""
+        job = await run_in_threadpool(self.queue.submit, kind, task, user=page_user(request), payload=payload)
         self.sessions.add(request.session_hash or "", job)
-        while not job.wait(0.2):
+        done = done_future(job)
+        while not done.done():
             if job.status is JobStatus.QUEUED:
                 position = self.queue.position(job)
                 progress(0, desc=f"In queue: {position} of {self.queue.pending_count()}" if position else "Starting…")
             elif job.progress.steps:
                 p = job.progress
                 progress(p.fraction, desc=p.text())
+            await asyncio.wait([done], timeout=0.2)
+        if job.status not in FINISHED:  # woken because the server is stopping
+            raise gr.Error("The server is stopping: your job stays queued and runs when it starts again; its images will be in outputs/.")
         if job.status is JobStatus.FAILED:
             raise gr.Error(job.error or "Generation failed")
         result = job.result

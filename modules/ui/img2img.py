@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from fastapi.concurrency import run_in_threadpool
 from PIL import Image, ImageChops
 
 from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, GenerationParams, Img2ImgParams
@@ -167,7 +168,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
     names = list(fields)
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 
-    def run(request: gr.Request, progress=gr.Progress(), *inputs):  # gradio fills request and progress
+    def prepare(*inputs):
+        """The job's task and its record, from the tab's inputs (decoding images: run on a thread)."""
         from modules.generation import images as imgops
         from modules.generation.runner import InitImages
 
@@ -193,7 +195,11 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                 payload = img2img_payload(params, init)  # recorded, so it survives a restart
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        return jobs.run("img2img", task, request, progress, payload=payload)
+        return task, payload
+
+    async def run(request: gr.Request, progress=gr.Progress(), *inputs):  # gradio fills request and progress
+        task, payload = await run_in_threadpool(prepare, *inputs)
+        return await jobs.run("img2img", task, request, progress, payload=payload)
 
     for component, label in ((image, "Image for img2img"), (sketch, "Sketch"), (inpaint, "Inpaint"), (base, "Image for img2img"), (mask, "Mask")):
         guard_upload(component, label)

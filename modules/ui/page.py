@@ -96,7 +96,9 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
         footer = gr.Markdown(_footer(), elem_id="footer_info")
 
         def current_title() -> str | None:
-            return models.active.info.title if models.active else None
+            """The selected checkpoint (an API job may have loaded another for itself)."""
+            chosen = models.selected or (models.active.info if models.active else None)
+            return chosen.title if chosen else None
 
         # Per-model defaults (the demo model's 64x64) apply to both tabs' controls.
         fields = [*controls.by_field.items(), *img2img.by_field.items()]

@@ -85,12 +85,12 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
     }
     names = list(fields)
 
-    def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
+    async def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
             params = GenerationParams.create(**dict(zip(names, values)))
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        return jobs.run("txt2img", lambda j: service.run_txt2img(j, params), request, progress, payload=txt2img_payload(params))
+        return await jobs.run("txt2img", lambda j: service.run_txt2img(j, params), request, progress, payload=txt2img_payload(params))
 
     def upscaled_to(enable, w, h, scale, x, y):
         """A1111's "Upscaled resolution" line under the hires controls."""

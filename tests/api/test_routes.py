@@ -81,7 +81,9 @@ def test_save_images_nulls_and_legacy_sampler_names(server):
     [
         ({"prompt": "x", "sampler_name": "Nope", **SMALL}, 400, "Sampler not found: 'Nope'"),
         ({"prompt": "x", "width": 65, "height": 64, "steps": 2}, 400, "Width: must be a multiple of 8"),
+        ({"prompt": "x", "width": 4096, "height": 64, "steps": 2}, 400, "Width: must be a multiple of 8 from 64 to 2048, got 4096"),
         ({"prompt": "x", "width": 64, "height": 64, "steps": -3}, 400, "Sampling steps"),
+        ({"prompt": "x", "n_iter": 1000, **SMALL}, 400, "Batch count"),
         ({"prompt": "x", "batch_size": 9, **SMALL}, 400, "Batch size"),
         ({"prompt": "x", "script_name": "x/y/z plot", **SMALL}, 422, "script_name 'x/y/z plot'"),
         ({"prompt": "x", "subseed_strength": 0.5, **SMALL}, 422, "variation seeds"),
@@ -174,7 +176,7 @@ def test_png_info_extras_progress_interrupt(server):
 
 def test_docs_are_served(server):
     client, _ = server
-    assert client.get("/docs").status_code == 200
+    assert "swagger-ui" in client.get("/docs").text and client.get("/redoc").status_code == 200
     assert "/sdapi/v1/txt2img" in client.get("/openapi.json").json()["paths"]
 
 
@@ -189,6 +191,9 @@ def test_api_auth_guards_every_route(tmp_path):
             assert r.status_code in (401, 405), route  # 405: a POST route asked with GET still never answers
             r = client.post(route, json={})
             assert r.status_code in (401, 405), route
+        for route in ("/docs", "/redoc", "/openapi.json"):
+            assert client.get(route).status_code == 401, route
+            assert client.get(route, auth=("bob", "pw")).status_code == 200, route
         r = client.get("/sdapi/v1/samplers")
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Basic"
         assert client.get("/sdapi/v1/samplers", auth=("alice", "wrong")).status_code == 401
@@ -266,4 +271,70 @@ def test_cors_lets_the_named_origin_in(tmp_path):
         assert r.headers.get("access-control-allow-origin") == "http://studio.local:3000"
         r = client.options("/sdapi/v1/txt2img", headers={**headers, "Origin": "http://elsewhere"})
         assert "access-control-allow-origin" not in r.headers
+    app.queue.shutdown()
+
+
+def wait_done(client, job_id: str, timeout: float = 120, auth=None) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/sdapi/v1/queue/{job_id}", auth=auth).json()
+        if status["status"] not in ("queued", "running"):
+            return status
+        time.sleep(0.05)
+    raise TimeoutError(job_id)
+
+
+def test_each_queued_job_runs_on_the_checkpoint_it_asked_for(server):
+    """override_settings picks a job's model when its turn comes, not when it was sent: jobs
+    queued for different models behind a running one each run on their own, and jobs that
+    name none run on the selected checkpoint (A1111's restore-afterwards)."""
+    client, _ = server
+    titles = [m["title"] for m in client.get("/sdapi/v1/sd-models").json()]
+    tiny = next(t for t in titles if t.startswith("tiny-test-model-random"))
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": tiny}).status_code == 200
+    blocker = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "hold the worker", "width": 256, "height": 256, "steps": 30, "n_iter": 20}).json()
+    ask = [("demo-shapes-64px", True), (None, True), ("demo-shapes-64px", True), (None, True), ("demo-shapes-64px", False), (None, True)]
+    ids = []
+    for number, (model, restore) in enumerate(ask):
+        body = {"prompt": f"job {number}", "seed": number, **SMALL}
+        if model:
+            body |= {"override_settings": {"sd_model_checkpoint": model}, "override_settings_restore_afterwards": restore}
+        ids.append(client.post("/sdapi/v1/queue/txt2img", json=body).json()["id"])
+    client.delete(f"/sdapi/v1/queue/{blocker['id']}")
+    names = []
+    for job_id in ids:
+        info = json.loads(wait_done(client, job_id)["result"]["info"])
+        assert f"Model: {info['sd_model_name']}" in info["infotexts"][0]
+        names.append(info["sd_model_name"])
+    # The fifth job kept its model as the new selection (restore afterwards false), so the last one ran on it.
+    assert names == ["demo-shapes-64px", "tiny-test-model-random", "demo-shapes-64px", "tiny-test-model-random", "demo-shapes-64px", "demo-shapes-64px"]
+    assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"].startswith("demo-shapes-64px")
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": tiny}).status_code == 200
+
+
+def test_a_bad_option_changes_nothing(server):
+    client, _ = server
+    before = client.get("/sdapi/v1/options").json()
+    for body in ({"samples_format": "jpg", "CLIP_stop_at_last_layers": 13}, {"CLIP_stop_at_last_layers": 2, "sd_model_checkpoint": "nope"},
+                 {"samples_format": "jpg", "live_previews_enable": "maybe"}, {"CLIP_stop_at_last_layers": 2, "samples_format": "bmp"}):
+        r = client.post("/sdapi/v1/options", json=body)
+        assert r.status_code == 400 and r.json()["detail"], body
+    assert client.get("/sdapi/v1/options").json() == before
+
+
+def test_with_api_auth_a_users_jobs_are_their_own(tmp_path, tiny_checkpoint):
+    data = data_dir_with_tiny_model(tmp_path, tiny_checkpoint)
+    args = parse_args(["--data-dir", str(data), "--nowebui", "--api-auth", "alice:a,bob:b", "--disable-console-progressbars"])
+    app = webui.App.create(args)
+    app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
+    alice, bob = ("alice", "a"), ("bob", "b")
+    with TestClient(app.build_asgi(args)) as client:
+        job = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "alice's secret", "seed": 3, **SMALL}, auth=alice).json()
+        done = wait_done(client, job["id"], auth=alice)
+        assert done["status"] == "done" and json.loads(done["result"]["info"])["prompt"] == "alice's secret"
+        for call in (client.get, client.delete):
+            r = call(f"/sdapi/v1/queue/{job['id']}", auth=bob)
+            assert r.status_code == 403 and "another user" in r.json()["detail"]
+        assert client.get(f"/sdapi/v1/queue/{job['id']}").status_code == 401
+        assert "alice's secret" not in client.get("/sdapi/v1/queue", auth=bob).text
     app.queue.shutdown()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 import time
+import urllib.request
 
 import pytest
 import webuiapi
@@ -126,3 +128,50 @@ def test_several_clients_at_once_each_get_their_own_result(api):
         assert result.info["all_seeds"] == list(range(seed, seed + 1 + seed % 2))
         assert all(text.startswith(f"client {seed}\n") for text in result.info["infotexts"])
         assert len(result.images) == 1 + seed % 2
+
+
+def call(url: str, body: dict | None = None, method: str | None = None, timeout: float = 120) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data else "GET"), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def test_more_waiting_clients_than_server_threads_and_it_still_answers(api):
+    """Fifty clients wait on the synchronous txt2img route behind a long job (A1111's server
+    would hold a thread for each, and has 40): the queue, progress and interrupt still
+    answer at once, and every client gets exactly its own job."""
+    client, _ = api
+    client.util_set_model("tiny-test-model-random")
+    base = client.baseurl
+    blocker = call(base + "/queue/txt2img", {"prompt": "hold", "seed": 1, "width": 256, "height": 256, "steps": 30, "n_iter": 50})
+    results: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def one(seed: int) -> None:
+        try:
+            results[seed] = call(base + "/txt2img", {"prompt": f"waiter {seed}", "seed": seed, "width": 64, "height": 64, "steps": 2})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    seeds = range(500, 550)
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in seeds]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    waiting = []
+    while len(waiting) < len(seeds) and time.monotonic() < deadline:
+        waiting = call(base + "/queue", timeout=5)["waiting"]
+        time.sleep(0.2)
+    assert len(waiting) == len(seeds)
+    start = time.monotonic()
+    progress = call(base + "/progress", timeout=5)
+    assert time.monotonic() - start < 2 and progress["state"]["job_count"] >= len(seeds) + 1
+    call(f"{base}/queue/{blocker['id']}", method="DELETE", timeout=5)
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert sorted(results) == list(seeds)
+    for seed, answer in results.items():
+        info = json.loads(answer["info"])
+        assert (info["all_seeds"], info["prompt"], len(answer["images"])) == ([seed], f"waiter {seed}", 1)

@@ -152,6 +152,8 @@ def test_two_tabs_generating_at_once_each_get_their_own_result(browser, server):
         set_number(tab, "txt2img_n_iter", 2)
     for tab in pages:
         tab.click("#txt2img_generate")
+    # While the first tab's job runs, the second shows where its own job stands in the queue.
+    pages[1].get_by_text("In queue: 1 of 1").first.wait_for(timeout=30000)
     for tab, prompt in zip(pages, prompts):
         tab.locator("#txt2img_html_log", has_text="8 image(s)").wait_for(timeout=120000)
         assert tab.inner_text("#txt2img_html_info").startswith(prompt + "\n")
