@@ -5,6 +5,10 @@ payload), and updated when it starts and ends. After a restart the queue reads b
 was still queued, and what was running when the process died: that is queued once more, and
 marked failed with the reason if it was already a retry (a job that kills the server must not
 kill it on every start).
+
+A finished job keeps its status, error and result summary but not its payload (an img2img
+payload carries its images), and only the newest `keep_finished` finished jobs are kept, so
+the file does not grow with every job a studio ever ran.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ class StoredJob:
 class JobStore:
     """One SQLite file, written from any thread (one connection, a lock, WAL journal)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep_finished: int = 10_000):
         self.path = Path(path)
+        self.keep_finished = keep_finished
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -79,9 +84,13 @@ class JobStore:
     def finished(self, number: int, status: str, error: str | None = None, result: Any = None) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET status=?, error=?, finished_at=?, result=? WHERE number=?",
+                "UPDATE jobs SET status=?, error=?, finished_at=?, result=?, payload=NULL WHERE number=?",
                 (status, error, time.time(), None if result is None else json.dumps(result), number),
             )
+            if number % 100 == 0:  # now and then, forget the oldest finished jobs
+                self._db.execute(
+                    "DELETE FROM jobs WHERE status NOT IN ('queued', 'running') AND number <= ?", (number - self.keep_finished,)
+                )
 
     def get(self, number: int) -> StoredJob | None:
         with self._lock:

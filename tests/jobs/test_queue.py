@@ -149,3 +149,27 @@ def test_a_job_cut_off_twice_is_failed_with_a_reason(tmp_path):
     record = q.stored(1)
     assert record.status == "failed" and "stopped while this job was running" in record.error
     q.shutdown()
+
+
+def test_finished_jobs_drop_their_payload_and_old_ones_are_forgotten(tmp_path):
+    """The store keeps what a finished job did, not what it needed to run (an img2img payload
+    holds its images), and only the newest finished jobs, so the file stays small."""
+    import sqlite3
+
+    from modules.jobs.store import JobStore
+
+    path = tmp_path / "q.sqlite3"
+    q = JobQueue(store=JobStore(path, keep_finished=50))
+    hold, gate, started = blocker()
+    first = q.submit("t", hold, payload={"image": "x" * 10_000})  # holds the worker while the rest queue up
+    assert started.wait(5)
+    jobs = [q.submit("t", lambda job: None, payload={"image": "x" * 10_000}) for _ in range(200)]
+    gate.set()
+    assert all(j.wait(5) for j in jobs)
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT number, status, payload IS NULL FROM jobs ORDER BY number").fetchall()
+    assert all(dropped for _, status, dropped in rows if status == "done")
+    assert len(rows) <= 50 + 100 and rows[-1][0] == jobs[-1].number  # pruned every 100 jobs, the newest kept
+    assert q.stored(jobs[-1].number).status == "done" and q.stored(jobs[0].number) is None
+    assert first.status.value == "done" and q.stored(first.number) is None
+    q.shutdown()
