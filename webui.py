@@ -166,7 +166,8 @@ def serve(asgi, queue: "JobQueue", **config) -> None:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
-            queue.stop()
+            # On a thread: the signal may land while this thread holds a lock stop() needs.
+            threading.Thread(target=queue.stop, name="stop-queue", daemon=True).start()
             super().handle_exit(sig, frame)
 
     Server(uvicorn.Config(asgi, **config)).run()

@@ -105,6 +105,8 @@ class Txt2ImgRequest(BaseModel):
             problems.append("hr_checkpoint_name (a second checkpoint for hires fix is not supported yet)")
         if self.firstpass_image:
             problems.append("firstpass_image (not supported yet)")
+        if self.infotext:
+            problems.append("infotext (reading parameters from an infotext is not supported yet: send the fields)")
         return problems
 
     def generation_values(self, clip_skip: int = 1) -> dict[str, Any]:
@@ -112,7 +114,8 @@ class Txt2ImgRequest(BaseModel):
         values = {k: getattr(self, k) for k in DIRECT_FIELDS if getattr(self, k) is not None}
         values["sampler_name"] = self.sampler_name or self.sampler_index or "Euler"
         overrides = self.override_settings or {}
-        values["clip_skip"] = int(overrides.get("CLIP_stop_at_last_layers") or clip_skip)
+        wanted = overrides.get("CLIP_stop_at_last_layers")
+        values["clip_skip"] = clip_skip_value(wanted) if wanted is not None else clip_skip
         if self.enable_hr:
             values.update({k: getattr(self, k) for k in HIRES_FIELDS if getattr(self, k) is not None})
             values["hr_upscaler"] = self.hr_upscaler or "Latent"
@@ -126,7 +129,10 @@ class Txt2ImgRequest(BaseModel):
         return GenerationParams.create(**self.generation_values(clip_skip))
 
     def wanted_checkpoint(self) -> str | None:
-        return (self.override_settings or {}).get("sd_model_checkpoint") or None
+        wanted = (self.override_settings or {}).get("sd_model_checkpoint") or None
+        if wanted is not None and not isinstance(wanted, str):
+            raise ValueError(f"override_settings.sd_model_checkpoint must be a checkpoint title or name, got {wanted!r}")
+        return wanted
 
 
 class Img2ImgRequest(Txt2ImgRequest):
@@ -167,6 +173,20 @@ class Img2ImgRequest(Txt2ImgRequest):
 
     def params(self, clip_skip: int = 1) -> Img2ImgParams:
         return Img2ImgParams.create(**self.generation_values(clip_skip))
+
+
+def clip_skip_value(value: Any) -> int:
+    """CLIP_stop_at_last_layers as sent by a client: a whole number from 1 to 12."""
+    problem = ValueError(f"CLIP_stop_at_last_layers must be a whole number from 1 to 12, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise problem
+    try:
+        number = float(value)
+    except ValueError:
+        raise problem from None
+    if not number.is_integer() or not 1 <= number <= 12:
+        raise problem
+    return int(number)
 
 
 def decode_image(data: str, what: str) -> Image.Image:

@@ -23,11 +23,11 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict
 
-from modules.api.models import Img2ImgRequest, Txt2ImgRequest, decode_image, encode_base64
+from modules.api.models import Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
 from modules.generation import samplers
 from modules.generation.params import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from modules.jobs.generation_task import GenerationResult, GenerationService
-from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
+from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, done_future
 from modules.models.manager import ModelManager
 from modules.options import OutputSettings
 from modules.version import VERSION
@@ -174,11 +174,20 @@ def build_router(state: ApiState) -> APIRouter:
 
     def check_finished(job: Job) -> None:
         if job.status not in FINISHED:  # woken because the server is stopping
-            kept = " stays queued and runs when the server starts again" if job.recorded else " was not run"
+            if job.recorded:
+                kept = f" stays queued and runs when the server starts again; its result will be at GET /sdapi/v1/queue/{job.id}"
+            else:
+                kept = " was not run"
             raise ApiError(503, "ServiceUnavailable", f"The server is stopping: {job.id}{kept}.")
 
+    def submit(kind: str, task: Callable[[Job], Any], user: str, payload: Any = None) -> Job:
+        try:
+            return state.queue.submit(kind, task, user=user, payload=payload)
+        except QueueStopped as exc:
+            raise ApiError(503, "ServiceUnavailable", str(exc)) from None
+
     async def run_job(kind: str, task: Callable[[Job], Any], user: str = "", payload: Any = None) -> Job:
-        job = state.queue.submit(kind, task, user=user, payload=payload)
+        job = submit(kind, task, user, payload)
         await done_future(job)
         check_finished(job)
         if job.status is JobStatus.FAILED:
@@ -190,6 +199,8 @@ def build_router(state: ApiState) -> APIRouter:
         its parameters are echoed instead."""
         result: GenerationResult | None = job.result
         parameters = request.model_dump() if request is not None else (result.params.model_dump() if result is not None else {})
+        if isinstance(request, Img2ImgRequest) and not request.include_init_images:
+            parameters.update(init_images=None, mask=None)  # as A1111: the echo leaves the images out unless asked
         if result is None:  # interrupted before it started
             return {"images": [], "parameters": parameters, "info": json.dumps({"infotexts": [], "all_seeds": []})}
         settings = state.service.settings
@@ -202,7 +213,7 @@ def build_router(state: ApiState) -> APIRouter:
         survives a restart. The checkpoint it asks for is loaded by the job itself when its
         turn comes, so no other job can switch the model between the two."""
         from modules.generation.runner import InitImages
-        from modules.jobs.generation_task import ModelChoice, img2img_payload, txt2img_payload
+        from modules.jobs.generation_task import img2img_payload, txt2img_payload
 
         problems = request.unsupported()
         if problems:
@@ -211,8 +222,9 @@ def build_router(state: ApiState) -> APIRouter:
         try:
             params = request.params(state.clip_skip)
             wanted = request.wanted_checkpoint()
-            keep = request.override_settings_restore_afterwards is False
-            checkpoint = ModelChoice(str(state.models.require(wanted).path), keep) if wanted else None  # by path: titles gain a hash later
+            checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
+            if wanted and request.override_settings_restore_afterwards is False:
+                state.models.select(wanted)  # A1111 keeps an override that is not restored afterwards
             if kind == "txt2img":
                 task, payload = (lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint)), txt2img_payload(params, save, checkpoint)
             else:
@@ -222,9 +234,9 @@ def build_router(state: ApiState) -> APIRouter:
                 init = InitImages(images, decode_image(request.mask, "mask") if request.mask else None)
                 task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint)  # noqa: E731
                 payload = img2img_payload(params, init, save, checkpoint)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
-        job = state.queue.submit(kind, task, user=user, payload=payload)
+        job = submit(kind, task, user, payload)
         for old in [k for k in list(asked) if state.queue.get(k) is None]:  # the queue forgot them: so do we
             asked.pop(old, None)
         asked[job.id] = request
@@ -305,16 +317,17 @@ def build_router(state: ApiState) -> APIRouter:
     @router.post("/queue/{job_id}/skip", summary="Skip the current batch of a running job")
     def queue_skip(job_id: str, user: str = Depends(current_user)) -> dict:
         job = state.queue.get(job_id)
+        if job is not None:
+            own(job.user, user)
         if job is None or job.status is not JobStatus.RUNNING:
             raise ApiError(409, "NotRunning", f"Job {job_id} is not running.")
-        own(job.user, user)
         state.queue.skip(job.id)
         return job_status(job)
 
     def stored_status(job_id: str, user: str) -> dict:
         """A job from before a restart: its record in the store (infotexts and saved paths)."""
         number = job_id.removeprefix("task(").removesuffix(")")
-        stored = state.queue.stored(int(number)) if number.isdigit() else None
+        stored = state.queue.stored(int(number)) if number.isascii() and number.isdigit() and len(number) < 16 else None
         if stored is None:
             raise ApiError(404, "NotFound", f"No job {job_id}.")
         own(stored.user, user)
@@ -322,8 +335,9 @@ def build_router(state: ApiState) -> APIRouter:
                 "eta_relative": None, "textinfo": None, "error": stored.error, "record": stored.result}
 
     @router.get("/progress")
-    def progress(skip_current_image: bool = False) -> dict:
-        """A1111's global progress: the running job, whoever submitted it."""
+    def progress(skip_current_image: bool = False, user: str = Depends(current_user)) -> dict:
+        """A1111's global progress: the running job, whoever submitted it. With --api-auth the
+        live preview is shown only to the job's owner."""
         job = state.queue.current
         pending = state.queue.pending_count()
         if job is None or job.kind not in ("txt2img", "img2img"):
@@ -331,7 +345,8 @@ def build_router(state: ApiState) -> APIRouter:
         p = job.progress
         eta = p.eta_seconds()
         image = None
-        if state.live_previews_enable and state.show_progress_every_n_steps > 0 and not skip_current_image:
+        mine = not state.users or job.user == user
+        if state.live_previews_enable and state.show_progress_every_n_steps > 0 and not skip_current_image and mine:
             p.want_preview(state.show_progress_every_n_steps)
             if p.preview is not None:
                 image = encode_base64(p.preview, "png", None)
@@ -362,9 +377,9 @@ def build_router(state: ApiState) -> APIRouter:
         try:
             wanted = state.models.require(str(query)) if query else None
             live = {k: _typed(values[k], type(getattr(state, k)), k) for k in ("live_previews_enable", "show_progress_every_n_steps") if k in values}
-            clip_skip = _clip_skip(values["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in values else state.clip_skip
-            output_keys = {f.name for f in fields(OutputSettings)}
-            changes = {k: v for k, v in values.items() if k in output_keys}
+            clip_skip = clip_skip_value(values["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in values else state.clip_skip
+            current = state.service.settings
+            changes = {f.name: _typed(values[f.name], type(getattr(current, f.name)), f.name) for f in fields(OutputSettings) if f.name in values}
             if changes:
                 state.service.apply_settings(replace(state.service.settings, **changes))
         except (TypeError, ValueError) as exc:
@@ -374,7 +389,12 @@ def build_router(state: ApiState) -> APIRouter:
         state.clip_skip = clip_skip
         selected, active = state.models.selected, state.models.active
         if wanted is not None and not (selected and selected.path == wanted.path and active and active.info.path == wanted.path):
-            await run_job("load_model", lambda _j: state.models.load(str(wanted.path)), user)
+            previous = state.models.select(str(wanted.path))  # jobs submitted from now on run on it
+            try:
+                await run_job("load_model", lambda _j: state.models.load(str(wanted.path)), user)
+            except ApiError:
+                state.models.reselect(wanted, previous)
+                raise
         return {}
 
     @router.get("/cmd-flags")
@@ -514,26 +534,13 @@ def _info(result: GenerationResult) -> dict:
 
 
 def _typed(value: Any, kind: type, key: str) -> Any:
-    """An option value as the type it has here; JSON's true/false only for booleans."""
-    if kind is bool and not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be a {kind.__name__}, got {value!r}") from None
-
-
-def _clip_skip(value: Any) -> int:
-    problem = ValueError(f"CLIP_stop_at_last_layers must be a whole number from 1 to 12, got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise problem
-    try:
-        number = float(value)
-    except ValueError:
-        raise problem from None
-    if not number.is_integer() or not 1 <= number <= 12:
-        raise problem
-    return int(number)
+    """An option value, checked against the type the option has here (JSON types, strictly:
+    "80" is not a quality and 1 is not true)."""
+    expected = {bool: "true or false", int: "a whole number", str: "a string"}
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise ValueError(f"{key} must be {expected.get(kind, kind.__name__)}, got {value!r}")
+    return value
 
 
 def _options(state: ApiState) -> dict:

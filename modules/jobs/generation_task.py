@@ -31,16 +31,6 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    """The checkpoint a job runs on: `query` (title, name or hash), or when None the selected
-    one. `keep` makes the query the new selection, as A1111's
-    override_settings_restore_afterwards=False does; by default it is for this job only."""
-
-    query: str | None = None
-    keep: bool = False
-
-
 @dataclass
 class GenerationResult:
     params: GenerationParams
@@ -92,12 +82,12 @@ class GenerationService:
     def _drop_runner(self) -> None:
         self._runner = None
 
-    def runner(self, checkpoint: ModelChoice | None = None) -> tuple[ActiveModel, "Runner"]:
-        """The runner for the job's model (`checkpoint`, else the selected one), loading it first if needed."""
+    def runner(self, checkpoint: str | None = None) -> tuple[ActiveModel, "Runner"]:
+        """The runner for the job's model (`checkpoint`, as ModelManager.pin gave it, else the
+        selected one), loading it first if needed."""
         from modules.generation.runner import Runner  # imports diffusers: not needed to serve the page
 
-        choice = checkpoint or ModelChoice()
-        active = self.models.ensure(choice.query, select=choice.keep)
+        active = self.models.ensure(checkpoint)
         if self._runner is None or self._runner[0] is not active:
             self._runner = (active, Runner(active.model))
         return self._runner
@@ -109,13 +99,13 @@ class GenerationService:
         )
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
-    def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: ModelChoice | None = None) -> GenerationResult:
+    def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: str | None = None) -> GenerationResult:
         """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
         model = self.runner(checkpoint)
         return self._collect(job, params, model, lambda seed: model[1].txt2img(params, seed, job.control), self.writers["txt2img"], save=save)
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
-                    save: bool | None = None, checkpoint: ModelChoice | None = None) -> GenerationResult:
+                    save: bool | None = None, checkpoint: str | None = None) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
         there under `name` instead of the numbered img2img outputs, and no grid is made."""
         model = self.runner(checkpoint)
@@ -125,7 +115,8 @@ class GenerationService:
         masked = init.mask is not None
         return self._collect(job, params, model, lambda seed: model[1].img2img(params, init, seed, job.control), writers, masked, name, save)
 
-    def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None) -> GenerationResult:
+    def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None,
+                           checkpoint: str | None = None) -> GenerationResult:
         """A1111's img2img Batch "From directory": every image in `input_dir`, with the mask of
         the same name from `mask_dir` (or its only file), saved under the input's name to
         `output_dir` (the usual img2img folder when empty). Files that are not images are
@@ -158,7 +149,7 @@ class GenerationService:
                 mask = imgops.open_mask(str(match[0]))
             try:
                 one = self.run_img2img(job, params, InitImages((image,), mask), Path(output_dir) if output_dir else None,
-                                       name=path.stem if output_dir else None)
+                                       name=path.stem if output_dir else None, checkpoint=checkpoint)
             except ValueError as exc:  # e.g. an empty mask: say so and go on with the next file
                 total.notes.append(f"Skipped {path.name}: {exc}")
                 continue
@@ -240,12 +231,11 @@ def _from_base64(text: str) -> "Image.Image":
     return image
 
 
-def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: ModelChoice | None = None) -> dict:
-    choice = checkpoint or ModelChoice()
-    return {"params": params.model_dump(), "save": save, "checkpoint": choice.query, "keep_checkpoint": choice.keep}
+def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: str | None = None) -> dict:
+    return {"params": params.model_dump(), "save": save, "checkpoint": checkpoint}
 
 
-def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: ModelChoice | None = None) -> dict:
+def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: str | None = None) -> dict:
     """Everything the job needs to run again after a restart, images included (as PNG base64)."""
     return {
         **txt2img_payload(params, save, checkpoint), "images": [_png_base64(im) for im in init.images],
@@ -257,18 +247,15 @@ def register_generation_jobs(queue, service: GenerationService) -> None:
     """Teach the queue to rebuild recorded txt2img and img2img jobs after a restart."""
     from modules.generation.runner import InitImages
 
-    def choice(payload: dict) -> ModelChoice:
-        return ModelChoice(payload.get("checkpoint"), bool(payload.get("keep_checkpoint")))
-
     def txt2img(payload: dict):
         params = GenerationParams(**payload["params"])
-        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=choice(payload))
+        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"))
 
     def img2img(payload: dict):
         params = Img2ImgParams(**payload["params"])
         mask = _from_base64(payload["mask"]) if payload.get("mask") else None
         init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
-        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=choice(payload))
+        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=payload.get("checkpoint"))
 
     queue.register("txt2img", txt2img)
     queue.register("img2img", img2img)

@@ -34,6 +34,10 @@ Handler = Callable[[Any], Callable[["Job"], Any]]
 log = logging.getLogger(__name__)
 
 
+class QueueStopped(RuntimeError):
+    """The server is stopping: no new jobs."""
+
+
 class JobStatus(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -105,6 +109,7 @@ class Job:
     recorded: bool = False  # in the JobStore, so it survives a restart
     _callbacks: list[Callable[[], None]] = field(default_factory=list)
     _callbacks_lock: threading.Lock = field(default_factory=threading.Lock)
+    _released: bool = False  # the queue stopped: waiters are told at once
 
     def __post_init__(self) -> None:
         self.control.on_step = self._on_step
@@ -113,7 +118,7 @@ class Job:
         """Call `callback` (from the worker thread) once the job has ended; at once if it has.
         Lets an asyncio server await a job without holding a thread for it."""
         with self._callbacks_lock:
-            if not self.finished.is_set():
+            if not self.finished.is_set() and not self._released:
                 self._callbacks.append(callback)
                 return
         callback()
@@ -124,9 +129,11 @@ class Job:
         self._release_waiters()
 
     def _release_waiters(self) -> None:
-        """Run the done-callbacks now. Also used without finishing the job, when the server
-        stops: its waiters answer that it stays queued for the next start."""
+        """Run the done-callbacks now, and any added later at once. Also used without
+        finishing the job, when the server stops: its waiters answer that it stays queued
+        for the next start."""
         with self._callbacks_lock:
+            self._released = True
             callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             try:
@@ -174,7 +181,9 @@ class JobQueue:
     """Jobs run one at a time by a daemon worker thread, taking users' lanes in turn. Only the
     methods below are the interface."""
 
-    def __init__(self, max_finished: int = 200, store: "JobStore | None" = None):
+    def __init__(self, max_finished: int = 64, store: "JobStore | None" = None):
+        """The newest `max_finished` finished jobs stay in memory with their results (images);
+        older ones are answered from the store's record."""
         self._lock = threading.Condition()
         self._lanes: dict[str, deque[Job]] = {}
         self._turns: deque[str] = deque()  # users with waiting jobs, next turn first
@@ -197,11 +206,16 @@ class JobQueue:
         """Queue a job. With a payload (JSON-able) and a store, it is recorded and survives a
         restart, rebuilt by the handler registered for `kind`."""
         with self._lock:
+            if self._stopping:
+                raise QueueStopped("The server is stopping and takes no new jobs; try again once it has started.")
             number = next(self._ids)
             job = Job(id=f"task({number})", kind=kind, task=task, user=user, number=number)
             if self._store is not None and payload is not None:
-                self._store.add(number, kind, user, payload, job.submitted_at)
-                job.recorded = True
+                try:
+                    self._store.add(number, kind, user, payload, job.submitted_at)
+                    job.recorded = True
+                except Exception:  # a full disk must not stop generating: the job runs, unrecorded
+                    log.exception("Could not record %s in %s; it will not survive a restart", job.id, self._store.path)
             self._enqueue(job)
             return job
 
@@ -344,7 +358,7 @@ class JobQueue:
                 job.progress.started_at = time.monotonic()
                 self._current = job
             if job.recorded:
-                self._store.started(job.number)
+                self._record(self._store.started, job.number)
             status = JobStatus.DONE
             try:
                 job.result = job.task(job)
@@ -359,7 +373,8 @@ class JobQueue:
                 status = JobStatus.FAILED
             with self._lock:
                 if self._stopping and status is JobStatus.INTERRUPTED and job.recorded:
-                    self._current = None  # cut off by the shutdown: left 'running' in the store, so the next start runs it again
+                    self._current = None  # cut off by the shutdown: queued again in the store, for the next start
+                    self._record(self._store.requeue, job.number)
                     job._set_finished()
                     return
                 self._current = None
@@ -370,8 +385,22 @@ class JobQueue:
         job.finished_at = time.monotonic()
         if job.recorded:
             record = getattr(job.result, "record", None)
-            self._store.finished(job.number, status.value, job.error, record() if callable(record) else None)
+            self._record(self._store.finished, job.number, status.value, job.error, record() if callable(record) else None)
+        job.task = _done  # let go of what the task held (init images) and of the last preview
+        job.progress.preview = None
         job._set_finished()
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._max_finished:
             self._jobs.pop(self._finished_order.popleft(), None)
+
+    def _record(self, write: Callable[..., None], *args: Any) -> None:
+        """Write to the store; a failed write (disk full, locked file) is logged, and the
+        worker and the job's waiters carry on."""
+        try:
+            write(*args)
+        except Exception:
+            log.exception("Could not update the queue file %s", self._store.path if self._store else "")
+
+
+def _done(job: Job) -> None:
+    """What a finished job's task becomes."""

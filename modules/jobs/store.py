@@ -99,9 +99,16 @@ class JobStore:
             ).fetchone()
         return _stored(row) if row else None
 
+    def requeue(self, number: int) -> None:
+        """A job cut off by a clean stop: queued again without counting the attempt (the
+        attempts only count runs that ended with the process dying)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET status='queued', attempts=MAX(attempts-1, 0) WHERE number=?", (number,))
+
     def recover(self, max_attempts: int = 1) -> list[StoredJob]:
         """Jobs to run again after a restart, oldest first. A job found running was cut off by
-        the process ending: queued again unless it had used its attempts, then failed."""
+        the process ending: queued again unless it had used its attempts, then failed. A
+        record that cannot be read is failed with the reason; the rest still run."""
         with self._lock:
             self._db.execute(
                 "UPDATE jobs SET status='failed', finished_at=?, error='The server stopped while this job was running (it was already retried once).' "
@@ -112,7 +119,15 @@ class JobStore:
             rows = self._db.execute(
                 "SELECT number, kind, user, payload, status, attempts, submitted_at, error, result FROM jobs WHERE status='queued' ORDER BY number"
             ).fetchall()
-        return [_stored(r) for r in rows]
+            jobs = []
+            for row in rows:
+                stored = _stored(row)
+                if row[3] is not None and stored.payload is None:
+                    self._db.execute("UPDATE jobs SET status='failed', finished_at=?, error=? WHERE number=?",
+                                     (time.time(), "Its record in the queue file could not be read after the restart.", row[0]))
+                else:
+                    jobs.append(stored)
+        return jobs
 
     def close(self) -> None:
         with self._lock:
@@ -121,5 +136,15 @@ class JobStore:
 
 def _stored(row) -> StoredJob:
     number, kind, user, payload, status, attempts, submitted_at, error, result = row
-    return StoredJob(number, kind, user, json.loads(payload) if payload else None, status, attempts, submitted_at, error,
-                     json.loads(result) if result else None)
+    return StoredJob(number, kind, user, _json(payload), status, attempts, submitted_at, error, _json(result))
+
+
+def _json(text: str | None) -> Any:
+    """A stored JSON value, or None when there is none or it cannot be read (a damaged
+    record must not stop the server from starting or answering)."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None

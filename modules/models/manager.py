@@ -156,20 +156,41 @@ class ModelManager:
 
     @property
     def selected(self) -> CheckpointInfo | None:
-        """The checkpoint jobs use unless they ask for another (A1111's sd_model_checkpoint)."""
+        """A1111's sd_model_checkpoint: the checkpoint jobs submitted now run on unless they
+        ask for another."""
         if self._selected is None:
             return None
         return next((c for c in self.checkpoints if c.path == self._selected), None)
 
-    def ensure(self, query: str | None = None, select: bool = False) -> ActiveModel:
-        """The model a job runs on: `query` if given, else the selected checkpoint (else
-        whatever is loaded). Loads only when it is not the active one already. With `select`
-        the query also becomes the selection (A1111's override_settings_restore_afterwards=False)."""
+    def select(self, query: str) -> CheckpointInfo | None:
+        """Make a checkpoint the selected one now, before it is loaded, so jobs submitted from
+        now on are pinned to it. Returns the previous selection, to go back to if it will
+        not load (see `reselect`)."""
+        info = self.require(query)
+        previous = self.selected
+        self._selected = info.path
+        return previous
+
+    def reselect(self, failed: CheckpointInfo, previous: CheckpointInfo | None) -> None:
+        """`failed` would not load: select `previous` again, unless someone chose another since."""
+        if self._selected == failed.path:
+            self._selected = previous.path if previous is not None else None
+
+    def pin(self, query: str | None = None) -> str | None:
+        """The checkpoint a job submitted now will run on, as a path: `query`, else the
+        selected one. Recorded with the job, it holds through other users' switches and
+        through a restart."""
         if query:
-            return self.load(query, select=select)
-        selected = self._selected
-        if selected is not None and (self._active is None or self._active.info.path != selected):
-            return self.load(str(selected))
+            return str(self.require(query).path)
+        return str(self._selected) if self._selected is not None else None
+
+    def ensure(self, query: str | None = None) -> ActiveModel:
+        """The model a job runs on: `query` (what `pin` gave), else the selected checkpoint,
+        else whatever is loaded. Loads only when it is not the active one already; never
+        changes the selection."""
+        target = query or (str(self._selected) if self._selected is not None else None)
+        if target:
+            return self.load(target, select=False)
         return self._active or self.load()
 
     def load(self, query: str | None = None, select: bool = True) -> ActiveModel:

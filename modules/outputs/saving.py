@@ -135,6 +135,8 @@ class SaveSettings:
                 f"Unsupported image format {self.file_format!r}; use one of png, jpg, webp."
             )
         object.__setattr__(self, "file_format", fmt)
+        if isinstance(self.jpeg_quality, bool) or not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"JPEG/WebP quality must be a whole number from 1 to 100, got {self.jpeg_quality!r}")
 
 
 class OutputWriter:

@@ -194,7 +194,9 @@ class JobRunner:
                 progress(p.fraction, desc=p.text())
             await asyncio.wait([done], timeout=0.2)
         if job.status not in FINISHED:  # woken because the server is stopping
-            raise gr.Error("The server is stopping: your job stays queued and runs when it starts again; its images will be in outputs/.")
+            if job.recorded:
+                raise gr.Error("The server is stopping: your job stays queued and runs when it starts again; its images will be in outputs/.")
+            raise gr.Error("The server is stopping: your job was not run.")
         if job.status is JobStatus.FAILED:
             raise gr.Error(job.error or "Generation failed")
         result = job.result

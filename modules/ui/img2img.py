@@ -175,6 +175,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
 
         mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by = inputs[: len(widgets)]
         values = dict(zip(names, inputs[len(widgets) :]))
+        checkpoint = service.models.pin()  # the model selected now, whatever others pick before the job's turn
         try:
             if mode == 4:
                 if not (input_dir or "").strip():
@@ -182,7 +183,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                 params = Img2ImgParams.create(**values)
                 out = Path(output_dir.strip()) if (output_dir or "").strip() else None
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
-                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks)  # noqa: E731
+                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint)  # noqa: E731
                 payload = None  # a folder batch is not recorded: its folders may be gone after a restart
             else:
                 picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
@@ -191,8 +192,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                     values["width"], values["height"] = _scaled(picture.size, scale_by)
                 params = Img2ImgParams.create(**values)
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
-                task = lambda j: service.run_img2img(j, params, init)  # noqa: E731
-                payload = img2img_payload(params, init)  # recorded, so it survives a restart
+                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint)  # noqa: E731
+                payload = img2img_payload(params, init, checkpoint=checkpoint)  # recorded, so it survives a restart
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         return task, payload

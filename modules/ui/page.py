@@ -5,10 +5,11 @@ from __future__ import annotations
 import gradio as gr
 
 from modules.generation.params import GenerationParams
-from modules.jobs.queue import Job, JobQueue, JobStatus
+from modules.jobs.queue import Job, JobQueue, JobStatus, QueueStopped, done_future
 from modules.jobs.generation_task import GenerationService
 from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
+from modules.ui.common import page_user
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.txt2img import build_txt2img_tab
 from modules.version import VERSION
@@ -104,13 +105,22 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
         fields = [*controls.by_field.items(), *img2img.by_field.items()]
         hinted = [controls.guide_box, controls.guide, controls.examples, *(control for _name, control in fields)]
 
-        def switch(title: str):
+        async def switch(title: str, request: gr.Request):
+            """Select the checkpoint at once (jobs submitted from now on run on it), then load
+            it in this user's turn; if it will not load, say why and go back."""
             if not title or title == current_title():
                 return [gr.update(), gr.update()] + [gr.update()] * len(hinted)
             before = _hints(models)
-            job = queue.submit("load_model", lambda _job: models.load(title))
-            job.wait()
-            if job.status is JobStatus.FAILED:  # say why, and show the model still in use
+            try:
+                previous = models.select(title)
+                wanted = models.selected
+                job = queue.submit("load_model", lambda _job: models.load(str(wanted.path)), user=page_user(request))
+            except (ValueError, QueueStopped) as exc:
+                gr.Warning(str(exc), duration=20)
+                return [gr.update(choices=models.titles(), value=current_title()), _notice(models)] + [gr.update()] * len(hinted)
+            await done_future(job)
+            if job.status is not JobStatus.DONE:  # say why, and show the model still in use
+                models.reselect(wanted, previous)
                 gr.Warning(job.error or f"Could not load {title}", duration=20)
             after = _hints(models)
             hints = _hint_updates(fields, after, before) if after != before else [gr.update()] * len(hinted)

@@ -90,7 +90,9 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
             params = GenerationParams.create(**dict(zip(names, values)))
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        return await jobs.run("txt2img", lambda j: service.run_txt2img(j, params), request, progress, payload=txt2img_payload(params))
+        checkpoint = service.models.pin()  # the model selected now, whatever others pick before the job's turn
+        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint)  # noqa: E731
+        return await jobs.run("txt2img", task, request, progress, payload=txt2img_payload(params, checkpoint=checkpoint))
 
     def upscaled_to(enable, w, h, scale, x, y):
         """A1111's "Upscaled resolution" line under the hires controls."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 import time
 
 import pytest
@@ -89,6 +90,9 @@ def test_save_images_nulls_and_legacy_sampler_names(server):
         ({"prompt": "x", "subseed_strength": 0.5, **SMALL}, 422, "variation seeds"),
         ({"prompt": "x", "steps": "many"}, 422, "steps"),
         ({"prompt": "x", "override_settings": {"sd_model_checkpoint": "missing-model"}, **SMALL}, 400, "Checkpoint not found: 'missing-model'"),
+        ({"prompt": "x", "override_settings": {"sd_model_checkpoint": 123}, **SMALL}, 400, "sd_model_checkpoint must be a checkpoint title"),
+        ({"prompt": "x", "override_settings": {"CLIP_stop_at_last_layers": [1]}, **SMALL}, 400, "CLIP_stop_at_last_layers must be a whole number"),
+        ({"prompt": "x", "infotext": "a cat\nSteps: 5, Seed: 3", **SMALL}, 422, "infotext"),
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_message(server, body, status, message):
@@ -129,6 +133,7 @@ def test_img2img_with_a_mask_and_data_urls(server):
     out = unb64(r.json()["images"][0]).convert("RGB")
     text = out.info.get("parameters") or unb64(r.json()["images"][0]).info["parameters"]
     assert "Denoising strength: 0.75, Mask blur: 2, Masked content: fill," in text  # the API's default is "fill"
+    assert r.json()["parameters"]["init_images"] is None and r.json()["parameters"]["mask"] is None  # not echoed unless include_init_images
     assert out.getpixel((2, 2)) == init.getpixel((2, 2))  # far from the mask: untouched
 
 
@@ -316,10 +321,15 @@ def test_a_bad_option_changes_nothing(server):
     client, _ = server
     before = client.get("/sdapi/v1/options").json()
     for body in ({"samples_format": "jpg", "CLIP_stop_at_last_layers": 13}, {"CLIP_stop_at_last_layers": 2, "sd_model_checkpoint": "nope"},
-                 {"samples_format": "jpg", "live_previews_enable": "maybe"}, {"CLIP_stop_at_last_layers": 2, "samples_format": "bmp"}):
+                 {"samples_format": "jpg", "live_previews_enable": "maybe"}, {"CLIP_stop_at_last_layers": 2, "samples_format": "bmp"},
+                 {"samples_format": "jpg", "jpeg_quality": "abc"}, {"jpeg_quality": 101}, {"samples_format": ["png"]},
+                 {"CLIP_stop_at_last_layers": 2.5}, {"outdir_txt2img_samples": 5}):
         r = client.post("/sdapi/v1/options", json=body)
         assert r.status_code == 400 and r.json()["detail"], body
     assert client.get("/sdapi/v1/options").json() == before
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "still fine", **SMALL}).status_code == 200
+    for job_id in ("task(²)", "task(99999999999999999999999)", "nonsense"):
+        assert client.get(f"/sdapi/v1/queue/{job_id}").status_code == 404, job_id
 
 
 def test_with_api_auth_a_users_jobs_are_their_own(tmp_path, tiny_checkpoint):
@@ -337,4 +347,40 @@ def test_with_api_auth_a_users_jobs_are_their_own(tmp_path, tiny_checkpoint):
             assert r.status_code == 403 and "another user" in r.json()["detail"]
         assert client.get(f"/sdapi/v1/queue/{job['id']}").status_code == 401
         assert "alice's secret" not in client.get("/sdapi/v1/queue", auth=bob).text
+        # While alice's job runs, A1111's global /progress shows bob its progress but not her picture.
+        running = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "alice's big one", "width": 256, "height": 256, "steps": 30, "n_iter": 20},
+                              auth=alice).json()
+        deadline = time.monotonic() + 60
+        while client.get("/sdapi/v1/progress", auth=alice).json()["current_image"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/sdapi/v1/progress", auth=alice).json()["current_image"]
+        seen = client.get("/sdapi/v1/progress", auth=bob).json()
+        assert seen["state"]["sampling_steps"] == 30 and seen["current_image"] is None
+        assert client.post(f"/sdapi/v1/queue/{running['id']}/skip", auth=bob).status_code == 403
+        assert client.delete(f"/sdapi/v1/queue/{running['id']}", auth=alice).status_code == 200
     app.queue.shutdown()
+
+
+def test_a_job_runs_on_the_checkpoint_selected_when_it_was_sent(server):
+    """Someone switching the model while a job waits does not change what that job runs on;
+    jobs sent after the switch run on the new one."""
+    client, _ = server
+    titles = [m["title"] for m in client.get("/sdapi/v1/sd-models").json()]
+    tiny = next(t for t in titles if t.startswith("tiny-test-model-random"))
+    demo = next(t for t in titles if t.startswith("demo-shapes-64px"))
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": tiny}).status_code == 200
+    blocker = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "hold the worker", "width": 256, "height": 256, "steps": 30, "n_iter": 20}).json()
+    before = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "sent before", "seed": 1, **SMALL}).json()["id"]
+    switched: dict = {}
+    switch = threading.Thread(target=lambda: switched.update(r=client.post("/sdapi/v1/options", json={"sd_model_checkpoint": demo})))
+    switch.start()  # answered once its load job has had its turn
+    deadline = time.monotonic() + 30
+    while not client.get("/sdapi/v1/options").json()["sd_model_checkpoint"].startswith("demo-shapes-64px") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "sent after", "seed": 2, **SMALL}).json()["id"]
+    client.delete(f"/sdapi/v1/queue/{blocker['id']}")
+    names = [json.loads(wait_done(client, i)["result"]["info"])["sd_model_name"] for i in (before, after)]
+    switch.join(60)
+    assert switched["r"].status_code == 200
+    assert names == ["tiny-test-model-random", "demo-shapes-64px"]
+    assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": tiny}).status_code == 200

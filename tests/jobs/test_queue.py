@@ -129,25 +129,117 @@ def test_recorded_jobs_survive_a_restart(tmp_path):
     assert JobQueue(store=JobStore(tmp_path / "q.sqlite3")).restore() == []  # nothing runs twice
 
 
-def test_a_job_cut_off_twice_is_failed_with_a_reason(tmp_path):
+def test_a_job_that_crashed_the_server_twice_is_failed_with_a_reason(tmp_path):
+    """A job found 'running' after a restart died with the process: it runs once more, and
+    if the process dies under it again it is failed, so a job that kills the server cannot
+    kill it on every start."""
     from modules.jobs.store import JobStore
 
     path = tmp_path / "q.sqlite3"
-    for attempt in range(2):
+    store = JobStore(path)
+    store.add(1, "hang", "", {})
+    store.started(1)  # ...and the process died
+    assert [j.number for j in JobStore(path).recover()] == [1]
+    store.started(1)  # the retry died too
+    q = JobQueue(store=JobStore(path))
+    q.register("hang", lambda payload: lambda job: None)
+    assert q.restore() == []
+    record = q.stored(1)
+    assert record.status == "failed" and "stopped while this job was running" in record.error
+    q.shutdown()
+
+
+def test_clean_stops_do_not_use_up_a_jobs_retry(tmp_path):
+    path = tmp_path / "q.sqlite3"
+    from modules.jobs.store import JobStore
+
+    for attempt in range(3):
         q = JobQueue(store=JobStore(path))
         hold, gate, started = blocker()
         q.register("hang", lambda payload, hold=hold: hold)
         if attempt == 0:
             q.submit("hang", hold, payload={})
         else:
-            assert len(q.restore()) == 1
+            assert len(q.restore()) == 1  # still queued after each clean stop
         assert started.wait(5)
         q.shutdown()
+    assert JobStore(path).get(1).status == "queued"
+
+
+def test_a_damaged_record_is_failed_and_the_rest_still_run(tmp_path):
+    import sqlite3
+
+    from modules.jobs.store import JobStore
+
+    path = tmp_path / "q.sqlite3"
+    store = JobStore(path)
+    store.add(1, "echo", "", {"name": "first"})
+    store.add(2, "echo", "", {"name": "second"})
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE jobs SET payload='{\"name\": ' WHERE number=1")
     q = JobQueue(store=JobStore(path))
-    q.register("hang", lambda payload: lambda job: None)
-    assert q.restore() == []
-    record = q.stored(1)
-    assert record.status == "failed" and "stopped while this job was running" in record.error
+    q.register("echo", lambda payload: lambda job: payload["name"])
+    [restored] = q.restore()
+    assert restored.wait(5) and restored.result == "second"
+    assert q.stored(1).status == "failed" and "could not be read" in q.stored(1).error
+    q.shutdown()
+
+
+def test_a_store_that_cannot_be_written_does_not_stop_the_worker(tmp_path):
+    from modules.jobs.store import JobStore
+
+    store = JobStore(tmp_path / "q.sqlite3")
+    q = JobQueue(store=store)
+    first = q.submit("t", lambda job: "one", payload={})
+    assert first.wait(5)
+    store.close()  # every write from now on raises
+    second = q.submit("t", lambda job: "two", payload={})
+    third = q.submit("t", lambda job: "three", payload={})
+    assert second.wait(5) and third.wait(5)
+    assert (second.result, third.result, third.status) == ("two", "three", JobStatus.DONE)
+    q.shutdown()
+
+
+def in_fresh_loop(make_coroutine):
+    """asyncio.run on a thread of its own: the browser tests' session-wide Playwright keeps
+    an event loop running on the main thread."""
+    import asyncio
+
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.update(value=asyncio.run(make_coroutine())))
+    thread.start()
+    thread.join(10)
+    return out["value"]
+
+
+def test_after_stop_no_job_is_taken_and_waiters_are_told(tmp_path):
+    import asyncio
+
+    from modules.jobs.queue import QueueStopped, done_future
+
+    q = JobQueue()
+    hold, gate, started = blocker()
+    running = q.submit("t", hold)
+    waiting = q.submit("t", lambda job: "never")
+    assert started.wait(5)
+
+    async def stop_while_both_are_awaited():
+        both = asyncio.gather(done_future(running), done_future(waiting))
+        await asyncio.sleep(0.1)
+        q.stop()
+        return await asyncio.wait_for(both, 5)
+
+    async def late_waiter():
+        return await asyncio.wait_for(done_future(waiting), 1)
+
+    assert in_fresh_loop(stop_while_both_are_awaited) == [running, waiting]
+    assert waiting.status is JobStatus.QUEUED  # woken, not run
+    assert in_fresh_loop(late_waiter) is waiting  # a waiter that comes after the stop is told at once
+    try:
+        q.submit("t", lambda job: "late")
+        raise AssertionError("a job was taken after stop")
+    except QueueStopped as exc:
+        assert "stopping" in str(exc)
     q.shutdown()
 
 
