@@ -27,6 +27,7 @@ from modules.api.models import Img2ImgRequest, Txt2ImgRequest, clip_skip_value, 
 from modules.generation import samplers
 from modules.generation.params import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from modules.jobs.generation_task import GenerationResult, GenerationService
+from modules.jobs.model_switch import switch_checkpoint
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, done_future
 from modules.models.manager import ModelManager
 from modules.options import OutputSettings
@@ -137,6 +138,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError):
         return JSONResponse(status_code=exc.status, content={"error": exc.error, "detail": exc.detail, "body": "", "errors": exc.detail})
 
+    @app.exception_handler(QueueStopped)
+    async def queue_stopped(request: Request, exc: QueueStopped):
+        return await api_error(request, ApiError(503, "ServiceUnavailable", str(exc)))
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         errors = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'request body'}: {e.get('msg')}" for e in exc.errors()]
@@ -172,27 +177,17 @@ def build_router(state: ApiState) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(current_user)], tags=["sdapi"])
     asked: dict[str, Txt2ImgRequest] = {}  # what each queued API job was asked, to answer in A1111's shape
 
-    def check_finished(job: Job) -> None:
+    def check_outcome(job: Job, what: str) -> None:
+        """An awaited job that did not end well, as the client's error: 503 when the server
+        stopped first, 400 with the job's own message when it failed."""
         if job.status not in FINISHED:  # woken because the server is stopping
             if job.recorded:
                 kept = f" stays queued and runs when the server starts again; its result will be at GET /sdapi/v1/queue/{job.id}"
             else:
                 kept = " was not run"
             raise ApiError(503, "ServiceUnavailable", f"The server is stopping: {job.id}{kept}.")
-
-    def submit(kind: str, task: Callable[[Job], Any], user: str, payload: Any = None) -> Job:
-        try:
-            return state.queue.submit(kind, task, user=user, payload=payload)
-        except QueueStopped as exc:
-            raise ApiError(503, "ServiceUnavailable", str(exc)) from None
-
-    async def run_job(kind: str, task: Callable[[Job], Any], user: str = "", payload: Any = None) -> Job:
-        job = submit(kind, task, user, payload)
-        await done_future(job)
-        check_finished(job)
         if job.status is JobStatus.FAILED:
-            raise _bad(job.error or f"{kind} failed")
-        return job
+            raise _bad(job.error or f"{what} failed")
 
     def respond(request: Txt2ImgRequest | None, job: Job) -> dict:
         """A1111's answer for a finished job. A job restored after a restart has no request:
@@ -236,7 +231,7 @@ def build_router(state: ApiState) -> APIRouter:
                 payload = img2img_payload(params, init, save, checkpoint)
         except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
-        job = submit(kind, task, user, payload)
+        job = state.queue.submit(kind, task, user=user, payload=payload)
         for old in [k for k in list(asked) if state.queue.get(k) is None]:  # the queue forgot them: so do we
             asked.pop(old, None)
         asked[job.id] = request
@@ -247,9 +242,7 @@ def build_router(state: ApiState) -> APIRouter:
         thread, so any number of clients can wait), answer with its result."""
         job = await run_in_threadpool(enqueue, request, kind, user)
         await done_future(job)  # no server thread is held while waiting: see done_future
-        check_finished(job)
-        if job.status is JobStatus.FAILED:
-            raise _bad(job.error or "generation failed")
+        check_outcome(job, "generation")
         return await run_in_threadpool(respond, asked.pop(job.id, request), job)
 
     @router.post("/txt2img")
@@ -389,12 +382,8 @@ def build_router(state: ApiState) -> APIRouter:
         state.clip_skip = clip_skip
         selected, active = state.models.selected, state.models.active
         if wanted is not None and not (selected and selected.path == wanted.path and active and active.info.path == wanted.path):
-            previous = state.models.select(str(wanted.path))  # jobs submitted from now on run on it
-            try:
-                await run_job("load_model", lambda _j: state.models.load(str(wanted.path)), user)
-            except ApiError:
-                state.models.reselect(wanted, previous)
-                raise
+            job = await switch_checkpoint(state.models, state.queue, str(wanted.path), user)
+            check_outcome(job, "loading the checkpoint")
         return {}
 
     @router.get("/cmd-flags")
@@ -544,9 +533,9 @@ def _typed(value: Any, kind: type, key: str) -> Any:
 
 
 def _options(state: ApiState) -> dict:
-    chosen = state.models.selected or (state.models.active.info if state.models.active else None)
+    current = state.models.current
     values: dict[str, Any] = {
-        "sd_model_checkpoint": chosen.title if chosen else None, "CLIP_stop_at_last_layers": state.clip_skip,
+        "sd_model_checkpoint": current.title if current else None, "CLIP_stop_at_last_layers": state.clip_skip,
         "live_previews_enable": state.live_previews_enable, "show_progress_every_n_steps": state.show_progress_every_n_steps,
     }
     for f in fields(OutputSettings):

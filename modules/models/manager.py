@@ -162,6 +162,12 @@ class ModelManager:
             return None
         return next((c for c in self.checkpoints if c.path == self._selected), None)
 
+    @property
+    def current(self) -> CheckpointInfo | None:
+        """What to show as the checkpoint in use: the selected one, else the loaded one (an
+        API job may have loaded another for itself)."""
+        return self.selected or (self._active.info if self._active is not None else None)
+
     def select(self, query: str) -> CheckpointInfo | None:
         """Make a checkpoint the selected one now, before it is loaded, so jobs submitted from
         now on are pinned to it. Returns the previous selection, to go back to if it will
@@ -188,7 +194,7 @@ class ModelManager:
         """The model a job runs on: `query` (what `pin` gave), else the selected checkpoint,
         else whatever is loaded. Loads only when it is not the active one already; never
         changes the selection."""
-        target = query or (str(self._selected) if self._selected is not None else None)
+        target = query or self.pin()
         if target:
             return self.load(target, select=False)
         return self._active or self.load()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from modules.generation.params import GenerationParams
-from modules.jobs.queue import Job, JobQueue, JobStatus, QueueStopped, done_future
+from modules.jobs.model_switch import switch_checkpoint
+from modules.jobs.queue import Job, JobQueue, JobStatus, QueueStopped
 from modules.jobs.generation_task import GenerationService
 from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
@@ -97,9 +98,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
         footer = gr.Markdown(_footer(), elem_id="footer_info")
 
         def current_title() -> str | None:
-            """The selected checkpoint (an API job may have loaded another for itself)."""
-            chosen = models.selected or (models.active.info if models.active else None)
-            return chosen.title if chosen else None
+            return models.current.title if models.current else None
 
         # Per-model defaults (the demo model's 64x64) apply to both tabs' controls.
         fields = [*controls.by_field.items(), *img2img.by_field.items()]
@@ -112,15 +111,11 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
                 return [gr.update(), gr.update()] + [gr.update()] * len(hinted)
             before = _hints(models)
             try:
-                previous = models.select(title)
-                wanted = models.selected
-                job = queue.submit("load_model", lambda _job: models.load(str(wanted.path)), user=page_user(request))
+                job = await switch_checkpoint(models, queue, title, page_user(request))
             except (ValueError, QueueStopped) as exc:
                 gr.Warning(str(exc), duration=20)
                 return [gr.update(choices=models.titles(), value=current_title()), _notice(models)] + [gr.update()] * len(hinted)
-            await done_future(job)
             if job.status is not JobStatus.DONE:  # say why, and show the model still in use
-                models.reselect(wanted, previous)
                 gr.Warning(job.error or f"Could not load {title}", duration=20)
             after = _hints(models)
             hints = _hint_updates(fields, after, before) if after != before else [gr.update()] * len(hinted)

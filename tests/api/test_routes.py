@@ -384,3 +384,19 @@ def test_a_job_runs_on_the_checkpoint_selected_when_it_was_sent(server):
     assert switched["r"].status_code == 200
     assert names == ["tiny-test-model-random", "demo-shapes-64px"]
     assert client.post("/sdapi/v1/options", json={"sd_model_checkpoint": tiny}).status_code == 200
+
+
+def test_once_the_server_is_stopping_new_work_gets_503_and_nothing_changes(tmp_path, tiny_checkpoint):
+    data = data_dir_with_tiny_model(tmp_path, tiny_checkpoint)
+    args = parse_args(["--data-dir", str(data), "--nowebui", "--disable-console-progressbars"])
+    app = webui.App.create(args)
+    app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
+    with TestClient(app.build_asgi(args)) as client:
+        before = client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
+        app.queue.stop()
+        for route, body in (("/sdapi/v1/txt2img", {"prompt": "late", **SMALL}), ("/sdapi/v1/queue/txt2img", {"prompt": "late", **SMALL}),
+                            ("/sdapi/v1/options", {"sd_model_checkpoint": "demo-shapes-64px"})):
+            r = client.post(route, json=body)
+            assert r.status_code == 503 and "stopping" in r.json()["detail"], route
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == before
+    app.queue.shutdown()

@@ -1,0 +1,28 @@
+"""Switching the selected checkpoint, shared by the page's menu and the API's options.
+
+The selection changes at once, so every job submitted from then on is pinned to the new
+checkpoint; loading it is a queue job in the user's own turn (never mid-generation), and
+if the file will not load the previous selection comes back.
+"""
+
+from __future__ import annotations
+
+from modules.jobs.queue import Job, JobQueue, JobStatus, done_future
+from modules.models.manager import ModelManager
+
+
+async def switch_checkpoint(models: ModelManager, queue: JobQueue, query: str, user: str) -> Job:
+    """Select `query`, load it in `user`'s turn and return the finished load job; when it did
+    not finish DONE the selection is back to what it was. Raises ValueError for an unknown
+    checkpoint and QueueStopped when the server is stopping (nothing changed then)."""
+    previous = models.select(query)
+    wanted = models.selected
+    try:
+        job = queue.submit("load_model", lambda _job: models.load(str(wanted.path)), user=user)
+    except Exception:
+        models.reselect(wanted, previous)
+        raise
+    await done_future(job)
+    if job.status is not JobStatus.DONE:
+        models.reselect(wanted, previous)
+    return job
