@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,6 +231,18 @@ def compute_sha256(path: Path) -> str:
     return hasher.hexdigest()
 
 
+def compute_safetensors_body_sha256(path: Path) -> str:
+    """SHA-256 of a .safetensors file without its JSON header: the "addnet" hash that A1111
+    writes for LoRAs in `Lora hashes` (Civitai's AutoV3), unchanged when only metadata is edited."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        header_length = int.from_bytes(handle.read(8), "little")
+        handle.seek(8 + header_length)
+        while chunk := handle.read(HASH_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
 def _signature(path: Path) -> dict:
     """What must be unchanged for a cached hash to stay valid: size and mtime, for a
     folder summed/maxed over its weight files plus their names."""
@@ -260,10 +272,14 @@ class HashCache:
         *,
         hashing: bool = True,
         section: str = "checkpoint-sha256",
+        digest: Callable[[Path], str] | None = None,
     ):
+        """`digest` computes a file's hash (default: SHA-256 of the whole file); another
+        digest needs its own `section`."""
         self.cache_file = Path(cache_file) if cache_file is not None else None
         self.hashing = hashing
         self.section = section
+        self._digest = digest or compute_sha256
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = self._load_section()
 
@@ -283,7 +299,7 @@ class HashCache:
         if not (compute and self.hashing):
             return None
         log.info("Calculating sha256 for %s", path)
-        digest = compute_sha256(path)
+        digest = self._digest(path)
         with self._lock:
             self._entries[key] = {"sha256": digest, **signature}
             self._write_section()
@@ -292,6 +308,10 @@ class HashCache:
     def shorthash(self, path: Path, *, compute: bool = True) -> str | None:
         digest = self.sha256(path, compute=compute)
         return digest[:SHORTHASH_LENGTH] if digest else None
+
+    def sibling(self, section: str, digest: Callable[[Path], str]) -> "HashCache":
+        """Another cache in the same file and with the same --no-hashing choice, for another digest."""
+        return HashCache(self.cache_file, hashing=self.hashing, section=section, digest=digest)
 
     def attach(self, info: CheckpointInfo, *, compute: bool = True) -> CheckpointInfo:
         """`info` with its hash filled in (computing it if needed and allowed)."""
