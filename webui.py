@@ -24,7 +24,7 @@ from modules.version import VERSION  # noqa: E402
 
 if TYPE_CHECKING:
     from modules.jobs.queue import Job, JobQueue
-    from modules.jobs.generation_task import GenerationService
+    from modules.jobs.generation_task import GenerationService, Libraries
     from modules.models.manager import ModelManager
 
 log = logging.getLogger("webui")
@@ -63,17 +63,28 @@ class App:
 
         from modules.demo.embedded import EMBEDDED_PATH
 
-        models = ModelManager(
-            paths.ckpt_dirs, paths.configs_dir, devices, HashCache(paths.hash_cache, hashing=not args.no_hashing),
-            extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,),
-        )
+        hashes = HashCache(paths.hash_cache, hashing=not args.no_hashing)
+        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, hashes, extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,))
         from modules.jobs.generation_task import register_generation_jobs
         from modules.jobs.store import JobStore
 
         queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
-        service = GenerationService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars)
+        service = GenerationService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars,
+                                    libraries=cls.libraries(paths, hashes))
         register_generation_jobs(queue, service)
         return cls(paths, models, queue, service)
+
+    @staticmethod
+    def libraries(paths: Paths, hashes) -> "Libraries":
+        """LoRAs, embeddings, VAEs and styles from their folders (listing only: files load when used)."""
+        from modules.generation.styles import StyleStore
+        from modules.jobs.generation_task import Libraries
+        from modules.models.embeddings import EmbeddingLibrary
+        from modules.models.lora import LoraLibrary
+        from modules.models.vae import VaeLibrary
+
+        return Libraries(LoraLibrary((paths.loras,), hashes), EmbeddingLibrary((paths.embeddings,), hashes), VaeLibrary((paths.vaes,), hashes),
+                         StyleStore(paths.styles_files))
 
     def start(self, ckpt: str | None = None) -> "Job":
         """Queue the start-up work first, so any generation waits for it: the tiny model when

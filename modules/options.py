@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--ckpt-dir", type=Path, default=None, help="extra folder to search for checkpoints")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start")
     paths.add_argument("--no-hashing", action="store_true", help="do not compute SHA-256 of checkpoints (no Model hash in infotext)")
+    paths.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRA files (default <models-dir>/Lora)")
+    paths.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings (default <models-dir>/embeddings)")
+    paths.add_argument("--vae-dir", type=Path, default=None, help="folder of VAE files (default <models-dir>/VAE)")
+    paths.add_argument("--styles-file", action="append", default=None,
+                       help="styles file (repeatable, wildcards allowed; default <data-dir>/styles.csv); new styles go to the first")
     dev = p.add_argument_group("device and precision")
     dev.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast")
     dev.add_argument("--no-half", action="store_true", help="keep the model in fp32 on the GPU")
@@ -71,6 +76,10 @@ class Paths:
     ckpt_dirs: tuple[Path, ...]
     outputs_dir: Path
     configs_dir: Path
+    lora_dir: Path | None = None  # None: <models>/Lora, and so on
+    embeddings_dir: Path | None = None
+    vae_dir: Path | None = None
+    styles_files: tuple[Path, ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Paths":
@@ -79,16 +88,49 @@ class Paths:
         ckpt_dirs = [models / "Stable-diffusion"]
         if args.ckpt_dir:
             ckpt_dirs.append(Path(args.ckpt_dir).resolve())
-        return cls(data, models, tuple(ckpt_dirs), data / "outputs", REPO_DIR / "configs")
+        styles = _styles_files(getattr(args, "styles_file", None), data)
+
+        def folder(value) -> Path | None:
+            return Path(value).resolve() if value else None
+
+        return cls(data, models, tuple(ckpt_dirs), data / "outputs", REPO_DIR / "configs", folder(getattr(args, "lora_dir", None)),
+                   folder(getattr(args, "embeddings_dir", None)), folder(getattr(args, "vae_dir", None)), styles)
+
+    @property
+    def loras(self) -> Path:
+        return self.lora_dir or self.models_dir / "Lora"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.embeddings_dir or self.models_dir / "embeddings"
+
+    @property
+    def vaes(self) -> Path:
+        return self.vae_dir or self.models_dir / "VAE"
 
     @property
     def hash_cache(self) -> Path:
         return self.data_dir / "cache.json"
 
     def ensure(self) -> None:
-        for sub in ("Stable-diffusion", "VAE", "Lora", "embeddings"):
-            (self.models_dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.models_dir / "Stable-diffusion").mkdir(parents=True, exist_ok=True)
+        for folder in (self.loras, self.embeddings, self.vaes):
+            folder.mkdir(parents=True, exist_ok=True)
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _styles_files(patterns: list[str] | None, data_dir: Path) -> tuple[Path, ...]:
+    """A1111's --styles-file: each pattern may be a wildcard; a plain path is kept even if it
+    does not exist yet (new styles are saved there). Default <data-dir>/styles.csv."""
+    import glob
+
+    if not patterns:
+        return (data_dir / "styles.csv",)
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+        found += [Path(m).resolve() for m in matches if Path(m).resolve() not in found]
+    return tuple(found) or (data_dir / "styles.csv",)
 
 
 @dataclass(frozen=True)

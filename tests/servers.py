@@ -60,9 +60,11 @@ def launched(data: Path, *flags: str, ready_path: str = "/") -> Iterator[str]:
         wait_http(f"http://127.0.0.1:{port}{ready_path}", proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
         try:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(10)
+        except ProcessLookupError:  # it already exited (a failed start): wait_http said why
+            pass
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()

@@ -93,8 +93,6 @@ class Txt2ImgRequest(BaseModel):
             problems.append(f"alwayson_scripts {sorted(self.alwayson_scripts)} (scripts are not supported yet)")
         if self.subseed_strength:
             problems.append("subseed_strength (variation seeds are not supported yet)")
-        if self.styles:
-            problems.append("styles (prompt styles are not supported yet)")
         if self.restore_faces:
             problems.append("restore_faces (face restoration is not available)")
         if self.tiling:
@@ -109,13 +107,17 @@ class Txt2ImgRequest(BaseModel):
             problems.append("infotext (reading parameters from an infotext is not supported yet: send the fields)")
         return problems
 
-    def generation_values(self, clip_skip: int = 1) -> dict[str, Any]:
-        """The request as GenerationParams fields; None values are left to the parameter model's defaults."""
+    def generation_values(self, clip_skip: int = 1, emphasis: str = "Original") -> dict[str, Any]:
+        """The request as GenerationParams fields; None values are left to the parameter model's
+        defaults, and settings the request does not override to the server's (`clip_skip`, `emphasis`)."""
         values = {k: getattr(self, k) for k in DIRECT_FIELDS if getattr(self, k) is not None}
         values["sampler_name"] = self.sampler_name or self.sampler_index or "Euler"
         overrides = self.override_settings or {}
         wanted = overrides.get("CLIP_stop_at_last_layers")
         values["clip_skip"] = clip_skip_value(wanted) if wanted is not None else clip_skip
+        values["emphasis"] = overrides.get("emphasis") or emphasis
+        if self.styles:
+            values["styles"] = tuple(self.styles)
         if self.enable_hr:
             values.update({k: getattr(self, k) for k in HIRES_FIELDS if getattr(self, k) is not None})
             values["hr_upscaler"] = self.hr_upscaler or "Latent"
@@ -125,14 +127,18 @@ class Txt2ImgRequest(BaseModel):
                 values["hr_scheduler"] = self.hr_scheduler
         return values
 
-    def params(self, clip_skip: int = 1) -> GenerationParams:
-        return GenerationParams.create(**self.generation_values(clip_skip))
+    def params(self, clip_skip: int = 1, emphasis: str = "Original") -> GenerationParams:
+        return GenerationParams.create(**self.generation_values(clip_skip, emphasis))
 
     def wanted_checkpoint(self) -> str | None:
         wanted = (self.override_settings or {}).get("sd_model_checkpoint") or None
         if wanted is not None and not isinstance(wanted, str):
             raise ValueError(f"override_settings.sd_model_checkpoint must be a checkpoint title or name, got {wanted!r}")
         return wanted
+
+    def wanted_vae(self) -> str | None:
+        """override_settings.sd_vae: "Automatic", "None" or a file in models/VAE (checked by the service)."""
+        return (self.override_settings or {}).get("sd_vae") or None
 
 
 class Img2ImgRequest(Txt2ImgRequest):
@@ -162,8 +168,8 @@ class Img2ImgRequest(Txt2ImgRequest):
             problems.append("enable_hr (hires fix is a txt2img option)")
         return problems
 
-    def generation_values(self, clip_skip: int = 1) -> dict[str, Any]:
-        values = super().generation_values(clip_skip)
+    def generation_values(self, clip_skip: int = 1, emphasis: str = "Original") -> dict[str, Any]:
+        values = super().generation_values(clip_skip, emphasis)
         values["denoising_strength"] = 0.75 if self.denoising_strength is None else self.denoising_strength
         values.update({k: getattr(self, k) for k in IMG2IMG_FIELDS if getattr(self, k) is not None})
         values["inpaint_full_res"] = bool(values.get("inpaint_full_res", True))
@@ -171,8 +177,8 @@ class Img2ImgRequest(Txt2ImgRequest):
         values["mask_blur"] = blur
         return values
 
-    def params(self, clip_skip: int = 1) -> Img2ImgParams:
-        return Img2ImgParams.create(**self.generation_values(clip_skip))
+    def params(self, clip_skip: int = 1, emphasis: str = "Original") -> Img2ImgParams:
+        return Img2ImgParams.create(**self.generation_values(clip_skip, emphasis))
 
 
 def clip_skip_value(value: Any) -> int:

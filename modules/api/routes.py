@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from modules.api.models import Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
 from modules.generation import samplers
-from modules.generation.params import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from modules.generation.params import EMPHASIS_MODES, LATENT_UPSCALERS, PIXEL_UPSCALERS
 from modules.jobs.generation_task import GenerationResult, GenerationService
 from modules.jobs.model_switch import switch_checkpoint
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, done_future
@@ -57,6 +57,7 @@ class ApiState:
     cmd_flags: dict[str, Any]
     data_dir: Path
     clip_skip: int = 1
+    emphasis: str = "Original"
     users: dict[str, str] = field(default_factory=dict)  # --api-auth, user -> password
     live_previews_enable: bool = True  # A1111's defaults: a preview every 10 steps
     show_progress_every_n_steps: int = 10
@@ -215,20 +216,26 @@ def build_router(state: ApiState) -> APIRouter:
             raise ApiError(422, "Unsupported", "Not supported by this server: " + "; ".join(problems))
         save = bool(request.save_images)
         try:
-            params = request.params(state.clip_skip)
+            params = request.params(state.clip_skip, state.emphasis)
+            state.service.styled(params)  # an unknown style is a 400 now, not a failed job later
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
-            if wanted and request.override_settings_restore_afterwards is False:
-                state.models.select(wanted)  # A1111 keeps an override that is not restored afterwards
+            vae = state.service.pin_vae(request.wanted_vae())
+            if request.override_settings_restore_afterwards is False:  # A1111 keeps an override that is not restored afterwards
+                if wanted:
+                    state.models.select(wanted)
+                if request.wanted_vae():
+                    state.service.select_vae(vae)
             if kind == "txt2img":
-                task, payload = (lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint)), txt2img_payload(params, save, checkpoint)
+                task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
+                payload = txt2img_payload(params, save, checkpoint, vae)
             else:
                 if not request.init_images:
                     raise ApiError(404, "NotFound", "Init image not found")
                 images = tuple(decode_image(data, f"init_images[{i}]") for i, data in enumerate(request.init_images))
                 init = InitImages(images, decode_image(request.mask, "mask") if request.mask else None)
-                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint)  # noqa: E731
-                payload = img2img_payload(params, init, save, checkpoint)
+                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
+                payload = img2img_payload(params, init, save, checkpoint, vae)
         except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
         job = state.queue.submit(kind, task, user=user, payload=payload)
@@ -371,6 +378,8 @@ def build_router(state: ApiState) -> APIRouter:
             wanted = state.models.require(str(query)) if query else None
             live = {k: _typed(values[k], type(getattr(state, k)), k) for k in ("live_previews_enable", "show_progress_every_n_steps") if k in values}
             clip_skip = clip_skip_value(values["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in values else state.clip_skip
+            emphasis = _choice(values["emphasis"], EMPHASIS_MODES, "emphasis") if "emphasis" in values else state.emphasis
+            vae = state.service.pin_vae(values["sd_vae"]) if "sd_vae" in values else None
             current = state.service.settings
             changes = {f.name: _typed(values[f.name], type(getattr(current, f.name)), f.name) for f in fields(OutputSettings) if f.name in values}
             if changes:
@@ -379,7 +388,9 @@ def build_router(state: ApiState) -> APIRouter:
             raise _bad(f"Bad option value: {exc}") from None
         for key, value in live.items():
             setattr(state, key, value)
-        state.clip_skip = clip_skip
+        state.clip_skip, state.emphasis = clip_skip, emphasis
+        if vae is not None:
+            state.service.select_vae(vae)
         selected, active = state.models.selected, state.models.active
         if wanted is not None and not (selected and selected.path == wanted.path and active and active.info.path == wanted.path):
             job = await switch_checkpoint(state.models, state.queue, str(wanted.path), user)
@@ -418,25 +429,44 @@ def build_router(state: ApiState) -> APIRouter:
     def latent_modes() -> list[dict]:
         return [{"name": n} for n in LATENT_UPSCALERS]
 
+    libraries = state.service.libraries
+
     @router.get("/sd-vae")
     def sd_vae() -> list[dict]:
-        return [{"model_name": p.stem, "filename": str(p)} for p in _files(state.data_dir / "models" / "VAE", (".safetensors", ".pt", ".ckpt"))]
+        return libraries.vaes.describe() if libraries.vaes is not None else []
+
+    @router.post("/refresh-vae")
+    def refresh_vae() -> dict:
+        if libraries.vaes is not None:
+            libraries.vaes.refresh()
+        return {}
 
     @router.get("/loras")
     def loras() -> list[dict]:
-        return [{"name": p.stem, "alias": p.stem, "path": str(p), "metadata": {}} for p in _files(state.data_dir / "models" / "Lora", (".safetensors", ".pt", ".ckpt"))]
+        return libraries.loras.describe() if libraries.loras is not None else []
 
     @router.post("/refresh-loras")
     def refresh_loras() -> dict:
+        if libraries.loras is not None:
+            libraries.loras.refresh()
         return {}
 
     @router.get("/embeddings")
     def embeddings() -> dict:
-        return {"loaded": {}, "skipped": {}}
+        """A1111's listing: embeddings that fit the loaded model's text encoders are "loaded"."""
+        if libraries.embeddings is None:
+            return {"loaded": {}, "skipped": {}}
+        return libraries.embeddings.describe(_text_widths(state.models))
+
+    @router.post("/refresh-embeddings")
+    def refresh_embeddings() -> dict:
+        if libraries.embeddings is not None:
+            libraries.embeddings.refresh()
+        return {}
 
     @router.get("/prompt-styles")
     def prompt_styles() -> list:
-        return []
+        return libraries.styles.describe() if libraries.styles is not None else []
 
     @router.get("/scripts")
     def scripts() -> dict:
@@ -515,9 +545,9 @@ def _info(result: GenerationResult) -> dict:
         "width": params.width, "height": params.height, "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale,
         "steps": params.steps, "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
-        "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "sd_vae_name": result.vae_name, "sd_vae_hash": result.vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": params.denoising_strength, "extra_generation_params": {}, "index_of_first_image": 0,
-        "infotexts": result.infotexts, "styles": [], "job_timestamp": (result.started or datetime.now()).strftime("%Y%m%d%H%M%S"),
+        "infotexts": result.infotexts, "styles": list(params.styles), "job_timestamp": (result.started or datetime.now()).strftime("%Y%m%d%H%M%S"),
         "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": result.inpainting_model, "version": VERSION,
     }
 
@@ -536,6 +566,7 @@ def _options(state: ApiState) -> dict:
     current = state.models.current
     values: dict[str, Any] = {
         "sd_model_checkpoint": current.title if current else None, "CLIP_stop_at_last_layers": state.clip_skip,
+        "sd_vae": state.service.sd_vae, "emphasis": state.emphasis,
         "live_previews_enable": state.live_previews_enable, "show_progress_every_n_steps": state.show_progress_every_n_steps,
     }
     for f in fields(OutputSettings):
@@ -543,10 +574,21 @@ def _options(state: ApiState) -> dict:
     return values
 
 
-def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+def _choice(value: Any, choices: tuple[str, ...], key: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of: {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _text_widths(models: ModelManager) -> set[int]:
+    """The loaded model's text-encoder widths (768 for SD 1.x, 1024 for SD 2.x, 768 and 1280
+    for SDXL): which embeddings it can use."""
+    active = models.active
+    if active is None:
+        return set()
+    model = active.model
+    encoders = [model.text_encoder] + ([model.text_encoder_2] if model.text_encoder_2 is not None else [])
+    return {te.config.hidden_size for te in encoders}
 
 
 def _memory() -> dict:

@@ -35,6 +35,8 @@ RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resiz
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREAS = ("Whole picture", "Only masked")
+# A1111's `emphasis` setting: how (word:1.2) weights act on the text encoder's output.
+EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 
 
 def _meta(label: str, infotext: str | None = None, **extra: Any) -> dict:
@@ -58,6 +60,9 @@ class GenerationParams(BaseModel):
     cfg_scale: float = Field(7.0, ge=1.0, le=30.0, json_schema_extra=_meta("CFG Scale", "CFG scale", step=0.5))
     seed: int = Field(-1, ge=-1, le=2**32 - 1, json_schema_extra=_meta("Seed", "Seed"))
     clip_skip: int = Field(1, ge=1, le=12, json_schema_extra=_meta("Clip skip", "Clip skip"))
+    emphasis: str = Field("Original", json_schema_extra=_meta("Emphasis mode", "Emphasis", choices=EMPHASIS_MODES))
+    # Styles from styles.csv, applied to the prompts when the job runs (A1111's `styles`).
+    styles: tuple[str, ...] = Field((), json_schema_extra=_meta("Styles"))
     # A1111's img2img_fix_steps setting: False runs steps x denoising strength, as A1111 does.
     img2img_fix_steps: bool = Field(False, json_schema_extra=_meta("With img2img, do exactly the amount of steps the slider specifies"))
     denoising_strength: float = Field(0.7, ge=0.0, le=1.0, json_schema_extra=_meta("Denoising strength", "Denoising strength", step=0.01))
@@ -79,6 +84,13 @@ class GenerationParams(BaseModel):
     def _size(cls, v: int, info) -> int:
         if not (MIN_SIZE <= v <= MAX_SIZE) or v % 8:
             raise ValueError(f"must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}, got {v}")
+        return v
+
+    @field_validator("emphasis")
+    @classmethod
+    def _emphasis(cls, v: str) -> str:
+        if v not in EMPHASIS_MODES:
+            raise ValueError(f"must be one of: {', '.join(EMPHASIS_MODES)}")
         return v
 
     @model_validator(mode="after")
@@ -185,11 +197,13 @@ def format_number(value: float) -> str:
 
 def infotext_fields(
     params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str,
-    clip_skip_applies: bool = True, masked: bool = False,
+    clip_skip_applies: bool = True, masked: bool = False, vae_hash: str | None = None, vae_name: str | None = None,
+    extras: list[tuple[str, Any]] = (),
 ) -> list[tuple[str, Any]]:
     """The params line of A1111's infotext, keys in A1111's order (None values are dropped later).
     `clip_skip_applies` is False for models that ignore Clip skip (SD2, SDXL); `masked` says an
-    inpainting mask was used, which adds A1111's mask keys."""
+    inpainting mask was used, which adds A1111's mask keys; `vae_*` name a VAE file in use;
+    `extras` (Emphasis, Lora hashes, TI hashes) come last, before Version, as in A1111."""
     sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
     meta = GenerationParams.field_meta
     img2img = isinstance(params, Img2ImgParams)
@@ -203,6 +217,8 @@ def infotext_fields(
         ("Size", f"{params.width}x{params.height}"),
         ("Model hash", model_hash),
         ("Model", model_name),
+        ("VAE hash", vae_hash),
+        ("VAE", vae_name),
         (meta("denoising_strength")["infotext"], None if denoising is None else format_number(denoising)),
         (meta("clip_skip")["infotext"], params.clip_skip if params.clip_skip > 1 and clip_skip_applies else None),
     ]
@@ -216,7 +232,7 @@ def infotext_fields(
             ("Inpaint area", INPAINT_AREAS[1] if params.inpaint_full_res else None),
             ("Masked area padding", params.inpaint_full_res_padding if params.inpaint_full_res else None),
         ]
-    return fields + [("Version", version)]
+    return fields + list(extras) + [("Version", version)]
 
 
 def _hires_fields(params: GenerationParams, sampler: samplers.Sampler, schedule: samplers.Schedule) -> list[tuple[str, Any]]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +22,17 @@ from PIL import Image, ImageOps
 
 from modules.generation import images as imgops
 from modules.generation import noise, samplers
+from modules.generation.conditioning import ScheduledPrompts, StepConditioning, combine
 from modules.generation.control import RunControl, StepInfo
+from modules.generation.job_prompts import JobPrompts, LoraUse, PassText, infotext_extras, pass_text
 from modules.generation.params import LATENT_UPSCALERS, GenerationParams, Img2ImgParams
-from modules.generation.text_encoding import PromptEncoder
+from modules.generation.text_encoding import EncodingOptions, PromptEncoder
 from modules.models.loaded import LoadedModel
+
+if TYPE_CHECKING:
+    from modules.models.embeddings import EmbeddingLibrary
+    from modules.models.lora import LoraLibrary, LoraStack
+    from modules.models.vae import VaeSwitch
 
 FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING = range(4)  # masked content, by index
 
@@ -47,13 +55,24 @@ class InitImages:
 
 
 @dataclass(frozen=True)
+class PromptSetup:
+    """What prompts may call on beyond the checkpoint (LoRA files, textual-inversion
+    embeddings) and A1111's prompt settings that are not per-request parameters."""
+
+    loras: "LoraLibrary | None" = None
+    embeddings: "EmbeddingLibrary | None" = None
+    comma_padding_backtrack: int = 20
+    use_old_scheduling: bool = False
+
+
+@dataclass(frozen=True)
 class Pass:
     """One sampling pass: what to condition on, how to sample, and how much to denoise
     (strength 1 starts from pure noise, below 1 from noised `init` latents)."""
 
-    prompt: str
-    negative_prompt: str
-    clip_skip: int
+    prompts: ScheduledPrompts
+    encoding: EncodingOptions
+    loras: tuple[LoraUse, ...]
     cfg_scale: float
     sampler: samplers.Sampler
     schedule: samplers.Schedule
@@ -101,9 +120,12 @@ class _Prepared:
 class Runner:
     """Runs generation jobs on one loaded model. Make a new one when the model changes."""
 
-    def __init__(self, model: LoadedModel):
+    def __init__(self, model: LoadedModel, setup: PromptSetup | None = None):
         self.model = model
-        self.prompts = PromptEncoder(model)
+        self.setup = setup or PromptSetup()
+        self.prompts = PromptEncoder(model, self.setup.embeddings)
+        self._loras: LoraStack | None = None  # made on first use: it imports peft
+        self._vae: VaeSwitch | None = None
         self.vae_scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale)
         self.latent_channels = model.vae.config.latent_channels
@@ -111,19 +133,90 @@ class Runner:
 
     # ------------------------------------------------------------------ txt2img
 
-    def txt2img(self, params: GenerationParams, first_seed: int, control: RunControl | None = None) -> Iterator[Batch]:
-        """Yield each finished batch; a skipped batch yields nothing, an interrupt ends the job."""
+    # ------------------------------------------------------------------ prompts
+
+    def prepare(self, params: GenerationParams) -> JobPrompts:
+        """The job's prompts with comments and extra-network tags resolved; warnings for what
+        cannot be used (unknown LoRA, malformed tag, LoRA for another model) go in `warnings`."""
+        warnings: list[str] = []
+        first = pass_text(params.prompt, params.negative_prompt, self.setup.loras, warnings)
+        hires = None
+        if params.enable_hr:
+            hires = pass_text(params.hr_prompt or params.prompt, params.hr_negative_prompt or params.negative_prompt, self.setup.loras, warnings)
+        job = JobPrompts(first, hires, warnings)
+        for text in job.texts():
+            tokenized = self.prompts.tokenize(text, self._encoding(params))
+            job.embeddings += [name for name in tokenized.embeddings if name not in job.embeddings]
+            for name in tokenized.unfit:
+                note = f"Embedding '{name}' was made for another kind of model: it was read as a plain word."
+                if note not in warnings:
+                    warnings.append(note)
+        self._use_loras(first.loras, job)
+        return job
+
+    def infotext_extras(self, params: GenerationParams, job: JobPrompts) -> list[tuple[str, str | None]]:
+        """Emphasis, Lora hashes and TI hashes for the job's infotext."""
+        library = self.setup.embeddings
+        embeddings = [(name, library.shorthash(library.get(name))) for name in job.embeddings] if library is not None else []
+        applied = {file.path for file, _, _ in self._loras.active} if self._loras is not None else set()
+        library = self.setup.loras
+
+        def lora_hash(file) -> str | None:  # only LoRAs that were applied, as A1111 lists them
+            return library.shorthash(file) if library is not None and file.path in applied else None
+
+        return infotext_extras(job, lora_hash, embeddings, params.emphasis)
+
+    def _use_loras(self, loras: tuple[LoraUse, ...], job: JobPrompts | None = None) -> None:
+        """Make exactly these LoRAs active. The stack keeps files it has read, so this is cheap
+        when nothing changed, and it notices a file changed on disk."""
+        if self._loras is None:
+            if not loras:
+                return
+            from modules.models.lora import LoraStack
+
+            self._loras = LoraStack(self.model)
+        warnings = self._loras.apply([(u.file, u.te, u.unet) for u in loras])
+        if job is not None:
+            job.warnings.extend(w for w in warnings if w not in job.warnings)
+
+    def use_vae(self, path: Path | None) -> None:
+        """Decode and encode with this VAE file (None: the checkpoint's own); ValueError if it does not fit."""
+        if self._vae is None:
+            if path is None:
+                return
+            from modules.models.vae import VaeSwitch
+
+            self._vae = VaeSwitch(self.model)
+        self._vae.apply(path)
+
+    @property
+    def vae_file(self) -> Path | None:
+        return self._vae.current if self._vae is not None else None
+
+    def _text_state(self):
+        return self._loras.text_state() if self._loras is not None else None
+
+    def _encoding(self, params: GenerationParams) -> EncodingOptions:
+        return self.prompts.options(params.clip_skip, params.emphasis, self.setup.comma_padding_backtrack)
+
+    # ------------------------------------------------------------------ txt2img
+
+    def txt2img(self, params: GenerationParams, first_seed: int, control: RunControl | None = None,
+                prompts: JobPrompts | None = None) -> Iterator[Batch]:
+        """Yield each finished batch; a skipped batch yields nothing, an interrupt ends the job.
+        `prompts` is what `prepare` gave (made here if not given)."""
         control = control or RunControl()
-        first = self._pass(params)
-        second = self._hires_pass(params) if params.enable_hr else None
+        prompts = prompts or self.prepare(params)
+        first = self._pass(params, prompts.first)
+        second = self._hires_pass(params, prompts.hires or prompts.first) if params.enable_hr else None
         per_batch = first.schedule_steps()[1] + (second.schedule_steps()[1] if second else 0)
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches):
                 report = _reporter(control, index, len(batches), per_batch)
-                latents = self._denoise(first, seeds, control, report)
+                latents = self._denoise(first, seeds, control, report, job=prompts)
                 if latents is not None and second is not None:
-                    latents = self._denoise(second, seeds, control, report, init=self._upscale(latents, params), offset=first.steps)
+                    latents = self._denoise(second, seeds, control, report, init=self._upscale(latents, params), offset=first.steps, job=prompts)
                 if control.interrupted:
                     return
                 if latents is None:
@@ -131,19 +224,24 @@ class Runner:
                     continue
                 yield Batch(self.decode(latents), seeds, index)
 
-    def _pass(self, params: GenerationParams, strength: float = 1.0) -> Pass:
+    def _pass(self, params: GenerationParams, text: PassText, strength: float = 1.0) -> Pass:
         sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
+        scheduled = ScheduledPrompts.build(text.prompt, text.negative, params.steps, use_old_scheduling=self.setup.use_old_scheduling)
         return Pass(
-            params.prompt, params.negative_prompt, params.clip_skip, params.cfg_scale, sampler, schedule, params.steps,
+            scheduled, self._encoding(params), text.loras, params.cfg_scale, sampler, schedule, params.steps,
             params.width, params.height, strength, params.img2img_fix_steps,
         )
 
-    def _hires_pass(self, params: GenerationParams) -> Pass:
+    def _hires_pass(self, params: GenerationParams, text: PassText) -> Pass:
+        """The second pass: its prompts on A1111's hires timeline (`[a:b:1.5]` switches halfway
+        through it; plain step numbers count on from the first pass)."""
         sampler, schedule = params.hires_sampler()
         width, height = params.hires_size()
+        steps = params.hr_second_pass_steps or params.steps
+        scheduled = ScheduledPrompts.build(text.prompt, text.negative, params.steps, steps, self.setup.use_old_scheduling)
         return Pass(
-            params.hr_prompt or params.prompt, params.hr_negative_prompt or params.negative_prompt, params.clip_skip, params.cfg_scale,
-            sampler, schedule, params.hr_second_pass_steps or params.steps, width, height, params.denoising_strength, params.img2img_fix_steps,
+            scheduled, self._encoding(params), text.loras, params.cfg_scale, sampler, schedule, steps, width, height,
+            params.denoising_strength, params.img2img_fix_steps,
         )
 
     def _upscale(self, latents: torch.Tensor, params: GenerationParams) -> torch.Tensor:
@@ -159,19 +257,21 @@ class Runner:
 
     # ------------------------------------------------------------------ img2img
 
-    def img2img(self, params: Img2ImgParams, init: InitImages, first_seed: int, control: RunControl | None = None) -> Iterator[Batch]:
+    def img2img(self, params: Img2ImgParams, init: InitImages, first_seed: int, control: RunControl | None = None,
+                prompts: JobPrompts | None = None) -> Iterator[Batch]:
         """img2img and inpainting: yields batches like `txt2img`. Raises ValueError for an
         init the request cannot use (an empty mask)."""
         control = control or RunControl()
         prepared = self._prepare(params, init)
-        first = self._pass(params, params.denoising_strength)
+        prompts = prompts or self.prepare(params)
+        first = self._pass(params, prompts.first, params.denoising_strength)
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches):
                 report = _reporter(control, index, len(batches), first.schedule_steps()[1])
                 pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
                 init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
-                latents = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting)
+                latents = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts)
                 if control.interrupted:
                     return
                 if latents is None:
@@ -257,6 +357,7 @@ class Runner:
         init: torch.Tensor | None = None,
         inpainting: Inpainting | None = None,
         offset: int = 0,
+        job: JobPrompts | None = None,
     ) -> torch.Tensor | None:
         """Run one pass; None if it was skipped or interrupted. `offset` is how many steps of
         this batch earlier passes reported."""
@@ -266,9 +367,12 @@ class Runner:
         batch = len(seeds)
         unet_cfg = m.unet.config
 
-        # 1. Conditioning (cached per prompt), repeated for the batch; uncond first, as diffusers does.
-        do_cfg = p.cfg_scale > 1.0 and unet_cfg.get("time_cond_proj_dim") is None
-        embeds, added = self._conditioning(p, batch, do_cfg)
+        # 1. Conditioning per step (prompt editing, alternation, AND), uncond first as diffusers does.
+        self._use_loras(p.loras, job)
+        with_uncond = (p.cfg_scale > 1.0 or not p.prompts.plain) and unet_cfg.get("time_cond_proj_dim") is None
+        conditioning = StepConditioning(self.prompts, p.prompts, p.encoding, batch, with_uncond, self._text_state())
+        embeds, pooled = conditioning.at(0)
+        blocks = embeds.shape[0] // batch
 
         # 2. Timesteps: the last `run` of `total`, as diffusers' img2img pipelines cut them.
         scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
@@ -301,12 +405,12 @@ class Runner:
             model_in = scheduler.scale_model_input(latents, t)
             if extra is not None:
                 model_in = torch.cat([model_in, *extra], dim=1)
-            if do_cfg:
-                model_in = torch.cat([model_in] * 2)
+            if blocks > 1:
+                model_in = torch.cat([model_in] * blocks)
+            embeds, pooled = conditioning.at(i // order)
+            added = self._added_conditions(p, pooled)
             pred = m.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
-            if do_cfg:
-                pred_uncond, pred_cond = pred.chunk(2)
-                pred = pred_uncond + p.cfg_scale * (pred_cond - pred_uncond)
+            pred = combine(pred, conditioning.weights, p.cfg_scale, with_uncond)
             latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
             if blend is not None:  # keep the unmasked area on the original's noise path
                 keep = blend.keep_latents.to(latents.dtype)
@@ -316,20 +420,12 @@ class Runner:
             report(offset + min(run, (i + order) // order), latents)
         return latents
 
-    def _conditioning(self, p: Pass, batch: int, do_cfg: bool) -> tuple[torch.Tensor, dict | None]:
-        cond = self.prompts.encode(p.prompt, p.clip_skip)
-        embeds = cond.embeds.repeat(batch, 1, 1)
-        pooled = cond.pooled.repeat(batch, 1) if cond.pooled is not None else None
-        if do_cfg:
-            uncond = self.prompts.encode(p.negative_prompt, p.clip_skip, negative=True)
-            embeds = torch.cat([uncond.embeds.repeat(batch, 1, 1), embeds])
-            if pooled is not None:
-                pooled = torch.cat([uncond.pooled.repeat(batch, 1), pooled])
-        if not self.model.is_sdxl:
-            return embeds, None
+    def _added_conditions(self, p: Pass, pooled: torch.Tensor | None) -> dict | None:
+        if pooled is None:
+            return None
         # SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the pass's size.
         time_ids = torch.tensor([[p.height, p.width, 0, 0, p.height, p.width]], dtype=pooled.dtype, device=self.model.device)
-        return embeds, {"text_embeds": pooled, "time_ids": time_ids.repeat(embeds.shape[0], 1)}
+        return {"text_embeds": pooled, "time_ids": time_ids.repeat(pooled.shape[0], 1)}
 
     def _extra_channels(self, inpainting: Inpainting | None, batch: int, p: Pass) -> list[torch.Tensor] | None:
         """An inpainting model's mask and masked-image channels. Without a mask the whole

@@ -24,11 +24,29 @@ from modules.version import VERSION
 if TYPE_CHECKING:
     from PIL import Image
 
+    from modules.generation.job_prompts import JobPrompts
     from modules.generation.runner import Batch, InitImages, Runner
+    from modules.generation.styles import StyleStore
+    from modules.models.embeddings import EmbeddingLibrary
+    from modules.models.lora import LoraLibrary
+    from modules.models.vae import VaeLibrary
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+@dataclass
+class Libraries:
+    """The user's add-on files beside the checkpoints (models/Lora, models/embeddings,
+    models/VAE, styles.csv) and A1111's prompt settings that are not request fields."""
+
+    loras: "LoraLibrary | None" = None
+    embeddings: "EmbeddingLibrary | None" = None
+    vaes: "VaeLibrary | None" = None
+    styles: "StyleStore | None" = None
+    comma_padding_backtrack: int = 20
+    use_old_scheduling: bool = False
 
 
 @dataclass
@@ -42,6 +60,8 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)  # e.g. files a folder batch skipped, and why
     model_name: str | None = None  # the model it ran on: by the time someone reads the result,
     model_hash: str | None = None  # another job may have loaded another one
+    vae_name: str | None = None  # a VAE file in use, else None (the checkpoint's own)
+    vae_hash: str | None = None
     inpainting_model: bool = False
     started: datetime | None = None
 
@@ -55,13 +75,16 @@ class GenerationService:
     """Holds the writers and the per-model runner (whose prompt cache lives as long as the model)."""
 
     def __init__(self, models: ModelManager, settings: OutputSettings, data_dir: Path, console_progress: bool = True,
-                 clock: Callable[[], datetime] = datetime.now):
+                 clock: Callable[[], datetime] = datetime.now, libraries: Libraries | None = None):
         self.models = models
         self.console_progress = console_progress
+        self.libraries = libraries or Libraries()
+        self.sd_vae = "Automatic"  # A1111's sd_vae setting: what jobs that do not ask for another use
         self._data_dir = data_dir
         self._clock = clock
         self.apply_settings(settings)
         self._runner: tuple[ActiveModel, Runner] | None = None
+        self._counter: tuple | None = None  # (tokenizer, Tokenizing) for the page's token counter
         models.add_unload_listener(self._drop_runner)
 
     def apply_settings(self, settings: OutputSettings) -> None:
@@ -82,41 +105,96 @@ class GenerationService:
     def _drop_runner(self) -> None:
         self._runner = None
 
-    def runner(self, checkpoint: str | None = None) -> tuple[ActiveModel, "Runner"]:
+    def runner(self, checkpoint: str | None = None, vae: str | None = None) -> tuple[ActiveModel, "Runner"]:
         """The runner for the job's model (`checkpoint`, as ModelManager.pin gave it, else the
-        selected one), loading it first if needed."""
-        from modules.generation.runner import Runner  # imports diffusers: not needed to serve the page
+        selected one), loading it first if needed, with the VAE choice `vae` (else sd_vae) in place."""
+        from modules.generation.runner import PromptSetup, Runner  # imports diffusers: not needed to serve the page
 
         active = self.models.ensure(checkpoint)
         if self._runner is None or self._runner[0] is not active:
-            self._runner = (active, Runner(active.model))
+            libs = self.libraries
+            setup = PromptSetup(libs.loras, libs.embeddings, libs.comma_padding_backtrack, libs.use_old_scheduling)
+            self._runner = (active, Runner(active.model, setup))
+        if self.libraries.vaes is not None:
+            self._runner[1].use_vae(self.libraries.vaes.resolve(vae or self.sd_vae, active.info.path))
         return self._runner
 
-    def infotext(self, params: GenerationParams, seed: int, active: ActiveModel, masked: bool = False) -> str:
+    def select_vae(self, choice: str) -> None:
+        """Set sd_vae ("Automatic", "None" or a file in models/VAE); ValueError if unknown."""
+        self.pin_vae(choice)
+        self.sd_vae = choice
+
+    def pin_vae(self, choice: str | None = None) -> str:
+        """The VAE choice a job submitted now runs with: `choice` (checked), else sd_vae."""
+        if choice is None:
+            return self.sd_vae
+        if not isinstance(choice, str):
+            raise ValueError(f"sd_vae must be a string, got {choice!r}")
+        vaes = self.libraries.vaes
+        if choice not in ("Automatic", "None") and (vaes is None or vaes.find(choice) is None):
+            known = ", ".join(vaes.choices() if vaes is not None else ("Automatic", "None"))
+            raise ValueError(f"VAE '{choice}' not found in models/VAE. Choose one of: {known}.")
+        return choice
+
+    def count_tokens(self, prompt: str, steps: int = 20, negative: bool = False) -> tuple[int, int]:
+        """The page's "N/75" counter, with the loaded model's tokenizer and embeddings (the
+        shared CLIP vocabulary before a model is loaded)."""
+        from modules.generation.job_prompts import token_count
+        from modules.generation.text_encoding import EncodingOptions, Tokenizing
+
+        active = self.models.active
+        if active is not None:
+            tokenizer, width = active.model.tokenizer, active.model.text_encoder.config.hidden_size
+        else:
+            from modules.models.loader import build_tokenizer
+
+            tokenizer, width = build_tokenizer(self.models.configs_dir), 768
+        if self._counter is None or self._counter[0] is not tokenizer:
+            self._counter = (tokenizer, Tokenizing(tokenizer, self.libraries.embeddings, (width,)))
+        tokenizing = self._counter[1]
+        return token_count(prompt, lambda text: tokenizing(text, EncodingOptions(), width).token_count, steps, negative)
+
+    def styled(self, params: GenerationParams) -> GenerationParams:
+        """The params with their styles applied to the prompts (A1111 writes the styled
+        prompt into the infotext); ValueError for an unknown style."""
+        if not params.styles:
+            return params
+        if self.libraries.styles is None:
+            raise ValueError("No styles file is configured.")
+        prompt, negative = self.libraries.styles.apply(params.prompt, params.negative_prompt, params.styles)
+        return params.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+
+    def infotext(self, params: GenerationParams, seed: int, active: ActiveModel, masked: bool = False,
+                 extras: list[tuple[str, str | None]] = (), vae: tuple[str | None, str | None] = (None, None)) -> str:
         fields = infotext_fields(
             params, seed=seed, model_hash=active.info.shorthash, model_name=active.info.model_name, version=VERSION,
-            clip_skip_applies=active.model.honours_clip_skip, masked=masked,
+            clip_skip_applies=active.model.honours_clip_skip, masked=masked, vae_name=vae[0], vae_hash=vae[1], extras=extras,
         )
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
-    def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: str | None = None) -> GenerationResult:
+    def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: str | None = None,
+                    vae: str | None = None) -> GenerationResult:
         """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
-        model = self.runner(checkpoint)
-        return self._collect(job, params, model, lambda seed: model[1].txt2img(params, seed, job.control), self.writers["txt2img"], save=save)
+        params = self.styled(params)
+        model = self.runner(checkpoint, vae)
+        return self._collect(job, params, model, lambda seed, prompts: model[1].txt2img(params, seed, job.control, prompts),
+                             self.writers["txt2img"], save=save)
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
-                    save: bool | None = None, checkpoint: str | None = None) -> GenerationResult:
+                    save: bool | None = None, checkpoint: str | None = None, vae: str | None = None) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
         there under `name` instead of the numbered img2img outputs, and no grid is made."""
-        model = self.runner(checkpoint)
+        params = self.styled(params)
+        model = self.runner(checkpoint, vae)
         writers = self.writers["img2img"]
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
-        return self._collect(job, params, model, lambda seed: model[1].img2img(params, init, seed, job.control), writers, masked, name, save)
+        return self._collect(job, params, model, lambda seed, prompts: model[1].img2img(params, init, seed, job.control, prompts),
+                             writers, masked, name, save)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None,
-                           checkpoint: str | None = None) -> GenerationResult:
+                           checkpoint: str | None = None, vae: str | None = None) -> GenerationResult:
         """A1111's img2img Batch "From directory": every image in `input_dir`, with the mask of
         the same name from `mask_dir` (or its only file), saved under the input's name to
         `output_dir` (the usual img2img folder when empty). Files that are not images are
@@ -149,12 +227,13 @@ class GenerationService:
                 mask = imgops.open_mask(str(match[0]))
             try:
                 one = self.run_img2img(job, params, InitImages((image,), mask), Path(output_dir) if output_dir else None,
-                                       name=path.stem if output_dir else None, checkpoint=checkpoint)
+                                       name=path.stem if output_dir else None, checkpoint=checkpoint, vae=vae)
             except ValueError as exc:  # e.g. an empty mask: say so and go on with the next file
                 total.notes.append(f"Skipped {path.name}: {exc}")
                 continue
             for key in ("seeds", "images", "infotexts", "paths"):
                 getattr(total, key).extend(getattr(one, key))
+            total.notes.extend(n for n in one.notes if n not in total.notes)
         if not total.images and not total.notes:
             total.notes.append(f"No images found in {input_dir}.")
         return total
@@ -164,7 +243,7 @@ class GenerationService:
         job: Job,
         params: GenerationParams,
         model: tuple[ActiveModel, "Runner"],
-        batches: Callable[[int], Iterator["Batch"]],
+        batches: Callable[[int, "JobPrompts"], Iterator["Batch"]],
         writers: tuple[OutputWriter, OutputWriter | None],
         masked: bool = False,
         name: str | None = None,
@@ -175,8 +254,12 @@ class GenerationService:
         active, runner = model
 
         first_seed = resolve_seed(params.seed)
-        result = GenerationResult(params, model_name=active.info.model_name, model_hash=active.info.shorthash,
-                                  inpainting_model=active.model.unet.config.in_channels == 9, started=self._clock())
+        vae_file = runner.vae_file
+        vae = (vae_file.stem, self.libraries.vaes.shorthash(vae_file)) if vae_file is not None and self.libraries.vaes else (None, None)
+        result = GenerationResult(params, model_name=active.info.model_name, model_hash=active.info.shorthash, vae_name=vae[0],
+                                  vae_hash=vae[1], inpainting_model=active.model.unet.config.in_channels == 9, started=self._clock())
+        prompts = runner.prepare(params)
+        extras = runner.infotext_extras(params, prompts)
         images_writer, grids_writer = writers
         bar = tqdm(total=params.n_iter * params.steps, desc=job.id, unit="step", disable=not self.console_progress)
         report = job.control.on_step
@@ -191,9 +274,9 @@ class GenerationService:
 
         job.control.on_step = on_step
         try:
-            for batch in batches(first_seed):
+            for batch in batches(first_seed, prompts):
                 for image, seed in zip(batch.images, batch.seeds):
-                    text = self.infotext(params, seed, active, masked)
+                    text = self.infotext(params, seed, active, masked, extras, vae)
                     result.images.append(image)
                     result.seeds.append(seed)
                     result.infotexts.append(text)
@@ -204,6 +287,9 @@ class GenerationService:
         finally:
             job.control.on_step = report
             bar.close()
+            for warning in prompts.warnings:
+                log.warning("%s: %s", job.id, warning)
+            result.notes.extend(w for w in prompts.warnings if w not in result.notes)
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(result.images) > 1:
             result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0])
         return result
@@ -231,14 +317,15 @@ def _from_base64(text: str) -> "Image.Image":
     return image
 
 
-def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: str | None = None) -> dict:
-    return {"params": params.model_dump(), "save": save, "checkpoint": checkpoint}
+def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: str | None = None, vae: str | None = None) -> dict:
+    return {"params": params.model_dump(), "save": save, "checkpoint": checkpoint, "vae": vae}
 
 
-def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: str | None = None) -> dict:
+def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: str | None = None,
+                    vae: str | None = None) -> dict:
     """Everything the job needs to run again after a restart, images included (as PNG base64)."""
     return {
-        **txt2img_payload(params, save, checkpoint), "images": [_png_base64(im) for im in init.images],
+        **txt2img_payload(params, save, checkpoint, vae), "images": [_png_base64(im) for im in init.images],
         "mask": _png_base64(init.mask) if init.mask is not None else None,
     }
 
@@ -249,13 +336,14 @@ def register_generation_jobs(queue, service: GenerationService) -> None:
 
     def txt2img(payload: dict):
         params = GenerationParams(**payload["params"])
-        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"))
+        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"))
 
     def img2img(payload: dict):
         params = Img2ImgParams(**payload["params"])
         mask = _from_base64(payload["mask"]) if payload.get("mask") else None
         init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
-        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=payload.get("checkpoint"))
+        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=payload.get("checkpoint"),
+                                               vae=payload.get("vae"))
 
     queue.register("txt2img", txt2img)
     queue.register("img2img", img2img)

@@ -100,7 +100,7 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
 def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgControls:
     jobs = JobRunner(queue)
     meta = Img2ImgParams.field_meta
-    top = build_toprow(PREFIX)
+    top = build_toprow(PREFIX, service)
     mode = gr.State(0)
     resize_tab = gr.State(0)  # 0: Resize to, 1: Resize by
 
@@ -160,8 +160,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
     seed_row.wire(panel)
 
     fields = {
-        "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
-        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed_row.seed,
+        "prompt": top.prompt, "negative_prompt": top.negative, "styles": top.styles, "sampler_name": sampler, "scheduler": schedule,
+        "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed_row.seed,
         "denoising_strength": denoising, "img2img_fix_steps": exact, "resize_mode": resize_mode, "mask_blur": mask_blur,
         "inpainting_mask_invert": mask_mode, "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
     }
@@ -175,7 +175,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
 
         mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by = inputs[: len(widgets)]
         values = dict(zip(names, inputs[len(widgets) :]))
-        checkpoint = service.models.pin()  # the model selected now, whatever others pick before the job's turn
+        checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         try:
             if mode == 4:
                 if not (input_dir or "").strip():
@@ -183,7 +183,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                 params = Img2ImgParams.create(**values)
                 out = Path(output_dir.strip()) if (output_dir or "").strip() else None
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
-                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint)  # noqa: E731
+                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae)  # noqa: E731
                 payload = None  # a folder batch is not recorded: its folders may be gone after a restart
             else:
                 picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
@@ -192,8 +192,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                     values["width"], values["height"] = _scaled(picture.size, scale_by)
                 params = Img2ImgParams.create(**values)
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
-                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint)  # noqa: E731
-                payload = img2img_payload(params, init, checkpoint=checkpoint)  # recorded, so it survives a restart
+                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae)  # noqa: E731
+                payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae)  # recorded, so it survives a restart
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         return task, payload

@@ -20,6 +20,8 @@ CSS = """
 .infotext p { font-family: monospace; font-size: 0.9em; white-space: normal; word-break: break-word; }
 #model_notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
 #model_guide_box { padding: 0.5em 0.8em; }
+.token-counter { text-align: right; margin-top: -0.6em; }
+.token-count { font-size: 0.8em; opacity: 0.7; font-family: monospace; }
 """
 
 # A1111's prompt-box keys: Ctrl+Enter generates, Alt+Enter skips, Esc interrupts.
@@ -73,6 +75,14 @@ def _hint_updates(fields: list[tuple[str, object]], new: ModelHints, old: ModelH
     return updates
 
 
+def vae_choices(service: GenerationService) -> list[str]:
+    vaes = service.libraries.vaes
+    if vaes is None:
+        return ["Automatic", "None"]
+    vaes.refresh()
+    return vaes.choices()
+
+
 def _footer(device: str | None = None) -> str:
     return f"<div style='text-align:center;opacity:.6'>version {VERSION}{f' · {device}' if device else ''}</div>"
 
@@ -87,6 +97,9 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
                 elem_id="setting_sd_model_checkpoint", scale=4, allow_custom_value=False,
             )
             refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", size="sm", scale=0, min_width=40)
+            vae = gr.Dropdown(vae_choices(service), value=service.sd_vae, label="SD VAE", elem_id="setting_sd_vae", scale=2,
+                              info="Automatic: <checkpoint>.vae.safetensors if there is one. None: the checkpoint's own.")
+            vae_refresh = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0, min_width=40)
         notice = gr.Markdown(elem_id="model_notice", visible=False)
 
         with gr.Tabs(elem_id="tabs"):
@@ -126,12 +139,24 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
             return gr.update(choices=models.titles(), value=current_title())
 
         checkpoint.change(switch, checkpoint, [checkpoint, notice, *hinted], concurrency_limit=None, api_name=False)
+
+        def select_vae(choice: str):
+            """Jobs submitted from now on decode with this VAE (A1111's sd_vae)."""
+            try:
+                service.select_vae(choice)
+            except ValueError as exc:
+                gr.Warning(str(exc), duration=20)
+            return gr.update(choices=vae_choices(service), value=service.sd_vae)
+
+        vae.change(select_vae, vae, vae, queue=False, api_name=False)
+        vae_refresh.click(lambda: gr.update(choices=vae_choices(service), value=service.sd_vae), None, vae, queue=False, api_name=False)
         refresh.click(do_refresh, None, checkpoint, queue=False, api_name=False)
         def on_load():
             if ready is not None:
                 ready.wait(300)
             return [gr.update(choices=models.titles(), value=current_title()), _notice(models),
-                    _footer(models.devices.describe()), *_hint_updates(fields, _hints(models), None)]
+                    _footer(models.devices.describe()), gr.update(choices=vae_choices(service), value=service.sd_vae),
+                    *_hint_updates(fields, _hints(models), None)]
 
-        page.load(on_load, None, [checkpoint, notice, footer, *hinted], api_name=False)
+        page.load(on_load, None, [checkpoint, notice, footer, vae, *hinted], api_name=False)
     return page

@@ -60,7 +60,7 @@ def build_hires(prefix: str = PREFIX) -> dict[str, Any]:
 
 def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgControls:
     jobs = JobRunner(queue)
-    top = build_toprow(PREFIX)
+    top = build_toprow(PREFIX, service)
     with top.prompt_column:
         with gr.Group(visible=False, elem_id="model_guide_box") as guide_box:
             guide = gr.Markdown(elem_id="model_guide")
@@ -82,6 +82,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
         "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, **hires,
+        "styles": top.styles,
     }
     names = list(fields)
 
@@ -90,9 +91,9 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
             params = GenerationParams.create(**dict(zip(names, values)))
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        checkpoint = service.models.pin()  # the model selected now, whatever others pick before the job's turn
-        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint)  # noqa: E731
-        return await jobs.run("txt2img", task, request, progress, payload=txt2img_payload(params, checkpoint=checkpoint))
+        checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
+        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae)  # noqa: E731
+        return await jobs.run("txt2img", task, request, progress, payload=txt2img_payload(params, checkpoint=checkpoint, vae=vae))
 
     def upscaled_to(enable, w, h, scale, x, y):
         """A1111's "Upscaled resolution" line under the hires controls."""

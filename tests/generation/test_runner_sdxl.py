@@ -40,3 +40,19 @@ def test_sdxl_core_matches_the_diffusers_sdxl_pipeline_and_ignores_clip_skip(sdx
     assert np.abs(np.asarray(ours[0], dtype=np.int16) - np.asarray(ref[0], dtype=np.int16)).max() <= 1
     fields = dict(infotext_fields(params, seed=5, model_hash=None, model_name="xl", version="v", clip_skip_applies=m.honours_clip_skip))
     assert fields["Clip skip"] is None
+
+
+def test_sdxl_long_prompts_chunk_both_encoders_and_pool_the_first_chunk(sdxl_model):
+    from modules.generation.text_encoding import EncodingOptions, PromptEncoder
+
+    encoder = PromptEncoder(sdxl_model)
+    first = " ".join(["cat"] * 75)
+    long = encoder.encode(first + " dog dog", EncodingOptions())
+    short = encoder.encode(first, EncodingOptions())
+    width = sdxl_model.text_encoder.config.hidden_size + sdxl_model.text_encoder_2.config.hidden_size
+    assert long.embeds.shape == (1, 154, width) and short.embeds.shape == (1, 77, width)
+    assert torch.equal(long.embeds[:, :77], short.embeds)
+    assert torch.equal(long.pooled, short.pooled)  # A1111 pools the first chunk
+    weighted = encoder.encode("a (cat:1.5)", EncodingOptions(emphasis="No norm")).embeds
+    plain = encoder.encode("a cat", EncodingOptions(emphasis="No norm")).embeds
+    assert torch.allclose(weighted[0, 2], plain[0, 2] * 1.5, atol=1e-5)  # both halves of the token's vector

@@ -1,0 +1,102 @@
+"""The API's add-on routes and fields: LoRA, embedding, VAE and style listings that show what
+is on disk, `styles` and `override_settings.sd_vae` in a request, and clear 400s for names
+that do not exist."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from safetensors.torch import save_file
+
+import webui
+from modules.models.ldm_keys import vae_to_ldm
+from modules.models.tiny import build_components
+from modules.options import parse_args
+from tests.servers import data_dir_with_tiny_model
+
+SMALL = {"width": 64, "height": 64, "steps": 3, "seed": 4}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint, configs_dir):
+    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("addon-data"), tiny_checkpoint)
+    models = data / "models"
+    for sub in ("Lora", "embeddings", "VAE"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    save_file({"emb_params": torch.randn(3, 32)}, str(models / "embeddings" / "tinystyle.safetensors"))
+    save_file({"emb_params": torch.randn(2, 768)}, str(models / "embeddings" / "sd15thing.safetensors"))
+    _, vae, _ = build_components(configs_dir, seed=77)
+    save_file({k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), vae.config).items()}, str(models / "VAE" / "bright.safetensors"))
+    (models / "Lora" / "glow.safetensors").write_bytes(b"")  # listed; loading it is another test's business
+    (data / "styles.csv").write_text('name,prompt,negative_prompt\ncinema,"{prompt}, film grain",cartoon\n', encoding="utf-8")
+    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
+    app = webui.App.create(args)
+    app.start(str(models / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
+    with TestClient(app.build_asgi(args)) as client:
+        yield client, data
+    app.queue.shutdown()
+
+
+def infotext(response) -> str:
+    return json.loads(response.json()["info"])["infotexts"][0]
+
+
+def test_listings_show_what_is_on_disk(server):
+    client, data = server
+    assert [s["name"] for s in client.get("/sdapi/v1/prompt-styles").json()] == ["cinema"]
+    assert client.get("/sdapi/v1/prompt-styles").json()[0] == {"name": "cinema", "prompt": "{prompt}, film grain", "negative_prompt": "cartoon"}
+    assert [v["model_name"] for v in client.get("/sdapi/v1/sd-vae").json()] == ["bright.safetensors"]
+    assert [lora["name"] for lora in client.get("/sdapi/v1/loras").json()] == ["glow"]
+    embeddings = client.get("/sdapi/v1/embeddings").json()
+    assert list(embeddings["loaded"]) == ["tinystyle"] and embeddings["loaded"]["tinystyle"]["vectors"] == 3
+    assert "sd15thing" in embeddings["skipped"]  # made for a 768-wide text encoder; the tiny model's is 32
+    (data / "models" / "Lora" / "second.safetensors").write_bytes(b"")
+    assert client.post("/sdapi/v1/refresh-loras").status_code == 200
+    assert [lora["name"] for lora in client.get("/sdapi/v1/loras").json()] == ["glow", "second"]
+
+
+def test_styles_and_vae_in_a_request(server):
+    client, _ = server
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "styles": ["cinema"], **SMALL})
+    assert r.status_code == 200, r.text
+    text = infotext(r)
+    assert text.startswith("a cat, film grain\nNegative prompt: cartoon\n")
+    assert json.loads(r.json()["info"])["styles"] == ["cinema"]
+    plain = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", **SMALL})
+    bright = client.post("/sdapi/v1/txt2img", json={"prompt": "a cat", "override_settings": {"sd_vae": "bright.safetensors"}, **SMALL})
+    assert bright.status_code == 200, bright.text
+    assert "VAE hash: " in infotext(bright) and ", VAE: bright," in infotext(bright) and "VAE" not in infotext(plain)
+    assert bright.json()["images"][0] != plain.json()["images"][0]
+    info = json.loads(bright.json()["info"])
+    assert info["sd_vae_name"] == "bright" and len(info["sd_vae_hash"]) == 10
+    assert client.get("/sdapi/v1/options").json()["sd_vae"] == "Automatic"  # the override was restored afterwards
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"styles": ["nosuch"]}, "Style not found: 'nosuch'"),
+        ({"override_settings": {"sd_vae": "missing.safetensors"}}, "VAE 'missing.safetensors' not found"),
+        ({"override_settings": {"emphasis": "Loud"}}, "Emphasis mode: must be one of"),
+    ],
+)
+def test_unknown_names_get_a_400_naming_them(server, body, message):
+    client, _ = server
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "x", **SMALL, **body})
+    assert r.status_code == 400, r.text
+    assert message in r.json()["detail"]
+
+
+def test_options_set_vae_and_emphasis(server):
+    client, _ = server
+    assert client.post("/sdapi/v1/options", json={"sd_vae": "bright.safetensors", "emphasis": "No norm"}).status_code == 200
+    options = client.get("/sdapi/v1/options").json()
+    assert (options["sd_vae"], options["emphasis"]) == ("bright.safetensors", "No norm")
+    r = client.post("/sdapi/v1/txt2img", json={"prompt": "a (cat:1.4)", **SMALL})
+    assert ", VAE: bright," in infotext(r) and "Emphasis: No norm" in infotext(r)
+    assert client.post("/sdapi/v1/options", json={"sd_vae": "nope"}).status_code == 400
+    assert client.post("/sdapi/v1/options", json={"emphasis": "Loud"}).status_code == 400
+    assert client.post("/sdapi/v1/options", json={"sd_vae": "Automatic", "emphasis": "Original"}).status_code == 200

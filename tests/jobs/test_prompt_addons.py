@@ -1,0 +1,151 @@
+"""LoRAs, embeddings, VAEs and styles as a job uses them: what reaches the image, what the
+infotext records, and the warnings for what cannot be used."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from modules.generation.params import GenerationParams
+from modules.generation.styles import PromptStyle, StyleStore
+from modules.jobs.generation_task import GenerationService, Libraries
+from modules.jobs.queue import Job
+from modules.models.catalog import HashCache
+from modules.models.embeddings import EmbeddingLibrary
+from modules.models.ldm_keys import vae_to_ldm
+from modules.models.lora import LoraLibrary
+from modules.models.manager import ModelManager
+from modules.models.tiny import build_components
+from modules.models.vae import VaeLibrary
+from modules.options import OutputSettings
+from modules.outputs.infotext import parse_infotext
+from tests.models.test_lora import write_test_lora
+
+DAY = datetime(2026, 12, 2, 12, 0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_checkpoint):
+    data = tmp_path_factory.mktemp("data")
+    for sub in ("Stable-diffusion", "Lora", "embeddings", "VAE"):
+        (data / "models" / sub).mkdir(parents=True)
+    (data / "models" / "Stable-diffusion" / tiny_checkpoint.name).write_bytes(tiny_checkpoint.read_bytes())
+    return data
+
+
+@pytest.fixture(scope="module")
+def service(data, configs_dir):
+    from modules.generation.devices import device_settings
+
+    models = data / "models"
+    hashes = HashCache(data / "cache.json")
+    manager = ModelManager((models / "Stable-diffusion",), configs_dir, lambda: device_settings(use_cpu=True), hashes)
+    manager.load()
+    libraries = Libraries(LoraLibrary((models / "Lora",), hashes), EmbeddingLibrary((models / "embeddings",), hashes),
+                          VaeLibrary((models / "VAE",), hashes), StyleStore([data / "styles.csv"]))
+    service = GenerationService(manager, OutputSettings(), data, console_progress=False, clock=lambda: DAY, libraries=libraries)
+    yield service
+    service.sd_vae = "Automatic"
+
+
+def job() -> Job:
+    return Job(id="task(addons)", kind="test", task=lambda j: None)
+
+
+def generate(service, **values):
+    params = GenerationParams.create(**{"width": 64, "height": 64, "steps": 4, "seed": 11, "sampler_name": "Euler", **values})
+    return service.run_txt2img(job(), params, save=True)
+
+
+def fields(result) -> dict:
+    return parse_infotext(result.infotexts[0])
+
+
+def pixels(result):
+    return np.asarray(result.images[0], dtype=np.int16)
+
+
+def test_a_lora_tag_changes_the_image_and_is_recorded_and_unloading_restores_it(service, data):
+    path = write_test_lora(data / "models" / "Lora" / "glow.safetensors", service.models.active.model, layout="kohya")
+    service.libraries.loras.refresh()
+    base = generate(service, prompt="a red square")
+    with_lora = generate(service, prompt="a red square <lora:glow:1>")
+    weaker = generate(service, prompt="a red square <lora:glow:0.4>")
+    after = generate(service, prompt="a red square")
+    assert not np.array_equal(pixels(base), pixels(with_lora))
+    assert not np.array_equal(pixels(with_lora), pixels(weaker))
+    assert np.array_equal(pixels(base), pixels(after))  # the base weights are exactly as they were
+    info = fields(with_lora)
+    assert info["Prompt"] == "a red square <lora:glow:1>"  # the tag stays in the infotext, as A1111 writes it
+    assert info["Lora hashes"] == f"glow: {service.libraries.loras.shorthash(service.libraries.loras.find('glow'))}"
+    assert len(info["Lora hashes"].split(": ")[1]) == 12
+    assert path.exists() and not with_lora.notes
+
+
+def test_a_missing_lora_or_a_malformed_tag_warns_and_the_rest_generates(service):
+    plain = generate(service, prompt="a red square")
+    result = generate(service, prompt="a red square <lora:nosuchthing:0.8> <lora:glow:abc>")
+    assert any("nosuchthing" in n and "not found" in n for n in result.notes)
+    assert any("<lora:glow:abc>" in n for n in result.notes)
+    assert np.array_equal(pixels(plain), pixels(result))  # the tags were dropped, not read as words
+    assert "Lora hashes" not in fields(result)
+
+
+def test_an_embedding_is_used_by_its_file_name_and_recorded(service, data):
+    model = service.models.active.model
+    table = model.text_encoder.get_input_embeddings().weight
+    cat = model.tokenizer("cat", add_special_tokens=False).input_ids[0]
+    save_file({"emb_params": table[[cat]].clone().contiguous()}, str(data / "models" / "embeddings" / "kitty.safetensors"))
+    save_file({"emb_params": torch.ones(2, 1024)}, str(data / "models" / "embeddings" / "widething.safetensors"))
+    service.libraries.embeddings.refresh()
+    via_embedding = generate(service, prompt="a kitty on a mat")
+    via_word = generate(service, prompt="a cat on a mat")
+    assert np.array_equal(pixels(via_embedding), pixels(via_word))  # the vector is the word's own
+    hash12 = service.libraries.embeddings.shorthash(service.libraries.embeddings.get("kitty"))
+    assert fields(via_embedding)["TI hashes"] == f"kitty: {hash12}"
+    wrong = generate(service, prompt="a widething")
+    assert any("widething" in n and "another kind of model" in n for n in wrong.notes)
+
+
+def test_a_vae_file_is_selected_recorded_and_none_goes_back(service, data, configs_dir):
+    _, vae, _ = build_components(configs_dir, seed=99)
+    save_file({k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), vae.config).items()}, str(data / "models" / "VAE" / "other.vae.safetensors"))
+    service.libraries.vaes.refresh()
+    base = generate(service, prompt="a red square")
+    service.select_vae("other.vae.safetensors")
+    other = generate(service, prompt="a red square")
+    service.select_vae("None")
+    back = generate(service, prompt="a red square")
+    assert not np.array_equal(pixels(base), pixels(other))
+    assert np.array_equal(pixels(base), pixels(back))
+    info = fields(other)
+    assert info["VAE"] == "other.vae" and info["VAE hash"] == service.libraries.vaes.shorthash(data / "models" / "VAE" / "other.vae.safetensors")
+    assert "VAE" not in fields(back)
+    with pytest.raises(ValueError, match="not found"):
+        service.select_vae("missing.safetensors")
+
+
+def test_styles_apply_to_the_prompts_and_reach_the_infotext(service):
+    service.libraries.styles.save(PromptStyle("cinema", "{prompt}, film grain", "cartoon"))
+    result = generate(service, prompt="a red square", styles=["cinema"])
+    info = fields(result)
+    assert info["Prompt"] == "a red square, film grain" and info["Negative prompt"] == "cartoon"
+    with pytest.raises(ValueError, match="nosuch"):
+        generate(service, prompt="x", styles=["nosuch"])
+
+
+def test_the_token_counter_counts_like_a1111(service):
+    assert service.count_tokens("a red square") == (3, 75)
+    assert service.count_tokens(" ".join(["cat"] * 80)) == (80, 150)
+    assert service.count_tokens("a <lora:glow:1> cat # a comment") == (2, 75)
+    assert service.count_tokens("[cat dog bird:fish:0.5]") == (3, 75)  # the longest of the schedule's prompts
+
+
+def test_emphasis_other_than_original_is_recorded(service):
+    assert "Emphasis" not in fields(generate(service, prompt="a (red:1.3) square"))
+    assert fields(generate(service, prompt="a (red:1.3) square", emphasis="No norm"))["Emphasis"] == "No norm"
+    assert "Emphasis" not in fields(generate(service, prompt="a red square", emphasis="No norm"))
