@@ -217,7 +217,6 @@ def build_router(state: ApiState) -> APIRouter:
         save = bool(request.save_images)
         try:
             params = request.params(state.clip_skip, state.emphasis)
-            state.service.styled(params)  # an unknown style is a 400 now, not a failed job later
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())

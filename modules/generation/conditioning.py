@@ -28,7 +28,8 @@ class ScheduledPrompts:
     negative: Schedule
 
     @classmethod
-    def build(cls, prompt: str, negative: str, steps: int, hires_steps: int | None = None, use_old_scheduling: bool = False) -> "ScheduledPrompts":
+    def build(cls, prompt: str, negative: str, steps: int, hires_steps: int | None = None,
+              use_old_scheduling: bool = False) -> "ScheduledPrompts":
         """`steps` is the first pass's step count; for the hires pass also give `hires_steps`
         (A1111's timeline: fractions above 1 and step numbers past `steps` reach into it)."""
 
@@ -83,12 +84,25 @@ class StepConditioning:
         return built
 
     def _batch(self, conds: list[Conditioning]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        fillers = [self.encoder.empty_chunk(c, self.state) for c in conds]
-        embeds = pad_chunks([c.embeds for c in conds], fillers)
-        embeds = torch.cat([e.repeat(self.batch, 1, 1) for e in embeds])
+        """AND's parts are brought to one length by repeating each one's last vector (A1111's
+        stacking); cond and uncond then by appending the empty prompt's chunk (A1111's
+        pad_cond_uncond), so everything runs as one UNet batch."""
+        parts = conds[1:] if self.with_uncond else conds
+        longest = max(c.embeds.shape[1] for c in parts)
+        stacked = [_repeat_last(c.embeds, longest) for c in parts]
+        if self.with_uncond:
+            fillers = [self.encoder.empty_chunk(c, self.state) for c in (conds[0], parts[0])]
+            uncond, *stacked = pad_chunks([conds[0].embeds, *stacked], [fillers[0], *[fillers[1]] * len(stacked)])
+            stacked = [uncond, *stacked]
+        embeds = torch.cat([e.repeat(self.batch, 1, 1) for e in stacked])
         if conds[0].pooled is None:
             return embeds, None
         return embeds, torch.cat([c.pooled.repeat(self.batch, 1) for c in conds])
+
+
+def _repeat_last(embeds: torch.Tensor, length: int) -> torch.Tensor:
+    missing = length - embeds.shape[1]
+    return torch.cat([embeds, embeds[:, -1:].repeat(1, missing, 1)], dim=1) if missing else embeds
 
 
 def combine(pred: torch.Tensor, weights: list[float], cfg_scale: float, with_uncond: bool) -> torch.Tensor:

@@ -43,6 +43,7 @@ class JobPrompts:
     hires: PassText | None = None
     warnings: list[str] = field(default_factory=list)
     embeddings: list[str] = field(default_factory=list)  # textual inversions the prompts use
+    applied: set = field(default_factory=set)  # paths of the LoRAs that took effect, in any pass
 
     def loras(self) -> list[LoraUse]:
         seen, out = set(), []
@@ -80,9 +81,6 @@ def pass_text(prompt: str, negative: str, library: "LoraLibrary | None", warning
             te, unet = lora_multipliers(call)
         except ValueError as exc:
             _note(warnings, [f"{_tag(call)}: {exc}"])
-            continue
-        if any(u.file.path == file.path for u in uses):
-            _note(warnings, [f"LoRA '{call.name}' is called twice: only the first {_tag(call)} counts."])
             continue
         uses.append(LoraUse(file, te, unet, call.name))
     return PassText(prompt, negative, tuple(uses))

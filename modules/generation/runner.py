@@ -139,6 +139,8 @@ class Runner:
         """The job's prompts with comments and extra-network tags resolved; warnings for what
         cannot be used (unknown LoRA, malformed tag, LoRA for another model) go in `warnings`."""
         warnings: list[str] = []
+        if self.setup.embeddings is not None:
+            self.setup.embeddings.refresh()  # files added or changed since the last job count (a folder scan)
         first = pass_text(params.prompt, params.negative_prompt, self.setup.loras, warnings)
         hires = None
         if params.enable_hr:
@@ -147,8 +149,8 @@ class Runner:
         for text in job.texts():
             tokenized = self.prompts.tokenize(text, self._encoding(params))
             job.embeddings += [name for name in tokenized.embeddings if name not in job.embeddings]
-            for name in tokenized.unfit:
-                note = f"Embedding '{name}' was made for another kind of model: it was read as a plain word."
+            for name, reason in tokenized.unfit:
+                note = f"Embedding '{name}' was read as a plain word: {reason}."
                 if note not in warnings:
                     warnings.append(note)
         self._use_loras(first.loras, job)
@@ -158,11 +160,10 @@ class Runner:
         """Emphasis, Lora hashes and TI hashes for the job's infotext."""
         library = self.setup.embeddings
         embeddings = [(name, library.shorthash(library.get(name))) for name in job.embeddings] if library is not None else []
-        applied = {file.path for file, _, _ in self._loras.active} if self._loras is not None else set()
         library = self.setup.loras
 
-        def lora_hash(file) -> str | None:  # only LoRAs that were applied, as A1111 lists them
-            return library.shorthash(file) if library is not None and file.path in applied else None
+        def lora_hash(file) -> str | None:  # only LoRAs that were applied (in either pass), as A1111 lists them
+            return library.shorthash(file) if library is not None and file.path in job.applied else None
 
         return infotext_extras(job, lora_hash, embeddings, params.emphasis)
 
@@ -178,6 +179,7 @@ class Runner:
         warnings = self._loras.apply([(u.file, u.te, u.unet) for u in loras])
         if job is not None:
             job.warnings.extend(w for w in warnings if w not in job.warnings)
+            job.applied.update(file.path for file, _, _ in self._loras.active)
 
     def use_vae(self, path: Path | None) -> None:
         """Decode and encode with this VAE file (None: the checkpoint's own); ValueError if it does not fit."""

@@ -65,7 +65,7 @@ class Tokenized:
     chunks: list[Chunk]
     token_count: int  # A1111's counter: full chunks count 75, the last its own length
     embeddings: tuple[str, ...]  # textual-inversion names found, in order of first use
-    unfit: tuple[str, ...] = ()  # embedding names written but made for another model: read as words
+    unfit: tuple[tuple[str, str], ...] = ()  # (embedding name, why it was read as plain words instead)
 
 
 class Tokenizing:
@@ -98,14 +98,21 @@ class Tokenizing:
             self._names, self._names_for = table, names
         return self._names
 
-    def _match(self, tokens: list[int], at: int, width: int, unfit: list[str]) -> tuple[int, "Embedding"] | None:
+    def _match(self, tokens: list[int], at: int, width: int, unfit: list[tuple[str, str]]) -> tuple[int, "Embedding"] | None:
         for ids, name in self._embedding_names().get(tokens[at], ()):
             if tuple(tokens[at : at + len(ids)]) == ids:
                 embedding = self.embeddings.get(name)
-                if embedding is not None and all(embedding.for_width(w) is not None for w in (*self.widths, width)):
+                reason = None
+                if embedding is None:
+                    reason = "its file could not be read"
+                elif not all(embedding.for_width(w) is not None for w in (*self.widths, width)):
+                    reason = "it was made for another kind of model"
+                elif embedding.for_width(width).shape[0] > CHUNK:
+                    reason = f"it has more than {CHUNK} vectors"
+                if reason is None:
                     return len(ids), embedding
-                if name not in unfit:
-                    unfit.append(name)
+                if (name, reason) not in unfit:
+                    unfit.append((name, reason))
         return None
 
     def __call__(self, prompt: str, options: EncodingOptions, width: int) -> Tokenized:
@@ -114,13 +121,14 @@ class Tokenizing:
         else:
             parsed = parse_prompt_attention(prompt)
         texts = [text for text, _ in parsed]
-        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False).input_ids if texts else []  # no "longer than 77" warning: chunks
+        # verbose=False: no "longer than 77 tokens" warning, chunking is the point
+        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False).input_ids if texts else []
         chunks: list[Chunk] = []
         chunk = Chunk()
         count = 0
         last_comma = -1
         used: list[str] = []
-        unfit: list[str] = []
+        unfit: list[tuple[str, str]] = []
 
         def close(last: bool = False) -> None:
             nonlocal chunk, count, last_comma
@@ -202,7 +210,7 @@ class PromptEncoder:
 
     def encode(self, prompt: str, options: EncodingOptions | None = None, *, negative: bool = False, state: Any = None) -> Conditioning:
         options = options or self.options()
-        key = (prompt, options, negative, state, tuple(self.embeddings.names) if self.embeddings is not None else ())
+        key = (prompt, options, negative, state, _version(self.embeddings))
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -264,6 +272,14 @@ class PromptEncoder:
             parts += [parts[-1].new_zeros(parts[-1].shape)] * (count - len(parts))
         embeds = torch.cat([torch.cat(parts, dim=1) for parts in per_encoder], dim=-1)
         return Conditioning(embeds.to(m.dtype), pooled.to(m.dtype))
+
+
+def _version(embeddings) -> Any:
+    """What identifies the embeddings' state in the cache key (their files can change)."""
+    if embeddings is None:
+        return None
+    version = getattr(embeddings, "version", None)
+    return version if version is not None else tuple(embeddings.names)
 
 
 def _emphasise(z: torch.Tensor, chunk: Chunk, mode: str) -> torch.Tensor:

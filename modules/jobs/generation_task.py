@@ -85,6 +85,7 @@ class GenerationService:
         self.apply_settings(settings)
         self._runner: tuple[ActiveModel, Runner] | None = None
         self._counter: tuple | None = None  # (tokenizer, Tokenizing) for the page's token counter
+        self._fallback_tokenizer = None
         models.add_unload_listener(self._drop_runner)
 
     def apply_settings(self, settings: OutputSettings) -> None:
@@ -145,24 +146,35 @@ class GenerationService:
         active = self.models.active
         if active is not None:
             tokenizer, width = active.model.tokenizer, active.model.text_encoder.config.hidden_size
-        else:
-            from modules.models.loader import build_tokenizer
+        else:  # the first model is still loading: the shared CLIP vocabulary, built once
+            if self._fallback_tokenizer is None:
+                from modules.models.loader import build_tokenizer
 
-            tokenizer, width = build_tokenizer(self.models.configs_dir), 768
+                self._fallback_tokenizer = build_tokenizer(self.models.configs_dir)
+            tokenizer, width = self._fallback_tokenizer, 768
         if self._counter is None or self._counter[0] is not tokenizer:
             self._counter = (tokenizer, Tokenizing(tokenizer, self.libraries.embeddings, (width,)))
         tokenizing = self._counter[1]
         return token_count(prompt, lambda text: tokenizing(text, EncodingOptions(), width).token_count, steps, negative)
 
-    def styled(self, params: GenerationParams) -> GenerationParams:
-        """The params with their styles applied to the prompts (A1111 writes the styled
-        prompt into the infotext); ValueError for an unknown style."""
+    def styled(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
+        """The params with their styles applied to the prompts, hires prompts included (A1111
+        writes the styled prompts into the infotext), and a note for each style not found:
+        A1111 skips those, so a client's or a queued job's stale style name does not fail it."""
         if not params.styles:
-            return params
-        if self.libraries.styles is None:
-            raise ValueError("No styles file is configured.")
-        prompt, negative = self.libraries.styles.apply(params.prompt, params.negative_prompt, params.styles)
-        return params.model_copy(update={"prompt": prompt, "negative_prompt": negative})
+            return params, []
+        store = self.libraries.styles
+        known = set(store.names) if store is not None else set()
+        notes = [f"Style '{name}' not found in styles.csv: it was not applied." for name in params.styles if name not in known]
+        names = [name for name in params.styles if name in known]
+        if not names:
+            return params, notes
+        update = dict(zip(("prompt", "negative_prompt"), store.apply(params.prompt, params.negative_prompt, names)))
+        if params.hr_prompt or params.hr_negative_prompt:
+            hr_prompt, hr_negative = store.apply(params.hr_prompt, params.hr_negative_prompt, names)
+            update["hr_prompt"] = hr_prompt if params.hr_prompt else ""
+            update["hr_negative_prompt"] = hr_negative if params.hr_negative_prompt else ""
+        return params.model_copy(update=update), notes
 
     def infotext(self, params: GenerationParams, seed: int, active: ActiveModel, masked: bool = False,
                  extras: list[tuple[str, str | None]] = (), vae: tuple[str | None, str | None] = (None, None)) -> str:
@@ -175,23 +187,23 @@ class GenerationService:
     def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: str | None = None,
                     vae: str | None = None) -> GenerationResult:
         """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
-        params = self.styled(params)
+        params, notes = self.styled(params)
         model = self.runner(checkpoint, vae)
         return self._collect(job, params, model, lambda seed, prompts: model[1].txt2img(params, seed, job.control, prompts),
-                             self.writers["txt2img"], save=save)
+                             self.writers["txt2img"], save=save, notes=notes)
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
                     save: bool | None = None, checkpoint: str | None = None, vae: str | None = None) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
         there under `name` instead of the numbered img2img outputs, and no grid is made."""
-        params = self.styled(params)
+        params, notes = self.styled(params)
         model = self.runner(checkpoint, vae)
         writers = self.writers["img2img"]
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
         return self._collect(job, params, model, lambda seed, prompts: model[1].img2img(params, init, seed, job.control, prompts),
-                             writers, masked, name, save)
+                             writers, masked, name, save, notes)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None,
                            checkpoint: str | None = None, vae: str | None = None) -> GenerationResult:
@@ -248,6 +260,7 @@ class GenerationService:
         masked: bool = False,
         name: str | None = None,
         save: bool | None = None,
+        notes: list[str] = (),
     ) -> GenerationResult:
         from modules.generation.noise import resolve_seed
 
@@ -255,11 +268,12 @@ class GenerationService:
 
         first_seed = resolve_seed(params.seed)
         vae_file = runner.vae_file
-        vae = (vae_file.stem, self.libraries.vaes.shorthash(vae_file)) if vae_file is not None and self.libraries.vaes else (None, None)
+        vae = (vae_file.name, self.libraries.vaes.shorthash(vae_file)) if vae_file is not None and self.libraries.vaes else (None, None)
         result = GenerationResult(params, model_name=active.info.model_name, model_hash=active.info.shorthash, vae_name=vae[0],
                                   vae_hash=vae[1], inpainting_model=active.model.unet.config.in_channels == 9, started=self._clock())
+        result.notes.extend(notes)
         prompts = runner.prepare(params)
-        extras = runner.infotext_extras(params, prompts)
+        extras = None  # after the first batch: only then have the hires pass's LoRAs been applied too
         images_writer, grids_writer = writers
         bar = tqdm(total=params.n_iter * params.steps, desc=job.id, unit="step", disable=not self.console_progress)
         report = job.control.on_step
@@ -275,6 +289,7 @@ class GenerationService:
         job.control.on_step = on_step
         try:
             for batch in batches(first_seed, prompts):
+                extras = extras if extras is not None else runner.infotext_extras(params, prompts)
                 for image, seed in zip(batch.images, batch.seeds):
                     text = self.infotext(params, seed, active, masked, extras, vae)
                     result.images.append(image)

@@ -283,7 +283,14 @@ class EmbeddingLibrary:
         self._duplicates: dict[str, str] = {}
         # name -> (path, signature, Embedding or the reason it is unusable)
         self._cache: dict[str, tuple[Path, tuple | None, Embedding | str]] = {}
+        self._version = 0
         self.refresh()
+
+    @property
+    def version(self) -> int:
+        """Changes whenever `refresh` finds a file added, removed or changed: whoever caches
+        encodings that used embeddings keys them on it."""
+        return self._version
 
     def refresh(self) -> None:
         """Rescan the folders; cached embeddings whose file moved or changed are dropped."""
@@ -295,12 +302,14 @@ class EmbeddingLibrary:
                 continue
             paths[path.stem] = path
         with self._lock:
-            self._paths, self._duplicates = paths, duplicates
-            self._cache = {
+            kept = {
                 name: entry
                 for name, entry in self._cache.items()
                 if paths.get(name) == entry[0] and file_signature(entry[0]) == entry[1]
             }
+            if paths != self._paths or len(kept) != len(self._cache):
+                self._version += 1
+            self._paths, self._duplicates, self._cache = paths, duplicates, kept
 
     @property
     def names(self) -> list[str]:

@@ -510,9 +510,10 @@ class LoraStack:
                 if component == "unet":
                     loader.load_lora_into_unet(prefixed, None, module, adapter_name=adapter.name, metadata=config)
                 else:
-                    loader.load_lora_into_text_encoder(
-                        prefixed, None, module, prefix=component, adapter_name=adapter.name, metadata=config
-                    )
+                    with _quiet("transformers.integrations.peft"):
+                        loader.load_lora_into_text_encoder(
+                            prefixed, None, module, prefix=component, adapter_name=adapter.name, metadata=config
+                        )
         except Exception:
             for module in touched:
                 _delete_adapter(module, adapter.name)
@@ -587,3 +588,19 @@ def _file_key(path: Path) -> tuple:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)[:200]
+
+
+class _quiet:
+    """Silence one logger's warnings for a moment: transformers reports every other adapter's
+    weights as "MISSING" each time a second LoRA is loaded into a text encoder, which is
+    expected (each adapter has its own weights) and would flood the console."""
+
+    def __init__(self, name: str):
+        self.logger = logging.getLogger(name)
+        self.level = self.logger.level
+
+    def __enter__(self):
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)

@@ -206,3 +206,13 @@ def test_step_conditioning_reuses_built_batches(encoder):
     first, _ = cond.at(0)
     assert first.shape == (4, 77, first.shape[-1])
     assert cond.at(9)[0] is first
+
+
+def test_and_parts_of_different_lengths_repeat_their_last_vector(tiny_model, spied, encoder):
+    run(tiny_model, prompt="a cat AND " + words(80), negative_prompt="", steps=1)
+    hidden = spied.calls[0]  # uncond, short part, long part
+    short = encoder.encode("a cat", ORIGINAL).embeds[0]
+    assert hidden.shape[1] == 2 * 77
+    assert torch.equal(hidden[1, :77], short)
+    assert torch.equal(hidden[1, 77:], short[-1:].repeat(77, 1))  # A1111 stacks AND's parts this way
+    assert torch.equal(hidden[0, 77:], encoder.encode("", ORIGINAL).embeds[0])  # uncond: the empty prompt's chunk

@@ -109,6 +109,13 @@ def test_an_embedding_is_used_by_its_file_name_and_recorded(service, data):
     assert fields(via_embedding)["TI hashes"] == f"kitty: {hash12}"
     wrong = generate(service, prompt="a widething")
     assert any("widething" in n and "another kind of model" in n for n in wrong.notes)
+    # a file added or changed since the last job is used without pressing refresh
+    dog = model.tokenizer("dog", add_special_tokens=False).input_ids[0]
+    save_file({"emb_params": table[[dog]].clone().contiguous()}, str(data / "models" / "embeddings" / "kitty.safetensors"))
+    assert np.array_equal(pixels(generate(service, prompt="a kitty on a mat")), pixels(generate(service, prompt="a dog on a mat")))
+    save_file({"emb_params": torch.zeros(80, 32)}, str(data / "models" / "embeddings" / "huge.safetensors"))
+    too_long = generate(service, prompt="a huge cat")
+    assert any("huge" in n and "more than 75 vectors" in n for n in too_long.notes) and too_long.images
 
 
 def test_a_vae_file_is_selected_recorded_and_none_goes_back(service, data, configs_dir):
@@ -123,7 +130,7 @@ def test_a_vae_file_is_selected_recorded_and_none_goes_back(service, data, confi
     assert not np.array_equal(pixels(base), pixels(other))
     assert np.array_equal(pixels(base), pixels(back))
     info = fields(other)
-    assert info["VAE"] == "other.vae" and info["VAE hash"] == service.libraries.vaes.shorthash(data / "models" / "VAE" / "other.vae.safetensors")
+    assert info["VAE"] == "other.vae.safetensors" and info["VAE hash"] == service.libraries.vaes.shorthash(data / "models" / "VAE" / "other.vae.safetensors")
     assert "VAE" not in fields(back)
     with pytest.raises(ValueError, match="not found"):
         service.select_vae("missing.safetensors")
@@ -134,8 +141,11 @@ def test_styles_apply_to_the_prompts_and_reach_the_infotext(service):
     result = generate(service, prompt="a red square", styles=["cinema"])
     info = fields(result)
     assert info["Prompt"] == "a red square, film grain" and info["Negative prompt"] == "cartoon"
-    with pytest.raises(ValueError, match="nosuch"):
-        generate(service, prompt="x", styles=["nosuch"])
+    stale = generate(service, prompt="a red square", styles=["cinema", "nosuch"])
+    assert fields(stale)["Prompt"] == "a red square, film grain"  # A1111 skips a style it does not know
+    assert any("nosuch" in n for n in stale.notes)
+    hires = generate(service, prompt="a", hr_prompt="b", enable_hr=True, hr_scale=1.0, styles=["cinema"], denoising_strength=0.5)
+    assert fields(hires)["Hires prompt"] == "b, film grain"
 
 
 def test_the_token_counter_counts_like_a1111(service):
@@ -149,3 +159,11 @@ def test_emphasis_other_than_original_is_recorded(service):
     assert "Emphasis" not in fields(generate(service, prompt="a (red:1.3) square"))
     assert fields(generate(service, prompt="a (red:1.3) square", emphasis="No norm"))["Emphasis"] == "No norm"
     assert "Emphasis" not in fields(generate(service, prompt="a red square", emphasis="No norm"))
+
+
+def test_a_lora_called_only_by_the_hires_prompt_is_recorded(service):
+    result = generate(service, prompt="a red square", hr_prompt="a red square <lora:glow:1>", enable_hr=True, hr_scale=1.0,
+                      denoising_strength=0.5)
+    assert fields(result)["Lora hashes"].startswith("glow: ")
+    after = generate(service, prompt="a red square")
+    assert "Lora hashes" not in fields(after)
