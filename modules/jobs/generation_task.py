@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from modules.generation.control import StepInfo
 from modules.generation.params import GenerationParams, Img2ImgParams, infotext_fields
+from modules.generation.prompt_parser import strip_comments
 from modules.jobs.queue import Job
 from modules.models.manager import ActiveModel, ModelManager
 from modules.options import OutputSettings
@@ -158,9 +159,16 @@ class GenerationService:
         return token_count(prompt, lambda text: tokenizing(text, EncodingOptions(), width).token_count, steps, negative)
 
     def styled(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
-        """The params with their styles applied to the prompts, hires prompts included (A1111
-        writes the styled prompts into the infotext), and a note for each style not found:
-        A1111 skips those, so a client's or a queued job's stale style name does not fail it."""
+        """The params with their styles applied to the prompts, hires prompts included, then
+        `#` comments removed: the infotext records the prompts as A1111 does, styled and
+        without comments. Also a note for each style not found: A1111 skips those, so a
+        client's or a queued job's stale style name does not fail the job."""
+        params, notes = self._with_styles(params)
+        prompts = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
+        stripped = {name: strip_comments(getattr(params, name)) for name in prompts if "#" in getattr(params, name)}
+        return (params.model_copy(update=stripped) if stripped else params), notes
+
+    def _with_styles(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
         if not params.styles:
             return params, []
         store = self.libraries.styles

@@ -134,12 +134,21 @@ def build_extra_networks(prefix: str, service: "GenerationService", prompt: gr.T
     def add(text: str, addition: str | None):
         if not addition:
             return gr.update(), gr.update()
-        joined = f"{text.rstrip()} {addition}" if text and text.strip() else addition
-        return joined, gr.update(value=None)
+        return append_to_prompt(text, addition), gr.update(value=None)
 
     lora.select(lambda text, name: add(text, f"<lora:{name}:1>" if name else None), [prompt, lora], [prompt, lora], queue=False, api_name=False)
     embedding.select(lambda text, name: add(text, name), [prompt, embedding], [prompt, embedding], queue=False, api_name=False)
     refresh.click(lambda: (gr.update(choices=lora_names()), gr.update(choices=embedding_names())), None, [lora, embedding], queue=False, api_name=False)
+
+
+def append_to_prompt(text: str, addition: str) -> str:
+    """`addition` at the end of the prompt; on a new line when the last line ends in a `#`
+    comment, which would otherwise swallow it."""
+    text = (text or "").rstrip()
+    if not text:
+        return addition
+    separator = "\n" if "#" in text.rsplit("\n", 1)[-1] else " "
+    return f"{text}{separator}{addition}"
 
 
 def build_styles(prefix: str, service: "GenerationService", prompt: gr.Textbox, negative: gr.Textbox) -> gr.Dropdown:

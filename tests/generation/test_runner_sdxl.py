@@ -56,3 +56,40 @@ def test_sdxl_long_prompts_chunk_both_encoders_and_pool_the_first_chunk(sdxl_mod
     weighted = encoder.encode("a (cat:1.5)", EncodingOptions(emphasis="No norm")).embeds
     plain = encoder.encode("a cat", EncodingOptions(emphasis="No norm")).embeds
     assert torch.allclose(weighted[0, 2], plain[0, 2] * 1.5, atol=1e-5)  # both halves of the token's vector
+
+
+def test_sdxl_embeddings_need_both_halves(sdxl_model):
+    from dataclasses import dataclass
+
+    from modules.generation.text_encoding import EncodingOptions, PromptEncoder
+
+    m = sdxl_model
+    cat = m.tokenizer("cat", add_special_tokens=False).input_ids[0]
+
+    @dataclass
+    class Emb:
+        name: str
+        vectors: dict
+
+        def for_width(self, width):
+            return next((v for v in self.vectors.values() if v.shape[-1] == width), None)
+
+    class Library:
+        version = 1
+
+        def __init__(self, *embeddings):
+            self.by_name = {e.name: e for e in embeddings}
+            self.names = list(self.by_name)
+
+        def get(self, name):
+            return self.by_name.get(name)
+
+    both = Emb("xlcat", {"clip_l": m.text_encoder.get_input_embeddings().weight[[cat]].clone(),
+                         "clip_g": m.text_encoder_2.get_input_embeddings().weight[[cat]].clone()})
+    half = Emb("halfcat", {"clip_l": m.text_encoder.get_input_embeddings().weight[[cat]].clone()})
+    encoder = PromptEncoder(m, Library(both, half))
+    options = EncodingOptions()
+    assert torch.equal(encoder.encode("a xlcat", options).embeds, encoder.encode("a cat", options).embeds)
+    assert torch.equal(encoder.encode("a xlcat", options).pooled, encoder.encode("a cat", options).pooled)
+    tokenized = encoder.tokenize("a halfcat", options)
+    assert tokenized.embeddings == () and tokenized.unfit[0][0] == "halfcat"  # read as words in both encoders

@@ -167,3 +167,11 @@ def test_a_lora_called_only_by_the_hires_prompt_is_recorded(service):
     assert fields(result)["Lora hashes"].startswith("glow: ")
     after = generate(service, prompt="a red square")
     assert "Lora hashes" not in fields(after)
+
+
+def test_comments_are_left_out_of_the_prompt_and_the_infotext(service):
+    commented = generate(service, prompt="a red square # try blue next\n# a line that is only a comment\n, sharp")
+    plain = generate(service, prompt="a red square \n, sharp")
+    assert fields(commented)["Prompt"] == fields(plain)["Prompt"]
+    assert "#" not in commented.infotexts[0]
+    assert np.array_equal(pixels(commented), pixels(plain))
