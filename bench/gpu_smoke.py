@@ -2,10 +2,12 @@
 
 Builds the file from `configs/sd1` with the exact A1111 key layout (about 2 GB, in a temp
 folder), loads it through the product's loader on the best device (fp16 on CUDA), generates
-512x512 and prints the sampling speed in it/s. On a CPU use `--size 64 --steps 2` to check the
-script itself.
+512x512 and prints the sampling speed in it/s. With `--addons` it then runs a weighted
+100-token prompt with a LoRA (kohya layout, random) and a textual-inversion embedding on the
+same device and dtype, and checks that switching the LoRA off gives the base image back.
+On a CPU use `--size 64 --steps 2` to check the script itself.
 
-    python bench/gpu_smoke.py [--size 512] [--steps 20] [--sampler "DPM++ 2M"] [--xformers]
+    python bench/gpu_smoke.py [--size 512] [--steps 20] [--sampler "DPM++ 2M"] [--xformers] [--addons]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> int:
     ap.add_argument("--sampler", default="DPM++ 2M")
     ap.add_argument("--xformers", action="store_true")
     ap.add_argument("--no-half", action="store_true")
+    ap.add_argument("--addons", action="store_true", help="also run a long weighted prompt with a LoRA and an embedding")
     args = ap.parse_args()
 
     devices = device_settings(xformers=args.xformers, no_half=args.no_half)
@@ -68,7 +71,79 @@ def main() -> int:
     print(f"{args.size}x{args.size}, {args.steps} steps, {args.sampler}: {len(stamps) - 1} steps in {sampling:.2f}s = {(len(stamps) - 1) / sampling:.2f} it/s; whole image {total:.2f}s; size {images[0].size}")
     if devices.device.type == "cuda":
         print(f"peak VRAM {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    return check_addons(model, params) if args.addons else 0
+
+
+def check_addons(model, params: GenerationParams) -> int:
+    """A LoRA and an embedding on the real device: the final latents change and hold no NaN,
+    and the base latents come back once the LoRA is off (random weights decode to flat grey,
+    so latents, not pixels, are compared)."""
+    from safetensors.torch import save_file
+
+    from modules.generation.runner import PromptSetup
+    from modules.models.catalog import HashCache
+    from modules.models.lora import LoraLibrary
+
+    def final_latents(runner, prompt: str) -> tuple[torch.Tensor, float]:
+        seen: list[torch.Tensor] = []
+        control = RunControl(on_step=lambda info: seen.append(info.latents.float().cpu()))
+        t0 = time.perf_counter()
+        list(runner.txt2img(params.model_copy(update={"prompt": prompt}), 1, control))
+        return seen[-1], time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        save_file(random_kohya_lora(model.unet, model.text_encoder), str(folder / "smoke.safetensors"))
+        embeddings = _OneEmbedding("smokeemb", torch.randn(2, model.text_encoder.config.hidden_size) * 0.02)
+        runner = Runner(model, PromptSetup(loras=LoraLibrary((folder,), HashCache(None)), embeddings=embeddings))
+        long_prompt = "a (photo:1.2) of a [cat:dog:0.5], smokeemb, " + ", ".join(["highly detailed", "sharp focus", "soft light"] * 12)
+        base, _ = final_latents(runner, params.prompt)
+        with_lora, seconds = final_latents(runner, f"{long_prompt} <lora:smoke:0.8>")
+        again, _ = final_latents(runner, params.prompt)
+    changed, restored = (with_lora - base).abs().max().item(), (again - base).abs().max().item()
+    print(f"long weighted prompt + LoRA + embedding: {seconds:.2f}s, NaN: {bool(torch.isnan(with_lora).any())}, "
+          f"max |latent change| {changed:.4f}; LoRA off again: max |latent diff| from base {restored:.6f}")
+    if torch.isnan(with_lora).any() or changed == 0 or restored > 1e-3:
+        print("FAIL: the LoRA run made NaN or no change, or switching it off did not restore the base")
+        return 1
     return 0
+
+
+class _OneEmbedding:
+    """A one-entry embedding library, so the smoke test needs no files for it."""
+
+    version = 1
+
+    def __init__(self, name: str, vectors: torch.Tensor):
+        self.name, self.vectors, self.names = name, vectors, [name]
+
+    def get(self, name: str):
+        return self if name == self.name else None
+
+    def for_width(self, width: int):
+        return self.vectors if self.vectors.shape[-1] == width else None
+
+    def refresh(self) -> None:
+        pass
+
+    def shorthash(self, embedding) -> None:
+        return None
+
+
+def random_kohya_lora(unet, text_encoder, rank: int = 8, scale: float = 0.01) -> dict[str, torch.Tensor]:
+    """A LoRA in kohya's key layout for every attention projection of the UNet and the text
+    encoder (the shapes are read off the model, so it fits any SD 1.x-sized model)."""
+    g = torch.Generator().manual_seed(0)
+    out: dict[str, torch.Tensor] = {}
+    for prefix, module, leaves in (("lora_unet_", unet, ("to_q", "to_k", "to_v", "to_out.0")),
+                                   ("lora_te_", text_encoder, ("q_proj", "k_proj", "v_proj", "out_proj"))):
+        for name, layer in module.named_modules():
+            if isinstance(layer, torch.nn.Linear) and name.endswith(leaves):
+                key = prefix + name.replace(".", "_")
+                out[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=g) * scale
+                out[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=g) * scale
+                out[f"{key}.alpha"] = torch.tensor(float(rank))
+    return out
 
 
 if __name__ == "__main__":

@@ -105,8 +105,9 @@ def build_toprow(prefix: str, service: "GenerationService") -> TopRow:
 
 
 def counter_html(tokens: int, capacity: int) -> str:
-    """A1111's "N/75" (75 per chunk: 80 tokens show as 80/150)."""
-    return f"<span class='token-count'>{tokens}/{capacity}</span>"
+    """A1111's "N/75" (75 per chunk: 80 tokens show as 80/150); the chunk count is its tooltip."""
+    chunks = capacity // 75
+    return f"<span class='token-count' title='{chunks} chunk{'s' if chunks != 1 else ''} of 75 tokens'>{tokens}/{capacity}</span>"
 
 
 def build_extra_networks(prefix: str, service: "GenerationService", prompt: gr.Textbox) -> None:

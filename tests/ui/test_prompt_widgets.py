@@ -16,4 +16,5 @@ def test_a_picked_tag_is_appended_and_never_lands_in_a_comment():
 
 
 def test_counter_text():
-    assert "80/150" in counter_html(80, 150)
+    assert "80/150" in counter_html(80, 150) and "2 chunks of 75 tokens" in counter_html(80, 150)
+    assert "1 chunk of 75 tokens" in counter_html(3, 75)
