@@ -131,8 +131,6 @@ class Runner:
         self.latent_channels = model.vae.config.latent_channels
         self.inpainting_model = model.unet.config.in_channels == 2 * self.latent_channels + 1
 
-    # ------------------------------------------------------------------ txt2img
-
     # ------------------------------------------------------------------ prompts
 
     def prepare(self, params: GenerationParams) -> JobPrompts:

@@ -395,6 +395,7 @@ class LoraStack:
         self._adapters: OrderedDict[tuple, _Adapter] = OrderedDict()  # least recently used first
         self._refused: dict[tuple, str] = {}  # files already found unfit, by key
         self._active: list[tuple[_Adapter, LoraFile, float, float]] = []
+        self._activated: tuple | None = None  # what the layers were last set to: skip the walk when unchanged
 
     @property
     def active(self) -> list[tuple[LoraFile, float, float]]:
@@ -421,6 +422,7 @@ class LoraStack:
                 merged[key] = [file, float(te), float(unet)]
 
         active = []
+        known = set(self._adapters)
         for key, (file, te, unet) in merged.items():
             if te == 0 and unet == 0:
                 continue
@@ -432,7 +434,10 @@ class LoraStack:
 
         self._active = active
         self._evict({adapter.key for adapter, *_ in active})
-        self._activate()
+        signature = tuple((adapter.name, te, unet) for adapter, _, te, unet in active)
+        if signature != self._activated or set(self._adapters) - known:  # a new adapter may have come in active
+            self._activate()
+            self._activated = signature
         return warnings
 
     def text_state(self) -> tuple:
@@ -450,6 +455,7 @@ class LoraStack:
         self._adapters.clear()
         self._refused.clear()
         self._active = []
+        self._activated = None
         for component in COMPONENTS:
             module = getattr(self.model, component, None)
             if module is None:
