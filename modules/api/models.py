@@ -118,6 +118,8 @@ class Txt2ImgRequest(BaseModel):
         values["emphasis"] = overrides.get("emphasis") or emphasis
         if self.styles:
             values["styles"] = tuple(self.styles)
+        if self.disable_extra_networks:
+            values["disable_extra_networks"] = True
         if self.enable_hr:
             values.update({k: getattr(self, k) for k in HIRES_FIELDS if getattr(self, k) is not None})
             values["hr_upscaler"] = self.hr_upscaler or "Latent"

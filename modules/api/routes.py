@@ -56,8 +56,6 @@ class ApiState:
     service: GenerationService
     cmd_flags: dict[str, Any]
     data_dir: Path
-    clip_skip: int = 1
-    emphasis: str = "Original"
     users: dict[str, str] = field(default_factory=dict)  # --api-auth, user -> password
     live_previews_enable: bool = True  # A1111's defaults: a preview every 10 steps
     show_progress_every_n_steps: int = 10
@@ -216,7 +214,7 @@ def build_router(state: ApiState) -> APIRouter:
             raise ApiError(422, "Unsupported", "Not supported by this server: " + "; ".join(problems))
         save = bool(request.save_images)
         try:
-            params = request.params(state.clip_skip, state.emphasis)
+            params = request.params(state.service.clip_skip, state.service.emphasis)
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())
@@ -225,6 +223,7 @@ def build_router(state: ApiState) -> APIRouter:
                     state.models.select(wanted)
                 if request.wanted_vae():
                     state.service.select_vae(vae)
+                state.service.clip_skip, state.service.emphasis = params.clip_skip, params.emphasis
             if kind == "txt2img":
                 task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
                 payload = txt2img_payload(params, save, checkpoint, vae)
@@ -376,8 +375,8 @@ def build_router(state: ApiState) -> APIRouter:
         try:
             wanted = state.models.require(str(query)) if query else None
             live = {k: _typed(values[k], type(getattr(state, k)), k) for k in ("live_previews_enable", "show_progress_every_n_steps") if k in values}
-            clip_skip = clip_skip_value(values["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in values else state.clip_skip
-            emphasis = _choice(values["emphasis"], EMPHASIS_MODES, "emphasis") if "emphasis" in values else state.emphasis
+            clip_skip = clip_skip_value(values["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in values else state.service.clip_skip
+            emphasis = _choice(values["emphasis"], EMPHASIS_MODES, "emphasis") if "emphasis" in values else state.service.emphasis
             vae = state.service.pin_vae(values["sd_vae"]) if "sd_vae" in values else None
             current = state.service.settings
             changes = {f.name: _typed(values[f.name], type(getattr(current, f.name)), f.name) for f in fields(OutputSettings) if f.name in values}
@@ -387,7 +386,7 @@ def build_router(state: ApiState) -> APIRouter:
             raise _bad(f"Bad option value: {exc}") from None
         for key, value in live.items():
             setattr(state, key, value)
-        state.clip_skip, state.emphasis = clip_skip, emphasis
+        state.service.clip_skip, state.service.emphasis = clip_skip, emphasis
         if vae is not None:
             state.service.select_vae(vae)
         selected, active = state.models.selected, state.models.active
@@ -564,8 +563,8 @@ def _typed(value: Any, kind: type, key: str) -> Any:
 def _options(state: ApiState) -> dict:
     current = state.models.current
     values: dict[str, Any] = {
-        "sd_model_checkpoint": current.title if current else None, "CLIP_stop_at_last_layers": state.clip_skip,
-        "sd_vae": state.service.sd_vae, "emphasis": state.emphasis,
+        "sd_model_checkpoint": current.title if current else None, "CLIP_stop_at_last_layers": state.service.clip_skip,
+        "sd_vae": state.service.sd_vae, "emphasis": state.service.emphasis,
         "live_previews_enable": state.live_previews_enable, "show_progress_every_n_steps": state.show_progress_every_n_steps,
     }
     for f in fields(OutputSettings):

@@ -91,7 +91,7 @@ class StepConditioning:
         longest = max(c.embeds.shape[1] for c in parts)
         stacked = [_repeat_last(c.embeds, longest) for c in parts]
         if self.with_uncond:
-            fillers = [self.encoder.empty_chunk(c, self.state) for c in (conds[0], parts[0])]
+            fillers = [self.encoder.empty_chunk(c, self.options, self.state) for c in (conds[0], parts[0])]
             uncond, *stacked = pad_chunks([conds[0].embeds, *stacked], [fillers[0], *[fillers[1]] * len(stacked)])
             stacked = [uncond, *stacked]
         embeds = torch.cat([e.repeat(self.batch, 1, 1) for e in stacked])

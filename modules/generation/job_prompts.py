@@ -60,11 +60,14 @@ class JobPrompts:
         return parts
 
 
-def pass_text(prompt: str, negative: str, library: "LoraLibrary | None", warnings: list[str]) -> PassText:
+def pass_text(prompt: str, negative: str, library: "LoraLibrary | None", warnings: list[str], networks: bool = True) -> PassText:
     """One pass's prompts with their LoRA tags resolved; unknown or malformed tags add a
-    warning and are dropped (never sent to CLIP as text)."""
+    warning and are dropped (never sent to CLIP as text). `networks=False` (the API's
+    disable_extra_networks) removes the tags without applying them, as A1111 does."""
     prompt, calls, bad = parse_extra_networks(strip_comments(prompt))
     negative, negative_calls, bad_negative = parse_extra_networks(strip_comments(negative))
+    if not networks:
+        return PassText(prompt, negative)
     _note(warnings, bad + bad_negative)
     if negative_calls:
         _note(warnings, [f"Extra networks in the negative prompt are ignored: {_tag(c)}" for c in negative_calls])

@@ -63,6 +63,8 @@ class GenerationParams(BaseModel):
     emphasis: str = Field("Original", json_schema_extra=_meta("Emphasis mode", "Emphasis", choices=EMPHASIS_MODES))
     # Styles from styles.csv, applied to the prompts when the job runs (A1111's `styles`).
     styles: tuple[str, ...] = Field((), json_schema_extra=_meta("Styles"))
+    # The API's disable_extra_networks: <lora:...> tags are removed from the prompt but not applied.
+    disable_extra_networks: bool = Field(False, json_schema_extra=_meta("Disable extra networks"))
     # A1111's img2img_fix_steps setting: False runs steps x denoising strength, as A1111 does.
     img2img_fix_steps: bool = Field(False, json_schema_extra=_meta("With img2img, do exactly the amount of steps the slider specifies"))
     denoising_strength: float = Field(0.7, ge=0.0, le=1.0, json_schema_extra=_meta("Denoising strength", "Denoising strength", step=0.01))

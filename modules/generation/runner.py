@@ -139,10 +139,12 @@ class Runner:
         warnings: list[str] = []
         if self.setup.embeddings is not None:
             self.setup.embeddings.refresh()  # files added or changed since the last job count (a folder scan)
-        first = pass_text(params.prompt, params.negative_prompt, self.setup.loras, warnings)
+        networks = not params.disable_extra_networks
+        first = pass_text(params.prompt, params.negative_prompt, self.setup.loras, warnings, networks)
         hires = None
         if params.enable_hr:
-            hires = pass_text(params.hr_prompt or params.prompt, params.hr_negative_prompt or params.negative_prompt, self.setup.loras, warnings)
+            hires = pass_text(params.hr_prompt or params.prompt, params.hr_negative_prompt or params.negative_prompt, self.setup.loras,
+                              warnings, networks)
         job = JobPrompts(first, hires, warnings)
         for text in job.texts():
             tokenized = self.prompts.tokenize(text, self._encoding(params))
@@ -166,11 +168,14 @@ class Runner:
         return infotext_extras(job, lora_hash, embeddings, params.emphasis)
 
     def _use_loras(self, loras: tuple[LoraUse, ...], job: JobPrompts | None = None) -> None:
-        """Make exactly these LoRAs active. The stack keeps files it has read, so this is cheap
-        when nothing changed, and it notices a file changed on disk."""
+        """Make exactly these LoRAs active. The stack keeps files it has read while LoRAs are in
+        use, so this is cheap when nothing changed; a job without LoRAs removes them all, so it
+        runs at the base model's speed and memory (A1111 keeps none in memory either)."""
+        if not loras:
+            if self._loras is not None and self._loras.loaded:
+                self._loras.clear()
+            return
         if self._loras is None:
-            if not loras:
-                return
             from modules.models.lora import LoraStack
 
             self._loras = LoraStack(self.model)
@@ -373,6 +378,7 @@ class Runner:
         conditioning = StepConditioning(self.prompts, p.prompts, p.encoding, batch, with_uncond, self._text_state())
         embeds, pooled = conditioning.at(0)
         blocks = embeds.shape[0] // batch
+        time_ids = self._time_ids(p, pooled)
 
         # 2. Timesteps: the last `run` of `total`, as diffusers' img2img pipelines cut them.
         scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
@@ -408,7 +414,7 @@ class Runner:
             if blocks > 1:
                 model_in = torch.cat([model_in] * blocks)
             embeds, pooled = conditioning.at(i // order)
-            added = self._added_conditions(p, pooled)
+            added = {"text_embeds": pooled, "time_ids": time_ids} if pooled is not None else None
             pred = m.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
             pred = combine(pred, conditioning.weights, p.cfg_scale, with_uncond)
             latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
@@ -420,12 +426,13 @@ class Runner:
             report(offset + min(run, (i + order) // order), latents)
         return latents
 
-    def _added_conditions(self, p: Pass, pooled: torch.Tensor | None) -> dict | None:
+    def _time_ids(self, p: Pass, pooled: torch.Tensor | None) -> torch.Tensor | None:
+        """SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the pass's
+        size; made once per pass (a tensor built in the loop would sync with the GPU every step)."""
         if pooled is None:
             return None
-        # SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the pass's size.
         time_ids = torch.tensor([[p.height, p.width, 0, 0, p.height, p.width]], dtype=pooled.dtype, device=self.model.device)
-        return {"text_embeds": pooled, "time_ids": time_ids.repeat(pooled.shape[0], 1)}
+        return time_ids.repeat(pooled.shape[0], 1)
 
     def _extra_channels(self, inpainting: Inpainting | None, batch: int, p: Pass) -> list[torch.Tensor] | None:
         """An inpainting model's mask and masked-image channels. Without a mask the whole

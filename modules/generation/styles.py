@@ -8,6 +8,7 @@ order and any extra columns. Writes are atomic so a crash never leaves a half-wr
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from modules.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 PROMPT_PLACEHOLDER = "{prompt}"
 BASE_COLUMNS = ("name", "prompt", "negative_prompt")
@@ -63,15 +66,25 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 
 def _read_table(path: Path) -> _Table:
-    try:
-        # utf-8-sig drops a spreadsheet's BOM; newline="" lets csv handle CRLF and quoted newlines.
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            fieldnames = list(reader.fieldnames or [])
-    except FileNotFoundError:
-        return _Table(list(BASE_COLUMNS), [])
-    return _Table(fieldnames, rows)
+    """The file's rows. A file saved by a spreadsheet in the Windows code page (not UTF-8) is
+    read as cp1252; one that is not CSV at all counts as empty, with a warning, so a bad
+    styles file never keeps the page from starting."""
+    # utf-8-sig drops a spreadsheet's BOM; newline="" lets csv handle CRLF and quoted newlines.
+    for encoding, errors in (("utf-8-sig", "strict"), ("cp1252", "replace")):
+        try:
+            with open(path, encoding=encoding, errors=errors, newline="") as handle:
+                reader = csv.DictReader(handle)
+                rows = list(reader)
+                fieldnames = list(reader.fieldnames or [])
+            return _Table(fieldnames, rows)
+        except FileNotFoundError:
+            return _Table(list(BASE_COLUMNS), [])
+        except UnicodeDecodeError:
+            continue
+        except (csv.Error, OSError) as exc:
+            log.warning("Could not read styles file %s: %s", path, exc)
+            return _Table(list(BASE_COLUMNS), [])
+    return _Table(list(BASE_COLUMNS), [])
 
 
 def _row_style(row: dict, prompt_column: str) -> PromptStyle | None:

@@ -222,12 +222,12 @@ class PromptEncoder:
             self._cache.popitem(last=False)
         return cond
 
-    def empty_chunk(self, like: Conditioning, state: Any = None) -> torch.Tensor:
-        """What a shorter conditioning is padded with: the empty prompt's one chunk (zeros for
-        a zeroed SDXL negative)."""
+    def empty_chunk(self, like: Conditioning, options: EncodingOptions, state: Any = None) -> torch.Tensor:
+        """What a shorter conditioning is padded with: the empty prompt's one chunk, encoded
+        with the same options (Clip skip), or zeros for a zeroed SDXL negative."""
         if like.zero:
             return torch.zeros_like(like.embeds[:, : CHUNK + 2])
-        return self.encode("", self.options(), state=state).embeds
+        return self.encode("", options, state=state).embeds
 
     # -- the encoders ----------------------------------------------------------------------
 
@@ -291,6 +291,7 @@ def _emphasise(z: torch.Tensor, chunk: Chunk, mode: str) -> torch.Tensor:
     weights = [1.0, *chunk.weights, *([1.0] * (CHUNK + 1 - len(chunk.weights)))]
     if all(w == 1.0 for w in weights):
         return z
+    z = z.float()  # in fp32, as A1111's fp32 multipliers make it: fp16 would turn 1.1 into 1.0996
     multipliers = torch.tensor(weights, dtype=z.dtype, device=z.device).reshape(1, -1, 1)
     if mode == "No norm":
         return z * multipliers

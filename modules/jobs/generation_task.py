@@ -80,7 +80,10 @@ class GenerationService:
         self.models = models
         self.console_progress = console_progress
         self.libraries = libraries or Libraries()
-        self.sd_vae = "Automatic"  # A1111's sd_vae setting: what jobs that do not ask for another use
+        # A1111's settings for jobs that do not ask otherwise (the page's, and API requests without override_settings).
+        self.sd_vae = "Automatic"
+        self.clip_skip = 1  # CLIP_stop_at_last_layers
+        self.emphasis = "Original"
         self._data_dir = data_dir
         self._clock = clock
         self.apply_settings(settings)
@@ -107,9 +110,11 @@ class GenerationService:
     def _drop_runner(self) -> None:
         self._runner = None
 
-    def runner(self, checkpoint: str | None = None, vae: str | None = None) -> tuple[ActiveModel, "Runner"]:
+    def runner(self, checkpoint: str | None = None, vae: str | None = None, notes: list[str] | None = None) -> tuple[ActiveModel, "Runner"]:
         """The runner for the job's model (`checkpoint`, as ModelManager.pin gave it, else the
-        selected one), loading it first if needed, with the VAE choice `vae` (else sd_vae) in place."""
+        selected one), loading it first if needed, with the VAE choice `vae` (else sd_vae) in
+        place. A VAE file that is gone or does not fit this model leaves the checkpoint's own
+        VAE in use and says so in `notes`: the picture is still made."""
         from modules.generation.runner import PromptSetup, Runner  # imports diffusers: not needed to serve the page
 
         active = self.models.ensure(checkpoint)
@@ -118,8 +123,17 @@ class GenerationService:
             setup = PromptSetup(libs.loras, libs.embeddings, libs.comma_padding_backtrack, libs.use_old_scheduling)
             self._runner = (active, Runner(active.model, setup))
         if self.libraries.vaes is not None:
-            self._runner[1].use_vae(self.libraries.vaes.resolve(vae or self.sd_vae, active.info.path))
+            try:
+                self._runner[1].use_vae(self.libraries.vaes.resolve(vae or self.sd_vae, active.info.path))
+            except ValueError as exc:
+                self._runner[1].use_vae(None)
+                if notes is not None:
+                    notes.append(f"{exc}: the checkpoint's own VAE was used.")
         return self._runner
+
+    def prompt_settings(self) -> dict:
+        """The settings that travel with a job as its parameters (and so into its infotext)."""
+        return {"clip_skip": self.clip_skip, "emphasis": self.emphasis}
 
     def select_vae(self, choice: str) -> None:
         """Set sd_vae ("Automatic", "None" or a file in models/VAE); ValueError if unknown."""
@@ -138,9 +152,9 @@ class GenerationService:
             raise ValueError(f"VAE '{choice}' not found in models/VAE. Choose one of: {known}.")
         return choice
 
-    def count_tokens(self, prompt: str, steps: int = 20, negative: bool = False) -> tuple[int, int]:
-        """The page's "N/75" counter, with the loaded model's tokenizer and embeddings (the
-        shared CLIP vocabulary before a model is loaded)."""
+    def count_tokens(self, prompt: str, steps: int = 20, negative: bool = False, styles: tuple[str, ...] = ()) -> tuple[int, int]:
+        """The page's "N/75" counter, with the chosen styles applied (A1111's default), the
+        loaded model's tokenizer and embeddings (the shared CLIP vocabulary before a model is loaded)."""
         from modules.generation.job_prompts import token_count
         from modules.generation.text_encoding import EncodingOptions, Tokenizing
 
@@ -156,6 +170,11 @@ class GenerationService:
         if self._counter is None or self._counter[0] is not tokenizer:
             self._counter = (tokenizer, Tokenizing(tokenizer, self.libraries.embeddings, (width,)))
         tokenizing = self._counter[1]
+        store = self.libraries.styles
+        known = [name for name in styles if store is not None and name in store.names]
+        if known:
+            styled = store.apply("" if negative else prompt, prompt if negative else "", known)
+            prompt = styled[1] if negative else styled[0]
         return token_count(prompt, lambda text: tokenizing(text, EncodingOptions(), width).token_count, steps, negative)
 
     def styled(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
@@ -196,7 +215,7 @@ class GenerationService:
                     vae: str | None = None) -> GenerationResult:
         """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
         params, notes = self.styled(params)
-        model = self.runner(checkpoint, vae)
+        model = self.runner(checkpoint, vae, notes)
         return self._collect(job, params, model, lambda seed, prompts: model[1].txt2img(params, seed, job.control, prompts),
                              self.writers["txt2img"], save=save, notes=notes)
 
@@ -205,7 +224,7 @@ class GenerationService:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
         there under `name` instead of the numbered img2img outputs, and no grid is made."""
         params, notes = self.styled(params)
-        model = self.runner(checkpoint, vae)
+        model = self.runner(checkpoint, vae, notes)
         writers = self.writers["img2img"]
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)

@@ -440,6 +440,11 @@ class LoraStack:
             self._activated = signature
         return warnings
 
+    @property
+    def loaded(self) -> bool:
+        """Whether any adapter is in the model (active or kept for reuse)."""
+        return bool(self._adapters)
+
     def text_state(self) -> tuple:
         """Changes whenever the text encoders' effective weights change (prompt-cache key)."""
         return tuple(

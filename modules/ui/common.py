@@ -74,6 +74,22 @@ class TopRow:
     skip: gr.Button
     prompt_column: gr.Column  # room under the prompts (the model guide)
     styles: gr.Dropdown  # styles.csv names applied when the job runs
+    counters: tuple[gr.HTML, gr.HTML]  # under the prompt and the negative prompt
+
+    def wire_counters(self, service: "GenerationService", steps: gr.Slider) -> None:
+        """Keep the "N/75" counters current as the prompts, the chosen styles or the step count
+        change: A1111 counts the prompts with their styles, over the schedule at that many steps."""
+
+        def count(text: str, styles: list[str], step_count, negative: bool) -> str:
+            try:
+                return counter_html(*service.count_tokens(text or "", int(step_count or 20), negative, styles or ()))
+            except Exception:  # the counter must never get in the way of typing
+                return gr.update()
+
+        for box, counter, negative in ((self.prompt, self.counters[0], False), (self.negative, self.counters[1], True)):
+            handler = (lambda text, styles, n, negative=negative: count(text, styles, n, negative))
+            for trigger in (box.change, self.styles.change, steps.change):
+                trigger(handler, [box, self.styles, steps], counter, queue=False, api_name=False, trigger_mode="always_last")
 
 
 def build_toprow(prefix: str, service: "GenerationService") -> TopRow:
@@ -92,16 +108,7 @@ def build_toprow(prefix: str, service: "GenerationService") -> TopRow:
                 interrupt = gr.Button("Interrupt", elem_id=f"{prefix}_interrupt", size="sm")
                 skip = gr.Button("Skip", elem_id=f"{prefix}_skip", size="sm")
             styles = build_styles(prefix, service, prompt, negative)
-
-    def count(text: str, negative: bool = False) -> str:
-        try:
-            return counter_html(*service.count_tokens(text or "", negative=negative))
-        except Exception:  # the counter must never get in the way of typing
-            return gr.update()
-
-    prompt.change(count, prompt, prompt_count, queue=False, api_name=False, trigger_mode="always_last")
-    negative.change(lambda text: count(text, True), negative, negative_count, queue=False, api_name=False, trigger_mode="always_last")
-    return TopRow(prompt, negative, generate, interrupt, skip, column, styles)
+    return TopRow(prompt, negative, generate, interrupt, skip, column, styles, (prompt_count, negative_count))
 
 
 def counter_html(tokens: int, capacity: int) -> str:

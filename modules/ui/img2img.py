@@ -145,6 +145,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
                     area = gr.Radio(list(INPAINT_AREAS), value=INPAINT_AREAS[0], type="index", label=meta("inpaint_full_res")["label"], elem_id="img2img_inpaint_full_res")
                     padding = slider(PREFIX, "inpaint_full_res_padding", Img2ImgParams)
             sampler, schedule, steps = build_sampling(PREFIX)
+            top.wire_counters(service, steps)
             with gr.Tabs(elem_id="img2img_tabs_resize"):
                 with gr.Tab("Resize to", elem_id="img2img_tab_resize_to") as to_tab:
                     width, height, n_iter, batch_size = build_size(PREFIX)
@@ -174,7 +175,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
         from modules.generation.runner import InitImages
 
         mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by = inputs[: len(widgets)]
-        values = dict(zip(names, inputs[len(widgets) :]))
+        values = {**dict(zip(names, inputs[len(widgets) :])), **service.prompt_settings()}
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         try:
             if mode == 4:

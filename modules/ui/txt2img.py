@@ -69,6 +69,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
     with gr.Row():
         with gr.Column(scale=1):
             sampler, schedule, steps = build_sampling(PREFIX)
+            top.wire_counters(service, steps)
             hires = build_hires()
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
@@ -88,7 +89,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
 
     async def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
-            params = GenerationParams.create(**dict(zip(names, values)))
+            params = GenerationParams.create(**dict(zip(names, values)), **service.prompt_settings())
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn

@@ -101,3 +101,7 @@ def test_options_set_vae_and_emphasis(server):
     assert client.post("/sdapi/v1/options", json={"sd_vae": "nope"}).status_code == 400
     assert client.post("/sdapi/v1/options", json={"emphasis": "Loud"}).status_code == 400
     assert client.post("/sdapi/v1/options", json={"sd_vae": "Automatic", "emphasis": "Original"}).status_code == 200
+    kept = {"override_settings": {"emphasis": "Ignore"}, "override_settings_restore_afterwards": False}
+    assert client.post("/sdapi/v1/txt2img", json={"prompt": "a (cat:1.4)", **SMALL, **kept}).status_code == 200
+    assert client.get("/sdapi/v1/options").json()["emphasis"] == "Ignore"  # an override not restored afterwards stays, as in A1111
+    assert client.post("/sdapi/v1/options", json={"emphasis": "Original"}).status_code == 200

@@ -212,3 +212,13 @@ def test_save_needs_a_name_and_a_file(tmp_path):
         StyleStore([tmp_path / "s.csv"]).save(PromptStyle("", "p", ""))
     with pytest.raises(ValueError, match="No styles file"):
         StyleStore([]).save(PromptStyle("a", "p", ""))
+
+
+def test_a_styles_file_from_a_windows_spreadsheet_still_reads(tmp_path):
+    path = tmp_path / "styles.csv"
+    path.write_bytes("name,prompt,negative_prompt\ncafé,\"{prompt}, crème\",\r\n".encode("cp1252"))
+    store = StyleStore([path])
+    assert store.get("café").prompt == "{prompt}, crème"
+    path.write_bytes(b"\x00\x01 not a csv \xff\xfe")
+    store.reload()  # garbage: no styles, no exception
+    assert isinstance(store.names, list)

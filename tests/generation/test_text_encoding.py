@@ -216,3 +216,10 @@ def test_and_parts_of_different_lengths_repeat_their_last_vector(tiny_model, spi
     assert torch.equal(hidden[1, :77], short)
     assert torch.equal(hidden[1, 77:], short[-1:].repeat(77, 1))  # A1111 stacks AND's parts this way
     assert torch.equal(hidden[0, 77:], encoder.encode("", ORIGINAL).embeds[0])  # uncond: the empty prompt's chunk
+
+
+def test_padding_chunks_are_encoded_with_the_same_clip_skip(tiny_model, spied, encoder):
+    run(tiny_model, prompt=words(100), negative_prompt="blurry", clip_skip=2, steps=1)
+    skip2 = EncodingOptions(clip_skip=2)
+    assert torch.equal(spied.calls[0][0, 77:], encoder.encode("", skip2).embeds[0])
+    assert not torch.equal(spied.calls[0][0, 77:], encoder.encode("", ORIGINAL).embeds[0])

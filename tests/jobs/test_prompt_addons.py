@@ -153,6 +153,10 @@ def test_the_token_counter_counts_like_a1111(service):
     assert service.count_tokens(" ".join(["cat"] * 80)) == (80, 150)
     assert service.count_tokens("a <lora:glow:1> cat # a comment") == (2, 75)
     assert service.count_tokens("[cat dog bird:fish:0.5]") == (3, 75)  # the longest of the schedule's prompts
+    service.libraries.styles.save(PromptStyle("wordy", "{prompt}, " + " ".join(["cat"] * 80), "cartoon, blurry"))
+    assert service.count_tokens("a red square", styles=("wordy",)) == (84, 150)  # counted with the chosen style
+    assert service.count_tokens("", negative=True, styles=("wordy",)) == (3, 75)
+    assert service.count_tokens("[cat:dog dog dog:2]", steps=1) == (1, 75)  # at 1 step the edit never happens
 
 
 def test_emphasis_other_than_original_is_recorded(service):
@@ -175,3 +179,23 @@ def test_comments_are_left_out_of_the_prompt_and_the_infotext(service):
     assert fields(commented)["Prompt"] == fields(plain)["Prompt"]
     assert "#" not in commented.infotexts[0]
     assert np.array_equal(pixels(commented), pixels(plain))
+
+
+def test_a_vae_that_does_not_fit_falls_back_to_the_checkpoints_own_with_a_note(service, data):
+    save_file({"encoder.conv_in.weight": torch.zeros(3, 3, 3, 3)}, str(data / "models" / "VAE" / "wrong.safetensors"))
+    service.libraries.vaes.refresh()
+    base = generate(service, prompt="a red square")
+    service.select_vae("wrong.safetensors")
+    try:
+        result = generate(service, prompt="a red square")
+    finally:
+        service.select_vae("None")
+    assert np.array_equal(pixels(base), pixels(result)) and "VAE" not in fields(result)
+    assert any("wrong.safetensors" in n and "checkpoint's own VAE" in n for n in result.notes)
+
+
+def test_disable_extra_networks_strips_the_tags_without_applying_them(service):
+    plain = generate(service, prompt="a red square")
+    disabled = generate(service, prompt="a red square <lora:glow:1>", disable_extra_networks=True)
+    assert np.array_equal(pixels(plain), pixels(disabled))
+    assert "Lora hashes" not in fields(disabled) and not disabled.notes
