@@ -4,7 +4,9 @@ test model (CPU, fp32, 64x64, Euler a, 20 steps):
 
 1. a plain prompt vs a weighted 140-token prompt (two chunks, cond and uncond padded): the
    encoder is cached, so the cost is the longer cross-attention;
-2. the same plain prompt with one and with two LoRAs active (peft, unmerged) vs none;
+2. the same plain prompt with one and with two LoRAs active (peft, unmerged) vs none. The runs
+   alternate and a job without LoRAs removes them, so each LoRA run here also reads and injects
+   its files again: the worst case, as when two users take turns with and without a LoRA;
 3. the plain prompt after the LoRAs were removed vs before they were ever loaded: the ratio
    should be 1.00 and the images identical, i.e. nothing is left behind.
 
