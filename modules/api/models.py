@@ -103,13 +103,32 @@ class Txt2ImgRequest(BaseModel):
             problems.append("hr_checkpoint_name (a second checkpoint for hires fix is not supported yet)")
         if self.firstpass_image:
             problems.append("firstpass_image (not supported yet)")
-        if self.infotext:
-            problems.append("infotext (reading parameters from an infotext is not supported yet: send the fields)")
         return problems
 
     def generation_values(self, clip_skip: int = 1, emphasis: str = "Original") -> dict[str, Any]:
         """The request as GenerationParams fields; None values are left to the parameter model's
-        defaults, and settings the request does not override to the server's (`clip_skip`, `emphasis`)."""
+        defaults, and settings the request does not override to the server's (`clip_skip`, `emphasis`).
+        With `infotext`, what it names fills every field the request does not set itself (A1111)."""
+        return self._with_infotext(self._values(clip_skip, emphasis))
+
+    def _with_infotext(self, values: dict[str, Any]) -> dict[str, Any]:
+        if not self.infotext:
+            return values
+        from modules.outputs.paste import params_from_infotext
+
+        pasted = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest))
+        sent = set(self.model_fields_set)
+        overrides = self.override_settings or {}
+        own = {"sampler_name": {"sampler_name", "sampler_index"}, "clip_skip": set(), "emphasis": set()}
+        for name, value in pasted.values.items():
+            if name in sent or own.get(name, set()) & sent:
+                continue
+            if (name == "clip_skip" and "CLIP_stop_at_last_layers" in overrides) or (name == "emphasis" and "emphasis" in overrides):
+                continue
+            values[name] = value
+        return values
+
+    def _values(self, clip_skip: int, emphasis: str) -> dict[str, Any]:
         values = {k: getattr(self, k) for k in DIRECT_FIELDS if getattr(self, k) is not None}
         values["sampler_name"] = self.sampler_name or self.sampler_index or "Euler"
         overrides = self.override_settings or {}
@@ -170,8 +189,8 @@ class Img2ImgRequest(Txt2ImgRequest):
             problems.append("enable_hr (hires fix is a txt2img option)")
         return problems
 
-    def generation_values(self, clip_skip: int = 1, emphasis: str = "Original") -> dict[str, Any]:
-        values = super().generation_values(clip_skip, emphasis)
+    def _values(self, clip_skip: int, emphasis: str) -> dict[str, Any]:
+        values = super()._values(clip_skip, emphasis)
         values["denoising_strength"] = 0.75 if self.denoising_strength is None else self.denoising_strength
         values.update({k: getattr(self, k) for k in IMG2IMG_FIELDS if getattr(self, k) is not None})
         values["inpaint_full_res"] = bool(values.get("inpaint_full_res", True))

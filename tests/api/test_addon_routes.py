@@ -105,3 +105,20 @@ def test_options_set_vae_and_emphasis(server):
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "a (cat:1.4)", **SMALL, **kept}).status_code == 200
     assert client.get("/sdapi/v1/options").json()["emphasis"] == "Ignore"  # an override not restored afterwards stays, as in A1111
     assert client.post("/sdapi/v1/options", json={"emphasis": "Original"}).status_code == 200
+
+
+def test_infotext_fills_what_the_request_does_not_set_and_reproduces_the_image(server):
+    client, _ = server
+    first = client.post("/sdapi/v1/txt2img", json={
+        "prompt": "a (cat:1.2), [sitting|standing]", "negative_prompt": "dog", "steps": 4, "seed": 9, "width": 64, "height": 64,
+        "cfg_scale": 5.5, "sampler_name": "DPM++ 2M", "scheduler": "Karras", "override_settings": {"CLIP_stop_at_last_layers": 2},
+    })
+    text = infotext(first)
+    assert "Clip skip: 2" in text and "Schedule type: Karras" in text
+    again = client.post("/sdapi/v1/txt2img", json={"infotext": text})
+    assert again.status_code == 200, again.text
+    assert infotext(again) == text and again.json()["images"][0] == first.json()["images"][0]  # the same image, bit for bit
+    explicit = client.post("/sdapi/v1/txt2img", json={"infotext": text, "seed": 10})
+    assert "Seed: 10," in infotext(explicit) and "Steps: 4," in infotext(explicit)  # a field the request sets wins
+    old_style = client.post("/sdapi/v1/txt2img", json={"infotext": "a cat\nSteps: 3, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 4, Size: 64x64"})
+    assert "Sampler: DPM++ 2M, Schedule type: Karras," in infotext(old_style)  # A1111's old combined sampler name

@@ -1,0 +1,153 @@
+"""An infotext back into generation parameters: what A1111's "paste" does for the ↙ button,
+PNG Info's "send to", and the API's `infotext` field.
+
+The keys are the ones `infotext_fields` writes (so every field the core records comes back),
+plus A1111's older spellings: a combined sampler name ("DPM++ 2M Karras"), hires keys without
+a schedule, missing keys meaning their defaults. Whatever cannot be applied is listed by key
+with the reason, never raised: pasted text can be anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from modules.generation import samplers
+from modules.generation.params import SAME_SAMPLER, SAME_SCHEDULER, GenerationParams, Img2ImgParams
+from modules.outputs.infotext import parse_infotext
+
+# Infotext key -> (parameter, converter). Converters raise ValueError on a bad value.
+_COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "Prompt": ("prompt", str),
+    "Negative prompt": ("negative_prompt", str),
+    "Steps": ("steps", int),
+    "Sampler": ("sampler_name", str),
+    "Schedule type": ("scheduler", str),
+    "CFG scale": ("cfg_scale", float),
+    "Seed": ("seed", int),
+    "Size-1": ("width", int),
+    "Size-2": ("height", int),
+    "Denoising strength": ("denoising_strength", float),
+    "Clip skip": ("clip_skip", int),
+    "Emphasis": ("emphasis", str),
+}
+_HIRES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "Hires upscale": ("hr_scale", float),
+    "Hires resize-1": ("hr_resize_x", int),
+    "Hires resize-2": ("hr_resize_y", int),
+    "Hires steps": ("hr_second_pass_steps", int),
+    "Hires upscaler": ("hr_upscaler", str),
+    "Hires sampler": ("hr_sampler_name", str),
+    "Hires schedule type": ("hr_scheduler", str),
+    "Hires prompt": ("hr_prompt", str),
+    "Hires negative prompt": ("hr_negative_prompt", str),
+}
+_IMG2IMG: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "Mask blur": ("mask_blur", int),
+    "Mask mode": ("inpainting_mask_invert", str),
+    "Masked content": ("inpainting_fill", str),
+    "Inpaint area": ("inpaint_full_res", str),
+    "Masked area padding": ("inpaint_full_res_padding", int),
+}
+# Keys that describe the picture but set no control here: the model and VAE are settings
+# (A1111 does not switch them on paste by default), the hashes name files the prompt's tags
+# and words already call.
+_SETTINGS = {"Model hash": "sd_model_checkpoint", "Model": "sd_model_checkpoint", "VAE": "sd_vae", "VAE hash": "sd_vae"}
+_INFORMATIONAL = {"Version", "Lora hashes", "TI hashes", "Size", "Hires resize", "Hires resize-1", "Hires resize-2"}
+
+# A1111's defaults for keys an infotext leaves out (it writes them only when not default).
+_MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original"}
+_HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": SAME_SAMPLER, "hr_scheduler": SAME_SCHEDULER,
+                        "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0}
+_IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": 0, "inpainting_fill": 1, "inpaint_full_res": False,
+                          "inpaint_full_res_padding": 32}
+
+
+@dataclass
+class Pasted:
+    """What an infotext sets: parameter values, A1111 settings it names (`settings`, e.g.
+    the checkpoint), and the keys that could not be applied, with why."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def report(self) -> str:
+        return "; ".join(f"{key}: {why}" for key, why in self.skipped.items())
+
+
+def params_from_infotext(text: str, img2img: bool = False) -> Pasted:
+    """The parameters an infotext names, each checked on its own so one bad value does not
+    lose the others. `img2img` adds the mask keys (and drops the hires ones)."""
+    fields = parse_infotext(text)
+    model = Img2ImgParams if img2img else GenerationParams
+    hires = not img2img and any(k in fields for k in ("Hires upscale", "Hires upscaler", "Hires resize-1"))
+    table = {**_COMMON, **(_IMG2IMG if img2img else _HIRES)}
+    pasted = Pasted()
+    for key, raw in fields.items():
+        if key in table:
+            name, convert = table[key]
+            try:
+                pasted.values[name] = convert(raw.strip() if isinstance(raw, str) and convert is not str else raw)
+            except ValueError:
+                pasted.skipped[key] = f"'{raw}' is not a valid value"
+        elif key in _SETTINGS:
+            if key in ("Model", "VAE"):
+                pasted.settings.setdefault(_SETTINGS[key], raw)
+            else:
+                pasted.settings[_SETTINGS[key]] = raw  # a hash finds the file more surely than a name
+        elif key not in _INFORMATIONAL and not (key.startswith("Hires") and img2img):
+            pasted.skipped[key] = "not a setting this program has"
+    if len(fields) <= 2:
+        return pasted  # no parameters line: only the prompts
+    defaults = {**_MISSING_MEANS, **(_IMG2IMG_MISSING_MEANS if img2img else {}), **(_HIRES_MISSING_MEANS if hires else {})}
+    for name, value in defaults.items():
+        pasted.values.setdefault(name, value)
+    if hires:
+        pasted.values["enable_hr"] = True
+    _drop_invalid(pasted, model, {name: key for key, (name, _) in table.items()})
+    _normalise_samplers(pasted.values)
+    return pasted
+
+
+def _normalise_samplers(values: dict[str, Any]) -> None:
+    """Sampler and schedule as the controls name them: "DPM++ 2M Karras" becomes DPM++ 2M with
+    Karras, and a sampler's own default schedule is Automatic (the infotext spells it out)."""
+    if "sampler_name" in values:
+        sampler, schedule = samplers.resolve(values["sampler_name"], values.get("scheduler", "Automatic"))
+        values["sampler_name"], values["scheduler"] = sampler.name, schedule.label
+    if values.get("hr_sampler_name", SAME_SAMPLER) != SAME_SAMPLER:
+        hr_schedule = values.get("hr_scheduler", SAME_SCHEDULER)
+        sampler, schedule = samplers.resolve(values["hr_sampler_name"], "Automatic" if hr_schedule == SAME_SCHEDULER else hr_schedule)
+        values["hr_sampler_name"] = sampler.name
+        if hr_schedule != SAME_SCHEDULER or schedule.name != "automatic":
+            values["hr_scheduler"] = schedule.label
+
+
+def _drop_invalid(pasted: Pasted, model: type[GenerationParams], keys: dict[str, str]) -> None:
+    """Check each value with the parameter model; the sampler and schedule, and the hires
+    ones, are checked together too, since each names the other's choices. Of a pair that only
+    fails together, the later one (the schedule) is dropped."""
+    hires = "enable_hr" in pasted.values
+
+    def fails(values: dict) -> str | None:
+        try:
+            model.create(**values, **({"enable_hr": True} if hires or any(n.startswith("hr_") for n in values) else {}))
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def drop(name: str, why: str) -> None:
+        pasted.skipped[keys.get(name, name)] = why
+        del pasted.values[name]
+
+    for name in [n for n in pasted.values if n != "enable_hr"]:
+        why = fails({name: pasted.values[name]})
+        if why:
+            drop(name, why)
+    for group in (("sampler_name", "scheduler"), ("hr_sampler_name", "hr_scheduler", "hr_upscaler")):
+        present = [n for n in group if n in pasted.values]
+        why = fails({n: pasted.values[n] for n in present})
+        while why and present:
+            drop(present.pop(), why)
+            why = fails({n: pasted.values[n] for n in present})
