@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from modules.generation import samplers
-from modules.generation.params import SAME_SAMPLER, SAME_SCHEDULER, GenerationParams, Img2ImgParams
+from modules.generation.params import (
+    INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams, Img2ImgParams,
+)
 from modules.outputs.infotext import parse_infotext
 
 # Infotext key -> (parameter, converter). Converters raise ValueError on a bad value.
@@ -59,8 +61,8 @@ _INFORMATIONAL = {"Version", "Lora hashes", "TI hashes", "Size", "Hires resize",
 _MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original"}
 _HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": SAME_SAMPLER, "hr_scheduler": SAME_SCHEDULER,
                         "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0}
-_IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": 0, "inpainting_fill": 1, "inpaint_full_res": False,
-                          "inpaint_full_res_padding": 32}
+_IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0], "inpainting_fill": MASKED_CONTENT[1],
+                          "inpaint_full_res": INPAINT_AREAS[0], "inpaint_full_res_padding": 32}
 
 
 @dataclass

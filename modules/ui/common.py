@@ -75,6 +75,7 @@ class TopRow:
     prompt_column: gr.Column  # room under the prompts (the model guide)
     styles: gr.Dropdown  # styles.csv names applied when the job runs
     counters: tuple[gr.HTML, gr.HTML]  # under the prompt and the negative prompt
+    paste: gr.Button  # ↙: read generation parameters from the prompt box
 
     def wire_counters(self, service: "GenerationService", steps: gr.Slider) -> None:
         """Keep the "N/75" counters current as the prompts, the chosen styles or the step count
@@ -107,8 +108,34 @@ def build_toprow(prefix: str, service: "GenerationService") -> TopRow:
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{prefix}_interrupt", size="sm")
                 skip = gr.Button("Skip", elem_id=f"{prefix}_skip", size="sm")
+            paste = gr.Button("↙ Read parameters from the prompt", elem_id=f"{prefix}_paste", size="sm")
             styles = build_styles(prefix, service, prompt, negative)
-    return TopRow(prompt, negative, generate, interrupt, skip, column, styles, (prompt_count, negative_count))
+    return TopRow(prompt, negative, generate, interrupt, skip, column, styles, (prompt_count, negative_count), paste)
+
+
+def wire_paste(top: TopRow, fields: dict[str, Any], overrides: gr.State, img2img: bool = False) -> None:
+    """A1111's ↙ button: an infotext pasted into the prompt box fills every control it names.
+    Clip skip and emphasis, which are settings rather than controls, become this tab's
+    overrides (used by its next jobs) so the same picture comes out again."""
+    from modules.outputs.paste import params_from_infotext
+
+    names = list(fields)
+    settings = ("clip_skip", "emphasis")
+
+    def paste(text: str):
+        pasted = params_from_infotext(text or "", img2img=img2img)
+        if len(pasted.values) <= 2:
+            gr.Info("No generation parameters found in the prompt box: paste an infotext (PNG Info shows one) and press ↙.")
+            return [gr.update()] * len(names) + [gr.update()]
+        notes = [f"Not applied: {pasted.report()}"] if pasted.skipped else []
+        if "sd_model_checkpoint" in pasted.settings:
+            notes.append(f"The picture was made with model {pasted.settings['sd_model_checkpoint']} (not switched).")
+        if notes:
+            gr.Info(" ".join(notes), duration=15)
+        updates = [gr.update(value=pasted.values[name]) if name in pasted.values else gr.update() for name in names]
+        return updates + [{k: pasted.values[k] for k in settings if k in pasted.values}]
+
+    top.paste.click(paste, top.prompt, [*fields.values(), overrides], queue=False, api_name=False)
 
 
 def counter_html(tokens: int, capacity: int) -> str:

@@ -18,7 +18,7 @@ from PIL import Image, ImageChops
 from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, GenerationParams, Img2ImgParams
 from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
-from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider
+from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste
 
 PREFIX = "img2img"
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload", "Batch")
@@ -167,6 +167,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
         "inpainting_mask_invert": mask_mode, "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
     }
     names = list(fields)
+    overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
+    wire_paste(top, fields, overrides, img2img=True)
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 
     def prepare(*inputs):
@@ -174,8 +176,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
         from modules.generation import images as imgops
         from modules.generation.runner import InitImages
 
-        mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by = inputs[: len(widgets)]
-        values = {**dict(zip(names, inputs[len(widgets) :])), **service.prompt_settings()}
+        mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by, pasted = inputs[: len(widgets) + 1]
+        values = {**dict(zip(names, inputs[len(widgets) + 1 :])), **service.prompt_settings(), **(pasted or {})}
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         try:
             if mode == 4:
@@ -224,7 +226,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
     # Raw records (preprocess=False), so a bad upload cannot make gradio's preprocessing fail here.
     scale_by.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
     image.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
-    top.generate.click(run, [*widgets, *fields.values()], panel.outputs, concurrency_limit=None, api_name="img2img")
+    top.generate.click(run, [*widgets, overrides, *fields.values()], panel.outputs, concurrency_limit=None, api_name="img2img")
     jobs.wire_stop_buttons(top)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
     return Img2ImgControls(by_field)

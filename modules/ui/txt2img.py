@@ -16,7 +16,7 @@ from modules.generation import samplers
 from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
 from modules.jobs.generation_task import GenerationService, txt2img_payload
 from modules.jobs.queue import JobQueue
-from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider
+from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste
 
 PREFIX = "txt2img"
 
@@ -86,10 +86,12 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
         "styles": top.styles,
     }
     names = list(fields)
+    overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
+    wire_paste(top, fields, overrides)
 
-    async def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
+    async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
-            params = GenerationParams.create(**dict(zip(names, values)), **service.prompt_settings())
+            params = GenerationParams.create(**dict(zip(names, values)), **{**service.prompt_settings(), **(overrides_now or {})})
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
@@ -109,7 +111,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
     sizing = [hires["enable_hr"], width, height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
     for control in sizing:
         control.change(upscaled_to, sizing, target, queue=False, api_name=False)
-    top.generate.click(run, list(fields.values()), panel.outputs, concurrency_limit=None, api_name="txt2img")
+    top.generate.click(run, [overrides, *fields.values()], panel.outputs, concurrency_limit=None, api_name="txt2img")
     jobs.wire_stop_buttons(top)
     examples.click(lambda sample: sample[0], examples, top.prompt, queue=False, api_name=False)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}

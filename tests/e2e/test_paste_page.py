@@ -1,0 +1,46 @@
+"""A1111's ↙ on the page: an infotext pasted into the prompt box fills the controls, and
+generating with them makes the same picture, bit for bit."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PIL import Image
+
+from tests.e2e.test_txt2img_page import saved_images, set_number
+
+
+def test_pasted_infotext_fills_the_controls_and_reproduces_the_image(page, server):
+    data = server["data"]
+    page.locator("#model_guide", has_text="a COLOUR SHAPE").wait_for(timeout=15000)
+    page.fill("#txt2img_prompt textarea", "a blue square on a (yellow:1.1) background")
+    page.fill("#txt2img_neg_prompt textarea", "red")
+    set_number(page, "txt2img_seed", 555)
+    set_number(page, "txt2img_steps", 12)
+    before = set(saved_images(data))
+    page.click("#txt2img_generate")
+    page.locator("#txt2img_html_info", has_text="Seed: 555").wait_for(timeout=60000)
+    [first] = sorted(set(saved_images(data)) - before)
+    text = Image.open(first).info["parameters"]
+
+    # A new user pastes it after changing everything.
+    set_number(page, "txt2img_seed", -1)
+    set_number(page, "txt2img_steps", 30)
+    page.fill("#txt2img_neg_prompt textarea", "")
+    page.fill("#txt2img_prompt textarea", text)
+    page.click("#txt2img_paste")
+    page.wait_for_function("document.querySelector('#txt2img_seed input').value == '555'", timeout=10000)
+    assert page.input_value("#txt2img_steps input[type=number]") == "12"
+    assert page.input_value("#txt2img_prompt textarea") == "a blue square on a (yellow:1.1) background"
+    assert page.input_value("#txt2img_neg_prompt textarea") == "red"
+    page.screenshot(path=str(data / "after-paste.png"), full_page=True)
+
+    before = set(saved_images(data))
+    page.click("#txt2img_generate")
+    deadline = time.monotonic() + 60
+    while not set(saved_images(data)) - before and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    [second] = sorted(set(saved_images(data)) - before)
+    assert Image.open(second).info["parameters"] == text
+    assert np.array_equal(np.asarray(Image.open(second)), np.asarray(Image.open(first)))
