@@ -113,29 +113,44 @@ def build_toprow(prefix: str, service: "GenerationService") -> TopRow:
     return TopRow(prompt, negative, generate, interrupt, skip, column, styles, (prompt_count, negative_count), paste)
 
 
-def wire_paste(top: TopRow, fields: dict[str, Any], overrides: gr.State, img2img: bool = False) -> None:
-    """A1111's ↙ button: an infotext pasted into the prompt box fills every control it names.
-    Clip skip and emphasis, which are settings rather than controls, become this tab's
-    overrides (used by its next jobs) so the same picture comes out again."""
-    from modules.outputs.paste import params_from_infotext
+@dataclass(frozen=True)
+class PasteTarget:
+    """A tab's controls by parameter name and its overrides state: where a pasted infotext
+    (↙, or PNG Info's "Send to") lands."""
 
-    names = list(fields)
-    settings = ("clip_skip", "emphasis")
+    fields: dict[str, Any]
+    overrides: gr.State
+    img2img: bool = False
 
-    def paste(text: str):
-        pasted = params_from_infotext(text or "", img2img=img2img)
+    @property
+    def outputs(self) -> list:
+        return [*self.fields.values(), self.overrides]
+
+    def updates(self, text: str) -> list:
+        """Control updates for an infotext: every control it names gets its value; Clip skip
+        and emphasis, settings rather than controls, become the tab's overrides for its next
+        jobs, so the same picture comes out again. What cannot be applied is shown."""
+        from modules.outputs.paste import params_from_infotext
+
+        pasted = params_from_infotext(text or "", img2img=self.img2img)
         if len(pasted.values) <= 2:
-            gr.Info("No generation parameters found in the prompt box: paste an infotext (PNG Info shows one) and press ↙.")
-            return [gr.update()] * len(names) + [gr.update()]
+            gr.Info("No generation parameters found: paste an infotext (PNG Info shows one) and press ↙.")
+            return [gr.update()] * len(self.outputs)
         notes = [f"Not applied: {pasted.report()}"] if pasted.skipped else []
         if "sd_model_checkpoint" in pasted.settings:
             notes.append(f"The picture was made with model {pasted.settings['sd_model_checkpoint']} (not switched).")
+        overrides = {k: pasted.values[k] for k in ("clip_skip", "emphasis") if k in pasted.values}
+        if overrides.get("clip_skip", 1) != 1 or overrides.get("emphasis", "Original") != "Original":
+            notes.append(f"This tab's next jobs use Clip skip {overrides.get('clip_skip', 1)} and emphasis {overrides.get('emphasis', 'Original')}.")
         if notes:
             gr.Info(" ".join(notes), duration=15)
-        updates = [gr.update(value=pasted.values[name]) if name in pasted.values else gr.update() for name in names]
-        return updates + [{k: pasted.values[k] for k in settings if k in pasted.values}]
+        updates = [gr.update(value=pasted.values[name]) if name in pasted.values else gr.update() for name in self.fields]
+        return updates + [overrides]
 
-    top.paste.click(paste, top.prompt, [*fields.values(), overrides], queue=False, api_name=False)
+
+def wire_paste(top: TopRow, target: PasteTarget) -> None:
+    """A1111's ↙ button: an infotext pasted into the prompt box fills every control it names."""
+    top.paste.click(target.updates, top.prompt, target.outputs, concurrency_limit=None, api_name=False)  # queued: gr.Info only shows from queued events
 
 
 def counter_html(tokens: int, capacity: int) -> str:
@@ -228,7 +243,7 @@ def build_styles(prefix: str, service: "GenerationService", prompt: gr.Textbox, 
 
     apply.click(apply_styles, [prompt, negative, styles], [prompt, negative, styles], queue=False, api_name=False)
     refresh.click(lambda chosen: gr.update(choices=names(), value=[c for c in chosen if c in names()]), styles, styles, queue=False, api_name=False)
-    save.click(save_style, [name, prompt, negative, styles], [styles, name], queue=False, api_name=False)
+    save.click(save_style, [name, prompt, negative, styles], [styles, name], concurrency_limit=None, api_name=False)
     return styles
 
 

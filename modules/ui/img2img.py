@@ -18,7 +18,9 @@ from PIL import Image, ImageChops
 from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, GenerationParams, Img2ImgParams
 from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
-from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste
+from modules.ui.common import (
+    JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
+)
 
 PREFIX = "img2img"
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload", "Batch")
@@ -63,6 +65,8 @@ def guard_upload(component, label: str) -> None:
 @dataclass(frozen=True)
 class Img2ImgControls:
     by_field: dict[str, Any]  # generation parameter name -> its control, for per-model defaults
+    paste: PasteTarget  # where PNG Info's "Send to img2img" lands
+    image: gr.Image  # the img2img init image, which "Send to img2img" fills too
 
 
 def _layers_mask(layers: list[Image.Image] | None, size: tuple[int, int]) -> Image.Image:
@@ -168,7 +172,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    wire_paste(top, fields, overrides, img2img=True)
+    paste_target = PasteTarget(fields, overrides, img2img=True)
+    wire_paste(top, paste_target)
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 
     def prepare(*inputs):
@@ -229,7 +234,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
     top.generate.click(run, [*widgets, overrides, *fields.values()], panel.outputs, concurrency_limit=None, api_name="img2img")
     jobs.wire_stop_buttons(top)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
-    return Img2ImgControls(by_field)
+    return Img2ImgControls(by_field, paste_target, image)
 
 
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
 from modules.ui.common import page_user
 from modules.ui.img2img import build_img2img_tab
+from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.txt2img import build_txt2img_tab
 from modules.version import VERSION
 
@@ -102,11 +103,13 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
             vae_refresh = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0, min_width=40)
         notice = gr.Markdown(elem_id="model_notice", visible=False)
 
-        with gr.Tabs(elem_id="tabs"):
+        with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
                 controls = build_txt2img_tab(queue, service)
             with gr.Tab("img2img", id="img2img"):
                 img2img = build_img2img_tab(queue, service)
+            with gr.Tab("PNG Info", id="pnginfo"):
+                build_pnginfo_tab(controls.paste, img2img.paste, img2img.image, tabs)
 
         footer = gr.Markdown(_footer(), elem_id="footer_info")
 
@@ -148,7 +151,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
                 gr.Warning(str(exc), duration=20)
             return gr.update(choices=vae_choices(service), value=service.sd_vae)
 
-        vae.change(select_vae, vae, vae, queue=False, api_name=False)
+        vae.change(select_vae, vae, vae, concurrency_limit=None, api_name=False)
         vae_refresh.click(lambda: gr.update(choices=vae_choices(service), value=service.sd_vae), None, vae, queue=False, api_name=False)
         refresh.click(do_refresh, None, checkpoint, queue=False, api_name=False)
         def on_load():

@@ -16,7 +16,9 @@ from modules.generation import samplers
 from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
 from modules.jobs.generation_task import GenerationService, txt2img_payload
 from modules.jobs.queue import JobQueue
-from modules.ui.common import JobRunner, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste
+from modules.ui.common import (
+    JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
+)
 
 PREFIX = "txt2img"
 
@@ -29,6 +31,7 @@ class Txt2ImgControls:
     guide: gr.Markdown
     examples: gr.Dataset
     by_field: dict[str, Any]  # generation parameter name -> its control
+    paste: PasteTarget  # where PNG Info's "Send to txt2img" lands
 
 
 def build_hires(prefix: str = PREFIX) -> dict[str, Any]:
@@ -87,7 +90,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    wire_paste(top, fields, overrides)
+    paste_target = PasteTarget(fields, overrides)
+    wire_paste(top, paste_target)
 
     async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
@@ -115,4 +119,4 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
     jobs.wire_stop_buttons(top)
     examples.click(lambda sample: sample[0], examples, top.prompt, queue=False, api_name=False)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
-    return Txt2ImgControls(guide_box, guide, examples, by_field)
+    return Txt2ImgControls(guide_box, guide, examples, by_field, paste_target)
