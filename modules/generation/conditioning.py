@@ -45,10 +45,6 @@ class ScheduledPrompts:
         """One part of weight 1: classic CFG, nothing to combine."""
         return len(self.parts) == 1 and self.parts[0][0] == 1.0
 
-    def texts(self) -> list[str]:
-        """Every plain prompt the schedules use (what may hold embeddings or need encoding)."""
-        return [t for _, s in self.parts for _, t in s] + [t for _, t in self.negative]
-
 
 class StepConditioning:
     """Embeddings per sampling step for one pass and batch, built once per distinct

@@ -68,22 +68,22 @@ def pass_text(prompt: str, negative: str, library: "LoraLibrary | None", warning
     negative, negative_calls, bad_negative = parse_extra_networks(strip_comments(negative))
     if not networks:
         return PassText(prompt, negative)
-    _note(warnings, bad + bad_negative)
+    add_notes(warnings, bad + bad_negative)
     if negative_calls:
-        _note(warnings, [f"Extra networks in the negative prompt are ignored: {_tag(c)}" for c in negative_calls])
+        add_notes(warnings, [f"Extra networks in the negative prompt are ignored: {_tag(c)}" for c in negative_calls])
     uses: list[LoraUse] = []
     for call in calls:
         if call.kind not in LORA_KINDS:
-            _note(warnings, [f"Extra network type '{call.kind}' is not supported: {_tag(call)} was ignored."])
+            add_notes(warnings, [f"Extra network type '{call.kind}' is not supported: {_tag(call)} was ignored."])
             continue
         file = _find(library, call.name)
         if file is None:
-            _note(warnings, [f"LoRA '{call.name}' not found in models/Lora: {_tag(call)} was ignored."])
+            add_notes(warnings, [f"LoRA '{call.name}' not found in models/Lora: {_tag(call)} was ignored."])
             continue
         try:
             te, unet = lora_multipliers(call)
         except ValueError as exc:
-            _note(warnings, [f"{_tag(call)}: {exc}"])
+            add_notes(warnings, [f"{_tag(call)}: {exc}"])
             continue
         uses.append(LoraUse(file, te, unet, call.name))
     return PassText(prompt, negative, tuple(uses))
@@ -101,19 +101,15 @@ def _find(library: "LoraLibrary | None", name: str) -> "LoraFile | None":
 
 
 def _tag(call) -> str:
-    args = [call.name, *call.positional, *(f"{k}={v}" for k, v in _named(call))]
+    args = [call.name, *call.positional, *(f"{k}={v}" for k, v in call.named)]
     return f"<{call.kind}:{':'.join(args)}>"
 
 
-def _named(call) -> Iterable[tuple[str, str]]:
-    named = call.named
-    return named.items() if isinstance(named, dict) else named
-
-
-def _note(warnings: list[str], new: Iterable[str]) -> None:
+def add_notes(notes: list[str], new: Iterable[str]) -> None:
+    """Append each note not already there (a warning repeated per batch or pass is said once)."""
     for text in new:
-        if text not in warnings:
-            warnings.append(text)
+        if text not in notes:
+            notes.append(text)
 
 
 def infotext_extras(prompts: JobPrompts, lora_hash: Callable[["LoraFile"], str | None], embeddings_used: Iterable[tuple[str, str | None]],

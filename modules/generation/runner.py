@@ -24,7 +24,7 @@ from modules.generation import images as imgops
 from modules.generation import noise, samplers
 from modules.generation.conditioning import ScheduledPrompts, StepConditioning, combine
 from modules.generation.control import RunControl, StepInfo
-from modules.generation.job_prompts import JobPrompts, LoraUse, PassText, infotext_extras, pass_text
+from modules.generation.job_prompts import JobPrompts, LoraUse, PassText, add_notes, infotext_extras, pass_text
 from modules.generation.params import LATENT_UPSCALERS, GenerationParams, Img2ImgParams
 from modules.generation.text_encoding import EncodingOptions, PromptEncoder
 from modules.models.loaded import LoadedModel
@@ -149,10 +149,7 @@ class Runner:
         for text in job.texts():
             tokenized = self.prompts.tokenize(text, self._encoding(params))
             job.embeddings += [name for name in tokenized.embeddings if name not in job.embeddings]
-            for name, reason in tokenized.unfit:
-                note = f"Embedding '{name}' was read as a plain word: {reason}."
-                if note not in warnings:
-                    warnings.append(note)
+            add_notes(warnings, [f"Embedding '{name}' was read as a plain word: {reason}." for name, reason in tokenized.unfit])
         self._use_loras(first.loras, job)
         return job
 
@@ -181,7 +178,7 @@ class Runner:
             self._loras = LoraStack(self.model)
         warnings = self._loras.apply([(u.file, u.te, u.unet) for u in loras])
         if job is not None:
-            job.warnings.extend(w for w in warnings if w not in job.warnings)
+            add_notes(job.warnings, warnings)
             job.applied.update(file.path for file, _, _ in self._loras.active)
 
     def use_vae(self, path: Path | None) -> None:

@@ -48,10 +48,6 @@ class Conditioning:
     pooled: torch.Tensor | None = None  # SDXL: [1, D2], from the first chunk
     zero: bool = False  # SDXL's zeroed empty negative prompt: pad with zeros, not an empty chunk
 
-    @property
-    def chunks(self) -> int:
-        return self.embeds.shape[1] // (CHUNK + 2)
-
 
 @dataclass
 class Chunk:
@@ -98,8 +94,9 @@ class Tokenizing:
             self._names, self._names_for = table, names
         return self._names
 
-    def _match(self, tokens: list[int], at: int, width: int, unfit: list[tuple[str, str]]) -> tuple[int, "Embedding"] | None:
-        for ids, name in self._embedding_names().get(tokens[at], ()):
+    def _match(self, names: dict, tokens: list[int], at: int, width: int,
+               unfit: list[tuple[str, str]]) -> tuple[int, "Embedding"] | None:
+        for ids, name in names.get(tokens[at], ()):
             if tuple(tokens[at : at + len(ids)]) == ids:
                 embedding = self.embeddings.get(name)
                 reason = None
@@ -129,6 +126,7 @@ class Tokenizing:
         last_comma = -1
         used: list[str] = []
         unfit: list[tuple[str, str]] = []
+        names = self._embedding_names() if self.embeddings is not None else {}  # once per prompt, not per token
 
         def close(last: bool = False) -> None:
             nonlocal chunk, count, last_comma
@@ -154,7 +152,7 @@ class Tokenizing:
                     chunk = tail
                 if len(chunk.tokens) == CHUNK:
                     close()
-                found = self._match(tokens, at, width, unfit) if self.embeddings is not None else None
+                found = self._match(names, tokens, at, width, unfit) if names else None
                 if found is None:
                     chunk.tokens.append(token)
                     chunk.weights.append(weight)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from tqdm import tqdm
 
 from modules.generation.control import StepInfo
+from modules.generation.job_prompts import add_notes
 from modules.generation.params import GenerationParams, Img2ImgParams, infotext_fields
 from modules.generation.prompt_parser import strip_comments
 from modules.jobs.queue import Job
@@ -170,10 +171,9 @@ class GenerationService:
         if self._counter is None or self._counter[0] is not tokenizer:
             self._counter = (tokenizer, Tokenizing(tokenizer, self.libraries.embeddings, (width,)))
         tokenizing = self._counter[1]
-        store = self.libraries.styles
-        known = [name for name in styles if store is not None and name in store.names]
+        known, _ = self._known_styles(styles)
         if known:
-            styled = store.apply("" if negative else prompt, prompt if negative else "", known)
+            styled = self.libraries.styles.apply("" if negative else prompt, prompt if negative else "", known)
             prompt = styled[1] if negative else styled[0]
         return token_count(prompt, lambda text: tokenizing(text, EncodingOptions(), width).token_count, steps, negative)
 
@@ -187,13 +187,17 @@ class GenerationService:
         stripped = {name: strip_comments(getattr(params, name)) for name in prompts if "#" in getattr(params, name)}
         return (params.model_copy(update=stripped) if stripped else params), notes
 
+    def _known_styles(self, names) -> tuple[list[str], list[str]]:
+        """(the names styles.csv has, the ones it does not), in the order given."""
+        known = set(self.libraries.styles.names) if self.libraries.styles is not None else set()
+        return [n for n in names if n in known], [n for n in names if n not in known]
+
     def _with_styles(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
         if not params.styles:
             return params, []
         store = self.libraries.styles
-        known = set(store.names) if store is not None else set()
-        notes = [f"Style '{name}' not found in styles.csv: it was not applied." for name in params.styles if name not in known]
-        names = [name for name in params.styles if name in known]
+        names, unknown = self._known_styles(params.styles)
+        notes = [f"Style '{name}' not found in styles.csv: it was not applied." for name in unknown]
         if not names:
             return params, notes
         update = dict(zip(("prompt", "negative_prompt"), store.apply(params.prompt, params.negative_prompt, names)))
@@ -272,7 +276,7 @@ class GenerationService:
                 continue
             for key in ("seeds", "images", "infotexts", "paths"):
                 getattr(total, key).extend(getattr(one, key))
-            total.notes.extend(n for n in one.notes if n not in total.notes)
+            add_notes(total.notes, one.notes)
         if not total.images and not total.notes:
             total.notes.append(f"No images found in {input_dir}.")
         return total
@@ -331,7 +335,7 @@ class GenerationService:
             bar.close()
             for warning in prompts.warnings:
                 log.warning("%s: %s", job.id, warning)
-            result.notes.extend(w for w in prompts.warnings if w not in result.notes)
+            add_notes(result.notes, prompts.warnings)
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(result.images) > 1:
             result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0])
         return result
