@@ -3,8 +3,10 @@
 Layout and names follow A1111 (see the reference, section 7):
 
 - images: `<dir>/<YYYY-MM-DD>/NNNNN-<seed>.png`, or `<dir>/NNNNN-<seed>-<prompt>.png` when
-  date folders are off;
-- grids: `<grid dir>/<YYYY-MM-DD>/grid-NNNN.png`;
+  date folders are off; `samples_filename_pattern` and `directories_filename_pattern`
+  (naming.py) change the part after `NNNNN-` and the folder;
+- grids: `<grid dir>/<YYYY-MM-DD>/grid-NNNN.png` (A1111's short grid names; the folder
+  pattern applies);
 - NNNNN continues from the highest leading number already in the target folder, so the
   count survives restarts and starts again at 0 in each new date folder.
 
@@ -26,7 +28,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,12 +36,17 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from modules.outputs import infotext as infotext_mod
+from modules.outputs.naming import (
+    DEFAULT_DIRECTORY_PATTERN,
+    NameValues,
+    apply_directory_pattern,
+    apply_pattern,
+    default_filename_pattern,
+    sanitize_filename_part,
+)
 
 log = logging.getLogger(__name__)
 
-_INVALID_FILENAME_CHARS = '#<>:"/\\|?*\n\r\t'
-_FILENAME_TRANSLATION = str.maketrans({c: "_" for c in _INVALID_FILENAME_CHARS})
-MAX_FILENAME_PART = 128  # A1111 truncates each pattern part to this many characters
 _MAX_NAME_BYTES = 255  # the common per-name limit (ext4, NTFS in UTF-16 units, APFS)
 _LEADING_NUMBER = re.compile(r"^(\d+)")
 # JPEG keeps EXIF in one APP1 segment of at most 64 KiB.
@@ -49,17 +56,6 @@ _MAX_JPEG_EXIF = 65533
 _NO_HARD_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK)
 
 _FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
-
-
-def sanitize_filename_part(text: str, replace_spaces: bool = False) -> str:
-    """Make user text (the prompt) safe as part of a file name, with A1111's rules:
-    reserved characters become `_`, no leading space, no trailing space or dot, and at
-    most 128 characters."""
-    if replace_spaces:
-        text = text.replace(" ", "_")
-    text = text.translate(_FILENAME_TRANSLATION)
-    text = text.lstrip(" ")[:MAX_FILENAME_PART]
-    return text.rstrip(" .")
 
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
@@ -121,8 +117,11 @@ class SaveSettings:
 
     directory: Path
     file_format: str = "png"  # png, jpg/jpeg or webp
-    save_to_dirs: bool = True  # A1111 "Save images to a subdirectory" ([date] folders)
-    date_format: str = "%Y-%m-%d"
+    save_to_dirs: bool = True  # A1111 "Save images to a subdirectory" (directory_pattern folders)
+    date_format: str = "%Y-%m-%d"  # what [date] prints
+    filename_pattern: str = ""  # A1111 samples_filename_pattern; "" = [seed], or [seed]-[prompt_spaces] without folders
+    directory_pattern: str = DEFAULT_DIRECTORY_PATTERN  # A1111 directories_filename_pattern
+    max_prompt_words: int = 8  # A1111 directories_max_prompt_words, for [prompt_words]
     embed_infotext: bool = True  # A1111 `enable_pnginfo`
     jpeg_quality: int = 80  # also used for lossy WebP, as A1111 does
     webp_lossless: bool = False
@@ -150,11 +149,22 @@ class OutputWriter:
 
     # -- public -------------------------------------------------------------------------
 
-    def target_directory(self) -> Path:
-        """The folder the next file goes to (the dated subfolder when enabled)."""
-        if self.settings.save_to_dirs:
-            return self.settings.directory / self._clock().strftime(self.settings.date_format)
-        return self.settings.directory
+    def target_directory(self, now: datetime | None = None, values: NameValues | None = None) -> Path:
+        """The folder a file saved at `now` goes to: the directory pattern's subfolder(s)
+        when `save_to_dirs` is on (a `[date]` folder by default)."""
+        st = self.settings
+        if not st.save_to_dirs:
+            return st.directory
+        parts = apply_directory_pattern(st.directory_pattern, values or NameValues(), self._clock() if now is None else now,
+                                        max_prompt_words=st.max_prompt_words, date_format=st.date_format)
+        return st.directory.joinpath(*(_truncate_utf8(part, _MAX_NAME_BYTES) for part in parts))
+
+    def file_decoration(self, values: NameValues, now: datetime, image: Image.Image | None = None) -> str:
+        """What follows `NNNNN-` in an image's name: the filename pattern applied, or
+        A1111's default for it when the pattern is empty."""
+        st = self.settings
+        pattern = st.filename_pattern or default_filename_pattern(st.save_to_dirs)
+        return apply_pattern(pattern, values, now, image=image, max_prompt_words=st.max_prompt_words, date_format=st.date_format)
 
     def save_image(
         self,
@@ -163,14 +173,16 @@ class OutputWriter:
         seed: int | None = None,
         prompt: str = "",
         infotext: str | None = None,
+        values: NameValues | None = None,
     ) -> Path:
-        """Save one generated image as `NNNNN-<seed>` (plus `-<prompt>` without date
-        folders, as A1111's default pattern) and return its path."""
-        parts = [] if seed is None else [str(seed)]
-        if not self.settings.save_to_dirs and prompt:
-            parts.append(sanitize_filename_part(prompt, replace_spaces=False))
-        decoration = "-".join(p for p in parts if p)
-        return self._save(image, basename="", digits=5, decoration=decoration, infotext=infotext)
+        """Save one generated image as `NNNNN-<decoration>` and return its path. `values`
+        describes the image for the patterns; `seed`/`prompt` are a shorthand that also fills
+        them in where `values` leaves them unknown. Width and height default to the image's."""
+        values = _complete(values or NameValues(), seed=seed, prompt=prompt or None, width=image.width, height=image.height)
+        now = self._clock()
+        decoration = self.file_decoration(values, now, image)
+        return self._save(image, basename="", digits=5, decoration=decoration, infotext=infotext,
+                          directory=self.target_directory(now, values))
 
     def save_grid(
         self,
@@ -179,13 +191,16 @@ class OutputWriter:
         infotext: str | None = None,
         rows: int | None = None,
         only_if_multiple: bool = True,
+        values: NameValues | None = None,
     ) -> Path | None:
-        """Tile `images` and save them as `grid-NNNN`. Returns None without saving for a
+        """Tile `images` and save them as `grid-NNNN`, in the folder the directory pattern
+        gives for `values` (e.g. the first image's). Returns None without saving for a
         single image (A1111 `grid_only_if_multiple`): the grid would repeat the image."""
         if not images or (only_if_multiple and len(images) < 2):
             return None
         grid = make_grid(images, rows)
-        return self._save(grid, basename="grid", digits=4, decoration="", infotext=infotext)
+        directory = self.target_directory(self._clock(), values)
+        return self._save(grid, basename="grid", digits=4, decoration="", infotext=infotext, directory=directory)
 
     def save_as(self, image: Image.Image, stem: str, *, infotext: str | None = None) -> Path:
         """Save under a chosen name, `<stem>.<ext>`, or `<stem>-1.<ext>`, `-2`, ... when that
@@ -199,7 +214,7 @@ class OutputWriter:
                 n += 1
             return final
 
-        return self._write(image, infotext, claim)
+        return self._write(image, infotext, claim, self.target_directory())
 
     # -- internals ----------------------------------------------------------------------
 
@@ -223,13 +238,13 @@ class OutputWriter:
         digits: int,
         decoration: str,
         infotext: str | None,
+        directory: Path,
     ) -> Path:
-        return self._write(image, infotext, lambda temp, directory: self._claim(temp, directory, basename, digits, decoration))
+        return self._write(image, infotext, lambda temp, folder: self._claim(temp, folder, basename, digits, decoration), directory)
 
-    def _write(self, image: Image.Image, infotext: str | None, claim: Callable[[Path, Path], Path]) -> Path:
-        """Encode into a temp file in the target folder, then `claim(temp, folder)` links it
+    def _write(self, image: Image.Image, infotext: str | None, claim: Callable[[Path, Path], Path], directory: Path) -> Path:
+        """Encode into a temp file in `directory`, then `claim(temp, directory)` links it
         to its final name under the writer's lock."""
-        directory = self.target_directory()
         directory.mkdir(parents=True, exist_ok=True)
         # Encode outside the lock (it is the slow part), into a hidden temp file that the
         # number scan ignores because it does not start with a digit or the basename.
@@ -262,6 +277,12 @@ class OutputWriter:
     def _encode(self, image: Image.Image, handle, infotext: str | None) -> None:
         st = self.settings
         encode_image(image, handle, st.file_format, infotext if st.embed_infotext else None, st.jpeg_quality, st.webp_lossless)
+
+
+def _complete(values: NameValues, **known) -> NameValues:
+    """`values` with the fields it leaves unknown (None) taken from `known`."""
+    missing = {key: value for key, value in known.items() if value is not None and getattr(values, key) is None}
+    return replace(values, **missing) if missing else values
 
 
 def encode_image(image: Image.Image, handle, file_format: str = "png", infotext: str | None = None,

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from modules.outputs.infotext import read_infotext
+from modules.outputs.naming import NameValues
 from modules.outputs.saving import (
     OutputWriter,
     SaveSettings,
@@ -266,3 +267,17 @@ def test_save_as_keeps_the_name_and_never_replaces_a_file(tmp_path):
     assert (tmp_path / "cat.png").read_bytes() == b"the user's own file"
     assert Image.open(second).info["parameters"] == "b" and Image.open(second).getpixel((0, 0)) == (0, 255, 0)
     assert writer.save_as(Image.new("RGB", (8, 8)), "dog").name == "dog.png"
+
+
+def test_folder_and_name_use_the_same_moment(tmp_path):
+    """A save that straddles midnight must not put a day-28 name into the day-27 folder."""
+    ticks = iter([datetime(2024, 7, 27, 23, 59, 59), datetime(2024, 7, 28, 0, 0, 1)])
+    w = OutputWriter(SaveSettings(tmp_path, filename_pattern="[datetime<%Y-%m-%d>]"), clock=lambda: next(ticks))
+    path = w.save_image(image(), seed=1)
+    assert path == tmp_path / "2024-07-27" / "00000-2024-07-27.png"
+
+
+def test_grid_follows_directory_pattern_but_keeps_short_name(tmp_path):
+    settings = SaveSettings(tmp_path, directory_pattern="[date]/[model_name]", filename_pattern="[seed]-[model_name]")
+    grid = OutputWriter(settings, clock=lambda: DAY).save_grid([image(), image()], values=NameValues(seed=3, model_name="tiny"))
+    assert grid == tmp_path / "2024-07-27" / "tiny" / "grid-0000.png"
