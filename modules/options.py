@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRA files (default <models-dir>/Lora)")
     paths.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings (default <models-dir>/embeddings)")
     paths.add_argument("--vae-dir", type=Path, default=None, help="folder of VAE files (default <models-dir>/VAE)")
+    paths.add_argument("--ui-settings-file", type=Path, default=None, help="settings file (default <data-dir>/config.json)")
+    paths.add_argument("--ui-config-file", type=Path, default=None, help="UI defaults file (default <data-dir>/ui-config.json)")
     paths.add_argument("--styles-file", action="append", default=None,
                        help="styles file (repeatable, wildcards allowed; default <data-dir>/styles.csv); new styles go to the first")
     dev = p.add_argument_group("device and precision")
@@ -80,6 +82,8 @@ class Paths:
     embeddings_dir: Path | None = None
     vae_dir: Path | None = None
     styles_files: tuple[Path, ...] = ()
+    settings_file: Path | None = None  # None: <data>/config.json
+    ui_config_file: Path | None = None  # None: <data>/ui-config.json
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Paths":
@@ -94,7 +98,8 @@ class Paths:
             return Path(value).resolve() if value else None
 
         return cls(data, models, tuple(ckpt_dirs), data / "outputs", REPO_DIR / "configs", folder(getattr(args, "lora_dir", None)),
-                   folder(getattr(args, "embeddings_dir", None)), folder(getattr(args, "vae_dir", None)), styles)
+                   folder(getattr(args, "embeddings_dir", None)), folder(getattr(args, "vae_dir", None)), styles,
+                   folder(getattr(args, "ui_settings_file", None)), folder(getattr(args, "ui_config_file", None)))
 
     @property
     def loras(self) -> Path:
@@ -107,6 +112,18 @@ class Paths:
     @property
     def vaes(self) -> Path:
         return self.vae_dir or self.models_dir / "VAE"
+
+    @property
+    def settings(self) -> Path:
+        return self.settings_file or self.data_dir / "config.json"
+
+    @property
+    def ui_config(self) -> Path:
+        return self.ui_config_file or self.data_dir / "ui-config.json"
+
+    @property
+    def gallery_index(self) -> Path:
+        return self.data_dir / "gallery.sqlite3"
 
     @property
     def hash_cache(self) -> Path:
@@ -135,19 +152,32 @@ def _styles_files(patterns: list[str] | None, data_dir: Path) -> tuple[Path, ...
 
 @dataclass(frozen=True)
 class OutputSettings:
-    """A1111's saving settings (config.json keys) with their defaults."""
+    """The saving part of the settings (config.json keys, A1111's defaults), as one value a
+    change replaces whole: writers are rebuilt from it, never half-updated."""
 
     samples_save: bool = True
     samples_format: str = "png"
+    samples_filename_pattern: str = ""
     grid_save: bool = True
     grid_format: str = "png"
+    enable_pnginfo: bool = True
+    jpeg_quality: int = 80
+    webp_lossless: bool = False
     save_to_dirs: bool = True
     grid_save_to_dirs: bool = True
-    jpeg_quality: int = 80
+    directories_filename_pattern: str = "[date]"
+    directories_max_prompt_words: int = 8
     outdir_txt2img_samples: str = "outputs/txt2img-images"
     outdir_txt2img_grids: str = "outputs/txt2img-grids"
     outdir_img2img_samples: str = "outputs/img2img-images"
     outdir_img2img_grids: str = "outputs/img2img-grids"
+    outdir_extras_samples: str = "outputs/extras-images"
+    use_original_name_batch: bool = True
+
+    @classmethod
+    def from_values(cls, values: dict) -> "OutputSettings":
+        """From a settings dict (config.json's values); keys it lacks keep their defaults."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
     def resolve(self, data_dir: Path, relative: str) -> Path:
         path = Path(relative)

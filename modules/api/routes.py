@@ -7,11 +7,12 @@ HTTP 4xx with A1111's error body ({error, detail, body, errors}); the server kee
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -25,12 +26,13 @@ from pydantic import BaseModel, ConfigDict
 
 from modules.api.models import Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
 from modules.generation import samplers
-from modules.generation.params import EMPHASIS_MODES, LATENT_UPSCALERS, PIXEL_UPSCALERS
+from modules.generation.params import LATENT_UPSCALERS
+from modules.jobs.extras_task import ExtrasService
 from modules.jobs.generation_task import GenerationResult, GenerationService
 from modules.jobs.model_switch import switch_checkpoint
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, done_future
 from modules.models.manager import ModelManager
-from modules.options import OutputSettings
+from modules.settings import SettingsStore
 from modules.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -56,9 +58,13 @@ class ApiState:
     service: GenerationService
     cmd_flags: dict[str, Any]
     data_dir: Path
+    settings: SettingsStore  # config.json: GET/POST /options read and write it
     users: dict[str, str] = field(default_factory=dict)  # --api-auth, user -> password
-    live_previews_enable: bool = True  # A1111's defaults: a preview every 10 steps
-    show_progress_every_n_steps: int = 10
+    extras: "ExtrasService | None" = None  # the Extras tab's service; without one, the API's extras save to outputs/extras-images
+
+    @property
+    def preview_every(self) -> int:
+        return self.settings.preview_every()
 
 
 class PngInfoRequest(BaseModel):
@@ -66,18 +72,44 @@ class PngInfoRequest(BaseModel):
     image: str = ""
 
 
-class ExtraSingleImageRequest(BaseModel):
+class ExtrasOptions(BaseModel):
+    """A1111's extras fields (ExtrasBaseRequest). Face restoration fields are accepted and
+    ignored; `save_images` (ours, default false as A1111's API never saves) saves the results
+    to the Extras folder."""
+
     model_config = ConfigDict(extra="allow")
-    image: str = ""
     resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
     upscaling_resize: float = 2.0
     upscaling_resize_w: int = 512
     upscaling_resize_h: int = 512
     upscaling_crop: bool = True
-    upscaler_1: str = "None"
-    upscaler_2: str = "None"
+    upscaler_1: str | None = "None"
+    upscaler_2: str | None = "None"
     extras_upscaler_2_visibility: float = 0.0
-    show_extras_results: bool = True
+    upscale_first: bool = False
+    save_images: bool = False
+
+    def extras_values(self) -> dict[str, Any]:
+        from modules.generation.upscaling import ExtrasParams
+
+        return {name: getattr(self, name) for name in ExtrasParams.model_fields}
+
+
+class ExtraSingleImageRequest(ExtrasOptions):
+    image: str = ""
+
+
+class ExtrasImageData(BaseModel):
+    data: str = ""
+    name: str | None = None
+
+
+class ExtraBatchImagesRequest(ExtrasOptions):
+    imageList: list[ExtrasImageData] = []  # noqa: N815 (A1111's name)
 
 
 def parse_users(spec: str | None) -> dict[str, str]:
@@ -221,9 +253,8 @@ def build_router(state: ApiState) -> APIRouter:
             if request.override_settings_restore_afterwards is False:  # A1111 keeps an override that is not restored afterwards
                 if wanted:
                     state.models.select(wanted)
-                if request.wanted_vae():
-                    state.service.select_vae(vae)
-                state.service.clip_skip, state.service.emphasis = params.clip_skip, params.emphasis
+                kept = {"CLIP_stop_at_last_layers": params.clip_skip, "emphasis": params.emphasis}
+                state.settings.update({**kept, "sd_vae": vae} if request.wanted_vae() else kept)
             if kind == "txt2img":
                 task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
                 payload = txt2img_payload(params, save, checkpoint, vae)
@@ -296,8 +327,8 @@ def build_router(state: ApiState) -> APIRouter:
             return stored_status(job_id, user)
         own(job.user, user)
         status = job_status(job)
-        if preview and job.status is JobStatus.RUNNING and state.show_progress_every_n_steps > 0:
-            job.progress.want_preview(state.show_progress_every_n_steps)
+        if preview and job.status is JobStatus.RUNNING and state.preview_every:
+            job.progress.want_preview(state.preview_every)
             status["current_image"] = encode_base64(job.progress.preview, "png", None) if job.progress.preview is not None else None
         if job.status in (JobStatus.DONE, JobStatus.INTERRUPTED) and job.kind in ("txt2img", "img2img"):
             status["result"] = respond(asked.get(job.id), job)
@@ -344,8 +375,8 @@ def build_router(state: ApiState) -> APIRouter:
         eta = p.eta_seconds()
         image = None
         mine = not state.users or job.user == user
-        if state.live_previews_enable and state.show_progress_every_n_steps > 0 and not skip_current_image and mine:
-            p.want_preview(state.show_progress_every_n_steps)
+        if state.preview_every and not skip_current_image and mine:
+            p.want_preview(state.preview_every)
             if p.preview is not None:
                 image = encode_base64(p.preview, "png", None)
         return {
@@ -369,30 +400,24 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.post("/options")
     async def set_options(values: dict[str, Any], user: str = Depends(current_user)) -> dict:
-        """Every value is checked before any is applied, so a bad one changes nothing. A new
-        sd_model_checkpoint is loaded by a job in the caller's turn and answered once loaded."""
+        """Every value is checked before any is applied, so a bad one changes nothing; the rest
+        are saved to config.json. A new sd_model_checkpoint is loaded by a job in the caller's
+        turn and answered once loaded."""
         query = values.get("sd_model_checkpoint")
+        others = {k: v for k, v in values.items() if k != "sd_model_checkpoint"}
         try:
             wanted = state.models.require(str(query)) if query else None
-            live = {k: _typed(values[k], type(getattr(state, k)), k) for k in ("live_previews_enable", "show_progress_every_n_steps") if k in values}
-            clip_skip = clip_skip_value(values["CLIP_stop_at_last_layers"]) if "CLIP_stop_at_last_layers" in values else state.service.clip_skip
-            emphasis = _choice(values["emphasis"], EMPHASIS_MODES, "emphasis") if "emphasis" in values else state.service.emphasis
-            vae = state.service.pin_vae(values["sd_vae"]) if "sd_vae" in values else None
-            current = state.service.settings
-            changes = {f.name: _typed(values[f.name], type(getattr(current, f.name)), f.name) for f in fields(OutputSettings) if f.name in values}
-            if changes:
-                state.service.apply_settings(replace(state.service.settings, **changes))
+            if "CLIP_stop_at_last_layers" in others:  # clients send it as a number or a numeric string
+                others["CLIP_stop_at_last_layers"] = clip_skip_value(others["CLIP_stop_at_last_layers"])
+            state.settings.update(others)
         except (TypeError, ValueError) as exc:
             raise _bad(f"Bad option value: {exc}") from None
-        for key, value in live.items():
-            setattr(state, key, value)
-        state.service.clip_skip, state.service.emphasis = clip_skip, emphasis
-        if vae is not None:
-            state.service.select_vae(vae)
         selected, active = state.models.selected, state.models.active
         if wanted is not None and not (selected and selected.path == wanted.path and active and active.info.path == wanted.path):
-            job = await switch_checkpoint(state.models, state.queue, str(wanted.path), user)
+            job = await switch_checkpoint(state.models, state.queue, str(wanted.path), user, state.settings)
             check_outcome(job, "loading the checkpoint")
+        elif wanted is not None:
+            state.settings.update({"sd_model_checkpoint": wanted.title})
         return {}
 
     @router.get("/cmd-flags")
@@ -421,7 +446,7 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get("/upscalers")
     def upscalers() -> list[dict]:
-        return [{"name": n, "model_name": None, "model_path": None, "model_url": None, "scale": 4 if n != "None" else 1} for n in PIXEL_UPSCALERS]
+        return extras_service().upscalers.describe()
 
     @router.get("/latent-upscale-modes")
     def latent_modes() -> list[dict]:
@@ -492,27 +517,59 @@ def build_router(state: ApiState) -> APIRouter:
         items = {k: v for k, v in (image.info or {}).items() if isinstance(v, (str, int, float)) and k != "parameters"}
         return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
 
-    @router.post("/extra-single-image")
-    def extra_single_image(request: ExtraSingleImageRequest) -> dict:
-        from modules.generation import images as imgops
+    fallback_extras = ExtrasService(state.data_dir / "outputs" / "extras-images")
 
+    def extras_service() -> ExtrasService:
+        return state.extras or fallback_extras
+
+    def extras_job(request: ExtrasOptions, images: list[tuple[str, str | None, str]], user: str) -> Job:
+        """Decode and check an extras request (images as (base64, name, what to call it in an
+        error)), then queue it in the caller's lane. Not recorded: it does not outlive a restart."""
+        from modules.generation.upscaling import target_size
+
+        service = extras_service()
         try:
-            image = imgops.flatten(decode_image(request.image, "image"))
+            params = service.params(**request.extras_values())
+            decoded = []
+            for data, name, what in images:
+                image = decode_image(data, what)
+                target_size(image.size, params)  # too large or too small: refused before it waits in the queue
+                decoded.append((image, name))
         except ValueError as exc:
             raise _bad(str(exc)) from None
-        if request.upscaler_1 not in PIXEL_UPSCALERS:
-            raise _bad(f"Upscaler '{request.upscaler_1}' not found. Choose one of: {', '.join(PIXEL_UPSCALERS)}.")
-        if request.resize_mode == 1:
-            width, height = request.upscaling_resize_w, request.upscaling_resize_h
-        else:
-            if not 0 < request.upscaling_resize <= 8:
-                raise _bad("upscaling_resize must be above 0 and at most 8.")
-            width, height = round(image.width * request.upscaling_resize), round(image.height * request.upscaling_resize)
-        if not (1 <= width <= 8192 and 1 <= height <= 8192):
-            raise _bad(f"The result would be {width}x{height}; each side must be 1 to 8192.")
-        mode = 1 if request.resize_mode == 1 and request.upscaling_crop else 0
-        resized = imgops.resize_image(image, width, height, mode, imgops.PIXEL_RESAMPLING[request.upscaler_1])
-        return {"image": encode_base64(resized, "png", None), "html_info": f"<p>Upscaler: {request.upscaler_1}, {width}x{height}</p>"}
+        save = bool(request.save_images)
+        return state.queue.submit("extras", lambda j: service.run(j, decoded, params, save=save), user=user)
+
+    async def run_extras(request: ExtrasOptions, images: list[tuple[str, str | None, str]], user: str) -> tuple[list[str], str]:
+        """Queue the job, wait for it without holding a thread, answer with base64 PNGs
+        (the source's `parameters` and the `postprocessing` text inside) and A1111's html_info."""
+        job = await run_in_threadpool(extras_job, request, images, user)
+        await done_future(job)
+        check_outcome(job, "extras")
+        result = job.result
+        if result is None:  # cancelled before it started
+            return [], ""
+
+        def encode() -> list[str]:
+            return [encode_base64(image, "png", text) for image, text in zip(result.images, result.parameters)]
+
+        encoded = await run_in_threadpool(encode)
+        job.result = None  # answered: the queue keeps its last finished jobs, it need not keep their pictures
+        info = f"<p>{html.escape(result.infotexts[-1])}</p>" if result.infotexts else ""
+        return encoded, info
+
+    @router.post("/extra-single-image")
+    async def extra_single_image(request: ExtraSingleImageRequest, user: str = Depends(current_user)) -> dict:
+        images, info = await run_extras(request, [(request.image, None, "image")], user)
+        return {"image": images[0] if images else "", "html_info": info}
+
+    @router.post("/extra-batch-images")
+    async def extra_batch_images(request: ExtraBatchImagesRequest, user: str = Depends(current_user)) -> dict:
+        if not request.imageList:
+            return {"images": [], "html_info": ""}
+        entries = [(item.data, item.name, f"imageList[{i}]") for i, item in enumerate(request.imageList)]
+        images, info = await run_extras(request, entries, user)
+        return {"images": images, "html_info": info}
 
     return router
 
@@ -550,32 +607,10 @@ def _info(result: GenerationResult) -> dict:
     }
 
 
-def _typed(value: Any, kind: type, key: str) -> Any:
-    """An option value, checked against the type the option has here (JSON types, strictly:
-    "80" is not a quality and 1 is not true)."""
-    expected = {bool: "true or false", int: "a whole number", str: "a string"}
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        raise ValueError(f"{key} must be {expected.get(kind, kind.__name__)}, got {value!r}")
-    return value
-
-
 def _options(state: ApiState) -> dict:
+    """Every setting, as config.json holds it, with the checkpoint in use."""
     current = state.models.current
-    values: dict[str, Any] = {
-        "sd_model_checkpoint": current.title if current else None, "CLIP_stop_at_last_layers": state.service.clip_skip,
-        "sd_vae": state.service.sd_vae, "emphasis": state.service.emphasis,
-        "live_previews_enable": state.live_previews_enable, "show_progress_every_n_steps": state.show_progress_every_n_steps,
-    }
-    for f in fields(OutputSettings):
-        values[f.name] = getattr(state.service.settings, f.name)
-    return values
-
-
-def _choice(value: Any, choices: tuple[str, ...], key: str) -> str:
-    if value not in choices:
-        raise ValueError(f"{key} must be one of: {', '.join(choices)}; got {value!r}")
-    return value
+    return {**state.settings.values, "sd_model_checkpoint": current.title if current else None}
 
 
 def _text_widths(models: ModelManager) -> set[int]:

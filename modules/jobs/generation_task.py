@@ -5,7 +5,7 @@ for txt2img, img2img and the img2img batch over a folder alike."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -20,6 +20,7 @@ from modules.jobs.queue import Job
 from modules.models.manager import ActiveModel, ModelManager
 from modules.options import OutputSettings
 from modules.outputs.infotext import format_infotext
+from modules.outputs.naming import NameValues
 from modules.outputs.saving import OutputWriter, SaveSettings
 from modules.version import VERSION
 
@@ -85,7 +86,7 @@ class GenerationService:
         self.sd_vae = "Automatic"
         self.clip_skip = 1  # CLIP_stop_at_last_layers
         self.emphasis = "Original"
-        self._data_dir = data_dir
+        self.data_dir = data_dir
         self._clock = clock
         self.apply_settings(settings)
         self._runner: tuple[ActiveModel, Runner] | None = None
@@ -98,7 +99,11 @@ class GenerationService:
         a bad format raises ValueError and leaves the old settings in place."""
 
         def writer(folder: str, fmt: str, dated: bool) -> OutputWriter:
-            return OutputWriter(SaveSettings(settings.resolve(self._data_dir, folder), fmt, dated, jpeg_quality=settings.jpeg_quality), self._clock)
+            return OutputWriter(SaveSettings(
+                settings.resolve(self.data_dir, folder), fmt, dated, embed_infotext=settings.enable_pnginfo, jpeg_quality=settings.jpeg_quality,
+                webp_lossless=settings.webp_lossless, filename_pattern=settings.samples_filename_pattern,
+                directory_pattern=settings.directories_filename_pattern, max_prompt_words=settings.directories_max_prompt_words,
+            ), self._clock)
 
         writers = {
             "txt2img": (writer(settings.outdir_txt2img_samples, settings.samples_format, settings.save_to_dirs),
@@ -107,6 +112,20 @@ class GenerationService:
                         writer(settings.outdir_img2img_grids, settings.grid_format, settings.grid_save_to_dirs)),
         }
         self.settings, self.writers = settings, writers
+
+    def use_settings(self, changed: dict) -> None:
+        """Apply the config.json values this service uses (the settings store calls this on each
+        change; ValueError, e.g. for a VAE that is not there, refuses the change)."""
+        saving = {f.name for f in fields(OutputSettings)}
+        if saving & set(changed):
+            self.apply_settings(replace(self.settings, **{k: v for k, v in changed.items() if k in saving}))
+        if "sd_vae" in changed:
+            self.select_vae(changed["sd_vae"])
+        self.clip_skip = changed.get("CLIP_stop_at_last_layers", self.clip_skip)
+        self.emphasis = changed.get("emphasis", self.emphasis)
+        if changed.get("comma_padding_backtrack", self.libraries.comma_padding_backtrack) != self.libraries.comma_padding_backtrack:
+            self.libraries.comma_padding_backtrack = changed["comma_padding_backtrack"]
+            self._runner = None  # its prompt encoder was built with the old value
 
     def _drop_runner(self) -> None:
         self._runner = None
@@ -329,7 +348,7 @@ class GenerationService:
                     if name is not None:
                         result.paths.append(images_writer.save_as(image, name, infotext=text))
                     elif self.settings.samples_save if save is None else save:
-                        result.paths.append(images_writer.save_image(image, seed=seed, prompt=params.prompt, infotext=text))
+                        result.paths.append(images_writer.save_image(image, infotext=text, values=self._name_values(params, active, seed, result)))
         finally:
             job.control.on_step = report
             bar.close()
@@ -337,8 +356,21 @@ class GenerationService:
                 log.warning("%s: %s", job.id, warning)
             add_notes(result.notes, prompts.warnings)
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(result.images) > 1:
-            result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0])
+            result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0],
+                                                      values=self._name_values(params, active, result.seeds[0], result))
         return result
+
+    @staticmethod
+    def _name_values(params: GenerationParams, active: ActiveModel, seed: int, result: GenerationResult) -> NameValues:
+        """What the filename patterns ([seed], [model_name], [prompt_spaces], ...) may use."""
+        return NameValues(
+            seed=seed, prompt=params.prompt, negative_prompt=params.negative_prompt, model_name=active.info.model_name,
+            model_hash=active.info.shorthash, steps=params.steps, cfg_scale=params.cfg_scale, width=params.width, height=params.height,
+            sampler=params.sampler_name, scheduler=params.scheduler, styles=tuple(params.styles), clip_skip=params.clip_skip,
+            denoising_strength=params.denoising_strength if isinstance(params, Img2ImgParams) else None,
+            batch_number=(len(result.seeds) - 1) % params.batch_size + 1 if result.seeds else None, batch_size=params.batch_size,
+            job_timestamp=result.started, all_seeds=tuple(result.seeds),
+        )
 
 
 # ---------------------------------------------------------------- recorded jobs

@@ -7,14 +7,20 @@ if the file will not load the previous selection comes back.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from modules.jobs.queue import Job, JobQueue, JobStatus, done_future
 from modules.models.manager import ModelManager
 
+if TYPE_CHECKING:
+    from modules.settings import SettingsStore
 
-async def switch_checkpoint(models: ModelManager, queue: JobQueue, query: str, user: str) -> Job:
+
+async def switch_checkpoint(models: ModelManager, queue: JobQueue, query: str, user: str, settings: "SettingsStore | None" = None) -> Job:
     """Select `query`, load it in `user`'s turn and return the finished load job; when it did
     not finish DONE the selection is back to what it was. Raises ValueError for an unknown
-    checkpoint and QueueStopped when the server is stopping (nothing changed then)."""
+    checkpoint and QueueStopped when the server is stopping (nothing changed then). A loaded
+    checkpoint is saved as config.json's sd_model_checkpoint, so the next start loads it."""
     previous = models.select(query)
     wanted = models.selected
     try:
@@ -25,4 +31,6 @@ async def switch_checkpoint(models: ModelManager, queue: JobQueue, query: str, u
     await done_future(job)
     if job.status is not JobStatus.DONE:
         models.reselect(wanted, previous)
+    elif settings is not None:
+        settings.update({"sd_model_checkpoint": wanted.title})
     return job

@@ -1,0 +1,235 @@
+"""A1111's settings (`config.json`): what each key means, its default and its allowed values,
+and the store that loads, checks, saves and announces them.
+
+The definitions are the one list the Settings tab, `GET/POST /sdapi/v1/options` and the
+file share, so a setting is added in one place. The store is owned by the app object and
+handed to whoever needs it; listeners (the generation service, the model manager) pick up
+changes, so nothing reads settings behind the app's back.
+
+A hand-edited file with a bad value does not stop the server: that key falls back to its
+default and a warning names it. Unknown keys (A1111's many others, extensions') are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modules.generation.params import EMPHASIS_MODES
+
+log = logging.getLogger(__name__)
+
+IMAGE_FORMATS = ("png", "jpg", "webp")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config.json key. `choices` may be a callable for lists known only at run time
+    (checkpoints, VAEs); those are checked by their owners when applied, not here."""
+
+    key: str
+    default: Any
+    label: str
+    section: str
+    choices: tuple | Callable[[], Iterable[str]] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    info: str = ""
+
+    @property
+    def kind(self) -> type:
+        return type(self.default) if self.default is not None else str
+
+    def check(self, value: Any) -> Any:
+        """The value as stored, or ValueError with a sentence. JSON types are strict ("80" is
+        not a quality, 1 is not true), but a whole float (a slider's 20.0) is a whole number."""
+        kind = self.kind
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.key} must be true or false, got {value!r}")
+        elif kind is int:
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{self.key} must be a whole number, got {value!r}")
+        elif kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{self.key} must be a number, got {value!r}")
+            value = float(value)
+        elif value is None and self.default is None:
+            return None
+        elif not isinstance(value, str):
+            raise ValueError(f"{self.key} must be a string, got {value!r}")
+        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+            raise ValueError(f"{self.key} must be from {_num(self.minimum)} to {_num(self.maximum)}, got {value!r}")
+        if isinstance(self.choices, tuple) and value not in self.choices:
+            raise ValueError(f"{self.key} must be one of: {', '.join(map(str, self.choices))}; got {value!r}")
+        return value
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else str(int(value)) if float(value).is_integer() else str(value)
+
+
+SAVING = "Saving images/grids"
+PATHS = "Paths for saving"
+DIRS = "Saving to a directory"
+SD = "Stable Diffusion"
+PREVIEWS = "Live previews"
+POSTPROCESSING = "Postprocessing"
+GALLERY = "Gallery"
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("samples_save", True, "Always save all generated images", SAVING),
+    Setting("samples_format", "png", "File format for images", SAVING, IMAGE_FORMATS),
+    Setting("samples_filename_pattern", "", "Images filename pattern", SAVING,
+            info="Empty: [seed] in date folders, else [seed]-[prompt_spaces]. Tags: [seed] [prompt] [prompt_spaces] [prompt_words] "
+                 "[model_name] [model_hash] [steps] [cfg] [sampler] [width] [height] [date] [datetime] [datetime<%Y%m%d>] [none]"),
+    Setting("grid_save", True, "Always save all generated image grids", SAVING),
+    Setting("grid_format", "png", "File format for grids", SAVING, IMAGE_FORMATS),
+    Setting("enable_pnginfo", True, "Save text information about generation parameters as chunks to png files", SAVING),
+    Setting("jpeg_quality", 80, "Quality for saved jpeg and webp images", SAVING, minimum=1, maximum=100, step=1),
+    Setting("webp_lossless", False, "Use lossless compression for webp images", SAVING),
+    Setting("outdir_txt2img_samples", "outputs/txt2img-images", "Output directory for txt2img images", PATHS),
+    Setting("outdir_img2img_samples", "outputs/img2img-images", "Output directory for img2img images", PATHS),
+    Setting("outdir_extras_samples", "outputs/extras-images", "Output directory for images from extras tab", PATHS),
+    Setting("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids", PATHS),
+    Setting("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids", PATHS),
+    Setting("save_to_dirs", True, "Save images to a subdirectory", DIRS),
+    Setting("grid_save_to_dirs", True, "Save grids to a subdirectory", DIRS),
+    Setting("directories_filename_pattern", "[date]", "Directory name pattern", DIRS, info="Tags as for file names, e.g. [date] or [model_name]"),
+    Setting("directories_max_prompt_words", 8, "Max prompt words for [prompt_words] pattern", DIRS, minimum=1, maximum=20, step=1),
+    Setting("sd_model_checkpoint", None, "Stable Diffusion checkpoint", SD, choices=lambda: ()),
+    Setting("sd_vae", "Automatic", "SD VAE", SD, choices=lambda: ()),
+    Setting("CLIP_stop_at_last_layers", 1, "Clip skip", SD, minimum=1, maximum=12, step=1),
+    Setting("emphasis", "Original", "Emphasis mode", SD, EMPHASIS_MODES,
+            info="Original: A1111's (weights scale the embedding, then the mean is restored); No norm: without the mean; "
+                 "Ignore: (brackets) are plain text; None: weights are ignored"),
+    Setting("comma_padding_backtrack", 20, "Prompt word wrap length limit", SD, minimum=0, maximum=74, step=1,
+            info="in tokens: a 75-token chunk ends at the last comma within this many tokens, so phrases are not split"),
+    Setting("live_previews_enable", True, "Show live previews of the created image", PREVIEWS),
+    Setting("show_progress_every_n_steps", 10, "Live preview display period", PREVIEWS, minimum=-1, maximum=32, step=1,
+            info="in sampling steps; -1: only at the end"),
+    Setting("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab", POSTPROCESSING),
+    Setting("gallery_per_page", 36, "Images per page in the Gallery tab", GALLERY, minimum=6, maximum=240, step=1),
+)
+
+BY_KEY = {s.key: s for s in SETTINGS}
+
+
+@dataclass
+class SettingsStore:
+    """config.json, loaded once at start, checked, and written back on every change (atomically,
+    indent 4 as A1111 writes it)."""
+
+    path: Path
+    definitions: dict[str, Setting] = field(default_factory=lambda: dict(BY_KEY))
+    values: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # from the last load, for the page to show
+    _listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @classmethod
+    def open(cls, path: Path) -> "SettingsStore":
+        store = cls(Path(path))
+        store.load()
+        return store
+
+    def load(self) -> list[str]:
+        """Read the file: a missing file is all defaults; unreadable JSON is set aside as
+        `config.json.bad` (A1111 moves it to tmp/) and defaults used; each bad value is
+        replaced by its default. Returns (and keeps) the warnings."""
+        raw: dict[str, Any] = {}
+        warnings: list[str] = []
+        if self.path.exists():
+            try:
+                raw = json.loads(self.path.read_text(encoding="utf-8"))
+                if not isinstance(raw, dict):
+                    raise ValueError("the file does not hold a JSON object")
+            except (OSError, ValueError) as exc:
+                backup = self.path.with_name(self.path.name + ".bad")
+                shutil.copyfile(self.path, backup)
+                warnings.append(f"{self.path.name} could not be read ({exc}); it was copied to {backup.name} and defaults are used.")
+                raw = {}
+        values = dict(raw)
+        for key, setting in self.definitions.items():
+            if key not in raw:
+                values[key] = setting.default
+                continue
+            try:
+                values[key] = setting.check(raw[key])
+            except ValueError as exc:
+                warnings.append(f"{self.path.name}: {exc}; using the default {setting.default!r}.")
+                values[key] = setting.default
+        with self._lock:
+            self.values, self.warnings = values, warnings
+        for warning in warnings:
+            log.warning("%s", warning)
+        return warnings
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key] if key in self.values else self.definitions[key].default
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def preview_every(self) -> int:
+        """Steps between live previews (0: none), from A1111's two live-preview settings."""
+        return max(0, self["show_progress_every_n_steps"]) if self["live_previews_enable"] else 0
+
+    def check(self, updates: dict[str, Any]) -> dict[str, Any]:
+        """The updates as they would be stored; ValueError for the first bad one. Keys this
+        app does not define are accepted and kept (A1111 extensions' settings)."""
+        return {key: self.definitions[key].check(value) if key in self.definitions else value for key, value in updates.items()}
+
+    def update(self, updates: dict[str, Any], notify: bool = True) -> dict[str, Any]:
+        """Check every value first (a bad one changes nothing), let the listeners apply the
+        changed ones (a listener's ValueError rolls the change back), then save. Returns
+        the keys that changed, with their new values."""
+        checked = self.check(updates)
+        with self._lock:
+            changed = {k: v for k, v in checked.items() if self.values.get(k, _MISSING) != v}
+            if not changed:
+                return {}
+            before = dict(self.values)
+            self.values.update(changed)
+            try:
+                if notify:
+                    for listener in self._listeners:
+                        listener(changed)
+            except ValueError:
+                self.values = before
+                raise
+            self.save()
+        return changed
+
+    def on_change(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """`listener(changed)` runs for each update, before it is saved; it may raise
+        ValueError to refuse the change."""
+        self._listeners.append(listener)
+
+    def save(self) -> None:
+        """Write config.json through a temp file, so a crash never leaves half a file."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with self._lock:
+            text = json.dumps(self.values, indent=4, ensure_ascii=False)
+        temp.write_text(text + "\n", encoding="utf-8")
+        os.replace(temp, self.path)
+
+    def sections(self) -> dict[str, list[Setting]]:
+        grouped: dict[str, list[Setting]] = {}
+        for setting in self.definitions.values():
+            grouped.setdefault(setting.section, []).append(setting)
+        return grouped
+
+
+_MISSING = object()
