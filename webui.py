@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from modules.jobs.queue import Job, JobQueue
     from modules.jobs.generation_task import GenerationService, Libraries
     from modules.models.manager import ModelManager
+    from modules.jobs.extras_task import ExtrasService
+    from modules.outputs.gallery import GalleryIndex
+    from modules.settings import SettingsStore
 
 log = logging.getLogger("webui")
 
@@ -36,7 +39,11 @@ class App:
     models: "ModelManager"
     queue: "JobQueue"
     service: "GenerationService"
+    settings: "SettingsStore"
+    gallery: "GalleryIndex"
+    extras: "ExtrasService"
     startup: "Job | None" = None  # the job that loads the first model
+    ui_warnings: list[str] = field(default_factory=list)  # from ui-config.json, when the page was built
 
     @classmethod
     def create(cls, args) -> "App":
@@ -47,8 +54,11 @@ class App:
         from modules.models.catalog import HashCache
         from modules.models.manager import ModelManager
 
+        from modules.settings import SettingsStore
+
         paths = Paths.from_args(args)
         paths.ensure()
+        settings = SettingsStore.open(paths.settings)
 
         def devices():
             from modules.generation.devices import device_settings
@@ -69,10 +79,36 @@ class App:
         from modules.jobs.store import JobStore
 
         queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
-        service = GenerationService(models, OutputSettings(), paths.data_dir, console_progress=not args.disable_console_progressbars,
-                                    libraries=cls.libraries(paths, hashes))
+        service = GenerationService(models, OutputSettings.from_values(settings.values), paths.data_dir,
+                                    console_progress=not args.disable_console_progressbars, libraries=cls.libraries(paths, hashes))
+        from modules.jobs.extras_task import ExtrasService
+        from modules.outputs.gallery import GalleryIndex
+
+        extras = ExtrasService(paths.outputs_dir / "extras-images")  # bind_settings sets the configured folder
+        cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
-        return cls(paths, models, queue, service)
+        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras)
+
+    @staticmethod
+    def bind_settings(settings: "SettingsStore", service: "GenerationService", extras: "ExtrasService") -> None:
+        """config.json's values reach the services now and on every change. A VAE named in the
+        file that is no longer there leaves "Automatic" in use, with a warning (the file keeps it)."""
+        start = {k: v for k, v in settings.values.items() if k != "sd_vae"}
+        service.use_settings(start)
+        try:
+            service.use_settings({"sd_vae": settings["sd_vae"]})
+        except ValueError as exc:
+            settings.warnings.append(f"{settings.path.name}: {exc} \"Automatic\" is used.")
+            log.warning("%s", settings.warnings[-1])
+
+        def configure_extras(_changed: dict) -> None:  # after the service has taken the change
+            saving = service.settings
+            extras.configure(directory=saving.resolve(service.data_dir, saving.outdir_extras_samples), file_format=saving.samples_format,
+                             jpeg_quality=saving.jpeg_quality, use_original_name_batch=saving.use_original_name_batch)
+
+        configure_extras(start)
+        settings.on_change(service.use_settings)
+        settings.on_change(configure_extras)
 
     @staticmethod
     def libraries(paths: Paths, hashes) -> "Libraries":
@@ -103,13 +139,18 @@ class App:
     def load_initial_model(self, query: str | None) -> None:
         """Load the asked-for checkpoint, else the first one that loads: one broken file in
         models/ must not leave the server without a model (the page can still pick another)."""
-        candidates = [query] if query else [c.title for c in self.models.startup_order()]
+        saved = self.settings["sd_model_checkpoint"]  # config.json: the model in use when the app last stopped
+        candidates = [query] if query else [*([saved] if saved and self.models.find(saved) else []), *(c.title for c in self.models.startup_order())]
         for title in candidates:
             try:
                 self.models.load(title)
                 return
             except ValueError as exc:
                 log.error("%s", exc)
+
+    def warnings(self) -> list[str]:
+        """Problems found in the settings files at start, for the Settings tab to show."""
+        return [*self.settings.warnings, *self.ui_warnings]
 
     def build_asgi(self, args=None):
         """The one ASGI app: the A1111 API (with --api or --nowebui) and the page (unless --nowebui)."""
@@ -130,7 +171,8 @@ class App:
             flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
             flags["api_auth"] = "***" if args.api_auth else None
             flags["gradio_auth"] = "***" if args.gradio_auth else None
-            state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, users=parse_users(args.api_auth))
+            state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, self.settings,
+                             users=parse_users(args.api_auth), extras=self.extras)
             app.include_router(build_router(state))
             add_docs(app, state.users)
         if args.nowebui:
@@ -143,7 +185,10 @@ class App:
         from modules.api.routes import parse_users
         from modules.ui.page import CSS, HEAD, build_page
 
-        page = build_page(self.models, self.queue, self.service, ready=self.startup)
+        from modules.ui.ui_config import UiConfig
+
+        page = build_page(self)
+        self.ui_warnings = UiConfig(self.paths.ui_config).apply(page)  # control defaults, before the page is served
         page.queue(default_concurrency_limit=None)
         users = parse_users(args.gradio_auth)
         auth = list(users.items()) or None

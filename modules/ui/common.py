@@ -11,6 +11,7 @@ import asyncio
 import html
 import threading
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
@@ -332,29 +333,50 @@ def page_user(request: gr.Request | None) -> str:
     return f"ip:{client.host}" if client is not None and getattr(client, "host", None) else ""
 
 
-class JobRunner:
-    """Submits a tab's jobs, mirrors their progress into the page, turns the result into the
-    output panel's values, and lets Interrupt and Skip reach this session's own jobs."""
+async def watch(queue: JobQueue, job: Job, progress: gr.Progress, preview_every: int = 0) -> AsyncIterator[Any]:
+    """Mirror a job's place in the queue and its steps into the page's progress bar until it
+    ends, without holding a server thread; with `preview_every` > 0, ask for a live preview
+    every that many steps and yield each new one."""
+    done = done_future(job)
+    last = None
+    while not done.done():
+        if job.status is JobStatus.QUEUED:
+            position = queue.position(job)
+            progress(0, desc=f"In queue: {position} of {queue.pending_count()}" if position else "Starting…")
+        elif job.progress.steps:
+            p = job.progress
+            progress(p.fraction, desc=p.text())
+            if preview_every > 0:
+                p.want_preview(preview_every)
+                if p.preview is not None and p.preview is not last:
+                    last = p.preview
+                    yield last
+        await asyncio.wait([done], timeout=0.2)
 
-    def __init__(self, queue: JobQueue):
+
+class JobRunner:
+    """Submits a tab's jobs, mirrors their progress (and live previews) into the page, turns the
+    result into the output panel's values, and lets Interrupt and Skip reach this session's
+    own jobs. `preview_every` gives the steps between previews (0: none), from the settings."""
+
+    def __init__(self, queue: JobQueue, preview_every: Callable[[], int] = lambda: 0):
         self.queue = queue
         self.sessions = SessionJobs()
+        self.preview_every = preview_every
 
-    async def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress, payload: Any = None) -> tuple:
+    async def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress,
+                  payload: Any = None) -> AsyncIterator[list]:
         """Queue the job in the user's lane (the log-in name, else the browser's address) and
-        wait for it without holding a server thread. With a payload it is recorded and
-        survives a restart."""
+        follow it: yields the output panel's values, with each live preview in the gallery,
+        then the result. With a payload the job is recorded and survives a restart."""
         job = await run_in_threadpool(self.queue.submit, kind, task, user=page_user(request), payload=payload)
         self.sessions.add(request.session_hash or "", job)
-        done = done_future(job)
-        while not done.done():
-            if job.status is JobStatus.QUEUED:
-                position = self.queue.position(job)
-                progress(0, desc=f"In queue: {position} of {self.queue.pending_count()}" if position else "Starting…")
-            elif job.progress.steps:
-                p = job.progress
-                progress(p.fraction, desc=p.text())
-            await asyncio.wait([done], timeout=0.2)
+        async for preview in watch(self.queue, job, progress, self.preview_every()):
+            yield [[preview], *[gr.update()] * (OUTPUT_COUNT - 1)]
+        yield self._shown(job)
+
+    @staticmethod
+    def _shown(job: Job) -> list:
         if job.status not in FINISHED:  # woken because the server is stopping
             if job.recorded:
                 raise gr.Error("The server is stopping: your job stays queued and runs when it starts again; its images will be in outputs/.")
@@ -363,7 +385,7 @@ class JobRunner:
             raise gr.Error(job.error or "Generation failed")
         result = job.result
         if result is None:  # cancelled before it started
-            return [], "", "Interrupted before start.", [], 0, []
+            return [[], "", "Interrupted before start.", [], 0, []]
         files = [str(p) for p in result.paths] if result.paths else result.images
         shown_infotexts, seeds = list(result.infotexts), list(result.seeds)
         if result.grid_path is not None:  # the grid comes first, standing for the first image
@@ -373,7 +395,7 @@ class JobRunner:
         where = html.escape(str(result.paths[0].parent)) if result.paths else "nowhere (saving off)"
         notes = "".join(f"<br>{html.escape(n)}" for n in getattr(result, "notes", []))
         log = f"<p>{note}{len(result.images)} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {where}.{notes}</p>"
-        return files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts
+        return [files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts]
 
     def wire_stop_buttons(self, top: TopRow) -> None:
         def interrupt_own(request: gr.Request) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 from fastapi.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from modules.ui.common import (
 
 PREFIX = "img2img"
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload", "Batch")
+MODE_IDS = ("img2img_mode_img2img", "img2img_mode_sketch", "img2img_mode_inpaint", "img2img_mode_inpaint_upload", "img2img_mode_batch")
 INPAINT_MODES = (2, 3, 4)  # tabs whose inpaint controls matter (Batch, with a mask folder)
 SKETCH_COLOURS = ["#000000", "#ffffff", "#cc3232", "#e08a1e", "#e6d23c", "#32a852", "#3264cc", "#8a3ccc"]
 UPLOAD_SOURCES = ["upload", "clipboard"]  # upload also takes drag and drop
@@ -67,6 +68,10 @@ class Img2ImgControls:
     by_field: dict[str, Any]  # generation parameter name -> its control, for per-model defaults
     paste: PasteTarget  # where PNG Info's "Send to img2img" lands
     image: gr.Image  # the img2img init image, which "Send to img2img" fills too
+    inpaint: gr.ImageMask  # the Inpaint tab's editor, which "Send to inpaint" fills
+    mode_tabs: gr.Tabs  # img2img / Sketch / Inpaint / ... (tab ids are MODE_IDS)
+    mode: gr.State  # the index of the chosen mode, as the Generate handler reads it
+    inpaint_controls: gr.Group  # shown for the inpainting modes only
 
 
 def _layers_mask(layers: list[Image.Image] | None, size: tuple[int, int]) -> Image.Image:
@@ -101,8 +106,8 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
     return base, mask
 
 
-def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgControls:
-    jobs = JobRunner(queue)
+def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0) -> Img2ImgControls:
+    jobs = JobRunner(queue, preview_every)
     meta = Img2ImgParams.field_meta
     top = build_toprow(PREFIX, service)
     mode = gr.State(0)
@@ -111,27 +116,27 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
     with gr.Row():
         with gr.Column(scale=1):
             tabs = []
-            with gr.Tabs(elem_id="mode_img2img"):
-                with gr.Tab("img2img", elem_id="img2img_img2img_tab") as tab:
-                    image = gr.Image(label="Image for img2img", type="pil", sources=UPLOAD_SOURCES, image_mode="RGBA", height=400, elem_id="img2img_image")
+            with gr.Tabs(elem_id="mode_img2img") as mode_tabs:
+                with gr.Tab("img2img", id=MODE_IDS[0], elem_id="img2img_img2img_tab") as tab:
+                    image = gr.Image(label="Image for img2img", type="pil", format="png", sources=UPLOAD_SOURCES, image_mode="RGBA", height=400, elem_id="img2img_image")
                     tabs.append(tab)
-                with gr.Tab("Sketch", elem_id="img2img_img2img_sketch_tab") as tab:
+                with gr.Tab("Sketch", id=MODE_IDS[1], elem_id="img2img_img2img_sketch_tab") as tab:
                     sketch = gr.ImageEditor(
-                        label="Image for img2img", type="pil", sources=UPLOAD_SOURCES, height=400, elem_id="img2img_sketch",
+                        label="Image for img2img", type="pil", format="png", sources=UPLOAD_SOURCES, height=400, elem_id="img2img_sketch",
                         brush=gr.Brush(colors=SKETCH_COLOURS, default_color=SKETCH_COLOURS[2], color_mode="defaults"),
                     )
                     tabs.append(tab)
-                with gr.Tab("Inpaint", elem_id="img2img_inpaint_tab") as tab:
+                with gr.Tab("Inpaint", id=MODE_IDS[2], elem_id="img2img_inpaint_tab") as tab:
                     inpaint = gr.ImageMask(
-                        label="Image for inpainting with mask", type="pil", sources=UPLOAD_SOURCES, height=400, elem_id="img2maskimg",
+                        label="Image for inpainting with mask", type="pil", format="png", sources=UPLOAD_SOURCES, height=400, elem_id="img2maskimg",
                         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), layers=False,
                     )
                     tabs.append(tab)
-                with gr.Tab("Inpaint upload", elem_id="img2img_inpaint_upload_tab") as tab:
-                    base = gr.Image(label="Image for img2img", type="pil", sources=UPLOAD_SOURCES, image_mode="RGBA", height=300, elem_id="img_inpaint_base")
-                    mask = gr.Image(label="Mask", type="pil", sources=UPLOAD_SOURCES, image_mode="RGBA", height=300, elem_id="img_inpaint_mask")
+                with gr.Tab("Inpaint upload", id=MODE_IDS[3], elem_id="img2img_inpaint_upload_tab") as tab:
+                    base = gr.Image(label="Image for img2img", type="pil", format="png", sources=UPLOAD_SOURCES, image_mode="RGBA", height=300, elem_id="img_inpaint_base")
+                    mask = gr.Image(label="Mask", type="pil", format="png", sources=UPLOAD_SOURCES, image_mode="RGBA", height=300, elem_id="img_inpaint_mask")
                     tabs.append(tab)
-                with gr.Tab("Batch", elem_id="img2img_batch_tab") as tab:
+                with gr.Tab("Batch", id=MODE_IDS[4], elem_id="img2img_batch_tab") as tab:
                     gr.Markdown("Process every image in a folder on the server. Images are saved under their own names in the output folder "
                                 "(the usual img2img folder when empty); with a mask folder, each image uses the mask of the same name.")
                     input_dir = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
@@ -208,7 +213,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
 
     async def run(request: gr.Request, progress=gr.Progress(), *inputs):  # gradio fills request and progress
         task, payload = await run_in_threadpool(prepare, *inputs)
-        return await jobs.run("img2img", task, request, progress, payload=payload)
+        async for shown in jobs.run("img2img", task, request, progress, payload=payload):
+            yield shown
 
     for component, label in ((image, "Image for img2img"), (sketch, "Sketch"), (inpaint, "Inpaint"), (base, "Image for img2img"), (mask, "Mask")):
         guard_upload(component, label)
@@ -234,7 +240,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService) -> Img2ImgCon
     top.generate.click(run, [*widgets, overrides, *fields.values()], panel.outputs, concurrency_limit=None, api_name="img2img")
     jobs.wire_stop_buttons(top)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
-    return Img2ImgControls(by_field, paste_target, image)
+    return Img2ImgControls(by_field, paste_target, image, inpaint, mode_tabs, mode, inpaint_controls)
 
 
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
 
 from modules.generation.params import GenerationParams
 from modules.jobs.model_switch import switch_checkpoint
-from modules.jobs.queue import Job, JobQueue, JobStatus, QueueStopped
+from modules.jobs.queue import JobStatus, QueueStopped
 from modules.jobs.generation_task import GenerationService
 from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
 from modules.ui.common import page_user
 from modules.ui.img2img import build_img2img_tab
+from modules.ui.extras import build_extras_tab
+from modules.ui.gallery import build_gallery_tab
 from modules.ui.pnginfo import build_pnginfo_tab
+from modules.ui.send_to import SendTargets
+from modules.ui.settings import build_settings_tab
 from modules.ui.txt2img import build_txt2img_tab
 from modules.version import VERSION
+
+if TYPE_CHECKING:
+    from webui import App
 
 CSS = """
 .generate-button { min-height: 5.5em; }
@@ -59,18 +68,20 @@ def _hint_updates(fields: list[tuple[str, object]], new: ModelHints, old: ModelH
     """Show the model's guide and examples, and set the controls its defaults name.
 
     Controls a previous model's hints had set go back to the usual defaults, so leaving the
-    64×64 demo model for a real one does not keep 64×64; other values the user chose stay.
+    64×64 demo model for a real one does not keep 64×64; other values the user chose stay. A
+    default the user set in ui-config.json wins over the model's.
     """
     updates = [
         gr.update(visible=bool(new.guide or new.examples)),
         new.guide,
         gr.update(samples=[[e] for e in new.examples] or [[""]], visible=bool(new.examples)),
     ]
-    for name, _control in fields:
-        if name in new.defaults:
+    for name, control in fields:
+        usual = control.value  # the built-in default, or the user's own from ui-config.json
+        if name in new.defaults and usual == GenerationParams.field_meta(name)["default"]:
             updates.append(gr.update(value=new.defaults[name]))
         elif old is not None and name in old.defaults:
-            updates.append(gr.update(value=GenerationParams.field_meta(name)["default"]))
+            updates.append(gr.update(value=usual))
         else:
             updates.append(gr.update())
     return updates
@@ -88,9 +99,11 @@ def _footer(device: str | None = None) -> str:
     return f"<div style='text-align:center;opacity:.6'>version {VERSION}{f' · {device}' if device else ''}</div>"
 
 
-def build_page(models: ModelManager, queue: JobQueue, service: GenerationService, ready: Job | None = None) -> gr.Blocks:
-    """`ready` is the start-up job that loads the first model; the page waits for it before
-    showing which model is active."""
+def build_page(app: "App") -> gr.Blocks:
+    """The page over the app's parts. It waits for the start-up job (`app.startup`, loading the
+    first model) before showing which model is active."""
+    models, queue, service, settings, ready = app.models, app.queue, app.service, app.settings, app.startup
+
     with gr.Blocks(title="Stable Diffusion") as page:
         with gr.Row(elem_id="quicksettings"):
             checkpoint = gr.Dropdown(
@@ -105,11 +118,18 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
 
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                controls = build_txt2img_tab(queue, service)
+                controls = build_txt2img_tab(queue, service, settings.preview_every)
             with gr.Tab("img2img", id="img2img"):
-                img2img = build_img2img_tab(queue, service)
+                img2img = build_img2img_tab(queue, service, settings.preview_every)
+            with gr.Tab("Extras", id="extras"):
+                extras = build_extras_tab(queue, app.extras)
+            send = SendTargets(tabs, controls.paste, img2img, extras.image)
             with gr.Tab("PNG Info", id="pnginfo"):
-                build_pnginfo_tab(controls.paste, img2img.paste, img2img.image, tabs)
+                build_pnginfo_tab(send)
+            with gr.Tab("Gallery", id="gallery") as gallery_tab:
+                build_gallery_tab(app.gallery, lambda: settings["gallery_per_page"], send, gallery_tab)
+            with gr.Tab("Settings", id="settings") as settings_tab:
+                build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab)
 
         footer = gr.Markdown(_footer(), elem_id="footer_info")
 
@@ -127,7 +147,7 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
                 return [gr.update(), gr.update()] + [gr.update()] * len(hinted)
             before = _hints(models)
             try:
-                job = await switch_checkpoint(models, queue, title, page_user(request))
+                job = await switch_checkpoint(models, queue, title, page_user(request), settings)
             except (ValueError, QueueStopped) as exc:
                 gr.Warning(str(exc), duration=20)
                 return [gr.update(choices=models.titles(), value=current_title()), _notice(models)] + [gr.update()] * len(hinted)
@@ -144,9 +164,9 @@ def build_page(models: ModelManager, queue: JobQueue, service: GenerationService
         checkpoint.change(switch, checkpoint, [checkpoint, notice, *hinted], concurrency_limit=None, api_name=False)
 
         def select_vae(choice: str):
-            """Jobs submitted from now on decode with this VAE (A1111's sd_vae)."""
+            """Jobs submitted from now on decode with this VAE (A1111's sd_vae, saved to config.json)."""
             try:
-                service.select_vae(choice)
+                settings.update({"sd_vae": choice})
             except ValueError as exc:
                 gr.Warning(str(exc), duration=20)
             return gr.update(choices=vae_choices(service), value=service.sd_vae)

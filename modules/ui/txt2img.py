@@ -8,7 +8,7 @@ and show the saved files with their infotext.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -61,8 +61,8 @@ def build_hires(prefix: str = PREFIX) -> dict[str, Any]:
     }
 
 
-def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgControls:
-    jobs = JobRunner(queue)
+def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0) -> Txt2ImgControls:
+    jobs = JobRunner(queue, preview_every)
     top = build_toprow(PREFIX, service)
     with top.prompt_column:
         with gr.Group(visible=False, elem_id="model_guide_box") as guide_box:
@@ -100,7 +100,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService) -> Txt2ImgCon
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae)  # noqa: E731
-        return await jobs.run("txt2img", task, request, progress, payload=txt2img_payload(params, checkpoint=checkpoint, vae=vae))
+        async for shown in jobs.run("txt2img", task, request, progress, payload=txt2img_payload(params, checkpoint=checkpoint, vae=vae)):
+            yield shown
 
     def upscaled_to(enable, w, h, scale, x, y):
         """A1111's "Upscaled resolution" line under the hires controls."""

@@ -95,7 +95,7 @@ def test_a_broken_checkpoint_shows_a_message_and_the_server_keeps_working(page, 
     before = len(saved_images(server["data"]))
     page.fill("#txt2img_prompt textarea", "still alive")
     page.press("#txt2img_prompt textarea", "Control+Enter")  # A1111's shortcut
-    page.wait_for_function(f"document.querySelector('#txt2img_html_info').innerText.startsWith('still alive')", timeout=60000)
+    page.wait_for_function("document.querySelector('#txt2img_html_info').innerText.startsWith('still alive')", timeout=60000)
     assert len(saved_images(server["data"])) == before + 1
 
 

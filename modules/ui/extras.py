@@ -1,0 +1,175 @@
+"""The Extras tab: A1111's single image, batch upload and batch-from-folder upscaling, with
+"Scale by" / "Scale to" and two upscalers. The handler turns the widgets into an ExtrasParams
+and queues an "extras" job, so upscaling takes its turn with generation on the one worker."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+from fastapi.concurrency import run_in_threadpool
+
+from modules.generation import images as imgops
+from modules.generation.upscaling import ExtrasParams, target_size
+from modules.jobs.extras_task import KIND, ExtrasResult, ExtrasService
+from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
+from modules.ui.common import page_user
+
+PREFIX = "extras"
+MODES = ("Single Image", "Batch Process", "Batch from Directory")
+UPLOAD_SOURCES = ["upload", "clipboard"]
+
+
+@dataclass(frozen=True)
+class ExtrasControls:
+    image: gr.Image  # the single image: "Send to extras" from other tabs fills it
+    gallery: gr.Gallery
+    info: gr.HTML
+    log: gr.HTML
+    generate: gr.Button
+    inputs: list  # the handler's inputs, in order
+    run: Callable[..., Any]  # the Generate handler: run(request, progress, *values of `inputs`)
+
+
+def prepare(service: ExtrasService, mode: int, resize_tab: int, image, files, input_dir: str, output_dir: str, show_results: bool,
+            resize, width, height, crop, upscaler_1, upscaler_2, visibility) -> tuple[Callable[[Job], ExtrasResult], list[str]]:
+    """The job's task for the chosen sub-tab, and notes on uploads that were skipped; a readable
+    ValueError when something is missing or out of range."""
+    params = service.params(
+        resize_mode=resize_tab, upscaling_resize=resize, upscaling_resize_w=_whole(width), upscaling_resize_h=_whole(height),
+        upscaling_crop=crop, upscaler_1=upscaler_1, upscaler_2=upscaler_2, extras_upscaler_2_visibility=visibility,
+    )
+    notes: list[str] = []
+    if mode == 2:
+        if not (input_dir or "").strip():
+            raise ValueError("Enter the input directory of the batch.")
+        return (lambda j: service.run_folder(j, input_dir, output_dir, params, show_results=bool(show_results))), notes
+    if mode == 1:
+        if not files:
+            raise ValueError("Upload images to the Batch Process tab first.")
+        entries = []
+        for item in files:
+            path = Path(getattr(item, "name", item))
+            try:
+                entries.append((imgops.open_mask(str(path), path.name), path.name))
+            except ValueError:
+                notes.append(f"Skipped {path.name}: not an image.")
+        if not entries:
+            raise ValueError("None of the uploaded files is an image that can be read.")
+    else:
+        if image is None:
+            raise ValueError("Upload an image to the Single Image tab first (or paste or drop one).")
+        entries = [(image, None)]
+    for picture, _ in entries:
+        target_size(picture.size, params)  # refused now rather than after waiting in the queue
+    return (lambda j: service.run(j, entries, params)), notes
+
+
+def _whole(value) -> int | None:
+    return None if value is None else int(round(float(value)))
+
+
+def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], ExtrasService]) -> ExtrasControls:
+    """Build the tab inside the current Blocks. `service` may be a getter, so the page can hand
+    over the app's current service (the Settings tab may reconfigure it)."""
+    current: Callable[[], ExtrasService] = service if callable(service) else (lambda: service)  # type: ignore[assignment]
+    names = list(current().upscalers.names)
+    meta = ExtrasParams.field_meta
+    mode = gr.State(0)
+    resize_tab = gr.State(0)  # 0: Scale by, 1: Scale to
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            with gr.Tabs(elem_id="mode_extras"):
+                with gr.Tab(MODES[0], elem_id="extras_single_tab") as single_tab:
+                    image = gr.Image(label="Source", type="pil", format="png", sources=UPLOAD_SOURCES, image_mode="RGBA", height=400, elem_id="extras_image")
+                with gr.Tab(MODES[1], elem_id="extras_batch_process_tab") as batch_tab:
+                    files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
+                with gr.Tab(MODES[2], elem_id="extras_batch_directory_tab") as folder_tab:
+                    input_dir = gr.Textbox(label="Input directory", placeholder="A directory on the same machine where the server is running.",
+                                           elem_id="extras_batch_input_dir")
+                    output_dir = gr.Textbox(label="Output directory", placeholder="Leave blank to save images to the default path.",
+                                            elem_id="extras_batch_output_dir")
+                    show_results = gr.Checkbox(label="Show result images", value=True, elem_id="extras_show_extras_results")
+            generate = gr.Button("Generate", variant="primary", elem_id="extras_generate")
+            with gr.Tabs(elem_id="extras_resize_mode"):
+                with gr.Tab("Scale by", elem_id="extras_scale_by_tab") as by_tab:
+                    scale = meta("upscaling_resize")
+                    resize = gr.Slider(scale["minimum"], scale["maximum"], value=4, step=scale["step"], label=scale["label"],  # A1111's UI default is 4
+                                       elem_id="extras_upscaling_resize")
+                with gr.Tab("Scale to", elem_id="extras_scale_to_tab") as to_tab:
+                    with gr.Row():
+                        with gr.Column(scale=4):
+                            width = gr.Number(label="Width", value=meta("upscaling_resize_w")["default"], precision=0,
+                                              elem_id="extras_upscaling_resize_w")
+                            height = gr.Number(label="Height", value=meta("upscaling_resize_h")["default"], precision=0,
+                                               elem_id="extras_upscaling_resize_h")
+                        swap = gr.Button("⇅", elem_id="extras_upscaling_res_switch_btn", size="sm", scale=0, min_width=40)
+                        crop = gr.Checkbox(label="Crop to fit", value=True, elem_id="extras_upscaling_crop")
+            with gr.Row():
+                upscaler_1 = gr.Dropdown(names, value=names[0], label="Upscaler 1", elem_id="extras_upscaler_1")
+            with gr.Row():
+                upscaler_2 = gr.Dropdown(names, value=names[0], label="Upscaler 2", elem_id="extras_upscaler_2")
+                visibility = gr.Slider(0.0, 1.0, value=0.0, step=meta("extras_upscaler_2_visibility")["step"], label="Upscaler 2 visibility",
+                                       elem_id="extras_upscaler_2_visibility")
+        with gr.Column(scale=1):
+            gallery = gr.Gallery(label="Result", columns=4, height=520, elem_id="extras_gallery", format="png", interactive=False)
+            info = gr.HTML(elem_id="extras_html_info")
+            log = gr.HTML(elem_id="extras_html_log")
+
+    inputs = [mode, resize_tab, image, files, input_dir, output_dir, show_results, resize, width, height, crop, upscaler_1, upscaler_2, visibility]
+
+    async def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
+        svc = current()
+        try:
+            task, notes = await run_in_threadpool(prepare, svc, *values)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        job = await run_in_threadpool(queue.submit, KIND, task, user=page_user(request))
+        done = done_future(job)
+        while not done.done():
+            if job.status is JobStatus.QUEUED:
+                position = queue.position(job)
+                progress(0, desc=f"In queue: {position} of {queue.pending_count()}" if position else "Starting…")
+            elif job.progress.batch_count > 1:
+                p = job.progress
+                progress(p.fraction, desc=f"Image {p.batch_index + 1}/{p.batch_count}")
+            await asyncio.wait([done], timeout=0.2)
+        if job.status not in FINISHED:
+            raise gr.Error("The server is stopping: your job was not run.")
+        if job.status is JobStatus.FAILED:
+            raise gr.Error(job.error or "Extras failed")
+        shown = _outputs(job, svc, notes)
+        job.result = None  # shown: the queue keeps its last finished jobs, it need not keep their pictures
+        return shown
+
+    for index, tab in enumerate((single_tab, batch_tab, folder_tab)):
+        tab.select(lambda i=index: i, None, mode, queue=False, api_name=False)
+    by_tab.select(lambda: 0, None, resize_tab, queue=False, api_name=False)
+    to_tab.select(lambda: 1, None, resize_tab, queue=False, api_name=False)
+    swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False, api_name=False)
+    generate.click(run, inputs, [gallery, info, log], concurrency_limit=None, api_name=False)
+    return ExtrasControls(image, gallery, info, log, generate, inputs, run)
+
+
+def _outputs(job: Job, service: ExtrasService, notes: list[str]) -> tuple[list, str, str]:
+    """Gallery entries (the saved files where the page may serve them, else the images), the
+    last image's postprocessing text, and a log line saying where the files went."""
+    result: ExtrasResult | None = job.result
+    if result is None:  # cancelled before it started
+        return [], "", "<p>Interrupted before start.</p>"
+    home = service.settings.directory.resolve()
+    shown: list = []
+    for index, image in enumerate(result.images):
+        path = result.paths[index] if index < len(result.paths) else None
+        shown.append(str(path) if path is not None and path.resolve().is_relative_to(home) else image)
+    info = f"<div class='infotext'><p>{html.escape(result.infotexts[-1])}</p></div>" if result.infotexts else ""
+    where = html.escape(str(result.paths[0].parent)) if result.paths else "nowhere"
+    stopped = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
+    lines = "".join(f"<br>{html.escape(n)}" for n in [*notes, *result.notes])
+    log = f"<p>{stopped}{result.count} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {where}.{lines}</p>"
+    return shown, info, log
