@@ -5,9 +5,11 @@ folder), loads it through the product's loader on the best device (fp16 on CUDA)
 512x512 and prints the sampling speed in it/s. With `--addons` it then runs a weighted
 100-token prompt with a LoRA (kohya layout, random) and a textual-inversion embedding on the
 same device and dtype, and checks that switching the LoRA off gives the base image back.
-On a CPU use `--size 64 --steps 2` to check the script itself.
+`--service` instead runs txt2img jobs through the queue and the generation service, as the
+page does, with config.json-style settings and live previews, and prints what previews cost.
+On a CPU use `--size 64 --steps 2` (`--steps 4` with `--service`) to check the script itself.
 
-    python bench/gpu_smoke.py [--size 512] [--steps 20] [--sampler "DPM++ 2M"] [--xformers] [--addons]
+    python bench/gpu_smoke.py [--size 512] [--steps 20] [--sampler "DPM++ 2M"] [--xformers] [--addons | --service]
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main() -> int:
     ap.add_argument("--xformers", action="store_true")
     ap.add_argument("--no-half", action="store_true")
     ap.add_argument("--addons", action="store_true", help="also run a long weighted prompt with a LoRA and an embedding")
+    ap.add_argument("--service", action="store_true",
+                    help="instead, run jobs through the queue and the generation service as the page does: "
+                         "settings (jpg, filename pattern, CLIP skip), live previews and their cost")
     args = ap.parse_args()
 
     devices = device_settings(xformers=args.xformers, no_half=args.no_half)
@@ -54,6 +59,8 @@ def main() -> int:
         t0 = time.perf_counter()
         write_random_safetensors(path, ldm_meta_state_dict("sd1", CONFIGS / "sd1"), dtype=torch.float16, seed=0)
         print(f"wrote {path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.1f}s", flush=True)
+        if args.service:
+            return check_service(path, args)
         t0 = time.perf_counter()
         model = load_checkpoint(path, configs_dir=CONFIGS, device=devices.device, dtype=devices.dtype, vae_dtype=devices.vae_dtype)
         apply_attention(model.unet, devices)
@@ -72,6 +79,80 @@ def main() -> int:
     if devices.device.type == "cuda":
         print(f"peak VRAM {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     return check_addons(model, params) if args.addons else 0
+
+
+def check_service(path: Path, args) -> int:
+    """The page's path on the real device: a ModelManager loads the file, a GenerationService
+    with config.json-style settings (jpg, "[seed]-[model_name]", CLIP skip 2) runs txt2img jobs
+    from the JobQueue, with live previews every 2 and every 10 steps (A1111's default) and
+    without, alternating. Prints what previews cost as a ratio of job times, and checks the
+    previews came, have the image's size, and that the saved JPEG names and carries its
+    settings. Exit status 1 otherwise."""
+    from modules.generation.devices import device_settings
+    from modules.jobs.generation_task import GenerationService
+    from modules.jobs.queue import JobQueue, JobStatus
+    from modules.models.catalog import HashCache
+    from modules.models.manager import ModelManager
+    from modules.options import OutputSettings
+    from modules.outputs.infotext import read_infotext_from_image
+    from PIL import Image
+
+    data = path.parent / "data"
+    models = ModelManager((path.parent,), CONFIGS, lambda: device_settings(xformers=args.xformers, no_half=args.no_half), HashCache(None))
+    t0 = time.perf_counter()
+    models.load()
+    print(f"ModelManager loaded {models.active.info.model_name} on {models.active.model.device} in {time.perf_counter() - t0:.1f}s", flush=True)
+    service = GenerationService(models, OutputSettings(samples_format="jpg", samples_filename_pattern="[seed]-[model_name]"), data,
+                                console_progress=False)
+    service.use_settings({"CLIP_stop_at_last_layers": 2})
+    queue = JobQueue()
+    params = GenerationParams.create(prompt="a photo of a cat", width=args.size, height=args.size, steps=args.steps,
+                                     sampler_name=args.sampler, seed=7, **service.prompt_settings())  # as the txt2img tab builds them
+
+    def run(every: int) -> tuple[float, int, set]:
+        job = queue.submit("txt2img", lambda j: service.run_txt2img(j, params, save=True))
+        if every:
+            job.progress.want_preview(every, for_seconds=600)
+        seen: dict[int, object] = {}
+        while not job.finished.is_set():
+            preview = job.progress.preview
+            if preview is not None:
+                seen[id(preview)] = preview
+            time.sleep(0.002)
+        if job.status is not JobStatus.DONE:
+            raise RuntimeError(f"job ended {job.status.value}: {job.error}")
+        return job.run_seconds or 0.0, len(seen), {p.size for p in seen.values()}
+
+    try:
+        run(0)  # warm-up
+        times: dict[int, list[float]] = {0: [], 10: [], 2: []}
+        counts: dict[int, int] = {}
+        sizes: set = set()
+        for _ in range(3):
+            for every in times:
+                seconds, count, shapes = run(every)
+                times[every].append(seconds)
+                counts[every] = max(counts.get(every, 0), count)
+                sizes |= shapes
+    finally:
+        queue.shutdown()
+    median = {k: sorted(v)[1] for k, v in times.items()}
+    print(f"job {args.size}px {args.steps} steps: no previews {median[0]:.2f}s; previews every 10 steps {median[10]:.2f}s "
+          f"(ratio {median[10] / median[0]:.2f}, {counts[10]} seen); every 2 steps {median[2]:.2f}s (ratio {median[2] / median[0]:.2f}, "
+          f"{counts[2]} seen); preview sizes {sorted(sizes)}")
+    saved = sorted(data.rglob("*.jpg"))
+    text = ""
+    if saved:
+        with Image.open(saved[0]) as image:
+            text = read_infotext_from_image(image) or ""
+    print(f"saved {len(saved)} jpg, first {saved[0].name if saved else None}; infotext has Clip skip 2: {'Clip skip: 2' in text}")
+    ok = (counts[2] >= min(2, args.steps // 2) and counts[10] >= min(1, args.steps // 10) and counts[0] == 0
+          and sizes <= {(args.size, args.size)} and saved
+          and saved[0].name == f"00000-7-{path.stem}.jpg" and "Clip skip: 2" in text)
+    if not ok:
+        print("FAIL: previews missing or the wrong size, or the saved file's name or infotext is not what the settings say")
+        return 1
+    return 0
 
 
 def check_addons(model, params: GenerationParams) -> int:
