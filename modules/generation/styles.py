@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path

@@ -2,7 +2,6 @@
 and the per-step conditioning (prompt editing, alternation, AND) seen from inside the UNet."""
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
