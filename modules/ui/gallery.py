@@ -49,7 +49,7 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
         status = gr.HTML(elem_id="gallery_status")
     with gr.Row():
         with gr.Column(scale=3):
-            images = gr.Gallery(label="Images", columns=6, height=560, object_fit="contain", allow_preview=False, show_label=False,
+            images = gr.Gallery(label="Images", columns=6, fit_columns=False, height=560, object_fit="contain", allow_preview=False, show_label=False,
                                 elem_id="gallery_images")
         with gr.Column(scale=2):
             picked = gr.Image(label="Selected image", type="filepath", interactive=False, height=360, elem_id="gallery_selected_image")

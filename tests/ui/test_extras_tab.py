@@ -3,8 +3,6 @@ queue, what the gallery and log show, and readable errors."""
 
 from __future__ import annotations
 
-import asyncio
-
 import gradio as gr
 import pytest
 from PIL import Image
@@ -12,6 +10,7 @@ from PIL import Image
 from modules.jobs.extras_task import ExtrasService
 from modules.jobs.queue import JobQueue
 from modules.ui.extras import build_extras_tab
+from tests import aio
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def values(mode=0, resize_tab=0, image=None, files=None, input_dir="", output_di
 
 
 def press(controls, *inputs):
-    return asyncio.run(controls.run(None, gr.Progress(), *inputs))
+    return aio.run(controls.run(None, gr.Progress(), *inputs))
 
 
 def test_single_image_is_saved_and_shown(tab):

@@ -4,7 +4,6 @@ steps"), then the finished images; with previews off the worker is never asked f
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from types import SimpleNamespace
 
@@ -12,6 +11,7 @@ from PIL import Image
 
 from modules.jobs.queue import JobQueue
 from modules.ui.common import JobRunner
+from tests import aio
 
 STEPS = 6
 
@@ -44,7 +44,7 @@ def _collect(every: int) -> tuple[list, list[int]]:
         return [shown async for shown in runner.run("txt2img", _task(threading.Event(), asked), request, lambda *a, **k: None)]
 
     try:
-        return asyncio.run(go()), asked
+        return aio.run(go()), asked
     finally:
         queue.shutdown()
 
