@@ -44,6 +44,7 @@ class App:
     extras: "ExtrasService"
     startup: "Job | None" = None  # the job that loads the first model
     ui_warnings: list[str] = field(default_factory=list)  # from ui-config.json, when the page was built
+    logins: bool = False  # --gradio-auth/--api-auth: outputs and the Gallery are per user
 
     @classmethod
     def create(cls, args) -> "App":
@@ -79,15 +80,17 @@ class App:
         from modules.jobs.store import JobStore
 
         queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
+        logins = bool(args.gradio_auth or getattr(args, "gradio_auth_path", None) or args.api_auth)  # then each user gets own folders
         service = GenerationService(models, OutputSettings.from_values(settings.values), paths.data_dir,
-                                    console_progress=not args.disable_console_progressbars, libraries=cls.libraries(paths, hashes))
+                                    console_progress=not args.disable_console_progressbars, libraries=cls.libraries(paths, hashes),
+                                    user_folders=logins)
         from modules.jobs.extras_task import ExtrasService
         from modules.outputs.gallery import GalleryIndex
 
-        extras = ExtrasService(paths.outputs_dir / "extras-images")  # bind_settings sets the configured folder
+        extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins)  # bind_settings sets the configured folder
         cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
-        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras)
+        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins)
 
     @staticmethod
     def bind_settings(settings: "SettingsStore", service: "GenerationService", extras: "ExtrasService") -> None:

@@ -92,7 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("samples_format", "png", "File format for images", SAVING, IMAGE_FORMATS),
     Setting("samples_filename_pattern", "", "Images filename pattern", SAVING,
             info="Empty: [seed] in date folders, else [seed]-[prompt_spaces]. Tags: [seed] [prompt] [prompt_spaces] [prompt_words] "
-                 "[model_name] [model_hash] [steps] [cfg] [sampler] [width] [height] [date] [datetime] [datetime<%Y%m%d>] [none]"),
+                 "[model_name] [model_hash] [steps] [cfg] [sampler] [width] [height] [date] [datetime] [datetime<%Y%m%d>] [user] [none]"),
     Setting("grid_save", True, "Always save all generated image grids", SAVING),
     Setting("grid_format", "png", "File format for grids", SAVING, IMAGE_FORMATS),
     Setting("enable_pnginfo", True, "Save text information about generation parameters as chunks to png files", SAVING),
@@ -120,6 +120,8 @@ SETTINGS: tuple[Setting, ...] = (
             info="in sampling steps; -1: only at the end"),
     Setting("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab", POSTPROCESSING),
     Setting("gallery_per_page", 36, "Images per page in the Gallery tab", GALLERY, minimum=6, maximum=240, step=1),
+    Setting("gallery_show_all_users", False, "With log-ins on, show every user's images in the Gallery tab", GALLERY,
+            info="Off: each user sees only their own folder (outputs/<folder>/<user>/...)."),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -25,6 +25,8 @@ from PIL import Image
 from modules.generation import images as imgops
 from modules.generation.upscaling import ExtrasParams, UpscalerRegistry, info_text, postprocess
 from modules.outputs.infotext import read_infotext_from_image
+from modules.jobs.queue import login_of
+from modules.outputs.naming import NameValues
 from modules.outputs.saving import OutputWriter, SaveSettings
 
 if TYPE_CHECKING:
@@ -42,9 +44,12 @@ class ExtrasSettings:
     file_format: str = "png"
     jpeg_quality: int = 80
     use_original_name_batch: bool = True
+    user_folders: bool = False  # log-ins are on: each user's results go to <directory>/<user>/
 
     def save_settings(self, directory: Path | None = None) -> SaveSettings:
-        return SaveSettings(Path(directory or self.directory), self.file_format, save_to_dirs=False, jpeg_quality=self.jpeg_quality)
+        """A folder the user typed (folder batches) is used as given, without a user folder."""
+        return SaveSettings(Path(directory or self.directory), self.file_format, save_to_dirs=False, jpeg_quality=self.jpeg_quality,
+                            user_folders=self.user_folders and directory is None)
 
 
 @dataclass
@@ -62,11 +67,11 @@ class ExtrasService:
     (the Settings tab calls it); jobs already running finish with the settings they began with."""
 
     def __init__(self, directory: Path, file_format: str = "png", jpeg_quality: int = 80, use_original_name_batch: bool = True,
-                 upscalers: UpscalerRegistry | None = None):
+                 upscalers: UpscalerRegistry | None = None, user_folders: bool = False):
         self.upscalers = upscalers or UpscalerRegistry()
         self._lock = threading.Lock()
         self._writers: dict[SaveSettings, OutputWriter] = {}
-        self.settings = ExtrasSettings(Path(directory), file_format, jpeg_quality, use_original_name_batch)
+        self.settings = ExtrasSettings(Path(directory), file_format, jpeg_quality, use_original_name_batch, user_folders)
         self.settings.save_settings()  # a bad format or quality is a ValueError now, not at the first save
 
     def configure(self, *, directory: Path | None = None, file_format: str | None = None, jpeg_quality: int | None = None,
@@ -97,7 +102,7 @@ class ExtrasService:
         for index, (image, name) in enumerate(images):
             if _stopped(job, index, len(images)):
                 break
-            self._one(image, name, params, settings, save, output_dir, result, keep=True)
+            self._one(image, name, params, settings, save, output_dir, result, keep=True, user=_user(job))
         return result
 
     def run_folder(self, job: "Job | None", input_dir: Path | str, output_dir: Path | str | None, params: ExtrasParams, save: bool = True,
@@ -124,14 +129,14 @@ class ExtrasService:
             except ValueError:
                 result.notes.append(f"Skipped {path.name}: not an image.")
                 continue
-            self._one(image, path.name, params, settings, save, target, result, keep=show_results)
+            self._one(image, path.name, params, settings, save, target, result, keep=show_results, user=_user(job))
             image.close()
         if not files:
             result.notes.append(f"No files in {source}.")
         return result
 
     def _one(self, image: Image.Image, name: str | None, params: ExtrasParams, settings: ExtrasSettings, save: bool, output_dir: Path | None,
-             result: ExtrasResult, keep: bool) -> None:
+             result: ExtrasResult, keep: bool, user: str | None = None) -> None:
         source_text = read_infotext_from_image(image)
         kept = {k: v for k, v in (image.info or {}).items() if isinstance(k, str) and isinstance(v, str) and k != "parameters"}
         done = postprocess(imgops.open_image(image), params, self.upscalers)
@@ -143,16 +148,21 @@ class ExtrasService:
         if save:
             writer = self._writer(settings.save_settings(output_dir))
             embedded = source_text if settings.file_format == "png" else (source_text or text)
+            values = NameValues(user=user)
             if name and settings.use_original_name_batch:
-                path = writer.save_as(picture, _stem(name), infotext=embedded)
+                path = writer.save_as(picture, _stem(name), infotext=embedded, values=values)
             else:
-                path = writer.save_image(picture, infotext=embedded)
+                path = writer.save_image(picture, infotext=embedded, values=values)
             result.paths.append(path)
         if keep:
             result.images.append(picture)
         result.infotexts.append(text)
         result.parameters.append(source_text)
         result.count += 1
+
+
+def _user(job: "Job | None") -> str | None:
+    return login_of(job.user) if job is not None else None
 
 
 def _stem(name: str) -> str:

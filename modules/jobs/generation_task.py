@@ -16,7 +16,7 @@ from modules.generation.control import StepInfo
 from modules.generation.job_prompts import add_notes
 from modules.generation.params import GenerationParams, Img2ImgParams, infotext_fields
 from modules.generation.prompt_parser import strip_comments
-from modules.jobs.queue import Job
+from modules.jobs.queue import Job, login_of
 from modules.models.manager import ActiveModel, ModelManager
 from modules.options import OutputSettings
 from modules.outputs.infotext import format_infotext
@@ -78,7 +78,7 @@ class GenerationService:
     """Holds the writers and the per-model runner (whose prompt cache lives as long as the model)."""
 
     def __init__(self, models: ModelManager, settings: OutputSettings, data_dir: Path, console_progress: bool = True,
-                 clock: Callable[[], datetime] = datetime.now, libraries: Libraries | None = None):
+                 clock: Callable[[], datetime] = datetime.now, libraries: Libraries | None = None, user_folders: bool = False):
         self.models = models
         self.console_progress = console_progress
         self.libraries = libraries or Libraries()
@@ -87,6 +87,7 @@ class GenerationService:
         self.clip_skip = 1  # CLIP_stop_at_last_layers
         self.emphasis = "Original"
         self.data_dir = data_dir
+        self.user_folders = user_folders  # log-ins are on: each user's images go to <outdir>/<user>/...
         self._clock = clock
         self.apply_settings(settings)
         self._runner: tuple[ActiveModel, Runner] | None = None
@@ -103,6 +104,7 @@ class GenerationService:
                 settings.resolve(self.data_dir, folder), fmt, dated, embed_infotext=settings.enable_pnginfo, jpeg_quality=settings.jpeg_quality,
                 webp_lossless=settings.webp_lossless, filename_pattern=settings.samples_filename_pattern,
                 directory_pattern=settings.directories_filename_pattern, max_prompt_words=settings.directories_max_prompt_words,
+                user_folders=self.user_folders,
             ), self._clock)
 
         writers = {
@@ -348,7 +350,7 @@ class GenerationService:
                     if name is not None:
                         result.paths.append(images_writer.save_as(image, name, infotext=text))
                     elif self.settings.samples_save if save is None else save:
-                        result.paths.append(images_writer.save_image(image, infotext=text, values=self._name_values(params, active, seed, result)))
+                        result.paths.append(images_writer.save_image(image, infotext=text, values=self._name_values(params, active, seed, result, job)))
         finally:
             job.control.on_step = report
             bar.close()
@@ -357,11 +359,11 @@ class GenerationService:
             add_notes(result.notes, prompts.warnings)
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(result.images) > 1:
             result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0],
-                                                      values=self._name_values(params, active, result.seeds[0], result))
+                                                      values=self._name_values(params, active, result.seeds[0], result, job))
         return result
 
     @staticmethod
-    def _name_values(params: GenerationParams, active: ActiveModel, seed: int, result: GenerationResult) -> NameValues:
+    def _name_values(params: GenerationParams, active: ActiveModel, seed: int, result: GenerationResult, job: Job) -> NameValues:
         """What the filename patterns ([seed], [model_name], [prompt_spaces], ...) may use."""
         return NameValues(
             seed=seed, prompt=params.prompt, negative_prompt=params.negative_prompt, model_name=active.info.model_name,
@@ -369,7 +371,7 @@ class GenerationService:
             sampler=params.sampler_name, scheduler=params.scheduler, styles=tuple(params.styles), clip_skip=params.clip_skip,
             denoising_strength=params.denoising_strength if isinstance(params, Img2ImgParams) else None,
             batch_number=(len(result.seeds) - 1) % params.batch_size + 1 if result.seeds else None, batch_size=params.batch_size,
-            job_timestamp=result.started, all_seeds=tuple(result.seeds),
+            job_timestamp=result.started, all_seeds=tuple(result.seeds), user=login_of(job.user),
         )
 
 

@@ -91,6 +91,12 @@ class Progress:
         return f"{batch}Step {self.step}/{self.steps}" + (f", ETA {eta:.0f}s" if eta is not None else "")
 
 
+def login_of(user: str) -> str | None:
+    """The log-in name behind a lane key (a --gradio-auth / --api-auth user), or None for an
+    anonymous lane ("ip:<address>" or "")."""
+    return user if user and not user.startswith("ip:") else None
+
+
 @dataclass
 class Job:
     id: str

@@ -255,13 +255,14 @@ class GalleryIndex:
     # -- reading ----------------------------------------------------------------------------
 
     def query(self, folder: str | None = None, date: str | None = None, search: str = "", page: int = 1,
-              per_page: int = 36, refresh: bool = True) -> GalleryPage:
+              per_page: int = 36, refresh: bool = True, owner: str | None = None) -> GalleryPage:
         """One page of images, newest first. `search` terms must all match: `seed:123`,
         `model:name` (name or hash), "a quoted phrase", or a word (prompt, negative prompt,
-        model name, or the seed when it is a number)."""
+        model name, or the seed when it is a number). With `owner` (a user folder name), only
+        that user's images: `<folder>/<owner>/...`."""
         if per_page < 1:
             raise ValueError(f"A gallery page must show at least one image, got {per_page}.")
-        where, args = _filters(folder, date, search)
+        where, args = _filters(folder, date, search, owner)
         with self._lock:
             if refresh:
                 self.refresh()
@@ -272,22 +273,26 @@ class GalleryIndex:
                                     (*args, per_page, (page - 1) * per_page)).fetchall()
         return GalleryPage([self._entry(row) for row in rows], total, page, pages)
 
-    def folders(self, refresh: bool = True) -> list[str]:
-        """Folders holding at least one image, sorted ("" stands for outputs/ itself)."""
+    def folders(self, refresh: bool = True, owner: str | None = None) -> list[str]:
+        """Folders holding at least one image (of `owner`'s, when given), sorted ("" stands
+        for outputs/ itself)."""
+        where, args = _filters(None, None, "", owner)
         with self._lock:
             if refresh:
                 self.refresh()
-            return [row[0] for row in self._db.execute("SELECT DISTINCT folder FROM images ORDER BY folder")]
+            return [row[0] for row in self._db.execute(f"SELECT DISTINCT folder FROM images {where} ORDER BY folder", args)]
 
-    def dates(self, folder: str | None = None, refresh: bool = True) -> list[str]:
-        """Dates that have images (in `folder`, when given), newest first."""
-        where, args = ("WHERE folder=?", (folder,)) if folder is not None else ("", ())
+    def dates(self, folder: str | None = None, refresh: bool = True, owner: str | None = None) -> list[str]:
+        """Dates that have images (in `folder`, of `owner`'s, when given), newest first."""
+        where, args = _filters(folder, None, "", owner)
         with self._lock:
             if refresh:
                 self.refresh()
             return [row[0] for row in self._db.execute(f"SELECT DISTINCT date FROM images {where} ORDER BY date DESC", args)]
 
-    def get(self, rel: str, refresh: bool = True) -> GalleryEntry | None:
+    def get(self, rel: str, refresh: bool = True, owner: str | None = None) -> GalleryEntry | None:
+        if owner is not None and not owns(rel, owner):
+            return None
         with self._lock:
             if refresh:
                 self.refresh()
@@ -315,9 +320,11 @@ class GalleryIndex:
 
     # -- trash --------------------------------------------------------------------------------
 
-    def delete(self, rel: str) -> str:
+    def delete(self, rel: str, owner: str | None = None) -> str:
         """Move one image to the trash and drop it from the index; returns the token that
-        `undo_delete` takes."""
+        `undo_delete` takes. With `owner`, only that user's images can be deleted."""
+        if owner is not None and not owns(rel, owner):
+            raise ValueError(f"{rel!r} is not one of your images.")
         with self._lock:
             source = self.resolve(rel)
             if source != self.root / PurePosixPath(rel):
@@ -330,11 +337,11 @@ class GalleryIndex:
             self._db.execute("DELETE FROM images WHERE rel=?", (rel,))
             return token
 
-    def undo_delete(self, token: str | None = None) -> str:
-        """Put a trashed image back (the latest when `token` is None) and return its rel.
-        Never overwrites: a name taken meanwhile gets `-1`, `-2`, ... added."""
+    def undo_delete(self, token: str | None = None, owner: str | None = None) -> str:
+        """Put a trashed image back (the latest when `token` is None; of `owner`'s, when given)
+        and return its rel. Never overwrites: a name taken meanwhile gets `-1`, `-2`, ... added."""
         with self._lock:
-            items = self.trash()
+            items = [i for i in self.trash() if owner is None or owns(i.rel, owner)]
             if not items:
                 raise ValueError("The trash is empty: there is nothing to restore.")
             item = items[0] if token is None else next((i for i in items if i.token == token), None)
@@ -384,10 +391,19 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _filters(folder: str | None, date: str | None, search: str) -> tuple[str, tuple]:
+def owns(rel: str, owner: str) -> bool:
+    """Whether `rel` lies in `owner`'s folder: `<folder>/<owner>/...` (per-user outputs)."""
+    parts = PurePosixPath(rel).parts
+    return len(parts) > 2 and parts[1] == owner
+
+
+def _filters(folder: str | None, date: str | None, search: str, owner: str | None = None) -> tuple[str, tuple]:
     """The WHERE clause and its arguments for a query."""
     clauses: list[str] = []
     args: list = []
+    if owner is not None:  # the second path part is the owner's folder (compared exactly, no LIKE)
+        clauses.append("substr(rel, length(folder) + 2, ?) = ?")
+        args += [len(owner) + 1, f"{owner}/"]
     if folder is not None:
         clauses.append("folder = ?")
         args.append(folder)

@@ -52,6 +52,13 @@ def sanitize_filename_part(text: str, replace_spaces: bool = False, max_length: 
     return text.rstrip(" .")
 
 
+def user_folder(user: str) -> str:
+    """The folder a logged-in user's images go to (per-user outputs when log-ins are on):
+    their name made safe as one path part; never empty, '.' or '..'."""
+    name = sanitize_filename_part(user).strip(". ")
+    return name or "_"
+
+
 @dataclass(frozen=True)
 class NameValues:
     """What is known about one saved image, for its name. None (or empty) means unknown.
@@ -76,6 +83,7 @@ class NameValues:
     batch_size: int | None = None
     job_timestamp: str | datetime | None = None
     all_seeds: tuple[int, ...] = ()
+    user: str | None = None  # the log-in name (--gradio-auth / --api-auth), for [user] and per-user folders
 
 
 class _Marker:
@@ -189,6 +197,7 @@ _TAGS: dict[str, _Handler] = {
     "datetime": _datetime,
     "job_timestamp": lambda c, a: _job_timestamp(c.values),
     "image_hash": _image_hash,
+    "user": lambda c, a: c.values.user,
     "none": lambda c, a: _SKIP,
 }
 

@@ -43,6 +43,7 @@ from modules.outputs.naming import (
     apply_pattern,
     default_filename_pattern,
     sanitize_filename_part,
+    user_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class SaveSettings:
     filename_pattern: str = ""  # A1111 samples_filename_pattern; "" = [seed], or [seed]-[prompt_spaces] without folders
     directory_pattern: str = DEFAULT_DIRECTORY_PATTERN  # A1111 directories_filename_pattern
     max_prompt_words: int = 8  # A1111 directories_max_prompt_words, for [prompt_words]
+    user_folders: bool = False  # log-ins are on: each user's images go to <directory>/<user>/...
     embed_infotext: bool = True  # A1111 `enable_pnginfo`
     jpeg_quality: int = 80  # also used for lossy WebP, as A1111 does
     webp_lossless: bool = False
@@ -151,12 +153,15 @@ class OutputWriter:
 
     def target_directory(self, now: datetime | None = None, values: NameValues | None = None) -> Path:
         """The folder a file saved at `now` goes to: the directory pattern's subfolder(s)
-        when `save_to_dirs` is on (a `[date]` folder by default)."""
+        when `save_to_dirs` is on (a `[date]` folder by default), inside the user's own
+        folder when per-user folders are on (unless the pattern places `[user]` itself)."""
         st = self.settings
-        if not st.save_to_dirs:
-            return st.directory
-        parts = apply_directory_pattern(st.directory_pattern, values or NameValues(), self._clock() if now is None else now,
-                                        max_prompt_words=st.max_prompt_words, date_format=st.date_format)
+        values = values or NameValues()
+        patterned = st.save_to_dirs and "[user]" in st.directory_pattern
+        parts: tuple[str, ...] = (user_folder(values.user),) if st.user_folders and values.user and not patterned else ()
+        if st.save_to_dirs:
+            parts += apply_directory_pattern(st.directory_pattern, values, self._clock() if now is None else now,
+                                             max_prompt_words=st.max_prompt_words, date_format=st.date_format)
         return st.directory.joinpath(*(_truncate_utf8(part, _MAX_NAME_BYTES) for part in parts))
 
     def file_decoration(self, values: NameValues, now: datetime, image: Image.Image | None = None) -> str:
@@ -202,7 +207,7 @@ class OutputWriter:
         directory = self.target_directory(self._clock(), values)
         return self._save(grid, basename="grid", digits=4, decoration="", infotext=infotext, directory=directory)
 
-    def save_as(self, image: Image.Image, stem: str, *, infotext: str | None = None) -> Path:
+    def save_as(self, image: Image.Image, stem: str, *, infotext: str | None = None, values: NameValues | None = None) -> Path:
         """Save under a chosen name, `<stem>.<ext>`, or `<stem>-1.<ext>`, `-2`, ... when that
         is taken (A1111's img2img batch keeps the input's name): never over an existing file,
         so a batch whose output folder is its input folder cannot overwrite an init image."""
@@ -214,7 +219,7 @@ class OutputWriter:
                 n += 1
             return final
 
-        return self._write(image, infotext, claim, self.target_directory())
+        return self._write(image, infotext, claim, self.target_directory(values=values))
 
     # -- internals ----------------------------------------------------------------------
 

@@ -35,7 +35,10 @@ def _page_html(page: "GalleryPage", folder: str, date: str, search: str) -> str:
             f" · page {page.page} of {page.pages}</p>")
 
 
-def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: "SendTargets", tab: gr.Tab) -> None:
+def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: "SendTargets", tab: gr.Tab,
+                      owner: Callable[["gr.Request | None"], str | None] = lambda request: None) -> None:
+    """`owner(request)` names the user folder whose images this visitor sees (per-user
+    outputs when log-ins are on), or None for every image."""
     with gr.Row():
         folder = gr.Dropdown([ALL], value=ALL, label="Folder", elem_id="gallery_folder", scale=1)
         date = gr.Dropdown([ALL], value=ALL, label="Date", elem_id="gallery_date", scale=1)
@@ -63,16 +66,17 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
     rels = gr.State([])  # the shown page's images, in order
     chosen = gr.State("")  # the rel of the picked image
 
-    def show(folder_value: str, date_value: str, query: str, number) -> list:
-        """One page of images, and the folder and date menus as the index now has them."""
+    def show(folder_value: str, date_value: str, query: str, number, mine: str | None = None) -> list:
+        """One page of images (`mine`: only that user folder's), and the folder and date
+        menus as the index now has them."""
         chosen_folder = None if folder_value in (ALL, None) else folder_value
         chosen_date = None if date_value in (ALL, None) else date_value
         try:
-            page = index.query(chosen_folder, chosen_date, (query or "").strip(), int(number or 1), per_page())
+            page = index.query(chosen_folder, chosen_date, (query or "").strip(), int(number or 1), per_page(), owner=mine)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        folders = [ALL, *(f for f in index.folders(refresh=False) if f)]
-        dates = [ALL, *index.dates(chosen_folder, refresh=False)]
+        folders = [ALL, *(f for f in index.folders(refresh=False, owner=mine) if f)]
+        dates = [ALL, *index.dates(chosen_folder, refresh=False, owner=mine)]
         return [
             [(str(e.path), _caption(e)) for e in page.entries], [e.rel for e in page.entries], page.page,
             _page_html(page, folder_value or ALL, date_value or ALL, query or ""),
@@ -80,8 +84,8 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
             gr.update(choices=dates, value=date_value if date_value in dates else ALL),
         ]
 
-    async def show_async(folder_value, date_value, query, number):
-        return await run_in_threadpool(show, folder_value, date_value, query, number)
+    async def show_async(folder_value, date_value, query, number, mine):
+        return await run_in_threadpool(show, folder_value, date_value, query, number, mine)
 
     listing = [images, rels, page_no, status, folder, date]
     filters = [folder, date, search]
@@ -90,8 +94,8 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
         """Show a page: the one `number(current)` names, or the first after a filter change."""
         step = number or (lambda _n: 1)
 
-        async def handler(folder_value, date_value, query, current):
-            return await show_async(folder_value, date_value, query, step(current or 1))
+        async def handler(folder_value, date_value, query, current, request: gr.Request):
+            return await show_async(folder_value, date_value, query, step(current or 1), owner(request))
 
         trigger(handler, [*filters, page_no], listing, api_name=False, **kw)
 
@@ -105,9 +109,9 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
     wire(date.input, None)
     wire(tab.select, lambda n: n)
 
-    def pick(page_rels: list[str], evt: gr.SelectData):
+    def pick(page_rels: list[str], evt: gr.SelectData, request: gr.Request):
         rel = page_rels[evt.index] if page_rels and 0 <= evt.index < len(page_rels) else ""
-        entry = index.get(rel, refresh=False) if rel else None
+        entry = index.get(rel, refresh=False, owner=owner(request)) if rel else None
         if entry is None:
             return [None, "<p>This image is gone.</p>" if rel else "", "", "", gr.update(visible=False)]
         details = (f"<p class='gallery-file'>{html.escape(entry.rel)} · {entry.width}x{entry.height} · {entry.size // 1024} KB</p>"
@@ -117,26 +121,28 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
     images.select(pick, rels, [picked, info, text, chosen, download], api_name=False)
     send.wire(buttons, text, picked)
 
-    def remove(rel: str, folder_value, date_value, query, number):
+    def remove(rel: str, folder_value, date_value, query, number, request: gr.Request):
         if not rel:
             gr.Warning("Pick an image first.")
             return [gr.update()] * (len(listing) + 5)
+        mine = owner(request)
         try:
-            index.delete(rel)
+            index.delete(rel, owner=mine)
         except ValueError as exc:
             gr.Warning(str(exc))
             return [gr.update()] * (len(listing) + 5)
         gr.Info(f"Moved {rel} to the trash. Undo delete puts it back.")
-        return [*show(folder_value, date_value, query, number), None, "", "", "", gr.update(visible=False)]
+        return [*show(folder_value, date_value, query, number, mine), None, "", "", "", gr.update(visible=False)]
 
-    def restore(folder_value, date_value, query, number):
+    def restore(folder_value, date_value, query, number, request: gr.Request):
+        mine = owner(request)
         try:
-            rel = index.undo_delete()
+            rel = index.undo_delete(owner=mine)
         except ValueError as exc:
             gr.Warning(str(exc))
             return [gr.update()] * len(listing)
         gr.Info(f"Restored {rel}.")
-        return show(folder_value, date_value, query, number)
+        return show(folder_value, date_value, query, number, mine)
 
     delete.click(remove, [chosen, *filters, page_no], [*listing, picked, info, text, chosen, download], concurrency_limit=None, api_name=False)
     undo.click(restore, [*filters, page_no], listing, concurrency_limit=None, api_name=False)

@@ -12,6 +12,7 @@ from modules.jobs.queue import JobStatus, QueueStopped
 from modules.jobs.generation_task import GenerationService
 from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
+from modules.outputs.naming import user_folder
 from modules.ui.common import page_user
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.extras import build_extras_tab
@@ -104,6 +105,14 @@ def build_page(app: "App") -> gr.Blocks:
     first model) before showing which model is active."""
     models, queue, service, settings, ready = app.models, app.queue, app.service, app.settings, app.startup
 
+    def gallery_owner(request: gr.Request | None) -> str | None:
+        """With log-ins on, a visitor's Gallery shows their own folder, unless the setting shares
+        everyone's; visitors without a log-in (the API alone has one) see every image."""
+        name = getattr(request, "username", None)
+        if not app.logins or settings["gallery_show_all_users"] or not name:
+            return None
+        return user_folder(name)
+
     with gr.Blocks(title="Stable Diffusion") as page:
         with gr.Row(elem_id="quicksettings"):
             checkpoint = gr.Dropdown(
@@ -127,7 +136,7 @@ def build_page(app: "App") -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo"):
                 build_pnginfo_tab(send)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
-                build_gallery_tab(app.gallery, lambda: settings["gallery_per_page"], send, gallery_tab)
+                build_gallery_tab(app.gallery, lambda: settings["gallery_per_page"], send, gallery_tab, gallery_owner)
             with gr.Tab("Settings", id="settings") as settings_tab:
                 build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab)
 

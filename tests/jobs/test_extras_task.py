@@ -125,3 +125,17 @@ def test_extras_run_on_the_queue_and_an_interrupt_stops_between_images(tmp_path,
         assert bad.wait(30) and bad.status is JobStatus.FAILED and "each side must be 1 to 8192" in bad.error
     finally:
         queue.shutdown()
+
+
+def test_logged_in_users_results_go_to_their_own_folder(tmp_path):
+    from modules.jobs.queue import Job
+
+    service = ExtrasService(tmp_path / "extras-images", user_folders=True)
+    params = service.params(upscaling_resize=2, upscaler_1="Nearest")
+    alice = Job(id="task(a)", kind="extras", task=lambda j: None, user="alice")
+    (mine,) = service.run(alice, [(Image.new("RGB", (8, 8), "red"), None)], params).paths
+    (named,) = service.run(alice, [(Image.new("RGB", (8, 8), "red"), "cat.png")], params).paths
+    anonymous = Job(id="task(b)", kind="extras", task=lambda j: None, user="ip:10.0.0.2")
+    (theirs,) = service.run(anonymous, [(Image.new("RGB", (8, 8), "red"), None)], params).paths
+    assert (mine.parent, named) == (tmp_path / "extras-images" / "alice", tmp_path / "extras-images" / "alice" / "cat.png")
+    assert theirs.parent == tmp_path / "extras-images"

@@ -121,3 +121,23 @@ def test_folder_batch_keeps_names_skips_non_images_and_never_overwrites_inits(se
     assert "Mask blur: 4" in Image.open(out / "cat.png").info["parameters"]
     with pytest.raises(ValueError, match="Input directory not found"):
         service.run_img2img_folder(job(), params, tmp_path / "missing", None)
+
+
+def test_logged_in_users_images_go_to_their_own_folder(service):
+    """With log-ins on (--gradio-auth/--api-auth), a job's images and grid are saved under the
+    user's folder; an anonymous lane ("ip:...") keeps the usual layout."""
+    service.user_folders = True
+    service.apply_settings(service.settings)
+    try:
+        params = GenerationParams.create(prompt="a red circle", width=64, height=64, steps=2, seed=11, batch_size=2)
+        alice = Job(id="task(a)", kind="txt2img", task=lambda j: None, user="alice")
+        result = service.run_txt2img(alice, params, save=True)
+        root = service.writers["txt2img"][0].settings.directory
+        assert [p.relative_to(root).parts[:2] for p in result.paths] == [("alice", "2026-11-21")] * 2
+        assert result.grid_path.relative_to(service.writers["txt2img"][1].settings.directory).parts[:2] == ("alice", "2026-11-21")
+        anonymous = Job(id="task(b)", kind="txt2img", task=lambda j: None, user="ip:127.0.0.1")
+        (path,) = service.run_txt2img(anonymous, params.model_copy(update={"batch_size": 1}), save=True).paths
+        assert path.relative_to(root).parts[0] == "2026-11-21"
+    finally:
+        service.user_folders = False
+        service.apply_settings(service.settings)

@@ -316,3 +316,27 @@ def test_threads_share_one_index(root, index):
     for t in threads:
         t.join()
     assert errors == [] and index.query().total == 20
+
+
+def test_each_user_sees_and_deletes_only_their_own_folder(root, index):
+    """Per-user outputs (<folder>/<user>/...): with an owner, the index answers as if the other
+    users' images were not there; without one, everything shows (the shared view)."""
+    write(root / "txt2img-images" / "alice" / "2024-07-27" / "00000-1.png", infotext(seed=1), mtime=BASE)
+    write(root / "img2img-images" / "alice" / "2024-07-28" / "00000-2.png", infotext(seed=2), mtime=BASE + 1)
+    write(root / "txt2img-images" / "bob" / "2024-07-27" / "00000-3.png", infotext(seed=3), mtime=BASE + 2)
+    write(root / "txt2img-images" / "alicex" / "2024-07-27" / "00000-4.png", infotext(seed=4), mtime=BASE + 3)  # a prefix is not a match
+    write(root / "txt2img-images" / "2024-07-27" / "00000-5.png", infotext(seed=5), mtime=BASE + 4)  # from before log-ins
+    alice = index.query(owner="alice")
+    assert [e.seed for e in alice.entries] == [2, 1] and alice.total == 2
+    assert index.query(search="seed:3", owner="alice").total == 0 and index.query(search="seed:3").total == 1
+    assert index.folders(owner="bob") == ["txt2img-images"] and index.dates(owner="alice") == ["2024-07-28", "2024-07-27"]
+    assert index.query().total == 5
+    bobs = "txt2img-images/bob/2024-07-27/00000-3.png"
+    assert index.get(bobs, owner="alice") is None and index.get(bobs, owner="bob").seed == 3
+    with pytest.raises(ValueError, match="not one of your images"):
+        index.delete(bobs, owner="alice")
+    assert (root / bobs).exists()
+    index.delete(bobs, owner="bob")
+    with pytest.raises(ValueError, match="empty"):
+        index.undo_delete(owner="alice")  # bob's trash is not alice's to restore
+    assert index.undo_delete(owner="bob") == bobs

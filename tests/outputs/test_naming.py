@@ -151,3 +151,12 @@ def test_seed_and_prompt_keywords_fill_in_values(tmp_path):
     writer = OutputWriter(SaveSettings(tmp_path, filename_pattern="[seed]-[model_name]-[width]"), clock=lambda: NOW)
     path = writer.save_image(Image.new("RGB", (16, 8)), seed=42, prompt="a cat", values=NameValues(model_name="tiny"))
     assert path.name == "00000-42-tiny-16.png"  # width defaults to the image's
+
+
+def test_user_tag_and_user_folder_names():
+    from modules.outputs.naming import user_folder
+
+    now = datetime(2024, 7, 27, 12, 0)
+    assert apply_pattern("[seed]-[user]", NameValues(seed=3, user="alice"), now) == "3-alice"
+    assert apply_pattern("[seed]-[user]", NameValues(seed=3), now) == "3"  # no log-in: nothing, and its separator goes
+    assert [user_folder(n) for n in ("alice", "../x", "..", "", "a/b", "we:ird*")] == ["alice", "_x", "_", "_", "a_b", "we_ird_"]

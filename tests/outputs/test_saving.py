@@ -281,3 +281,18 @@ def test_grid_follows_directory_pattern_but_keeps_short_name(tmp_path):
     settings = SaveSettings(tmp_path, directory_pattern="[date]/[model_name]", filename_pattern="[seed]-[model_name]")
     grid = OutputWriter(settings, clock=lambda: DAY).save_grid([image(), image()], values=NameValues(seed=3, model_name="tiny"))
     assert grid == tmp_path / "2024-07-27" / "tiny" / "grid-0000.png"
+
+
+def test_each_logged_in_user_gets_a_folder_when_log_ins_are_on(tmp_path):
+    """Per-user outputs: <dir>/<user>/<date>/..., also without date folders, and a name that
+    tries to climb out of the folder stays inside it."""
+    dated = OutputWriter(SaveSettings(tmp_path, user_folders=True), clock=lambda: DAY)
+    assert dated.save_image(image(), seed=1, values=NameValues(user="alice")) == tmp_path / "alice" / "2024-07-27" / "00000-1.png"
+    assert dated.save_image(image(), seed=2, values=NameValues(user="../bob")) == tmp_path / "_bob" / "2024-07-27" / "00000-2.png"
+    assert dated.save_image(image(), seed=3) == tmp_path / "2024-07-27" / "00000-3.png"  # no log-in: no user folder
+    flat = OutputWriter(SaveSettings(tmp_path / "flat", save_to_dirs=False, user_folders=True), clock=lambda: DAY)
+    assert flat.save_image(image(), seed=4, prompt="cat", values=NameValues(user="alice")).parent == tmp_path / "flat" / "alice"
+    placed = OutputWriter(SaveSettings(tmp_path / "placed", directory_pattern="[date]/[user]", user_folders=True), clock=lambda: DAY)
+    assert placed.save_image(image(), seed=5, values=NameValues(user="alice")).parent == tmp_path / "placed" / "2024-07-27" / "alice"
+    off = OutputWriter(SaveSettings(tmp_path / "off"), clock=lambda: DAY)
+    assert off.save_image(image(), seed=6, values=NameValues(user="alice")).parent == tmp_path / "off" / "2024-07-27"
