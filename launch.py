@@ -12,8 +12,12 @@ do that for you: they create and activate ./venv first). What it does, in order:
 5. Installs ``requirements.txt`` (``REQS_FILE``), and ``tests/requirements.txt`` with
    ``--test-deps``, but only when something is missing or has the wrong version.
    When everything is in place, pip is not run at all.
-6. With ``--xformers``, installs xformers if CUDA is available, otherwise warns.
-7. Sets the offline/no-telemetry environment variables and starts webui.py in this process.
+6. With ``--xformers``, installs xformers if CUDA is available, otherwise warns; with
+   ``--cloudflared``, installs pycloudflared unless a ``cloudflared`` program is on PATH.
+7. Sets the offline/no-telemetry environment variables.
+8. With ``--download NAME_OR_URL`` (repeatable), fetches each catalog checkpoint
+   (``configs/checkpoints.json``) or URL into the models folder, with a progress bar.
+9. Starts webui.py in this process (unless ``--exit``).
 
 This module runs before anything is installed, so it imports only the standard library at
 the top level.
@@ -43,6 +47,8 @@ DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cu130"
 DEFAULT_REQS_FILE = "requirements.txt"
 TEST_REQS_FILE = "tests/requirements.txt"
 DEFAULT_XFORMERS_PACKAGE = "xformers"
+# --cloudflared without a cloudflared program on PATH: this package fetches one at first use.
+CLOUDFLARED_PACKAGE = "pycloudflared>=0.3,<0.4"
 SUPPORTED_PYTHON = ((3, 10), (3, 13))  # inclusive range of minor versions
 
 # Flags that belong to launch.py. They are removed before the rest goes to webui.py.
@@ -62,7 +68,12 @@ LAUNCH_FLAG_HELP = {
     "--skip-torch-cuda-test": "do not check whether torch can use a CUDA GPU",
     "--skip-python-version-check": "do not warn about an untested Python version",
     "--test-deps": "also install the test-only packages (tests/requirements.txt)",
+    "--download NAME_OR_URL": "fetch a checkpoint from configs/checkpoints.json (e.g. sd15) or a URL into models/ "
+                              "before starting (repeatable; with --exit, only fetch)",
 }
+
+# launch.py flags that take a value; each use appends it to the list attribute.
+LAUNCH_VALUE_FLAGS = {"--download": "downloads"}
 
 # webui.py flags that make launch.py want xformers.
 XFORMERS_FLAGS = ("--xformers", "--force-enable-xformers")
@@ -81,6 +92,7 @@ class LaunchOptions:
     skip_python_version_check: bool = False
     test_deps: bool = False
     help: bool = False
+    downloads: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -131,13 +143,22 @@ def collect_args(argv: list[str], env=None) -> list[str]:
 
 
 def parse_args(argv: list[str], env=None) -> tuple[LaunchOptions, list[str]]:
-    """Split the arguments into launch.py's own options and the rest (for webui.py)."""
+    """Split the arguments into launch.py's own options and the rest (for webui.py).
+    Raises LaunchError for a value flag without its value."""
     options = LaunchOptions()
     rest: list[str] = []
-    for arg in collect_args(argv, env):
+    args = iter(collect_args(argv, env))
+    for arg in args:
         attribute = LAUNCH_FLAGS.get(arg)
         if attribute is not None:
             setattr(options, attribute, True)
+            continue
+        flag, has_value, value = arg.partition("=")
+        if flag in LAUNCH_VALUE_FLAGS:
+            value = value if has_value else next(args, None)
+            if not value or (not has_value and value.startswith("--")):
+                raise LaunchError(f"{flag} needs a value, e.g. {flag} sd15")
+            getattr(options, LAUNCH_VALUE_FLAGS[flag]).append(value)
             continue
         if arg in ("-h", "--help"):
             options.help = True
@@ -497,6 +518,24 @@ def ensure_xformers(args: list[str], options: LaunchOptions, cuda_available, env
     return True
 
 
+def ensure_cloudflared(args: list[str], options: LaunchOptions, env=None) -> bool:
+    """For --cloudflared, install pycloudflared unless a cloudflared program is on PATH or the
+    package is there already. True if pip ran. A failure only warns: the tunnel then reports
+    that it cannot open, and the web UI still serves locally."""
+    if "--cloudflared" not in args or shutil.which("cloudflared") or installed_version("pycloudflared") is not None:
+        return False
+    if options.skip_install:
+        print("WARNING: --cloudflared was given but there is no cloudflared program on PATH and pycloudflared "
+              "is not installed (--skip-install): no tunnel will open.")
+        return False
+    try:
+        run_pip(pip_argv("install", CLOUDFLARED_PACKAGE, env=env), "pycloudflared (for --cloudflared)")
+    except LaunchError as exc:
+        print(f"WARNING: {exc}; --cloudflared will not open a tunnel.")
+        return False
+    return True
+
+
 def apply_environment(env=None) -> None:
     """Environment variables for the web UI: no analytics or telemetry, offline HF hub.
 
@@ -567,7 +606,40 @@ def prepare_environment(options: LaunchOptions, args: list[str], env=None) -> li
 
     if ensure_xformers(args, options, cuda_available, env):
         installed.append("xformers")
+    if ensure_cloudflared(args, options, env):
+        installed.append("pycloudflared")
     return installed
+
+
+def download_models(queries: list[str], webui_args: list[str]) -> list[Path]:
+    """--download: fetch each catalog name or URL into the models folder that webui.py's
+    flags (--data-dir, --models-dir...) point at, with a console progress bar. Raises
+    LaunchError with the reason when one fails."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from modules.models.catalog import HashCache
+        from modules.models.downloadable import Catalog, model_folders, resolve_request
+        from modules.models.fetch import fetch_file
+        from modules.options import Paths, parse_args as parse_webui_args
+    except ImportError as exc:
+        raise LaunchError(f"--download needs the web UI's requirements: {exc}") from exc
+    paths = Paths.from_args(parse_webui_args(webui_args))
+    folders = model_folders(paths)
+    fetched = []
+    try:
+        catalog = Catalog.load()
+        for query in queries:
+            source, folder = resolve_request(query, catalog)
+            print(f"Downloading {source.describe()} from {source.url} to {folders[folder]}", flush=True)
+            path = fetch_file(source, folders[folder])
+            if source.sha256:  # verified: the first load need not hash it again
+                HashCache(paths.hash_cache).remember(path, source.sha256)
+            print(f"Downloaded {path}", flush=True)
+            fetched.append(path)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
+    return fetched
 
 
 def start_webui(args: list[str]) -> int:
@@ -582,7 +654,11 @@ def start_webui(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
-    options, args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        options, args = parse_args(sys.argv[1:] if argv is None else argv)
+    except LaunchError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
 
     commit = git_commit()
     print(f"Python {platform.python_version()} ({sys.executable})"
@@ -606,6 +682,12 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_environment()
     print(f"Environment ready in {time.perf_counter() - started:.2f} s.", flush=True)
+    if options.downloads:
+        try:
+            download_models(options.downloads, args)
+        except LaunchError as exc:
+            print(f"ERROR: {exc}", file=sys.stderr)
+            return 1
     if options.exit:
         print("--exit: not starting the web UI.")
         return 0

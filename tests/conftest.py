@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+# A safety net: a checkpoint download that a test starts by mistake goes to a closed loopback
+# port and fails at once, never to the internet. Servers the tests start inherit it.
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,13 +24,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90, context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=2, context=context) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -46,19 +47,27 @@ def data_dir_with_tiny_model(data: Path, tiny_checkpoint: Path) -> Path:
 
 
 @contextmanager
-def launched(data: Path, *flags: str, ready_path: str = "/") -> Iterator[str]:
+def launched(data: Path, *flags: str, ready_path: str = "/", fetch_default: bool = False, env_extra: dict | None = None,
+             tls: ssl.SSLContext | None = None) -> Iterator[str]:
     """Run launch.py on a free loopback port with `data` as its data folder; yields the base
-    URL once `ready_path` answers 200, and stops the whole process group afterwards."""
+    URL once `ready_path` answers 200, and stops the whole process group afterwards.
+
+    `--no-download-sd-model` is passed unless `fetch_default`: a test server must never
+    start fetching SD 1.5 (HF_ENDPOINT from conftest points at a closed port besides)."""
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "COMMANDLINE_ARGS": ""}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "COMMANDLINE_ARGS": "",
+           **(env_extra or {})}
+    if not fetch_default:
+        flags = ("--no-download-sd-model", *flags)
     log = open(data / "server.log", "a")
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "launch.py"), "--skip-install", "--data-dir", str(data), "--port", str(port), *flags],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}{ready_path}", proc)
-        yield f"http://127.0.0.1:{port}"
+        scheme = "https" if tls else "http"  # tls: a client context that trusts the server's --tls-certfile
+        wait_http(f"{scheme}://127.0.0.1:{port}{ready_path}", proc, context=tls)
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -68,3 +77,12 @@ def launched(data: Path, *flags: str, ready_path: str = "/") -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A throwaway key and certificate for 127.0.0.1 (openssl CLI), for --tls-keyfile/--tls-certfile."""
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return key, cert

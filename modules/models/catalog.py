@@ -305,6 +305,18 @@ class HashCache:
             self._write_section()
         return digest
 
+    def remember(self, path: Path, sha256: str) -> None:
+        """Store a hash already checked elsewhere (a verified download), so that a multi-GB
+        file is not read again to hash it."""
+        path = Path(path)
+        try:
+            signature = _signature(path)
+        except OSError:
+            return
+        with self._lock:
+            self._entries[str(path.resolve())] = {"sha256": sha256.lower(), **signature}
+            self._write_section()
+
     def shorthash(self, path: Path, *, compute: bool = True) -> str | None:
         digest = self.sha256(path, compute=compute)
         return digest[:SHORTHASH_LENGTH] if digest else None
