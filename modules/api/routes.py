@@ -32,6 +32,7 @@ from modules.jobs.generation_task import GenerationResult, GenerationService
 from modules.jobs.model_switch import switch_checkpoint
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, done_future
 from modules.models.manager import ModelManager
+from modules.network import AccessRefused
 from modules.settings import SettingsStore
 from modules.version import VERSION
 
@@ -150,16 +151,20 @@ def add_docs(app: FastAPI, users: dict[str, str]) -> None:
     guard = [Depends(user_dependency(users))]
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
-    def openapi() -> dict:
-        return app.openapi()
+    def openapi(request: Request) -> dict:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return {**app.openapi(), "servers": [{"url": root}]} if root else app.openapi()  # "Try it out" then keeps the prefix
+
+    def schema_url(request: Request) -> str:  # behind a reverse proxy's --subpath prefix too
+        return request.scope.get("root_path", "").rstrip("/") + "/openapi.json"
 
     @app.get("/docs", include_in_schema=False, dependencies=guard)
-    def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API docs")
+    def docs(request: Request):
+        return get_swagger_ui_html(openapi_url=schema_url(request), title=f"{app.title} - API docs")
 
     @app.get("/redoc", include_in_schema=False, dependencies=guard)
-    def redoc():
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - API docs")
+    def redoc(request: Request):
+        return get_redoc_html(openapi_url=schema_url(request), title=f"{app.title} - API docs")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -410,6 +415,8 @@ def build_router(state: ApiState) -> APIRouter:
             if "CLIP_stop_at_last_layers" in others:  # clients send it as a number or a numeric string
                 others["CLIP_stop_at_last_layers"] = clip_skip_value(others["CLIP_stop_at_last_layers"])
             state.settings.update(others)
+        except AccessRefused as exc:  # e.g. an output folder outside the data folder on a shared server
+            raise ApiError(403, "Forbidden", str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise _bad(f"Bad option value: {exc}") from None
         selected, active = state.models.selected, state.models.active

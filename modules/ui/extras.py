@@ -17,11 +17,13 @@ from modules.generation import images as imgops
 from modules.generation.upscaling import ExtrasParams, target_size
 from modules.jobs.extras_task import KIND, ExtrasResult, ExtrasService
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
+from modules.network import ServerAccess
 from modules.ui.common import page_user
 
 PREFIX = "extras"
 MODES = ("Single Image", "Batch Process", "Batch from Directory")
 UPLOAD_SOURCES = ["upload", "clipboard"]
+FOLDER_FEATURE = "Extras \"Batch from Directory\" (folders on the server)"
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,18 @@ class ExtrasControls:
 
 
 def prepare(service: ExtrasService, mode: int, resize_tab: int, image, files, input_dir: str, output_dir: str, show_results: bool,
-            resize, width, height, crop, upscaler_1, upscaler_2, visibility) -> tuple[Callable[[Job], ExtrasResult], list[str]]:
+            resize, width, height, crop, upscaler_1, upscaler_2, visibility,
+            access: ServerAccess | None = None) -> tuple[Callable[[Job], ExtrasResult], list[str]]:
     """The job's task for the chosen sub-tab, and notes on uploads that were skipped; a readable
-    ValueError when something is missing or out of range."""
+    ValueError when something is missing or out of range, or when `access` refuses the folder batch."""
     params = service.params(
         resize_mode=resize_tab, upscaling_resize=resize, upscaling_resize_w=_whole(width), upscaling_resize_h=_whole(height),
         upscaling_crop=crop, upscaler_1=upscaler_1, upscaler_2=upscaler_2, extras_upscaler_2_visibility=visibility,
     )
     notes: list[str] = []
     if mode == 2:
+        if access:
+            access.require_server_folders(FOLDER_FEATURE)
         if not (input_dir or "").strip():
             raise ValueError("Enter the input directory of the batch.")
         return (lambda j: service.run_folder(j, input_dir, output_dir, params, show_results=bool(show_results))), notes
@@ -73,9 +78,10 @@ def _whole(value) -> int | None:
     return None if value is None else int(round(float(value)))
 
 
-def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], ExtrasService]) -> ExtrasControls:
+def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], ExtrasService], access: ServerAccess | None = None) -> ExtrasControls:
     """Build the tab inside the current Blocks. `service` may be a getter, so the page can hand
-    over the app's current service (the Settings tab may reconfigure it)."""
+    over the app's current service (the Settings tab may reconfigure it). `access` decides
+    whether "Batch from Directory" may use folders on the server (None: it may)."""
     current: Callable[[], ExtrasService] = service if callable(service) else (lambda: service)  # type: ignore[assignment]
     names = list(current().upscalers.names)
     meta = ExtrasParams.field_meta
@@ -90,6 +96,9 @@ def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], Extr
                 with gr.Tab(MODES[1], elem_id="extras_batch_process_tab") as batch_tab:
                     files = gr.File(label="Batch Process", file_count="multiple", elem_id="extras_image_batch")
                 with gr.Tab(MODES[2], elem_id="extras_batch_directory_tab") as folder_tab:
+                    refusal = access.refusal(FOLDER_FEATURE) if access else None
+                    if refusal:
+                        gr.Markdown(f"**{refusal}**", elem_id="extras_batch_directory_refused")
                     input_dir = gr.Textbox(label="Input directory", placeholder="A directory on the same machine where the server is running.",
                                            elem_id="extras_batch_input_dir")
                     output_dir = gr.Textbox(label="Output directory", placeholder="Leave blank to save images to the default path.",
@@ -126,7 +135,7 @@ def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], Extr
     async def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         svc = current()
         try:
-            task, notes = await run_in_threadpool(prepare, svc, *values)
+            task, notes = await run_in_threadpool(prepare, svc, *values, access=access)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         job = await run_in_threadpool(queue.submit, KIND, task, user=page_user(request))

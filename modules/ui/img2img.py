@@ -18,6 +18,7 @@ from PIL import Image, ImageChops
 from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, GenerationParams, Img2ImgParams
 from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
+from modules.network import ServerAccess
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
@@ -28,6 +29,7 @@ MODE_IDS = ("img2img_mode_img2img", "img2img_mode_sketch", "img2img_mode_inpaint
 INPAINT_MODES = (2, 3, 4)  # tabs whose inpaint controls matter (Batch, with a mask folder)
 SKETCH_COLOURS = ["#000000", "#ffffff", "#cc3232", "#e08a1e", "#e6d23c", "#32a852", "#3264cc", "#8a3ccc"]
 UPLOAD_SOURCES = ["upload", "clipboard"]  # upload also takes drag and drop
+BATCH_FEATURE = "img2img Batch (folders on the server)"
 
 
 def uploaded_file(component, payload) -> Path | None:
@@ -106,7 +108,9 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
     return base, mask
 
 
-def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0) -> Img2ImgControls:
+def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
+                      access: ServerAccess | None = None) -> Img2ImgControls:
+    """`access` decides whether the Batch tab may use folders on the server (None: it may)."""
     jobs = JobRunner(queue, preview_every)
     meta = Img2ImgParams.field_meta
     top = build_toprow(PREFIX, service)
@@ -139,6 +143,9 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 with gr.Tab("Batch", id=MODE_IDS[4], elem_id="img2img_batch_tab") as tab:
                     gr.Markdown("Process every image in a folder on the server. Images are saved under their own names in the output folder "
                                 "(the usual img2img folder when empty); with a mask folder, each image uses the mask of the same name.")
+                    refusal = access.refusal(BATCH_FEATURE) if access else None
+                    if refusal:
+                        gr.Markdown(f"**{refusal}**", elem_id="img2img_batch_refused")
                     input_dir = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
                     output_dir = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
                     mask_dir = gr.Textbox(label="Inpaint batch mask directory (required for inpaint batch processing only)", elem_id="img2img_batch_inpaint_mask_dir")
@@ -191,6 +198,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         try:
             if mode == 4:
+                if access:
+                    access.require_server_folders(BATCH_FEATURE)
                 if not (input_dir or "").strip():
                     raise ValueError("Enter the input directory of the batch.")
                 params = Img2ImgParams.create(**values)
