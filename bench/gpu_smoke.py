@@ -7,9 +7,10 @@ folder), loads it through the product's loader on the best device (fp16 on CUDA)
 same device and dtype, and checks that switching the LoRA off gives the base image back.
 `--service` instead runs txt2img jobs through the queue and the generation service, as the
 page does, with config.json-style settings and live previews, and prints what previews cost.
+`--offload` compares --medvram and --lowvram with neither (peak VRAM, time, same image).
 On a CPU use `--size 64 --steps 2` (`--steps 4` with `--service`) to check the script itself.
 
-    python bench/gpu_smoke.py [--size 512] [--steps 20] [--sampler "DPM++ 2M"] [--xformers] [--addons | --service]
+    python bench/gpu_smoke.py [--size 512] [--steps 20] [--sampler "DPM++ 2M"] [--xformers] [--addons | --service | --offload]
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> int:
     ap.add_argument("--service", action="store_true",
                     help="instead, run jobs through the queue and the generation service as the page does: "
                          "settings (jpg, filename pattern, CLIP skip), live previews and their cost")
+    ap.add_argument("--offload", action="store_true",
+                    help="instead, compare --medvram and --lowvram with neither: peak VRAM, speed, and the same image")
     args = ap.parse_args()
 
     devices = device_settings(xformers=args.xformers, no_half=args.no_half)
@@ -61,6 +64,8 @@ def main() -> int:
         print(f"wrote {path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.1f}s", flush=True)
         if args.service:
             return check_service(path, args)
+        if args.offload:
+            return check_offload(path, args)
         t0 = time.perf_counter()
         model = load_checkpoint(path, configs_dir=CONFIGS, device=devices.device, dtype=devices.dtype, vae_dtype=devices.vae_dtype)
         apply_attention(model.unet, devices)
@@ -153,6 +158,48 @@ def check_service(path: Path, args) -> int:
         print("FAIL: previews missing or the wrong size, or the saved file's name or infotext is not what the settings say")
         return 1
     return 0
+
+
+def check_offload(path: Path, args) -> int:
+    """--medvram and --lowvram as the app loads them (ModelManager with those flags): for each,
+    the peak GPU memory of one txt2img and its time, as ratios to no offload, and the largest
+    pixel difference from the no-offload image (0 expected). Exit status 1 when an offload mode
+    does not lower the peak or changes the image."""
+    import numpy as np
+
+    from modules.generation.devices import device_settings
+    from modules.models.catalog import HashCache
+    from modules.models.manager import ModelManager
+
+    params = GenerationParams.create(prompt="a photo of a cat", width=args.size, height=args.size, steps=args.steps, sampler_name=args.sampler, seed=5)
+    rows = {}
+    for flags in ({}, {"medvram": True}, {"lowvram": True}):
+        devices = device_settings(xformers=args.xformers, no_half=args.no_half, **flags)
+        models = ModelManager((path.parent,), CONFIGS, lambda d=devices: d, HashCache(None))
+        models.load()
+        runner = Runner(models.active.model)
+        list(runner.txt2img(params.model_copy(update={"steps": 2}), 1))  # warm-up
+        if devices.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        (image,) = [im for batch in runner.txt2img(params, 5) for im in batch.images]
+        seconds = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated() / 2**30 if devices.device.type == "cuda" else 0.0
+        rows[next(iter(flags), "none")] = (seconds, peak, np.asarray(image).astype(int))
+        models.unload()
+        del runner, models
+    base_seconds, base_peak, base_image = rows["none"]
+    ok = True
+    for name, (seconds, peak, image) in rows.items():
+        diff = int(np.abs(image - base_image).max())
+        print(f"{name:8} {args.size}px {args.steps} steps: {seconds:.2f}s (x{seconds / base_seconds:.2f}), "
+              f"peak VRAM {peak:.2f} GiB (x{peak / base_peak if base_peak else 0:.2f}), max pixel diff from none {diff}")
+        if name != "none" and (diff > 1 or (base_peak and peak >= base_peak)):
+            ok = False
+    if not ok:
+        print("FAIL: an offload mode changed the image or did not lower the peak GPU memory")
+    return 0 if ok else 1
 
 
 def check_addons(model, params: GenerationParams) -> int:

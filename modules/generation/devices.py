@@ -22,12 +22,22 @@ class DeviceSettings:
     dtype: torch.dtype
     vae_dtype: torch.dtype
     xformers: bool = False
+    medvram: bool = False  # --medvram: one model component on the GPU at a time
+    medvram_sdxl: bool = False  # --medvram-sdxl: the same, for SDXL models only
+    lowvram: bool = False  # --lowvram: and the UNet block by block
+
+    @property
+    def offloads(self) -> bool:
+        """Whether models load into system RAM first (see modules/generation/offload.py)."""
+        return self.medvram or self.medvram_sdxl or self.lowvram
 
     def describe(self) -> str:
         def short(d: torch.dtype) -> str:
             return str(d).removeprefix("torch.")
 
-        return f"{self.device.type} ({short(self.dtype)}, VAE {short(self.vae_dtype)}{', xformers' if self.xformers else ', SDPA attention'})"
+        saving = [flag for flag, on in (("lowvram", self.lowvram), ("medvram", self.medvram), ("medvram-sdxl", self.medvram_sdxl)) if on]
+        return (f"{self.device.type} ({short(self.dtype)}, VAE {short(self.vae_dtype)}{', xformers' if self.xformers else ', SDPA attention'}"
+                f"{''.join(', ' + f for f in saving[:1])})")
 
 
 def pick_device(use_cpu: bool = False, device_id: int | None = None) -> torch.device:
@@ -46,14 +56,21 @@ def device_settings(
     no_half: bool = False,
     no_half_vae: bool = False,
     xformers: bool = False,
+    medvram: bool = False,
+    medvram_sdxl: bool = False,
+    lowvram: bool = False,
 ) -> DeviceSettings:
     device = pick_device(use_cpu, device_id)
+    if (medvram or medvram_sdxl or lowvram) and device.type != "cuda":
+        log.warning("--medvram/--lowvram ignored: they save GPU memory on CUDA; %s shares the system's memory.", device.type)
+        medvram = medvram_sdxl = lowvram = False
     if device.type == "cpu":
         return DeviceSettings(device, torch.float32, torch.float32)
     full = no_half or precision == "full"
     dtype = torch.float32 if full else torch.float16
     vae_dtype = torch.float32 if (full or no_half_vae or device.type == "mps") else torch.float16
-    return DeviceSettings(device, dtype, vae_dtype, xformers=xformers and xformers_usable(device))
+    return DeviceSettings(device, dtype, vae_dtype, xformers=xformers and xformers_usable(device),
+                          medvram=medvram, medvram_sdxl=medvram_sdxl, lowvram=lowvram)
 
 
 def xformers_usable(device: torch.device) -> bool:
