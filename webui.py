@@ -26,8 +26,11 @@ if TYPE_CHECKING:
     from modules.jobs.queue import Job, JobQueue
     from modules.jobs.generation_task import GenerationService, Libraries
     from modules.models.manager import ModelManager
+    from modules.models.downloads import Downloads
+    from modules.models.fetch import FetchProgress
     from modules.jobs.extras_task import ExtrasService
     from modules.outputs.gallery import GalleryIndex
+    from modules.network import ServerAccess
     from modules.settings import SettingsStore
 
 log = logging.getLogger("webui")
@@ -45,6 +48,9 @@ class App:
     startup: "Job | None" = None  # the job that loads the first model
     ui_warnings: list[str] = field(default_factory=list)  # from ui-config.json, when the page was built
     logins: bool = False  # --gradio-auth/--api-auth: outputs and the Gallery are per user
+    access: "ServerAccess | None" = None  # what visitors may do with the server's folders (None: a local server, everything)
+    downloads: "Downloads | None" = None  # model downloads running in the background (the page's Models section)
+    default_download: "FetchProgress | None" = None  # first start's fetch of the default checkpoint, while there is one
 
     @classmethod
     def create(cls, args) -> "App":
@@ -60,6 +66,10 @@ class App:
         paths = Paths.from_args(args)
         paths.ensure()
         settings = SettingsStore.open(paths.settings)
+        from modules.network import ServerAccess
+
+        access = ServerAccess.from_args(args, paths.data_dir)
+        settings.add_guard(access.check_setting)
 
         def devices():
             from modules.generation.devices import device_settings
@@ -67,6 +77,7 @@ class App:
             found = device_settings(
                 use_cpu=bool({"all", "sd"} & set(args.use_cpu)), device_id=args.device_id, precision=args.precision,
                 no_half=args.no_half, no_half_vae=args.no_half_vae, xformers=args.xformers,
+                medvram=args.medvram, medvram_sdxl=args.medvram_sdxl, lowvram=args.lowvram,
             )
             if found.device.type == "cpu":
                 log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")
@@ -90,7 +101,9 @@ class App:
         extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins)  # bind_settings sets the configured folder
         cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
-        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins)
+        downloads = cls.downloads_for(paths, models, console=not args.disable_console_progressbars)
+        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
+                   downloads=downloads, access=access)
 
     @staticmethod
     def bind_settings(settings: "SettingsStore", service: "GenerationService", extras: "ExtrasService") -> None:
@@ -125,9 +138,44 @@ class App:
         return Libraries(LoraLibrary((paths.loras,), hashes), EmbeddingLibrary((paths.embeddings,), hashes), VaeLibrary((paths.vaes,), hashes),
                          StyleStore(paths.styles_files))
 
-    def start(self, ckpt: str | None = None) -> "Job":
+    @staticmethod
+    @staticmethod
+    def downloads_for(paths: Paths, models: "ModelManager", console: bool = True) -> "Downloads":
+        """Downloads into the models/ folders. A finished checkpoint joins the list at once (the
+        manager rescans safely from any thread); LoRA, VAE and embedding lists pick new files up
+        on their next refresh."""
+        from modules.models.downloadable import CHECKPOINT_FOLDER, Catalog, model_folders
+        from modules.models.downloads import Downloads
+
+        try:
+            catalog = Catalog.load()
+        except ValueError as exc:
+            log.error("%s", exc)
+            catalog = Catalog((), "")
+
+        def rescan(folder: str, status) -> None:
+            if status.state == "done" and folder == CHECKPOINT_FOLDER:
+                models.refresh()
+
+        return Downloads(model_folders(paths), catalog, console=console, hashes=models.hashes, on_finished=rescan)
+
+    def fetch_default_checkpoint(self) -> "FetchProgress | None":
+        """A1111's first start: with no checkpoint of the user's own, fetch the catalog's default
+        (SD 1.5) in the background. The page starts at once on the demo model; the download
+        joins the checkpoint list when it is done, and a failure (no network) is one log line."""
+        default = self.downloads.catalog.default if self.downloads else None
+        if default is None or self.models.has_user_checkpoint():
+            return None
+        log.info("No checkpoint of your own in %s: downloading %s (%s, %.1f GB) in the background; the demo model is used meanwhile. "
+                 "--no-download-sd-model skips this.", self.paths.ckpt_dirs[0], default.title, default.filename, default.size / 1e9)
+        self.default_download = self.downloads.start(
+            default.name, failure_note="Carrying on with the demo model; put a checkpoint in models/Stable-diffusion or use --download.")
+        return self.default_download
+
+    def start(self, ckpt: str | None = None, fetch_default: bool = False) -> "Job":
         """Queue the start-up work first, so any generation waits for it: the tiny model when
-        there is no checkpoint at all, then the first model, then hashing the rest."""
+        there is no checkpoint at all, then the first model, then hashing the rest. With
+        `fetch_default` (and no `ckpt`), also fetch the default checkpoint in the background."""
 
         def start_up(_job) -> None:
             self.models.ensure_default()
@@ -137,6 +185,8 @@ class App:
 
         self.startup = self.queue.submit("load_model", start_up)
         self.queue.restore()  # jobs left waiting by the last run go after the start-up work
+        if fetch_default and not ckpt:
+            self.fetch_default_checkpoint()
         return self.startup
 
     def load_initial_model(self, query: str | None) -> None:
@@ -178,14 +228,30 @@ class App:
                              users=parse_users(args.api_auth), extras=self.extras)
             app.include_router(build_router(state))
             add_docs(app, state.users)
-        if args.nowebui:
-            return app
-        return self._mount_page(app, args)
+        if not args.nowebui:
+            app = self._mount_page(app, args)
+        return self._guard(app, args, with_api)
+
+    @staticmethod
+    def _guard(app, args, with_api: bool):
+        """The network rules over the whole app (modules/network.py): the page's log-in on every
+        gradio route, no fetching of other sites, and the --subpath prefix (outermost)."""
+        from starlette.routing import Mount
+
+        from modules.network import GradioGuard, Subpath, gradio_session_user, subpath
+
+        gradio_app = next((r.app for r in app.routes if isinstance(r, Mount) and hasattr(r.app, "tokens")), None)
+        session = gradio_session_user(gradio_app) if gradio_app is not None and gradio_app.auth else None
+        app.add_middleware(GradioGuard, session_user=session, api_paths=("/sdapi", "/docs", "/redoc", "/openapi.json") if with_api else ())
+        prefix = subpath(getattr(args, "subpath", None))
+        if prefix:
+            app.add_middleware(Subpath, prefix=prefix)
+        return app
 
     def _mount_page(self, app, args):
         import gradio as gr
 
-        from modules.api.routes import parse_users
+        from modules.network import page_users, subpath
         from modules.ui.page import CSS, HEAD, build_page
 
         from modules.ui.ui_config import UiConfig
@@ -193,26 +259,47 @@ class App:
         page = build_page(self)
         self.ui_warnings = UiConfig(self.paths.ui_config).apply(page)  # control defaults, before the page is served
         page.queue(default_concurrency_limit=None)
-        users = parse_users(args.gradio_auth)
+        users = page_users(args)  # --gradio-auth and --gradio-auth-path
         auth = list(users.items()) or None
-        return gr.mount_gradio_app(app, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD, auth=auth)
+        if getattr(args, "theme", None):  # --theme: gradio reads it from the page address (?__theme=dark)
+            from modules.ui.theme import ForcedTheme
+
+            app.add_middleware(ForcedTheme, theme=args.theme, page_path="/")
+        return gr.mount_gradio_app(app, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD, auth=auth,
+                                   root_path=subpath(getattr(args, "subpath", None)) or None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=getattr(logging, str(args.loglevel).upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from modules.network import exposure_warnings, page_users, subpath, tls_options
+
+    try:  # the LAN flags' files and values, before anything starts
+        tls, _, _ = tls_options(args), page_users(args), subpath(args.subpath)
+    except ValueError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+        return 2
     app = App.create(args)
-    app.start(str(args.ckpt) if args.ckpt else None)
+    for warning in exposure_warnings(args):
+        log.warning("%s", warning)
+    app.start(str(args.ckpt) if args.ckpt else None, fetch_default=not args.no_download_sd_model)
     host = args.server_name or ("0.0.0.0" if args.listen else "127.0.0.1")
     port = args.port or (7861 if args.nowebui else 7860)
 
     asgi = app.build_asgi(args)
-    print(f"Running on local URL:  http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}", flush=True)
-    if args.autolaunch:
-        import webbrowser
+    local_url = f"{'https' if tls else 'http'}://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+    print(f"Running on local URL:  {local_url}", flush=True)
+    from modules.sharing import StartupLinks
 
-        threading.Timer(2.0, webbrowser.open, args=(f"http://127.0.0.1:{port}",)).start()
-    serve(asgi, app.queue, host=host, port=port, log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3)
+    links = StartupLinks(args, local_url)  # once the server answers: --share/--cloudflared tunnels, --autolaunch
+    links.start()
+    # On SIGTERM uvicorn shuts down, then ends the process with the signal (no finally, no atexit):
+    # the tunnels close at the app's shutdown, so none outlives the server.
+    asgi.router.on_shutdown.append(links.close)
+    try:
+        serve(asgi, app.queue, host=host, port=port, log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3, **tls)
+    finally:
+        links.close()
     app.queue.shutdown()
     return 0
 

@@ -19,8 +19,8 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 ACCEPTED_NO_OP = (
     "--skip-torch-cuda-test", "--skip-python-version-check", "--skip-prepare-environment", "--skip-version-check",
     "--opt-sdp-attention", "--opt-sdp-no-mem-attention", "--opt-split-attention", "--opt-sub-quad-attention",
-    "--disable-nan-check", "--upcast-sampling", "--no-download-sd-model", "--enable-insecure-extension-access",
-    "--medvram", "--medvram-sdxl", "--lowvram", "--lowram",
+    "--disable-nan-check", "--upcast-sampling",
+    "--lowram",
 )
 
 
@@ -30,11 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 so other machines on the LAN can connect")
     net.add_argument("--server-name", default=None, help="host name or address to bind (overrides --listen)")
     net.add_argument("--port", type=int, default=None, help="port (default 7860)")
-    net.add_argument("--autolaunch", action="store_true", help="open the page in the default browser once started")
+    net.add_argument("--autolaunch", action="store_true", help="open the page in the default browser once it answers (local starts only)")
+    net.add_argument("--theme", choices=("light", "dark"), default=None, help="force the page's light or dark theme (default: the browser's)")
+    net.add_argument("--share", action="store_true",
+                     help="open gradio's public share tunnel (a *.gradio.live link anyone can open: use --gradio-auth)")
+    net.add_argument("--cloudflared", action="store_true",
+                     help="open a Cloudflare quick tunnel (*.trycloudflare.com; a cloudflared on PATH or the pycloudflared package)")
     net.add_argument("--api", action="store_true", help="serve A1111's HTTP API (/sdapi/v1, docs at /docs) beside the page")
     net.add_argument("--nowebui", action="store_true", help="serve only the API, no page (default port 7861)")
     net.add_argument("--api-auth", default=None, help="HTTP Basic credentials for the API: user:password[,user2:password2]")
     net.add_argument("--gradio-auth", default=None, help="log-in credentials for the page: user:password[,user2:password2]")
+    net.add_argument("--gradio-auth-path", default=None, help="file of page log-ins: user:password entries, one or more per line (added to --gradio-auth)")
+    net.add_argument("--tls-keyfile", default=None, help="private key (PEM) for serving over HTTPS, with --tls-certfile")
+    net.add_argument("--tls-certfile", default=None, help="certificate (PEM) for serving over HTTPS, with --tls-keyfile")
+    net.add_argument("--disable-tls-verify", action="store_true", help="accepted for A1111 compatibility (this server makes no TLS requests of its own)")
+    net.add_argument("--subpath", default=None, help="path prefix when served behind a reverse proxy, e.g. /sd")
+    net.add_argument("--enable-insecure-extension-access", action="store_true",
+                     help="with --listen/--share/--server-name: still allow the features that read or write folders on the server")
     net.add_argument("--cors-allow-origins", default=None, help="comma-separated origins allowed to call the server from a browser")
     net.add_argument("--cors-allow-origins-regex", default=None, help="regular expression of origins allowed to call the server")
     paths = p.add_argument_group("folders")
@@ -43,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--ckpt-dir", type=Path, default=None, help="extra folder to search for checkpoints")
     paths.add_argument("--ckpt", type=Path, default=None, help="checkpoint to load at start")
     paths.add_argument("--no-hashing", action="store_true", help="do not compute SHA-256 of checkpoints (no Model hash in infotext)")
+    paths.add_argument("--no-download-sd-model", action="store_true",
+                       help="do not download SD 1.5 in the background at a start without a checkpoint of your own")
     paths.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRA files (default <models-dir>/Lora)")
     paths.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings (default <models-dir>/embeddings)")
     paths.add_argument("--vae-dir", type=Path, default=None, help="folder of VAE files (default <models-dir>/VAE)")
@@ -55,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--no-half", action="store_true", help="keep the model in fp32 on the GPU")
     dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32 on the GPU")
     dev.add_argument("--xformers", action="store_true", help="use xformers attention where installed and usable")
+    dev.add_argument("--medvram", action="store_true", help="for 4-6 GB cards: keep the model in RAM, one part on the GPU at a time")
+    dev.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
+    dev.add_argument("--lowvram", action="store_true", help="for 2-4 GB cards: as --medvram, and the UNet block by block (slow)")
     dev.add_argument("--use-cpu", nargs="*", default=[], help="run on the CPU ('all' or 'sd')")
     dev.add_argument("--device-id", type=int, default=None, help="CUDA device index")
     p.add_argument("--disable-console-progressbars", action="store_true")

@@ -137,6 +137,7 @@ class SettingsStore:
     values: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # from the last load, for the page to show
     _listeners: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
+    _guards: list[Callable[[str, Any], None]] = field(default_factory=list)  # see add_guard
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     @classmethod
@@ -190,7 +191,18 @@ class SettingsStore:
     def check(self, updates: dict[str, Any]) -> dict[str, Any]:
         """The updates as they would be stored; ValueError for the first bad one. Keys this
         app does not define are accepted and kept (A1111 extensions' settings)."""
-        return {key: self.definitions[key].check(value) if key in self.definitions else value for key, value in updates.items()}
+        checked = {key: self.definitions[key].check(value) if key in self.definitions else value for key, value in updates.items()}
+        for key, value in checked.items():
+            if self.values.get(key, _MISSING) != value:  # a value already in force (the owner's config.json) is never refused
+                for guard in self._guards:
+                    guard(key, value)
+        return checked
+
+    def add_guard(self, guard: Callable[[str, Any], None]) -> None:
+        """`guard(key, value)` runs for every change before it is accepted and may raise
+        ValueError to refuse it (the network policy refuses output folders outside the data
+        folder on a shared server). Loading config.json does not go through it."""
+        self._guards.append(guard)
 
     def update(self, updates: dict[str, Any], notify: bool = True) -> dict[str, Any]:
         """Check every value first (a bad one changes nothing), let the listeners apply the

@@ -108,17 +108,22 @@ class ModelManager:
                     return info
         return resolve(query, self.checkpoints)
 
+    def _startup_rank(self, info: CheckpointInfo) -> int:
+        """0: the user's own checkpoint, 1: shipped with the app (the demo), 2: the tiny
+        random-weights model."""
+        if info.path.name == tiny.FILE_NAME:
+            return 2
+        return 1 if info.path.resolve() in {p.resolve() for p in self.builtin} else 0
+
     def startup_order(self) -> list[CheckpointInfo]:
         """Checkpoints in the order start-up tries them: the user's own, then the shipped
         demo model, and the tiny random-weights model only as a last resort."""
-        builtin = {p.resolve() for p in self.builtin}
+        return sorted(self.checkpoints, key=self._startup_rank)
 
-        def rank(info: CheckpointInfo) -> int:
-            if info.path.name == tiny.FILE_NAME:
-                return 2
-            return 1 if info.path.resolve() in builtin else 0
-
-        return sorted(self.checkpoints, key=rank)
+    def has_user_checkpoint(self) -> bool:
+        """Whether the user has a checkpoint of their own (the demo and tiny models do not
+        count): without one, first start fetches the default checkpoint as A1111 does."""
+        return any(self._startup_rank(info) == 0 for info in self.checkpoints)
 
     def add_unload_listener(self, listener: Callable[[], None]) -> None:
         """Called when the active model is dropped: whoever caches objects built on it
@@ -232,13 +237,23 @@ class ModelManager:
         return self._active
 
     def _load(self, info: CheckpointInfo) -> ActiveModel:
+        import torch
+
         from modules.generation.devices import apply_attention
         from modules.models.loader import load_checkpoint
 
         info = self.hashes.attach(info)
-        log.info("Loading %s on %s", info.title, self.devices.describe())
-        model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=self.devices.device, dtype=self.devices.dtype, vae_dtype=self.devices.vae_dtype)
-        apply_attention(model.unet, self.devices)
+        devices = self.devices
+        log.info("Loading %s on %s", info.title, devices.describe())
+        # --medvram/--lowvram: load into system RAM; offload() then moves parts in while they run.
+        where = torch.device("cpu") if devices.offloads else devices.device
+        model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=where, dtype=devices.dtype, vae_dtype=devices.vae_dtype)
+        apply_attention(model.unet, devices)
+        if devices.offloads:
+            from modules.generation.offload import mode_for, offload
+
+            offload(model, devices.device, mode_for(model.arch, medvram=devices.medvram, medvram_sdxl=devices.medvram_sdxl,
+                                                    lowvram=devices.lowvram))
         return ActiveModel(info, model, ModelHints.read(model.extra.get("config_folder")))
 
     def unload(self) -> None:

@@ -15,6 +15,7 @@ from modules.models.manager import TINY_NOTICE, ModelManager
 from modules.outputs.naming import user_folder
 from modules.ui.common import page_user
 from modules.ui.img2img import build_img2img_tab
+from modules.ui.models import build_models_tab
 from modules.ui.extras import build_extras_tab
 from modules.ui.gallery import build_gallery_tab
 from modules.ui.pnginfo import build_pnginfo_tab
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 CSS = """
 .generate-button { min-height: 5.5em; }
 .infotext p { font-family: monospace; font-size: 0.9em; white-space: normal; word-break: break-word; }
+.models-downloads td, .models-downloads th { padding: 0.2em 0.6em; text-align: left; }
+.models-bar { height: 0.4em; background: var(--neutral-200); border-radius: 0.2em; min-width: 8em; }
+.models-bar > div { height: 100%; background: var(--color-accent); border-radius: 0.2em; }
+.models-error { color: var(--error-text-color); }
 #model_notice { border-left: 4px solid #d97706; padding-left: 0.8em; }
 #model_guide_box { padding: 0.5em 0.8em; }
 .token-counter { text-align: right; margin-top: -0.6em; }
@@ -129,14 +134,17 @@ def build_page(app: "App") -> gr.Blocks:
             with gr.Tab("txt2img", id="txt2img"):
                 controls = build_txt2img_tab(queue, service, settings.preview_every)
             with gr.Tab("img2img", id="img2img"):
-                img2img = build_img2img_tab(queue, service, settings.preview_every)
+                img2img = build_img2img_tab(queue, service, settings.preview_every, access=app.access)
             with gr.Tab("Extras", id="extras"):
-                extras = build_extras_tab(queue, app.extras)
+                extras = build_extras_tab(queue, app.extras, access=app.access)
             send = SendTargets(tabs, controls.paste, img2img, extras.image)
             with gr.Tab("PNG Info", id="pnginfo"):
                 build_pnginfo_tab(send)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
                 build_gallery_tab(app.gallery, lambda: settings["gallery_per_page"], send, gallery_tab, gallery_owner)
+            if app.downloads is not None:
+                with gr.Tab("Models", id="models"):
+                    build_models_tab(app.downloads, app.access, checkpoint, models.titles)
             with gr.Tab("Settings", id="settings") as settings_tab:
                 build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab)
 
