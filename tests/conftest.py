@@ -10,6 +10,7 @@ os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_D
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 import json  # noqa: E402
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -61,3 +62,29 @@ def tiny_inpainting_model(tmp_path_factory):
 
     path = write_tiny_checkpoint(tmp_path_factory.mktemp("inpaint") / "tiny-inpainting.safetensors", CONFIGS, in_channels=9)
     return load_checkpoint(path, configs_dir=CONFIGS, device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Refuse, and record (the host), every attempt to resolve or reach a host other than loopback."""
+    attempts = []
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def local(host) -> bool:
+        return str(host) in ("127.0.0.1", "::1", "localhost", "0.0.0.0") or str(host).startswith("127.")
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not local(address[0]):
+            attempts.append(address[0])
+            raise OSError("network disabled in tests")
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and not local(host):
+            attempts.append(host)
+            raise socket.gaierror("network disabled in tests")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts

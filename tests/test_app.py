@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 
-import pytest
 from PIL import Image
 
 import webui
@@ -13,32 +11,6 @@ from modules.generation.params import GenerationParams
 from modules.jobs.queue import JobStatus
 from modules.options import parse_args
 from modules.version import VERSION
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Record (and refuse) every attempt to resolve or reach a host other than loopback."""
-    attempts = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def local(host) -> bool:
-        return str(host) in ("127.0.0.1", "::1", "localhost", "0.0.0.0") or str(host).startswith("127.")
-
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not local(address[0]):
-            attempts.append(address)
-            raise OSError("network disabled in tests")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host is not None and not local(host):
-            attempts.append(host)
-            raise socket.gaierror("network disabled in tests")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return attempts
 
 
 def test_first_start_offline_builds_page_generates_and_saves(tmp_path, no_network):

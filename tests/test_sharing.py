@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import sys
 import threading
 import time
@@ -22,32 +21,6 @@ from modules import sharing
 from modules.options import parse_args
 from modules.ui.theme import ForcedTheme
 from tests.servers import free_port, launched
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Refuse (and record) every attempt to resolve or reach a host other than loopback."""
-    attempts = []
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def local(host) -> bool:
-        return str(host) in ("127.0.0.1", "::1", "localhost") or str(host).startswith("127.")
-
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not local(address[0]):
-            attempts.append(address[0])
-            raise OSError("network disabled in tests")
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host is not None and not local(host):
-            attempts.append(host)
-            raise socket.gaierror("network disabled in tests")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return attempts
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
