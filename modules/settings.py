@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modules.generation.params import EMPHASIS_MODES
+from modules.generation.params import EMPHASIS_MODES, RNG_SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ PATHS = "Paths for saving"
 DIRS = "Saving to a directory"
 SD = "Stable Diffusion"
 PREVIEWS = "Live previews"
+SAMPLER_PARAMETERS = "Sampler parameters"
 POSTPROCESSING = "Postprocessing"
 GALLERY = "Gallery"
 
@@ -115,6 +116,32 @@ SETTINGS: tuple[Setting, ...] = (
                  "Ignore: (brackets) are plain text; None: weights are ignored"),
     Setting("comma_padding_backtrack", 20, "Prompt word wrap length limit", SD, minimum=0, maximum=74, step=1,
             info="in tokens: a 75-token chunk ends at the last comma within this many tokens, so phrases are not split"),
+    Setting("randn_source", "GPU", "Random number generator source", SD, RNG_SOURCES,
+            info="GPU: the generating device's noise (what A1111 does on NVIDIA); CPU: the same picture on every device; "
+                 "NV: NVIDIA's GPU noise computed on any device, to remake pictures made on NVIDIA cards"),
+    Setting("eta_noise_seed_delta", 0, "Eta noise seed delta", SAMPLER_PARAMETERS, minimum=0, maximum=2**31 - 1, step=1,
+            info="ENSD: the per-step noise of ancestral samplers is seeded with seed + this (31337 in some shared infotexts)"),
+    Setting("eta_ancestral", 1.0, "Eta for k-diffusion samplers", SAMPLER_PARAMETERS, minimum=0, maximum=1, step=0.01,
+            info="noise multiplier; applies to Euler a and the other ancestral and SDE samplers"),
+    Setting("eta_ddim", 0.0, "Eta for DDIM", SAMPLER_PARAMETERS, minimum=0, maximum=1, step=0.01,
+            info="noise multiplier for DDIM and DDIM CFG++; higher adds more randomness"),
+    Setting("s_churn", 0.0, "sigma churn", SAMPLER_PARAMETERS, minimum=0, maximum=100, step=0.01,
+            info="amount of stochasticity (Euler, Heun, DPM2)"),
+    Setting("s_tmin", 0.0, "sigma tmin", SAMPLER_PARAMETERS, minimum=0, maximum=10, step=0.01,
+            info="churn only from this noise level up"),
+    Setting("s_tmax", 0.0, "sigma tmax", SAMPLER_PARAMETERS, minimum=0, maximum=999, step=0.01,
+            info="churn only up to this noise level; 0 = no limit"),
+    Setting("s_noise", 1.0, "sigma noise", SAMPLER_PARAMETERS, minimum=0, maximum=1.1, step=0.001,
+            info="amount of additional noise to counteract loss of detail during sampling"),
+    Setting("sigma_min", 0.0, "sigma min", SAMPLER_PARAMETERS, minimum=0, maximum=10, step=0.001,
+            info="the schedule's lowest noise level; 0 = the model's"),
+    Setting("sigma_max", 0.0, "sigma max", SAMPLER_PARAMETERS, minimum=0, maximum=100, step=0.001,
+            info="the schedule's highest noise level; 0 = the model's"),
+    Setting("rho", 0.0, "rho", SAMPLER_PARAMETERS, minimum=0, maximum=20, step=0.01,
+            info="shape of the Karras (default 7) and Polyexponential (default 1) schedules; 0 = the default"),
+    Setting("always_discard_next_to_last_sigma", False, "Always discard next-to-last sigma", SAMPLER_PARAMETERS),
+    Setting("beta_dist_alpha", 0.6, "Beta scheduler - alpha", SAMPLER_PARAMETERS, minimum=0.01, maximum=1, step=0.01),
+    Setting("beta_dist_beta", 0.6, "Beta scheduler - beta", SAMPLER_PARAMETERS, minimum=0.01, maximum=1, step=0.01),
     Setting("live_previews_enable", True, "Show live previews of the created image", PREVIEWS),
     Setting("show_progress_every_n_steps", 10, "Live preview display period", PREVIEWS, minimum=-1, maximum=32, step=1,
             info="in sampling steps; -1: only at the end"),

@@ -37,6 +37,17 @@ MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREAS = ("Whole picture", "Only masked")
 # A1111's `emphasis` setting: how (word:1.2) weights act on the text encoder's output.
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
+RNG_SOURCES = ("GPU", "CPU", "NV")  # A1111's randn_source (see modules.generation.noise)
+
+# A1111 settings that travel with each job as parameters: field -> config.json key. The page
+# and the API fill them from the settings unless a request or a pasted infotext sets them.
+SETTING_FIELDS = {
+    "clip_skip": "CLIP_stop_at_last_layers", "emphasis": "emphasis", "randn_source": "randn_source",
+    "eta_noise_seed_delta": "eta_noise_seed_delta", "eta_ancestral": "eta_ancestral", "eta_ddim": "eta_ddim",
+    "s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise", "sigma_min": "sigma_min",
+    "sigma_max": "sigma_max", "rho": "rho", "always_discard_next_to_last_sigma": "always_discard_next_to_last_sigma",
+    "beta_dist_alpha": "beta_dist_alpha", "beta_dist_beta": "beta_dist_beta",
+}
 
 
 def _meta(label: str, infotext: str | None = None, **extra: Any) -> dict:
@@ -69,6 +80,24 @@ class GenerationParams(BaseModel):
     img2img_fix_steps: bool = Field(False, json_schema_extra=_meta("With img2img, do exactly the amount of steps the slider specifies"))
     denoising_strength: float = Field(0.7, ge=0.0, le=1.0, json_schema_extra=_meta("Denoising strength", "Denoising strength", step=0.01))
 
+    # A1111's sampler parameters: settings (config.json, override_settings, a pasted infotext)
+    # that change the picture, so each job carries them and its infotext records them.
+    randn_source: str = Field("GPU", json_schema_extra=_meta("Random number generator source", "RNG", choices=RNG_SOURCES))
+    eta_noise_seed_delta: int = Field(0, ge=0, le=2**31 - 1, json_schema_extra=_meta("Eta noise seed delta", "ENSD"))
+    eta: float | None = Field(None, ge=0.0, le=1.0, json_schema_extra=_meta("Eta"))  # the API's eta; None: the settings below
+    eta_ancestral: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra=_meta("Eta for k-diffusion samplers", "Eta", step=0.01))
+    eta_ddim: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_meta("Eta for DDIM", "Eta DDIM", step=0.01))
+    s_churn: float = Field(0.0, ge=0.0, le=100.0, json_schema_extra=_meta("sigma churn", "Sigma churn", step=0.01))
+    s_tmin: float = Field(0.0, ge=0.0, le=10.0, json_schema_extra=_meta("sigma tmin", "Sigma tmin", step=0.01))
+    s_tmax: float = Field(0.0, ge=0.0, le=999.0, json_schema_extra=_meta("sigma tmax (0 = no limit)", "Sigma tmax", step=0.01))
+    s_noise: float = Field(1.0, ge=0.0, le=1.1, json_schema_extra=_meta("sigma noise", "Sigma noise", step=0.001))
+    sigma_min: float = Field(0.0, ge=0.0, json_schema_extra=_meta("sigma min (0 = the model's)", "Schedule min sigma", step=0.01))
+    sigma_max: float = Field(0.0, ge=0.0, json_schema_extra=_meta("sigma max (0 = the model's)", "Schedule max sigma", step=0.01))
+    rho: float = Field(0.0, ge=0.0, json_schema_extra=_meta("rho (0 = the schedule's)", "Schedule rho", step=0.01))
+    always_discard_next_to_last_sigma: bool = Field(False, json_schema_extra=_meta("Always discard next-to-last sigma", "Discard penultimate sigma"))
+    beta_dist_alpha: float = Field(0.6, gt=0.0, le=1.0, json_schema_extra=_meta("Beta scheduler - alpha", "Beta schedule alpha", step=0.01))
+    beta_dist_beta: float = Field(0.6, gt=0.0, le=1.0, json_schema_extra=_meta("Beta scheduler - beta", "Beta schedule beta", step=0.01))
+
     # Hires fix (txt2img only).
     enable_hr: bool = Field(False, json_schema_extra=_meta("Hires. fix"))
     hr_upscaler: str = Field("Latent", json_schema_extra=_meta("Upscaler", "Hires upscaler"))
@@ -94,6 +123,22 @@ class GenerationParams(BaseModel):
         if v not in EMPHASIS_MODES:
             raise ValueError(f"must be one of: {', '.join(EMPHASIS_MODES)}")
         return v
+
+    @field_validator("randn_source")
+    @classmethod
+    def _randn_source(cls, v: str) -> str:
+        if v not in RNG_SOURCES:
+            raise ValueError(f"must be one of: {', '.join(RNG_SOURCES)}")
+        return v
+
+    def sampler_options(self) -> samplers.SamplerOptions:
+        """The sampler parameters as the samplers take them. A request's eta wins over the
+        settings'; which setting applies depends on the sampler (see SamplerOptions.eta_for)."""
+        return samplers.SamplerOptions(
+            eta=self.eta, eta_ancestral=self.eta_ancestral, eta_ddim=self.eta_ddim, s_churn=self.s_churn, s_tmin=self.s_tmin,
+            s_tmax=self.s_tmax, s_noise=self.s_noise, sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho,
+            discard_penultimate=self.always_discard_next_to_last_sigma, beta_alpha=self.beta_dist_alpha, beta_beta=self.beta_dist_beta,
+        )
 
     @model_validator(mode="after")
     def _names(self) -> "GenerationParams":
@@ -223,6 +268,8 @@ def infotext_fields(
         ("VAE", vae_name),
         (meta("denoising_strength")["infotext"], None if denoising is None else format_number(denoising)),
         (meta("clip_skip")["infotext"], params.clip_skip if params.clip_skip > 1 and clip_skip_applies else None),
+        ("ENSD", params.eta_noise_seed_delta if _uses_ensd(params, sampler) else None),
+        ("RNG", params.randn_source if params.randn_source != "GPU" else None),
     ]
     if params.enable_hr:
         fields += _hires_fields(params, sampler, schedule)
@@ -234,7 +281,36 @@ def infotext_fields(
             ("Inpaint area", INPAINT_AREAS[1] if params.inpaint_full_res else None),
             ("Masked area padding", params.inpaint_full_res_padding if params.inpaint_full_res else None),
         ]
-    return fields + list(extras) + [("Version", version)]
+    return fields + list(extras) + sampler_fields(params, sampler, schedule) + [("Version", version)]
+
+
+def _uses_ensd(params: GenerationParams, sampler: samplers.Sampler) -> bool:
+    """A1111 records ENSD for the samplers that add per-step noise, when they add any."""
+    return bool(params.eta_noise_seed_delta) and sampler.uses_ensd and params.sampler_options().eta_for(sampler) != 0
+
+
+def sampler_fields(params: GenerationParams, sampler: samplers.Sampler, schedule: samplers.Schedule) -> list[tuple[str, Any]]:
+    """A1111's sampler-parameter keys, each written only where it applies and is not neutral."""
+    options = params.sampler_options()
+    fields: list[tuple[str, Any]] = []
+    if sampler.eta is not None:
+        eta = options.eta_for(sampler)
+        neutral, key = (0.0, "Eta DDIM") if sampler.eta == "ddim" else (1.0, "Eta")
+        fields.append((key, eta if eta != neutral else None))
+    if sampler.churn:
+        fields += [("Sigma churn", params.s_churn or None), ("Sigma tmin", params.s_tmin or None), ("Sigma tmax", params.s_tmax or None)]
+    if sampler.churn or sampler.takes_s_noise:
+        fields.append(("Sigma noise", params.s_noise if params.s_noise != 1.0 else None))
+    wanted = samplers.effective_schedule(sampler, schedule)
+    if not sampler.timestep_based and wanted.name not in ("automatic",):
+        fields += [("Schedule min sigma", params.sigma_min or None), ("Schedule max sigma", params.sigma_max or None)]
+        if wanted.default_rho != -1 and params.rho and params.rho != wanted.default_rho:
+            fields.append(("Schedule rho", params.rho))
+        if wanted.name == "beta":
+            fields += [("Beta schedule alpha", params.beta_dist_alpha), ("Beta schedule beta", params.beta_dist_beta)]
+    if params.always_discard_next_to_last_sigma and not sampler.discard_penultimate:
+        fields.append(("Discard penultimate sigma", "True"))
+    return fields
 
 
 def _hires_fields(params: GenerationParams, sampler: samplers.Sampler, schedule: samplers.Schedule) -> list[tuple[str, Any]]:

@@ -9,9 +9,8 @@ prompt embeddings. Every mode is one or two `Pass`es through `_denoise`; the pix
 
 from __future__ import annotations
 
-import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -21,10 +20,11 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image, ImageOps
 
 from modules.generation import images as imgops
-from modules.generation import noise, samplers
-from modules.generation.conditioning import ScheduledPrompts, StepConditioning, combine
+from modules.generation import engines, noise, samplers
+from modules.generation.conditioning import ScheduledPrompts, StepConditioning
 from modules.generation.control import RunControl, StepInfo
 from modules.generation.job_prompts import JobPrompts, LoraUse, PassText, add_notes, infotext_extras, pass_text
+from modules.generation.ksampling import brownian
 from modules.generation.params import LATENT_UPSCALERS, GenerationParams, Img2ImgParams
 from modules.generation.text_encoding import EncodingOptions, PromptEncoder
 from modules.models.loaded import LoadedModel
@@ -42,6 +42,7 @@ class Batch:
     images: list[Image.Image]
     seeds: list[int]
     index: int
+    partial: bool = False  # cut short by interrupt or skip: the model's last estimate, as A1111 returns it
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,15 @@ class Pass:
     height: int
     strength: float = 1.0
     exact_steps: bool = False
+    options: samplers.SamplerOptions = samplers.SamplerOptions()
+    randn_source: str = "GPU"
+    ensd: int = 0
+    hires: bool = False  # A1111 runs its own samplers' hires pass for exactly `steps`
 
     def schedule_steps(self) -> tuple[int, int]:
-        """(steps the scheduler is set to, steps actually run). A1111 runs steps x strength,
-        or exactly `steps` out of a longer schedule with its img2img_fix_steps setting."""
+        """(steps the scheduler is set to, steps actually run) on the diffusers engine, as
+        diffusers' img2img pipelines cut the schedule: steps x strength, or exactly `steps` out
+        of a longer schedule with A1111's img2img_fix_steps setting."""
         if self.strength >= 1.0:
             return self.steps, self.steps
         if self.strength <= 0.0:
@@ -92,6 +98,27 @@ class Pass:
         if self.exact_steps:
             return min(math.ceil(self.steps / self.strength), 1000), self.steps
         return self.steps, int(self.steps * self.strength)
+
+    def a1111_steps(self) -> tuple[int, int]:
+        """(schedule length, steps run) as A1111 cuts its own samplers' schedules: t_enc + 1
+        steps of `steps`, or exactly `steps` out of steps / strength with img2img_fix_steps
+        (always for the hires pass)."""
+        if self.strength >= 1.0:
+            return self.steps, self.steps
+        strength = min(self.strength, 0.999)
+        if self.exact_steps or self.hires:
+            return (int(self.steps / strength) if strength > 0 else 0), self.steps
+        return self.steps, int(strength * self.steps) + 1
+
+    @property
+    def engine(self) -> str:
+        return samplers.engine(self.sampler, self.schedule, self.options, nv_noise=self.randn_source == "NV")
+
+    def steps_run(self) -> int:
+        """The steps this pass reports (progress bars count them)."""
+        if self.engine == samplers.DIFFUSERS:
+            return self.schedule_steps()[1]
+        return self.a1111_steps()[1]
 
 
 @dataclass(frozen=True)
@@ -125,6 +152,7 @@ class Runner:
         self.setup = setup or PromptSetup()
         self.prompts = PromptEncoder(model, self.setup.embeddings)
         self._loras: LoraStack | None = None  # made on first use: it imports peft
+        self._cache: dict = {}  # the model's sigma tables, made on first use
         self._vae: VaeSwitch | None = None
         self.vae_scale = 2 ** (len(model.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale)
@@ -205,33 +233,38 @@ class Runner:
 
     def txt2img(self, params: GenerationParams, first_seed: int, control: RunControl | None = None,
                 prompts: JobPrompts | None = None) -> Iterator[Batch]:
-        """Yield each finished batch; a skipped batch yields nothing, an interrupt ends the job.
-        `prompts` is what `prepare` gave (made here if not given)."""
+        """Yield each finished batch. Interrupt and skip cut the current batch short: it is
+        still yielded, marked partial (the model's last estimate, as A1111 returns it); after
+        an interrupt nothing more runs, after a skip the next batch does. `prompts` is what
+        `prepare` gave (made here if not given)."""
         control = control or RunControl()
         prompts = prompts or self.prepare(params)
         first = self._pass(params, prompts.first)
         second = self._hires_pass(params, prompts.hires or prompts.first) if params.enable_hr else None
-        per_batch = first.schedule_steps()[1] + (second.schedule_steps()[1] if second else 0)
+        per_batch = first.steps_run() + (second.steps_run() if second else 0)
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches):
-                report = _reporter(control, index, len(batches), per_batch)
-                latents = self._denoise(first, seeds, control, report, job=prompts)
-                if latents is not None and second is not None:
-                    latents = self._denoise(second, seeds, control, report, init=self._upscale(latents, params), offset=first.steps, job=prompts)
                 if control.interrupted:
                     return
-                if latents is None:
-                    control.take_skip()
-                    continue
-                yield Batch(self.decode(latents), seeds, index)
+                control.take_skip()  # a skip asked between batches applies to none
+                report = _reporter(control, index, len(batches), per_batch)
+                outcome = self._denoise(first, seeds, control, report, job=prompts)
+                if not outcome.stopped and second is not None:
+                    upscaled = self._upscale(outcome.latents, params)
+                    outcome = self._denoise(second, seeds, control, report, init=upscaled, offset=first.steps_run(), job=prompts)
+                    if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
+                        outcome = replace(outcome, latents=upscaled)
+                if outcome.latents is not None:
+                    yield Batch(self.decode(outcome.latents), seeds, index, partial=outcome.stopped)
 
     def _pass(self, params: GenerationParams, text: PassText, strength: float = 1.0) -> Pass:
         sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
         scheduled = ScheduledPrompts.build(text.prompt, text.negative, params.steps, use_old_scheduling=self.setup.use_old_scheduling)
         return Pass(
             scheduled, self._encoding(params), text.loras, params.cfg_scale, sampler, schedule, params.steps,
-            params.width, params.height, strength, params.img2img_fix_steps,
+            params.width, params.height, strength, params.img2img_fix_steps, params.sampler_options(), params.randn_source,
+            params.eta_noise_seed_delta,
         )
 
     def _hires_pass(self, params: GenerationParams, text: PassText) -> Pass:
@@ -243,7 +276,8 @@ class Runner:
         scheduled = ScheduledPrompts.build(text.prompt, text.negative, params.steps, steps, self.setup.use_old_scheduling)
         return Pass(
             scheduled, self._encoding(params), text.loras, params.cfg_scale, sampler, schedule, steps, width, height,
-            params.denoising_strength, params.img2img_fix_steps,
+            params.denoising_strength, params.img2img_fix_steps, params.sampler_options(), params.randn_source,
+            params.eta_noise_seed_delta, hires=True,
         )
 
     def _upscale(self, latents: torch.Tensor, params: GenerationParams) -> torch.Tensor:
@@ -270,21 +304,21 @@ class Runner:
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches):
-                report = _reporter(control, index, len(batches), first.schedule_steps()[1])
-                pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
-                init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
-                latents = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts)
                 if control.interrupted:
                     return
-                if latents is None:
-                    control.take_skip()
+                control.take_skip()
+                report = _reporter(control, index, len(batches), first.steps_run())
+                pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
+                init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
+                outcome = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts)
+                if outcome.latents is None:
                     continue
-                decoded = self.decode(latents)
+                decoded = self.decode(outcome.latents)
                 if prepared.composite_mask is not None:
                     decoded = [
                         imgops.composite(prepared.originals[p], im, prepared.composite_mask, prepared.region) for p, im in zip(pick, decoded)
                     ]
-                yield Batch(decoded, seeds, index)
+                yield Batch(decoded, seeds, index, partial=outcome.stopped)
 
     def _prepare(self, params: Img2ImgParams, init: InitImages) -> _Prepared:
         if not init.images:
@@ -330,7 +364,7 @@ class Runner:
         if params.inpainting_fill == FILL:
             latents = self.encode([imgops.fill_masked(im, binary) for im in originals])
         elif params.inpainting_fill == LATENT_NOISE:
-            fresh = noise.initial_noise(noise.generators(seeds), tuple(keep.shape[1:]), keep.device, keep.dtype)
+            fresh = noise.ImageNoise(seeds, tuple(keep.shape[1:]), keep.device, keep.dtype, params.randn_source).first()
             latents = keep * (1 - mask) + fresh * mask
         elif params.inpainting_fill == LATENT_NOTHING:
             latents = keep * (1 - mask)
@@ -355,73 +389,105 @@ class Runner:
         p: Pass,
         seeds: list[int],
         control: RunControl,
-        report: Callable[[int], None],
+        report: Callable[[int, torch.Tensor], None],
         init: torch.Tensor | None = None,
         inpainting: Inpainting | None = None,
         offset: int = 0,
         job: JobPrompts | None = None,
-    ) -> torch.Tensor | None:
-        """Run one pass; None if it was skipped or interrupted. `offset` is how many steps of
-        this batch earlier passes reported."""
+    ) -> engines.Outcome:
+        """Run one pass on the engine its sampler and schedule call for (see
+        modules.generation.samplers). `offset` is how many steps of this batch earlier passes
+        reported."""
         if control.stop_requested():
-            return None
+            return engines.Outcome(None, stopped=True)
         m = self.model
         batch = len(seeds)
-        unet_cfg = m.unet.config
 
         # 1. Conditioning per step (prompt editing, alternation, AND), uncond first as diffusers does.
         self._use_loras(p.loras, job)
-        with_uncond = (p.cfg_scale > 1.0 or not p.prompts.plain) and unet_cfg.get("time_cond_proj_dim") is None
+        with_uncond = (p.cfg_scale > 1.0 or not p.prompts.plain) and m.unet.config.get("time_cond_proj_dim") is None
         conditioning = StepConditioning(self.prompts, p.prompts, p.encoding, batch, with_uncond, self._text_state())
         embeds, pooled = conditioning.at(0)
         blocks = embeds.shape[0] // batch
-        time_ids = self._time_ids(p, pooled)
-
-        # 2. Timesteps: the last `run` of `total`, as diffusers' img2img pipelines cut them.
-        scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
-        total, run = p.schedule_steps()
-        scheduler.set_timesteps(total, device=m.device)
-        order = getattr(scheduler, "order", 1)
-        start = (total - run) * order
-        timesteps = scheduler.timesteps[start:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(start)
-
-        # 3. Initial latents, one generator per image; the same generators feed ancestral noise.
-        gens = noise.generators(seeds)
-        shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
-        fresh = noise.initial_noise(gens, shape, m.device, embeds.dtype)
-        if init is None or p.strength >= 1.0:
-            latents = fresh * scheduler.init_noise_sigma
-        elif run == 0:
-            return init
-        else:
-            latents = scheduler.add_noise(init.to(embeds.dtype), fresh, timesteps[:1].repeat(batch))
         extra = self._extra_channels(inpainting, batch, p)
-        blend = inpainting if inpainting is not None and extra is None else None
-        step_kwargs = _step_kwargs(scheduler, gens)
+        cfg_scale = p.cfg_scale / 12.5 if p.sampler.solver == "ddim_cfgpp" else p.cfg_scale  # CFG++ takes guidance in [0, 1]
+        predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled), extra, control)
 
-        # 4. Denoise.
-        for i, t in enumerate(timesteps):
-            if control.stop_requested():
-                return None
-            model_in = scheduler.scale_model_input(latents, t)
-            if extra is not None:
-                model_in = torch.cat([model_in, *extra], dim=1)
-            if blocks > 1:
-                model_in = torch.cat([model_in] * blocks)
-            embeds, pooled = conditioning.at(i // order)
-            added = {"text_embeds": pooled, "time_ids": time_ids} if pooled is not None else None
-            pred = m.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
-            pred = combine(pred, conditioning.weights, p.cfg_scale, with_uncond)
-            latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
-            if blend is not None:  # keep the unmasked area on the original's noise path
-                keep = blend.keep_latents.to(latents.dtype)
-                if i < len(timesteps) - 1:
-                    keep = scheduler.add_noise(keep, fresh, timesteps[i + 1 : i + 2].repeat(batch))
-                latents = (1 - blend.mask) * keep + blend.mask * latents
-            report(offset + min(run, (i + order) // order), latents)
-        return latents
+        # 2. Noise: one generator per image on the job's source; the SDE samplers' trees draw from it too.
+        shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
+        image_noise = noise.ImageNoise(seeds, shape, m.device, embeds.dtype, p.randn_source, p.ensd)
+        blend = None
+        if inpainting is not None and extra is None:
+            blend = engines.Blend(inpainting.mask, inpainting.keep_latents)
+        init = None if init is None or p.strength >= 1.0 else init
+        progress = lambda steps, estimate: report(offset + steps, estimate)  # noqa: E731
+
+        # 3. Denoise.
+        with brownian.noise_source(lambda seed, size: noise.seeded_noise(p.randn_source, seed, size, m.device)):
+            engine = p.engine
+            if engine == samplers.DIFFUSERS:
+                scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
+                total, run = p.schedule_steps()
+                return engines.run_diffusers(predict, scheduler, total, run, image_noise, init, blend, m.prediction_type,
+                                             p.options.eta_for(p.sampler), progress)
+            if engine == samplers.TIMESTEPS:
+                return engines.run_timesteps(predict, self._timestep_plan(p, init is not None), image_noise, init, blend, progress)
+            return engines.run_sigmas(predict, self._sigma_plan(p, seeds, init is not None), image_noise, init, blend, progress)
+
+    def _model_sigmas(self, lcm: bool):
+        from modules.generation.ksampling.model_sigmas import LcmSigmas, ModelSigmas
+
+        key = "lcm_sigmas" if lcm else "model_sigmas"
+        if key not in self._cache:
+            table = ModelSigmas.from_scheduler_config(self.model.scheduler_config)
+            self._cache[key] = LcmSigmas(table.alphas_cumprod) if lcm else table
+        return self._cache[key]
+
+    def _sigma_plan(self, p: Pass, seeds: list[int], img2img: bool) -> engines.SigmaRun:
+        """A1111's schedule for the pass (steps + 1 with the next-to-last sigma dropped for the
+        samplers that want it), cut for img2img, and the sampler's options."""
+        from modules.generation.ksampling import schedules
+
+        sampler, options = p.sampler, p.options
+        lcm = sampler.solver == "lcm"
+        table = self._model_sigmas(lcm)
+        total, run = p.a1111_steps()
+        discard = sampler.discard_penultimate or options.discard_penultimate
+        wanted = samplers.effective_schedule(sampler, p.schedule)
+        rho = options.rho if wanted.default_rho != -1 and options.rho else None
+        span = schedules.Range(table, options.sigma_min or table.sigma_min, options.sigma_max or table.sigma_max, rho,
+                               self.model.is_sdxl, options.beta_alpha, options.beta_beta)
+        sigmas = schedules.sigmas_for(wanted.name, total + (1 if discard else 0), span)
+        if discard:
+            sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+        if img2img:
+            sigmas = sigmas[total - run :]
+        context = {
+            "eta": options.eta_for(sampler) if sampler.eta else 1.0,
+            "s_churn": options.s_churn if sampler.churn else 0.0,
+            "s_tmin": options.s_tmin if sampler.churn else 0.0,
+            "s_tmax": (options.s_tmax or math.inf) if sampler.churn else math.inf,
+            "s_noise": options.s_noise if sampler.churn or sampler.takes_s_noise else 1.0,
+            "extra": dict(sampler.options),
+        }
+        schedule_free = None
+        if sampler.schedule_free:  # DPM fast / adaptive integrate between two levels, not along the schedule
+            low, high = (float(sigmas[-2]), float(sigmas[0])) if img2img else (table.sigma_min, table.sigma_max)
+            schedule_free = (low, high, len(sigmas) - 1)
+        return engines.SigmaRun(sampler.solver, sigmas, table, self.model.prediction_type, context,
+                                seeds if sampler.seeded_noise_tree else None, lcm, schedule_free, run)
+
+    def _timestep_plan(self, p: Pass, img2img: bool) -> engines.TimestepRun:
+        """A1111's DDIM-style timesteps: every (1000 // steps)-th from 1, the first t_enc of them for img2img."""
+        total, run = p.a1111_steps()
+        discard = p.options.discard_penultimate and not p.sampler.discard_penultimate
+        timesteps = engines.ddim_timesteps(max(total + (1 if discard else 0), 1))
+        start = None
+        if img2img:
+            t_enc = run - 1
+            start, timesteps = int(timesteps[min(t_enc, len(timesteps) - 1)]), timesteps[:t_enc]
+        return engines.TimestepRun(timesteps, start, self._model_sigmas(False).alphas_cumprod, self.model.prediction_type, p.options.eta_for(p.sampler),
+                                   cfgpp=p.sampler.solver == "ddim_cfgpp", report_steps=max(len(timesteps) - 1, 1))
 
     def _time_ids(self, p: Pass, pooled: torch.Tensor | None) -> torch.Tensor | None:
         """SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the pass's
@@ -512,14 +578,3 @@ def _array(image: Image.Image):
     import numpy as np
 
     return np.asarray(image.convert("L"), dtype="float32") / 255.0
-
-
-def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
-    """Pass the generators (and DDIM's eta 0) only to schedulers that take them, as diffusers does."""
-    accepted = inspect.signature(scheduler.step).parameters
-    kwargs = {}
-    if "generator" in accepted:
-        kwargs["generator"] = gens
-    if "eta" in accepted:
-        kwargs["eta"] = 0.0
-    return kwargs

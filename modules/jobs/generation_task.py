@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from modules.generation.control import StepInfo
 from modules.generation.job_prompts import add_notes
-from modules.generation.params import GenerationParams, Img2ImgParams, infotext_fields
+from modules.generation.params import SETTING_FIELDS, GenerationParams, Img2ImgParams, infotext_fields
 from modules.generation.prompt_parser import strip_comments
 from modules.jobs.queue import Job, login_of
 from modules.models.manager import ActiveModel, ModelManager
@@ -61,6 +61,7 @@ class GenerationResult:
     paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
     notes: list[str] = field(default_factory=list)  # e.g. files a folder batch skipped, and why
+    unfinished: list[int] = field(default_factory=list)  # indices of images cut short by interrupt or skip (not saved)
     model_name: str | None = None  # the model it ran on: by the time someone reads the result,
     model_hash: str | None = None  # another job may have loaded another one
     vae_name: str | None = None  # a VAE file in use, else None (the checkpoint's own)
@@ -74,6 +75,11 @@ class GenerationResult:
                 "model_name": self.model_name}
 
 
+def job_setting_defaults() -> dict:
+    """The parameter model's defaults for the settings jobs carry (A1111's defaults)."""
+    return {name: GenerationParams.model_fields[name].default for name in SETTING_FIELDS}
+
+
 class GenerationService:
     """Holds the writers and the per-model runner (whose prompt cache lives as long as the model)."""
 
@@ -84,8 +90,7 @@ class GenerationService:
         self.libraries = libraries or Libraries()
         # A1111's settings for jobs that do not ask otherwise (the page's, and API requests without override_settings).
         self.sd_vae = "Automatic"
-        self.clip_skip = 1  # CLIP_stop_at_last_layers
-        self.emphasis = "Original"
+        self.job_settings = job_setting_defaults()  # parameter field -> value, for SETTING_FIELDS
         self.data_dir = data_dir
         self.user_folders = user_folders  # log-ins are on: each user's images go to <outdir>/<user>/...
         self._clock = clock
@@ -123,8 +128,9 @@ class GenerationService:
             self.apply_settings(replace(self.settings, **{k: v for k, v in changed.items() if k in saving}))
         if "sd_vae" in changed:
             self.select_vae(changed["sd_vae"])
-        self.clip_skip = changed.get("CLIP_stop_at_last_layers", self.clip_skip)
-        self.emphasis = changed.get("emphasis", self.emphasis)
+        for name, key in SETTING_FIELDS.items():
+            if key in changed:
+                self.job_settings[name] = changed[key]
         if changed.get("comma_padding_backtrack", self.libraries.comma_padding_backtrack) != self.libraries.comma_padding_backtrack:
             self.libraries.comma_padding_backtrack = changed["comma_padding_backtrack"]
             self._runner = None  # its prompt encoder was built with the old value
@@ -154,8 +160,17 @@ class GenerationService:
         return self._runner
 
     def prompt_settings(self) -> dict:
-        """The settings that travel with a job as its parameters (and so into its infotext)."""
-        return {"clip_skip": self.clip_skip, "emphasis": self.emphasis}
+        """The settings that travel with a job as its parameters (and so into its infotext):
+        Clip skip, emphasis and the sampler parameters, by parameter name."""
+        return dict(self.job_settings)
+
+    @property
+    def clip_skip(self) -> int:
+        return self.job_settings["clip_skip"]
+
+    @property
+    def emphasis(self) -> str:
+        return self.job_settings["emphasis"]
 
     def select_vae(self, choice: str) -> None:
         """Set sd_vae ("Automatic", "None" or a file in models/VAE); ValueError if unknown."""
@@ -295,6 +310,7 @@ class GenerationService:
             except ValueError as exc:  # e.g. an empty mask: say so and go on with the next file
                 total.notes.append(f"Skipped {path.name}: {exc}")
                 continue
+            total.unfinished.extend(len(total.images) + i for i in one.unfinished)
             for key in ("seeds", "images", "infotexts", "paths"):
                 getattr(total, key).extend(getattr(one, key))
             add_notes(total.notes, one.notes)
@@ -342,11 +358,17 @@ class GenerationService:
         try:
             for batch in batches(first_seed, prompts):
                 extras = extras if extras is not None else runner.infotext_extras(params, prompts)
+                if batch.partial:  # A1111 returns an interrupted or skipped batch's last estimate, and does not save it
+                    why = "interrupted" if job.control.interrupted else "skipped"
+                    result.notes.append(f"Batch {batch.index + 1} of {params.n_iter} was {why}: its unfinished picture is returned, not saved.")
                 for image, seed in zip(batch.images, batch.seeds):
                     text = self.infotext(params, seed, active, masked, extras, vae)
                     result.images.append(image)
                     result.seeds.append(seed)
                     result.infotexts.append(text)
+                    if batch.partial:
+                        result.unfinished.append(len(result.images) - 1)
+                        continue
                     if name is not None:
                         result.paths.append(images_writer.save_as(image, name, infotext=text))
                     elif self.settings.samples_save if save is None else save:

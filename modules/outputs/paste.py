@@ -32,6 +32,23 @@ _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Denoising strength": ("denoising_strength", float),
     "Clip skip": ("clip_skip", int),
     "Emphasis": ("emphasis", str),
+    # A1111's sampler parameters (settings there; parameters that travel with the job here)
+    "RNG": ("randn_source", str),
+    "ENSD": ("eta_noise_seed_delta", int),
+    "Eta": ("eta_ancestral", float),
+    "Eta DDIM": ("eta_ddim", float),
+    "Sigma churn": ("s_churn", float),
+    "Sigma tmin": ("s_tmin", float),
+    "Sigma tmax": ("s_tmax", float),
+    "Sigma noise": ("s_noise", float),
+    "Schedule min sigma": ("sigma_min", float),
+    "Schedule max sigma": ("sigma_max", float),
+    "Schedule rho": ("rho", float),
+    "Discard penultimate sigma": ("always_discard_next_to_last_sigma", lambda v: _flag(v)),
+    "Beta schedule alpha": ("beta_dist_alpha", float),
+    "Beta schedule beta": ("beta_dist_beta", float),
+    "Beta scheduler alpha": ("beta_dist_alpha", float),  # the spelling A1111's settings read back
+    "Beta scheduler beta": ("beta_dist_beta", float),
 }
 _HIRES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires upscale": ("hr_scale", float),
@@ -58,11 +75,20 @@ _SETTINGS = {"Model hash": "sd_model_checkpoint", "Model": "sd_model_checkpoint"
 _INFORMATIONAL = {"Version", "Lora hashes", "TI hashes", "Size", "Hires resize", "Hires resize-1", "Hires resize-2"}
 
 # A1111's defaults for keys an infotext leaves out (it writes them only when not default).
-_MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original"}
+_MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original", "randn_source": "GPU", "sigma_min": 0.0,
+                  "sigma_max": 0.0, "rho": 0.0}
 _HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": SAME_SAMPLER, "hr_scheduler": SAME_SCHEDULER,
                         "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0}
 _IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0], "inpainting_fill": MASKED_CONTENT[1],
                           "inpaint_full_res": INPAINT_AREAS[0], "inpaint_full_res_padding": 32}
+
+
+def _flag(value: str) -> bool:
+    if str(value).strip().lower() in ("true", "1", "yes"):
+        return True
+    if str(value).strip().lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(value)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import gradio as gr
 from fastapi.concurrency import run_in_threadpool
 
 from modules.generation import samplers
-from modules.generation.params import GenerationParams
+from modules.generation.params import SETTING_FIELDS, GenerationParams
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
 
 if TYPE_CHECKING:
@@ -140,13 +140,27 @@ class PasteTarget:
         notes = [f"Not applied: {pasted.report()}"] if pasted.skipped else []
         if "sd_model_checkpoint" in pasted.settings:
             notes.append(f"The picture was made with model {pasted.settings['sd_model_checkpoint']} (not switched).")
-        overrides = {k: pasted.values[k] for k in ("clip_skip", "emphasis") if k in pasted.values}
-        if overrides.get("clip_skip", 1) != 1 or overrides.get("emphasis", "Original") != "Original":
-            notes.append(f"This tab's next jobs use Clip skip {overrides.get('clip_skip', 1)} and emphasis {overrides.get('emphasis', 'Original')}.")
+        overrides = {k: pasted.values[k] for k in SETTING_FIELDS if k in pasted.values}
+        unusual = [f"{GenerationParams.field_meta(k)['infotext'] or k} {v}" for k, v in overrides.items()
+                   if v != GenerationParams.model_fields[k].default]
+        if unusual:
+            notes.append(f"This tab's next jobs use {', '.join(unusual)}.")
         if notes:
             gr.Info(" ".join(notes), duration=15)
         updates = [gr.update(value=pasted.values[name]) if name in pasted.values else gr.update() for name in self.fields]
         return updates + [overrides]
+
+
+def _shown_files(result) -> list:
+    """What the gallery shows, in order: each saved image's file, else the image itself (saving
+    off, or an unfinished picture from an interrupt or skip)."""
+    if not result.paths:
+        return list(result.images)
+    unfinished = set(getattr(result, "unfinished", ()))
+    if not unfinished and len(result.paths) == len(result.images):
+        return [str(p) for p in result.paths]
+    saved = iter(result.paths)
+    return [image if i in unfinished else str(next(saved, image)) for i, image in enumerate(result.images)]
 
 
 def wire_paste(top: TopRow, target: PasteTarget) -> None:
@@ -386,13 +400,16 @@ class JobRunner:
         result = job.result
         if result is None:  # cancelled before it started
             return [[], "", "Interrupted before start.", [], 0, []]
-        files = [str(p) for p in result.paths] if result.paths else result.images
+        files = _shown_files(result)
         shown_infotexts, seeds = list(result.infotexts), list(result.seeds)
         if result.grid_path is not None:  # the grid comes first, standing for the first image
             files = [str(result.grid_path), *files]
             shown_infotexts, seeds = [result.infotexts[0], *shown_infotexts], [result.seeds[0], *seeds]
         note = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
-        where = html.escape(str(result.paths[0].parent)) if result.paths else "nowhere (saving off)"
+        if result.paths:
+            where = html.escape(str(result.paths[0].parent))
+        else:
+            where = "nowhere (unfinished pictures are not saved)" if getattr(result, "unfinished", None) else "nowhere (saving off)"
         notes = "".join(f"<br>{html.escape(n)}" for n in getattr(result, "notes", []))
         log = f"<p>{note}{len(result.images)} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {where}.{notes}</p>"
         return [files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts]

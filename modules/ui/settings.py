@@ -36,6 +36,8 @@ def _control(setting: Setting, choices: dict[str, Callable[[], list[str]]]) -> A
         return gr.Checkbox(value=setting.default, **common)
     if isinstance(setting.choices, tuple):
         return gr.Dropdown(list(setting.choices), value=setting.default, **common)
+    if setting.kind is int and setting.minimum is not None and setting.maximum is not None and setting.maximum - setting.minimum > 10_000:
+        return gr.Number(value=setting.default, minimum=setting.minimum, maximum=setting.maximum, precision=0, **common)
     if setting.minimum is not None and setting.maximum is not None:
         return gr.Slider(setting.minimum, setting.maximum, value=setting.default, step=setting.step or 1, **common)
     return gr.Textbox(value=setting.default or "", lines=1, **common)

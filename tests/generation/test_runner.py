@@ -38,7 +38,8 @@ def generate(runner, **values):
     return [im for batch in runner.txt2img(params, seed) for im in batch.images]
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE", "DPM++ 2M SDE", "Heun", "DDIM", "PLMS", "UniPC", "LMS"])
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DPM++ SDE", "Euler Exponential", "Heun", "DDIM", "PLMS", "UniPC",
+                                     "LMS", "Euler Beta"])
 def test_core_matches_diffusers_pipeline_within_one_level(runner, pipeline, tiny_model, sampler):
     """Oracle: same checkpoint, seeds, sampler and settings give diffusers' image within 1/255 per pixel."""
     ours = generate(runner, prompt="a red square", negative_prompt="blurry", sampler_name=sampler, seed=1234, batch_size=2, cfg_scale=6.5)
@@ -84,15 +85,29 @@ def test_size_and_steps_are_honoured(runner):
     assert seen[-1] == (5, 5) and [s for s, _ in seen] == sorted(s for s, _ in seen)
 
 
-def test_interrupt_stops_the_job_and_skip_drops_one_batch(runner):
+def test_interrupt_and_skip_return_the_unfinished_batch_as_a1111_does(runner):
+    """Skip cuts the current batch short and goes on; interrupt cuts it short and stops. Either
+    way the cut batch comes back, marked partial: the model's last estimate of the picture."""
     params = GenerationParams.create(prompt="x", width=64, height=64, steps=4, n_iter=3, seed=1)
+    full = [b for b in runner.txt2img(params, 1)]
     control = RunControl()
     control.on_step = lambda info: control.skip() if (info.batch_index, info.step) == (0, 2) else None
     batches = list(runner.txt2img(params, 1, control))
-    assert [b.index for b in batches] == [1, 2]
-    assert batches[0].seeds == [2]
+    assert [(b.index, b.partial) for b in batches] == [(0, True), (1, False), (2, False)]
+    assert batches[0].seeds == [1] and batches[1].seeds == [2]
+    cut, done = pixels(batches[0].images)[0], pixels(full[0].images)[0]
+    assert not np.array_equal(cut, done) and np.abs(cut - done).mean() < 40  # unfinished, but the same picture on its way
+    assert np.array_equal(pixels(batches[1].images)[0], pixels(full[1].images)[0])
 
     control = RunControl()
     control.on_step = lambda info: control.interrupt() if (info.batch_index, info.step) == (1, 1) else None
     batches = list(runner.txt2img(params, 1, control))
-    assert [b.index for b in batches] == [0]
+    assert [(b.index, b.partial) for b in batches] == [(0, False), (1, True)]
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M SDE", "DDIM CFG++", "DPM adaptive"])
+def test_interrupt_before_the_first_step_gives_no_picture(runner, sampler):
+    params = GenerationParams.create(prompt="x", width=64, height=64, steps=4, n_iter=2, seed=1, sampler_name=sampler)
+    control = RunControl()
+    control.interrupt()
+    assert list(runner.txt2img(params, 1, control)) == []
