@@ -9,8 +9,9 @@ do that for you: they create and activate ./venv first). What it does, in order:
 2. Warns when the Python version is outside the tested range.
 3. Installs torch with ``TORCH_COMMAND`` when torch is missing (or ``--reinstall-torch``).
 4. Checks whether torch can see a CUDA GPU; without one it warns and carries on (CPU).
-5. Installs ``requirements.txt`` (``REQS_FILE``), and ``tests/requirements.txt`` with
-   ``--test-deps``, but only when something is missing or has the wrong version.
+5. Installs ``requirements.txt`` (``REQS_FILE``), and ``tests/requirements.txt`` (plus
+   ``tests/requirements-nodeps.txt``, without dependencies) with ``--test-deps``, but only when
+   something is missing or has the wrong version.
    When everything is in place, pip is not run at all.
 6. With ``--xformers``, installs xformers if CUDA is available, otherwise warns; with
    ``--cloudflared``, installs pycloudflared unless a ``cloudflared`` program is on PATH.
@@ -46,6 +47,9 @@ TORCH_VERSION = "2.13.0"
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cu130"
 DEFAULT_REQS_FILE = "requirements.txt"
 TEST_REQS_FILE = "tests/requirements.txt"
+# Test-only packages whose declared dependencies would downgrade ours (sd-prompt-reader pins an
+# old Pillow and a GUI toolkit its reader never imports): installed with --no-deps.
+TEST_NODEPS_REQS_FILE = "tests/requirements-nodeps.txt"
 DEFAULT_XFORMERS_PACKAGE = "xformers"
 # --cloudflared without a cloudflared program on PATH: this package fetches one at first use.
 CLOUDFLARED_PACKAGE = "pycloudflared>=0.3,<0.4"
@@ -461,8 +465,9 @@ def ensure_torch(options: LaunchOptions, env=None) -> bool:
     return True
 
 
-def ensure_requirements(path, options: LaunchOptions, env=None) -> bool:
-    """pip install -r path, only if something in it is missing or out of range.
+def ensure_requirements(path, options: LaunchOptions, env=None, no_deps: bool = False) -> bool:
+    """pip install -r path, only if something in it is missing or out of range (`no_deps`:
+    without the packages' own dependencies).
 
     True if pip ran.
     """
@@ -481,7 +486,7 @@ def ensure_requirements(path, options: LaunchOptions, env=None) -> bool:
         print(f"WARNING: --skip-install: not installing from {label}:\n{listing}")
         return False
     print(f"Missing or out-of-range requirements in {label}:\n{listing}")
-    run_pip(pip_argv("install", "-r", str(path), env=env), f"requirements from {label}")
+    run_pip(pip_argv("install", *(["--no-deps"] if no_deps else []), "-r", str(path), env=env), f"requirements from {label}")
     still_unmet = unmet_requirements(path)
     if still_unmet:
         listing = "\n".join(f"  {status.describe()}" for status in still_unmet)
@@ -603,6 +608,8 @@ def prepare_environment(options: LaunchOptions, args: list[str], env=None) -> li
         installed.append(reqs_file)
     if options.test_deps and ensure_requirements(TEST_REQS_FILE, options, env):
         installed.append(TEST_REQS_FILE)
+    if options.test_deps and ensure_requirements(TEST_NODEPS_REQS_FILE, options, env, no_deps=True):
+        installed.append(TEST_NODEPS_REQS_FILE)
 
     if ensure_xformers(args, options, cuda_available, env):
         installed.append("xformers")

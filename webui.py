@@ -210,7 +210,8 @@ class App:
         from fastapi import FastAPI
         from fastapi.middleware.cors import CORSMiddleware
 
-        from modules.api.routes import ApiState, add_docs, build_router, install_error_handlers, parse_users
+        from modules.api.auth import parse_users
+        from modules.api.routes import ApiState, add_docs, build_router, install_error_handlers
 
         args = args or parse_args([])
         with_api = args.api or args.nowebui

@@ -96,7 +96,7 @@ def exposure_warnings(args: argparse.Namespace) -> list[str]:
 def page_users(args: argparse.Namespace) -> dict[str, str]:
     """The page's log-ins: --gradio-auth plus the entries of the --gradio-auth-path file
     (A1111's format: user:password entries separated by commas or new lines)."""
-    from modules.api.routes import parse_users
+    from modules.api.auth import parse_users
 
     spec = [getattr(args, "gradio_auth", None) or ""]
     path = getattr(args, "gradio_auth_path", None)

@@ -13,12 +13,28 @@ import base64
 import binascii
 import io
 import re
-from typing import Any
+import math
+from typing import Annotated, Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from modules.generation.params import GenerationParams, Img2ImgParams
+from modules.generation import samplers
+from modules.generation.params import MAX_SIZE, MIN_SIZE, SETTING_FIELDS, GenerationParams, Img2ImgParams
+
+
+
+def truncate_fraction(value: Any) -> Any:
+    """A fractional number sent for a whole-number field is cut to its integer part, as
+    A1111's API (pydantic 1) does: `hr_second_pass_steps: 7.5` means 7. Anything else is
+    left to the field's own validation."""
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    return value
+
+
+# A whole-number request field that takes 7.5 as 7 (A1111's clients send such numbers).
+ApiInt = Annotated[int, BeforeValidator(truncate_fraction)]
 
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
@@ -36,25 +52,30 @@ class Txt2ImgRequest(BaseModel):
     prompt: str | None = ""
     negative_prompt: str | None = ""
     styles: list[str] | None = None
-    seed: int | None = -1
-    subseed: int | None = -1
+    seed: ApiInt | None = -1
+    subseed: ApiInt | None = -1
     subseed_strength: float | None = 0
-    seed_resize_from_h: int | None = -1
-    seed_resize_from_w: int | None = -1
+    seed_resize_from_h: ApiInt | None = -1
+    seed_resize_from_w: ApiInt | None = -1
     sampler_name: str | None = None
     sampler_index: str | None = "Euler"
     scheduler: str | None = None
-    batch_size: int | None = 1
-    n_iter: int | None = 1
-    steps: int | None = 50
+    batch_size: ApiInt | None = 1
+    n_iter: ApiInt | None = 1
+    steps: ApiInt | None = 50
     cfg_scale: float | None = 7.0
-    width: int | None = 512
-    height: int | None = 512
+    width: ApiInt | None = 512
+    height: ApiInt | None = 512
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool | None = False
     do_not_save_grid: bool | None = False
     eta: float | None = None
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
+    s_min_uncond: float | None = None
     denoising_strength: float | None = 0.75
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool | None = True
@@ -64,13 +85,13 @@ class Txt2ImgRequest(BaseModel):
     firstpass_image: str | None = None
     comments: dict | None = None
     enable_hr: bool | None = False
-    firstphase_width: int | None = 0
-    firstphase_height: int | None = 0
+    firstphase_width: ApiInt | None = 0
+    firstphase_height: ApiInt | None = 0
     hr_scale: float | None = 2.0
     hr_upscaler: str | None = None
-    hr_second_pass_steps: int | None = 0
-    hr_resize_x: int | None = 0
-    hr_resize_y: int | None = 0
+    hr_second_pass_steps: ApiInt | None = 0
+    hr_resize_x: ApiInt | None = 0
+    hr_resize_y: ApiInt | None = 0
     hr_checkpoint_name: str | None = None
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
@@ -105,11 +126,12 @@ class Txt2ImgRequest(BaseModel):
             problems.append("firstpass_image (not supported yet)")
         return problems
 
-    def generation_values(self, clip_skip: int = 1, emphasis: str = "Original") -> dict[str, Any]:
+    def generation_values(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         """The request as GenerationParams fields; None values are left to the parameter model's
-        defaults, and settings the request does not override to the server's (`clip_skip`, `emphasis`).
-        With `infotext`, what it names fills every field the request does not set itself (A1111)."""
-        return self._with_infotext(self._values(clip_skip, emphasis))
+        defaults, and the settings jobs carry (Clip skip, emphasis, sampler parameters: `settings`,
+        by parameter name) to the server's unless override_settings names them. With
+        `infotext`, what it names fills every field the request does not set itself (A1111)."""
+        return self._with_infotext(self._values(dict(settings or {})))
 
     def _with_infotext(self, values: dict[str, Any]) -> dict[str, Any]:
         if not self.infotext:
@@ -119,22 +141,39 @@ class Txt2ImgRequest(BaseModel):
         pasted = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest))
         sent = set(self.model_fields_set)
         overrides = self.override_settings or {}
-        own = {"sampler_name": {"sampler_name", "sampler_index"}, "clip_skip": set(), "emphasis": set()}
+        own = {"sampler_name": {"sampler_name", "sampler_index"}, **{name: set() for name in SETTING_FIELDS}}
         for name, value in pasted.values.items():
             if name in sent or own.get(name, set()) & sent:
                 continue
-            if (name == "clip_skip" and "CLIP_stop_at_last_layers" in overrides) or (name == "emphasis" and "emphasis" in overrides):
+            if name in SETTING_FIELDS and SETTING_FIELDS[name] in overrides:
                 continue
             values[name] = value
         return values
 
-    def _values(self, clip_skip: int, emphasis: str) -> dict[str, Any]:
+    def adjustments(self) -> list[str]:
+        """What the server changed in the request, for the result's warnings: a width or
+        height that is not a multiple of 8 is rounded down, as A1111 does (Open WebUI sends
+        100x100); a schedule type it does not know means Automatic, as in A1111."""
+        notes = []
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and value != _multiple_of_8(value):
+                notes.append(f"{name.capitalize()} {value} was rounded down to {_multiple_of_8(value)}, a multiple of 8.")
+        for name in ("scheduler", "hr_scheduler"):
+            value = getattr(self, name)
+            if value and value != "Use same scheduler" and samplers.find_schedule(value) is None:
+                notes.append(f"Schedule type '{value}' is not one of {', '.join(s.label for s in samplers.SCHEDULES)}: Automatic was used.")
+        return notes
+
+    def _values(self, settings: dict[str, Any]) -> dict[str, Any]:
         values = {k: getattr(self, k) for k in DIRECT_FIELDS if getattr(self, k) is not None}
+        for name in ("width", "height"):
+            if name in values:
+                values[name] = _multiple_of_8(values[name])
+        if "scheduler" in values and samplers.find_schedule(values["scheduler"]) is None:
+            values["scheduler"] = "Automatic"
         values["sampler_name"] = self.sampler_name or self.sampler_index or "Euler"
-        overrides = self.override_settings or {}
-        wanted = overrides.get("CLIP_stop_at_last_layers")
-        values["clip_skip"] = clip_skip_value(wanted) if wanted is not None else clip_skip
-        values["emphasis"] = overrides.get("emphasis") or emphasis
+        values.update(self._settings(settings))
         if self.styles:
             values["styles"] = tuple(self.styles)
         if self.disable_extra_networks:
@@ -144,12 +183,29 @@ class Txt2ImgRequest(BaseModel):
             values["hr_upscaler"] = self.hr_upscaler or "Latent"
             if self.hr_sampler_name:
                 values["hr_sampler_name"] = self.hr_sampler_name
-            if self.hr_scheduler:
+            if self.hr_scheduler and samplers.find_schedule(self.hr_scheduler) is not None:
                 values["hr_scheduler"] = self.hr_scheduler
         return values
 
-    def params(self, clip_skip: int = 1, emphasis: str = "Original") -> GenerationParams:
-        return GenerationParams.create(**self.generation_values(clip_skip, emphasis))
+    def _settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The settings-backed fields: the server's, then override_settings'. As in A1111, the
+        request's own eta always counts, and its s_churn / s_tmin / s_tmax / s_noise only
+        while the matching setting is at its neutral value."""
+        overrides = self.override_settings or {}
+        values = dict(settings)
+        for name, key in SETTING_FIELDS.items():
+            if key in overrides and overrides[key] is not None:
+                values[name] = clip_skip_value(overrides[key]) if name == "clip_skip" else overrides[key]
+        if self.eta is not None:
+            values["eta"] = self.eta
+        for name, neutral in (("s_churn", 0.0), ("s_tmin", 0.0), ("s_tmax", 0.0), ("s_noise", 1.0)):
+            sent = getattr(self, name, None)
+            if sent is not None and values.get(name, neutral) == neutral:
+                values[name] = sent
+        return values
+
+    def params(self, settings: dict[str, Any] | None = None) -> GenerationParams:
+        return GenerationParams.create(**self.generation_values(settings))
 
     def wanted_checkpoint(self) -> str | None:
         wanted = (self.override_settings or {}).get("sd_model_checkpoint") or None
@@ -166,17 +222,17 @@ class Img2ImgRequest(Txt2ImgRequest):
     """POST /sdapi/v1/img2img: txt2img's fields plus the init images and mask."""
 
     init_images: list[str] | None = None
-    resize_mode: int | None = 0
+    resize_mode: ApiInt | None = 0
     image_cfg_scale: float | None = None
     mask: str | None = None
-    mask_blur_x: int | None = 4
-    mask_blur_y: int | None = 4
-    mask_blur: int | None = None
+    mask_blur_x: ApiInt | None = 4
+    mask_blur_y: ApiInt | None = 4
+    mask_blur: ApiInt | None = None
     mask_round: bool | None = True
-    inpainting_fill: int | None = 0
+    inpainting_fill: ApiInt | None = 0
     inpaint_full_res: bool | int | None = True
-    inpaint_full_res_padding: int | None = 0
-    inpainting_mask_invert: int | None = 0
+    inpaint_full_res_padding: ApiInt | None = 0
+    inpainting_mask_invert: ApiInt | None = 0
     initial_noise_multiplier: float | None = None
     latent_mask: str | None = None
     include_init_images: bool | None = False
@@ -189,8 +245,8 @@ class Img2ImgRequest(Txt2ImgRequest):
             problems.append("enable_hr (hires fix is a txt2img option)")
         return problems
 
-    def _values(self, clip_skip: int, emphasis: str) -> dict[str, Any]:
-        values = super()._values(clip_skip, emphasis)
+    def _values(self, settings: dict[str, Any]) -> dict[str, Any]:
+        values = super()._values(settings)
         values["denoising_strength"] = 0.75 if self.denoising_strength is None else self.denoising_strength
         values.update({k: getattr(self, k) for k in IMG2IMG_FIELDS if getattr(self, k) is not None})
         values["inpaint_full_res"] = bool(values.get("inpaint_full_res", True))
@@ -198,8 +254,14 @@ class Img2ImgRequest(Txt2ImgRequest):
         values["mask_blur"] = blur
         return values
 
-    def params(self, clip_skip: int = 1, emphasis: str = "Original") -> Img2ImgParams:
-        return Img2ImgParams.create(**self.generation_values(clip_skip, emphasis))
+    def params(self, settings: dict[str, Any] | None = None) -> Img2ImgParams:
+        return Img2ImgParams.create(**self.generation_values(settings))
+
+
+def _multiple_of_8(value: int) -> int:
+    """Sizes in the supported range come down to a multiple of 8; others are left for the
+    parameter model to refuse with its message."""
+    return value // 8 * 8 if MIN_SIZE <= value <= MAX_SIZE else value
 
 
 def clip_skip_value(value: Any) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,12 +20,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict
 
-from modules.api.models import Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
+from modules.api.auth import user_dependency
+from modules.api.models import ApiInt, Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
 from modules.generation import samplers
-from modules.generation.params import LATENT_UPSCALERS
+from modules.generation.params import LATENT_UPSCALERS, SETTING_FIELDS
 from modules.jobs.extras_task import ExtrasService
 from modules.jobs.generation_task import GenerationResult, GenerationService
 from modules.jobs.model_switch import switch_checkpoint
@@ -73,20 +72,26 @@ class PngInfoRequest(BaseModel):
     image: str = ""
 
 
+class InterrogateRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    image: str = ""
+    model: str | None = "clip"
+
+
 class ExtrasOptions(BaseModel):
     """A1111's extras fields (ExtrasBaseRequest). Face restoration fields are accepted and
     ignored; `save_images` (ours, default false as A1111's API never saves) saves the results
     to the Extras folder."""
 
     model_config = ConfigDict(extra="allow")
-    resize_mode: int = 0
+    resize_mode: ApiInt = 0
     show_extras_results: bool = True
     gfpgan_visibility: float = 0.0
     codeformer_visibility: float = 0.0
     codeformer_weight: float = 0.0
     upscaling_resize: float = 2.0
-    upscaling_resize_w: int = 512
-    upscaling_resize_h: int = 512
+    upscaling_resize_w: ApiInt = 512
+    upscaling_resize_h: ApiInt = 512
     upscaling_crop: bool = True
     upscaler_1: str | None = "None"
     upscaler_2: str | None = "None"
@@ -111,36 +116,6 @@ class ExtrasImageData(BaseModel):
 
 class ExtraBatchImagesRequest(ExtrasOptions):
     imageList: list[ExtrasImageData] = []  # noqa: N815 (A1111's name)
-
-
-def parse_users(spec: str | None) -> dict[str, str]:
-    """`user:pass[,user2:pass2]`; the password is everything after the first colon."""
-    users = {}
-    for item in (spec or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        user, sep, password = item.partition(":")
-        if not sep or not user:
-            raise ValueError(f"Bad credentials '{item}': use user:password[,user2:password2].")
-        users[user] = password
-    return users
-
-
-def user_dependency(users: dict[str, str]) -> Callable[..., str]:
-    """Who is asking: the --api-auth user (checked, 401 otherwise), or without auth the client's
-    address. Jobs wait in one lane per user, so this is also what keeps the queue fair."""
-    basic = HTTPBasic(auto_error=False)
-
-    def current_user(request: Request, credentials: HTTPBasicCredentials | None = Depends(basic)) -> str:
-        if not users:
-            return f"ip:{request.client.host}" if request.client else ""
-        expected = users.get(credentials.username) if credentials else None
-        if expected is None or not secrets.compare_digest(credentials.password.encode(), expected.encode()):
-            raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
-        return credentials.username
-
-    return current_user
 
 
 def add_docs(app: FastAPI, users: dict[str, str]) -> None:
@@ -237,7 +212,9 @@ def build_router(state: ApiState) -> APIRouter:
         settings = state.service.settings
         send = request is None or request.send_images is not False
         images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)] if send else []
-        return {"images": images, "parameters": parameters, "info": json.dumps(_info(result))}
+        info = _info(result)
+        info["warnings"] = [*(request.adjustments() if request is not None else []), *result.notes]
+        return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
     def enqueue(request: Txt2ImgRequest, kind: str, user: str) -> Job:
         """Validate a generation request and queue it in the caller's lane, recorded so it
@@ -251,14 +228,15 @@ def build_router(state: ApiState) -> APIRouter:
             raise ApiError(422, "Unsupported", "Not supported by this server: " + "; ".join(problems))
         save = bool(request.save_images)
         try:
-            params = request.params(state.service.clip_skip, state.service.emphasis)
+            params = request.params(state.service.prompt_settings())
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())
             if request.override_settings_restore_afterwards is False:  # A1111 keeps an override that is not restored afterwards
                 if wanted:
                     state.models.select(wanted)
-                kept = {"CLIP_stop_at_last_layers": params.clip_skip, "emphasis": params.emphasis}
+                kept = {key: getattr(params, name) for name, key in SETTING_FIELDS.items()
+                        if name in ("clip_skip", "emphasis") or key in (request.override_settings or {})}
                 state.settings.update({**kept, "sd_vae": vae} if request.wanted_vae() else kept)
             if kind == "txt2img":
                 task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
@@ -445,11 +423,12 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get("/samplers")
     def sampler_list() -> list[dict]:
-        return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in samplers.SAMPLERS]
+        return [{"name": s.name, "aliases": list(s.aliases), "options": _sampler_options(s)} for s in samplers.SAMPLERS]
 
     @router.get("/schedulers")
     def scheduler_list() -> list[dict]:
-        return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": -1, "need_inner_model": False} for s in samplers.SCHEDULES]
+        return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
+                 "need_inner_model": s.name in _INNER_MODEL_SCHEDULES} for s in samplers.SCHEDULES]
 
     @router.get("/upscalers")
     def upscalers() -> list[dict]:
@@ -505,6 +484,26 @@ def build_router(state: ApiState) -> APIRouter:
     @router.get("/script-info")
     def script_info() -> list:
         return []
+
+    # Lists clients read at start-up (aiyabot stops on a 404). Nothing here runs face
+    # restoration, hypernetworks or RealESRGAN models yet, so A1111's shapes come back empty.
+    @router.get("/face-restorers", summary="Face restoration models: [{name, cmd_dir}] (none here yet)")
+    def face_restorers() -> list[dict]:
+        return []
+
+    @router.get("/hypernetworks", summary="Hypernetworks: [{name, path}] (not supported: none)")
+    def hypernetworks() -> list[dict]:
+        return []
+
+    @router.get("/realesrgan-models", summary="RealESRGAN upscalers: [{name, path, scale}] (none here yet)")
+    def realesrgan_models() -> list[dict]:
+        return []
+
+    @router.post("/interrogate", summary="Caption an image (not available yet: 501)")
+    def interrogate(request: InterrogateRequest) -> dict:
+        raise ApiError(501, "NotImplemented", f"Interrogate ({request.model or 'clip'}) is not available on this server yet: "
+                       "it comes with the upscaler and interrogate models. Write the prompt yourself, or use PNG Info for "
+                       "images that carry their parameters.")
 
     @router.get("/memory")
     def memory() -> dict:
@@ -579,6 +578,22 @@ def build_router(state: ApiState) -> APIRouter:
         return {"images": images, "html_info": info}
 
     return router
+
+
+# A1111's schedules that read the model's own noise levels (its `need_inner_model`).
+_INNER_MODEL_SCHEDULES = {"uniform", "sgm_uniform", "simple", "normal", "ddim", "beta"}
+
+
+def _sampler_options(sampler: samplers.Sampler) -> dict[str, str]:
+    """A1111's sampler `options`, its values as strings as A1111's API sends them."""
+    options = {"scheduler": sampler.default_schedule} if sampler.default_schedule else {}
+    for flag, key in ((sampler.second_order, "second_order"), (sampler.seeded_noise_tree, "brownian_noise"),
+                      (sampler.uses_ensd, "uses_ensd"), (sampler.discard_penultimate, "discard_next_to_last_sigma")):
+        if flag:
+            options[key] = "True"
+    if sampler.options.get("solver_type") == "heun" and sampler.scheduler_class is None:
+        options["solver_type"] = "heun"
+    return options
 
 
 def _state(job: Job | None, pending: int) -> dict:

@@ -189,6 +189,26 @@ def encode_user_comment(text: str) -> bytes:
     return _UNICODE_PREFIX + text.encode("utf-16-be")
 
 
+_UNDEFINED, _LONG = 7, 4
+
+
+def exif_with_user_comment(text: str) -> bytes:
+    """A whole EXIF block (`Exif\\0\\0` + big-endian TIFF) holding just the UserComment, laid
+    out as A1111's piexif writes it: IFD0 points to the Exif IFD, whose one entry is the
+    comment with type UNDEFINED. Pillow would type a bytes value as BYTE, which piexif-based
+    readers (A1111's PNG Info, sd-prompt-reader) do not accept as a UserComment."""
+    import struct
+
+    comment = encode_user_comment(text)
+    ifd0_at = 8
+    exif_ifd_at = ifd0_at + 2 + 12 + 4  # one entry, then the next-IFD link
+    data_at = exif_ifd_at + 2 + 12 + 4
+    tiff = b"MM\x00\x2a" + struct.pack(">I", ifd0_at)
+    tiff += struct.pack(">HHHII", 1, EXIF_IFD, _LONG, 1, exif_ifd_at) + struct.pack(">I", 0)
+    tiff += struct.pack(">HHHII", 1, USER_COMMENT, _UNDEFINED, len(comment), data_at) + struct.pack(">I", 0)
+    return b"Exif\x00\x00" + tiff + comment
+
+
 def _exif_user_comment(image: Image.Image) -> str | None:
     try:
         exif = image.getexif()

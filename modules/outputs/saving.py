@@ -314,10 +314,8 @@ def encode_image(image: Image.Image, handle, file_format: str = "png", infotext:
     if fmt == "WEBP":
         options["lossless"] = webp_lossless
     if embed:
-        exif = Image.Exif()
-        comment = infotext_mod.encode_user_comment(infotext)
-        exif.get_ifd(infotext_mod.EXIF_IFD)[infotext_mod.USER_COMMENT] = comment
-        if fmt == "JPEG" and len(exif.tobytes()) > _MAX_JPEG_EXIF:
+        exif = infotext_mod.exif_with_user_comment(infotext)
+        if fmt == "JPEG" and len(exif) > _MAX_JPEG_EXIF:
             log.warning("infotext too long for JPEG EXIF (%d chars); saved without it", len(infotext))
         else:
             options["exif"] = exif

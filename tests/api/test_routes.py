@@ -81,7 +81,7 @@ def test_save_images_nulls_and_legacy_sampler_names(server):
     "body, status, message",
     [
         ({"prompt": "x", "sampler_name": "Nope", **SMALL}, 400, "Sampler not found: 'Nope'"),
-        ({"prompt": "x", "width": 65, "height": 64, "steps": 2}, 400, "Width: must be a multiple of 8"),
+        ({"prompt": "x", "width": 63, "height": 64, "steps": 2}, 400, "Width: must be a multiple of 8 from 64 to 2048, got 63"),
         ({"prompt": "x", "width": 4096, "height": 64, "steps": 2}, 400, "Width: must be a multiple of 8 from 64 to 2048, got 4096"),
         ({"prompt": "x", "width": 64, "height": 64, "steps": -3}, 400, "Sampling steps"),
         ({"prompt": "x", "n_iter": 1000, **SMALL}, 400, "Batch count"),
@@ -100,6 +100,25 @@ def test_bad_requests_get_a_4xx_with_a_message(server, body, status, message):
     assert r.status_code == status, r.text
     assert message in r.json()["detail"]
     assert client.get("/sdapi/v1/progress").status_code == 200  # still serving
+
+
+def test_fractional_numbers_are_truncated_and_sizes_rounded_down_as_a1111_does(server):
+    """Open WebUI sends 100x100; other clients send 7.5 for whole-number fields. A1111 takes both."""
+    client, _ = server
+    body = {"prompt": "x", "seed": 4.9, "width": 100, "height": 70, "steps": 3.7, "enable_hr": True, "hr_scale": 1.5, "hr_second_pass_steps": 2.5}
+    r = client.post("/sdapi/v1/txt2img", json=body)
+    assert r.status_code == 200, r.text
+    image = unb64(r.json()["images"][0])
+    assert image.size == (144, 96)  # 96x64, then hires x1.5
+    text = image.info["parameters"]
+    assert "Steps: 3," in text and "Seed: 4," in text and "Size: 96x64" in text and "Hires steps: 2," in text
+    info = json.loads(r.json()["info"])
+    assert info["warnings"] == ["Width 100 was rounded down to 96, a multiple of 8.", "Height 70 was rounded down to 64, a multiple of 8."]
+    assert r.json()["parameters"]["width"] == 100  # the echo is what was sent, as A1111's
+    up = client.post("/sdapi/v1/extra-single-image", json={"image": r.json()["images"][0], "resize_mode": 1.0, "upscaling_resize_w": 151.68,
+                                                           "upscaling_resize_h": 99.9, "upscaler_1": "Lanczos", "upscaling_crop": False})
+    assert up.status_code == 200, up.text
+    assert unb64(up.json()["image"]).size == (151, 99)
 
 
 def test_malformed_json_and_bad_images(server):
@@ -262,7 +281,9 @@ def test_a_running_job_can_be_watched_and_skipped_by_id(server):
     while client.get(f"/sdapi/v1/queue/{job['id']}").json()["status"] == "running" and time.monotonic() < deadline:
         time.sleep(0.1)
     done = client.get(f"/sdapi/v1/queue/{job['id']}").json()
-    assert done["status"] == "done" and len(done["result"]["images"]) == 2  # one of the three batches was skipped
+    assert done["status"] == "done" and len(done["result"]["images"]) == 3  # as A1111: the skipped batch's unfinished picture too
+    info = json.loads(done["result"]["info"])
+    assert info["all_seeds"] == [7, 8, 9] and any("was skipped: its unfinished picture is returned, not saved" in w for w in info["warnings"])
     assert client.post(f"/sdapi/v1/queue/{job['id']}/skip").status_code == 409
 
 

@@ -175,3 +175,26 @@ def test_more_waiting_clients_than_server_threads_and_it_still_answers(api):
     for seed, answer in results.items():
         info = json.loads(answer["info"])
         assert (info["all_seeds"], info["prompt"], len(answer["images"])) == ([seed], f"waiter {seed}", 1)
+
+
+def test_every_a1111_sampler_and_schedule_and_the_noise_settings(api):
+    client, _ = api
+    client.util_set_model("tiny-test-model-random")
+    assert {"DPM++ 2S a", "DPM++ 3M SDE", "DPM fast", "DPM adaptive", "Restart", "DDIM CFG++", "LCM"} <= set(client.util_get_sampler_names())
+    assert {"polyexponential", "kl_optimal", "align_your_steps", "normal", "ddim", "beta"} <= set(client.util_get_scheduler_names())
+    assert client.get_face_restorers() == [] and client.get_realesrgan_models() == [] and client.get_hypernetworks() == []
+    for sampler, scheduler in (("DPM++ 3M SDE", "align_your_steps"), ("Euler a", "karras"), ("DDIM", "beta"), ("Restart", "kl_optimal"),
+                               ("DPM fast", "automatic"), ("LCM", "sgm_uniform")):
+        result = client.txt2img(prompt="x", width=64, height=64, steps=6, seed=3, sampler_name=sampler, scheduler=scheduler)
+        assert f"Sampler: {sampler}," in result.info["infotexts"][0] and result.image.size == (64, 64)
+    # NVIDIA's noise on this CPU, and A1111's Eta noise seed delta, recorded and read back
+    made = client.txt2img(prompt="a red square", width=64, height=64, steps=8, seed=5, sampler_name="Euler a",
+                          override_settings={"randn_source": "NV", "eta_noise_seed_delta": 31337})
+    text = made.info["infotexts"][0]
+    assert "ENSD: 31337" in text and "RNG: NV" in text
+    assert client.get_options()["randn_source"] == "GPU"  # override_settings are restored afterwards, as in A1111
+    remade = call(client.baseurl + "/txt2img", {"infotext": text})
+    image = Image.open(io.BytesIO(base64.b64decode(remade["images"][0])))
+    assert image.tobytes() == made.image.tobytes()
+    plain = client.txt2img(prompt="a red square", width=64, height=64, steps=8, seed=5, sampler_name="Euler a")
+    assert plain.image.tobytes() != made.image.tobytes()

@@ -1,0 +1,34 @@
+"""Routes clients call when they start (aiyabot, the Photoshop plug-in, SillyTavern): they
+answer with A1111's shapes, even where this server has nothing to list."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+import webui
+from modules.options import parse_args
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    args = parse_args(["--data-dir", str(tmp_path_factory.mktemp("startup")), "--nowebui"])
+    app = webui.App.create(args)
+    with TestClient(app.build_asgi(args)) as c:
+        yield c
+    app.queue.shutdown()
+
+
+@pytest.mark.parametrize("route", ["/sdapi/v1/face-restorers", "/sdapi/v1/hypernetworks", "/sdapi/v1/realesrgan-models"])
+def test_listing_routes_answer_with_lists(client, route):
+    r = client.get(route)
+    assert r.status_code == 200, r.text
+    assert r.json() == []
+
+
+def test_interrogate_says_it_is_not_available_instead_of_404(client):
+    r = client.post("/sdapi/v1/interrogate", json={"image": "iVBORw0KGgo=", "model": "clip"})
+    assert r.status_code == 501
+    body = r.json()
+    assert body["error"] == "NotImplemented" and "Interrogate (clip) is not available" in body["detail"]
+    assert client.get("/sdapi/v1/samplers").status_code == 200  # still serving
