@@ -6,10 +6,14 @@ tensor shapes, unless a side-car next to the checkpoint says otherwise:
 
 * ``<stem>/`` (a folder next to ``<stem>.safetensors`` holding a config-only diffusers
   folder with ``model_index.json``) wins over everything, for models with unusual sizes.
-* ``<stem>.yaml`` (the A1111 convention). Two things are read from it:
-  ``parameterization: "v"`` (anywhere in the file, as A1111's ``v2-inference-v.yaml`` has
-  it under ``model.params``) selects v-prediction, ``"eps"`` epsilon; an LDM-style yaml
-  (with a top-level ``model:``) and no parameterization means epsilon, as in LDM.
+* ``<stem>.yaml`` (the A1111 convention). An LDM-format yaml (A1111's
+  ``v1-inference.yaml`` layout: ``model.params.unet_config`` / ``first_stage_config``,
+  ``linear_start``/``linear_end``) describes the model's shapes: its UNet and VAE configs are
+  built from it with diffusers' own LDM mapping, over the detected architecture's folder, so
+  a checkpoint with non-standard channel counts, attention layout or context width loads as
+  A1111 loads it. ``parameterization: "v"`` (anywhere in the file, as A1111's
+  ``v2-inference-v.yaml`` has it under ``model.params``) selects v-prediction, ``"eps"``
+  epsilon; an LDM-style yaml and no parameterization means epsilon, as in LDM.
   ``diffusers_config: <name>`` (top level, this project's own key) picks
   ``configs/<name>/`` instead of the detected architecture's folder.
 
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -58,6 +64,7 @@ class ConfigChoice:
     folder: Path
     source: str  # "detected", "yaml" or "side-car folder"
     prediction_type: str | None = None  # override from a side-car yaml
+    ldm: dict | None = field(default=None, compare=False)  # an LDM-format side-car yaml, parsed
 
 
 def load_checkpoint(
@@ -85,17 +92,20 @@ def load_checkpoint(
             f"Could not load checkpoint {path}: unsupported file type '{path.suffix}' "
             "(expected .safetensors, .ckpt or a diffusers folder)"
         )
-    try:
-        shapes = read_checkpoint_shapes(path)
-        arch = detect_architecture(shapes)
-        choice = choose_config(path, arch, configs_dir)
-        in_channels = unet_in_channels(shapes) or 4
-        _check_fits(shapes, arch, choice.folder, in_channels)
-    except CheckpointReadError as e:
-        raise ValueError(f"Could not load checkpoint {path}: {e.reason}") from e
-    except ValueError as e:
-        raise ValueError(f"Could not load checkpoint {path}: {e}") from e
-    return _load_single_file(path, arch, choice, configs_dir, device, dtype, vae_dtype, in_channels)
+    with tempfile.TemporaryDirectory(prefix="ldm-config-") as scratch:
+        try:
+            shapes = read_checkpoint_shapes(path)
+            arch = detect_architecture(shapes)
+            choice = choose_config(path, arch, configs_dir)
+            if choice.ldm is not None:  # the yaml's shapes, over the architecture's folder
+                choice = replace(choice, folder=ldm_config_folder(choice.ldm, choice.folder, shapes, Path(scratch)))
+            in_channels = unet_in_channels(shapes) or 4
+            _check_fits(shapes, arch, choice.folder, in_channels)
+        except CheckpointReadError as e:
+            raise ValueError(f"Could not load checkpoint {path}: {e.reason}") from e
+        except ValueError as e:
+            raise ValueError(f"Could not load checkpoint {path}: {e}") from e
+        return _load_single_file(path, arch, choice, configs_dir, device, dtype, vae_dtype, in_channels)
 
 
 def choose_config(path: Path, arch: str, configs_dir: Path) -> ConfigChoice:
@@ -104,10 +114,10 @@ def choose_config(path: Path, arch: str, configs_dir: Path) -> ConfigChoice:
     if (sidecar / "model_index.json").is_file():
         return ConfigChoice(sidecar, "side-car folder")
 
-    folder, source, prediction_type = configs_dir / arch, "detected", None
+    folder, source, prediction_type, ldm = configs_dir / arch, "detected", None, None
     yaml_path = path.with_suffix(".yaml")
     if yaml_path.is_file():
-        name, prediction_type = _read_sidecar_yaml(yaml_path)
+        name, prediction_type, ldm = _read_sidecar_yaml(yaml_path)
         source = "yaml"
         if name:
             folder = configs_dir / name
@@ -115,11 +125,46 @@ def choose_config(path: Path, arch: str, configs_dir: Path) -> ConfigChoice:
         raise ValueError(
             f"no config folder for this {arch} checkpoint: expected {folder / 'model_index.json'}"
         )
-    return ConfigChoice(folder, source, prediction_type)
+    return ConfigChoice(folder, source, prediction_type, ldm)
 
 
-def _read_sidecar_yaml(path: Path) -> tuple[str | None, str | None]:
-    """(config folder name, prediction type) from an A1111-style side-car yaml."""
+def ldm_config_folder(ldm: dict, base: Path, shapes: dict[str, tuple], scratch: Path) -> Path:
+    """A config-only diffusers folder for an LDM yaml: the base architecture's folder with the
+    UNet and VAE configs diffusers builds from the yaml (channel counts, attention layout,
+    heads, context width, latent channels) and the yaml's noise schedule. Text encoders stay
+    the architecture's, as in A1111 (its CLIP configs are fixed per family)."""
+    import torch
+    from diffusers.loaders.single_file_utils import create_unet_diffusers_config_from_ldm, create_vae_diffusers_config_from_ldm
+
+    folder = scratch / "config"
+    shutil.copytree(base, folder)
+    meta = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}  # diffusers only looks at keys and shapes
+    params = ldm["model"]["params"]
+    try:
+        parts = {"unet": create_unet_diffusers_config_from_ldm(ldm, meta), "vae": create_vae_diffusers_config_from_ldm(ldm, meta)}
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"the side-car yaml's LDM config could not be read ({type(e).__name__}: {first_line(e)})") from e
+    for part, derived in parts.items():
+        config_path = folder / part / "config.json"
+        config = json.loads(config_path.read_text())
+        config.update({k: v for k, v in derived.items() if v is not None and k != "sample_size"})
+        config_path.write_text(json.dumps(config, indent=2))
+    schedule_path = folder / "scheduler" / "scheduler_config.json"
+    schedule = json.loads(schedule_path.read_text())
+    for key, name in (("linear_start", "beta_start"), ("linear_end", "beta_end"), ("timesteps", "num_train_timesteps")):
+        if isinstance(params.get(key), (int, float)):
+            schedule[name] = params[key]
+    schedule_path.write_text(json.dumps(schedule, indent=2))
+    return folder
+
+
+def _is_ldm_config(data: dict) -> bool:
+    params = data.get("model", {}).get("params") if isinstance(data.get("model"), dict) else None
+    return isinstance(params, dict) and isinstance(params.get("unet_config") or params.get("network_config"), dict)
+
+
+def _read_sidecar_yaml(path: Path) -> tuple[str | None, str | None, dict | None]:
+    """(config folder name, prediction type, the LDM config if it is one) from an A1111-style side-car yaml."""
     import yaml
 
     try:
@@ -127,7 +172,7 @@ def _read_sidecar_yaml(path: Path) -> tuple[str | None, str | None]:
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"side-car {path.name} is not readable YAML ({e})") from e
     if data is None:
-        return None, None
+        return None, None, None
     if not isinstance(data, dict):
         raise ValueError(f"side-car {path.name} should hold a mapping, not {type(data).__name__}")
 
@@ -145,7 +190,7 @@ def _read_sidecar_yaml(path: Path) -> tuple[str | None, str | None]:
                 f"side-car {path.name}: parameterization '{found}' is not one of "
                 f"{[p for p, _ in PARAMETERIZATION]}"
             )
-    return name, prediction_type
+    return name, prediction_type, (data if _is_ldm_config(data) and name is None else None)
 
 
 def _find_key(data, key: str):
