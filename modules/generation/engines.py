@@ -64,6 +64,10 @@ class Prediction:
         self.control = control
         self.last_uncond: torch.Tensor | None = None  # the negative prompt's own prediction (DDIM CFG++)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
     def __call__(self, model_in: torch.Tensor, t, step: int) -> torch.Tensor:
         if self.control.stop_requested():
             raise Stopped
@@ -176,25 +180,30 @@ class SigmaRun:
 
 def run_sigmas(predict: Prediction, plan: SigmaRun, noise: ImageNoise, init: torch.Tensor | None, blend: Blend | None,
                report: Report) -> Outcome:
-    fresh = noise.first()
-    sigmas = plan.sigmas.to(fresh.device)
-    x = fresh * sigmas[0] if init is None else init.to(fresh.dtype) + fresh * sigmas[0]
+    """The sampler works in float32 on the latents' device with the schedule on the CPU, as
+    A1111 runs k-diffusion; only the UNet's input (and the timestep, as A1111 casts it) take
+    the model's dtype. `noise` must draw float32."""
+    fresh = noise.first().float()
+    sigmas = plan.sigmas.float().cpu()  # CPU scalars mix with device tensors without a sync per step
+    x = fresh * sigmas[0] if init is None else init.float() + fresh * sigmas[0]
+    keep = blend.keep.float() if blend is not None else None
+    model_dtype = predict.dtype
     calls = 0
     last: list[torch.Tensor | None] = [None]
 
     def denoise(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         nonlocal calls
-        sigma = torch.as_tensor(sigma, device=latents.device, dtype=torch.float32)
-        t = plan.model_sigmas.sigma_to_t(sigma.cpu()).to(latents.device)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).cpu()
+        t = plan.model_sigmas.sigma_to_t(sigma)
         c_in = (sigma**2 + 1) ** -0.5
-        pred = predict((latents * c_in).to(latents.dtype), t, calls)  # prompt schedules advance per model call, as in A1111
+        # prompt schedules advance per model call, as in A1111
+        pred = predict((latents * c_in).to(model_dtype), t.to(latents.device, model_dtype), calls).float()
         calls += 1
-        s = sigma.to(latents.dtype)
-        denoised = _denoised_from(latents, pred, s, plan.prediction_type)
+        denoised = _denoised_from(latents, pred, sigma, plan.prediction_type)
         if plan.lcm:
-            denoised = _consistency_output(denoised, latents, t.to(latents.dtype))
+            denoised = _consistency_output(denoised, latents, t)
         if blend is not None:
-            denoised = (1 - blend.mask) * blend.keep.to(denoised.dtype) + blend.mask * denoised
+            denoised = (1 - blend.mask) * keep + blend.mask * denoised
         return denoised
 
     def step_done(i: int, latents: torch.Tensor, denoised: torch.Tensor) -> None:
@@ -250,31 +259,33 @@ class TimestepRun:
 
 def run_timesteps(predict: Prediction, plan: TimestepRun, noise: ImageNoise, init: torch.Tensor | None, blend: Blend | None,
                   report: Report) -> Outcome:
-    fresh = noise.first()
-    alphas_cumprod = plan.alphas_cumprod.to(fresh.device, torch.float64)
-    timesteps = plan.timesteps.to(fresh.device)
+    fresh = noise.first().float()
+    alphas_cumprod = plan.alphas_cumprod.cpu().double()  # the step coefficients are plain numbers
+    timesteps = plan.timesteps.cpu()
     if init is None:
         x = fresh
     else:
-        start = alphas_cumprod[plan.start_timestep]
-        x = (init.double() * start.sqrt() + fresh.double() * (1 - start).sqrt()).to(fresh.dtype)
+        start = float(alphas_cumprod[plan.start_timestep])
+        x = init.float() * math.sqrt(start) + fresh * math.sqrt(1 - start)
     alphas = alphas_cumprod[timesteps]
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], (1, 0))]
     sigmas = plan.eta * ((1 - alphas_prev) / (1 - alphas) * (1 - alphas / alphas_prev)).sqrt()
+    model_dtype = predict.dtype
     estimate = None
     for i in range(len(timesteps) - 1):
         index = len(timesteps) - 1 - i
         a_t, a_prev, sigma_t = (float(v[index]) for v in (alphas, alphas_prev, sigmas))
         if blend is not None:  # A1111 puts the original back before each call for these samplers
-            x = (1 - blend.mask) * blend.keep.to(x.dtype) + blend.mask * x
+            x = (1 - blend.mask) * blend.keep.float() + blend.mask * x
         try:
-            pred = predict(x, timesteps[index], i)
+            t = timesteps[index].to(x.device, model_dtype)
+            pred = predict(x.to(model_dtype), t, i).float()
         except Stopped:
             return Outcome(estimate, stopped=True)
         eps = _eps_from(pred, x, a_t, plan.prediction_type)
         direction = eps
         if plan.cfgpp and predict.last_uncond is not None:
-            direction = _eps_from(predict.last_uncond, x, a_t, plan.prediction_type)
+            direction = _eps_from(predict.last_uncond.float(), x, a_t, plan.prediction_type)
         estimate = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         x = math.sqrt(a_prev) * estimate + math.sqrt(max(1 - a_prev - sigma_t**2, 0.0)) * direction
         x = x + sigma_t * noise.next()  # drawn even at eta 0, as A1111 does

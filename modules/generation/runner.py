@@ -90,12 +90,13 @@ class Pass:
     def schedule_steps(self) -> tuple[int, int]:
         """(steps the scheduler is set to, steps actually run) on the diffusers engine, as
         diffusers' img2img pipelines cut the schedule: steps x strength, or exactly `steps` out
-        of a longer schedule with A1111's img2img_fix_steps setting."""
+        of a longer schedule with A1111's img2img_fix_steps setting (and always for the hires
+        pass, which A1111 runs for exactly its steps)."""
         if self.strength >= 1.0:
             return self.steps, self.steps
         if self.strength <= 0.0:
             return self.steps, 0
-        if self.exact_steps:
+        if self.exact_steps or self.hires:
             return min(math.ceil(self.steps / self.strength), 1000), self.steps
         return self.steps, int(self.steps * self.strength)
 
@@ -105,9 +106,11 @@ class Pass:
         (always for the hires pass)."""
         if self.strength >= 1.0:
             return self.steps, self.steps
+        if self.strength <= 0.0:  # nothing to denoise: the init comes back as it is
+            return self.steps, 0
         strength = min(self.strength, 0.999)
         if self.exact_steps or self.hires:
-            return (int(self.steps / strength) if strength > 0 else 0), self.steps
+            return int(self.steps / strength), self.steps
         return self.steps, int(strength * self.steps) + 1
 
     @property
@@ -116,9 +119,24 @@ class Pass:
 
     def steps_run(self) -> int:
         """The steps this pass reports (progress bars count them)."""
-        if self.engine == samplers.DIFFUSERS:
+        engine = self.engine
+        if engine == samplers.DIFFUSERS:
             return self.schedule_steps()[1]
+        if engine == samplers.TIMESTEPS:
+            return max(len(self.timesteps(self.strength < 1.0)[1]) - 1, 0)
         return self.a1111_steps()[1]
+
+    def timesteps(self, img2img: bool) -> tuple[int | None, torch.Tensor]:
+        """A1111's DDIM-style pass: the timestep an img2img init is noised to (None for
+        txt2img) and the timesteps the pass visits, every (1000 // steps)-th from 1; img2img
+        keeps the first t_enc of them."""
+        total, run = self.a1111_steps()
+        discard = self.options.discard_penultimate and not self.sampler.discard_penultimate
+        timesteps = engines.ddim_timesteps(max(total + (1 if discard else 0), 1))
+        if not img2img:
+            return None, timesteps
+        t_enc = max(run - 1, 0)
+        return int(timesteps[min(t_enc, len(timesteps) - 1)]), timesteps[:t_enc]
 
 
 @dataclass(frozen=True)
@@ -415,16 +433,20 @@ class Runner:
 
         # 2. Noise: one generator per image on the job's source; the SDE samplers' trees draw from it too.
         shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
-        image_noise = noise.ImageNoise(seeds, shape, m.device, embeds.dtype, p.randn_source, p.ensd)
+        engine = p.engine  # diffusers keeps the latents in the model's dtype; our samplers work in float32, as A1111's
+        latent_dtype = embeds.dtype if engine == samplers.DIFFUSERS else torch.float32
+        image_noise = noise.ImageNoise(seeds, shape, m.device, latent_dtype, p.randn_source, p.ensd)
         blend = None
         if inpainting is not None and extra is None:
             blend = engines.Blend(inpainting.mask, inpainting.keep_latents)
-        init = None if init is None or p.strength >= 1.0 else init
+        if engine == samplers.DIFFUSERS and p.strength >= 1.0:
+            init = None  # diffusers' pipelines start from noise alone; A1111's samplers add the noise to the init
+        elif init is not None and p.a1111_steps()[1] == 0 and engine != samplers.DIFFUSERS:
+            return engines.Outcome(init)
         progress = lambda steps, estimate: report(offset + steps, estimate)  # noqa: E731
 
         # 3. Denoise.
         with brownian.noise_source(lambda seed, size: noise.seeded_noise(p.randn_source, seed, size, m.device)):
-            engine = p.engine
             if engine == samplers.DIFFUSERS:
                 scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
                 total, run = p.schedule_steps()
@@ -478,16 +500,10 @@ class Runner:
                                 seeds if sampler.seeded_noise_tree else None, lcm, schedule_free, run)
 
     def _timestep_plan(self, p: Pass, img2img: bool) -> engines.TimestepRun:
-        """A1111's DDIM-style timesteps: every (1000 // steps)-th from 1, the first t_enc of them for img2img."""
-        total, run = p.a1111_steps()
-        discard = p.options.discard_penultimate and not p.sampler.discard_penultimate
-        timesteps = engines.ddim_timesteps(max(total + (1 if discard else 0), 1))
-        start = None
-        if img2img:
-            t_enc = run - 1
-            start, timesteps = int(timesteps[min(t_enc, len(timesteps) - 1)]), timesteps[:t_enc]
-        return engines.TimestepRun(timesteps, start, self._model_sigmas(False).alphas_cumprod, self.model.prediction_type, p.options.eta_for(p.sampler),
-                                   cfgpp=p.sampler.solver == "ddim_cfgpp", report_steps=max(len(timesteps) - 1, 1))
+        start, timesteps = p.timesteps(img2img)
+        return engines.TimestepRun(timesteps, start, self._model_sigmas(False).alphas_cumprod, self.model.prediction_type,
+                                   p.options.eta_for(p.sampler), cfgpp=p.sampler.solver == "ddim_cfgpp",
+                                   report_steps=max(len(timesteps) - 1, 1))
 
     def _time_ids(self, p: Pass, pooled: torch.Tensor | None) -> torch.Tensor | None:
         """SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the pass's

@@ -379,8 +379,9 @@ class GenerationService:
             for warning in prompts.warnings:
                 log.warning("%s: %s", job.id, warning)
             add_notes(result.notes, prompts.warnings)
-        if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(result.images) > 1:
-            result.grid_path = grids_writer.save_grid(result.images, infotext=result.infotexts[0],
+        finished = [im for i, im in enumerate(result.images) if i not in result.unfinished]
+        if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(finished) > 1:
+            result.grid_path = grids_writer.save_grid(finished, infotext=result.infotexts[0],
                                                       values=self._name_values(params, active, result.seeds[0], result, job))
         return result
 

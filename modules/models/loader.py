@@ -96,7 +96,7 @@ def load_checkpoint(
         try:
             shapes = read_checkpoint_shapes(path)
             arch = detect_architecture(shapes)
-            choice = choose_config(path, arch, configs_dir)
+            choice = base = choose_config(path, arch, configs_dir)
             if choice.ldm is not None:  # the yaml's shapes, over the architecture's folder
                 choice = replace(choice, folder=ldm_config_folder(choice.ldm, choice.folder, shapes, Path(scratch)))
             in_channels = unet_in_channels(shapes) or 4
@@ -105,7 +105,9 @@ def load_checkpoint(
             raise ValueError(f"Could not load checkpoint {path}: {e.reason}") from e
         except ValueError as e:
             raise ValueError(f"Could not load checkpoint {path}: {e}") from e
-        return _load_single_file(path, arch, choice, configs_dir, device, dtype, vae_dtype, in_channels)
+        loaded = _load_single_file(path, arch, choice, configs_dir, device, dtype, vae_dtype, in_channels)
+    loaded.extra["config_folder"] = base.folder  # the generated one is gone; the page's hints live in the base folder
+    return loaded
 
 
 def choose_config(path: Path, arch: str, configs_dir: Path) -> ConfigChoice:

@@ -193,7 +193,7 @@ def test_hires_fix_makes_the_requested_size(tiny, upscaler):
     control = RunControl(on_step=lambda info: seen.append((info.step, info.steps)))
     [image] = [im for b in tiny.txt2img(params, 3, control) for im in b.images]
     assert image.size == (96, 96)
-    assert seen[-1] == (5, 5) and len(seen) == 5  # 3 first-pass steps + 4 x 0.5 hires steps
+    assert seen[-1] == (7, 7) and len(seen) == 7  # 3 first-pass steps + 4 hires steps: A1111 runs exactly the hires steps
     cropped = GenerationParams.create(prompt="x", width=64, height=64, steps=2, enable_hr=True, hr_upscaler=upscaler, hr_resize_x=128, hr_resize_y=96)
     assert [im.size for b in tiny.txt2img(cropped, 3) for im in b.images] == [(128, 96)]
 

@@ -108,7 +108,7 @@ def test_its_ldm_yaml_shapes_the_model_and_it_generates(odd_checkpoint):
     model = load(path)
     assert list(model.unet.config.block_out_channels) == [32, 64, 64] and model.unet.config.attention_head_dim == 4
     assert list(model.vae.config.block_out_channels) == [32, 32, 64, 64]
-    assert model.extra["config_source"] == "yaml"
+    assert model.extra["config_source"] == "yaml" and model.extra["config_folder"] == CONFIGS / "tiny-sd1"  # where its page hints live
     for ours, theirs in ((model.unet, unet), (model.vae, vae)):  # every weight where the yaml says it belongs
         mine = ours.state_dict()
         assert all(torch.equal(mine[k], v) for k, v in theirs.state_dict().items())

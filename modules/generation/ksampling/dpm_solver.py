@@ -26,9 +26,8 @@ def _t(sigma: torch.Tensor) -> torch.Tensor:
 class _Solver:
     """DPM-Solver steps of order 1 to 3 over the noise prediction eps = (x - denoised) / sigma."""
 
-    def __init__(self, denoise: Denoise, on_denoised=None):
+    def __init__(self, denoise: Denoise):
         self.denoise = denoise
-        self.on_denoised = on_denoised  # gets each step's first estimate (for previews)
 
     def eps(self, cache: dict, key: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if key not in cache:
@@ -58,12 +57,13 @@ class _Solver:
         return x - _sigma(t_next) * h.expm1() * eps - _sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
 
 
-def _noise_step(t: torch.Tensor, t_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor | float]:
-    """Where the deterministic part of an ancestral step ends (as a time), and the noise to add."""
+def _noise_step(t: torch.Tensor, t_next: torch.Tensor, eta: float, t_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """Where the deterministic part of an ancestral step ends (as a time, never past the end of
+    the integration), and the size of the noise that brings it back to t_next."""
     if not eta:
         return t_next, 0.0
     sigma_down, _ = ancestral_step(_sigma(t), _sigma(t_next), eta)
-    t_down = _t(sigma_down)
+    t_down = torch.minimum(t_end, _t(sigma_down))
     return t_down, (_sigma(t_next) ** 2 - _sigma(t_down) ** 2) ** 0.5
 
 
@@ -80,7 +80,7 @@ def dpm_fast(denoise: Denoise, x: torch.Tensor, sigma_min: float, sigma_max: flo
     for i, order in enumerate(orders):
         cache: dict = {}
         t, t_next = times[i], times[i + 1]
-        t_target, sigma_up = _noise_step(t, t_next, ctx.eta)
+        t_target, sigma_up = _noise_step(t, t_next, ctx.eta, t_end)
         denoised = x - _sigma(t) * solver.eps(cache, "eps", x, t)
         step = {1: solver.step_1, 2: solver.step_2, 3: solver.step_3}[order]
         x = step(x, t, t_target, cache)
@@ -128,20 +128,23 @@ def dpm_adaptive(denoise: Denoise, x: torch.Tensor, sigma_min: float, sigma_max:
     controller = _StepSizeController(h_init, 1.5 if ctx.eta else order)
     atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
     s, x_previous = t_start, x
-    spent, steps = 0, 0
+    spent = 0
+    shown_steps = max(int(ctx.extra.get("steps", 1)), 1)
+
+    def progress(at: torch.Tensor) -> int:  # the step count shown: how far along the time axis it got
+        return min(shown_steps - 1, int(float((at - t_start) / (t_end - t_start)) * shown_steps))
+
     while s < t_end - 1e-5:
         cache: dict = {}
         if spent + order > max_evaluations:  # out of budget: one last step to the end
-            t_target, sigma_up = _noise_step(s, t_end, ctx.eta)
+            t_target, sigma_up = _noise_step(s, t_end, ctx.eta, t_end)
             denoised = x - _sigma(s) * solver.eps(cache, "eps", x, s)
             x = solver.step_2(x, s, t_target, cache, r1=1 / 3)
             ctx.extra["budget_exhausted"] = True
-            ctx.step_done(steps, x, denoised)
+            ctx.step_done(shown_steps - 1, x, denoised)
             break
         t = torch.minimum(t_end, s + controller.h)
-        t_target, sigma_up = _noise_step(s, t, ctx.eta)
-        if ctx.eta:
-            t_target = torch.minimum(t_end, t_target)
+        t_target, sigma_up = _noise_step(s, t, ctx.eta, t_end)
         denoised = x - _sigma(s) * solver.eps(cache, "eps", x, s)
         if order == 2:
             x_low = solver.step_1(x, s, t_target, cache)
@@ -158,6 +161,5 @@ def dpm_adaptive(denoise: Denoise, x: torch.Tensor, sigma_min: float, sigma_max:
             if ctx.eta:
                 x = x + sigma_up * ctx.s_noise * ctx.noise()
             s = t
-            ctx.step_done(steps, x, denoised)
-            steps += 1
+            ctx.step_done(progress(s), x, denoised)
     return x

@@ -147,4 +147,6 @@ SCHEDULES: dict[str, Callable[[int, Range], torch.Tensor]] = {
 
 def sigmas_for(schedule: str, n: int, r: Range) -> torch.Tensor:
     """n steps of the named schedule (an A1111 schedule `name`; 'automatic' means uniform)."""
+    if n < 1:
+        raise ValueError(f"A schedule needs at least one step, not {n}.")
     return SCHEDULES.get(schedule, uniform)(n, r)

@@ -34,7 +34,7 @@ class SolverContext:
     s_tmin: float = 0.0
     s_tmax: float = math.inf
     s_noise: float = 1.0
-    extra: dict = field(default_factory=dict)  # solver-specific settings (e.g. uses the uncond estimate)
+    extra: dict = field(default_factory=dict)  # solver-specific: solver_type ("heun"), steps shown (DPM adaptive)
 
     def pair_noise(self, x: torch.Tensor, sigmas: torch.Tensor) -> NoisePair:
         """Noise for the step sigma -> sigma_next: the Brownian tree where there is one
@@ -79,14 +79,25 @@ def _churn(x: torch.Tensor, sigma: torch.Tensor, steps: int, ctx: SolverContext)
     return x, sigma_hat
 
 
-def euler(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: SolverContext) -> torch.Tensor:
+def _churned_steps(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: SolverContext, second_stage=None) -> torch.Tensor:
+    """Karras et al.'s Algorithm 2, shared by Euler, Heun and DPM2: churn, the slope at the
+    raised level, then `second_stage(x, d, sigma_hat, sigma_next)` for a second-order update
+    (a plain Euler step without one, and always on the last step down to 0)."""
     steps = len(sigmas) - 1
     for i in range(steps):
         x, sigma_hat = _churn(x, sigmas[i], steps, ctx)
         denoised = denoise(x, sigma_hat)
-        x = x + to_d(x, sigma_hat, denoised) * (sigmas[i + 1] - sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
+        if second_stage is None or sigmas[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigma_hat)
+        else:
+            x = second_stage(x, d, sigma_hat, sigmas[i + 1])
         ctx.step_done(i, x, denoised)
     return x
+
+
+def euler(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: SolverContext) -> torch.Tensor:
+    return _churned_steps(denoise, x, sigmas, ctx)
 
 
 def euler_ancestral(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: SolverContext) -> torch.Tensor:
@@ -101,38 +112,23 @@ def euler_ancestral(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx
 
 
 def heun(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: SolverContext) -> torch.Tensor:
-    steps = len(sigmas) - 1
-    for i in range(steps):
-        x, sigma_hat = _churn(x, sigmas[i], steps, ctx)
-        denoised = denoise(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:  # the last step is a plain Euler step
-            x = x + d * dt
-        else:  # trapezoid: average the slopes at both ends
-            x_next = x + d * dt
-            d_next = to_d(x_next, sigmas[i + 1], denoise(x_next, sigmas[i + 1]))
-            x = x + (d + d_next) / 2 * dt
-        ctx.step_done(i, x, denoised)
-    return x
+    def trapezoid(x, d, sigma, sigma_next):  # average the slopes at both ends
+        x_next = x + d * (sigma_next - sigma)
+        d_next = to_d(x_next, sigma_next, denoise(x_next, sigma_next))
+        return x + (d + d_next) / 2 * (sigma_next - sigma)
+
+    return _churned_steps(denoise, x, sigmas, ctx, trapezoid)
 
 
 def dpm_2(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: SolverContext) -> torch.Tensor:
     """DPM-Solver-2 (midpoint in log sigma) with churn."""
-    steps = len(sigmas) - 1
-    for i in range(steps):
-        x, sigma_hat = _churn(x, sigmas[i], steps, ctx)
-        denoised = denoise(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        if sigmas[i + 1] == 0:
-            x = x + d * (sigmas[i + 1] - sigma_hat)
-        else:
-            sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
-            x_mid = x + d * (sigma_mid - sigma_hat)
-            d_mid = to_d(x_mid, sigma_mid, denoise(x_mid, sigma_mid))
-            x = x + d_mid * (sigmas[i + 1] - sigma_hat)
-        ctx.step_done(i, x, denoised)
-    return x
+
+    def midpoint(x, d, sigma, sigma_next):
+        sigma_mid = sigma.log().lerp(sigma_next.log(), 0.5).exp()
+        x_mid = x + d * (sigma_mid - sigma)
+        return x + to_d(x_mid, sigma_mid, denoise(x_mid, sigma_mid)) * (sigma_next - sigma)
+
+    return _churned_steps(denoise, x, sigmas, ctx, midpoint)
 
 
 def dpm_2_ancestral(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: SolverContext) -> torch.Tensor:
