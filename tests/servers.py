@@ -79,6 +79,24 @@ def launched(data: Path, *flags: str, ready_path: str = "/", fetch_default: bool
         log.close()
 
 
+@contextmanager
+def in_process_api(data: Path, *flags: str):
+    """The app's ASGI server built from `flags` with `data` as its data folder, no model
+    loaded, driven in-process by a TestClient (for routes that need no generation)."""
+    from fastapi.testclient import TestClient
+
+    import webui
+    from modules.options import parse_args
+
+    args = parse_args(["--data-dir", str(data), *flags])
+    app = webui.App.create(args)
+    try:
+        with TestClient(app.build_asgi(args)) as client:
+            yield client
+    finally:
+        app.queue.shutdown()
+
+
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     """A throwaway key and certificate for 127.0.0.1 (openssl CLI), for --tls-keyfile/--tls-certfile."""
     key, cert = folder / "key.pem", folder / "cert.pem"

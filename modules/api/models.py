@@ -199,7 +199,7 @@ class Txt2ImgRequest(BaseModel):
         if self.eta is not None:
             values["eta"] = self.eta
         for name, neutral in (("s_churn", 0.0), ("s_tmin", 0.0), ("s_tmax", 0.0), ("s_noise", 1.0)):
-            sent = getattr(self, name, None)
+            sent = getattr(self, name)
             if sent is not None and values.get(name, neutral) == neutral:
                 values[name] = sent
         return values

@@ -428,7 +428,7 @@ def build_router(state: ApiState) -> APIRouter:
     @router.get("/schedulers")
     def scheduler_list() -> list[dict]:
         return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
-                 "need_inner_model": s.name in _INNER_MODEL_SCHEDULES} for s in samplers.SCHEDULES]
+                 "need_inner_model": s.need_inner_model} for s in samplers.SCHEDULES]
 
     @router.get("/upscalers")
     def upscalers() -> list[dict]:
@@ -578,10 +578,6 @@ def build_router(state: ApiState) -> APIRouter:
         return {"images": images, "html_info": info}
 
     return router
-
-
-# A1111's schedules that read the model's own noise levels (its `need_inner_model`).
-_INNER_MODEL_SCHEDULES = {"uniform", "sgm_uniform", "simple", "normal", "ddim", "beta"}
 
 
 def _sampler_options(sampler: samplers.Sampler) -> dict[str, str]:

@@ -13,6 +13,7 @@ of the clean picture (what A1111 returns for an unfinished image).
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -141,8 +142,6 @@ def clean_estimate(scheduler, latents: torch.Tensor, pred: torch.Tensor, t, pred
 
 def _step_kwargs(scheduler, gens: list[torch.Generator] | None, eta: float) -> dict:
     """Pass the generators (and DDIM's eta) only to schedulers that take them, as diffusers does."""
-    import inspect
-
     accepted = inspect.signature(scheduler.step).parameters
     kwargs = {}
     if "generator" in accepted and gens is not None:
@@ -270,13 +269,14 @@ def run_timesteps(predict: Prediction, plan: TimestepRun, noise: ImageNoise, ini
     alphas = alphas_cumprod[timesteps]
     alphas_prev = alphas_cumprod[torch.nn.functional.pad(timesteps[:-1], (1, 0))]
     sigmas = plan.eta * ((1 - alphas_prev) / (1 - alphas) * (1 - alphas / alphas_prev)).sqrt()
+    keep = blend.keep.float() if blend is not None else None
     model_dtype = predict.dtype
     estimate = None
     for i in range(len(timesteps) - 1):
         index = len(timesteps) - 1 - i
         a_t, a_prev, sigma_t = (float(v[index]) for v in (alphas, alphas_prev, sigmas))
         if blend is not None:  # A1111 puts the original back before each call for these samplers
-            x = (1 - blend.mask) * blend.keep.float() + blend.mask * x
+            x = (1 - blend.mask) * keep + blend.mask * x
         try:
             t = timesteps[index].to(x.device, model_dtype)
             pred = predict(x.to(model_dtype), t, i).float()

@@ -17,10 +17,10 @@ from typing import Sequence
 
 import torch
 
+from modules.generation.params import RNG_SOURCES
 from modules.generation.philox import PhiloxGenerator
 
 MAX_SEED = 4294967294  # what A1111 draws random seeds below
-RNG_SOURCES = ("GPU", "CPU", "NV")
 
 
 def resolve_seed(seed: int, rng: random.Random | None = None) -> int:
@@ -46,11 +46,7 @@ def generator_device(source: str, device: torch.device) -> torch.device:
 def seeded_noise(source: str, seed: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """One float32 draw from a fresh generator seeded with `seed` (A1111's randn_local, which
     also feeds the SDE samplers' Brownian trees)."""
-    if source == "NV":
-        return torch.from_numpy(PhiloxGenerator(seed).randn(tuple(shape))).to(device)
-    where = generator_device(source, device)
-    generator = torch.Generator(where).manual_seed(int(seed))
-    return torch.randn(tuple(shape), generator=generator, device=where, dtype=torch.float32).to(device)
+    return ImageNoise([seed], tuple(shape), device, torch.float32, source).first()[0]
 
 
 class ImageNoise:

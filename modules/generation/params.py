@@ -37,7 +37,7 @@ MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREAS = ("Whole picture", "Only masked")
 # A1111's `emphasis` setting: how (word:1.2) weights act on the text encoder's output.
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
-RNG_SOURCES = ("GPU", "CPU", "NV")  # A1111's randn_source (see modules.generation.noise)
+RNG_SOURCES = ("GPU", "CPU", "NV")  # A1111's randn_source, drawn by modules.generation.noise
 
 # A1111 settings that travel with each job as parameters: field -> config.json key. The page
 # and the API fill them from the settings unless a request or a pasted infotext sets them.
@@ -302,7 +302,7 @@ def sampler_fields(params: GenerationParams, sampler: samplers.Sampler, schedule
     if sampler.churn or sampler.takes_s_noise:
         fields.append(("Sigma noise", params.s_noise if params.s_noise != 1.0 else None))
     wanted = samplers.effective_schedule(sampler, schedule)
-    if not sampler.timestep_based and wanted.name not in ("automatic",):
+    if not sampler.timestep_based and wanted.name != "automatic":
         fields += [("Schedule min sigma", params.sigma_min or None), ("Schedule max sigma", params.sigma_max or None)]
         if wanted.default_rho != -1 and params.rho and params.rho != wanted.default_rho:
             fields.append(("Schedule rho", params.rho))

@@ -49,6 +49,7 @@ class Schedule:
     aliases: tuple[str, ...] = ()
     options: dict[str, Any] | None = None  # diffusers options doing the same, None if diffusers has none
     default_rho: float = -1  # A1111's: -1 where rho does not apply
+    need_inner_model: bool = False  # A1111's: reads the model's own noise levels
 
 
 def _k(**options: Any) -> dict[str, Any]:
@@ -97,17 +98,17 @@ SAMPLERS: tuple[Sampler, ...] = (
 
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("Automatic", "automatic", options={}),
-    Schedule("Uniform", "uniform", options={}),
+    Schedule("Uniform", "uniform", options={}, need_inner_model=True),
     Schedule("Karras", "karras", options={"use_karras_sigmas": True}, default_rho=7.0),
     Schedule("Exponential", "exponential", options={"use_exponential_sigmas": True}),
     Schedule("Polyexponential", "polyexponential", default_rho=1.0),
-    Schedule("SGM Uniform", "sgm_uniform", ("SGMUniform",)),
+    Schedule("SGM Uniform", "sgm_uniform", ("SGMUniform",), need_inner_model=True),
     Schedule("KL Optimal", "kl_optimal"),
     Schedule("Align Your Steps", "align_your_steps"),
-    Schedule("Simple", "simple"),
-    Schedule("Normal", "normal"),
-    Schedule("DDIM", "ddim"),
-    Schedule("Beta", "beta", options={"use_beta_sigmas": True}),
+    Schedule("Simple", "simple", need_inner_model=True),
+    Schedule("Normal", "normal", need_inner_model=True),
+    Schedule("DDIM", "ddim", need_inner_model=True),
+    Schedule("Beta", "beta", options={"use_beta_sigmas": True}, need_inner_model=True),
 )
 
 

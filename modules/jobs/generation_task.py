@@ -164,14 +164,6 @@ class GenerationService:
         Clip skip, emphasis and the sampler parameters, by parameter name."""
         return dict(self.job_settings)
 
-    @property
-    def clip_skip(self) -> int:
-        return self.job_settings["clip_skip"]
-
-    @property
-    def emphasis(self) -> str:
-        return self.job_settings["emphasis"]
-
     def select_vae(self, choice: str) -> None:
         """Set sd_vae ("Automatic", "None" or a file in models/VAE); ValueError if unknown."""
         self.pin_vae(choice)

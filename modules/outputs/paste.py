@@ -18,6 +18,15 @@ from modules.generation.params import (
 )
 from modules.outputs.infotext import parse_infotext
 
+def _flag(value: str) -> bool:
+    """A1111's `True`/`False` values."""
+    if str(value).strip().lower() in ("true", "1", "yes"):
+        return True
+    if str(value).strip().lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(value)
+
+
 # Infotext key -> (parameter, converter). Converters raise ValueError on a bad value.
 _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Prompt": ("prompt", str),
@@ -44,7 +53,7 @@ _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Schedule min sigma": ("sigma_min", float),
     "Schedule max sigma": ("sigma_max", float),
     "Schedule rho": ("rho", float),
-    "Discard penultimate sigma": ("always_discard_next_to_last_sigma", lambda v: _flag(v)),
+    "Discard penultimate sigma": ("always_discard_next_to_last_sigma", _flag),
     "Beta schedule alpha": ("beta_dist_alpha", float),
     "Beta schedule beta": ("beta_dist_beta", float),
     "Beta scheduler alpha": ("beta_dist_alpha", float),  # the spelling A1111's settings read back
@@ -81,14 +90,6 @@ _HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": S
                         "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0}
 _IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0], "inpainting_fill": MASKED_CONTENT[1],
                           "inpaint_full_res": INPAINT_AREAS[0], "inpaint_full_res_padding": 32}
-
-
-def _flag(value: str) -> bool:
-    if str(value).strip().lower() in ("true", "1", "yes"):
-        return True
-    if str(value).strip().lower() in ("false", "0", "no"):
-        return False
-    raise ValueError(value)
 
 
 @dataclass

@@ -157,8 +157,6 @@ def _shown_files(result) -> list:
     if not result.paths:
         return list(result.images)
     unfinished = set(getattr(result, "unfinished", ()))
-    if not unfinished and len(result.paths) == len(result.images):
-        return [str(p) for p in result.paths]
     saved = iter(result.paths)
     return [image if i in unfinished else str(next(saved, image)) for i, image in enumerate(result.images)]
 

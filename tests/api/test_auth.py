@@ -7,10 +7,8 @@ from __future__ import annotations
 import base64
 
 import pytest
-from fastapi.testclient import TestClient
 
-import webui
-from modules.options import parse_args
+from tests.servers import in_process_api
 
 
 def basic(text: str) -> str:
@@ -19,20 +17,14 @@ def basic(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def open_api(tmp_path_factory):
-    args = parse_args(["--data-dir", str(tmp_path_factory.mktemp("open")), "--nowebui"])
-    app = webui.App.create(args)
-    with TestClient(app.build_asgi(args)) as client:
+    with in_process_api(tmp_path_factory.mktemp("open"), "--nowebui") as client:
         yield client
-    app.queue.shutdown()
 
 
 @pytest.fixture(scope="module")
 def guarded_api(tmp_path_factory):
-    args = parse_args(["--data-dir", str(tmp_path_factory.mktemp("guarded")), "--nowebui", "--api-auth", "alice:se:cret"])
-    app = webui.App.create(args)
-    with TestClient(app.build_asgi(args)) as client:
+    with in_process_api(tmp_path_factory.mktemp("guarded"), "--nowebui", "--api-auth", "alice:se:cret") as client:
         yield client
-    app.queue.shutdown()
 
 
 # What Open WebUI and SillyTavern send with their auth setting left empty ('Basic ' + base64('')),

@@ -4,19 +4,14 @@ answer with A1111's shapes, even where this server has nothing to list."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-import webui
-from modules.options import parse_args
+from tests.servers import in_process_api
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    args = parse_args(["--data-dir", str(tmp_path_factory.mktemp("startup")), "--nowebui"])
-    app = webui.App.create(args)
-    with TestClient(app.build_asgi(args)) as c:
+    with in_process_api(tmp_path_factory.mktemp("startup"), "--nowebui") as c:
         yield c
-    app.queue.shutdown()
 
 
 @pytest.mark.parametrize("route", ["/sdapi/v1/face-restorers", "/sdapi/v1/hypernetworks", "/sdapi/v1/realesrgan-models"])

@@ -11,6 +11,17 @@ from PIL import Image
 from tests.e2e.test_txt2img_page import saved_images, set_number
 
 
+def generate_and_wait(page, data):
+    """Press Generate and return the one image file it saves."""
+    before = set(saved_images(data))
+    page.click("#txt2img_generate")
+    deadline = time.monotonic() + 60
+    while not set(saved_images(data)) - before and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    [new] = sorted(set(saved_images(data)) - before)
+    return new
+
+
 def test_pasted_infotext_fills_the_controls_and_reproduces_the_image(page, server):
     data = server["data"]
     page.locator("#model_guide", has_text="a COLOUR SHAPE").wait_for(timeout=15000)
@@ -36,12 +47,7 @@ def test_pasted_infotext_fills_the_controls_and_reproduces_the_image(page, serve
     assert page.input_value("#txt2img_neg_prompt textarea") == "red"
     page.screenshot(path=str(data / "after-paste.png"), full_page=True)
 
-    before = set(saved_images(data))
-    page.click("#txt2img_generate")
-    deadline = time.monotonic() + 60
-    while not set(saved_images(data)) - before and time.monotonic() < deadline:
-        page.wait_for_timeout(200)
-    [second] = sorted(set(saved_images(data)) - before)
+    second = generate_and_wait(page, data)
     assert Image.open(second).info["parameters"] == text
     assert np.array_equal(np.asarray(Image.open(second)), np.asarray(Image.open(first)))
 
@@ -62,11 +68,6 @@ def test_pasting_an_nvidia_made_infotext_uses_its_noise_settings(page, server, d
     page.fill("#txt2img_prompt textarea", text)
     page.click("#txt2img_paste")
     page.locator(".toast-body", has_text="This tab's next jobs use RNG NV, ENSD 31337").wait_for(timeout=10000)
-    before = set(saved_images(data))
-    page.click("#txt2img_generate")
-    deadline = time.monotonic() + 60
-    while not set(saved_images(data)) - before and time.monotonic() < deadline:
-        page.wait_for_timeout(200)
-    [saved] = sorted(set(saved_images(data)) - before)
+    saved = generate_and_wait(page, data)
     assert "ENSD: 31337, RNG: NV" in Image.open(saved).info["parameters"]
     assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), np.asarray(batch.images[0].convert("RGB")))

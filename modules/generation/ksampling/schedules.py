@@ -51,12 +51,15 @@ def uniform(n: int, r: Range) -> torch.Tensor:
     return _with_zero(r.model.t_to_sigma(t).numpy())
 
 
-def karras(n: int, r: Range) -> torch.Tensor:
-    """Karras et al. 2022: evenly spaced in sigma^(1/rho) (rho 7)."""
-    rho = r.rho or 7.0
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. 2022: n levels evenly spaced in sigma^(1/rho), then 0."""
     ramp = torch.linspace(0, 1, n)
-    low, high = r.sigma_min ** (1 / rho), r.sigma_max ** (1 / rho)
+    low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return _append_zero((high + ramp * (low - high)) ** rho)
+
+
+def karras(n: int, r: Range) -> torch.Tensor:
+    return karras_sigmas(n, r.sigma_min, r.sigma_max, r.rho or 7.0)
 
 
 def exponential(n: int, r: Range) -> torch.Tensor:

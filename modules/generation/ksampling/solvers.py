@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from modules.generation.ksampling.schedules import karras_sigmas
+
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NoisePair = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (sigma, sigma_next) -> unit noise
 
@@ -322,7 +324,7 @@ def restart(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: Solver
     restarts: dict[int, tuple[int, int, float]] = {}
     if steps >= 20:
         restart_steps, times = (steps // 4, 2) if steps >= 36 else (9, 1)
-        sigmas = _karras(steps - restart_steps * times, float(sigmas[-2]), float(sigmas[0])).to(sigmas.device)
+        sigmas = karras_sigmas(steps - restart_steps * times, float(sigmas[-2]), float(sigmas[0])).to(sigmas.device)
         restarts = {int(torch.argmin((sigmas - 0.1).abs())): (restart_steps + 1, times, 2.0)}
     plan: list[tuple[torch.Tensor, torch.Tensor]] = []
     for i in range(len(sigmas) - 1):
@@ -331,7 +333,7 @@ def restart(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: Solver
             count, times, top = restarts[i + 1]
             low_index, high_index = i + 1, int(torch.argmin((sigmas - top).abs()))
             if high_index < low_index:
-                loop = _karras(count, float(sigmas[low_index]), float(sigmas[high_index]))[:-1].to(sigmas.device)
+                loop = karras_sigmas(count, float(sigmas[low_index]), float(sigmas[high_index]))[:-1].to(sigmas.device)
                 plan.extend(list(zip(loop[:-1], loop[1:])) * times)
     last = None
     for step, (sigma, sigma_next) in enumerate(plan):
@@ -349,9 +351,3 @@ def restart(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, ctx: Solver
         last = sigma_next
         ctx.step_done(min(step * steps // len(plan), steps - 1), x, denoised)
     return x
-
-
-def _karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return torch.cat([((high + ramp * (low - high)) ** rho).float(), torch.zeros(1)])
