@@ -163,6 +163,11 @@ class Txt2ImgRequest(BaseModel):
             value = getattr(self, name)
             if value and value != "Use same scheduler" and samplers.find_schedule(value) is None:
                 notes.append(f"Schedule type '{value}' is not one of {', '.join(s.label for s in samplers.SCHEDULES)}: Automatic was used.")
+        if self.infotext:
+            from modules.outputs.paste import params_from_infotext
+
+            skipped = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest)).skipped
+            notes.extend(f"Infotext '{key}' was not applied: {why}." for key, why in skipped.items())
         return notes
 
     def _values(self, settings: dict[str, Any]) -> dict[str, Any]:
@@ -278,21 +283,23 @@ def clip_skip_value(value: Any) -> int:
     return int(number)
 
 
-def decode_image(data: str, what: str) -> Image.Image:
-    """A base64 image, with or without a data: URL prefix; a readable ValueError otherwise."""
+def decode_base64(data: str, what: str) -> bytes:
+    """The bytes of a base64 field, with or without a data: URL prefix; a readable ValueError otherwise."""
     if not isinstance(data, str) or not data.strip():
         raise ValueError(f"{what} is empty.")
     text = _DATA_URL.sub("", data.strip())
     try:
-        raw = base64.b64decode(text, validate=False)
+        return base64.b64decode(text, validate=False)
     except (binascii.Error, ValueError):
         raise ValueError(f"{what} is not valid base64.") from None
-    try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise ValueError(f"{what} is not an image that can be read.") from None
-    return image
+
+
+def decode_image(data: str, what: str, max_pixels: int | None = None) -> Image.Image:
+    """A base64 image as sent (first frame, EXIF rotation applied, mode and metadata kept),
+    refused with a readable ValueError when it is not an image or has more than `max_pixels`."""
+    from modules.generation.image_input import read_image
+
+    return read_image(decode_base64(data, what), what, max_pixels)
 
 
 def encode_base64(image: Image.Image, file_format: str, infotext: str | None, quality: int = 80) -> str:

@@ -7,12 +7,12 @@ A1111 users know these by name (resize mode, mask blur, masked content "fill", i
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
+from modules.generation.image_input import read_image, to_mask, to_rgb
 from modules.generation.params import RESIZE_MODES
 
 LATENT_RESIZE = RESIZE_MODES.index("Just resize (latent upscale)")
@@ -21,32 +21,20 @@ LATENT_RESIZE = RESIZE_MODES.index("Just resize (latent upscale)")
 PIXEL_RESAMPLING = {"None": Image.Resampling.LANCZOS, "Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
 
 
-def open_image(data: bytes | str | Image.Image, what: str = "init image") -> Image.Image:
-    """Open an uploaded image (bytes, a path or a PIL image) as RGB, with EXIF rotation
-    applied; anything that is not an image becomes a readable ValueError."""
-    return flatten(open_mask(data, what))
+def open_image(data: bytes | str | Image.Image, what: str = "init image", max_pixels: int | None = None) -> Image.Image:
+    """Open an uploaded image (bytes, a path or a PIL image) as RGB, with EXIF rotation and
+    its colour profile applied; anything that is not an image becomes a readable ValueError."""
+    return to_rgb(read_image(data, what, max_pixels))
 
 
-def open_mask(data: bytes | str | Image.Image, what: str = "mask") -> Image.Image:
-    """Like `open_image` but keeps the mode: a mask's transparency can be what marks it."""
-    if isinstance(data, Image.Image):
-        image = data
-    else:
-        try:
-            image = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
-            image.load()
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"The {what} is not a readable image ({type(exc).__name__}).") from None
-    return ImageOps.exif_transpose(image) or image
+def open_mask(data: bytes | str | Image.Image, what: str = "mask", max_pixels: int | None = None) -> Image.Image:
+    """Like `open_image` but as L or RGBA: a mask's transparency can be what marks it."""
+    return to_mask(read_image(data, what, max_pixels))
 
 
 def flatten(image: Image.Image) -> Image.Image:
     """RGB; transparent parts become white, as A1111 flattens uploads."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        back = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(back, rgba).convert("RGB")
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def resize_image(image: Image.Image, width: int, height: int, mode: int = 0, resample=Image.Resampling.LANCZOS) -> Image.Image:

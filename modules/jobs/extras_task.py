@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from modules.generation import images as imgops
+from modules.generation.image_input import read_image
 from modules.generation.upscaling import ExtrasParams, UpscalerRegistry, info_text, postprocess
 from modules.outputs.infotext import read_infotext_from_image
 from modules.jobs.queue import login_of
@@ -125,7 +126,7 @@ class ExtrasService:
             if _stopped(job, index, len(files)):
                 break
             try:
-                image = imgops.open_mask(str(path), path.name)
+                image = read_image(str(path), path.name)
             except ValueError:
                 result.notes.append(f"Skipped {path.name}: not an image.")
                 continue

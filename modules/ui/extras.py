@@ -13,12 +13,13 @@ from typing import Any, Callable
 import gradio as gr
 from fastapi.concurrency import run_in_threadpool
 
-from modules.generation import images as imgops
+from modules.generation.image_input import read_image
 from modules.generation.upscaling import ExtrasParams, target_size
 from modules.jobs.extras_task import KIND, ExtrasResult, ExtrasService
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
 from modules.network import ServerAccess
 from modules.ui.common import page_user
+from modules.ui.img2img import guard_upload
 
 PREFIX = "extras"
 MODES = ("Single Image", "Batch Process", "Batch from Directory")
@@ -39,7 +40,7 @@ class ExtrasControls:
 
 def prepare(service: ExtrasService, mode: int, resize_tab: int, image, files, input_dir: str, output_dir: str, show_results: bool,
             resize, width, height, crop, upscaler_1, upscaler_2, visibility,
-            access: ServerAccess | None = None) -> tuple[Callable[[Job], ExtrasResult], list[str]]:
+            access: ServerAccess | None = None, max_pixels: int | None = None) -> tuple[Callable[[Job], ExtrasResult], list[str]]:
     """The job's task for the chosen sub-tab, and notes on uploads that were skipped; a readable
     ValueError when something is missing or out of range, or when `access` refuses the folder batch."""
     params = service.params(
@@ -60,9 +61,9 @@ def prepare(service: ExtrasService, mode: int, resize_tab: int, image, files, in
         for item in files:
             path = Path(getattr(item, "name", item))
             try:
-                entries.append((imgops.open_mask(str(path), path.name), path.name))
-            except ValueError:
-                notes.append(f"Skipped {path.name}: not an image.")
+                entries.append((read_image(str(path), path.name, max_pixels), path.name))
+            except ValueError as exc:
+                notes.append(f"Skipped {path.name}: {exc}")
         if not entries:
             raise ValueError("None of the uploaded files is an image that can be read.")
     else:
@@ -78,10 +79,12 @@ def _whole(value) -> int | None:
     return None if value is None else int(round(float(value)))
 
 
-def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], ExtrasService], access: ServerAccess | None = None) -> ExtrasControls:
+def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], ExtrasService], access: ServerAccess | None = None,
+                     max_pixels: Callable[[], int | None] = lambda: None) -> ExtrasControls:
     """Build the tab inside the current Blocks. `service` may be a getter, so the page can hand
     over the app's current service (the Settings tab may reconfigure it). `access` decides
-    whether "Batch from Directory" may use folders on the server (None: it may)."""
+    whether "Batch from Directory" may use folders on the server (None: it may); `max_pixels`
+    gives the largest upload accepted (the limit_image_megapixels setting)."""
     current: Callable[[], ExtrasService] = service if callable(service) else (lambda: service)  # type: ignore[assignment]
     names = list(current().upscalers.names)
     meta = ExtrasParams.field_meta
@@ -130,12 +133,13 @@ def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], Extr
             info = gr.HTML(elem_id="extras_html_info")
             log = gr.HTML(elem_id="extras_html_log")
 
+    guard_upload(image, "Source", max_pixels)
     inputs = [mode, resize_tab, image, files, input_dir, output_dir, show_results, resize, width, height, crop, upscaler_1, upscaler_2, visibility]
 
     async def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         svc = current()
         try:
-            task, notes = await run_in_threadpool(prepare, svc, *values, access=access)
+            task, notes = await run_in_threadpool(prepare, svc, *values, access=access, max_pixels=max_pixels())
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         job = await run_in_threadpool(queue.submit, KIND, task, user=page_user(request))

@@ -7,6 +7,7 @@ Img2ImgParams, and queues the job; everything else is the generation core's.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -15,6 +16,7 @@ import gradio as gr
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image, ImageChops
 
+from modules.generation.image_input import read_image, to_mask, to_rgb
 from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, RESIZE_MODES, GenerationParams, Img2ImgParams
 from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
@@ -51,18 +53,41 @@ def readable_size(path: Path | None) -> tuple[int, int] | None:
         return None
 
 
-def guard_upload(component, label: str) -> None:
-    """Refuse an upload that is not an image as soon as it arrives: a plain warning, and the
-    box is emptied (gradio would otherwise fail later with its own preprocessing dump)."""
+def guard_upload(component, label: str, max_pixels: Callable[[], int | None] = lambda: None, mask: bool = False) -> None:
+    """Check an upload as soon as it arrives (a raw record: gradio's own preprocessing would fail
+    on a CMYK JPEG, a LAB or float TIFF): what cannot be read, or is over the pixel limit, is
+    refused with a plain warning and the box emptied; a picture in a mode or colour space the
+    page cannot show, or rotated by its EXIF tag, is replaced by its sRGB PNG."""
 
     def check(payload):
         path = uploaded_file(component, payload)
-        if path is None or readable_size(path) is not None:
+        if path is None:
             return gr.update()
-        gr.Warning(f"{label}: {path.name} is not an image that can be read (use PNG, JPEG or WebP).")
-        return None
+        try:
+            image = read_image(path, label, max_pixels())
+        except ValueError as exc:
+            gr.Warning(f"{exc} Use PNG, JPEG or WebP." if "not an image that can be read" in str(exc) else str(exc))
+            return None
+        if not needs_conversion(path):
+            return gr.update()
+        fixed = to_mask(image) if mask else to_rgb(image)
+        out = Path(tempfile.mkdtemp(dir=component.GRADIO_CACHE)) / f"{path.stem}.png"
+        fixed.save(out, "PNG")
+        return {"background": str(out), "layers": [], "composite": str(out)} if isinstance(component, gr.ImageEditor) else str(out)
 
     component.upload(check, component, component, preprocess=False, api_name=False)
+
+
+def needs_conversion(path: Path) -> bool:
+    """Whether a readable upload differs from what the browser shows and gradio converts
+    plainly: another mode, a colour profile, several frames or an EXIF rotation."""
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1)
+            return (image.mode not in ("RGB", "RGBA", "L", "LA", "P") or "icc_profile" in image.info or getattr(image, "n_frames", 1) > 1
+                    or orientation not in (None, 1))
+    except Exception:  # readable a moment ago (read_image): convert rather than guess  # noqa: BLE001
+        return True
 
 
 @dataclass(frozen=True)
@@ -209,7 +234,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 payload = None  # a folder batch is not recorded: its folders may be gone after a restart
             else:
                 picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
-                picture = imgops.open_image(picture)
+                picture = imgops.open_image(picture, "init image", service.limits.max_pixels)
                 if resize_tab == 1:
                     values["width"], values["height"] = _scaled(picture.size, scale_by)
                 params = Img2ImgParams.create(**values)
@@ -226,7 +251,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             yield shown
 
     for component, label in ((image, "Image for img2img"), (sketch, "Sketch"), (inpaint, "Inpaint"), (base, "Image for img2img"), (mask, "Mask")):
-        guard_upload(component, label)
+        guard_upload(component, label, lambda: service.limits.max_pixels, mask=component is mask)
 
     def select_mode(index: int):
         return index, gr.update(visible=index in INPAINT_MODES)

@@ -136,7 +136,7 @@ def build_page(app: "App") -> gr.Blocks:
             with gr.Tab("img2img", id="img2img"):
                 img2img = build_img2img_tab(queue, service, settings.preview_every, access=app.access)
             with gr.Tab("Extras", id="extras"):
-                extras = build_extras_tab(queue, app.extras, access=app.access)
+                extras = build_extras_tab(queue, app.extras, access=app.access, max_pixels=lambda: service.limits.max_pixels)
             send = SendTargets(tabs, controls.paste, img2img, extras.image)
             with gr.Tab("PNG Info", id="pnginfo"):
                 build_pnginfo_tab(send)

@@ -111,9 +111,9 @@ def test_composite_keeps_unmasked_pixels_exactly():
 
 
 def test_uploads_that_are_not_images_get_a_clear_error():
-    with pytest.raises(ValueError, match="init image is not a readable image"):
+    with pytest.raises(ValueError, match="init image is not an image that can be read"):
         imgops.open_image(b"this is a text file")
-    with pytest.raises(ValueError, match="mask is not a readable image"):
+    with pytest.raises(ValueError, match="mask is not an image that can be read"):
         imgops.open_mask(b"\x89PNG\r\n\x1a\nbroken")
     rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
     buffer = io.BytesIO()
