@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 IMAGE_FORMATS = ("png", "jpg", "webp")
 
 
+class SettingsNotSaved(ValueError):
+    """config.json could not be written (disk full, read-only): the change was undone."""
+
+
 @dataclass(frozen=True)
 class Setting:
     """One config.json key. `choices` may be a callable for lists known only at run time
@@ -68,11 +72,21 @@ class Setting:
             return None
         elif not isinstance(value, str):
             raise ValueError(f"{self.key} must be a string, got {value!r}")
+        elif not _is_text(value):
+            raise ValueError(f"{self.key} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text")
         if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
             raise ValueError(f"{self.key} must be from {_num(self.minimum)} to {_num(self.maximum)}, got {value!r}")
         if isinstance(self.choices, tuple) and value not in self.choices:
             raise ValueError(f"{self.key} must be one of: {', '.join(map(str, self.choices))}; got {value!r}")
         return value
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _num(value: float | None) -> str:
@@ -87,6 +101,7 @@ PREVIEWS = "Live previews"
 SAMPLER_PARAMETERS = "Sampler parameters"
 POSTPROCESSING = "Postprocessing"
 GALLERY = "Gallery"
+LIMITS = "Limits"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("samples_save", True, "Always save all generated images", SAVING),
@@ -149,6 +164,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gallery_per_page", 36, "Images per page in the Gallery tab", GALLERY, minimum=6, maximum=240, step=1),
     Setting("gallery_show_all_users", False, "With log-ins on, show every user's images in the Gallery tab", GALLERY,
             info="Off: each user sees only their own folder (outputs/<folder>/<user>/...)."),
+    # Bounds on one request's work (modules/generation/limits.py); 0 turns one off.
+    Setting("limit_prompt_characters", 32_768, "Longest prompt (characters)", LIMITS, minimum=0, maximum=10_000_000, step=1),
+    Setting("limit_and_parts", 32, "Most AND parts in a prompt", LIMITS, minimum=0, maximum=100_000, step=1),
+    Setting("limit_schedule_entries", 500, "Most prompt editing / alternation schedule entries per job", LIMITS, minimum=0,
+            maximum=1_000_000, step=1),
+    Setting("limit_prompt_tokens", 4_000, "Most tokens in all of a job's prompts together", LIMITS, minimum=0, maximum=10_000_000, step=1),
+    Setting("limit_loras_per_prompt", 20, "Most LoRAs in a prompt", LIMITS, minimum=0, maximum=10_000, step=1),
+    Setting("limit_megapixel_steps", 100_000, "Most work per job (megapixel-steps)", LIMITS, minimum=0, maximum=10**12, step=1,
+            info="batch size x batch count x steps x megapixels, hires fix included"),
+    Setting("limit_image_megapixels", 50.0, "Largest image accepted (megapixels)", LIMITS, minimum=0, maximum=1_000, step=1,
+            info="uploads and API images larger than this are refused before they are decoded"),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}
@@ -219,6 +245,10 @@ class SettingsStore:
         """The updates as they would be stored; ValueError for the first bad one. Keys this
         app does not define are accepted and kept (A1111 extensions' settings)."""
         checked = {key: self.definitions[key].check(value) if key in self.definitions else value for key, value in updates.items()}
+        try:  # an unknown key's value is kept as sent, so it must at least be storable
+            json.dumps(checked, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"the settings sent cannot be stored in config.json ({exc})") from None
         for key, value in checked.items():
             if self.values.get(key, _MISSING) != value:  # a value already in force (the owner's config.json) is never refused
                 for guard in self._guards:
@@ -249,8 +279,22 @@ class SettingsStore:
             except ValueError:
                 self.values = before
                 raise
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:  # a full disk or a read-only folder: config.json stays as it was, and so do we
+                self.values = before
+                self._notify_quietly({k: before[k] for k in changed if k in before})
+                raise SettingsNotSaved(f"Could not save the settings to {self.path}: {exc.strerror or exc}. Nothing was changed; "
+                                       "free some space (or fix the folder's permissions) and apply again.") from None
         return changed
+
+    def _notify_quietly(self, values: dict[str, Any]) -> None:
+        """Tell the listeners of a change that is being undone; they took the new values already."""
+        for listener in self._listeners:
+            try:
+                listener(values)
+            except ValueError:
+                log.warning("Could not restore %s after a failed save", sorted(values))
 
     def on_change(self, listener: Callable[[dict[str, Any]], None]) -> None:
         """`listener(changed)` runs for each update, before it is saved; it may raise
@@ -263,8 +307,12 @@ class SettingsStore:
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with self._lock:
             text = json.dumps(self.values, indent=4, ensure_ascii=False)
-        temp.write_text(text + "\n", encoding="utf-8")
-        os.replace(temp, self.path)
+        try:
+            temp.write_text(text + "\n", encoding="utf-8")
+            os.replace(temp, self.path)
+        except OSError:
+            temp.unlink(missing_ok=True)
+            raise
 
     def sections(self) -> dict[str, list[Setting]]:
         grouped: dict[str, list[Setting]] = {}

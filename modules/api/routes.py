@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from modules.api.auth import user_dependency
 from modules.api.models import ApiInt, Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
 from modules.generation import samplers
+from modules.generation.image_input import to_mask, to_rgb
 from modules.generation.params import LATENT_UPSCALERS, SETTING_FIELDS
 from modules.jobs.extras_task import ExtrasService
 from modules.jobs.generation_task import GenerationResult, GenerationService
@@ -32,7 +33,7 @@ from modules.jobs.model_switch import switch_checkpoint
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, done_future
 from modules.models.manager import ModelManager
 from modules.network import AccessRefused
-from modules.settings import SettingsStore
+from modules.settings import SettingsNotSaved, SettingsStore
 from modules.version import VERSION
 
 log = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ def build_router(state: ApiState) -> APIRouter:
         save = bool(request.save_images)
         try:
             params = request.params(state.service.prompt_settings())
+            state.service.check_limits(params)
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())
@@ -244,8 +246,9 @@ def build_router(state: ApiState) -> APIRouter:
             else:
                 if not request.init_images:
                     raise ApiError(404, "NotFound", "Init image not found")
-                images = tuple(decode_image(data, f"init_images[{i}]") for i, data in enumerate(request.init_images))
-                init = InitImages(images, decode_image(request.mask, "mask") if request.mask else None)
+                limit = state.service.limits.max_pixels
+                images = tuple(to_rgb(decode_image(data, f"init_images[{i}]", limit)) for i, data in enumerate(request.init_images))
+                init = InitImages(images, to_mask(decode_image(request.mask, "mask", limit)) if request.mask else None)
                 task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
                 payload = img2img_payload(params, init, save, checkpoint, vae)
         except (TypeError, ValueError) as exc:
@@ -395,6 +398,8 @@ def build_router(state: ApiState) -> APIRouter:
             state.settings.update(others)
         except AccessRefused as exc:  # e.g. an output folder outside the data folder on a shared server
             raise ApiError(403, "Forbidden", str(exc)) from None
+        except SettingsNotSaved as exc:  # the server's disk, not the request: 507, and nothing changed
+            raise ApiError(507, "InsufficientStorage", str(exc)) from None
         except (TypeError, ValueError) as exc:
             raise _bad(f"Bad option value: {exc}") from None
         selected, active = state.models.selected, state.models.active
@@ -516,7 +521,7 @@ def build_router(state: ApiState) -> APIRouter:
         if not request.image:
             raise ApiError(404, "NotFound", "Image not found")
         try:
-            image = decode_image(request.image, "image")
+            image = decode_image(request.image, "image", state.service.limits.max_pixels)
         except ValueError as exc:
             raise _bad(str(exc)) from None
         text = read_infotext_from_image(image) or ""
@@ -538,7 +543,7 @@ def build_router(state: ApiState) -> APIRouter:
             params = service.params(**request.extras_values())
             decoded = []
             for data, name, what in images:
-                image = decode_image(data, what)
+                image = decode_image(data, what, state.service.limits.max_pixels)
                 target_size(image.size, params)  # too large or too small: refused before it waits in the queue
                 decoded.append((image, name))
         except ValueError as exc:

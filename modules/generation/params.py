@@ -50,6 +50,14 @@ SETTING_FIELDS = {
 }
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _meta(label: str, infotext: str | None = None, **extra: Any) -> dict:
     return {"label": label, "infotext": infotext, **extra}
 
@@ -109,6 +117,18 @@ class GenerationParams(BaseModel):
     hr_scheduler: str = Field(SAME_SCHEDULER, json_schema_extra=_meta("Hires schedule type", "Hires schedule type"))
     hr_prompt: str = Field("", json_schema_extra=_meta("Hires prompt", "Hires prompt"))
     hr_negative_prompt: str = Field("", json_schema_extra=_meta("Hires negative prompt", "Hires negative prompt"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_text(cls, values: Any) -> Any:
+        """Refuse a lone surrogate (JSON's "\ud800" decodes to one): it is not text, and the
+        tokenizer, the infotext and the file name would each fail on it later."""
+        if isinstance(values, dict):
+            for name, value in values.items():
+                for text in (value if isinstance(value, (list, tuple)) else (value,)):
+                    if isinstance(text, str) and not _encodable(text):
+                        raise ValueError(f"{name} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text")
+        return values
 
     @field_validator("width", "height")
     @classmethod

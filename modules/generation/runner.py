@@ -250,11 +250,12 @@ class Runner:
     # ------------------------------------------------------------------ txt2img
 
     def txt2img(self, params: GenerationParams, first_seed: int, control: RunControl | None = None,
-                prompts: JobPrompts | None = None) -> Iterator[Batch]:
+                prompts: JobPrompts | None = None, start: int = 0) -> Iterator[Batch]:
         """Yield each finished batch. Interrupt and skip cut the current batch short: it is
         still yielded, marked partial (the model's last estimate, as A1111 returns it); after
         an interrupt nothing more runs, after a skip the next batch does. `prompts` is what
-        `prepare` gave (made here if not given)."""
+        `prepare` gave (made here if not given); `start` skips the batches a run cut off by a
+        crash had already finished (their seeds stay theirs)."""
         control = control or RunControl()
         prompts = prompts or self.prepare(params)
         first = self._pass(params, prompts.first)
@@ -263,6 +264,8 @@ class Runner:
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches):
+                if index < start:
+                    continue
                 if control.interrupted:
                     return
                 control.take_skip()  # a skip asked between batches applies to none
@@ -312,7 +315,7 @@ class Runner:
     # ------------------------------------------------------------------ img2img
 
     def img2img(self, params: Img2ImgParams, init: InitImages, first_seed: int, control: RunControl | None = None,
-                prompts: JobPrompts | None = None) -> Iterator[Batch]:
+                prompts: JobPrompts | None = None, start: int = 0) -> Iterator[Batch]:
         """img2img and inpainting: yields batches like `txt2img`. Raises ValueError for an
         init the request cannot use (an empty mask)."""
         control = control or RunControl()
@@ -322,6 +325,8 @@ class Runner:
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches):
+                if index < start:
+                    continue
                 if control.interrupted:
                     return
                 control.take_skip()
@@ -547,9 +552,12 @@ class Runner:
             latents = latents - vae.config.shift_factor
         return (latents * vae.config.scaling_factor).to(self.model.dtype)
 
-    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+    def decode(self, latents: torch.Tensor, check: bool = True) -> list[Image.Image]:
         """Latents to images; an fp16 VAE that overflows to NaN (A1111's black images) is
-        retried once in fp32 and kept there."""
+        retried once in fp32 and kept there. With `check`, NaNs that remain (in the latents, or
+        from an fp32 VAE) fail the job with a message instead of passing as a black picture."""
+        if check and torch.isnan(latents).any():
+            raise ValueError(UNET_NANS)
         vae = self.model.vae
         scaled = latents / vae.config.scaling_factor
         if vae.config.get("shift_factor") is not None:
@@ -559,6 +567,8 @@ class Runner:
         if vae.dtype != torch.float32 and torch.isnan(image).any():
             vae.to(torch.float32)
             image = vae.decode(scaled.to(torch.float32), return_dict=False)[0]
+        if check and torch.isnan(image).any():
+            raise ValueError(VAE_NANS)
         return self.image_processor.postprocess(image, output_type="pil")
 
     @staticmethod
@@ -566,6 +576,13 @@ class Runner:
         if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
             vae.to(torch.float32)
 
+
+# A1111's kind of message for a picture that cannot be represented (its NansException).
+UNET_NANS = ("A tensor with NaNs was produced in the UNet: the picture cannot be represented. This happens when a prompt's weights "
+             "overflow (for example thousands of nested parentheses, or a weight like (word:1e30)), or when the model runs in half "
+             "precision on a card that does not support it: lower the weights, or start with --no-half.")
+VAE_NANS = ("A tensor with NaNs was produced in the VAE, even in full precision: the picture cannot be decoded. Try another VAE "
+            "(Settings > SD VAE), or start with --no-half-vae.")
 
 def _reporter(control: RunControl, index: int, count: int, steps: int) -> Callable[[int, torch.Tensor], None]:
     def report(step: int, latents: torch.Tensor) -> None:

@@ -5,23 +5,26 @@ for txt2img, img2img and the img2img batch over a folder alike."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from tqdm import tqdm
 
 from modules.generation.control import StepInfo
 from modules.generation.job_prompts import add_notes
+from modules.generation.limits import WorkLimits
 from modules.generation.params import SETTING_FIELDS, GenerationParams, Img2ImgParams, infotext_fields
 from modules.generation.prompt_parser import strip_comments
 from modules.jobs.queue import Job, login_of
+from modules.jobs.resume import Resumed
 from modules.models.manager import ActiveModel, ModelManager
 from modules.options import OutputSettings
 from modules.outputs.infotext import format_infotext
 from modules.outputs.naming import NameValues
-from modules.outputs.saving import OutputWriter, SaveSettings
+from modules.outputs.saving import OutputWriter, SaveFailures, SaveSettings
 from modules.version import VERSION
 
 if TYPE_CHECKING:
@@ -91,6 +94,7 @@ class GenerationService:
         # A1111's settings for jobs that do not ask otherwise (the page's, and API requests without override_settings).
         self.sd_vae = "Automatic"
         self.job_settings = job_setting_defaults()  # parameter field -> value, for SETTING_FIELDS
+        self.limits = WorkLimits()  # the limit_* settings: how much one job may ask for
         self.data_dir = data_dir
         self.user_folders = user_folders  # log-ins are on: each user's images go to <outdir>/<user>/...
         self._clock = clock
@@ -98,6 +102,8 @@ class GenerationService:
         self._runner: tuple[ActiveModel, Runner] | None = None
         self._counter: tuple | None = None  # (tokenizer, Tokenizing) for the page's token counter
         self._fallback_tokenizer = None
+        self._limit_tokenizing = None  # the limits' own CLIP tokenizer (see _token_counter)
+        self._limit_lock = threading.Lock()
         models.add_unload_listener(self._drop_runner)
 
     def apply_settings(self, settings: OutputSettings) -> None:
@@ -131,6 +137,7 @@ class GenerationService:
         for name, key in SETTING_FIELDS.items():
             if key in changed:
                 self.job_settings[name] = changed[key]
+        self.limits = self.limits.updated(changed)
         if changed.get("comma_padding_backtrack", self.libraries.comma_padding_backtrack) != self.libraries.comma_padding_backtrack:
             self.libraries.comma_padding_backtrack = changed["comma_padding_backtrack"]
             self._runner = None  # its prompt encoder was built with the old value
@@ -185,12 +192,47 @@ class GenerationService:
         """The page's "N/75" counter, with the chosen styles applied (A1111's default), the
         loaded model's tokenizer and embeddings (the shared CLIP vocabulary before a model is loaded)."""
         from modules.generation.job_prompts import token_count
+        from modules.generation.text_encoding import EncodingOptions
+
+        tokenizing, width = self._tokenizing()
+        known, _ = self._known_styles(styles)
+        if known:
+            styled = self.libraries.styles.apply("" if negative else prompt, prompt if negative else "", known)
+            prompt = styled[1] if negative else styled[0]
+        return token_count(prompt, lambda text: tokenizing(text, EncodingOptions(), width).token_count, steps, negative)
+
+    def check_limits(self, params: GenerationParams) -> None:
+        """Refuse (ValueError naming the limit and the value) a job that asks for more work than
+        the limit_* settings allow, its styles applied, before it waits in the queue."""
+        styled, _ = self.styled(params)
+        self.limits.check(styled, self._token_counter())
+
+    def _token_counter(self) -> Callable[[str], int]:
+        """One plain prompt's token count for the limits: the shared CLIP vocabulary (every SD
+        family's), its own copy behind a lock, since jobs use the model's tokenizer meanwhile."""
         from modules.generation.text_encoding import EncodingOptions, Tokenizing
+
+        with self._limit_lock:
+            if self._limit_tokenizing is None:
+                from modules.models.loader import build_tokenizer
+
+                self._limit_tokenizing = Tokenizing(build_tokenizer(self.models.configs_dir), None, (768,))
+
+        def count(text: str) -> int:
+            with self._limit_lock:
+                return self._limit_tokenizing(text, EncodingOptions(), 768).token_count
+
+        return count
+
+    def _tokenizing(self) -> tuple[Any, int]:
+        """(Tokenizing, encoder width) of the loaded model, or of the shared CLIP vocabulary
+        while the first model is still loading (built once)."""
+        from modules.generation.text_encoding import Tokenizing
 
         active = self.models.active
         if active is not None:
             tokenizer, width = active.model.tokenizer, active.model.text_encoder.config.hidden_size
-        else:  # the first model is still loading: the shared CLIP vocabulary, built once
+        else:
             if self._fallback_tokenizer is None:
                 from modules.models.loader import build_tokenizer
 
@@ -198,12 +240,7 @@ class GenerationService:
             tokenizer, width = self._fallback_tokenizer, 768
         if self._counter is None or self._counter[0] is not tokenizer:
             self._counter = (tokenizer, Tokenizing(tokenizer, self.libraries.embeddings, (width,)))
-        tokenizing = self._counter[1]
-        known, _ = self._known_styles(styles)
-        if known:
-            styled = self.libraries.styles.apply("" if negative else prompt, prompt if negative else "", known)
-            prompt = styled[1] if negative else styled[0]
-        return token_count(prompt, lambda text: tokenizing(text, EncodingOptions(), width).token_count, steps, negative)
+        return self._counter[1], width
 
     def styled(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
         """The params with their styles applied to the prompts, hires prompts included, then
@@ -248,7 +285,7 @@ class GenerationService:
         """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
         params, notes = self.styled(params)
         model = self.runner(checkpoint, vae, notes)
-        return self._collect(job, params, model, lambda seed, prompts: model[1].txt2img(params, seed, job.control, prompts),
+        return self._collect(job, params, model, lambda seed, prompts, start: model[1].txt2img(params, seed, job.control, prompts, start),
                              self.writers["txt2img"], save=save, notes=notes)
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
@@ -261,7 +298,7 @@ class GenerationService:
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
-        return self._collect(job, params, model, lambda seed, prompts: model[1].img2img(params, init, seed, job.control, prompts),
+        return self._collect(job, params, model, lambda seed, prompts, start: model[1].img2img(params, init, seed, job.control, prompts, start),
                              writers, masked, name, save, notes)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None,
@@ -315,7 +352,7 @@ class GenerationService:
         job: Job,
         params: GenerationParams,
         model: tuple[ActiveModel, "Runner"],
-        batches: Callable[[int, "JobPrompts"], Iterator["Batch"]],
+        batches: Callable[[int, "JobPrompts", int], Iterator["Batch"]],
         writers: tuple[OutputWriter, OutputWriter | None],
         masked: bool = False,
         name: str | None = None,
@@ -326,7 +363,8 @@ class GenerationService:
 
         active, runner = model
 
-        first_seed = resolve_seed(params.seed)
+        resumed = Resumed.of(job, params)  # a run cut off by a crash: go on after its saved batches
+        first_seed = resumed.first_seed if resumed else resolve_seed(params.seed)
         vae_file = runner.vae_file
         vae = (vae_file.name, self.libraries.vaes.shorthash(vae_file)) if vae_file is not None and self.libraries.vaes else (None, None)
         result = GenerationResult(params, model_name=active.info.model_name, model_hash=active.info.shorthash, vae_name=vae[0],
@@ -344,11 +382,14 @@ class GenerationService:
             bar.n = info.batch_index * info.steps + info.step
             bar.refresh()
             if info.latents is not None and job.progress.preview_due(info.step):
-                job.progress.preview = runner.decode(info.latents[:1].clone())[0]  # A1111's "Full" preview
+                job.progress.preview = runner.decode(info.latents[:1].clone(), check=False)[0]  # A1111's "Full" preview
 
         job.control.on_step = on_step
+        saving = SaveFailures(result.notes)
+        if resumed:
+            resumed.restore(result)
         try:
-            for batch in batches(first_seed, prompts):
+            for batch in batches(first_seed, prompts, resumed.batches if resumed else 0):
                 extras = extras if extras is not None else runner.infotext_extras(params, prompts)
                 if batch.partial:  # A1111 returns an interrupted or skipped batch's last estimate, and does not save it
                     why = "interrupted" if job.control.interrupted else "skipped"
@@ -362,9 +403,12 @@ class GenerationService:
                         result.unfinished.append(len(result.images) - 1)
                         continue
                     if name is not None:
-                        result.paths.append(images_writer.save_as(image, name, infotext=text))
+                        saving.attempt(images_writer, result.paths, lambda: images_writer.save_as(image, name, infotext=text))
                     elif self.settings.samples_save if save is None else save:
-                        result.paths.append(images_writer.save_image(image, infotext=text, values=self._name_values(params, active, seed, result, job)))
+                        values = self._name_values(params, active, seed, result, job)
+                        saving.attempt(images_writer, result.paths, lambda: images_writer.save_image(image, infotext=text, values=values))
+                if not batch.partial and result.paths:
+                    job.record_progress({"first_seed": first_seed, "batches": batch.index + 1, "paths": [str(p) for p in result.paths]})
         finally:
             job.control.on_step = report
             bar.close()
@@ -373,8 +417,10 @@ class GenerationService:
             add_notes(result.notes, prompts.warnings)
         finished = [im for i, im in enumerate(result.images) if i not in result.unfinished]
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(finished) > 1:
-            result.grid_path = grids_writer.save_grid(finished, infotext=result.infotexts[0],
-                                                      values=self._name_values(params, active, result.seeds[0], result, job))
+            values = self._name_values(params, active, result.seeds[0], result, job)
+            grids: list[Path] = []
+            saving.attempt(grids_writer, grids, lambda: grids_writer.save_grid(finished, infotext=result.infotexts[0], values=values))
+            result.grid_path = grids[0] if grids else None
         return result
 
     @staticmethod

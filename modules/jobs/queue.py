@@ -113,6 +113,8 @@ class Job:
     user: str = ""  # whose lane it waits in: the page's log-in or the API's auth user
     number: int = 0
     recorded: bool = False  # in the JobStore, so it survives a restart
+    resumed: Any = None  # restored after a crash: the progress its cut-off run recorded
+    _progress_writer: Callable[[Any], None] | None = None
     _callbacks: list[Callable[[], None]] = field(default_factory=list)
     _callbacks_lock: threading.Lock = field(default_factory=threading.Lock)
     _released: bool = False  # the queue stopped: waiters are told at once
@@ -150,6 +152,12 @@ class Job:
     def _on_step(self, info: StepInfo) -> None:
         p = self.progress
         p.step, p.steps, p.batch_index, p.batch_count = info.step, info.steps, info.batch_index, info.batch_count
+
+    def record_progress(self, progress: Any) -> None:
+        """Keep what the job has finished (JSON-able) with its record, for a run after a crash;
+        nothing for a job that is not recorded."""
+        if self._progress_writer is not None:
+            self._progress_writer(progress)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
@@ -220,6 +228,7 @@ class JobQueue:
                 try:
                     self._store.add(number, kind, user, payload, job.submitted_at)
                     job.recorded = True
+                    job._progress_writer = self._progress_writer(number)
                 except Exception:  # a full disk must not stop generating: the job runs, unrecorded
                     log.exception("Could not record %s in %s; it will not survive a restart", job.id, self._store.path)
             self._enqueue(job)
@@ -242,7 +251,8 @@ class JobQueue:
                 continue
             with self._lock:
                 job = Job(id=f"task({stored.number})", kind=stored.kind, task=task, user=stored.user, number=stored.number,
-                          submitted_at=stored.submitted_at, recorded=True)
+                          submitted_at=stored.submitted_at, recorded=True, resumed=stored.progress,
+                          _progress_writer=self._progress_writer(stored.number))
                 self._enqueue(job)
             restored.append(job)
         if restored:
@@ -398,6 +408,9 @@ class JobQueue:
         self._finished_order.append(job.id)
         while len(self._finished_order) > self._max_finished:
             self._jobs.pop(self._finished_order.popleft(), None)
+
+    def _progress_writer(self, number: int) -> Callable[[Any], None]:
+        return lambda progress: self._record(self._store.progress, number, progress)
 
     def _record(self, write: Callable[..., None], *args: Any) -> None:
         """Write to the store; a failed write (disk full, locked file) is logged, and the

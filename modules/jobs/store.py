@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, number);
 """
+# Columns added since the first release, for queue files written by an older version.
+LATER_COLUMNS = {"progress": "TEXT"}  # what a running job has finished so far (see JobStore.progress)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class StoredJob:
     submitted_at: float
     error: str | None = None
     result: Any = None
+    progress: Any = None
 
 
 class JobStore:
@@ -64,6 +67,10 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in LATER_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
 
     def next_number(self) -> int:
         with self._lock:
@@ -81,10 +88,16 @@ class JobStore:
         with self._lock:
             self._db.execute("UPDATE jobs SET status='running', started_at=?, attempts=attempts+1 WHERE number=?", (time.time(), number))
 
+    def progress(self, number: int, progress: Any) -> None:
+        """What a running job has finished (for a generation job: the batches it saved), so a
+        run cut off by a crash goes on from there instead of saving its first images again."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET progress=? WHERE number=?", (json.dumps(progress), number))
+
     def finished(self, number: int, status: str, error: str | None = None, result: Any = None) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET status=?, error=?, finished_at=?, result=?, payload=NULL WHERE number=?",
+                "UPDATE jobs SET status=?, error=?, finished_at=?, result=?, payload=NULL, progress=NULL WHERE number=?",
                 (status, error, time.time(), None if result is None else json.dumps(result), number),
             )
             if number % 100 == 0:  # now and then, forget the oldest finished jobs
@@ -95,7 +108,7 @@ class JobStore:
     def get(self, number: int) -> StoredJob | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT number, kind, user, payload, status, attempts, submitted_at, error, result FROM jobs WHERE number=?", (number,)
+                "SELECT number, kind, user, payload, status, attempts, submitted_at, error, result, progress FROM jobs WHERE number=?", (number,)
             ).fetchone()
         return _stored(row) if row else None
 
@@ -117,7 +130,7 @@ class JobStore:
             )
             self._db.execute("UPDATE jobs SET status='queued' WHERE status='running'")
             rows = self._db.execute(
-                "SELECT number, kind, user, payload, status, attempts, submitted_at, error, result FROM jobs WHERE status='queued' ORDER BY number"
+                "SELECT number, kind, user, payload, status, attempts, submitted_at, error, result, progress FROM jobs WHERE status='queued' ORDER BY number"
             ).fetchall()
             jobs = []
             for row in rows:
@@ -135,8 +148,8 @@ class JobStore:
 
 
 def _stored(row) -> StoredJob:
-    number, kind, user, payload, status, attempts, submitted_at, error, result = row
-    return StoredJob(number, kind, user, _json(payload), status, attempts, submitted_at, error, _json(result))
+    number, kind, user, payload, status, attempts, submitted_at, error, result, progress = row
+    return StoredJob(number, kind, user, _json(payload), status, attempts, submitted_at, error, _json(result), _json(progress))
 
 
 def _json(text: str | None) -> Any:

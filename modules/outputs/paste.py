@@ -83,6 +83,10 @@ _IMG2IMG: dict[str, tuple[str, Callable[[str], Any]]] = {
 _SETTINGS = {"Model hash": "sd_model_checkpoint", "Model": "sd_model_checkpoint", "VAE": "sd_vae", "VAE hash": "sd_vae"}
 _INFORMATIONAL = {"Version", "Lora hashes", "TI hashes", "Size", "Hires resize", "Hires resize-1", "Hires resize-2"}
 
+# The halves of WxH values, as a person reading a warning knows them.
+_SIZE_PARTS = {"Size-1": "Size (width)", "Size-2": "Size (height)", "Hires resize-1": "Hires resize (width)",
+               "Hires resize-2": "Hires resize (height)"}
+
 # A1111's defaults for keys an infotext leaves out (it writes them only when not default).
 _MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original", "randn_source": "GPU", "sigma_min": 0.0,
                   "sigma_max": 0.0, "rho": 0.0}
@@ -127,6 +131,9 @@ def params_from_infotext(text: str, img2img: bool = False) -> Pasted:
                 pasted.settings[_SETTINGS[key]] = raw  # a hash finds the file more surely than a name
         elif key not in _INFORMATIONAL and not (key.startswith("Hires") and img2img):
             pasted.skipped[key] = "not a setting this program has"
+    for key in ("Size", "Hires resize"):
+        if key in fields and f"{key}-1" not in fields and (key == "Size" or not img2img):
+            pasted.skipped[key] = f"'{fields[key]}' is not a size like 512x512"
     if len(fields) <= 2:
         return pasted  # no parameters line: only the prompts
     defaults = {**_MISSING_MEANS, **(_IMG2IMG_MISSING_MEANS if img2img else {}), **(_HIRES_MISSING_MEANS if hires else {})}
@@ -136,6 +143,7 @@ def params_from_infotext(text: str, img2img: bool = False) -> Pasted:
         pasted.values["enable_hr"] = True
     _drop_invalid(pasted, model, {name: key for key, (name, _) in table.items()})
     _normalise_samplers(pasted.values)
+    pasted.skipped = {_SIZE_PARTS.get(key, key): why for key, why in pasted.skipped.items()}
     return pasted
 
 

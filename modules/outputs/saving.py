@@ -365,3 +365,29 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class SaveFailures:
+    """Saving that cannot lose a picture: a write that fails (disk full, a folder that is
+    read-only or not a folder) leaves the image in the job's result and adds one note per
+    folder and reason to `notes`, which the page and the API show as a warning."""
+
+    def __init__(self, notes: list[str]):
+        self.notes = notes
+        self._said: set[tuple[str, str]] = set()
+
+    def attempt(self, writer: OutputWriter, paths: list[Path], save: Callable[[], Path | None]) -> None:
+        """Run `save`; its path joins `paths`, or a failure becomes a note."""
+        try:
+            path = save()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            key = (str(writer.settings.directory), reason)
+            log.warning("Could not save an image in %s: %s", writer.settings.directory, exc)
+            if key not in self._said:
+                self._said.add(key)
+                self.notes.append(f"Could not save to {writer.settings.directory}: {reason}. The picture is kept in this result only: "
+                                  "download it from here.")
+            return
+        if path is not None:
+            paths.append(path)

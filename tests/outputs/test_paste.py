@@ -67,4 +67,4 @@ def test_garbage_never_raises_and_bad_values_are_reported(text):
     pasted = params_from_infotext(text)
     GenerationParams.create(**pasted.values)  # whatever was kept is valid
     if text and "Steps: many" in text:
-        assert {"Steps", "Seed", "CFG scale", "Size-1"} <= set(pasted.skipped)
+        assert {"Steps", "Seed", "CFG scale", "Size (width)"} <= set(pasted.skipped)

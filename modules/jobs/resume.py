@@ -1,0 +1,60 @@
+"""Going on with a generation job that a crash cut off, instead of starting it over.
+
+After each saved batch the job records its first seed, the batches done and the files written
+(`Job.record_progress`). A run after a restart reads that back: the saved pictures return to
+the result from their files, the seeds stay the ones the first run drew (a seed of -1 must not
+become another random one halfway through), and sampling starts at the first batch not saved.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modules.generation.noise import job_seeds
+
+if TYPE_CHECKING:
+    from modules.generation.params import GenerationParams
+    from modules.jobs.generation_task import GenerationResult
+    from modules.jobs.queue import Job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    first_seed: int
+    batches: int  # batches already finished and saved
+    paths: tuple[str, ...]
+    params: "GenerationParams"
+
+    @classmethod
+    def of(cls, job: "Job", params: "GenerationParams") -> "Resumed | None":
+        """The progress a restored job's cut-off run recorded, if it is usable."""
+        done = job.resumed
+        if not isinstance(done, dict):
+            return None
+        seed, batches, paths = done.get("first_seed"), done.get("batches"), done.get("paths")
+        if not (isinstance(seed, int) and isinstance(batches, int) and isinstance(paths, list)) or not 0 < batches <= params.n_iter:
+            return None
+        return cls(seed, batches, tuple(str(p) for p in paths), params)
+
+    def restore(self, result: "GenerationResult") -> None:
+        """Put the pictures the first run saved back into `result`, as if made now."""
+        from modules.generation.images import open_image
+        from modules.outputs.infotext import read_infotext
+
+        seeds = [seed for batch in job_seeds(self.first_seed, self.params.n_iter, self.params.batch_size)[: self.batches] for seed in batch]
+        for seed, path in zip(seeds, self.paths):
+            try:
+                image = open_image(path, Path(path).name)
+            except ValueError as exc:
+                log.warning("A resumed job's earlier picture is gone: %s", exc)
+                continue
+            result.images.append(image)
+            result.seeds.append(seed)
+            result.infotexts.append(read_infotext(path) or "")
+            result.paths.append(Path(path))
+        result.notes.append(f"Resumed after a restart: batches 1-{self.batches} of {self.params.n_iter} were already saved.")
