@@ -66,7 +66,8 @@ def guard_upload(component, label: str, max_pixels: Callable[[], int | None] = l
         try:
             image = read_image(path, label, max_pixels())
         except ValueError as exc:
-            gr.Warning(f"{exc} Use PNG, JPEG or WebP." if "not an image that can be read" in str(exc) else str(exc))
+            unreadable = "not an image that can be read" in str(exc)
+            gr.Warning(f"{label}: {path.name} is not an image that can be read (use PNG, JPEG or WebP)." if unreadable else str(exc))
             return None
         if not needs_conversion(path):
             return gr.update()

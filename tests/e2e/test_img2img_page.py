@@ -3,6 +3,8 @@ and in outputs/ with A1111's img2img keys; bad uploads give a visible message.""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
@@ -89,3 +91,30 @@ def test_a_non_image_upload_is_refused_and_the_page_keeps_working(page, server, 
     page.click("#img2img_generate")
     page.locator("#img2img_html_log", has_text="1 image(s)").wait_for(timeout=60000)
     assert len(img2img_images(server["data"])) == before + 1
+
+
+def test_a_cmyk_jpeg_and_a_lab_tiff_upload_generate_with_their_colours(page, server, tmp_path):
+    """Print workflows' CMYK JPEGs and LAB TIFFs: converted when they arrive, shown in their
+    colours, and img2img runs on them (gradio's own conversion fails on LAB)."""
+    from PIL import ImageCms
+
+    picture = shapes.draw(shapes.Scene("white", "square", "green"), (32.0, 32.0), 18.0).convert("RGB")
+    cmyk, lab = tmp_path / "print.jpg", tmp_path / "scan.tif"
+    picture.convert("CMYK").save(cmyk, quality=95)
+    ImageCms.applyTransform(picture, ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")).save(lab)
+    open_img2img(page, "img2img")
+    page.fill("#img2img_prompt textarea", "a white square on a green background")
+    set_number(page, "img2img_denoising_strength", 0)  # strength 0 keeps the init: its colours show what the server read
+    for upload in (cmyk, lab):
+        before = set(img2img_images(server["data"]))
+        page.locator("#img2img_image input[type=file]").set_input_files(str(upload))
+        page.locator("#img2img_image img").wait_for(timeout=15000)
+        page.wait_for_timeout(500)  # the upload's conversion replaces the picture
+        page.click("#img2img_generate")
+        deadline = time.monotonic() + 60
+        while not set(img2img_images(server["data"])) - before and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        [saved] = sorted(set(img2img_images(server["data"])) - before)
+        reading = judge.read_picture(Image.open(saved).convert("RGB"))
+        assert (reading.colour, reading.background) == ("white", "green"), (upload.name, reading)
+    page.screenshot(path=str(server["data"] / "img2img-cmyk-lab.png"), full_page=True)
