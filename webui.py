@@ -19,6 +19,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
+from modules.login_limits import LoginLimits  # noqa: E402
 from modules.options import OutputSettings, Paths, parse_args  # noqa: E402
 from modules.version import VERSION  # noqa: E402
 
@@ -51,6 +52,7 @@ class App:
     access: "ServerAccess | None" = None  # what visitors may do with the server's folders (None: a local server, everything)
     downloads: "Downloads | None" = None  # model downloads running in the background (the page's Models section)
     default_download: "FetchProgress | None" = None  # first start's fetch of the default checkpoint, while there is one
+    login_limits: LoginLimits = field(default_factory=LoginLimits)  # wrong-password back-off, shared by the page's and the API's log-ins
 
     @classmethod
     def create(cls, args) -> "App":
@@ -216,6 +218,7 @@ class App:
         args = args or parse_args([])
         with_api = args.api or args.nowebui
         app = FastAPI(title="Stable Diffusion web UI", version=VERSION, docs_url=None, redoc_url=None, openapi_url=None)
+        app.state.login_limits = self.login_limits  # the API's credentials check finds it here (modules.api.auth)
         if args.cors_allow_origins or args.cors_allow_origins_regex:
             origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
             app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex, allow_methods=["*"],
@@ -233,17 +236,33 @@ class App:
             app = self._mount_page(app, args)
         return self._guard(app, args, with_api)
 
-    @staticmethod
-    def _guard(app, args, with_api: bool):
+    def _guard(self, app, args, with_api: bool):
         """The network rules over the whole app (modules/network.py): the page's log-in on every
-        gradio route, no fetching of other sites, and the --subpath prefix (outermost)."""
+        gradio route, no fetching of other sites, the --subpath prefix (outermost); with a page
+        log-in, the back-off on wrong passwords (modules/login_limits.py); with log-ins, each
+        user's files served to that user only (modules/user_files.py)."""
         from starlette.routing import Mount
 
-        from modules.network import GradioGuard, Subpath, gradio_session_user, subpath
+        from modules.api.auth import parse_users
+        from modules.login_limits import PageLoginLimit
+        from modules.network import GradioGuard, Subpath, gradio_session_user, page_users, subpath
+        from modules.user_files import HandedFiles, OutputOwners, UserFiles
 
         gradio_app = next((r.app for r in app.routes if isinstance(r, Mount) and hasattr(r.app, "tokens")), None)
         session = gradio_session_user(gradio_app) if gradio_app is not None and gradio_app.auth else None
-        app.add_middleware(GradioGuard, session_user=session, api_paths=("/sdapi", "/docs", "/redoc", "/openapi.json") if with_api else ())
+        if self.logins:  # added first: innermost, it sees only requests the guards let through
+            from gradio.utils import get_upload_folder
+
+            outputs = OutputOwners.of(self.paths.outputs_dir, self.gallery.trash_dir, [*page_users(args), *parse_users(args.api_auth)],
+                                      shared=lambda: bool(self.settings["gallery_show_all_users"]))
+            handed = HandedFiles([gradio_app.uploaded_file_dir, get_upload_folder()]) if session is not None else None
+            app.add_middleware(UserFiles, outputs=outputs, session_user=session, handed=handed)
+        if session is not None:
+            app.add_middleware(PageLoginLimit, limits=self.login_limits)
+        # With a page log-in and no --api-auth, the API's schema and docs need the page's log-in: the log-in
+        # page must not hand anonymous visitors the generation endpoints' schemas.
+        docs = ("/docs", "/redoc", "/openapi.json") if args.api_auth or session is None else ()
+        app.add_middleware(GradioGuard, session_user=session, api_paths=("/sdapi", *docs) if with_api else ())
         prefix = subpath(getattr(args, "subpath", None))
         if prefix:
             app.add_middleware(Subpath, prefix=prefix)

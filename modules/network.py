@@ -84,10 +84,23 @@ def exposure_warnings(args: argparse.Namespace) -> list[str]:
         return []
     shared = ", ".join(access.shared_by)
     found = []
-    if not getattr(args, "nowebui", False) and not (getattr(args, "gradio_auth", None) or getattr(args, "gradio_auth_path", None)):
-        found.append(f"Shared on the network ({shared}) without --gradio-auth: anyone who can reach this machine can use the page.")
-    if (getattr(args, "api", False) or getattr(args, "nowebui", False)) and not getattr(args, "api_auth", None):
-        found.append(f"Shared on the network ({shared}) without --api-auth: anyone who can reach this machine can use the API.")
+    page, api = not getattr(args, "nowebui", False), bool(getattr(args, "api", False) or getattr(args, "nowebui", False))
+    page_auth = bool(getattr(args, "gradio_auth", None) or getattr(args, "gradio_auth_path", None))
+    api_auth = bool(getattr(args, "api_auth", None))
+    if page and not page_auth:
+        if api_auth:  # A1111 does the same: each flag guards one side only
+            found.append(f"Shared on the network ({shared}) with --api-auth but without --gradio-auth: --api-auth guards only the "
+                         "API. The page is OPEN: anyone who can reach this machine can generate, and see every user's images in "
+                         "the Gallery. Add --gradio-auth (or --gradio-auth-path) to close it.")
+        else:
+            found.append(f"Shared on the network ({shared}) without --gradio-auth: anyone who can reach this machine can use the page.")
+    if api and not api_auth:
+        if page and page_auth:
+            found.append(f"Shared on the network ({shared}) with --gradio-auth but without --api-auth: the page's log-in does not "
+                         "guard the API. The API (/sdapi/v1) is OPEN: anyone who can reach this machine can generate and change "
+                         "settings through it. Add --api-auth to close it.")
+        else:
+            found.append(f"Shared on the network ({shared}) without --api-auth: anyone who can reach this machine can use the API.")
     if access.insecure_allowed:
         found.append(f"{INSECURE_FLAG}: visitors can read and write folders on this machine (batch folders, output folders).")
     return found
@@ -185,11 +198,11 @@ class GradioGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        path = _route_path(scope)
+        path = route_path(scope)
         if FETCHING_ROUTES.match(path):
-            return await _refuse(scope, send, 403, "This server does not fetch other sites' files.")
-        if self.session_user is not None and not self._open(path) and self.session_user(_cookies(scope)) is None:
-            return await _refuse(scope, send, 401, "Not logged in: log in on the page first.")
+            return await refuse(scope, send, 403, "This server does not fetch other sites' files.")
+        if self.session_user is not None and not self._open(path) and self.session_user(request_cookies(scope)) is None:
+            return await refuse(scope, send, 401, "Not logged in: log in on the page first.")
         await self.app(scope, receive, send)
 
     def _open(self, path: str) -> bool:
@@ -212,7 +225,7 @@ def gradio_session_user(gradio_app) -> Callable[[dict[str, str]], str | None]:
     return user
 
 
-def _route_path(scope) -> str:
+def route_path(scope) -> str:
     """The path the app routes on: without the root path (a --subpath prefix)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
     if root and (path == root or path.startswith(root + "/")):
@@ -220,7 +233,7 @@ def _route_path(scope) -> str:
     return path
 
 
-def _cookies(scope) -> dict[str, str]:
+def request_cookies(scope) -> dict[str, str]:
     from starlette.requests import cookie_parser  # lenient: one odd cookie from another site on this host spoils nothing
 
     jar: dict[str, str] = {}
@@ -230,11 +243,40 @@ def _cookies(scope) -> dict[str, str]:
     return jar
 
 
-async def _refuse(scope, send, status: int, detail: str) -> None:
+async def refuse(scope, send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """Answer an HTTP request with `{"detail": ...}` (a websocket is closed as a policy violation)."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
     body = json.dumps({"detail": detail}).encode()
+    extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive, limit: int) -> bytes | None:
+    """A request's whole body, read for a middleware to look at; None when it is over `limit` bytes."""
+    body, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: the app finds out itself
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            return None
+    return body
+
+
+def replay(body: bytes, receive):
+    """An ASGI `receive` that hands over a body already read, then waits on the real one
+    (for the client's disconnect); with `receive` None, it reports a disconnect."""
+    pending = [body]
+
+    async def again():
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
+        return await receive() if receive is not None else {"type": "http.disconnect"}
+
+    return again

@@ -56,6 +56,10 @@ def user_dependency(users: dict[str, str]) -> Callable[..., str]:
     """Who is asking: the --api-auth user (checked, 401 otherwise), or without auth the client's
     address. Jobs wait in one lane per user, so this is also what keeps the queue fair.
 
+    Wrong passwords are counted by the app's `LoginLimits` (the one the page's log-in uses,
+    found at `app.state.login_limits`): past the limit, tries from that address or for that
+    user get 429 with Retry-After until the back-off ends. A malformed header is not a try.
+
     Without --api-auth any Authorization header is ignored, as A1111 does: Open WebUI and
     SillyTavern send `Basic ` with empty credentials when their auth setting is blank."""
 
@@ -63,9 +67,18 @@ def user_dependency(users: dict[str, str]) -> Callable[..., str]:
         if not users:
             return f"ip:{request.client.host}" if request.client else ""
         user, password = basic_credentials(request.headers.get("authorization"))
+        limits = getattr(request.app.state, "login_limits", None)
+        address = request.client.host if request.client else None
+        refusal = limits.refusal(address, user) if limits is not None else None
+        if refusal is not None:
+            raise HTTPException(status_code=429, detail=refusal.detail, headers={"Retry-After": str(refusal.retry_after)})
         expected = users.get(user)
         if expected is None or not secrets.compare_digest(password.encode(), expected.encode()):
+            if limits is not None:
+                limits.failed(address, user)
             raise _refused("Incorrect username or password")
+        if limits is not None:
+            limits.succeeded(address, user)
         return user
 
     return current_user
