@@ -72,6 +72,7 @@ class App:
 
         access = ServerAccess.from_args(args, paths.data_dir)
         settings.add_guard(access.check_setting)
+        settings.add_guard(lambda key, value: access.check_limit(key, value, settings.get(key)))
 
         def devices():
             from modules.generation.devices import device_settings
@@ -140,7 +141,6 @@ class App:
         return Libraries(LoraLibrary((paths.loras,), hashes), EmbeddingLibrary((paths.embeddings,), hashes), VaeLibrary((paths.vaes,), hashes),
                          StyleStore(paths.styles_files))
 
-    @staticmethod
     @staticmethod
     def downloads_for(paths: Paths, models: "ModelManager", console: bool = True) -> "Downloads":
         """Downloads into the models/ folders. A finished checkpoint joins the list at once (the

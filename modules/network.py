@@ -64,6 +64,17 @@ class ServerAccess:
         if refusal:
             raise AccessRefused(refusal)
 
+    def check_limit(self, key: str, value: Any, current: Any) -> None:
+        """A work limit (`limit_*`, modules/generation/limits.py) may be tightened by anyone,
+        but not loosened or turned off (0) by a visitor while the server is restricted: the
+        limits are what keeps one visitor from holding the shared worker."""
+        if not self.restricted or not key.startswith("limit_") or not isinstance(value, (int, float)) or not isinstance(current, (int, float)):
+            return
+        if current and (value == 0 or value > current):
+            raise AccessRefused(f"{key} can only be lowered while this server is shared on the network ({', '.join(self.shared_by)}); "
+                                f"it is {current:g}, asked {value:g}. The server's owner can change it in config.json or start the "
+                                f"server with {INSECURE_FLAG}.")
+
     def check_setting(self, key: str, value: Any) -> None:
         """A settings change: output folders (`outdir_*`) must stay inside the data folder
         while the server is restricted. Empty means the default folder."""

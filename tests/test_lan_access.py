@@ -66,6 +66,21 @@ def test_a_folder_already_in_config_json_is_not_refused_but_a_new_one_is(tmp_pat
     assert store["outdir_txt2img_grids"] == "/srv/grids" and store["jpeg_quality"] == 90
 
 
+
+def test_work_limits_can_be_lowered_but_not_loosened_by_visitors_of_a_shared_server(tmp_path):
+    store = SettingsStore.open(tmp_path / "config.json")
+    access = ServerAccess(tmp_path, ("--listen",))
+    store.add_guard(lambda key, value: access.check_limit(key, value, store.get(key)))
+    store.update({"limit_and_parts": 8})  # tighter: fine
+    for loosened in (9, 0):
+        with pytest.raises(AccessRefused, match=f"limit_and_parts can only be lowered.*it is 8, asked {loosened}.*{INSECURE}"):
+            store.update({"limit_and_parts": loosened})
+    assert store["limit_and_parts"] == 8
+    local = SettingsStore.open(tmp_path / "local.json")
+    local.add_guard(lambda key, value: ServerAccess(tmp_path).check_limit(key, value, local.get(key)))
+    local.update({"limit_and_parts": 0})  # on one's own machine, anything goes
+    assert local["limit_and_parts"] == 0
+
 # -- flags read at start ----------------------------------------------------------------------
 
 def test_gradio_auth_path_entries_are_merged_with_gradio_auth(tmp_path):

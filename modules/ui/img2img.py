@@ -229,6 +229,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 if not (input_dir or "").strip():
                     raise ValueError("Enter the input directory of the batch.")
                 params = Img2ImgParams.create(**values)
+                service.check_limits(params)
                 out = Path(output_dir.strip()) if (output_dir or "").strip() else None
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
                 task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae)  # noqa: E731
@@ -239,6 +240,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 if resize_tab == 1:
                     values["width"], values["height"] = _scaled(picture.size, scale_by)
                 params = Img2ImgParams.create(**values)
+                service.check_limits(params)
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
                 task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae)  # noqa: E731
                 payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae)  # recorded, so it survives a restart

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
+from fastapi.concurrency import run_in_threadpool
 
 from modules.generation import samplers
 from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
@@ -96,6 +97,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
             params = GenerationParams.create(**dict(zip(names, values)), **{**service.prompt_settings(), **(overrides_now or {})})
+            await run_in_threadpool(service.check_limits, params)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn

@@ -164,3 +164,15 @@ def test_two_tabs_generating_at_once_each_get_their_own_result(browser, server):
         assert tab.inner_text("#txt2img_html_info").startswith(prompt + "\n")
     for tab in pages:
         tab.context.close()
+
+
+def test_a_prompt_over_the_work_limits_shows_which_limit_and_nothing_is_queued(page, server):
+    page.locator("#model_guide", has_text="a COLOUR SHAPE on a COLOUR background").wait_for(timeout=15000)
+    before = saved_images(server["data"])
+    page.fill("#txt2img_prompt textarea", " AND ".join(["a red circle"] * 40))
+    page.click("#txt2img_generate")
+    toast = page.locator(".toast-body", has_text="40 parts, over this server's limit of 32")
+    toast.wait_for(timeout=20000)
+    assert "limit_and_parts" in toast.inner_text()
+    page.screenshot(path=str(server["data"] / "txt2img-limit.png"), full_page=True)
+    assert saved_images(server["data"]) == before
