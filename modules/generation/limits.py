@@ -61,8 +61,10 @@ class WorkLimits:
             entries += sum(len(schedule) for schedule in schedules)
             self._over("schedule_entries", entries, "Prompt editing and alternation", "schedule entries")
             texts.extend(text for schedule in schedules for _, text in schedule)
-        if count_tokens is not None and self.prompt_tokens > 0:
-            tokens = sum(count_tokens(text) for text in dict.fromkeys(texts))
+        distinct = list(dict.fromkeys(texts))
+        # A byte-level BPE token covers at least one UTF-8 byte: short prompts need no tokenizer.
+        if count_tokens is not None and self.prompt_tokens > 0 and sum(len(t.encode("utf-8")) for t in distinct) > self.prompt_tokens:
+            tokens = sum(count_tokens(text) for text in distinct)
             self._over("prompt_tokens", tokens, "All prompts together", "tokens")
 
     def _check_size(self, params) -> None:

@@ -251,8 +251,10 @@ def _same_shape(actual: tuple, expected: tuple) -> bool:
 
 
 def build_tokenizer(configs_dir: Path, pad_token: str = EOS_PAD):
-    """CLIP BPE tokenizer from the shared vocab, so config folders carry no vocab copies."""
-    from transformers import CLIPTokenizer
+    """CLIP BPE tokenizer from the shared vocab, so config folders carry no vocab copies.
+    Imported from its module, not through transformers' lazy top level, which can fail while
+    another thread (a model loading) is importing transformers."""
+    from transformers.models.clip.tokenization_clip import CLIPTokenizer
 
     folder = Path(configs_dir) / TOKENIZER_DIR
     return CLIPTokenizer(
