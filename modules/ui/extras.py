@@ -62,8 +62,8 @@ def prepare(service: ExtrasService, mode: int, resize_tab: int, image, files, in
             path = Path(getattr(item, "name", item))
             try:
                 entries.append((read_image(str(path), path.name, max_pixels), path.name))
-            except ValueError as exc:
-                notes.append(f"Skipped {path.name}: {exc}")
+            except ValueError as exc:  # not an image, or one over the pixel limit (the message says which limit)
+                notes.append(f"Skipped {path.name}: " + ("not an image." if "not an image that can be read" in str(exc) else str(exc)))
         if not entries:
             raise ValueError("None of the uploaded files is an image that can be read.")
     else:
