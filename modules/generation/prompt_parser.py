@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = [
     "get_learned_conditioning_prompt_schedules",
     "get_multicond_prompt_list",
@@ -37,28 +39,52 @@ _ATTENTION_TOKEN = re.compile(
     """,
     re.X,
 )
-_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_BREAK = re.compile(r"\bBREAK\b")
 _ROUND, _SQUARE = 1.1, 1 / 1.1
+
+
+def _split_break(chunk: str) -> list[str]:
+    """A1111's ``re.split(r"\\s*\\bBREAK\\b\\s*", chunk)``, in linear time: that pattern retries its leading
+    ``\\s*`` from every position of a long run of spaces, which made a prompt of spaces take minutes."""
+    parts = _BREAK.split(chunk)
+    if len(parts) > 1:
+        parts = [part.lstrip() if i else part for i, part in enumerate(parts)]
+        parts = [part.rstrip() if i < len(parts) - 1 else part for i, part in enumerate(parts)]
+    return parts
 
 
 def parse_prompt_attention(text: str) -> list[list]:
     """Split ``text`` into ``[chunk, weight]`` pairs the way A1111 does; ``['BREAK', -1]`` marks a chunk break.
 
-    Weights multiply in the same order as A1111 (innermost bracket first), so even float round-off matches.
+    Weights multiply in the same order as A1111 (innermost bracket first), so even float round-off matches. The
+    weights live in a float64 array: a closing bracket scales every chunk since its opening in one vectorised step
+    (IEEE multiplication either way, so the same bits), which keeps deeply nested prompts from taking seconds.
     """
-    res: list[list] = []
+    texts: list[str] = []
+    weights = np.empty(64)
     open_round: list[int] = []
     open_square: list[int] = []
+    starts: list[int] = []  # where each scaling began, in order
+    breaks: list[tuple[int, int]] = []  # (index, scalings before it): a BREAK no bracket scales stays the int -1, as in A1111
 
     def scale_from(start: int, factor: float) -> None:
-        for item in res[start:]:
-            item[1] *= factor
+        starts.append(start)
+        with np.errstate(all="ignore"):  # overflow to inf, as Python floats do without a word
+            weights[start:len(texts)] *= factor
+
+    def append(chunk: str, weight: float) -> None:
+        nonlocal weights
+        if len(texts) == len(weights):
+            weights = np.concatenate([weights, np.empty(len(weights))])
+        weights[len(texts)] = weight
+        texts.append(chunk)
 
     def add_text(chunk: str) -> None:
-        for i, part in enumerate(_BREAK.split(chunk)):
+        for i, part in enumerate(_split_break(chunk)):
             if i:
-                res.append(["BREAK", -1])
-            res.append([part, 1.0])
+                breaks.append((len(texts), len(starts)))
+                append("BREAK", -1)
+            append(part, 1.0)
 
     pos = 0
     while pos < len(text):
@@ -68,13 +94,13 @@ def parse_prompt_attention(text: str) -> list[list]:
             add_text(":")  # '[.\d]+' also admits '.' or '1.2.3', on which A1111 crashes: read on after the ':'
             pos = m.start() + 1
         elif kind == "escaped":
-            res.append([m.group(0)[1:], 1.0])
+            append(m.group(0)[1:], 1.0)
         elif kind == "backslash":
-            res.append(["", 1.0])
+            append("", 1.0)
         elif kind == "open_round":
-            open_round.append(len(res))
+            open_round.append(len(texts))
         elif kind == "open_square":
-            open_square.append(len(res))
+            open_square.append(len(texts))
         elif kind == "weight" and open_round:
             scale_from(open_round.pop(), float(m.group("weight")))
         elif kind == "close_round" and open_round:
@@ -88,14 +114,27 @@ def parse_prompt_attention(text: str) -> list[list]:
     for start in open_square:
         scale_from(start, _SQUARE)
 
-    if not res:
+    if not texts:
         return [["", 1.0]]
-    merged = [res[0]]
-    for item in res[1:]:
-        if item[1] == merged[-1][1]:
-            merged[-1][0] += item[0]
-        else:
-            merged.append(item)
+    values: list = weights[:len(texts)].tolist()
+    if breaks:
+        later = [len(texts)] * (len(starts) + 1)  # later[k]: the lowest start of the scalings from the k-th on
+        for k in range(len(starts) - 1, -1, -1):
+            later[k] = min(starts[k], later[k + 1])
+        for index, before in breaks:
+            if later[before] > index:
+                values[index] = -1
+    merged: list[list] = []
+    run: list[str] = []
+    for chunk, weight in zip(texts, values):
+        if merged and weight == merged[-1][1]:
+            run.append(chunk)
+            continue
+        if merged:
+            merged[-1][0] = "".join(run)
+        merged.append([chunk, weight])
+        run = [chunk]
+    merged[-1][0] = "".join(run)
     return merged
 
 
@@ -357,17 +396,22 @@ def schedule_index(schedule: list[list], step: int) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 _AND = re.compile(r"\bAND\b")
-_WEIGHT = re.compile(r"^(.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$", re.S)
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?|\d*\.\d+)")
 
 
 def split_and(prompt: str) -> list[tuple[str, float]]:
     """``'a cat :1.2 AND a dog'`` -> ``[('a cat', 1.2), (' a dog', 1.0)]``; texts are exactly what gets encoded."""
-    out = []
-    for part in _AND.split(prompt):
-        m = _WEIGHT.match(part)
-        text, weight = m.groups()  # the pattern matches every string
-        out.append((text, float(weight) if weight is not None else 1.0))
-    return out
+    return [_split_weight(part) for part in _AND.split(prompt)]
+
+
+def _split_weight(part: str) -> tuple[str, float]:
+    """A1111's ``re.match(r"^(.*?)(?:\\s*:\\s*([-+]?(?:\\d+\\.?|\\d*\\.\\d+)))?\\s*$", part, re.S)``, in linear
+    time (that pattern is quadratic in a long run of spaces): a trailing ``:number`` after the last ':' is the
+    weight, and the whitespace around it and at the end is not part of the text."""
+    colon = part.rfind(":")
+    if colon >= 0 and _NUMBER.fullmatch(part[colon + 1:].strip()):
+        return part[:colon].rstrip(), float(part[colon + 1:].strip())
+    return part.rstrip(), 1.0
 
 
 def get_multicond_prompt_list(prompts: list[str]) -> tuple[list[list[tuple[int, float]]], list[str], dict[str, int]]:

@@ -99,7 +99,39 @@ def unquote_value(value: str) -> str:
 
 
 def is_params_line(line: str) -> bool:
-    return len(_PARAM_RE.findall(line)) >= _MIN_PARAMS_ON_LAST_LINE
+    return len(_find_params(line, _MIN_PARAMS_ON_LAST_LINE)) >= _MIN_PARAMS_ON_LAST_LINE
+
+
+# What a key is made of after its first character, and the whitespace `\s*` skips before one.
+_KEY_RUN = re.compile(r"[\w \-/]*")
+_SPACES = re.compile(r"\s*")
+_WORD = re.compile(r"\w")
+
+
+def _find_params(line: str, stop: int | None = None) -> list[tuple[str, str]]:
+    """`_PARAM_RE.findall(line)` (A1111's pattern), in linear time, stopping after `stop` pairs.
+
+    findall retries the key part at every position of a long run of key characters that no ':'
+    ends, which made a 100 kB last line take seconds: every start inside such a run fails the
+    same way (the greedy run ends at the same place), so the scan jumps past the run instead."""
+    found: list[tuple[str, str]] = []
+    pos, end = 0, len(line)
+    while pos < end and (stop is None or len(found) < stop):
+        key_at = _SPACES.match(line, pos).end()
+        if key_at >= end or not _WORD.match(line, key_at):
+            pos = key_at + 1  # every start from pos to here skips the same spaces to a non-key character
+            continue
+        run_end = _KEY_RUN.match(line, key_at + 1).end()
+        if run_end == key_at + 1 or run_end >= end or line[run_end] != ":":
+            pos = max(run_end, key_at + 1)  # no ':' ends this run: no start inside it can match either
+            continue
+        m = _PARAM_RE.match(line, pos)
+        if m is None:  # not expected: the checks above are the pattern's own conditions
+            pos += 1
+            continue
+        found.append(m.groups())
+        pos = m.end() if m.end() > pos else pos + 1
+    return found
 
 
 def split_infotext(text: str) -> tuple[str, str, str]:
@@ -127,7 +159,7 @@ def parse_params_line(line: str) -> dict[str, str]:
     (width) and `Key-2` (height), the keys A1111's paste code reads; the combined value is
     kept under `Key` too so a round trip loses nothing."""
     result: dict[str, str] = {}
-    for key, raw in _PARAM_RE.findall(line):
+    for key, raw in _find_params(line):
         value = unquote_value(raw)
         result[key] = value
         size = _SIZE_RE.match(value)
