@@ -213,6 +213,7 @@ class App:
         from fastapi.middleware.cors import CORSMiddleware
 
         from modules.api.auth import parse_users
+        from modules.api.body_limit import BodyLimit
         from modules.api.routes import ApiState, add_docs, build_router, install_error_handlers
 
         args = args or parse_args([])
@@ -231,6 +232,8 @@ class App:
             state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, self.settings,
                              users=parse_users(args.api_auth), extras=self.extras)
             app.include_router(build_router(state))
+            settings = self.settings
+            app.add_middleware(BodyLimit, limits=lambda: (settings["limit_request_megabytes"], settings["limit_image_request_megabytes"]))
             add_docs(app, state.users)
         if not args.nowebui:
             app = self._mount_page(app, args)

@@ -268,7 +268,7 @@ async def refuse(scope, send, status: int, detail: str, headers: dict[str, str] 
 
 async def read_body(receive, limit: int) -> bytes | None:
     """A request's whole body, read for a middleware to look at; None when it is over `limit` bytes."""
-    body, more = b"", True
+    body, more = bytearray(), True
     while more:
         message = await receive()
         if message["type"] != "http.request":  # the client went away: the app finds out itself
@@ -277,7 +277,7 @@ async def read_body(receive, limit: int) -> bytes | None:
         more = message.get("more_body", False)
         if len(body) > limit:
             return None
-    return body
+    return bytes(body)
 
 
 def replay(body: bytes, receive):

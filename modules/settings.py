@@ -27,6 +27,7 @@ from modules.generation.params import EMPHASIS_MODES, RNG_SOURCES
 log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("png", "jpg", "webp")
+MAX_VALUE_BYTES = 64 * 1024  # one setting in config.json: styles and extensions' lists fit, a 50 MB value does not
 
 
 class SettingsNotSaved(ValueError):
@@ -72,6 +73,8 @@ class Setting:
             return None
         elif not isinstance(value, str):
             raise ValueError(f"{self.key} must be a string, got {value!r}")
+        elif "\0" in value:
+            raise ValueError(f"{self.key} holds a NUL character, which no file name or text setting can hold")
         elif not _is_text(value):
             raise ValueError(f"{self.key} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text")
         if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
@@ -173,6 +176,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limit_loras_per_prompt", 20, "Most LoRAs in a prompt", LIMITS, minimum=0, maximum=10_000, step=1),
     Setting("limit_megapixel_steps", 100_000, "Most work per job (megapixel-steps)", LIMITS, minimum=0, maximum=10**12, step=1,
             info="batch size x batch count x steps x megapixels, hires fix included"),
+    Setting("limit_request_megabytes", 16.0, "Largest API request body (MB)", LIMITS, minimum=0, maximum=4096, step=1,
+            info="routes without pictures: txt2img, options, ..."),
+    Setting("limit_image_request_megabytes", 128.0, "Largest API request body with pictures (MB)", LIMITS, minimum=0, maximum=4096,
+            step=1, info="img2img, extras, PNG Info, interrogate"),
     Setting("limit_image_megapixels", 50.0, "Largest image accepted (megapixels)", LIMITS, minimum=0, maximum=1_000, step=1,
             info="uploads and API images larger than this are refused before they are decoded"),
 )
@@ -245,10 +252,13 @@ class SettingsStore:
         """The updates as they would be stored; ValueError for the first bad one. Keys this
         app does not define are accepted and kept (A1111 extensions' settings)."""
         checked = {key: self.definitions[key].check(value) if key in self.definitions else value for key, value in updates.items()}
-        try:  # an unknown key's value is kept as sent, so it must at least be storable
-            json.dumps(checked, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"the settings sent cannot be stored in config.json ({exc})") from None
+        for key, value in checked.items():  # an unknown key's value is kept as sent: it must be storable, and small
+            try:
+                size = len(json.dumps({key: value}, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"the settings sent cannot be stored in config.json ({exc})") from None
+            if size > MAX_VALUE_BYTES:
+                raise ValueError(f"{key[:100]!r} is {size:,} bytes as JSON, more than config.json keeps for one setting ({MAX_VALUE_BYTES:,})")
         for key, value in checked.items():
             if self.values.get(key, _MISSING) != value:  # a value already in force (the owner's config.json) is never refused
                 for guard in self._guards:

@@ -44,6 +44,11 @@ HIRES_FIELDS = ("enable_hr", "hr_scale", "hr_second_pass_steps", "hr_resize_x", 
 IMG2IMG_FIELDS = ("resize_mode", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert")
 
 
+# The most styles, init images or extras images one request may list (A1111 sets none; a
+# client that sends thousands is not a studio's).
+MAX_LIST = 100
+
+
 class Txt2ImgRequest(BaseModel):
     """POST /sdapi/v1/txt2img. JSON null means the default, as in A1111."""
 
@@ -51,7 +56,7 @@ class Txt2ImgRequest(BaseModel):
 
     prompt: str | None = ""
     negative_prompt: str | None = ""
-    styles: list[str] | None = None
+    styles: list[str] | None = Field(None, max_length=MAX_LIST)
     seed: ApiInt | None = -1
     subseed: ApiInt | None = -1
     subseed_strength: float | None = 0
@@ -104,6 +109,11 @@ class Txt2ImgRequest(BaseModel):
     send_images: bool | None = True
     save_images: bool | None = False
     infotext: str | None = None
+
+    def text_problem(self) -> str | None:
+        """The first field whose text holds a lone surrogate (JSON's "\\ud800": not text; it
+        would fail the tokenizer, the infotext, a file name and the echo of the request)."""
+        return _surrogate_in(self.model_dump(exclude={"init_images", "mask"}), "")
 
     def unsupported(self) -> list[str]:
         """Requested features this server would silently leave out: refused, with their names."""
@@ -226,7 +236,7 @@ class Txt2ImgRequest(BaseModel):
 class Img2ImgRequest(Txt2ImgRequest):
     """POST /sdapi/v1/img2img: txt2img's fields plus the init images and mask."""
 
-    init_images: list[str] | None = None
+    init_images: list[str] | None = Field(None, max_length=MAX_LIST)
     resize_mode: ApiInt | None = 0
     image_cfg_scale: float | None = None
     mask: str | None = None
@@ -281,6 +291,25 @@ def clip_skip_value(value: Any) -> int:
     if not number.is_integer() or not 1 <= number <= 12:
         raise problem
     return int(number)
+
+
+def _surrogate_in(value: Any, where: str, depth: int = 0) -> str | None:
+    """Where in a request's values a lone surrogate is, if anywhere (nesting looked at 20 deep)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where or 'the request'} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text"
+        return None
+    if depth > 20:
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = _surrogate_in(key, f"{where}: a key", depth + 1) if isinstance(key, str) else None
+        found = found or _surrogate_in(item, f"{where}.{key}" if where else str(key), depth + 1)
+        if found:
+            return found
+    return None
 
 
 def decode_base64(data: str, what: str) -> bytes:

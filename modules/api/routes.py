@@ -20,10 +20,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from modules.api.auth import user_dependency
-from modules.api.models import ApiInt, Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
+from modules.api.models import MAX_LIST, ApiInt, Img2ImgRequest, Txt2ImgRequest, clip_skip_value, decode_image, encode_base64
 from modules.generation import samplers
 from modules.generation.image_input import to_mask, to_rgb
 from modules.generation.params import LATENT_UPSCALERS, SETTING_FIELDS
@@ -116,7 +116,7 @@ class ExtrasImageData(BaseModel):
 
 
 class ExtraBatchImagesRequest(ExtrasOptions):
-    imageList: list[ExtrasImageData] = []  # noqa: N815 (A1111's name)
+    imageList: list[ExtrasImageData] = Field([], max_length=MAX_LIST)  # noqa: N815 (A1111's name)
 
 
 def add_docs(app: FastAPI, users: dict[str, str]) -> None:
@@ -143,12 +143,22 @@ def add_docs(app: FastAPI, users: dict[str, str]) -> None:
         return get_redoc_html(openapi_url=schema_url(request), title=f"{app.title} - API docs")
 
 
+def readable(text: str, limit: int = 1000) -> str:
+    """An error message fit to send: what it quotes from the request may be megabytes long or
+    hold lone surrogates (JSON's "\\ud800"), which no JSON encoder writes."""
+    text = str(text)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """A1111's error body for request problems, and X-Process-Time on every response."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse(status_code=exc.status, content={"error": exc.error, "detail": exc.detail, "body": "", "errors": exc.detail})
+        detail = readable(exc.detail)
+        return JSONResponse(status_code=exc.status, content={"error": exc.error, "detail": detail, "body": "", "errors": detail})
 
     @app.exception_handler(QueueStopped)
     async def queue_stopped(request: Request, exc: QueueStopped):
@@ -156,11 +166,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        errors = [f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'request body'}: {e.get('msg')}" for e in exc.errors()]
-        detail = "; ".join(errors) or "invalid request"
+        errors = [readable(f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'request body'}: {e.get('msg')}", 300)
+                  for e in exc.errors()[:20]]
+        detail = readable("; ".join(errors) or "invalid request")
         return JSONResponse(status_code=422, content={"error": "ValidationError", "detail": detail, "body": "", "errors": errors})
 
     app.add_middleware(ProcessTime)
+    build_schema = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's schema, with the 422 body it documents replaced by the one sent (A1111's)."""
+        if app.openapi_schema is None:
+            schema = build_schema()
+            schema.setdefault("components", {}).setdefault("schemas", {})["HTTPValidationError"] = ERROR_BODY
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+# The body of every error answer (A1111's): `errors` lists each problem of a 422.
+ERROR_BODY = {
+    "title": "HTTPValidationError", "type": "object", "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "title": "Error"}, "detail": {"type": "string", "title": "Detail"},
+        "body": {"type": "string", "title": "Body"},
+        "errors": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}], "title": "Errors"},
+    },
+}
 
 
 class ProcessTime:
@@ -224,6 +256,9 @@ def build_router(state: ApiState) -> APIRouter:
         from modules.generation.runner import InitImages
         from modules.jobs.generation_task import img2img_payload, txt2img_payload
 
+        surrogate = request.text_problem()
+        if surrogate:
+            raise _bad(surrogate)
         problems = request.unsupported()
         if problems:
             raise ApiError(422, "Unsupported", "Not supported by this server: " + "; ".join(problems))

@@ -65,7 +65,7 @@ def _meta(label: str, infotext: str | None = None, **extra: Any) -> dict:
 class GenerationParams(BaseModel):
     """A validated txt2img request (img2img extends it); defaults are A1111's UI defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     prompt: str = Field("", json_schema_extra=_meta("Prompt"))
     negative_prompt: str = Field("", json_schema_extra=_meta("Negative prompt"))
@@ -99,9 +99,9 @@ class GenerationParams(BaseModel):
     s_tmin: float = Field(0.0, ge=0.0, le=10.0, json_schema_extra=_meta("sigma tmin", "Sigma tmin", step=0.01))
     s_tmax: float = Field(0.0, ge=0.0, le=999.0, json_schema_extra=_meta("sigma tmax (0 = no limit)", "Sigma tmax", step=0.01))
     s_noise: float = Field(1.0, ge=0.0, le=1.1, json_schema_extra=_meta("sigma noise", "Sigma noise", step=0.001))
-    sigma_min: float = Field(0.0, ge=0.0, json_schema_extra=_meta("sigma min (0 = the model's)", "Schedule min sigma", step=0.01))
-    sigma_max: float = Field(0.0, ge=0.0, json_schema_extra=_meta("sigma max (0 = the model's)", "Schedule max sigma", step=0.01))
-    rho: float = Field(0.0, ge=0.0, json_schema_extra=_meta("rho (0 = the schedule's)", "Schedule rho", step=0.01))
+    sigma_min: float = Field(0.0, ge=0.0, le=10.0, json_schema_extra=_meta("sigma min (0 = the model's)", "Schedule min sigma", step=0.01))
+    sigma_max: float = Field(0.0, ge=0.0, le=1000.0, json_schema_extra=_meta("sigma max (0 = the model's)", "Schedule max sigma", step=0.01))
+    rho: float = Field(0.0, ge=0.0, le=100.0, json_schema_extra=_meta("rho (0 = the schedule's)", "Schedule rho", step=0.01))
     always_discard_next_to_last_sigma: bool = Field(False, json_schema_extra=_meta("Always discard next-to-last sigma", "Discard penultimate sigma"))
     beta_dist_alpha: float = Field(0.6, gt=0.0, le=1.0, json_schema_extra=_meta("Beta scheduler - alpha", "Beta schedule alpha", step=0.01))
     beta_dist_beta: float = Field(0.6, gt=0.0, le=1.0, json_schema_extra=_meta("Beta scheduler - beta", "Beta schedule beta", step=0.01))

@@ -100,9 +100,12 @@ class ModelManager:
 
     def find(self, query: str) -> CheckpointInfo | None:
         """By title, name or hash (A1111's lookups), or by path (what `--ckpt` gives)."""
-        path = Path(query).expanduser()
-        if path.exists():
-            real = path.resolve()
+        try:
+            path = Path(query).expanduser()
+            real = path.resolve() if path.exists() else None
+        except (OSError, RuntimeError, ValueError):  # too long for the file system, ~nosuchuser, a NUL byte: not a path
+            real = None
+        if real is not None:
             for info in self.checkpoints:
                 if info.path.resolve() == real:
                     return info

@@ -16,8 +16,8 @@ class Crash(BaseException):
     """Stands for the process dying: not an Exception, so nothing on the way catches it."""
 
 
-def saved(service) -> list:
-    return sorted((service.data_dir / "outputs" / "txt2img-images").rglob("*.png"))
+def saved(svc) -> list:
+    return sorted((svc.data_dir / "outputs" / "txt2img-images").rglob("*.png"))
 
 
 def test_a_job_cut_off_after_two_batches_saves_only_the_third_when_run_again(service):  # noqa: F811
