@@ -182,3 +182,16 @@ def test_options_that_cannot_be_saved_are_a_507_and_change_nothing(server):
     assert "Could not save the settings" in r.json()["detail"] and "Nothing was changed" in r.json()["detail"]
     assert (config.read_bytes() if config.exists() else None) == before
     assert client.get("/sdapi/v1/options").json()["jpeg_quality"] != 55
+
+
+def test_a_vae_file_that_cannot_be_read_is_named_in_the_warnings(server):
+    client, data, _ = server
+    folder = data / "models" / "VAE"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "broken.safetensors").write_bytes(b"\0" * 64)
+    assert client.post("/sdapi/v1/refresh-vae").status_code == 200
+    r = post(client, "/sdapi/v1/txt2img", {"prompt": "x", "override_settings": {"sd_vae": "broken.safetensors"}, **SMALL})
+    assert r.status_code == 200, r.text
+    assert any("broken.safetensors is truncated or not a safetensors file" in w and "the checkpoint's own VAE was used" in w
+               for w in warnings_of(r)), warnings_of(r)
+    assert json.loads(r.json()["info"])["infotexts"][0].count("VAE:") == 0  # the picture does not claim the broken VAE
