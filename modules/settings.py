@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modules.generation.params import EMPHASIS_MODES, RNG_SOURCES
+from modules.generation.params import EMPHASIS_MODES, RNG_SOURCES, is_text
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +75,13 @@ class Setting:
             raise ValueError(f"{self.key} must be a string, got {value!r}")
         elif "\0" in value:
             raise ValueError(f"{self.key} holds a NUL character, which no file name or text setting can hold")
-        elif not _is_text(value):
+        elif not is_text(value):
             raise ValueError(f"{self.key} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text")
         if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
             raise ValueError(f"{self.key} must be from {_num(self.minimum)} to {_num(self.maximum)}, got {value!r}")
         if isinstance(self.choices, tuple) and value not in self.choices:
             raise ValueError(f"{self.key} must be one of: {', '.join(map(str, self.choices))}; got {value!r}")
         return value
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _num(value: float | None) -> str:

@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from modules.generation import samplers
-from modules.generation.params import MAX_SIZE, MIN_SIZE, SETTING_FIELDS, GenerationParams, Img2ImgParams
+from modules.generation.params import MAX_SIZE, MIN_SIZE, SETTING_FIELDS, GenerationParams, Img2ImgParams, is_text
 
 
 
@@ -296,11 +296,7 @@ def clip_skip_value(value: Any) -> int:
 def _surrogate_in(value: Any, where: str, depth: int = 0) -> str | None:
     """Where in a request's values a lone surrogate is, if anywhere (nesting looked at 20 deep)."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return f"{where or 'the request'} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text"
-        return None
+        return None if is_text(value) else f"{where or 'the request'} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text"
     if depth > 20:
         return None
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()

@@ -50,7 +50,8 @@ SETTING_FIELDS = {
 }
 
 
-def _encodable(text: str) -> bool:
+def is_text(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: a lone surrogate (JSON's "\\ud800") cannot."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -126,7 +127,7 @@ class GenerationParams(BaseModel):
         if isinstance(values, dict):
             for name, value in values.items():
                 for text in (value if isinstance(value, (list, tuple)) else (value,)):
-                    if isinstance(text, str) and not _encodable(text):
+                    if isinstance(text, str) and not is_text(text):
                         raise ValueError(f"{name} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text")
         return values
 
