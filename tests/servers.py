@@ -80,9 +80,10 @@ def launched(data: Path, *flags: str, ready_path: str = "/", fetch_default: bool
 
 
 @contextmanager
-def in_process_api(data: Path, *flags: str):
-    """The app's ASGI server built from `flags` with `data` as its data folder, no model
-    loaded, driven in-process by a TestClient (for routes that need no generation)."""
+def in_process_app(data: Path, *flags: str, checkpoint: Path | None = None, raise_server_exceptions: bool = True):
+    """The app built from `flags` with `data` as its data folder, its ASGI server driven
+    in-process by a TestClient: yields (app, client). With `checkpoint`, that model is loaded
+    before the first request; without, no model is (for routes that need no generation)."""
     from fastapi.testclient import TestClient
 
     import webui
@@ -91,10 +92,19 @@ def in_process_api(data: Path, *flags: str):
     args = parse_args(["--data-dir", str(data), *flags])
     app = webui.App.create(args)
     try:
-        with TestClient(app.build_asgi(args)) as client:
-            yield client
+        if checkpoint is not None:
+            assert app.start(str(checkpoint)).wait(120), f"{checkpoint} did not load"
+        with TestClient(app.build_asgi(args), raise_server_exceptions=raise_server_exceptions) as client:
+            yield app, client
     finally:
         app.queue.shutdown()
+
+
+@contextmanager
+def in_process_api(data: Path, *flags: str):
+    """`in_process_app`'s client, no model loaded."""
+    with in_process_app(data, *flags) as (_, client):
+        yield client
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:

@@ -8,14 +8,11 @@ import json
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
-import webui
 from modules.models.ldm_keys import vae_to_ldm
 from modules.models.tiny import build_components
-from modules.options import parse_args
-from tests.servers import data_dir_with_tiny_model
+from tests.servers import data_dir_with_tiny_model, in_process_app
 
 SMALL = {"width": 64, "height": 64, "steps": 3, "seed": 4}
 
@@ -32,12 +29,9 @@ def server(tmp_path_factory, tiny_checkpoint, configs_dir):
     save_file({k: v.contiguous() for k, v in vae_to_ldm(vae.state_dict(), vae.config).items()}, str(models / "VAE" / "bright.safetensors"))
     (models / "Lora" / "glow.safetensors").write_bytes(b"")  # listed; loading it is another test's business
     (data / "styles.csv").write_text('name,prompt,negative_prompt\ncinema,"{prompt}, film grain",cartoon\n', encoding="utf-8")
-    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(models / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
-    with TestClient(app.build_asgi(args)) as client:
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars",
+                        checkpoint=models / "Stable-diffusion" / tiny_checkpoint.name) as (_, client):
         yield client, data
-    app.queue.shutdown()
 
 
 def infotext(response) -> str:

@@ -10,12 +10,9 @@ import json
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, ImageCms
 
-import webui
-from modules.options import parse_args
-from tests.servers import data_dir_with_tiny_model
+from tests.servers import data_dir_with_tiny_model, in_process_app
 
 SMALL = {"width": 64, "height": 64, "steps": 2}
 
@@ -29,12 +26,9 @@ def b64(image: Image.Image, fmt: str = "PNG", **options) -> str:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint):
     data = data_dir_with_tiny_model(tmp_path_factory.mktemp("hardening"), tiny_checkpoint)
-    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
-    with TestClient(app.build_asgi(args), raise_server_exceptions=False) as client:
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars", checkpoint=data / "models" / "Stable-diffusion" / tiny_checkpoint.name,
+                        raise_server_exceptions=False) as (app, client):
         yield client, data, app
-    app.queue.shutdown()
 
 
 def post(client, route: str, body: dict):

@@ -21,10 +21,8 @@ from hypothesis import HealthCheck, settings
 from PIL import Image
 from schemathesis.checks import content_type_conformance, response_schema_conformance
 
-import webui
-from modules.options import parse_args
 from tests.hostile.harness import assert_readable, assert_strict_json
-from tests.servers import data_dir_with_tiny_model
+from tests.servers import data_dir_with_tiny_model, in_process_app
 
 EXAMPLES = 60  # per operation
 GENERATION = {"/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/queue/txt2img", "/sdapi/v1/queue/img2img"}
@@ -43,13 +41,9 @@ PNG = _png()
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, tiny_checkpoint):
     data = data_dir_with_tiny_model(tmp_path_factory.mktemp("openapi-fuzz"), tiny_checkpoint)
-    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
-    asgi = app.build_asgi(args)
-    with TestClient(asgi, raise_server_exceptions=False) as client:  # runs the app's start-up; also used to wait for queued jobs
-        yield asgi, client
-    app.queue.shutdown()
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars", checkpoint=data / "models" / "Stable-diffusion" / tiny_checkpoint.name,
+                        raise_server_exceptions=False) as (_, client):  # the client also waits for queued jobs
+        yield client.app, client
 
 
 @pytest.fixture(scope="module")

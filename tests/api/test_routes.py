@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 import webui
 from modules.options import parse_args
-from tests.servers import data_dir_with_tiny_model
+from tests.servers import data_dir_with_tiny_model, in_process_app
 
 
 def b64(image: Image.Image, prefix: bool = False) -> str:
@@ -37,12 +37,8 @@ def server(tmp_path_factory, tiny_checkpoint):
     """The app with --api on the tiny model (the demo model ships too, for switching)."""
     data = data_dir_with_tiny_model(tmp_path_factory.mktemp("api-data"), tiny_checkpoint)
     ckpts = data / "models" / "Stable-diffusion"
-    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(ckpts / tiny_checkpoint.name)).wait(120)
-    with TestClient(app.build_asgi(args)) as client:
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars", checkpoint=ckpts / tiny_checkpoint.name) as (_, client):
         yield client, data
-    app.queue.shutdown()
 
 
 def saved(data) -> list:
@@ -354,11 +350,9 @@ def test_a_bad_option_changes_nothing(server):
 
 def test_with_api_auth_a_users_jobs_are_their_own(tmp_path, tiny_checkpoint):
     data = data_dir_with_tiny_model(tmp_path, tiny_checkpoint)
-    args = parse_args(["--data-dir", str(data), "--nowebui", "--api-auth", "alice:a,bob:b", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
     alice, bob = ("alice", "a"), ("bob", "b")
-    with TestClient(app.build_asgi(args)) as client:
+    with in_process_app(data, "--nowebui", "--api-auth", "alice:a,bob:b", "--disable-console-progressbars",
+                        checkpoint=data / "models" / "Stable-diffusion" / tiny_checkpoint.name) as (_, client):
         job = client.post("/sdapi/v1/queue/txt2img", json={"prompt": "alice's secret", "seed": 3, **SMALL}, auth=alice).json()
         done = wait_done(client, job["id"], auth=alice)
         assert done["status"] == "done" and json.loads(done["result"]["info"])["prompt"] == "alice's secret"
@@ -378,7 +372,6 @@ def test_with_api_auth_a_users_jobs_are_their_own(tmp_path, tiny_checkpoint):
         assert seen["state"]["sampling_steps"] == 30 and seen["current_image"] is None
         assert client.post(f"/sdapi/v1/queue/{running['id']}/skip", auth=bob).status_code == 403
         assert client.delete(f"/sdapi/v1/queue/{running['id']}", auth=alice).status_code == 200
-    app.queue.shutdown()
 
 
 def test_a_job_runs_on_the_checkpoint_selected_when_it_was_sent(server):
@@ -408,10 +401,8 @@ def test_a_job_runs_on_the_checkpoint_selected_when_it_was_sent(server):
 
 def test_once_the_server_is_stopping_new_work_gets_503_and_nothing_changes(tmp_path, tiny_checkpoint):
     data = data_dir_with_tiny_model(tmp_path, tiny_checkpoint)
-    args = parse_args(["--data-dir", str(data), "--nowebui", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
-    with TestClient(app.build_asgi(args)) as client:
+    with in_process_app(data, "--nowebui", "--disable-console-progressbars",
+                        checkpoint=data / "models" / "Stable-diffusion" / tiny_checkpoint.name) as (app, client):
         before = client.get("/sdapi/v1/options").json()["sd_model_checkpoint"]
         app.queue.stop()
         for route, body in (("/sdapi/v1/txt2img", {"prompt": "late", **SMALL}), ("/sdapi/v1/queue/txt2img", {"prompt": "late", **SMALL}),
@@ -419,4 +410,3 @@ def test_once_the_server_is_stopping_new_work_gets_503_and_nothing_changes(tmp_p
             r = client.post(route, json=body)
             assert r.status_code == 503 and "stopping" in r.json()["detail"], route
         assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == before
-    app.queue.shutdown()

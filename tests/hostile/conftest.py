@@ -20,7 +20,7 @@ import webui
 from modules.options import parse_args
 from tests.hostile.harness import API, IMG2IMG, SMALL, trimmed_rss
 from tests.hostile.images import png_b64
-from tests.servers import data_dir_with_tiny_model
+from tests.servers import data_dir_with_tiny_model, in_process_app
 
 RSS_BOUND = 600 * 2**20  # what a group may leave behind over the warmed-up baseline
 
@@ -116,10 +116,8 @@ def hostile(tmp_path_factory, tiny_checkpoint):
     (root / "secret.txt").write_text("secret\n")
     (root / "evil").mkdir()
 
-    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(models / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
-    with TestClient(app.build_asgi(args), raise_server_exceptions=False) as client:
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars", checkpoint=models / "Stable-diffusion" / tiny_checkpoint.name,
+                        raise_server_exceptions=False) as (app, client):
         h = Hostile(app, client, data, root, tiny_checkpoint.name)
         # Warm up every path the cases take, so the baseline holds what a served request keeps.
         image = png_b64()
@@ -130,7 +128,6 @@ def hostile(tmp_path_factory, tiny_checkpoint):
             assert client.post(f"{API}/png-info", json={"image": image}).status_code == 200
         h.baseline_rss = trimmed_rss()
         yield h
-    app.queue.shutdown()
 
 
 @pytest.fixture(scope="session")

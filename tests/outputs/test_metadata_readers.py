@@ -9,13 +9,10 @@ import struct
 import piexif
 import piexif.helper
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-import webui
-from modules.options import parse_args
 from modules.outputs.infotext import encode_user_comment, read_infotext
-from tests.servers import data_dir_with_tiny_model
+from tests.servers import data_dir_with_tiny_model, in_process_app
 
 PROMPT = "a red cat, (masterpiece:1.2), 猫"
 
@@ -24,11 +21,9 @@ PROMPT = "a red cat, (masterpiece:1.2), 猫"
 def saved(tmp_path_factory, tiny_checkpoint):
     """One picture saved in each format by the app itself, through the API."""
     data = data_dir_with_tiny_model(tmp_path_factory.mktemp("readers"), tiny_checkpoint)
-    args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
     files = {}
-    with TestClient(app.build_asgi(args)) as client:
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars",
+                        checkpoint=data / "models" / "Stable-diffusion" / tiny_checkpoint.name) as (_, client):
         for fmt in ("png", "jpg", "webp"):
             assert client.post("/sdapi/v1/options", json={"samples_format": fmt}).status_code == 200
             before = set((data / "outputs").rglob(f"*.{fmt}"))
@@ -38,7 +33,6 @@ def saved(tmp_path_factory, tiny_checkpoint):
             assert r.status_code == 200, r.text
             [files[fmt]] = sorted(set((data / "outputs").rglob(f"*.{fmt}")) - before)
             files[fmt + "-api"] = r.json()["images"][0]
-    app.queue.shutdown()
     return files
 
 
