@@ -12,8 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import re
 import math
+import re
 from typing import Annotated, Any
 
 from PIL import Image
@@ -21,7 +21,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from modules.generation import samplers
 from modules.generation.params import MAX_SIZE, MIN_SIZE, SETTING_FIELDS, GenerationParams, Img2ImgParams, is_text
-
 
 
 def truncate_fraction(value: Any) -> Any:

@@ -9,13 +9,12 @@ first, and a request over one is refused with a message that names the limit and
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
+from modules.generation.extra_networks import LORA_KINDS, parse_extra_networks
 from modules.generation.prompt_parser import get_learned_conditioning_prompt_schedules, split_and, strip_comments
 
-_LORA_TAG = re.compile(r"<(?:lora|lyco):[^>]*>", re.I)
 PROMPT_FIELDS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "hr_prompt": "Hires prompt", "hr_negative_prompt": "Hires negative prompt"}
 
 
@@ -52,10 +51,9 @@ class WorkLimits:
             if not prompt:
                 continue
             self._over("prompt_characters", len(prompt), f"{label} length", "characters")
-            prompt = strip_comments(prompt)
-            loras = len(_LORA_TAG.findall(prompt))
-            self._over("loras_per_prompt", loras, f"{label}: LoRAs", "LoRA tags")
-            parts = [text for text, _ in split_and(_LORA_TAG.sub("", prompt))] if "negative" not in name else [_LORA_TAG.sub("", prompt)]
+            plain, calls, _ = parse_extra_networks(strip_comments(prompt))  # as the job reads it: tags are not text
+            self._over("loras_per_prompt", sum(call.kind in LORA_KINDS for call in calls), f"{label}: LoRAs", "LoRA tags")
+            parts = [plain] if "negative" in name else [text for text, _ in split_and(plain)]  # negatives have no AND
             self._over("and_parts", len(parts), f"{label}: AND parts", "parts")
             schedules = get_learned_conditioning_prompt_schedules(parts, self._steps(params, name))
             entries += sum(len(schedule) for schedule in schedules)
