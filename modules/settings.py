@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modules.generation.limits import WorkLimits
 from modules.generation.params import EMPHASIS_MODES, RNG_SOURCES, is_text
 
 log = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("png", "jpg", "webp")
+WORK_LIMITS = WorkLimits()  # the limit_* settings' defaults
 MAX_VALUE_BYTES = 64 * 1024  # one setting in config.json: styles and extensions' lists fit, a 50 MB value does not
 
 
@@ -160,21 +162,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gallery_show_all_users", False, "With log-ins on, show every user's images in the Gallery tab", GALLERY,
             info="Off: each user sees only their own folder (outputs/<folder>/<user>/...)."),
     # Bounds on one request's work (modules/generation/limits.py); 0 turns one off.
-    Setting("limit_prompt_characters", 32_768, "Longest prompt (characters)", LIMITS, minimum=0, maximum=10_000_000, step=1,
+    Setting("limit_prompt_characters", WORK_LIMITS.prompt_characters, "Longest prompt (characters)", LIMITS, minimum=0, maximum=10_000_000, step=1,
             info="0: no limit"),
-    Setting("limit_and_parts", 32, "Most AND parts in a prompt", LIMITS, minimum=0, maximum=100_000, step=1, info="0: no limit"),
-    Setting("limit_schedule_entries", 500, "Most prompt editing / alternation schedule entries per job", LIMITS, minimum=0,
+    Setting("limit_and_parts", WORK_LIMITS.and_parts, "Most AND parts in a prompt", LIMITS, minimum=0, maximum=100_000, step=1, info="0: no limit"),
+    Setting("limit_schedule_entries", WORK_LIMITS.schedule_entries, "Most prompt editing / alternation schedule entries per job", LIMITS, minimum=0,
             maximum=1_000_000, step=1, info="0: no limit"),
-    Setting("limit_prompt_tokens", 4_000, "Most tokens in all of a job's prompts together", LIMITS, minimum=0, maximum=10_000_000,
+    Setting("limit_prompt_tokens", WORK_LIMITS.prompt_tokens, "Most tokens in all of a job's prompts together", LIMITS, minimum=0, maximum=10_000_000,
             step=1, info="0: no limit"),
-    Setting("limit_loras_per_prompt", 20, "Most LoRAs in a prompt", LIMITS, minimum=0, maximum=10_000, step=1, info="0: no limit"),
-    Setting("limit_megapixel_steps", 100_000, "Most work per job (megapixel-steps)", LIMITS, minimum=0, maximum=10**12, step=1,
+    Setting("limit_loras_per_prompt", WORK_LIMITS.loras_per_prompt, "Most LoRAs in a prompt", LIMITS, minimum=0, maximum=10_000, step=1, info="0: no limit"),
+    Setting("limit_megapixel_steps", WORK_LIMITS.megapixel_steps, "Most work per job (megapixel-steps)", LIMITS, minimum=0, maximum=10**12, step=1,
             info="batch size x batch count x steps x megapixels, hires fix included; 0: no limit"),
     Setting("limit_request_megabytes", 16.0, "Largest API request body (MB)", LIMITS, minimum=0, maximum=4096, step=1,
             info="routes without pictures: txt2img, options, ..."),
     Setting("limit_image_request_megabytes", 128.0, "Largest API request body with pictures (MB)", LIMITS, minimum=0, maximum=4096,
             step=1, info="img2img, extras, PNG Info, interrogate"),
-    Setting("limit_image_megapixels", 50.0, "Largest image accepted (megapixels)", LIMITS, minimum=0, maximum=1_000, step=1,
+    Setting("limit_image_megapixels", WORK_LIMITS.image_megapixels, "Largest image accepted (megapixels)", LIMITS, minimum=0, maximum=1_000, step=1,
             info="uploads and API images larger than this are refused before they are decoded"),
 )
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_MEGAPIXELS = 50.0  # a 48 MP phone photo fits; Pillow's own bomb guard is at 89 MP
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_DIRECT = {"RGB", "RGBA", "L", "LA", "1", "P", "PA", "CMYK", "YCbCr", "RGBX", "RGBa", "La", "HSV"}
+_DIRECT = {"RGB", "RGBA", "L", "LA", "1", "P", "PA", "CMYK", "YCbCr", "RGBX", "RGBa", "La", "HSV", "LAB"}  # 8 bits per channel
 
 
 def read_image(data: bytes | str | Path | Image.Image, what: str, max_pixels: int | None = None) -> Image.Image:
@@ -94,7 +93,7 @@ def _check_size(image: Image.Image, what: str, max_pixels: int | None) -> None:
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit integer and float single-channel images as 8-bit L, their range scaled
     rather than clipped (Pillow's own conversion would clip a 16-bit PNG to white)."""
-    if image.mode in _DIRECT or image.mode == "LAB":
+    if image.mode in _DIRECT:
         return image
     values = np.asarray(image).astype(np.float64)
     if values.ndim != 2:

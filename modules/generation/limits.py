@@ -28,7 +28,7 @@ class WorkLimits:
     prompt_tokens: int = 4_000
     loras_per_prompt: int = 20
     megapixel_steps: int = 100_000
-    image_megapixels: float = 50.0
+    image_megapixels: float = 50.0  # a 48 MP phone photo fits; Pillow's own bomb guard is at 89 MP
 
     def updated(self, settings: dict) -> "WorkLimits":
         """These limits with the `limit_*` keys of `settings` (a settings change) applied."""
