@@ -263,9 +263,7 @@ class Runner:
         per_batch = first.steps_run() + (second.steps_run() if second else 0)
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
-            for index, seeds in enumerate(batches):
-                if index < start:
-                    continue
+            for index, seeds in enumerate(batches[start:], start):
                 if control.interrupted:
                     return
                 control.take_skip()  # a skip asked between batches applies to none
@@ -324,9 +322,7 @@ class Runner:
         first = self._pass(params, prompts.first, params.denoising_strength)
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
-            for index, seeds in enumerate(batches):
-                if index < start:
-                    continue
+            for index, seeds in enumerate(batches[start:], start):
                 if control.interrupted:
                     return
                 control.take_skip()
