@@ -219,7 +219,6 @@ class App:
         args = args or parse_args([])
         with_api = args.api or args.nowebui
         app = FastAPI(title="Stable Diffusion web UI", version=VERSION, docs_url=None, redoc_url=None, openapi_url=None)
-        app.state.login_limits = self.login_limits  # the API's credentials check finds it here (modules.api.auth)
         if args.cors_allow_origins or args.cors_allow_origins_regex:
             origins = [o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()]
             app.add_middleware(CORSMiddleware, allow_origins=origins, allow_origin_regex=args.cors_allow_origins_regex, allow_methods=["*"],
@@ -230,11 +229,11 @@ class App:
             flags["api_auth"] = "***" if args.api_auth else None
             flags["gradio_auth"] = "***" if args.gradio_auth else None
             state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, self.settings,
-                             users=parse_users(args.api_auth), extras=self.extras)
+                             users=parse_users(args.api_auth), extras=self.extras, login_limits=self.login_limits)
             app.include_router(build_router(state))
             settings = self.settings
             app.add_middleware(BodyLimit, limits=lambda: (settings["limit_request_megabytes"], settings["limit_image_request_megabytes"]))
-            add_docs(app, state.users)
+            add_docs(app, state.users, self.login_limits)
         if not args.nowebui:
             app = self._mount_page(app, args)
         return self._guard(app, args, with_api)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from fastapi import HTTPException, Request
+
+if TYPE_CHECKING:
+    from modules.login_limits import LoginLimits
 
 
 def parse_users(spec: str | None) -> dict[str, str]:
@@ -52,12 +55,12 @@ def basic_credentials(header: str | None) -> tuple[str, str]:
     return user, password
 
 
-def user_dependency(users: dict[str, str]) -> Callable[..., str]:
+def user_dependency(users: dict[str, str], limits: "LoginLimits | None" = None) -> Callable[..., str]:
     """Who is asking: the --api-auth user (checked, 401 otherwise), or without auth the client's
     address. Jobs wait in one lane per user, so this is also what keeps the queue fair.
 
-    Wrong passwords are counted by the app's `LoginLimits` (the one the page's log-in uses,
-    found at `app.state.login_limits`): past the limit, tries from that address or for that
+    Wrong passwords are counted by `limits` (the app's, which the page's log-in uses too):
+    past the limit, tries from that address or for that
     user get 429 with Retry-After until the back-off ends. A malformed header is not a try.
 
     Without --api-auth any Authorization header is ignored, as A1111 does: Open WebUI and
@@ -67,7 +70,6 @@ def user_dependency(users: dict[str, str]) -> Callable[..., str]:
         if not users:
             return f"ip:{request.client.host}" if request.client else ""
         user, password = basic_credentials(request.headers.get("authorization"))
-        limits = getattr(request.app.state, "login_limits", None)
         address = request.client.host if request.client else None
         refusal = limits.refusal(address, user) if limits is not None else None
         if refusal is not None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -35,6 +35,9 @@ from modules.models.manager import ModelManager
 from modules.network import AccessRefused
 from modules.settings import SettingsNotSaved, SettingsStore
 from modules.version import VERSION
+
+if TYPE_CHECKING:
+    from modules.login_limits import LoginLimits
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class ApiState:
     settings: SettingsStore  # config.json: GET/POST /options read and write it
     users: dict[str, str] = field(default_factory=dict)  # --api-auth, user -> password
     extras: "ExtrasService | None" = None  # the Extras tab's service; without one, the API's extras save to outputs/extras-images
+    login_limits: "LoginLimits | None" = None  # the wrong-password back-off the page's log-in shares
 
     @property
     def preview_every(self) -> int:
@@ -119,12 +123,12 @@ class ExtraBatchImagesRequest(ExtrasOptions):
     imageList: list[ExtrasImageData] = Field([], max_length=MAX_LIST)  # noqa: N815 (A1111's name)
 
 
-def add_docs(app: FastAPI, users: dict[str, str]) -> None:
+def add_docs(app: FastAPI, users: dict[str, str], limits: "LoginLimits | None" = None) -> None:
     """/docs, /redoc and /openapi.json, behind the API's log-in when --api-auth is set (the
     schema lists every route a LAN visitor could try)."""
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
-    guard = [Depends(user_dependency(users))]
+    guard = [Depends(user_dependency(users, limits))]
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
     def openapi(request: Request) -> dict:
@@ -217,7 +221,7 @@ class ProcessTime:
 
 
 def build_router(state: ApiState) -> APIRouter:
-    current_user = user_dependency(state.users)
+    current_user = user_dependency(state.users, state.login_limits)
     router = APIRouter(prefix="/sdapi/v1", dependencies=[Depends(current_user)], tags=["sdapi"])
     asked: dict[str, Txt2ImgRequest] = {}  # what each queued API job was asked, to answer in A1111's shape
 
