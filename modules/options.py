@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--lora-dir", type=Path, default=None, help="folder of LoRA files (default <models-dir>/Lora)")
     paths.add_argument("--embeddings-dir", type=Path, default=None, help="folder of textual-inversion embeddings (default <models-dir>/embeddings)")
     paths.add_argument("--vae-dir", type=Path, default=None, help="folder of VAE files (default <models-dir>/VAE)")
+    for flag, folder in EXTRA_MODEL_FLAGS.items():
+        paths.add_argument(flag, type=Path, default=None, help=f"folder of {folder} models (default <models-dir>/{folder})")
     paths.add_argument("--ui-settings-file", type=Path, default=None, help="settings file (default <data-dir>/config.json)")
     paths.add_argument("--ui-config-file", type=Path, default=None, help="UI defaults file (default <data-dir>/ui-config.json)")
     paths.add_argument("--styles-file", action="append", default=None,
@@ -88,6 +90,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# A1111's flags for the postprocessing model folders, and the models/ subfolder each names.
+EXTRA_MODEL_FLAGS = {
+    "--esrgan-models-path": "ESRGAN", "--realesrgan-models-path": "RealESRGAN", "--swinir-models-path": "SwinIR",
+    "--dat-models-path": "DAT", "--hat-models-path": "HAT", "--gfpgan-models-path": "GFPGAN",
+    "--codeformer-models-path": "Codeformer", "--blip-models-path": "BLIP", "--clip-models-path": "CLIP",
+    "--deepdanbooru-models-path": "deepbooru", "--face-detection-models-path": "face-detection", "--vae-approx-models-path": "VAE-approx",
+}
+UPSCALER_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")  # scanned for spandrel upscalers, in this order
+
+
 @dataclass(frozen=True)
 class Paths:
     data_dir: Path
@@ -101,6 +113,7 @@ class Paths:
     styles_files: tuple[Path, ...] = ()
     settings_file: Path | None = None  # None: <data>/config.json
     ui_config_file: Path | None = None  # None: <data>/ui-config.json
+    model_dirs: tuple[tuple[str, Path], ...] = ()  # (models/ subfolder name, folder given by its flag)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Paths":
@@ -116,7 +129,9 @@ class Paths:
 
         return cls(data, models, tuple(ckpt_dirs), data / "outputs", REPO_DIR / "configs", folder(getattr(args, "lora_dir", None)),
                    folder(getattr(args, "embeddings_dir", None)), folder(getattr(args, "vae_dir", None)), styles,
-                   folder(getattr(args, "ui_settings_file", None)), folder(getattr(args, "ui_config_file", None)))
+                   folder(getattr(args, "ui_settings_file", None)), folder(getattr(args, "ui_config_file", None)),
+                   tuple((name, folder(getattr(args, flag[2:].replace("-", "_"), None))) for flag, name in EXTRA_MODEL_FLAGS.items()
+                         if getattr(args, flag[2:].replace("-", "_"), None)))
 
     @property
     def loras(self) -> Path:
@@ -129,6 +144,11 @@ class Paths:
     @property
     def vaes(self) -> Path:
         return self.vae_dir or self.models_dir / "VAE"
+
+    def model_dir(self, name: str) -> Path:
+        """The folder of one kind of model by its models/ subfolder name (`ESRGAN`, `GFPGAN`,
+        `VAE-approx`, ...): the folder its A1111 flag gave, else <models-dir>/<name>."""
+        return dict(self.model_dirs).get(name) or self.models_dir / name
 
     @property
     def settings(self) -> Path:

@@ -17,7 +17,8 @@ from modules.models.fetch import FetchSource, hub_endpoint
 CATALOG_FILE = Path(__file__).resolve().parent.parent.parent / "configs" / "checkpoints.json"
 CHECKPOINT_FOLDER = "Stable-diffusion"
 # The models/ subfolders a download may go to (A1111's names).
-MODEL_FOLDERS = (CHECKPOINT_FOLDER, "Lora", "VAE", "embeddings")
+MODEL_FOLDERS = (CHECKPOINT_FOLDER, "Lora", "VAE", "embeddings", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "GFPGAN", "Codeformer",
+                 "BLIP", "CLIP", "deepbooru", "face-detection", "VAE-approx")
 
 
 def is_url(text: str) -> bool:
@@ -94,7 +95,8 @@ def _entry(item: dict) -> CatalogEntry:
 def model_folders(paths) -> dict[str, Path]:
     """Where each models/ subfolder is for an `options.Paths` (checkpoints go to the first
     checkpoint folder, as A1111's download does)."""
-    return {CHECKPOINT_FOLDER: paths.ckpt_dirs[0], "Lora": paths.loras, "VAE": paths.vaes, "embeddings": paths.embeddings}
+    fixed = {CHECKPOINT_FOLDER: paths.ckpt_dirs[0], "Lora": paths.loras, "VAE": paths.vaes, "embeddings": paths.embeddings}
+    return {name: fixed.get(name) or paths.model_dir(name) for name in MODEL_FOLDERS}
 
 
 def resolve_request(query: str, catalog: Catalog, *, folder: str | None = None, endpoint: str | None = None) -> tuple[FetchSource, str]:
