@@ -7,7 +7,9 @@ do that for you: they create and activate ./venv first). What it does, in order:
    shell would), then takes out the flags that belong to this script (``LAUNCH_FLAGS``).
    Every other argument is handed to webui.py unchanged.
 2. Warns when the Python version is outside the tested range.
-3. Installs torch with ``TORCH_COMMAND`` when torch is missing (or ``--reinstall-torch``).
+3. Installs torch and torchvision with ``TORCH_COMMAND`` when torch is missing (or
+   ``--reinstall-torch``); a venv that has torch but no torchvision gets the torchvision
+   release built for that torch, and nothing else changes.
 4. Checks whether torch can see a CUDA GPU; without one it warns and carries on (CPU).
 5. Installs ``requirements.txt`` (``REQS_FILE``), and ``tests/requirements.txt`` (plus
    ``tests/requirements-nodeps.txt``, without dependencies) with ``--test-deps``, but only when
@@ -43,7 +45,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent
 
-TORCH_VERSION = "2.13.0"
+TORCH_VERSION = "2.14.1"
+TORCHVISION_VERSION = "0.29.1"  # the torchvision release built against TORCH_VERSION
 DEFAULT_TORCH_INDEX_URL = "https://download.pytorch.org/whl/cu130"
 DEFAULT_REQS_FILE = "requirements.txt"
 TEST_REQS_FILE = "tests/requirements.txt"
@@ -204,14 +207,14 @@ def has_nvidia_gpu() -> bool:
 
 
 def default_torch_command(env=None) -> str:
-    """The pip command line that installs torch on this platform.
+    """The pip command line that installs torch and torchvision, a matched pair, on this platform.
 
     On Linux the PyPI torch wheel already is the CUDA build and on macOS it supports MPS;
     on Windows the PyPI wheel is CPU-only, so with an NVIDIA GPU the CUDA wheel index
     (TORCH_INDEX_URL) is added.
     """
     env = os.environ if env is None else env
-    command = f"pip install torch=={TORCH_VERSION}"
+    command = f"pip install torch=={TORCH_VERSION} torchvision=={TORCHVISION_VERSION}"
     if platform.system() == "Windows" and has_nvidia_gpu():
         index_url = env.get("TORCH_INDEX_URL") or DEFAULT_TORCH_INDEX_URL
         command += f" --extra-index-url {index_url}"
@@ -264,7 +267,8 @@ def probe_torch() -> dict:
     version = installed_version("torch")
     if version is None:
         return {"version": None, "cuda": False, "mps": False, "error": "torch is not installed"}
-    if version.endswith("+cpu"):
+    if version.endswith("+cpu") or (platform.system() != "Darwin" and not has_nvidia_gpu()):
+        # No CUDA build, or no NVIDIA driver to run one: nothing to import torch for (seconds).
         return {"version": version, "cuda": False, "mps": False, "error": None}
     code = (
         "import json, torch\n"
@@ -465,6 +469,37 @@ def ensure_torch(options: LaunchOptions, env=None) -> bool:
     return True
 
 
+def torchvision_requirement(torch_version: str) -> list[str]:
+    """pip arguments that add the torchvision built for an installed torch and change nothing
+    else: torch is pinned to the version it has, so pip's resolver picks the one matching
+    torchvision (torchvision 0.N+15 goes with torch 2.N). A torch from one of PyTorch's own
+    indexes (`2.13.0+cpu`, `+cu128`) gets torchvision from the same index, since PyPI's
+    build does not load beside it."""
+    match = re.match(r"2\.(\d+)\.\d+", torch_version)
+    if match is None:
+        raise LaunchError(f"cannot tell which torchvision goes with torch {torch_version}: install it with TORCH_COMMAND")
+    args = [f"torchvision==0.{int(match.group(1)) + 15}.*", f"torch=={torch_version}"]
+    local = torch_version.partition("+")[2]
+    if local:
+        args += ["--extra-index-url", f"https://download.pytorch.org/whl/{local}"]
+    return args
+
+
+def ensure_torchvision(options: LaunchOptions, env=None) -> bool:
+    """Add torchvision to a venv that has torch alone (made before the project needed it).
+    Metadata only when both are there, so an up-to-date start runs nothing. True if pip ran."""
+    torch_version = installed_version("torch")
+    if torch_version is None or installed_version("torchvision") is not None:
+        return False
+    if options.skip_install:
+        print("WARNING: torchvision is not installed and --skip-install was given: upscalers and face restoration will not work.")
+        return False
+    run_pip(pip_argv("install", *torchvision_requirement(torch_version), env=env), f"torchvision for torch {torch_version}")
+    if installed_version("torchvision") is None:
+        raise LaunchError(f"torchvision is still missing after installing it for torch {torch_version}; try --reinstall-torch")
+    return True
+
+
 def ensure_requirements(path, options: LaunchOptions, env=None, no_deps: bool = False) -> bool:
     """pip install -r path, only if something in it is missing or out of range (`no_deps`:
     without the packages' own dependencies).
@@ -590,6 +625,8 @@ def prepare_environment(options: LaunchOptions, args: list[str], env=None) -> li
 
     if ensure_torch(options, env):
         installed.append("torch")
+    if ensure_torchvision(options, env):
+        installed.append("torchvision")
 
     torch_info: dict | None = None
 

@@ -10,7 +10,7 @@ set COMMANDLINE_ARGS=
 
 rem pip command line that installs torch when it is missing (or with --reinstall-torch).
 rem The default adds the CUDA wheel index when an NVIDIA GPU is found (nvidia-smi).
-rem set TORCH_COMMAND=pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cu130
+rem set TORCH_COMMAND=pip install torch==2.14.1 torchvision==0.29.1 --extra-index-url https://download.pytorch.org/whl/cu130
 rem set TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 rem pip index to use instead of PyPI (a mirror)
 rem set INDEX_URL=

@@ -17,7 +17,7 @@
 #export LAUNCH_SCRIPT="launch.py"
 
 # pip command line that installs torch when it is missing (or with --reinstall-torch)
-#export TORCH_COMMAND="pip install torch==2.13.0"
+#export TORCH_COMMAND="pip install torch==2.14.1 torchvision==0.29.1"
 
 # Extra wheel index for the default torch command (used on Windows with an NVIDIA GPU)
 #export TORCH_INDEX_URL="https://download.pytorch.org/whl/cu130"

@@ -125,13 +125,13 @@ def _platform(monkeypatch, system, nvidia):
 )
 def test_default_torch_command_plain(monkeypatch, system, nvidia):
     _platform(monkeypatch, system, nvidia)
-    assert launch.default_torch_command(env={}) == "pip install torch==2.13.0"
+    assert launch.default_torch_command(env={}) == "pip install torch==2.14.1 torchvision==0.29.1"
 
 
 def test_default_torch_command_windows_nvidia(monkeypatch):
     _platform(monkeypatch, "Windows", True)
     assert launch.default_torch_command(env={}) == (
-        "pip install torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cu130"
+        "pip install torch==2.14.1 torchvision==0.29.1 --extra-index-url https://download.pytorch.org/whl/cu130"
     )
     custom = {"TORCH_INDEX_URL": "https://example.invalid/whl/cu999"}
     assert launch.default_torch_command(env=custom).endswith("--extra-index-url https://example.invalid/whl/cu999")
@@ -140,10 +140,10 @@ def test_default_torch_command_windows_nvidia(monkeypatch):
 def test_index_url_and_torch_command_override(monkeypatch):
     _platform(monkeypatch, "Linux", False)
     assert launch.default_torch_command(env={"INDEX_URL": "https://mirror.invalid/simple"}) == (
-        "pip install torch==2.13.0 --index-url https://mirror.invalid/simple"
+        "pip install torch==2.14.1 torchvision==0.29.1 --index-url https://mirror.invalid/simple"
     )
     assert launch.torch_command(env={"TORCH_COMMAND": "pip install torch==9.9"}) == "pip install torch==9.9"
-    assert launch.torch_command(env={}) == "pip install torch==2.13.0"
+    assert launch.torch_command(env={}) == "pip install torch==2.14.1 torchvision==0.29.1"
 
 
 def test_command_to_argv_uses_this_python():
@@ -268,6 +268,40 @@ def test_torch_present_is_left_alone_unless_reinstall(monkeypatch, record_pip):
     assert len(record_pip) == 1
 
 
+@pytest.mark.parametrize("torch_version, expected", [
+    ("2.14.1", ["torchvision==0.29.*", "torch==2.14.1"]),
+    ("2.13.0+cpu", ["torchvision==0.28.*", "torch==2.13.0+cpu", "--extra-index-url", "https://download.pytorch.org/whl/cpu"]),
+    ("2.8.0+cu128", ["torchvision==0.23.*", "torch==2.8.0+cu128", "--extra-index-url", "https://download.pytorch.org/whl/cu128"]),
+])
+def test_torchvision_is_matched_to_the_installed_torch(torch_version, expected):
+    assert launch.torchvision_requirement(torch_version) == expected
+
+
+def test_torchvision_added_to_a_venv_with_torch_alone(monkeypatch, record_pip):
+    versions = {"torch": "2.13.0+cpu", "torchvision": None}
+
+    def fake_run_pip(argv, description):
+        record_pip.append((argv, description))
+        versions["torchvision"] = "0.28.0+cpu"
+
+    monkeypatch.setattr(launch, "run_pip", fake_run_pip)
+    monkeypatch.setattr(launch, "installed_version", versions.get)
+    assert launch.ensure_torchvision(launch.LaunchOptions(), env={}) is True
+    [(argv, description)] = record_pip
+    assert argv[:5] == [sys.executable, "-m", "pip", "install", "torchvision==0.28.*"]
+    assert "torch==2.13.0+cpu" in argv and "--upgrade" not in argv and "--force-reinstall" not in argv
+    assert description == "torchvision for torch 2.13.0+cpu"
+    # Both present: metadata only, no pip.
+    assert launch.ensure_torchvision(launch.LaunchOptions(), env={}) is False
+    assert len(record_pip) == 1
+
+
+def test_torchvision_not_added_with_skip_install(monkeypatch, record_pip, capsys):
+    monkeypatch.setattr(launch, "installed_version", {"torch": "2.14.1"}.get)
+    assert launch.ensure_torchvision(launch.LaunchOptions(skip_install=True), env={}) is False
+    assert record_pip == [] and "torchvision is not installed" in capsys.readouterr().out
+
+
 def test_torch_install_failure_is_an_error(monkeypatch):
     monkeypatch.setattr(launch, "torch_installed", lambda: False)
     monkeypatch.setattr(launch, "run_pip", lambda argv, description: None)
@@ -298,10 +332,20 @@ def test_cpu_torch_build_is_probed_without_importing(monkeypatch):
     assert launch.probe_torch()["cuda"] is False
 
 
+def test_cuda_build_without_nvidia_driver_is_probed_without_importing(monkeypatch):
+    """PyPI's Linux torch is a CUDA build: without an NVIDIA driver the start must not spend
+    seconds importing it just to learn there is no GPU."""
+    _platform(monkeypatch, "Linux", False)
+    monkeypatch.setattr(launch, "installed_version", lambda name: "2.14.1")
+    monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: pytest.fail("subprocess used"))
+    assert launch.probe_torch()["cuda"] is False
+
+
 def test_torch_probe_subprocess_reports(monkeypatch):
-    """A torch build without "+cpu" is probed by importing torch in a subprocess."""
+    """With an NVIDIA driver, a CUDA torch build is probed by importing torch in a subprocess."""
     pytest.importorskip("torch")
-    monkeypatch.setattr(launch, "installed_version", lambda name: "2.13.0")
+    _platform(monkeypatch, "Linux", True)
+    monkeypatch.setattr(launch, "installed_version", lambda name: "2.14.1")
     info = launch.probe_torch()
     assert info["error"] is None, info
     assert isinstance(info["cuda"], bool) and isinstance(info["mps"], bool)
