@@ -20,7 +20,7 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image, ImageOps
 
 from modules.generation import images as imgops
-from modules.generation import engines, noise, samplers
+from modules.generation import engines, noise, samplers, vae_tiling
 from modules.generation.conditioning import ScheduledPrompts, StepConditioning
 from modules.generation.control import RunControl, StepInfo
 from modules.generation.job_prompts import JobPrompts, LoraUse, PassText, add_notes, infotext_extras, pass_text
@@ -176,6 +176,7 @@ class Runner:
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale)
         self.latent_channels = model.vae.config.latent_channels
         self.inpainting_model = model.unet.config.in_channels == 2 * self.latent_channels + 1
+        self.vae_tiling = vae_tiling.VaeTiling()  # the service sets the tiled-VAE threshold from the settings
 
     # ------------------------------------------------------------------ prompts
 
@@ -540,10 +541,10 @@ class Runner:
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.model.vae
         self._upcast_if_needed(vae)
-        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+        latents = vae_tiling.encode_mode(vae, pixels.to(vae.dtype), self.vae_tiling)
         if vae.dtype != torch.float32 and torch.isnan(latents).any():
             vae.to(torch.float32)
-            latents = vae.encode(pixels.to(torch.float32)).latent_dist.mode()
+            latents = vae_tiling.encode_mode(vae, pixels.to(torch.float32), self.vae_tiling)
         if vae.config.get("shift_factor") is not None:
             latents = latents - vae.config.shift_factor
         return (latents * vae.config.scaling_factor).to(self.model.dtype)
@@ -559,10 +560,10 @@ class Runner:
         if vae.config.get("shift_factor") is not None:
             scaled = scaled + vae.config.shift_factor
         self._upcast_if_needed(vae)
-        image = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
+        image = vae_tiling.decode(vae, scaled.to(vae.dtype), self.vae_tiling)
         if vae.dtype != torch.float32 and torch.isnan(image).any():
             vae.to(torch.float32)
-            image = vae.decode(scaled.to(torch.float32), return_dict=False)[0]
+            image = vae_tiling.decode(vae, scaled.to(torch.float32), self.vae_tiling)
         if check and torch.isnan(image).any():
             raise ValueError(VAE_NANS)
         return self.image_processor.postprocess(image, output_type="pil")
