@@ -101,7 +101,15 @@ class App:
         from modules.jobs.extras_task import ExtrasService
         from modules.outputs.gallery import GalleryIndex
 
-        extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins)  # bind_settings sets the configured folder
+        from modules.generation.params import LATENT_UPSCALERS
+        from modules.postprocessing.upscalers import library_for
+
+        # Model upscalers from models/ESRGAN, RealESRGAN, ... (listed now, loaded on first use) for Extras and hires fix.
+        service.upscalers = library_for(paths, cpu=bool({"all", "esrgan"} & set(args.use_cpu)), half=not args.no_half,
+                                        console=not args.disable_console_progressbars, reserved=LATENT_UPSCALERS)
+        service.upscalers.models.use_settings(settings.values)
+        settings.on_change(service.upscalers.models.use_settings)
+        extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins, upscalers=service.upscalers)  # bind_settings sets the configured folder
         cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
         downloads = cls.downloads_for(paths, models, console=not args.disable_console_progressbars)

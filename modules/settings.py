@@ -97,6 +97,7 @@ SD = "Stable Diffusion"
 PREVIEWS = "Live previews"
 SAMPLER_PARAMETERS = "Sampler parameters"
 POSTPROCESSING = "Postprocessing"
+UPSCALING = "Upscaling"
 GALLERY = "Gallery"
 LIMITS = "Limits"
 
@@ -158,6 +159,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("show_progress_every_n_steps", 10, "Live preview display period", PREVIEWS, minimum=-1, maximum=32, step=1,
             info="in sampling steps; -1: only at the end"),
     Setting("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab", POSTPROCESSING),
+    Setting("ESRGAN_tile", 192, "Tile size for ESRGAN upscalers", UPSCALING, minimum=0, maximum=512, step=16,
+            info="0 = no tiling; smaller tiles need less memory"),
+    Setting("ESRGAN_tile_overlap", 8, "Tile overlap for ESRGAN upscalers", UPSCALING, minimum=0, maximum=48, step=1,
+            info="in pixels; low values = visible seam"),
     Setting("gallery_per_page", 36, "Images per page in the Gallery tab", GALLERY, minimum=6, maximum=240, step=1),
     Setting("gallery_show_all_users", False, "With log-ins on, show every user's images in the Gallery tab", GALLERY,
             info="Off: each user sees only their own folder (outputs/<folder>/<user>/...)."),

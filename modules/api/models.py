@@ -135,19 +135,19 @@ class Txt2ImgRequest(BaseModel):
             problems.append("firstpass_image (not supported yet)")
         return problems
 
-    def generation_values(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    def generation_values(self, settings: dict[str, Any] | None = None, upscalers: tuple[str, ...] = ()) -> dict[str, Any]:
         """The request as GenerationParams fields; None values are left to the parameter model's
         defaults, and the settings jobs carry (Clip skip, emphasis, sampler parameters: `settings`,
         by parameter name) to the server's unless override_settings names them. With
         `infotext`, what it names fills every field the request does not set itself (A1111)."""
-        return self._with_infotext(self._values(dict(settings or {})))
+        return self._with_infotext(self._values(dict(settings or {})), upscalers)
 
-    def _with_infotext(self, values: dict[str, Any]) -> dict[str, Any]:
+    def _with_infotext(self, values: dict[str, Any], upscalers: tuple[str, ...] = ()) -> dict[str, Any]:
         if not self.infotext:
             return values
         from modules.outputs.paste import params_from_infotext
 
-        pasted = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest))
+        pasted = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest), upscalers=upscalers)
         sent = set(self.model_fields_set)
         overrides = self.override_settings or {}
         own = {"sampler_name": {"sampler_name", "sampler_index"}, **{name: set() for name in SETTING_FIELDS}}
@@ -159,7 +159,7 @@ class Txt2ImgRequest(BaseModel):
             values[name] = value
         return values
 
-    def adjustments(self) -> list[str]:
+    def adjustments(self, upscalers: tuple[str, ...] = ()) -> list[str]:
         """What the server changed in the request, for the result's warnings: a width or
         height that is not a multiple of 8 is rounded down, as A1111 does (Open WebUI sends
         100x100); a schedule type it does not know means Automatic, as in A1111."""
@@ -175,7 +175,7 @@ class Txt2ImgRequest(BaseModel):
         if self.infotext:
             from modules.outputs.paste import params_from_infotext
 
-            skipped = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest)).skipped
+            skipped = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest), upscalers=upscalers).skipped
             notes.extend(f"Infotext '{key}' was not applied: {why}." for key, why in skipped.items())
         return notes
 
@@ -218,8 +218,9 @@ class Txt2ImgRequest(BaseModel):
                 values[name] = sent
         return values
 
-    def params(self, settings: dict[str, Any] | None = None) -> GenerationParams:
-        return GenerationParams.create(**self.generation_values(settings))
+    def params(self, settings: dict[str, Any] | None = None, upscalers: tuple[str, ...] = ()) -> GenerationParams:
+        """`upscalers`: the model upscaler names hr_upscaler may take (the server's)."""
+        return GenerationParams.create(upscalers, **self.generation_values(settings, upscalers))
 
     def wanted_checkpoint(self) -> str | None:
         wanted = (self.override_settings or {}).get("sd_model_checkpoint") or None
@@ -268,8 +269,8 @@ class Img2ImgRequest(Txt2ImgRequest):
         values["mask_blur"] = blur
         return values
 
-    def params(self, settings: dict[str, Any] | None = None) -> Img2ImgParams:
-        return Img2ImgParams.create(**self.generation_values(settings))
+    def params(self, settings: dict[str, Any] | None = None, upscalers: tuple[str, ...] = ()) -> Img2ImgParams:
+        return Img2ImgParams.create(upscalers, **self.generation_values(settings, upscalers))
 
 
 def _multiple_of_8(value: int) -> int:

@@ -250,7 +250,7 @@ def build_router(state: ApiState) -> APIRouter:
         send = request is None or request.send_images is not False
         images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)] if send else []
         info = _info(result)
-        info["warnings"] = [*(request.adjustments() if request is not None else []), *result.notes]
+        info["warnings"] = [*(request.adjustments(state.service.hires_upscalers()) if request is not None else []), *result.notes]
         return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
     def enqueue(request: Txt2ImgRequest, kind: str, user: str) -> Job:
@@ -268,7 +268,7 @@ def build_router(state: ApiState) -> APIRouter:
             raise ApiError(422, "Unsupported", "Not supported by this server: " + "; ".join(problems))
         save = bool(request.save_images)
         try:
-            params = request.params(state.service.prompt_settings())
+            params = request.params(state.service.prompt_settings(), state.service.hires_upscalers())
             state.service.check_limits(params)
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
@@ -530,7 +530,7 @@ def build_router(state: ApiState) -> APIRouter:
         return []
 
     # Lists clients read at start-up (aiyabot stops on a 404). Nothing here runs face
-    # restoration, hypernetworks or RealESRGAN models yet, so A1111's shapes come back empty.
+    # restoration or hypernetworks yet, so A1111's shapes come back empty.
     @router.get("/face-restorers", summary="Face restoration models: [{name, cmd_dir}] (none here yet)")
     def face_restorers() -> list[dict]:
         return []
@@ -539,9 +539,10 @@ def build_router(state: ApiState) -> APIRouter:
     def hypernetworks() -> list[dict]:
         return []
 
-    @router.get("/realesrgan-models", summary="RealESRGAN upscalers: [{name, path, scale}] (none here yet)")
+    @router.get("/realesrgan-models", summary="RealESRGAN upscalers (models/RealESRGAN): [{name, path, scale}]")
     def realesrgan_models() -> list[dict]:
-        return []
+        library = state.service.upscalers
+        return library.realesrgan_models() if library is not None else []
 
     @router.post("/interrogate", summary="Caption an image (not available yet: 501)")
     def interrogate(request: InterrogateRequest) -> dict:

@@ -8,16 +8,18 @@ Field names are A1111's API names, so API requests validate against the same cla
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from modules.generation import samplers
 
 MIN_SIZE, MAX_SIZE = 64, 2048
 
 # Hires fix upscalers: latent ones interpolate the latents (mode, antialias), pixel ones
-# decode, resize and encode again. Model upscalers from models/ESRGAN come with the extras work.
+# decode, resize and encode again. Model upscalers (models/ESRGAN, ...) are valid where the
+# caller names them: `create(upscalers=...)`, or the validation context's "upscalers".
 LATENT_UPSCALERS = {
     "Latent": ("bilinear", False),
     "Latent (antialiased)": ("bilinear", True),
@@ -162,11 +164,12 @@ class GenerationParams(BaseModel):
         )
 
     @model_validator(mode="after")
-    def _names(self) -> "GenerationParams":
+    def _names(self, info: ValidationInfo) -> "GenerationParams":
         samplers.resolve(self.sampler_name, self.scheduler)  # raises a readable ValueError
         if self.enable_hr:
-            if self.hr_upscaler not in HIRES_UPSCALERS:
-                raise ValueError(f"Hires upscaler '{self.hr_upscaler}' not found. Choose one of: {', '.join(HIRES_UPSCALERS)}.")
+            models = tuple((info.context or {}).get("upscalers") or ())
+            if self.hr_upscaler not in HIRES_UPSCALERS and self.hr_upscaler not in models:
+                raise ValueError(f"Hires upscaler '{self.hr_upscaler}' not found. Choose one of: {', '.join((*HIRES_UPSCALERS, *models))}.")
             self.hires_sampler()
             w, h = self.hires_size()
             if max(w, h) > 2 * MAX_SIZE:
@@ -192,11 +195,12 @@ class GenerationParams(BaseModel):
         return max(MIN_SIZE, int(x) // 8 * 8), max(MIN_SIZE, int(y) // 8 * 8)
 
     @classmethod
-    def create(cls, **values: Any) -> "GenerationParams":
-        """Build from loose input (page or API): None means default; errors become one readable ValueError."""
+    def create(cls, upscalers: Iterable[str] = (), **values: Any) -> "GenerationParams":
+        """Build from loose input (page or API): None means default; errors become one readable
+        ValueError. `upscalers`: the model upscaler names hires fix may use besides the built-ins."""
         cleaned = {k: v for k, v in values.items() if v is not None}
         try:
-            return cls(**cleaned)
+            return cls.model_validate(cleaned, context={"upscalers": tuple(upscalers)})
         except ValidationError as exc:
             raise ValueError(readable_errors(exc, cls)) from None
 

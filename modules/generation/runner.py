@@ -30,6 +30,7 @@ from modules.generation.text_encoding import EncodingOptions, PromptEncoder
 from modules.models.loaded import LoadedModel
 
 if TYPE_CHECKING:
+    from modules.generation.upscaling import UpscalerRegistry
     from modules.models.embeddings import EmbeddingLibrary
     from modules.models.lora import LoraLibrary, LoraStack
     from modules.models.vae import VaeSwitch
@@ -176,6 +177,7 @@ class Runner:
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale)
         self.latent_channels = model.vae.config.latent_channels
         self.inpainting_model = model.unet.config.in_channels == 2 * self.latent_channels + 1
+        self.upscalers: UpscalerRegistry | None = None  # hires fix's model upscalers (the service sets the app's list)
         self.vae_tiling = vae_tiling.VaeTiling()  # the service sets the tiled-VAE threshold from the settings
 
     # ------------------------------------------------------------------ prompts
@@ -271,7 +273,7 @@ class Runner:
                 report = _reporter(control, index, len(batches), per_batch)
                 outcome = self._denoise(first, seeds, control, report, job=prompts)
                 if not outcome.stopped and second is not None:
-                    upscaled = self._upscale(outcome.latents, params)
+                    upscaled = self._upscale(outcome.latents, params, control)
                     outcome = self._denoise(second, seeds, control, report, init=upscaled, offset=first.steps_run(), job=prompts)
                     if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
                         outcome = replace(outcome, latents=upscaled)
@@ -300,16 +302,35 @@ class Runner:
             params.eta_noise_seed_delta, hires=True,
         )
 
-    def _upscale(self, latents: torch.Tensor, params: GenerationParams) -> torch.Tensor:
+    def _upscale(self, latents: torch.Tensor, params: GenerationParams, control: RunControl | None = None) -> torch.Tensor:
         """First-pass latents at the hires size: interpolated in latent space, or decoded,
-        resized with a pixel upscaler and encoded again. Both fill the size and crop the excess."""
+        resized with a pixel or model upscaler and encoded again. All fill the size and crop the excess."""
         width, height = params.hires_size()
         if params.hr_upscaler in LATENT_UPSCALERS:
             mode, antialias = LATENT_UPSCALERS[params.hr_upscaler]
             return _resize_latents(latents, height // self.vae_scale, width // self.vae_scale, mode, antialias)
-        resample = imgops.PIXEL_RESAMPLING[params.hr_upscaler]
-        upscaled = [imgops.resize_image(im, width, height, mode=1, resample=resample) for im in self.decode(latents)]
+        if params.hr_upscaler in imgops.PIXEL_RESAMPLING:
+            resample = imgops.PIXEL_RESAMPLING[params.hr_upscaler]
+            upscaled = [imgops.resize_image(im, width, height, mode=1, resample=resample) for im in self.decode(latents)]
+        else:
+            upscaled = [self._model_upscale(im, width, height, params.hr_upscaler, control) for im in self.decode(latents)]
         return self.encode(upscaled)
+
+    def _model_upscale(self, image: Image.Image, width: int, height: int, name: str, control: RunControl | None) -> Image.Image:
+        """A model upscaler's picture cropped to fill the hires size. An interrupt or skip between
+        its tiles leaves a plain Lanczos resize, which the stopped pass then returns."""
+        from modules.generation.upscaling import UpscaleInterrupted, UpscaleWatch
+
+        if self.upscalers is None:
+            raise ValueError(f"Hires upscaler '{name}' not found: no model upscalers are available here.")
+        upscaler = self.upscalers.get(name, "Hires upscaler")
+        if control is not None:
+            upscaler = upscaler.watched(UpscaleWatch(stop=control.stop_requested))
+        try:
+            image = upscaler.upscale(image, max(width / image.width, height / image.height))
+        except UpscaleInterrupted:
+            pass
+        return imgops.resize_image(image, width, height, mode=1, resample=Image.Resampling.LANCZOS)
 
     # ------------------------------------------------------------------ img2img
 

@@ -3,15 +3,15 @@ blended with a second one. Pure PIL, no gradio or FastAPI: the Extras job, the A
 call `postprocess` directly.
 
 Upscalers live in an `UpscalerRegistry`. The built-in ones are plain resamplers ("None" is a
-plain Lanczos resize, "Lanczos", "Nearest"); a model upscaler (ESRGAN and friends, from
-models/ESRGAN/ ...) is an `Upscaler` subclass whose `upscale(image, scale)` runs the model,
-added to the registry without touching anything else here. None ships yet: every maintained
-loader (spandrel, basicsr, realesrgan) pulls a CUDA build of torch over the CPU one.
+plain Lanczos resize, "Lanczos", "Nearest"); the model upscalers (ESRGAN and friends, from
+models/ESRGAN/ ...) are `Upscaler` subclasses in modules.postprocessing.upscalers, added after
+the built-ins. A job that wants tile progress and interrupt binds an `UpscaleWatch` to the
+registry (`registry.watched(watch)`); plain resizes ignore it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -22,6 +22,19 @@ from modules.outputs.infotext import format_params_line
 
 MAX_SIDE = 8192  # the largest result side the Extras tab makes
 NONE = "None"
+
+
+class UpscaleInterrupted(Exception):
+    """A model upscale stopped between tiles because the job was interrupted or skipped."""
+
+
+@dataclass(frozen=True)
+class UpscaleWatch:
+    """How a job watches a model upscale: `on_tile(done, total)` after each tile of an image,
+    and `stop()` asked before each tile (True raises UpscaleInterrupted)."""
+
+    on_tile: Callable[[int, int], None] | None = None
+    stop: Callable[[], bool] | None = None
 
 
 class Upscaler:
@@ -47,6 +60,10 @@ class Upscaler:
 
     def describe(self) -> dict:
         return {"name": self.name, "model_name": self.model_name, "model_path": self.model_path, "model_url": self.model_url, "scale": self.scale}
+
+    def watched(self, watch: UpscaleWatch) -> "Upscaler":
+        """This upscaler reporting to `watch`; a plain resize has nothing to report."""
+        return self
 
 
 class Resampler(Upscaler):
@@ -88,6 +105,10 @@ class UpscalerRegistry:
 
     def describe(self) -> list[dict]:
         return [u.describe() for u in self._by_name.values()]
+
+    def watched(self, watch: UpscaleWatch) -> "UpscalerRegistry":
+        """The same upscalers, reporting tiles to `watch` and stopping when it says so."""
+        return UpscalerRegistry(u.watched(watch) for u in self._by_name.values())
 
 
 def _meta(label: str, **extra) -> dict:

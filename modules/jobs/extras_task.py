@@ -24,7 +24,7 @@ from PIL import Image
 
 from modules.generation import images as imgops
 from modules.generation.image_input import read_image
-from modules.generation.upscaling import ExtrasParams, UpscalerRegistry, info_text, postprocess
+from modules.generation.upscaling import ExtrasParams, UpscaleInterrupted, UpscalerRegistry, info_text, postprocess
 from modules.outputs.infotext import read_infotext_from_image
 from modules.jobs.queue import login_of
 from modules.outputs.naming import NameValues
@@ -32,6 +32,7 @@ from modules.outputs.saving import OutputWriter, SaveSettings
 
 if TYPE_CHECKING:
     from modules.jobs.queue import Job
+    from modules.postprocessing.upscalers import UpscalerLibrary
 
 KIND = "extras"
 
@@ -68,8 +69,8 @@ class ExtrasService:
     (the Settings tab calls it); jobs already running finish with the settings they began with."""
 
     def __init__(self, directory: Path, file_format: str = "png", jpeg_quality: int = 80, use_original_name_batch: bool = True,
-                 upscalers: UpscalerRegistry | None = None, user_folders: bool = False):
-        self.upscalers = upscalers or UpscalerRegistry()
+                 upscalers: "UpscalerRegistry | UpscalerLibrary | None" = None, user_folders: bool = False):
+        self._upscalers = upscalers or UpscalerRegistry()  # a library (model folders) is asked for its current list each time
         self._lock = threading.Lock()
         self._writers: dict[SaveSettings, OutputWriter] = {}
         self.settings = ExtrasSettings(Path(directory), file_format, jpeg_quality, use_original_name_batch, user_folders)
@@ -83,9 +84,22 @@ class ExtrasService:
         settings.save_settings()  # checks the format and quality
         self.settings = settings
 
+    @property
+    def upscalers(self) -> UpscalerRegistry:
+        """The upscalers now: the built-ins and, with a library, its model files as last scanned."""
+        source = self._upscalers
+        return source if isinstance(source, UpscalerRegistry) else source.registry
+
     def params(self, **values) -> ExtrasParams:
         """A validated request against this service's upscalers."""
         return ExtrasParams.create(upscalers=self.upscalers, **values)
+
+    def _watched(self, job: "Job | None") -> UpscalerRegistry:
+        """The upscalers for one job: model upscalers count tiles as its steps and stop between
+        tiles on interrupt or skip."""
+        from modules.postprocessing.upscalers import job_watch
+
+        return self.upscalers.watched(job_watch(job.control, job.progress)) if job is not None else self.upscalers
 
     def _writer(self, settings: SaveSettings) -> OutputWriter:
         """One writer per folder and format, shared, so numbers never collide."""
@@ -100,10 +114,15 @@ class ExtrasService:
         file name when `use_original_name_batch` is on; otherwise files are numbered."""
         settings = self.settings
         result = ExtrasResult()
+        upscalers = self._watched(job)
         for index, (image, name) in enumerate(images):
             if _stopped(job, index, len(images)):
                 break
-            self._one(image, name, params, settings, save, output_dir, result, keep=True, user=_user(job))
+            try:
+                self._one(image, name, params, settings, save, output_dir, result, keep=True, user=_user(job), upscalers=upscalers)
+            except UpscaleInterrupted:
+                result.notes.append(f"Interrupted while upscaling image {index + 1} of {len(images)}: it was not finished.")
+                break
         return result
 
     def run_folder(self, job: "Job | None", input_dir: Path | str, output_dir: Path | str | None, params: ExtrasParams, save: bool = True,
@@ -122,6 +141,7 @@ class ExtrasService:
         files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))  # listed once: our own outputs are not inputs
         settings = self.settings
         result = ExtrasResult()
+        upscalers = self._watched(job)
         for index, path in enumerate(files):
             if _stopped(job, index, len(files)):
                 break
@@ -130,17 +150,22 @@ class ExtrasService:
             except ValueError:
                 result.notes.append(f"Skipped {path.name}: not an image.")
                 continue
-            self._one(image, path.name, params, settings, save, target, result, keep=show_results, user=_user(job))
-            image.close()
+            try:
+                self._one(image, path.name, params, settings, save, target, result, keep=show_results, user=_user(job), upscalers=upscalers)
+            except UpscaleInterrupted:
+                result.notes.append(f"Interrupted while upscaling {path.name}: it was not finished.")
+                break
+            finally:
+                image.close()
         if not files:
             result.notes.append(f"No files in {source}.")
         return result
 
     def _one(self, image: Image.Image, name: str | None, params: ExtrasParams, settings: ExtrasSettings, save: bool, output_dir: Path | None,
-             result: ExtrasResult, keep: bool, user: str | None = None) -> None:
+             result: ExtrasResult, keep: bool, user: str | None = None, upscalers: UpscalerRegistry | None = None) -> None:
         source_text = read_infotext_from_image(image)
         kept = {k: v for k, v in (image.info or {}).items() if isinstance(k, str) and isinstance(v, str) and k != "parameters"}
-        done = postprocess(imgops.open_image(image), params, self.upscalers)
+        done = postprocess(imgops.open_image(image), params, upscalers or self.upscalers)
         text = info_text(done.info)
         picture = done.image
         picture.info = {**kept, "postprocessing": text, "extras": text}

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from modules.models.embeddings import EmbeddingLibrary
     from modules.models.lora import LoraLibrary
     from modules.models.vae import VaeLibrary
+    from modules.postprocessing.upscalers import UpscalerLibrary
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class GenerationService:
         self._fallback_tokenizer = None
         self._limit_tokenizing = None  # the limits' own CLIP tokenizer (see _token_counter)
         self._limit_lock = threading.Lock()
+        self.upscalers: "UpscalerLibrary | None" = None  # model upscalers hires fix may use (the app's library)
         models.add_unload_listener(self._drop_runner)
 
     def apply_settings(self, settings: OutputSettings) -> None:
@@ -157,6 +159,7 @@ class GenerationService:
             libs = self.libraries
             setup = PromptSetup(libs.loras, libs.embeddings, libs.comma_padding_backtrack, libs.use_old_scheduling)
             self._runner = (active, Runner(active.model, setup))
+        self._runner[1].upscalers = self.upscalers.registry if self.upscalers is not None else None  # as last scanned
         if self.libraries.vaes is not None:
             try:
                 self._runner[1].use_vae(self.libraries.vaes.resolve(vae or self.sd_vae, active.info.path))
@@ -165,6 +168,10 @@ class GenerationService:
                 if notes is not None:
                     notes.append(f"{exc}: the checkpoint's own VAE was used.")
         return self._runner
+
+    def hires_upscalers(self) -> tuple[str, ...]:
+        """The model upscaler names hires fix accepts besides the latent modes and resamplers."""
+        return self.upscalers.model_names if self.upscalers is not None else ()
 
     def prompt_settings(self) -> dict:
         """The settings that travel with a job as its parameters (and so into its infotext):
@@ -476,7 +483,7 @@ def register_generation_jobs(queue, service: GenerationService) -> None:
     from modules.generation.runner import InitImages
 
     def txt2img(payload: dict):
-        params = GenerationParams(**payload["params"])
+        params = GenerationParams.model_validate(payload["params"], context={"upscalers": service.hires_upscalers()})
         return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"))
 
     def img2img(payload: dict):

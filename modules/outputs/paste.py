@@ -9,6 +9,7 @@ with the reason, never raised: pasted text can be anything.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -109,9 +110,10 @@ class Pasted:
         return "; ".join(f"{key}: {why}" for key, why in self.skipped.items())
 
 
-def params_from_infotext(text: str, img2img: bool = False) -> Pasted:
+def params_from_infotext(text: str, img2img: bool = False, upscalers: Iterable[str] = ()) -> Pasted:
     """The parameters an infotext names, each checked on its own so one bad value does not
-    lose the others. `img2img` adds the mask keys (and drops the hires ones)."""
+    lose the others. `img2img` adds the mask keys (and drops the hires ones); `upscalers`
+    are the model upscaler names a "Hires upscaler" may name besides the built-ins."""
     fields = parse_infotext(text)
     model = Img2ImgParams if img2img else GenerationParams
     hires = not img2img and any(k in fields for k in ("Hires upscale", "Hires upscaler", "Hires resize-1"))
@@ -141,7 +143,7 @@ def params_from_infotext(text: str, img2img: bool = False) -> Pasted:
         pasted.values.setdefault(name, value)
     if hires:
         pasted.values["enable_hr"] = True
-    _drop_invalid(pasted, model, {name: key for key, (name, _) in table.items()})
+    _drop_invalid(pasted, model, {name: key for key, (name, _) in table.items()}, tuple(upscalers))
     _normalise_samplers(pasted.values)
     pasted.skipped = {_SIZE_PARTS.get(key, key): why for key, why in pasted.skipped.items()}
     return pasted
@@ -161,7 +163,7 @@ def _normalise_samplers(values: dict[str, Any]) -> None:
             values["hr_scheduler"] = schedule.label
 
 
-def _drop_invalid(pasted: Pasted, model: type[GenerationParams], keys: dict[str, str]) -> None:
+def _drop_invalid(pasted: Pasted, model: type[GenerationParams], keys: dict[str, str], upscalers: tuple[str, ...] = ()) -> None:
     """Check each value with the parameter model; the sampler and schedule, and the hires
     ones, are checked together too, since each names the other's choices. Of a pair that only
     fails together, the later one (the schedule) is dropped."""
@@ -169,7 +171,7 @@ def _drop_invalid(pasted: Pasted, model: type[GenerationParams], keys: dict[str,
 
     def fails(values: dict) -> str | None:
         try:
-            model.create(**values, **({"enable_hr": True} if hires or any(n.startswith("hr_") for n in values) else {}))
+            model.create(upscalers, **values, **({"enable_hr": True} if hires or any(n.startswith("hr_") for n in values) else {}))
         except ValueError as exc:
             return str(exc)
         return None

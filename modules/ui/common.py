@@ -122,6 +122,7 @@ class PasteTarget:
     fields: dict[str, Any]
     overrides: gr.State
     img2img: bool = False
+    upscalers: Callable[[], tuple[str, ...]] = lambda: ()  # the model upscalers "Hires upscaler" may name
 
     @property
     def outputs(self) -> list:
@@ -133,7 +134,7 @@ class PasteTarget:
         jobs, so the same picture comes out again. What cannot be applied is shown."""
         from modules.outputs.paste import params_from_infotext
 
-        pasted = params_from_infotext(text or "", img2img=self.img2img)
+        pasted = params_from_infotext(text or "", img2img=self.img2img, upscalers=self.upscalers())
         if len(pasted.values) <= 2:
             gr.Info("No generation parameters found: paste an infotext (PNG Info shows one) and press ↙.")
             return [gr.update()] * len(self.outputs)

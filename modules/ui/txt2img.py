@@ -35,13 +35,14 @@ class Txt2ImgControls:
     paste: PasteTarget  # where PNG Info's "Send to txt2img" lands
 
 
-def build_hires(prefix: str = PREFIX) -> dict[str, Any]:
-    """The Hires. fix accordion; returns its controls by parameter name."""
+def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The Hires. fix accordion; returns its controls by parameter name. `upscalers`: the
+    model upscalers offered after the latent modes and resamplers."""
     meta = GenerationParams.field_meta
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{prefix}_hr"):
         enable = gr.Checkbox(label=meta("enable_hr")["label"], value=False, elem_id=f"{prefix}_enable_hr")
         with gr.Row():
-            upscaler = gr.Dropdown(list(HIRES_UPSCALERS), value=meta("hr_upscaler")["default"], label=meta("hr_upscaler")["label"], elem_id=f"{prefix}_hr_upscaler")
+            upscaler = gr.Dropdown([*HIRES_UPSCALERS, *upscalers], value=meta("hr_upscaler")["default"], label=meta("hr_upscaler")["label"], elem_id=f"{prefix}_hr_upscaler")
             steps = slider(prefix, "hr_second_pass_steps")
             denoising = slider(prefix, "denoising_strength")
         with gr.Row():
@@ -74,7 +75,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
         with gr.Column(scale=1):
             sampler, schedule, steps = build_sampling(PREFIX)
             top.wire_counters(service, steps)
-            hires = build_hires()
+            hires = build_hires(upscalers=service.hires_upscalers())
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
             seed_row = build_seed(PREFIX)
@@ -91,12 +92,12 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    paste_target = PasteTarget(fields, overrides)
+    paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers)
     wire_paste(top, paste_target)
 
     async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
-            params = GenerationParams.create(**dict(zip(names, values)), **{**service.prompt_settings(), **(overrides_now or {})})
+            params = GenerationParams.create(service.hires_upscalers(), **dict(zip(names, values)), **{**service.prompt_settings(), **(overrides_now or {})})
             await run_in_threadpool(service.check_limits, params)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
