@@ -36,6 +36,7 @@ class CatalogEntry:
     url: str  # a hub path ("org/repo/resolve/main/file"), or a full http(s) URL
     folder: str = CHECKPOINT_FOLDER
     note: str = ""
+    also: tuple[str, ...] = ()  # entries fetched with this one (a tagger's label table): a model of several files
 
     @property
     def shorthash(self) -> str:
@@ -66,6 +67,10 @@ class Catalog:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             entries = tuple(_entry(item) for item in data["checkpoints"])
             default = data.get("default") or (entries[0].name if entries else "")
+            names = {e.name for e in entries}
+            for e in entries:
+                if not set(e.also) <= names:
+                    raise ValueError(f"{e.name}: 'also' names {', '.join(sorted(set(e.also) - names))}, which the catalog lacks")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"Cannot read the checkpoint catalog {path}: {exc}") from exc
         return cls(entries, default)
@@ -84,7 +89,7 @@ class Catalog:
 
 
 def _entry(item: dict) -> CatalogEntry:
-    entry = CatalogEntry(**item)
+    entry = CatalogEntry(**{**item, "also": tuple(item.get("also") or ())})
     if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
         raise ValueError(f"{entry.name}: sha256 must be 64 lower-case hex digits")
     if entry.folder not in MODEL_FOLDERS:

@@ -47,7 +47,7 @@ class Downloads:
         progress at once. A bad query is a ValueError here; a failed download shows in the
         progress (`status().error`) and as one logged line, ending with `failure_note`.
         Asking again for a download that is running returns the running one: two writers
-        must never share a partial file."""
+        must never share a partial file. A catalog entry's `also` entries start with it."""
         source, folder_name = resolve_request(query, self.catalog, folder=folder)
         directory = self._folder(folder_name)
         key = (source.url, directory)
@@ -61,6 +61,9 @@ class Downloads:
         thread = threading.Thread(target=self._run, args=(source, directory, progress, failure_note),
                                   name=f"download-{source.describe()}", daemon=True)
         thread.start()
+        entry = self.catalog.find(query)
+        for companion in entry.also if entry is not None else ():  # the rest of a model of several files
+            self.start(companion, failure_note=failure_note)
         return progress
 
     def statuses(self) -> list[FetchStatus]:

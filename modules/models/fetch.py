@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 PARTIAL_SUFFIX = ".partial"  # one of catalog.PARTIAL_SUFFIXES: the scanner skips files that are still arriving
 # What may be fetched into a models folder: checkpoints, LoRAs, VAEs, embeddings.
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# Also allowed for a file whose SHA-256 is pinned (catalog entries): ONNX graphs (taggers, face
+# detectors) and the small data files beside model weights (label tables, tokenizer vocabularies).
+PINNED_EXTENSIONS = (".onnx", ".csv", ".txt", ".json")
 CONNECT_TIMEOUT_S = 5.0  # with no network a fetch fails within seconds, not minutes
 READ_TIMEOUT_S = 60.0
 DEFAULT_HUB = "https://huggingface.co"  # HF_ENDPOINT's default, as in huggingface_hub and A1111
@@ -180,9 +183,10 @@ def filename_from_disposition(header: str | None) -> str | None:
     return message.get_filename() or None
 
 
-def _check_model_name(name: str, url: str) -> str:
+def _check_model_name(name: str, url: str, pinned: bool = False) -> str:
     name = safe_filename(name)
-    if not name.lower().endswith(MODEL_EXTENSIONS):
+    allowed = MODEL_EXTENSIONS + PINNED_EXTENSIONS if pinned else MODEL_EXTENSIONS
+    if not name.lower().endswith(allowed):
         raise ValueError(f"{url} gives the file '{name}', which is not a model file ({', '.join(MODEL_EXTENSIONS)}).")
     return name
 
@@ -278,7 +282,7 @@ def fetch_file(
         name = source.filename or filename_from_url(source.url)
         target = None
         if name:
-            target = folder / _check_model_name(name, source.url)
+            target = folder / _check_model_name(name, source.url, pinned=bool(source.sha256))
             if _already_there(target, source, report):
                 return target
         attempts = 0
@@ -415,7 +419,7 @@ def _download(client, source: FetchSource, folder: Path, target: Path | None, re
             name = filename_from_disposition(response.headers.get("content-disposition")) or _last_segment(str(response.url))
             if not name:
                 raise ValueError(f"Cannot tell the file name of {source.url}: neither the URL nor the server names a model file.")
-            target = folder / _check_model_name(name, source.url)
+            target = folder / _check_model_name(name, source.url, pinned=bool(source.sha256))
             if _already_there(target, source, report):
                 return target
             if _partial_size(target):  # a partial file from an earlier try: reconnect with a Range request

@@ -49,10 +49,30 @@ class MissingModel(ValueError):
     entry to download."""
 
 
+# Where a file comes from when the catalog has no entry for it (no verified size and SHA-256 yet).
+BY_HAND = {
+    BLIP_ENTRY: f"Salesforce/blip-image-captioning-large's model.safetensors (Hugging Face), saved as {BLIP_FILE}",
+    BLIP_VOCAB_ENTRY: f"bert-base-uncased's vocab.txt (Hugging Face), saved as {BLIP_VOCAB_FILE}",
+    CLIP_ENTRY: f"openai/clip-vit-large-patch14's model.safetensors (Hugging Face), saved as {CLIP_FILE}",
+}
+
+
 def download_hint(*names: str) -> str:
-    quoted = " and ".join(f"'{n}'" for n in names)
-    commands = " ".join(f"--download {n}" for n in names)
-    return f"download {quoted} from the Models tab, or start with `launch.py {commands}`"
+    """How to get the named catalog entries: the Models tab or `launch.py --download`; for a
+    file the catalog lacks, where to fetch it by hand."""
+    from modules.models.downloadable import Catalog
+
+    try:
+        known = set(Catalog.load().names())
+    except ValueError:
+        known = set()
+    listed = [n for n in names if n in known or n not in BY_HAND]
+    hints = []
+    if listed:
+        quoted = " and ".join(f"'{n}'" for n in listed)
+        hints.append(f"download {quoted} from the Models tab, or start with `launch.py {' '.join(f'--download {n}' for n in listed)}`")
+    hints += [f"put {BY_HAND[n]} there" for n in names if n not in listed]
+    return "; ".join(hints)
 
 
 @dataclass(frozen=True)

@@ -195,9 +195,10 @@ def test_shipped_catalog_lists_the_starting_checkpoints():
     by_file = {e.filename: e for e in catalog.entries}
     assert {"v1-5-pruned-emaonly.safetensors", "v2-1_768-ema-pruned.safetensors", "sd_xl_base_1.0.safetensors"} <= set(by_file)
     assert by_file["sd_xl_base_1.0.safetensors"].shorthash == "31e35c80fc"
-    assert {e.architecture for e in catalog.entries} == {"sd1", "sd2", "sdxl"}
-    for entry in catalog.entries:
-        assert entry.size > 10**9 and entry.folder == "Stable-diffusion"
+    checkpoints = [e for e in catalog.entries if e.folder == "Stable-diffusion"]  # the rest: postprocessing models (upscalers, faces, interrogate)
+    assert {e.architecture for e in checkpoints} == {"sd1", "sd2", "sdxl"}
+    for entry in checkpoints:
+        assert entry.size > 10**9
         assert not entry.url.startswith("http")  # relative to the hub, so HF_ENDPOINT applies
         assert entry.resolved_url("https://mirror.example").startswith("https://mirror.example/")
     assert catalog.find("SD15") is catalog.find("v1-5-pruned-emaonly") is catalog.default
