@@ -243,8 +243,8 @@ def upscale_tiled(model: "ImageModelDescriptor", image: Image.Image, tiles: Tile
 
 
 def tile_boxes(width: int, height: int, tiles: TileSettings) -> list[tuple[int, int, int, int]]:
-    """(left, top, right, bottom) of each tile in input pixels, rows top to bottom; the last
-    tile of a row or column is moved in to end at the picture's edge."""
+    """(left, top, right, bottom) of each tile in input pixels, rows top to bottom: as few
+    tiles as cover each side with at least `overlap` shared, spread evenly from edge to edge."""
     size = tiles.tile
     if size <= 0 or (width <= size and height <= size):
         return [(0, 0, width, height)]
@@ -253,9 +253,8 @@ def tile_boxes(width: int, height: int, tiles: TileSettings) -> list[tuple[int, 
     def starts(length: int) -> list[int]:
         if length <= size:
             return [0]
-        step = size - overlap
-        found = list(range(0, length - size, step))
-        return [*found, length - size]
+        count = -(-(length - overlap) // (size - overlap))  # ceil
+        return [round(i * (length - size) / (count - 1)) for i in range(count)]
 
     return [(x, y, min(x + size, width), min(y + size, height)) for y in starts(height) for x in starts(width)]
 

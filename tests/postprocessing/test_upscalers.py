@@ -332,3 +332,18 @@ def test_runner_hires_pass_uses_the_model_and_an_interrupt_falls_back(tiny_model
     stopped = runner._model_upscale(image, 96, 80, "tiny", control)
     assert difference(stopped, image.resize((96, 96), Image.Resampling.LANCZOS).crop((0, 8, 96, 88))).max() <= 2
     assert params.hr_upscaler == "tiny"
+
+
+def test_catalog_upscalers_land_in_upscaler_folders_under_a1111_names(tmp_path):
+    """What the Models tab downloads shows up in the lists under the name A1111 users know."""
+    from modules.models.downloadable import CATALOG_FILE, Catalog
+    from modules.options import UPSCALER_FOLDERS
+
+    entries = [e for e in Catalog.load(CATALOG_FILE).entries if e.folder in UPSCALER_FOLDERS]
+    assert {e.filename for e in entries} >= {"RealESRGAN_x4plus.pth", "RealESRGAN_x4plus_anime_6B.pth", "4x-UltraSharp.pth"}
+    folders = {name: tmp_path / name for name in UPSCALER_FOLDERS}
+    for entry in entries:
+        folders[entry.folder].mkdir(exist_ok=True)
+        (folders[entry.folder] / entry.filename).write_bytes(b"")  # listing reads names only
+    names = set(library(folders).model_names)
+    assert {"R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B", "4x-UltraSharp"} <= names
