@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from modules.models.downloads import Downloads
     from modules.models.fetch import FetchProgress
     from modules.jobs.extras_task import ExtrasService
+    from modules.jobs.interrogate_task import InterrogateService
     from modules.outputs.gallery import GalleryIndex
     from modules.network import ServerAccess
     from modules.settings import SettingsStore
@@ -53,6 +54,7 @@ class App:
     downloads: "Downloads | None" = None  # model downloads running in the background (the page's Models section)
     default_download: "FetchProgress | None" = None  # first start's fetch of the default checkpoint, while there is one
     login_limits: LoginLimits = field(default_factory=LoginLimits)  # wrong-password back-off, shared by the page's and the API's log-ins
+    interrogate: "InterrogateService | None" = None  # Interrogate CLIP / DeepBooru (models/BLIP, CLIP, deepbooru)
 
     @classmethod
     def create(cls, args) -> "App":
@@ -113,8 +115,13 @@ class App:
         cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
         downloads = cls.downloads_for(paths, models, console=not args.disable_console_progressbars)
+        from modules.jobs.interrogate_task import InterrogateService
+        from modules.models.downloadable import model_folders
+
+        interrogate = InterrogateService.for_folders(model_folders(paths), lambda: settings.values,
+                                                     use_cpu=bool({"all", "interrogate"} & set(args.use_cpu)), no_half=args.no_half)
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
-                   downloads=downloads, access=access)
+                   downloads=downloads, access=access, interrogate=interrogate)
 
     @staticmethod
     def bind_settings(settings: "SettingsStore", service: "GenerationService", extras: "ExtrasService") -> None:
@@ -238,6 +245,7 @@ class App:
             flags["gradio_auth"] = "***" if args.gradio_auth else None
             state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, self.settings,
                              users=parse_users(args.api_auth), extras=self.extras, login_limits=self.login_limits)
+            state.interrogate = self.interrogate
             app.include_router(build_router(state))
             settings = self.settings
             app.add_middleware(BodyLimit, limits=lambda: (settings["limit_request_megabytes"], settings["limit_image_request_megabytes"]))

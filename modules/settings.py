@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.generation.limits import WorkLimits
+from modules.postprocessing.interrogate import category_names
 from modules.generation.params import EMPHASIS_MODES, RNG_SOURCES, is_text
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,13 @@ class Setting:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{self.key} must be a number, got {value!r}")
             value = float(value)
+        elif kind is list:  # a multiple choice (A1111's CheckboxGroup settings): strings, each one of the choices
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{self.key} must be a list of strings, got {value!r}")
+            unknown = [v for v in value if isinstance(self.choices, tuple) and v not in self.choices]
+            if unknown:
+                raise ValueError(f"{self.key} takes only {', '.join(map(str, self.choices))}; got {', '.join(map(repr, unknown))}")
+            return list(value)
         elif value is None and self.default is None:
             return None
         elif not isinstance(value, str):
@@ -100,6 +108,8 @@ POSTPROCESSING = "Postprocessing"
 UPSCALING = "Upscaling"
 GALLERY = "Gallery"
 LIMITS = "Limits"
+INTERROGATE = "Interrogate"
+INTERROGATE_CATEGORIES = category_names()  # configs/interrogate's lists
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("samples_save", True, "Always save all generated images", SAVING),
@@ -166,6 +176,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gallery_per_page", 36, "Images per page in the Gallery tab", GALLERY, minimum=6, maximum=240, step=1),
     Setting("gallery_show_all_users", False, "With log-ins on, show every user's images in the Gallery tab", GALLERY,
             info="Off: each user sees only their own folder (outputs/<folder>/<user>/...)."),
+    # A1111's Interrogate section (modules/postprocessing/interrogate.py, tagger.py).
+    Setting("interrogate_keep_models_in_memory", False, "Keep models in VRAM", INTERROGATE),
+    Setting("interrogate_return_ranks", False, "Include ranks of model tags matches in results.", INTERROGATE),
+    Setting("interrogate_clip_num_beams", 1, "BLIP: num_beams", INTERROGATE, minimum=1, maximum=16, step=1),
+    Setting("interrogate_clip_min_length", 24, "BLIP: minimum description length", INTERROGATE, minimum=1, maximum=128, step=1),
+    Setting("interrogate_clip_max_length", 48, "BLIP: maximum description length", INTERROGATE, minimum=1, maximum=256, step=1),
+    Setting("interrogate_clip_dict_limit", 1500, "CLIP: maximum number of lines in text file", INTERROGATE, minimum=0, maximum=100_000, step=1,
+            info="0 = No limit"),
+    Setting("interrogate_clip_skip_categories", [], "CLIP: skip inquire categories", INTERROGATE, INTERROGATE_CATEGORIES),
+    Setting("interrogate_deepbooru_score_threshold", 0.5, "deepbooru: score threshold", INTERROGATE, minimum=0, maximum=1, step=0.01),
+    Setting("deepbooru_sort_alpha", True, "deepbooru: sort tags alphabetically", INTERROGATE, info="if not: sort by score"),
+    Setting("deepbooru_use_spaces", True, "deepbooru: use spaces in tags", INTERROGATE, info="if not: use underscores"),
+    Setting("deepbooru_escape", True, "deepbooru: escape (\\) brackets", INTERROGATE, info="so they are used as literal brackets and not for emphasis"),
+    Setting("deepbooru_filter_tags", "", "deepbooru: filter out those tags", INTERROGATE, info="separate by comma"),
     # Bounds on one request's work (modules/generation/limits.py); 0 turns one off.
     Setting("limit_prompt_characters", WORK_LIMITS.prompt_characters, "Longest prompt (characters)", LIMITS, minimum=0, maximum=10_000_000, step=1,
             info="0: no limit"),

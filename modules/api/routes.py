@@ -37,6 +37,7 @@ from modules.settings import SettingsNotSaved, SettingsStore
 from modules.version import VERSION
 
 if TYPE_CHECKING:
+    from modules.jobs.interrogate_task import InterrogateService
     from modules.login_limits import LoginLimits
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class ApiState:
     users: dict[str, str] = field(default_factory=dict)  # --api-auth, user -> password
     extras: "ExtrasService | None" = None  # the Extras tab's service; without one, the API's extras save to outputs/extras-images
     login_limits: "LoginLimits | None" = None  # the wrong-password back-off the page's log-in shares
+    interrogate: "InterrogateService | None" = None  # /interrogate's models (modules/jobs/interrogate_task.py)
 
     @property
     def preview_every(self) -> int:
@@ -544,11 +546,30 @@ def build_router(state: ApiState) -> APIRouter:
         library = state.service.upscalers
         return library.realesrgan_models() if library is not None else []
 
-    @router.post("/interrogate", summary="Caption an image (not available yet: 501)")
-    def interrogate(request: InterrogateRequest) -> dict:
-        raise ApiError(501, "NotImplemented", f"Interrogate ({request.model or 'clip'}) is not available on this server yet: "
-                       "it comes with the upscaler and interrogate models. Write the prompt yourself, or use PNG Info for "
-                       "images that carry their parameters.")
+    @router.post("/interrogate", summary="Caption an image: model clip (BLIP caption + CLIP-ranked terms) or deepdanbooru (WD14 tags) -> {caption}")
+    async def interrogate(request: InterrogateRequest, user: str = Depends(current_user)) -> dict:
+        """As A1111: 404 without an image or for another model; missing weights are a 503 naming
+        the catalog entries to download. The work is a queue job, taking turns with generation."""
+        from modules.jobs.interrogate_task import UnknownInterrogator
+        from modules.postprocessing.interrogate import MissingModel
+
+        if not request.image:
+            raise ApiError(404, "NotFound", "Image not found")
+        if state.interrogate is None:
+            raise ApiError(503, "ServiceUnavailable", "Interrogate is not set up on this server.")
+        try:
+            state.interrogate.check(request.model)  # a wrong name or missing weights before the picture is decoded
+            image = await run_in_threadpool(decode_image, request.image, "image", state.service.limits.max_pixels)
+            job = await run_in_threadpool(state.interrogate.submit, state.queue, image, request.model, user)
+        except UnknownInterrogator as exc:
+            raise ApiError(404, "NotFound", str(exc)) from None
+        except MissingModel as exc:
+            raise ApiError(503, "ServiceUnavailable", str(exc)) from None
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        await done_future(job)
+        check_outcome(job, "interrogate")
+        return {"caption": job.result or ""}
 
     @router.get("/memory")
     def memory() -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 from fastapi.concurrency import run_in_threadpool
@@ -21,9 +21,13 @@ from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT,
 from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
 from modules.network import ServerAccess
+from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
+
+if TYPE_CHECKING:
+    from modules.jobs.interrogate_task import InterrogateService
 
 PREFIX = "img2img"
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload", "Batch")
@@ -135,11 +139,13 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
 
 
 def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
-                      access: ServerAccess | None = None) -> Img2ImgControls:
-    """`access` decides whether the Batch tab may use folders on the server (None: it may)."""
+                      access: ServerAccess | None = None, interrogate: "InterrogateService | None" = None) -> Img2ImgControls:
+    """`access` decides whether the Batch tab may use folders on the server (None: it may);
+    with `interrogate`, the Interrogate CLIP / DeepBooru buttons fill the prompt."""
     jobs = JobRunner(queue, preview_every)
     meta = Img2ImgParams.field_meta
     top = build_toprow(PREFIX, service)
+    asks = build_interrogate_buttons(PREFIX) if interrogate is not None else None
     mode = gr.State(0)
     resize_tab = gr.State(0)  # 0: Resize to, 1: Resize by
 
@@ -276,6 +282,16 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     image.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
     top.generate.click(run, [*widgets, overrides, *fields.values()], panel.outputs, concurrency_limit=None, api_name="img2img")
     jobs.wire_stop_buttons(top)
+    if asks is not None:
+        def picture_of(mode, image, sketch, inpaint, base, mask):
+            from modules.generation import images as imgops
+
+            if mode == 4:
+                raise ValueError("Interrogate reads the picture of the img2img, Sketch, Inpaint or Inpaint upload tab.")
+            return imgops.open_image(init_from_widgets(mode, image, sketch, inpaint, base, mask if mask is not None else base)[0], "image",
+                                     service.limits.max_pixels)
+
+        wire_interrogate(asks, queue, interrogate, [mode, image, sketch, inpaint, base, mask], picture_of, top.prompt)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
     return Img2ImgControls(by_field, paste_target, image, inpaint, mode_tabs, mode, inpaint_controls)
 

@@ -35,7 +35,7 @@ def _control(setting: Setting, choices: dict[str, Callable[[], list[str]]]) -> A
     if setting.kind is bool:
         return gr.Checkbox(value=setting.default, **common)
     if isinstance(setting.choices, tuple):
-        return gr.Dropdown(list(setting.choices), value=setting.default, **common)
+        return gr.Dropdown(list(setting.choices), value=setting.default, multiselect=setting.kind is list, **common)
     if setting.kind is int and setting.minimum is not None and setting.maximum is not None and setting.maximum - setting.minimum > 10_000:
         return gr.Number(value=setting.default, minimum=setting.minimum, maximum=setting.maximum, precision=0, **common)
     if setting.minimum is not None and setting.maximum is not None:
@@ -82,6 +82,8 @@ def build_settings_tab(settings: SettingsStore, models: "ModelManager", queue: "
         for key, value in wanted.items():
             if key in settings.definitions and settings.definitions[key].kind is str and value is None:
                 value = ""
+            if key in settings.definitions and settings.definitions[key].kind is list and value is None:
+                value = []
             try:
                 good.update(settings.check({key: value}))
             except ValueError as exc:

@@ -21,9 +21,9 @@ def test_listing_routes_answer_with_lists(client, route):
     assert r.json() == []
 
 
-def test_interrogate_says_it_is_not_available_instead_of_404(client):
+def test_interrogate_without_weights_names_what_to_download(client):
     r = client.post("/sdapi/v1/interrogate", json={"image": "iVBORw0KGgo=", "model": "clip"})
-    assert r.status_code == 501
+    assert r.status_code == 503
     body = r.json()
-    assert body["error"] == "NotImplemented" and "Interrogate (clip) is not available" in body["detail"]
+    assert body["error"] == "ServiceUnavailable" and "launch.py --download clip-vit-large-patch14" in body["detail"]
     assert client.get("/sdapi/v1/samplers").status_code == 200  # still serving

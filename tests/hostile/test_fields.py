@@ -167,7 +167,8 @@ CASES: list[Case] = [
     post("png-info-image-empty", "png-info", {"image": ""}, 404, (r"image",)),
     post("png-info-image-list", "png-info", {"image": ["x"]}, 422, (r"image",)),
     post("interrogate-image-number", "interrogate", {"image": 5}, 422, (r"image",)),
-    post("interrogate-not-available", "interrogate", {"image": "x", "model": "../../clip"}, 501, (r"not available|interrogate",)),
+    post("interrogate-unknown-model", "interrogate", {"image": "x", "model": "../../clip"}, 404, (r"Model not found",)),
+    post("interrogate-without-weights", "interrogate", {"image": "x", "model": "clip"}, 503, (r"clip-vit-large-patch14",)),
     post("interrogate-model-number", "interrogate", {"model": 5}, 422, (r"model",)),
     # --- options values
     option("samples-format-null", {"samples_format": None}, 400, (r"samples_format",)),

@@ -301,6 +301,15 @@ def test_hires_fix_with_a_model_upscaler(app_with_upscalers):
     assert "Hires upscaler: R-ESRGAN 2x+" in pasted.json()["info"] and unb64(pasted.json()["images"][0]).size == (96, 96)
 
 
+def test_a_checkpoint_unload_frees_the_upscaler_model(app_with_upscalers):
+    """Runs after the app's other tests: it unloads the checkpoint."""
+    app, client = app_with_upscalers
+    r = client.post("/sdapi/v1/extra-single-image", json={"image": b64(picture(16, 16)), "upscaling_resize": 2, "upscaler_1": "4x-TinyCompact"})
+    assert r.status_code == 200 and app.service.upscalers.models.loaded
+    app.models.unload()
+    assert app.service.upscalers.models.loaded == []
+
+
 def test_model_upscaler_names_for_hires_fix_come_from_the_caller():
     from modules.generation.params import GenerationParams
 
