@@ -111,6 +111,7 @@ class App:
                                         console=not args.disable_console_progressbars, reserved=LATENT_UPSCALERS)
         service.upscalers.models.use_settings(settings.values)
         settings.on_change(service.upscalers.models.use_settings)
+        models.add_unload_listener(service.upscalers.models.unload)  # a checkpoint switch or unload frees the upscaler model too
         extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins, upscalers=service.upscalers)  # bind_settings sets the configured folder
         cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
