@@ -112,7 +112,8 @@ class App:
         service.upscalers.models.use_settings(settings.values)
         settings.on_change(service.upscalers.models.use_settings)
         models.add_unload_listener(service.upscalers.models.unload)  # a checkpoint switch or unload frees the upscaler model too
-        extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins, upscalers=service.upscalers)  # bind_settings sets the configured folder
+        extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins, upscalers=service.upscalers,  # bind_settings sets the configured folder
+                               faces=service.libraries.faces)
         cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
         downloads = cls.downloads_for(paths, models, console=not args.disable_console_progressbars)
@@ -153,9 +154,10 @@ class App:
         from modules.models.embeddings import EmbeddingLibrary
         from modules.models.lora import LoraLibrary
         from modules.models.vae import VaeLibrary
+        from modules.postprocessing.face_restoration import FaceRestoration
 
         return Libraries(LoraLibrary((paths.loras,), hashes), EmbeddingLibrary((paths.embeddings,), hashes), VaeLibrary((paths.vaes,), hashes),
-                         StyleStore(paths.styles_files))
+                         StyleStore(paths.styles_files), faces=FaceRestoration.for_paths(paths))
 
     @staticmethod
     def downloads_for(paths: Paths, models: "ModelManager", console: bool = True) -> "Downloads":

@@ -24,7 +24,7 @@ from typing import Any
 
 from modules.generation.limits import WorkLimits
 from modules.postprocessing.interrogate import category_names
-from modules.generation.params import EMPHASIS_MODES, RNG_SOURCES, is_text
+from modules.generation.params import EMPHASIS_MODES, FACE_RESTORERS, RNG_SOURCES, is_text
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ SD = "Stable Diffusion"
 PREVIEWS = "Live previews"
 SAMPLER_PARAMETERS = "Sampler parameters"
 POSTPROCESSING = "Postprocessing"
+FACE_RESTORATION = "Face restoration"
 UPSCALING = "Upscaling"
 GALLERY = "Gallery"
 LIMITS = "Limits"
@@ -168,6 +169,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("live_previews_enable", True, "Show live previews of the created image", PREVIEWS),
     Setting("show_progress_every_n_steps", 10, "Live preview display period", PREVIEWS, minimum=-1, maximum=32, step=1,
             info="in sampling steps; -1: only at the end"),
+    Setting("face_restoration_model", FACE_RESTORERS[0], "Face restoration model", FACE_RESTORATION, FACE_RESTORERS,
+            info="used by Restore faces; a model missing from models/GFPGAN or models/Codeformer means the other one present. "
+                 "CodeFormer needs the optional spandrel-extra-arches package and is for non-commercial use only (S-Lab licence)"),
+    Setting("code_former_weight", 0.5, "CodeFormer weight", FACE_RESTORATION, minimum=0, maximum=1, step=0.01,
+            info="0 = maximum effect; 1 = minimum effect"),
+    Setting("face_restoration_unload", False, "Move face restoration model from VRAM into RAM after processing", FACE_RESTORATION),
     Setting("use_original_name_batch", True, "Use original name for output filename during batch process in extras tab", POSTPROCESSING),
     Setting("ESRGAN_tile", 192, "Tile size for ESRGAN upscalers", UPSCALING, minimum=0, maximum=512, step=16,
             info="0 = no tiling; smaller tiles need less memory"),

@@ -76,4 +76,5 @@ def test_launch_download_without_network_fails_fast_with_exit_status_1(tmp_path)
 def test_launch_download_of_an_unknown_name_lists_the_catalog(tmp_path):
     result = run_launch("--download", "sd99", "--exit", "--data-dir", str(tmp_path))
     assert result.returncode == 1
-    assert "'sd99' is neither a known checkpoint (sd15, sd21-768, sdxl-base) nor an http(s) URL." in result.stderr
+    listed = result.stderr.split("'sd99' is neither a known checkpoint (", 1)[1].split(") nor an http(s) URL.", 1)[0].split(", ")
+    assert listed[:3] == ["sd15", "sd21-768", "sdxl-base"] and "gfpgan-v1.4" in listed  # the postprocessing models follow the checkpoints

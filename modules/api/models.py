@@ -123,8 +123,6 @@ class Txt2ImgRequest(BaseModel):
             problems.append(f"alwayson_scripts {sorted(self.alwayson_scripts)} (scripts are not supported yet)")
         if self.subseed_strength:
             problems.append("subseed_strength (variation seeds are not supported yet)")
-        if self.restore_faces:
-            problems.append("restore_faces (face restoration is not available)")
         if self.tiling:
             problems.append("tiling (not supported yet)")
         if self.refiner_checkpoint:
@@ -192,6 +190,8 @@ class Txt2ImgRequest(BaseModel):
             values["styles"] = tuple(self.styles)
         if self.disable_extra_networks:
             values["disable_extra_networks"] = True
+        if self.restore_faces is not None:
+            values["restore_faces"] = self.restore_faces
         if self.enable_hr:
             values.update({k: getattr(self, k) for k in HIRES_FIELDS if getattr(self, k) is not None})
             values["hr_upscaler"] = self.hr_upscaler or "Latent"

@@ -86,8 +86,8 @@ class InterrogateRequest(BaseModel):
 
 
 class ExtrasOptions(BaseModel):
-    """A1111's extras fields (ExtrasBaseRequest). Face restoration fields are accepted and
-    ignored; `save_images` (ours, default false as A1111's API never saves) saves the results
+    """A1111's extras fields (ExtrasBaseRequest): upscaling, then GFPGAN and CodeFormer
+    (before the upscale unless upscale_first); `save_images` (ours, default false as A1111's API never saves) saves the results
     to the Extras folder."""
 
     model_config = ConfigDict(extra="allow")
@@ -531,11 +531,12 @@ def build_router(state: ApiState) -> APIRouter:
     def script_info() -> list:
         return []
 
-    # Lists clients read at start-up (aiyabot stops on a 404). Nothing here runs face
-    # restoration or hypernetworks yet, so A1111's shapes come back empty.
-    @router.get("/face-restorers", summary="Face restoration models: [{name, cmd_dir}] (none here yet)")
+    # Lists clients read at start-up (aiyabot stops on a 404). Hypernetworks are not run
+    # here, so A1111's shape comes back empty.
+    @router.get("/face-restorers", summary="Face restoration models present (GFPGAN, CodeFormer): [{name, cmd_dir}]")
     def face_restorers() -> list[dict]:
-        return []
+        faces = state.service.libraries.faces
+        return faces.describe() if faces is not None else []
 
     @router.get("/hypernetworks", summary="Hypernetworks: [{name, path}] (not supported: none)")
     def hypernetworks() -> list[dict]:
@@ -682,7 +683,8 @@ def _info(result: GenerationResult) -> dict:
         "seed": result.seeds[0] if result.seeds else params.seed, "all_seeds": result.seeds,
         "subseed": -1, "all_subseeds": [-1] * len(result.seeds), "subseed_strength": 0,
         "width": params.width, "height": params.height, "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale,
-        "steps": params.steps, "batch_size": params.batch_size, "restore_faces": False, "face_restoration_model": None,
+        "steps": params.steps, "batch_size": params.batch_size, "restore_faces": params.restore_faces,
+        "face_restoration_model": params.face_restoration_model if params.restore_faces else None,
         "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
         "sd_vae_name": result.vae_name, "sd_vae_hash": result.vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": params.denoising_strength, "extra_generation_params": {}, "index_of_first_image": 0,

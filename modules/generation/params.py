@@ -40,6 +40,8 @@ INPAINT_AREAS = ("Whole picture", "Only masked")
 # A1111's `emphasis` setting: how (word:1.2) weights act on the text encoder's output.
 EMPHASIS_MODES = ("Original", "No norm", "Ignore", "None")
 RNG_SOURCES = ("GPU", "CPU", "NV")  # A1111's randn_source, drawn by modules.generation.noise
+# A1111's face_restoration_model choices (modules.postprocessing.face_restoration runs them).
+FACE_RESTORERS = ("CodeFormer", "GFPGAN")
 
 # A1111 settings that travel with each job as parameters: field -> config.json key. The page
 # and the API fill them from the settings unless a request or a pasted infotext sets them.
@@ -49,6 +51,7 @@ SETTING_FIELDS = {
     "s_churn": "s_churn", "s_tmin": "s_tmin", "s_tmax": "s_tmax", "s_noise": "s_noise", "sigma_min": "sigma_min",
     "sigma_max": "sigma_max", "rho": "rho", "always_discard_next_to_last_sigma": "always_discard_next_to_last_sigma",
     "beta_dist_alpha": "beta_dist_alpha", "beta_dist_beta": "beta_dist_beta",
+    "face_restoration_model": "face_restoration_model", "code_former_weight": "code_former_weight",
 }
 
 
@@ -90,6 +93,10 @@ class GenerationParams(BaseModel):
     # A1111's img2img_fix_steps setting: False runs steps x denoising strength, as A1111 does.
     img2img_fix_steps: bool = Field(False, json_schema_extra=_meta("With img2img, do exactly the amount of steps the slider specifies"))
     denoising_strength: float = Field(0.7, ge=0.0, le=1.0, json_schema_extra=_meta("Denoising strength", "Denoising strength", step=0.01))
+    # Restore faces after decoding; the infotext names the model ("Face restoration: GFPGAN").
+    restore_faces: bool = Field(False, json_schema_extra=_meta("Restore faces", "Face restoration"))
+    face_restoration_model: str = Field("CodeFormer", json_schema_extra=_meta("Face restoration model", choices=FACE_RESTORERS))
+    code_former_weight: float = Field(0.5, ge=0.0, le=1.0, json_schema_extra=_meta("CodeFormer weight", step=0.01))
 
     # A1111's sampler parameters: settings (config.json, override_settings, a pasted infotext)
     # that change the picture, so each job carries them and its infotext records them.
@@ -145,6 +152,13 @@ class GenerationParams(BaseModel):
     def _emphasis(cls, v: str) -> str:
         if v not in EMPHASIS_MODES:
             raise ValueError(f"must be one of: {', '.join(EMPHASIS_MODES)}")
+        return v
+
+    @field_validator("face_restoration_model")
+    @classmethod
+    def _face_restorer(cls, v: str) -> str:
+        if v not in FACE_RESTORERS:
+            raise ValueError(f"must be one of: {', '.join(FACE_RESTORERS)}")
         return v
 
     @field_validator("randn_source")
@@ -286,6 +300,7 @@ def infotext_fields(
         (meta("scheduler")["infotext"], samplers.infotext_schedule_label(sampler, schedule)),
         (meta("cfg_scale")["infotext"], format_number(params.cfg_scale)),
         (meta("seed")["infotext"], seed),
+        (meta("restore_faces")["infotext"], params.face_restoration_model if params.restore_faces else None),
         ("Size", f"{params.width}x{params.height}"),
         ("Model hash", model_hash),
         ("Model", model_name),

@@ -130,7 +130,10 @@ class ExtrasParams(BaseModel):
     upscaler_1: str = Field(NONE, json_schema_extra=_meta("Upscaler 1"))
     upscaler_2: str = Field(NONE, json_schema_extra=_meta("Upscaler 2"))
     extras_upscaler_2_visibility: float = Field(0.0, ge=0, le=1, json_schema_extra=_meta("Upscaler 2 visibility", step=0.001))
-    upscale_first: bool = Field(False, json_schema_extra=_meta("Upscale Before Restoring Faces"))  # no face restorers yet: no effect
+    gfpgan_visibility: float = Field(0.0, ge=0, le=1, json_schema_extra=_meta("GFPGAN visibility", step=0.001))
+    codeformer_visibility: float = Field(0.0, ge=0, le=1, json_schema_extra=_meta("CodeFormer visibility", step=0.001))
+    codeformer_weight: float = Field(0.0, ge=0, le=1, json_schema_extra=_meta("CodeFormer weight (0 = maximum effect, 1 = minimum effect)", step=0.001))
+    upscale_first: bool = Field(False, json_schema_extra=_meta("Upscale Before Restoring Faces"))
 
     @model_validator(mode="after")
     def _known_upscalers(self, info: ValidationInfo) -> "ExtrasParams":
@@ -183,9 +186,14 @@ def _upscale(image: Image.Image, upscaler: Upscaler, params: ExtrasParams, size:
     return upscaler.resize_to(image, size)
 
 
-def postprocess(image: Image.Image, params: ExtrasParams, upscalers: UpscalerRegistry | None = None) -> Postprocessed:
+def postprocess(image: Image.Image, params: ExtrasParams, upscalers: UpscalerRegistry | None = None, faces=None) -> Postprocessed:
     """Upscale `image` (RGB) as `params` say. Upscaler 1 makes the picture; Upscaler 2, when
-    chosen with a visibility above 0, makes a second one blended over it at that visibility."""
+    chosen with a visibility above 0, makes a second one blended over it at that visibility.
+    GFPGAN and CodeFormer (`faces`, a modules.postprocessing FaceRestoration) run first, or
+    after the upscale with upscale_first; their keys follow the upscale's, as in A1111."""
+    face_info: dict[str, str] = {}
+    if not params.upscale_first:
+        image, face_info = _restore_faces(image, params, faces)
     registry = upscalers or UpscalerRegistry()
     first = registry.get(params.upscaler_1, "Upscaler 1")
     second = registry.get(params.upscaler_2, "Upscaler 2") if params.upscaler_2 != NONE else None
@@ -207,7 +215,15 @@ def postprocess(image: Image.Image, params: ExtrasParams, upscalers: UpscalerReg
         result = Image.blend(result, other.convert(result.mode), visibility)
         info["Postprocess upscaler 2"] = second.name
         info["Postprocess upscaler 2 visibility"] = format_number(round(visibility, 3))
-    return Postprocessed(result, info)
+    if params.upscale_first:
+        result, face_info = _restore_faces(result, params, faces)
+    return Postprocessed(result, {**info, **face_info})
+
+
+def _restore_faces(image: Image.Image, params: ExtrasParams, faces) -> tuple[Image.Image, dict[str, str]]:
+    from modules.postprocessing.face_restoration import extras_restore
+
+    return extras_restore(image, faces, params.gfpgan_visibility, params.codeformer_visibility, params.codeformer_weight)
 
 
 def info_text(info: dict[str, str]) -> str:

@@ -32,6 +32,7 @@ from modules.outputs.saving import OutputWriter, SaveSettings
 
 if TYPE_CHECKING:
     from modules.jobs.queue import Job
+    from modules.postprocessing.face_restoration import FaceRestoration
     from modules.postprocessing.upscalers import UpscalerLibrary
 
 KIND = "extras"
@@ -69,8 +70,9 @@ class ExtrasService:
     (the Settings tab calls it); jobs already running finish with the settings they began with."""
 
     def __init__(self, directory: Path, file_format: str = "png", jpeg_quality: int = 80, use_original_name_batch: bool = True,
-                 upscalers: "UpscalerRegistry | UpscalerLibrary | None" = None, user_folders: bool = False):
+                 upscalers: "UpscalerRegistry | UpscalerLibrary | None" = None, user_folders: bool = False, faces: "FaceRestoration | None" = None):
         self._upscalers = upscalers or UpscalerRegistry()  # a library (model folders) is asked for its current list each time
+        self.faces = faces  # GFPGAN / CodeFormer for the face restoration sliders
         self._lock = threading.Lock()
         self._writers: dict[SaveSettings, OutputWriter] = {}
         self.settings = ExtrasSettings(Path(directory), file_format, jpeg_quality, use_original_name_batch, user_folders)
@@ -165,7 +167,7 @@ class ExtrasService:
              result: ExtrasResult, keep: bool, user: str | None = None, upscalers: UpscalerRegistry | None = None) -> None:
         source_text = read_infotext_from_image(image)
         kept = {k: v for k, v in (image.info or {}).items() if isinstance(k, str) and isinstance(v, str) and k != "parameters"}
-        done = postprocess(imgops.open_image(image), params, upscalers or self.upscalers)
+        done = postprocess(imgops.open_image(image), params, upscalers or self.upscalers, faces=self.faces)
         text = info_text(done.info)
         picture = done.image
         picture.info = {**kept, "postprocessing": text, "extras": text}

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from modules.models.lora import LoraLibrary
     from modules.models.vae import VaeLibrary
     from modules.postprocessing.upscalers import UpscalerLibrary
+    from modules.postprocessing.face_restoration import FaceRestoration
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Libraries:
     embeddings: "EmbeddingLibrary | None" = None
     vaes: "VaeLibrary | None" = None
     styles: "StyleStore | None" = None
+    faces: "FaceRestoration | None" = None  # GFPGAN / CodeFormer for Restore faces
     comma_padding_backtrack: int = 20
     use_old_scheduling: bool = False
 
@@ -140,6 +142,8 @@ class GenerationService:
             if key in changed:
                 self.job_settings[name] = changed[key]
         self.limits = self.limits.updated(changed)
+        if self.libraries.faces is not None:
+            self.libraries.faces.use_settings(changed)
         if changed.get("comma_padding_backtrack", self.libraries.comma_padding_backtrack) != self.libraries.comma_padding_backtrack:
             self.libraries.comma_padding_backtrack = changed["comma_padding_backtrack"]
             self._runner = None  # its prompt encoder was built with the old value
@@ -213,6 +217,16 @@ class GenerationService:
         the limit_* settings allow, its styles applied, before it waits in the queue."""
         styled, _ = self.styled(params)
         self.limits.check(styled, self._token_counter())
+        if params.restore_faces:
+            self._face_restorer(params)  # no restorer present: say what to download before the job waits
+
+    def _face_restorer(self, params: GenerationParams) -> GenerationParams:
+        """The params naming the face restorer that will run (the chosen one, else the one
+        present), so the infotext records it; a ValueError when there is none."""
+        if self.libraries.faces is None:
+            raise ValueError("Restore faces is not available in this server.")
+        name = self.libraries.faces.pick(params.face_restoration_model).name
+        return params if name == params.face_restoration_model else params.model_copy(update={"face_restoration_model": name})
 
     def _token_counter(self) -> Callable[[str], int]:
         """One plain prompt's token count for the limits: the shared CLIP vocabulary (every SD
@@ -369,6 +383,8 @@ class GenerationService:
         from modules.generation.noise import resolve_seed
 
         active, runner = model
+        if params.restore_faces:
+            params = self._face_restorer(params)  # the restorer that runs, for the infotext and the API's info
 
         resumed = Resumed.of(job, params)  # a run cut off by a crash: go on after its saved batches
         first_seed = resumed.first_seed if resumed else resolve_seed(params.seed)
@@ -402,6 +418,8 @@ class GenerationService:
                     why = "interrupted" if job.control.interrupted else "skipped"
                     result.notes.append(f"Batch {batch.index + 1} of {params.n_iter} was {why}: its unfinished picture is returned, not saved.")
                 for image, seed in zip(batch.images, batch.seeds):
+                    if params.restore_faces and not batch.partial:  # after decoding, before saving (as A1111)
+                        image = self.libraries.faces.restore(image, params.face_restoration_model, weight=params.code_former_weight)
                     text = self.infotext(params, seed, active, masked, extras, vae)
                     result.images.append(image)
                     result.seeds.append(seed)

@@ -28,6 +28,13 @@ def _flag(value: str) -> bool:
     raise ValueError(value)
 
 
+def _restorer(value: str) -> bool:
+    """A1111 writes "Face restoration: <model name>" when Restore faces was on."""
+    if not str(value).strip():
+        raise ValueError(value)
+    return True
+
+
 # Infotext key -> (parameter, converter). Converters raise ValueError on a bad value.
 _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Prompt": ("prompt", str),
@@ -40,6 +47,7 @@ _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Size-1": ("width", int),
     "Size-2": ("height", int),
     "Denoising strength": ("denoising_strength", float),
+    "Face restoration": ("restore_faces", _restorer),
     "Clip skip": ("clip_skip", int),
     "Emphasis": ("emphasis", str),
     # A1111's sampler parameters (settings there; parameters that travel with the job here)
@@ -90,7 +98,7 @@ _SIZE_PARTS = {"Size-1": "Size (width)", "Size-2": "Size (height)", "Hires resiz
 
 # A1111's defaults for keys an infotext leaves out (it writes them only when not default).
 _MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original", "randn_source": "GPU", "sigma_min": 0.0,
-                  "sigma_max": 0.0, "rho": 0.0}
+                  "sigma_max": 0.0, "rho": 0.0, "restore_faces": False}
 _HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": SAME_SAMPLER, "hr_scheduler": SAME_SCHEDULER,
                         "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0}
 _IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0], "inpainting_fill": MASKED_CONTENT[1],

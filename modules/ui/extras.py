@@ -1,5 +1,5 @@
 """The Extras tab: A1111's single image, batch upload and batch-from-folder upscaling, with
-"Scale by" / "Scale to" and two upscalers. The handler turns the widgets into an ExtrasParams
+"Scale by" / "Scale to", two upscalers and the GFPGAN / CodeFormer face restoration sliders. The handler turns the widgets into an ExtrasParams
 and queues an "extras" job, so upscaling takes its turn with generation on the one worker."""
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ class ExtrasControls:
 
 
 def prepare(service: ExtrasService, mode: int, resize_tab: int, image, files, input_dir: str, output_dir: str, show_results: bool,
-            resize, width, height, crop, upscaler_1, upscaler_2, visibility,
-            access: ServerAccess | None = None, max_pixels: int | None = None) -> tuple[Callable[[Job], ExtrasResult], list[str]]:
+            resize, width, height, crop, upscaler_1, upscaler_2, visibility, gfpgan_visibility=0.0, codeformer_visibility=0.0,
+            codeformer_weight=0.0, access: ServerAccess | None = None, max_pixels: int | None = None) -> tuple[Callable[[Job], ExtrasResult], list[str]]:
     """The job's task for the chosen sub-tab, and notes on uploads that were skipped; a readable
     ValueError when something is missing or out of range, or when `access` refuses the folder batch."""
     params = service.params(
         resize_mode=resize_tab, upscaling_resize=resize, upscaling_resize_w=_whole(width), upscaling_resize_h=_whole(height),
         upscaling_crop=crop, upscaler_1=upscaler_1, upscaler_2=upscaler_2, extras_upscaler_2_visibility=visibility,
+        gfpgan_visibility=gfpgan_visibility, codeformer_visibility=codeformer_visibility, codeformer_weight=codeformer_weight,
     )
     notes: list[str] = []
     if mode == 2:
@@ -128,13 +129,15 @@ def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], Extr
                 upscaler_2 = gr.Dropdown(names, value=names[0], label="Upscaler 2", elem_id="extras_upscaler_2")
                 visibility = gr.Slider(0.0, 1.0, value=0.0, step=meta("extras_upscaler_2_visibility")["step"], label="Upscaler 2 visibility",
                                        elem_id="extras_upscaler_2_visibility")
+            faces = _face_sliders(meta)
         with gr.Column(scale=1):
             gallery = gr.Gallery(label="Result", columns=4, height=520, elem_id="extras_gallery", format="png", interactive=False)
             info = gr.HTML(elem_id="extras_html_info")
             log = gr.HTML(elem_id="extras_html_log")
 
     guard_upload(image, "Source", max_pixels)
-    inputs = [mode, resize_tab, image, files, input_dir, output_dir, show_results, resize, width, height, crop, upscaler_1, upscaler_2, visibility]
+    inputs = [mode, resize_tab, image, files, input_dir, output_dir, show_results, resize, width, height, crop, upscaler_1, upscaler_2, visibility,
+              *faces]
 
     async def run(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         svc = current()
@@ -167,6 +170,20 @@ def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], Extr
     swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False, api_name=False)
     generate.click(run, inputs, [gallery, info, log], concurrency_limit=None, api_name=False)
     return ExtrasControls(image, gallery, info, log, generate, inputs, run)
+
+
+def _face_sliders(meta: Callable[[str], dict]) -> list:
+    """A1111's GFPGAN and CodeFormer sections: a visibility each (0 = off) and CodeFormer's weight."""
+    sliders = []
+    with gr.Accordion("GFPGAN", open=False, elem_id="extras_gfpgan"):
+        sliders.append(gr.Slider(0.0, 1.0, value=0.0, step=meta("gfpgan_visibility")["step"], label="Visibility", elem_id="extras_gfpgan_visibility"))
+    with gr.Accordion("CodeFormer", open=False, elem_id="extras_codeformer"):
+        gr.Markdown("Needs the optional spandrel-extra-arches package; CodeFormer's weights are for non-commercial use only (S-Lab licence).")
+        sliders.append(gr.Slider(0.0, 1.0, value=0.0, step=meta("codeformer_visibility")["step"], label="Visibility",
+                                 elem_id="extras_codeformer_visibility"))
+        sliders.append(gr.Slider(0.0, 1.0, value=0.0, step=meta("codeformer_weight")["step"], label="Weight (0 = maximum effect, 1 = minimum effect)",
+                                 elem_id="extras_codeformer_weight"))
+    return sliders
 
 
 def _outputs(job: Job, service: ExtrasService, notes: list[str]) -> tuple[list, str, str]:

@@ -203,6 +203,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             cfg = slider(PREFIX, "cfg_scale")
             denoising = slider(PREFIX, "denoising_strength", Img2ImgParams)
             exact = gr.Checkbox(label=meta("img2img_fix_steps")["label"], value=False, elem_id="img2img_fix_steps")
+            restore = gr.Checkbox(label=meta("restore_faces")["label"], value=False, elem_id="img2img_restore_faces")
             seed_row = build_seed(PREFIX)
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
@@ -213,6 +214,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed_row.seed,
         "denoising_strength": denoising, "img2img_fix_steps": exact, "resize_mode": resize_mode, "mask_blur": mask_blur,
         "inpainting_mask_invert": mask_mode, "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
+        "restore_faces": restore,
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext

@@ -75,6 +75,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
         with gr.Column(scale=1):
             sampler, schedule, steps = build_sampling(PREFIX)
             top.wire_counters(service, steps)
+            restore = gr.Checkbox(label=GenerationParams.field_meta("restore_faces")["label"], value=False, elem_id=f"{PREFIX}_restore_faces")
             hires = build_hires(upscalers=service.hires_upscalers())
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
@@ -88,7 +89,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
         "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, **hires,
-        "styles": top.styles,
+        "styles": top.styles, "restore_faces": restore,
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext

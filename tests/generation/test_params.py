@@ -38,7 +38,7 @@ def test_infotext_fields_in_a1111_order():
     p = GenerationParams.create(prompt="x", steps=20, cfg_scale=7, width=512, height=768)
     fields = infotext_fields(p, seed=5, model_hash="abcdef0123", model_name="m", version="v1")
     assert fields == [
-        ("Steps", 20), ("Sampler", "DPM++ 2M"), ("Schedule type", "Karras"), ("CFG scale", "7"), ("Seed", 5),
+        ("Steps", 20), ("Sampler", "DPM++ 2M"), ("Schedule type", "Karras"), ("CFG scale", "7"), ("Seed", 5), ("Face restoration", None),
         ("Size", "512x768"), ("Model hash", "abcdef0123"), ("Model", "m"), ("VAE hash", None), ("VAE", None),
         ("Denoising strength", None), ("Clip skip", None), ("ENSD", None), ("RNG", None), ("Schedule min sigma", None),
         ("Schedule max sigma", None), ("Version", "v1"),

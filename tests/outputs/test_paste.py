@@ -16,6 +16,7 @@ ROUND_TRIPS = [
                             hr_second_pass_steps=12, denoising_strength=0.45, hr_sampler_name="Euler", hr_scheduler="Karras",
                             hr_prompt="x, sharp: detailed", hr_negative_prompt="soft", emphasis="No norm"),
     GenerationParams.create(prompt="y", enable_hr=True, hr_resize_x=1024, hr_resize_y=0, hr_upscaler="Latent (bicubic)"),
+    GenerationParams.create(prompt="a face", restore_faces=True),
 ]
 
 
@@ -68,3 +69,12 @@ def test_garbage_never_raises_and_bad_values_are_reported(text):
     GenerationParams.create(**pasted.values)  # whatever was kept is valid
     if text and "Steps: many" in text:
         assert {"Steps", "Seed", "CFG scale", "Size (width)"} <= set(pasted.skipped)
+
+
+def test_face_restoration_turns_restore_faces_on_and_its_absence_off():
+    params = GenerationParams.create(prompt="a face", seed=7, restore_faces=True, face_restoration_model="GFPGAN")
+    text = written(params)
+    assert "Seed: 7, Face restoration: GFPGAN, Size: 512x512" in text
+    assert params_from_infotext(text).values["restore_faces"] is True
+    assert params_from_infotext(text.replace("Face restoration: GFPGAN, ", "")).values["restore_faces"] is False
+    assert params_from_infotext("x\nSteps: 20, Face restoration: CodeFormer, Seed: 1", img2img=True).values["restore_faces"] is True
