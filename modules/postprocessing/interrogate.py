@@ -271,7 +271,7 @@ class ClipInterrogator:
         """A1111's CLIP interrogation text for `image`."""
         import torch
 
-        picture = _rgb(image)
+        picture = opaque_rgb(image)
         with self._lock:
             try:
                 self._load()
@@ -384,7 +384,7 @@ def _pick(folder: Path, preferred: str, pattern: str) -> Path | None:
     return next((p for p in sorted(folder.glob(pattern)) if p.is_file()), None) if folder.is_dir() else None
 
 
-def _rgb(image: Image.Image) -> Image.Image:
+def opaque_rgb(image: Image.Image) -> Image.Image:
     """A transparent picture on white, as the models were trained on opaque ones."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

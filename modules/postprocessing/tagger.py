@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from modules.postprocessing.interrogate import InterrogateOptions, MissingModel, _rgb, download_hint
+from modules.postprocessing.interrogate import InterrogateOptions, MissingModel, opaque_rgb, download_hint
 
 RATING = 9  # selected_tags.csv's category of the rating rows (general, sensitive, ...): not tags of the picture
 TAGGER_ENTRY = "wd14-moat-v2"  # the catalog's tagger (model) and its label table
@@ -141,7 +141,7 @@ def _prepare(image: Image.Image, height: int, width: int) -> np.ndarray:
     filter down, bicubic up), as BGR float32 0-255 with a batch axis."""
     import cv2
 
-    rgb = np.asarray(_rgb(image))
+    rgb = np.asarray(opaque_rgb(image))
     side = max(rgb.shape[:2])
     top, left = (side - rgb.shape[0]) // 2, (side - rgb.shape[1]) // 2
     square = cv2.copyMakeBorder(rgb, top, side - rgb.shape[0] - top, left, side - rgb.shape[1] - left, cv2.BORDER_CONSTANT, value=(255, 255, 255))
