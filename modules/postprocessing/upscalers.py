@@ -15,9 +15,10 @@ import pickle
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -35,7 +36,7 @@ MAX_PASSES = 3  # a 2x model reaches 8x in three passes; A1111 stops there too
 DEFAULT_TILE, DEFAULT_OVERLAP = 192, 8  # A1111's ESRGAN_tile and ESRGAN_tile_overlap
 
 # The names A1111 users know for the well-known files, by (folder, file stem): (name, scale).
-KNOWN_MODELS: dict[tuple[str, str], tuple[str, int]] = {
+KNOWN_MODELS: Mapping[tuple[str, str], tuple[str, int]] = MappingProxyType({
     ("RealESRGAN", "RealESRGAN_x4plus"): ("R-ESRGAN 4x+", 4),
     ("RealESRGAN", "RealESRGAN_x4plus_anime_6B"): ("R-ESRGAN 4x+ Anime6B", 4),
     ("RealESRGAN", "RealESRGAN_x2plus"): ("R-ESRGAN 2x+", 2),
@@ -46,7 +47,7 @@ KNOWN_MODELS: dict[tuple[str, str], tuple[str, int]] = {
     ("DAT", "DAT_x2"): ("DAT x2", 2),
     ("DAT", "DAT_x3"): ("DAT x3", 3),
     ("DAT", "DAT_x4"): ("DAT x4", 4),
-}
+})
 FACE_ARCHITECTURES = ("GFPGAN", "RestoreFormer", "CodeFormer")  # spandrel ids of face restorers
 _SCALE_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:x([1-8])|([1-8])x)(?![0-9])")
 
