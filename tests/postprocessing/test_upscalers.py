@@ -356,3 +356,20 @@ def test_catalog_upscalers_land_in_upscaler_folders_under_a1111_names(tmp_path):
         (folders[entry.folder] / entry.filename).write_bytes(b"")  # listing reads names only
     names = set(library(folders).model_names)
     assert {"R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B", "4x-UltraSharp"} <= names
+
+
+def test_the_page_offers_the_model_upscalers_in_extras_and_hires_fix(tmp_path):
+    """The gradio page's Upscaler 1/2 and Hires upscaler menus list the model files."""
+    from tests.servers import in_process_app
+
+    save_pth(compact(), tmp_path / "models" / "ESRGAN" / "4x-PageTest.pth")
+    with in_process_app(tmp_path, "--api", "--disable-console-progressbars") as (_, client):
+        components = client.get("/config").json()["components"]
+
+    def choices(elem_id: str) -> list[str]:
+        found = [c["props"]["choices"] for c in components if c.get("props", {}).get("elem_id") == elem_id]
+        assert found, elem_id
+        return [c[0] if isinstance(c, (list, tuple)) else c for c in found[0]]
+
+    assert choices("txt2img_hr_upscaler")[-1] == "4x-PageTest" and "Latent" in choices("txt2img_hr_upscaler")
+    assert "4x-PageTest" in choices("extras_upscaler_1") and "4x-PageTest" in choices("extras_upscaler_2")
