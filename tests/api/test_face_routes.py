@@ -35,7 +35,8 @@ def server(tmp_path_factory, tiny_checkpoint):
     write_gfpgan(data / "models" / "GFPGAN" / "GFPGANv1.4.pth")
     write_codeformer(data / "models" / "Codeformer" / "codeformer-v0.1.0.pth")
     ckpt = data / "models" / "Stable-diffusion" / tiny_checkpoint.name
-    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars", checkpoint=ckpt) as (_, client):
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars", checkpoint=ckpt) as (app, client):
+        client.app_object = app
         yield client, data
 
 
@@ -94,3 +95,17 @@ def test_extras_with_a_broken_gfpgan_file_is_a_400_and_the_server_goes_on(server
     assert good.exists() and client.get("/sdapi/v1/face-restorers").status_code == 200
     r = client.post("/sdapi/v1/extra-single-image", json={"image": b64(drawn_face(128, 20)), "upscaler_1": "Lanczos", "upscaling_resize": 2})
     assert r.status_code == 200
+
+
+def test_face_settings_are_a1111_options_and_reach_the_restorers(server):
+    client, _ = server
+    options = client.get("/sdapi/v1/options").json()
+    assert (options["face_restoration_model"], options["code_former_weight"], options["face_restoration_unload"]) == ("CodeFormer", 0.5, False)
+    assert client.post("/sdapi/v1/options", json={"face_restoration_model": "RestoreFormer"}).status_code == 400
+    faces = client.app_object.service.libraries.faces
+    try:
+        assert client.post("/sdapi/v1/options", json={"face_restoration_unload": True}).status_code == 200
+        assert faces.unload_after_use is True
+    finally:
+        client.post("/sdapi/v1/options", json={"face_restoration_unload": False})
+    assert faces.unload_after_use is False
