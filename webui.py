@@ -157,7 +157,7 @@ class App:
         from modules.postprocessing.face_restoration import FaceRestoration
 
         return Libraries(LoraLibrary((paths.loras,), hashes), EmbeddingLibrary((paths.embeddings,), hashes), VaeLibrary((paths.vaes,), hashes),
-                         StyleStore(paths.styles_files), faces=FaceRestoration.for_paths(paths))
+                         StyleStore(paths.styles_files), faces=FaceRestoration.for_paths(paths), vae_approx=paths.model_dir("VAE-approx"))
 
     @staticmethod
     def downloads_for(paths: Paths, models: "ModelManager", console: bool = True) -> "Downloads":

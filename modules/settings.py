@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modules.generation.limits import WorkLimits
+from modules.generation.previews import PREVIEW_METHODS
 from modules.postprocessing.interrogate import category_names
 from modules.generation.params import EMPHASIS_MODES, FACE_RESTORERS, RNG_SOURCES, is_text
 
@@ -103,6 +104,7 @@ PATHS = "Paths for saving"
 DIRS = "Saving to a directory"
 SD = "Stable Diffusion"
 PREVIEWS = "Live previews"
+VAE = "VAE"
 SAMPLER_PARAMETERS = "Sampler parameters"
 POSTPROCESSING = "Postprocessing"
 FACE_RESTORATION = "Face restoration"
@@ -169,6 +171,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("live_previews_enable", True, "Show live previews of the created image", PREVIEWS),
     Setting("show_progress_every_n_steps", 10, "Live preview display period", PREVIEWS, minimum=-1, maximum=32, step=1,
             info="in sampling steps; -1: only at the end"),
+    Setting("show_progress_type", PREVIEW_METHODS[1], "Live preview method", PREVIEWS, PREVIEW_METHODS,
+            info="Full: the VAE (slow on large pictures); Approx cheap: a fixed colour projection of the latents, nearly free; "
+                 "TAESD: a tiny decoder from models/VAE-approx (taesd_decoder.pth, taesdxl_decoder.pth: Models tab), "
+                 "else Approx cheap. Approx NN (A1111's) is not built in: it draws as Approx cheap"),
+    Setting("vae_tiling_megapixels", 2.0, "Tiled VAE above this many megapixels", VAE, minimum=0, maximum=1000, step=0.1,
+            info="larger pictures are encoded and decoded in bands, so they fit in a small card's memory (same picture, "
+                 "slower); 0: never. A1111 has no such built-in setting (its users add the Tiled VAE extension)"),
     Setting("face_restoration_model", FACE_RESTORERS[0], "Face restoration model", FACE_RESTORATION, FACE_RESTORERS,
             info="used by Restore faces; a model missing from models/GFPGAN or models/Codeformer means the other one present. "
                  "CodeFormer needs the optional spandrel-extra-arches package and is for non-commercial use only (S-Lab licence)"),

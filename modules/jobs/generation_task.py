@@ -16,6 +16,7 @@ from tqdm import tqdm
 from modules.generation.control import StepInfo
 from modules.generation.job_prompts import add_notes
 from modules.generation.limits import WorkLimits
+from modules.generation.previews import LivePreviews
 from modules.generation.params import SETTING_FIELDS, GenerationParams, Img2ImgParams, infotext_fields
 from modules.generation.prompt_parser import strip_comments
 from modules.jobs.queue import Job, login_of
@@ -56,6 +57,7 @@ class Libraries:
     faces: "FaceRestoration | None" = None  # GFPGAN / CodeFormer for Restore faces
     comma_padding_backtrack: int = 20
     use_old_scheduling: bool = False
+    vae_approx: Path | None = None  # models/VAE-approx: TAESD decoders for live previews
 
 
 @dataclass
@@ -98,6 +100,8 @@ class GenerationService:
         self.sd_vae = "Automatic"
         self.job_settings = job_setting_defaults()  # parameter field -> value, for SETTING_FIELDS
         self.limits = WorkLimits()  # the limit_* settings: how much one job may ask for
+        self.previews = LivePreviews(self.libraries.vae_approx)  # show_progress_type
+        self.vae_tiling_megapixels = 0.0  # vae_tiling_megapixels (0: never tile)
         self.data_dir = data_dir
         self.user_folders = user_folders  # log-ins are on: each user's images go to <outdir>/<user>/...
         self._clock = clock
@@ -142,6 +146,8 @@ class GenerationService:
             if key in changed:
                 self.job_settings[name] = changed[key]
         self.limits = self.limits.updated(changed)
+        self.previews.use_settings(changed)
+        self.vae_tiling_megapixels = changed.get("vae_tiling_megapixels", self.vae_tiling_megapixels)
         if self.libraries.faces is not None:
             self.libraries.faces.use_settings(changed)
         if changed.get("comma_padding_backtrack", self.libraries.comma_padding_backtrack) != self.libraries.comma_padding_backtrack:
@@ -163,6 +169,9 @@ class GenerationService:
             libs = self.libraries
             setup = PromptSetup(libs.loras, libs.embeddings, libs.comma_padding_backtrack, libs.use_old_scheduling)
             self._runner = (active, Runner(active.model, setup))
+        from modules.generation.vae_tiling import VaeTiling
+
+        self._runner[1].vae_tiling = VaeTiling(self.vae_tiling_megapixels)
         self._runner[1].upscalers = self.upscalers.registry if self.upscalers is not None else None  # as last scanned
         if self.libraries.vaes is not None:
             try:
@@ -405,7 +414,7 @@ class GenerationService:
             bar.n = info.batch_index * info.steps + info.step
             bar.refresh()
             if info.latents is not None and job.progress.preview_due(info.step):
-                job.progress.preview = runner.decode(info.latents[:1].clone(), check=False)[0]  # A1111's "Full" preview
+                job.progress.preview = self.previews.image(active.model, info.latents, lambda x: runner.decode(x.clone(), check=False)[0])
 
         job.control.on_step = on_step
         saving = SaveFailures(result.notes)
