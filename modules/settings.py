@@ -173,9 +173,9 @@ SETTINGS: tuple[Setting, ...] = (
             info="in sampling steps; -1: only at the end"),
     Setting("show_progress_type", PREVIEW_METHODS[1], "Live preview method", PREVIEWS, PREVIEW_METHODS,
             info="Full: the VAE (slow on large pictures); Approx cheap: a fixed colour projection of the latents, nearly free; "
-                 "TAESD: a tiny decoder from models/VAE-approx (taesd_decoder.pth, taesdxl_decoder.pth: Models tab), "
+                 "TAESD: madebyollin's tiny decoder in models/VAE-approx (taesd_decoder.pth for SD1/2, taesdxl_decoder.pth for SDXL), "
                  "else Approx cheap. Approx NN (A1111's) is not built in: it draws as Approx cheap"),
-    Setting("vae_tiling_megapixels", 2.0, "Tiled VAE above this many megapixels", VAE, minimum=0, maximum=1000, step=0.1,
+    Setting("vae_tiling_megapixels", 2.0, "Tiled VAE above this many megapixels", VAE, minimum=0, maximum=64, step=0.1,
             info="larger pictures are encoded and decoded in bands, so they fit in a small card's memory (same picture, "
                  "slower); 0: never. A1111 has no such built-in setting (its users add the Tiled VAE extension)"),
     Setting("face_restoration_model", FACE_RESTORERS[0], "Face restoration model", FACE_RESTORATION, FACE_RESTORERS,

@@ -227,7 +227,7 @@ class LivePreviews:
         if path is None:
             self._tell(("missing", model.arch, self.taesd_dir),
                        f"No TAESD decoder for {model.arch} models in {self.taesd_dir}"
-                       + (f" ({TAESD_FILES[model.arch]}.pth from the Models tab)" if model.arch in TAESD_FILES else "")
+                       + (f" (madebyollin's {TAESD_FILES[model.arch]}.pth goes there)" if model.arch in TAESD_FILES else "")
                        + ": live previews use Approx cheap.")
             return None
         stat = path.stat()

@@ -9,7 +9,7 @@ bands of the whole picture: each convolution reads its few neighbour rows (so a 
 edges are exact), each GroupNorm uses statistics gathered over every band first, and the
 middle block (attention included) runs whole at latent resolution, where it is small. The
 result equals the untiled one up to float rounding; only the largest activations are cut
-into bands, and on CUDA they are parked in system RAM between layers.
+into bands, and on a CUDA card short of memory they wait in system RAM between layers.
 
 Below the size threshold nothing here runs: the VAE's own `encode`/`decode` do, and the
 pictures stay bit-identical. A1111 has no such built-in (its users add an extension).
@@ -63,10 +63,22 @@ class _Banded:
         self.vae = vae
         self.band_pixels = max(1024, int(band_pixels))
         self.device = next(vae.parameters()).device
-        self.store = torch.device("cpu") if self.device.type == "cuda" else self.device  # whole activations wait in RAM
+        self.store = self.device
+
+    def _park_if_short(self, batch: int, height: int, width: int) -> None:
+        """On CUDA, keep whole activations in system RAM unless the card has room for four of
+        the largest (the full-size ones), so a small card only ever holds a band."""
+        if self.device.type != "cuda":
+            return
+        channels = max(self.vae.config.block_out_channels[:2])
+        largest = batch * channels * height * width * next(self.vae.parameters()).element_size()
+        free, _ = torch.cuda.mem_get_info(self.device)
+        self.store = self.device if free > 4 * largest + (1 << 30) else torch.device("cpu")
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         vae, dec = self.vae, self.vae.decoder
+        scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self._park_if_short(latents.shape[0], latents.shape[2] * scale, latents.shape[3] * scale)
         z = latents.to(self.device)
         if vae.post_quant_conv is not None:
             z = vae.post_quant_conv(z)
@@ -83,6 +95,7 @@ class _Banded:
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         vae, enc = self.vae, self.vae.encoder
+        self._park_if_short(*pixels.shape[:1], *pixels.shape[2:])
         x = self._conv(pixels.to(self.store), enc.conv_in)
         for block in enc.down_blocks:
             for resnet in block.resnets:
@@ -106,8 +119,14 @@ class _Banded:
             raise ValueError("tiled VAE: this VAE's resnet blocks are not the plain kind it knows how to band")
         h = self._conv(x, block.conv1, pre=self._norm_act(x, block.norm1, block.nonlinearity))
         h = self._conv(h, block.conv2, pre=self._norm_act(h, block.norm2, block.nonlinearity))
-        shortcut = self._conv(x, block.conv_shortcut) if block.conv_shortcut is not None else x
-        return h.add_(shortcut).div_(block.output_scale_factor)
+        if block.conv_shortcut is None:
+            h.add_(x)
+        else:  # a 1x1 conv: added band by band, never a whole tensor of its own
+            rows = self._rows(x)
+            for r in range(0, x.shape[2], rows):
+                band = block.conv_shortcut(x[:, :, r : r + rows].to(self.device))
+                h[:, :, r : r + rows] += band.to(self.store)
+        return h.div_(block.output_scale_factor)
 
     def _downsample(self, x: torch.Tensor, down) -> torch.Tensor:
         """Downsample2D: with a conv and padding 0 it pads right and bottom by one first."""
@@ -118,18 +137,21 @@ class _Banded:
 
     def _norm_act(self, x: torch.Tensor, norm, act) -> Callable[[torch.Tensor], torch.Tensor]:
         """GroupNorm with statistics over the whole activation (gathered band by band), then `act`."""
-        n, c = x.shape[:2]
+        n = x.shape[0]
         groups = norm.num_groups
-        total = torch.zeros(n, groups, dtype=torch.float64, device=self.device)
-        squares = torch.zeros_like(total)
+        mean = torch.zeros(n, groups, dtype=torch.float64, device=self.device)
+        spread = torch.zeros_like(mean)  # sum of squared deviations, merged band by band (Chan et al.)
+        count = 0
         rows = self._rows(x)
         for r in range(0, x.shape[2], rows):
-            band = x[:, :, r : r + rows].to(self.device, torch.float64).reshape(n, groups, -1)
-            total += band.sum(-1)
-            squares += band.square().sum(-1)
-        count = x[0, 0].numel() * (c // groups)
-        mean = total / count
-        inv_std = torch.rsqrt((squares / count - mean.square()).clamp_min(0) + norm.eps)
+            band = x[:, :, r : r + rows].to(self.device, torch.float32).reshape(n, groups, -1)
+            var_b, mean_b = torch.var_mean(band, dim=-1, correction=0)
+            m = band.shape[-1]
+            delta = mean_b.double() - mean
+            mean += delta * (m / (count + m))
+            spread += var_b.double() * m + delta.square() * (count * m / (count + m))
+            count += m
+        inv_std = torch.rsqrt(spread / count + norm.eps)
 
         def apply(band: torch.Tensor) -> torch.Tensor:
             shape = band.shape
