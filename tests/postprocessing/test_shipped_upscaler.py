@@ -19,9 +19,9 @@ from modules.demo import upscaler_eval, upscaler_training
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "ESRGAN" / upscaler_training.FILE_NAME
 MAX_BYTES = 5 * 2**20
-# The bench measures +1.5 dB on all 64 held-out scenes; 16 pictures give a noisier mean,
-# so the bound here is a little lower, still far from what Lanczos or bicubic reach.
-MIN_GAIN_DB = 1.3
+# The goal. bench/upscaler_psnr.py measures +1.76 dB on all 64 held-out scenes; these
+# 16 (fixed, so the result is too) give +1.95 dB.
+MIN_GAIN_DB = 1.5
 
 
 @pytest.fixture(scope="module")
