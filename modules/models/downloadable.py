@@ -37,6 +37,7 @@ class CatalogEntry:
     folder: str = CHECKPOINT_FOLDER
     note: str = ""
     also: tuple[str, ...] = ()  # entries fetched with this one (a tagger's label table): a model of several files
+    git_blob: str = ""  # pinned by its Git blob id instead, for a file kept in a Git repository whose SHA-256 nobody publishes
 
     @property
     def shorthash(self) -> str:
@@ -48,7 +49,8 @@ class CatalogEntry:
         return f"{(endpoint or hub_endpoint()).rstrip('/')}/{self.url.lstrip('/')}"
 
     def source(self, endpoint: str | None = None) -> FetchSource:
-        return FetchSource(self.resolved_url(endpoint), filename=self.filename, sha256=self.sha256, size=self.size, label=self.filename)
+        return FetchSource(self.resolved_url(endpoint), filename=self.filename, sha256=self.sha256 or None, size=self.size or None,
+                           label=self.filename, git_blob=self.git_blob or None)
 
     def matches(self, query: str) -> bool:
         folded = query.strip().casefold()
@@ -90,8 +92,11 @@ class Catalog:
 
 def _entry(item: dict) -> CatalogEntry:
     entry = CatalogEntry(**{**item, "also": tuple(item.get("also") or ())})
-    if len(entry.sha256) != 64 or any(c not in "0123456789abcdef" for c in entry.sha256):
-        raise ValueError(f"{entry.name}: sha256 must be 64 lower-case hex digits")
+    def is_hex(text: str, length: int) -> bool:
+        return len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+    if not (is_hex(entry.sha256, 64) or (not entry.sha256 and is_hex(entry.git_blob, 40))):
+        raise ValueError(f"{entry.name}: sha256 must be 64 lower-case hex digits (or empty, with a 40-digit git_blob)")
     if entry.folder not in MODEL_FOLDERS:
         raise ValueError(f"{entry.name}: folder must be one of {', '.join(MODEL_FOLDERS)}")
     return entry

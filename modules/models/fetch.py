@@ -59,6 +59,13 @@ class FetchSource:
     sha256: str | None = None
     size: int | None = None
     label: str = ""  # how messages name it; the file name when empty
+    # The file's Git blob id (SHA-1 of "blob <size>\0" + content): the pin a file kept in a Git
+    # repository comes with when nobody publishes its SHA-256 (TAESD's decoders).
+    git_blob: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256 or self.git_blob)
 
     def describe(self) -> str:
         return self.label or self.filename or filename_from_url(self.url) or self.url
@@ -197,6 +204,15 @@ def partial_path(target: Path) -> Path:
 
 # --------------------------------------------------------------------------- hashing
 
+def git_blob_id(path: Path) -> str:
+    """The Git blob id of a file: what `git ls-tree` lists for it."""
+    hasher = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
 def _sha256_file(path: Path, hasher=None):
     hasher = hasher or hashlib.sha256()
     with open(path, "rb") as handle:
@@ -282,7 +298,7 @@ def fetch_file(
         name = source.filename or filename_from_url(source.url)
         target = None
         if name:
-            target = folder / _check_model_name(name, source.url, pinned=bool(source.sha256))
+            target = folder / _check_model_name(name, source.url, pinned=source.pinned)
             if _already_there(target, source, report):
                 return target
         attempts = 0
@@ -395,6 +411,16 @@ def _already_there(target: Path, source: FetchSource, report: _Reporter) -> bool
             return True
         raise ValueError(f"{target} already exists and is a different file (sha256 {digest}, expected {source.sha256}); "
                          "it is not overwritten. Move or rename it first.")
+    if source.git_blob:
+        report.state("verifying", filename=target.name)
+        blob = git_blob_id(target)
+        if blob == source.git_blob.lower():
+            size = target.stat().st_size
+            log.info("%s is already in %s with the right Git blob id: nothing to download.", target.name, target.parent)
+            report.finish(state="done", path=target, skipped=True, done_bytes=size, total_bytes=size)
+            return True
+        raise ValueError(f"{target} already exists and is a different file (Git blob {blob}, expected {source.git_blob}); "
+                         "it is not overwritten. Move or rename it first.")
     raise ValueError(f"{target} already exists; it is not overwritten. Move or rename it first.")
 
 
@@ -419,7 +445,7 @@ def _download(client, source: FetchSource, folder: Path, target: Path | None, re
             name = filename_from_disposition(response.headers.get("content-disposition")) or _last_segment(str(response.url))
             if not name:
                 raise ValueError(f"Cannot tell the file name of {source.url}: neither the URL nor the server names a model file.")
-            target = folder / _check_model_name(name, source.url, pinned=bool(source.sha256))
+            target = folder / _check_model_name(name, source.url, pinned=source.pinned)
             if _already_there(target, source, report):
                 return target
             if _partial_size(target):  # a partial file from an earlier try: reconnect with a Range request
@@ -482,6 +508,10 @@ def _finish(partial: Path, target: Path, source: FetchSource, report: _Reporter,
             partial.unlink(missing_ok=True)
             raise ValueError(f"Download of {source.describe()} is corrupt: expected sha256 {source.sha256.lower()}, got {digest}. "
                              "The downloaded file was deleted; try again.")
+    if source.git_blob and (blob := git_blob_id(partial)) != source.git_blob.lower():
+        partial.unlink(missing_ok=True)
+        raise ValueError(f"Download of {source.describe()} is corrupt: expected Git blob {source.git_blob.lower()}, got {blob}. "
+                         "The downloaded file was deleted; try again.")
     if source.size is not None and done != source.size:
         partial.unlink(missing_ok=True)
         raise ValueError(f"Download of {source.describe()} has the wrong size: expected {source.size:,} bytes, got {done:,}. "

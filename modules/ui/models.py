@@ -60,7 +60,7 @@ def build_models_tab(downloads: "Downloads", access: "ServerAccess | None", chec
     """`checkpoint_menu` (the page's checkpoint dropdown) gets the new list, `titles()`, when
     a download ends."""
     catalog = downloads.catalog
-    choices = [(f"{e.title} ({_size(e.size)}, {e.filename})", e.name) for e in catalog.entries]
+    choices = [(f"{e.title} ({_size(e.size or None)}, {e.filename})", e.name) for e in catalog.entries]
     gr.Markdown("Fetch a checkpoint into `models/`. Downloads resume if interrupted and are checked against their SHA-256 "
                 "before the file appears in the checkpoint list.")
     with gr.Row():

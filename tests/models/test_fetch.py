@@ -3,8 +3,10 @@ checks, errors, names, the catalog and background downloads. Nothing leaves this
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -98,6 +100,34 @@ def test_wrong_size_is_refused_too(base, folder, payload):
     with pytest.raises(ValueError, match="expected 5 bytes"):
         fetch_file(FetchSource(base + FILE, size=5), folder, console=False)
     assert list(folder.iterdir()) == []
+
+
+def test_a_git_blob_pin_checks_a_file_from_a_git_repository(base, served, tmp_path, payload):
+    """TAESD's decoders are kept in a Git repository and nobody publishes their SHA-256: the
+    catalog pins them by the blob id `git ls-tree` shows (computed here with git itself)."""
+    served.files["/raw/taesd_decoder.pth"] = payload
+    (tmp_path / "blob").write_bytes(payload)
+    blob = subprocess.run(["git", "hash-object", str(tmp_path / "blob")], capture_output=True, text=True, check=True).stdout.strip()
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(json.dumps({"checkpoints": [{
+        "name": "taesd", "title": "TAESD", "architecture": "taesd", "filename": "taesd_decoder.pth", "size": 0, "sha256": "",
+        "git_blob": blob, "url": base + "/raw/taesd_decoder.pth", "folder": "VAE-approx"}]}))
+    source, folder_name = resolve_request("taesd", Catalog.load(catalog_file))
+    assert (source.git_blob, source.size, source.sha256, folder_name) == (blob, None, None, "VAE-approx")
+    folder = tmp_path / "VAE-approx"
+    path = fetch_file(source, folder, console=False)
+    assert path == folder / "taesd_decoder.pth" and path.read_bytes() == payload
+    assert fetch_file(source, folder, console=False) == path  # already there and verified: skipped
+
+    wrong = dataclasses.replace(source, git_blob="0" * 40)
+    path.unlink()
+    with pytest.raises(ValueError, match=f"expected Git blob {'0' * 40}, got {blob}"):
+        fetch_file(wrong, folder, console=False)
+    assert list(folder.iterdir()) == []
+    # An entry needs one of the two pins.
+    catalog_file.write_text(catalog_file.read_text().replace(blob, ""))
+    with pytest.raises(ValueError, match="sha256 must be 64 lower-case hex digits"):
+        Catalog.load(catalog_file)
 
 
 def test_404_is_a_clear_error_and_writes_nothing(base, folder):
@@ -202,6 +232,10 @@ def test_shipped_catalog_lists_the_starting_checkpoints():
         assert not entry.url.startswith("http")  # relative to the hub, so HF_ENDPOINT applies
         assert entry.resolved_url("https://mirror.example").startswith("https://mirror.example/")
     assert catalog.find("SD15") is catalog.find("v1-5-pruned-emaonly") is catalog.default
+    # TAESD's decoders, under the names the TAESD live preview looks for, pinned by Git blob id.
+    for name in ("taesd_decoder.pth", "taesdxl_decoder.pth"):
+        source, folder = resolve_request(name, catalog)
+        assert folder == "VAE-approx" and len(source.git_blob) == 40 and source.pinned
 
 
 def write_catalog(path: Path, payload: bytes, url: str = "org/repo/resolve/main/tiny.safetensors") -> Catalog:
