@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from tests.servers import data_dir_with_tiny_model, launched
 
 CHROMIUM = "/usr/bin/chromium"
+SHIPPED_UPSCALER = Path(__file__).resolve().parents[2] / "models" / "ESRGAN" / "4x-demo-shapes-compact.safetensors"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
@@ -22,6 +24,8 @@ def server(tmp_path_factory, tiny_checkpoint):
     the tiny random model; the embedded demo model ships with the app and is the one loaded."""
     data = data_dir_with_tiny_model(tmp_path_factory.mktemp("webui-data"), tiny_checkpoint)
     (data / "models" / "Stable-diffusion" / "broken.safetensors").write_bytes(b"\x00" * 64)
+    (data / "models" / "ESRGAN").mkdir(parents=True, exist_ok=True)
+    shutil.copy(SHIPPED_UPSCALER, data / "models" / "ESRGAN")  # the repo's own upscaler, as a user would copy one in
     with launched(data) as url:
         yield {"url": url + "/", "data": data, "log": data / "server.log"}
 
