@@ -267,8 +267,9 @@ def probe_torch() -> dict:
     version = installed_version("torch")
     if version is None:
         return {"version": None, "cuda": False, "mps": False, "error": "torch is not installed"}
-    if version.endswith("+cpu") or (platform.system() != "Darwin" and not has_nvidia_gpu()):
+    if version.endswith("+cpu") or ("+rocm" not in version and platform.system() != "Darwin" and not has_nvidia_gpu()):
         # No CUDA build, or no NVIDIA driver to run one: nothing to import torch for (seconds).
+        # (A ROCm build is probed: AMD cards answer through torch.cuda too.)
         return {"version": version, "cuda": False, "mps": False, "error": None}
     code = (
         "import json, torch\n"
@@ -673,7 +674,15 @@ def download_models(queries: list[str], webui_args: list[str]) -> list[Path]:
     fetched = []
     try:
         catalog = Catalog.load()
-        for query in queries:
+        pending, seen = list(queries), set()
+        while pending:
+            query = pending.pop(0)
+            entry = catalog.find(query)
+            if entry is not None:  # a model of several files: its `also` entries come with it (a tagger's label table)
+                if entry.name in seen:
+                    continue
+                seen.add(entry.name)
+                pending[:0] = list(entry.also)
             source, folder = resolve_request(query, catalog)
             print(f"Downloading {source.describe()} from {source.url} to {folders[folder]}", flush=True)
             path = fetch_file(source, folders[folder])

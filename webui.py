@@ -98,7 +98,7 @@ class App:
         queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
         logins = bool(args.gradio_auth or getattr(args, "gradio_auth_path", None) or args.api_auth)  # then each user gets own folders
         service = GenerationService(models, OutputSettings.from_values(settings.values), paths.data_dir,
-                                    console_progress=not args.disable_console_progressbars, libraries=cls.libraries(paths, hashes),
+                                    console_progress=not args.disable_console_progressbars, libraries=cls.libraries(paths, hashes, args),
                                     user_folders=logins)
         from modules.jobs.extras_task import ExtrasService
         from modules.outputs.gallery import GalleryIndex
@@ -108,10 +108,12 @@ class App:
 
         # Model upscalers from models/ESRGAN, RealESRGAN, ... (listed now, loaded on first use) for Extras and hires fix.
         service.upscalers = library_for(paths, cpu=bool({"all", "esrgan"} & set(args.use_cpu)), half=not args.no_half,
-                                        console=not args.disable_console_progressbars, reserved=LATENT_UPSCALERS)
+                                        console=not args.disable_console_progressbars, reserved=LATENT_UPSCALERS, device_id=args.device_id)
         service.upscalers.models.use_settings(settings.values)
         settings.on_change(service.upscalers.models.use_settings)
         models.add_unload_listener(service.upscalers.models.unload)  # a checkpoint switch or unload frees the upscaler model too
+        if service.libraries.faces is not None:
+            models.add_unload_listener(service.libraries.faces.unload)  # and the face restorers' GPU memory
         extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins, upscalers=service.upscalers,  # bind_settings sets the configured folder
                                faces=service.libraries.faces)
         cls.bind_settings(settings, service, extras)
@@ -121,7 +123,8 @@ class App:
         from modules.models.downloadable import model_folders
 
         interrogate = InterrogateService.for_folders(model_folders(paths), lambda: settings.values,
-                                                     use_cpu=bool({"all", "interrogate"} & set(args.use_cpu)), no_half=args.no_half)
+                                                     use_cpu=bool({"all", "interrogate"} & set(args.use_cpu)), no_half=args.no_half,
+                                                     device_id=args.device_id)
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
                    downloads=downloads, access=access, interrogate=interrogate)
 
@@ -147,7 +150,7 @@ class App:
         settings.on_change(configure_extras)
 
     @staticmethod
-    def libraries(paths: Paths, hashes) -> "Libraries":
+    def libraries(paths: Paths, hashes, args=None) -> "Libraries":
         """LoRAs, embeddings, VAEs and styles from their folders (listing only: files load when used)."""
         from modules.generation.styles import StyleStore
         from modules.jobs.generation_task import Libraries
@@ -157,7 +160,7 @@ class App:
         from modules.postprocessing.face_restoration import FaceRestoration
 
         return Libraries(LoraLibrary((paths.loras,), hashes), EmbeddingLibrary((paths.embeddings,), hashes), VaeLibrary((paths.vaes,), hashes),
-                         StyleStore(paths.styles_files), faces=FaceRestoration.for_paths(paths), vae_approx=paths.model_dir("VAE-approx"))
+                         StyleStore(paths.styles_files), faces=FaceRestoration.for_paths(paths, face_device(args)), vae_approx=paths.model_dir("VAE-approx"))
 
     @staticmethod
     def downloads_for(paths: Paths, models: "ModelManager", console: bool = True) -> "Downloads":
@@ -308,6 +311,21 @@ class App:
             app.add_middleware(ForcedTheme, theme=args.theme, page_path="/")
         return gr.mount_gradio_app(app, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD, auth=auth,
                                    root_path=subpath(getattr(args, "subpath", None)) or None)
+
+
+def face_device(args):
+    """Where GFPGAN/CodeFormer run: the app's GPU (--device-id), or the CPU with A1111's
+    --use-cpu all/gfpgan/codeformer. None (found at first use) without flags."""
+    if args is None:
+        return None
+    on_cpu = bool({"all", "gfpgan", "codeformer"} & set(args.use_cpu))
+
+    def device():
+        from modules.generation.devices import pick_device
+
+        return pick_device(on_cpu, args.device_id)
+
+    return device
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,3 +78,25 @@ def test_launch_download_of_an_unknown_name_lists_the_catalog(tmp_path):
     assert result.returncode == 1
     listed = result.stderr.split("'sd99' is neither a known checkpoint (", 1)[1].split(") nor an http(s) URL.", 1)[0].split(", ")
     assert listed[:3] == ["sd15", "sd21-768", "sdxl-base"] and "gfpgan-v1.4" in listed  # the postprocessing models follow the checkpoints
+
+
+def test_launch_download_of_a_model_of_several_files_fetches_its_companions(tmp_path, monkeypatch):
+    """`--download wd14-moat-v2` must bring the tagger's label table too (the catalog's `also`),
+    as the Models tab does, or the tagger cannot run."""
+    import json
+
+    from modules.models import downloadable, fetch
+
+    entry = {"title": "t", "architecture": "wd14", "size": 1, "sha256": "0" * 64, "folder": "deepbooru"}
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(json.dumps({"checkpoints": [
+        {**entry, "name": "tagger", "filename": "tagger.onnx", "url": "https://host.invalid/tagger.onnx", "also": ["tagger-tags"]},
+        {**entry, "name": "tagger-tags", "filename": "tagger.csv", "url": "https://host.invalid/tagger.csv"},
+    ]}))
+    fetched = []
+    shipped_load = downloadable.Catalog.load
+    monkeypatch.setattr(downloadable.Catalog, "load", lambda path=None: shipped_load(catalog_file))
+    monkeypatch.setattr(fetch, "fetch_file", lambda source, folder, **k: fetched.append((source.filename, folder.name)) or folder / source.filename)
+    launch.download_models(["tagger", "tagger-tags"], ["--data-dir", str(tmp_path)])
+    assert fetched == [("tagger.onnx", "deepbooru"), ("tagger.csv", "deepbooru")]  # each once, the companion right after
+

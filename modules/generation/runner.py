@@ -44,6 +44,9 @@ class Batch:
     seeds: list[int]
     index: int
     partial: bool = False  # cut short by interrupt or skip: the model's last estimate, as A1111 returns it
+    # Inpainting: puts image i's unmasked part back from the original, for whoever changes the
+    # picture afterwards (face restoration), so only the masked area ever changes.
+    overlay: Callable[[Image.Image, int], Image.Image] | None = None
 
 
 @dataclass(frozen=True)
@@ -355,11 +358,13 @@ class Runner:
                 if outcome.latents is None:
                     continue
                 decoded = self.decode(outcome.latents)
+                overlay = None
                 if prepared.composite_mask is not None:
-                    decoded = [
-                        imgops.composite(prepared.originals[p], im, prepared.composite_mask, prepared.region) for p, im in zip(pick, decoded)
-                    ]
-                yield Batch(decoded, seeds, index, partial=outcome.stopped)
+                    def overlay(image: Image.Image, i: int, pick=pick) -> Image.Image:
+                        return imgops.composite(prepared.originals[pick[i]], image, prepared.composite_mask, prepared.region)
+
+                    decoded = [overlay(im, i) for i, im in enumerate(decoded)]
+                yield Batch(decoded, seeds, index, partial=outcome.stopped, overlay=overlay)
 
     def _prepare(self, params: Img2ImgParams, init: InitImages) -> _Prepared:
         if not init.images:

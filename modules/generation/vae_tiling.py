@@ -139,7 +139,9 @@ class _Banded:
         """GroupNorm with statistics over the whole activation (gathered band by band), then `act`."""
         n = x.shape[0]
         groups = norm.num_groups
-        mean = torch.zeros(n, groups, dtype=torch.float64, device=self.device)
+        # float64 running statistics (n x groups numbers); MPS has no float64, so they stay on the CPU there
+        stats_device = torch.device("cpu") if self.device.type == "mps" else self.device
+        mean = torch.zeros(n, groups, dtype=torch.float64, device=stats_device)
         spread = torch.zeros_like(mean)  # sum of squared deviations, merged band by band (Chan et al.)
         count = 0
         rows = self._rows(x)
@@ -147,16 +149,16 @@ class _Banded:
             band = x[:, :, r : r + rows].to(self.device, torch.float32).reshape(n, groups, -1)
             var_b, mean_b = torch.var_mean(band, dim=-1, correction=0)
             m = band.shape[-1]
-            delta = mean_b.double() - mean
+            delta = mean_b.to(stats_device, torch.float64) - mean
             mean += delta * (m / (count + m))
-            spread += var_b.double() * m + delta.square() * (count * m / (count + m))
+            spread += var_b.to(stats_device, torch.float64) * m + delta.square() * (count * m / (count + m))
             count += m
         inv_std = torch.rsqrt(spread / count + norm.eps)
 
         def apply(band: torch.Tensor) -> torch.Tensor:
             shape = band.shape
             grouped = band.reshape(n, groups, -1)
-            normed = ((grouped - mean[..., None].to(band.dtype)) * inv_std[..., None].to(band.dtype)).reshape(shape)
+            normed = ((grouped - mean[..., None].to(band.device, band.dtype)) * inv_std[..., None].to(band.device, band.dtype)).reshape(shape)
             if norm.affine:
                 normed = normed * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
             return act(normed)

@@ -237,6 +237,18 @@ class GenerationService:
         name = self.libraries.faces.pick(params.face_restoration_model).name
         return params if name == params.face_restoration_model else params.model_copy(update={"face_restoration_model": name})
 
+    def _restore_faces(self, image, params: GenerationParams, notes: list[str]):
+        """The picture with its faces restored, and the params its infotext records. A restorer
+        that fails here (out of GPU memory) costs the restoration, not the picture."""
+        try:
+            return self.libraries.faces.restore(image, params.face_restoration_model, weight=params.code_former_weight), params
+        except (ValueError, RuntimeError) as exc:
+            log.warning("Restore faces failed: %s", exc)
+            note = f"Restore faces failed ({exc}): the picture is saved without it."
+            if note not in notes:
+                notes.append(note)
+            return image, params.model_copy(update={"restore_faces": False})
+
     def _token_counter(self) -> Callable[[str], int]:
         """One plain prompt's token count for the limits: the shared CLIP vocabulary (every SD
         family's), its own copy behind a lock, since jobs use the model's tokenizer meanwhile."""
@@ -394,6 +406,7 @@ class GenerationService:
         active, runner = model
         if params.restore_faces:
             params = self._face_restorer(params)  # the restorer that runs, for the infotext and the API's info
+            self.libraries.faces.pick(params.face_restoration_model).load()  # a broken model file fails now, not after sampling
 
         resumed = Resumed.of(job, params)  # a run cut off by a crash: go on after its saved batches
         first_seed = resumed.first_seed if resumed else resolve_seed(params.seed)
@@ -426,10 +439,13 @@ class GenerationService:
                 if batch.partial:  # A1111 returns an interrupted or skipped batch's last estimate, and does not save it
                     why = "interrupted" if job.control.interrupted else "skipped"
                     result.notes.append(f"Batch {batch.index + 1} of {params.n_iter} was {why}: its unfinished picture is returned, not saved.")
-                for image, seed in zip(batch.images, batch.seeds):
+                for position, (image, seed) in enumerate(zip(batch.images, batch.seeds)):
+                    image_params = params
                     if params.restore_faces and not batch.partial:  # after decoding, before saving (as A1111)
-                        image = self.libraries.faces.restore(image, params.face_restoration_model, weight=params.code_former_weight)
-                    text = self.infotext(params, seed, active, masked, extras, vae)
+                        image, image_params = self._restore_faces(image, params, result.notes)
+                        if batch.overlay is not None:  # inpainting: the unmasked part stays the original's
+                            image = batch.overlay(image, position)
+                    text = self.infotext(image_params, seed, active, masked, extras, vae)
                     result.images.append(image)
                     result.seeds.append(seed)
                     result.infotexts.append(text)

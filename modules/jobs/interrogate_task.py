@@ -37,11 +37,11 @@ class InterrogateService:
 
     @classmethod
     def for_folders(cls, folders: Mapping[str, Path], settings: Callable[[], Mapping[str, Any]] = dict, use_cpu: bool = False,
-                    no_half: bool = False) -> "InterrogateService":
+                    no_half: bool = False, device_id: int | None = None) -> "InterrogateService":
         """Over the models/ folders (`downloadable.model_folders`): BLIP, CLIP, deepbooru. On CUDA
         the BLIP and CLIP models run in fp16 unless `no_half` (A1111's --no-half). Cheap: nothing
         is imported or loaded before the first interrogation."""
-        return cls(ClipInterrogator(folders["BLIP"], folders["CLIP"], use_cpu=use_cpu, half=not no_half), Tagger(folders["deepbooru"], use_cpu),
+        return cls(ClipInterrogator(folders["BLIP"], folders["CLIP"], use_cpu=use_cpu, half=not no_half, device_id=device_id), Tagger(folders["deepbooru"], use_cpu),
                    settings)
 
     def options(self) -> InterrogateOptions:

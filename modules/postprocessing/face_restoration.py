@@ -152,7 +152,7 @@ class FaceRestorer:
                 raise ValueError(f"No {self.name} model in {self.folder}: {self._download_hint()}.")
             stamp = path.stat().st_mtime
             if self._loaded is not None and self._loaded[:2] == (path, stamp):
-                return self._loaded[2]
+                return self._loaded[2].to(self._device() if self._device is not None else _default_device())  # back from RAM after an unload
             self._loaded = None
             descriptor = self._read(path)
             self._loaded = (path, stamp, descriptor)
@@ -163,8 +163,14 @@ class FaceRestorer:
             raise ValueError(f"{CODEFORMER_LICENCE}: pip install spandrel-extra-arches, or use GFPGAN.")
         from spandrel import ModelLoader, UnsupportedModelError
 
+        from modules.postprocessing.upscalers import read_weights
+
+        try:  # weights only: spandrel's own loader would run a .pt file through torch.jit.load
+            state = read_weights(path, f"{self.name} model")
+        except ValueError as exc:
+            raise ValueError(f"{str(exc).rstrip('.')} (in {self.folder}): {self._download_hint()}.") from None
         try:
-            descriptor = ModelLoader("cpu", registry=spandrel_registry()).load_from_file(path)
+            descriptor = ModelLoader("cpu", registry=spandrel_registry()).load_from_state_dict(state)
         except UnsupportedModelError:
             raise ValueError(f"{path.name} in {self.folder} is not a model spandrel knows, so not a {self.name} model: {self._download_hint()}.") from None
         except Exception as exc:  # a truncated file, a pickle with more than tensors, a foreign format

@@ -230,11 +230,11 @@ class ClipInterrogator:
     "Keep models in VRAM"); one picture at a time."""
 
     def __init__(self, blip_dir: Path, clip_dir: Path, use_cpu: bool = False, half: bool = True, terms_dir: Path = TERMS_DIR,
-                 configs_dir: Path = CONFIGS_DIR):
+                 configs_dir: Path = CONFIGS_DIR, device_id: int | None = None):
         """On CUDA the models run in fp16 when `half` (A1111: unless --no-half); `use_cpu` keeps
         them on the CPU (--use-cpu interrogate). The device is chosen at the first load."""
         self.blip_dir, self.clip_dir = Path(blip_dir), Path(clip_dir)
-        self.use_cpu, self.half = use_cpu, half
+        self.use_cpu, self.half, self.device_id = use_cpu, half, device_id  # device_id: --device-id
         self.device: "torch.device | None" = None
         self.terms_dir, self.configs_dir = Path(terms_dir), Path(configs_dir)
         self._lock = threading.Lock()
@@ -311,7 +311,7 @@ class ClipInterrogator:
         from modules.generation.devices import pick_device
 
         blip_path, vocab_path, clip_path = self.files()
-        self.device = device = pick_device(self.use_cpu)
+        self.device = device = pick_device(self.use_cpu, self.device_id)
         dtype = torch.float16 if device.type == "cuda" and self.half else torch.float32
         tokenizer = BertTokenizer(vocab=str(vocab_path), do_lower_case=True)
         tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})  # BLIP's decoder start and encoder tokens

@@ -74,8 +74,9 @@ class UpscalerModels:
     float32 elsewhere. Thread-safe: Extras and hires fix may ask from different threads."""
 
     def __init__(self, device: "torch.device | str | None" = None, half: bool = True, keep: int = 1, tiles: TileSettings = TileSettings(),
-                 console: bool = True):
+                 console: bool = True, device_id: int | None = None):
         self._device = device
+        self._device_id = device_id or 0  # the CUDA card when `device` is left to be found
         self.half = half
         self.keep = max(1, keep)
         self.tiles = tiles
@@ -88,7 +89,7 @@ class UpscalerModels:
         import torch
 
         if self._device is None:
-            self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            self._device = torch.device("cuda", self._device_id) if torch.cuda.is_available() else torch.device("cpu")
         return torch.device(self._device)
 
     def use_settings(self, changed: dict) -> None:
@@ -149,7 +150,7 @@ def read_upscaler(path: Path) -> "ImageModelDescriptor":
     detected before anything is built, so a face model in the wrong folder costs no memory."""
     from spandrel import MAIN_REGISTRY, ImageModelDescriptor, canonicalize_state_dict
 
-    state = canonicalize_state_dict(_read_weights(path))
+    state = canonicalize_state_dict(read_weights(path))
     arch = next((a.architecture for a in MAIN_REGISTRY.architectures("detection") if a.architecture.detect(state)), None)
     if arch is None:
         raise ValueError(f"Upscaler model {path.name}: unknown layout; spandrel recognises no architecture in it.")
@@ -172,7 +173,9 @@ def read_upscaler(path: Path) -> "ImageModelDescriptor":
     return model
 
 
-def _read_weights(path: Path) -> dict:
+def read_weights(path: Path, what: str = "Upscaler model") -> dict:
+    """A model file's tensors, never running its code: safetensors, or torch's weights-only
+    unpickler (face restorers use it too). Problems are ValueErrors that start with `what`."""
     import torch
 
     suffix = path.suffix.lower()
@@ -188,15 +191,15 @@ def _read_weights(path: Path) -> dict:
         if needed is None:
             detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(exc), re.S)
             reason = detail.group(1).strip() if detail else _short(exc)
-            raise ValueError(f"Upscaler model {path.name} cannot be read: corrupt or not a model file ({reason}).") from None
-        raise ValueError(f"Upscaler model {path.name} is not a plain weights file: it needs Python objects beyond tensors "
+            raise ValueError(f"{what} {path.name} cannot be read: corrupt or not a model file ({reason}).") from None
+        raise ValueError(f"{what} {path.name} is not a plain weights file: it needs Python objects beyond tensors "
                          f"({needed.group(1)}), which are not loaded for safety. Use a .safetensors or weights-only .pth file.") from None
     except FileNotFoundError:
-        raise ValueError(f"Upscaler model {path.name} is gone from {path.parent}.") from None
+        raise ValueError(f"{what} {path.name} is gone from {path.parent}.") from None
     except Exception as exc:
-        raise ValueError(f"Upscaler model {path.name} cannot be read: corrupt or not a model file ({_short(exc)}).") from None
+        raise ValueError(f"{what} {path.name} cannot be read: corrupt or not a model file ({_short(exc)}).") from None
     if not isinstance(state, dict) or not state:
-        raise ValueError(f"Upscaler model {path.name} holds no weights (not a state dict).")
+        raise ValueError(f"{what} {path.name} holds no weights (not a state dict).")
     return state
 
 
@@ -385,13 +388,14 @@ class UpscalerLibrary:
         return [{"name": u.name, "path": u.model_path, "scale": u.scale} for u in self.model_upscalers() if u.folder == "RealESRGAN"]
 
 
-def library_for(paths, cpu: bool = False, half: bool = True, console: bool = True, reserved: Iterable[str] = ()) -> UpscalerLibrary:
+def library_for(paths, cpu: bool = False, half: bool = True, console: bool = True, reserved: Iterable[str] = (),
+                device_id: int | None = None) -> UpscalerLibrary:
     """The library over A1111's upscaler folders of an `options.Paths`: on CUDA when there is
-    one (unless `cpu`: A1111's --use-cpu esrgan/all), fp16 there unless not `half`."""
+    one (GPU `device_id`, --device-id; unless `cpu`: A1111's --use-cpu esrgan/all), fp16 there unless not `half`."""
     from modules.options import UPSCALER_FOLDERS
 
     return UpscalerLibrary([(name, paths.model_dir(name)) for name in UPSCALER_FOLDERS],
-                           UpscalerModels("cpu" if cpu else None, half, console=console), reserved=reserved)
+                           UpscalerModels("cpu" if cpu else None, half, console=console, device_id=device_id), reserved=reserved)
 
 
 def job_watch(control, progress=None, skip: bool = False) -> UpscaleWatch:

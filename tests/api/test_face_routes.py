@@ -89,7 +89,7 @@ def test_extras_with_a_broken_gfpgan_file_is_a_400_and_the_server_goes_on(server
     broken.write_bytes(b"not a model")
     try:
         r = client.post("/sdapi/v1/extra-single-image", json={"image": b64(drawn_face(128, 20)), "gfpgan_visibility": 1})
-        assert r.status_code == 400 and "could not be read as a GFPGAN model" in r.text and "gfpgan-v1.4" in r.text
+        assert r.status_code == 400 and "GFPGAN model GFPGANv1.5-broken.pth cannot be read" in r.text and "gfpgan-v1.4" in r.text
     finally:
         os.remove(broken)
     assert good.exists() and client.get("/sdapi/v1/face-restorers").status_code == 200
@@ -109,3 +109,21 @@ def test_face_settings_are_a1111_options_and_reach_the_restorers(server):
     finally:
         client.post("/sdapi/v1/options", json={"face_restoration_unload": False})
     assert faces.unload_after_use is False
+
+
+def test_inpainting_with_restore_faces_leaves_the_unmasked_face_alone(server):
+    """A1111 restores faces before putting the unmasked part back: a face outside the mask
+    keeps its original pixels even though the (random) restorer would change it."""
+    client, _ = server
+    image = drawn_face()
+    mask = Image.new("L", image.size, 0)
+    mask.paste(255, (0, 0, 96, 96))  # repaint the top-left corner only; the face is in the middle
+    body = {"init_images": [b64(image)], "mask": b64(mask), "denoising_strength": 0.75, "width": image.width, "height": image.height,
+            "steps": 2, "seed": 5, "restore_faces": True, "override_settings": {"face_restoration_model": "GFPGAN"}}
+    r = client.post("/sdapi/v1/img2img", json=body)
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"])["restore_faces"] is True
+    out = np.asarray(unb64(r.json()["images"][0]).convert("RGB"), np.int16)
+    original = np.asarray(image, np.int16)
+    assert np.array_equal(out[150:230, 150:230], original[150:230, 150:230])  # the face, outside the mask
+    assert np.abs(out[:80, :80] - original[:80, :80]).max() > 0  # the masked corner was repainted

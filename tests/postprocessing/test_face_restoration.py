@@ -122,13 +122,26 @@ def test_a_model_of_another_architecture_is_named_and_the_other_restorer_still_w
         faces.restore(drawn_face(), "GFPGAN")
     (tmp_path / "Codeformer").mkdir()
     (tmp_path / "Codeformer" / "codeformer-v0.1.0.pth").write_bytes(b"\x80\x04truncated")
-    with pytest.raises(ValueError, match=r"codeformer-v0\.1\.0\.pth in .* could not be read as a CodeFormer model .*'codeformer-v0\.1\.0'"):
+    with pytest.raises(ValueError, match=r"CodeFormer model codeformer-v0\.1\.0\.pth cannot be read: corrupt .*'codeformer-v0\.1\.0'"):
         faces.restorers["CodeFormer"].load()
     empty = fr.FaceRestoration(folders(tmp_path / "nothing"))
     with pytest.raises(ValueError, match=r"Restore faces needs a face restoration model: download 'gfpgan-v1\.4' or 'codeformer-v0\.1\.0'"):
         empty.pick("GFPGAN")
     with pytest.raises(ValueError, match=r"No GFPGAN model in .*: download 'gfpgan-v1\.4'"):
         empty.restore(drawn_face(), "GFPGAN", exact=True)
+
+
+def test_a_torchscript_pt_file_is_refused_without_running_it(tmp_path, monkeypatch):
+    """spandrel's own loader hands a .pt file to torch.jit.load, which runs a whole program:
+    face models are read weights-only like the upscalers."""
+    import torch
+
+    (tmp_path / "GFPGAN").mkdir()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "GFPGAN" / "GFPGANv1.4.pt"))
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load ran"))
+    faces = fr.FaceRestoration(folders(tmp_path))
+    with pytest.raises(ValueError, match=r"GFPGAN model GFPGANv1\.4\.pt cannot be read.*download 'gfpgan-v1\.4'"):
+        faces.restorers["GFPGAN"].load()
 
 
 def test_codeformer_without_its_optional_package_says_so(tmp_path, monkeypatch):
