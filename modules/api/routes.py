@@ -87,7 +87,7 @@ class InterrogateRequest(BaseModel):
 
 class ExtrasOptions(BaseModel):
     """A1111's extras fields (ExtrasBaseRequest): upscaling, then GFPGAN and CodeFormer
-    (before the upscale unless upscale_first); `save_images` (ours, default false as A1111's API never saves) saves the results
+    on the upscaled picture (A1111 1.x ignores upscale_first, and so does this); `save_images` (ours, default false as A1111's API never saves) saves the results
     to the Extras folder."""
 
     model_config = ConfigDict(extra="allow")

@@ -133,7 +133,7 @@ class ExtrasParams(BaseModel):
     gfpgan_visibility: float = Field(0.0, ge=0, le=1, json_schema_extra=_meta("GFPGAN visibility", step=0.001))
     codeformer_visibility: float = Field(0.0, ge=0, le=1, json_schema_extra=_meta("CodeFormer visibility", step=0.001))
     codeformer_weight: float = Field(0.0, ge=0, le=1, json_schema_extra=_meta("CodeFormer weight (0 = maximum effect, 1 = minimum effect)", step=0.001))
-    upscale_first: bool = Field(False, json_schema_extra=_meta("Upscale Before Restoring Faces"))
+    upscale_first: bool = Field(False, json_schema_extra=_meta("Upscale Before Restoring Faces"))  # accepted; A1111 1.x always upscales first
 
     @model_validator(mode="after")
     def _known_upscalers(self, info: ValidationInfo) -> "ExtrasParams":
@@ -189,11 +189,9 @@ def _upscale(image: Image.Image, upscaler: Upscaler, params: ExtrasParams, size:
 def postprocess(image: Image.Image, params: ExtrasParams, upscalers: UpscalerRegistry | None = None, faces=None) -> Postprocessed:
     """Upscale `image` (RGB) as `params` say. Upscaler 1 makes the picture; Upscaler 2, when
     chosen with a visibility above 0, makes a second one blended over it at that visibility.
-    GFPGAN and CodeFormer (`faces`, a modules.postprocessing FaceRestoration) run first, or
-    after the upscale with upscale_first; their keys follow the upscale's, as in A1111."""
-    face_info: dict[str, str] = {}
-    if not params.upscale_first:
-        image, face_info = _restore_faces(image, params, faces)
+    GFPGAN, then CodeFormer (`faces`, a modules.postprocessing FaceRestoration) run on the
+    upscaled picture and their keys follow the upscale's: A1111 1.x's order (its postprocessing
+    scripts' 1000/2000/3000), which ignores the older `upscale_first` field, as this does."""
     registry = upscalers or UpscalerRegistry()
     first = registry.get(params.upscaler_1, "Upscaler 1")
     second = registry.get(params.upscaler_2, "Upscaler 2") if params.upscaler_2 != NONE else None
@@ -215,8 +213,7 @@ def postprocess(image: Image.Image, params: ExtrasParams, upscalers: UpscalerReg
         result = Image.blend(result, other.convert(result.mode), visibility)
         info["Postprocess upscaler 2"] = second.name
         info["Postprocess upscaler 2 visibility"] = format_number(round(visibility, 3))
-    if params.upscale_first:
-        result, face_info = _restore_faces(result, params, faces)
+    result, face_info = _restore_faces(result, params, faces)
     return Postprocessed(result, {**info, **face_info})
 
 

@@ -131,3 +131,21 @@ def test_a_result_too_large_or_too_small_is_refused():
 def test_the_registry_describes_what_a1111_lists():
     assert [u["name"] for u in UpscalerRegistry().describe()] == ["None", "Lanczos", "Nearest"]
     assert UpscalerRegistry().describe()[1] == {"name": "Lanczos", "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+
+
+@pytest.mark.parametrize("upscale_first", [False, True])
+def test_faces_are_restored_on_the_upscaled_picture_gfpgan_then_codeformer(upscale_first):
+    """A1111 1.x runs its postprocessing scripts Upscale, GFPGAN, CodeFormer in that order and
+    ignores the API's older upscale_first field."""
+    seen = []
+
+    class Faces:
+        def restore(self, image, name, visibility=1.0, weight=0.5, exact=False):
+            seen.append((name, image.size))
+            return image
+
+    params = ExtrasParams.create(upscaling_resize=2, upscaler_1="Nearest", gfpgan_visibility=1, codeformer_visibility=0.5,
+                                 upscale_first=upscale_first)
+    done = postprocess(Image.new("RGB", (20, 10), "white"), params, faces=Faces())
+    assert seen == [("GFPGAN", (40, 20)), ("CodeFormer", (40, 20))]
+    assert list(done.info) == ["Postprocess upscale by", "Postprocess upscaler", "GFPGAN visibility", "CodeFormer visibility", "CodeFormer weight"]
