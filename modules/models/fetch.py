@@ -401,25 +401,17 @@ def _already_there(target: Path, source: FetchSource, report: _Reporter) -> bool
     different or unverifiable file has that name; False when it is absent."""
     if not target.exists():
         return False
-    if source.sha256:
+    if source.pinned:
+        kind, expected, digest = (("sha256", source.sha256, lambda: _sha256_file(target).hexdigest()) if source.sha256
+                                  else ("Git blob", source.git_blob, lambda: git_blob_id(target)))
         report.state("verifying", filename=target.name)
-        digest = _sha256_file(target).hexdigest()
-        if digest == source.sha256.lower():
+        got = digest()
+        if got == expected.lower():
             size = target.stat().st_size
-            log.info("%s is already in %s with the right SHA-256: nothing to download.", target.name, target.parent)
+            log.info("%s is already in %s with the right %s: nothing to download.", target.name, target.parent, kind)
             report.finish(state="done", path=target, skipped=True, done_bytes=size, total_bytes=size)
             return True
-        raise ValueError(f"{target} already exists and is a different file (sha256 {digest}, expected {source.sha256}); "
-                         "it is not overwritten. Move or rename it first.")
-    if source.git_blob:
-        report.state("verifying", filename=target.name)
-        blob = git_blob_id(target)
-        if blob == source.git_blob.lower():
-            size = target.stat().st_size
-            log.info("%s is already in %s with the right Git blob id: nothing to download.", target.name, target.parent)
-            report.finish(state="done", path=target, skipped=True, done_bytes=size, total_bytes=size)
-            return True
-        raise ValueError(f"{target} already exists and is a different file (Git blob {blob}, expected {source.git_blob}); "
+        raise ValueError(f"{target} already exists and is a different file ({kind} {got}, expected {expected}); "
                          "it is not overwritten. Move or rename it first.")
     raise ValueError(f"{target} already exists; it is not overwritten. Move or rename it first.")
 
