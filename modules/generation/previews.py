@@ -93,16 +93,13 @@ def load_taesd_decoder(path: Path, latent_channels: int = 4):
     import torch
     from diffusers.models.autoencoders.vae import DecoderTiny
 
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from modules.models.weights_file import read_weights
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same message to the user
-        raise ValueError(f"{path.name} could not be read as a TAESD decoder ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    try:
+        state = read_weights(path, "The file")
+    except ValueError as exc:  # any unreadable file is the same message to the user
+        raise ValueError(f"{path.name} could not be read as a TAESD decoder ({exc})") from None
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path.name} holds no tensor dictionary: it is not a TAESD decoder")
     if any(k.startswith("decoder.layers.") for k in state):
         state = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.layers.")}

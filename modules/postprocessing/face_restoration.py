@@ -163,7 +163,7 @@ class FaceRestorer:
             raise ValueError(f"{CODEFORMER_LICENCE}: pip install spandrel-extra-arches, or use GFPGAN.")
         from spandrel import ModelLoader, UnsupportedModelError
 
-        from modules.postprocessing.upscalers import read_weights
+        from modules.models.weights_file import read_weights
 
         try:  # weights only: spandrel's own loader would run a .pt file through torch.jit.load
             state = read_weights(path, f"{self.name} model")

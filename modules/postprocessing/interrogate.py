@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from modules.models.weights_file import read_weights
+
 if TYPE_CHECKING:
     import torch
 
@@ -197,15 +199,6 @@ def clip_config(tensors: Mapping):
     return CLIPConfig(vision_config=vision, text_config=text, projection_dim=projection)
 
 
-def _read_weights(path: Path, what: str) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # a truncated or foreign file: say which, keep serving
-        raise ValueError(f"Cannot read the {what} {path.name}: {exc}") from None
-
-
 def _from_weights(cls, config, tensors: dict, device, dtype):
     model = cls.from_pretrained(None, config=config, state_dict=tensors, dtype=dtype)
     return model.to(device).eval()
@@ -315,7 +308,7 @@ class ClipInterrogator:
         dtype = torch.float16 if device.type == "cuda" and self.half else torch.float32
         tokenizer = BertTokenizer(vocab=str(vocab_path), do_lower_case=True)
         tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})  # BLIP's decoder start and encoder tokens
-        tensors = _read_weights(blip_path, "BLIP caption model")
+        tensors = read_weights(blip_path, "BLIP caption model")
         config = blip_config(tensors, tokenizer)
         if config.text_config.vocab_size < len(tokenizer):
             raise ValueError(f"{vocab_path.name} has {len(tokenizer)} tokens but {blip_path.name} only {config.text_config.vocab_size}: "
@@ -324,7 +317,7 @@ class ClipInterrogator:
         size = config.vision_config.image_size
         blip_processor = BlipImageProcessor(size={"height": size, "width": size})  # BLIP's: bicubic, OpenAI CLIP mean and std
         del tensors
-        tensors = _read_weights(clip_path, "CLIP model")
+        tensors = read_weights(clip_path, "CLIP model")
         config = clip_config(tensors)
         clip = _from_weights(CLIPModel, config, tensors, device, dtype)
         size = config.vision_config.image_size

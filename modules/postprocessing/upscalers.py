@@ -11,7 +11,6 @@ with the overlaps blended, so large pictures fit in memory and show no seams.
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 import threading
 from collections import OrderedDict
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from modules.models.weights_file import read_weights, short_reason
 from modules.generation.upscaling import Upscaler, UpscaleInterrupted, UpscalerRegistry, UpscaleWatch, builtin_upscalers
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def read_upscaler(path: Path) -> "ImageModelDescriptor":
     detected before anything is built, so a face model in the wrong folder costs no memory."""
     from spandrel import MAIN_REGISTRY, ImageModelDescriptor, canonicalize_state_dict
 
-    state = canonicalize_state_dict(read_weights(path))
+    state = canonicalize_state_dict(read_weights(path, "Upscaler model"))
     arch = next((a.architecture for a in MAIN_REGISTRY.architectures("detection") if a.architecture.detect(state)), None)
     if arch is None:
         raise ValueError(f"Upscaler model {path.name}: unknown layout; spandrel recognises no architecture in it.")
@@ -160,7 +160,7 @@ def read_upscaler(path: Path) -> "ImageModelDescriptor":
     try:
         model = arch.load(state)
     except Exception as exc:  # a known layout with missing or misshapen tensors
-        raise ValueError(f"Upscaler model {path.name}: its weights do not fit the {arch.name} architecture they resemble ({_short(exc)}).") from None
+        raise ValueError(f"Upscaler model {path.name}: its weights do not fit the {arch.name} architecture they resemble ({short_reason(exc)}).") from None
     if not isinstance(model, ImageModelDescriptor):
         raise ValueError(f"Upscaler model {path.name} is a {arch.name} {model.purpose.lower()} model, not an upscaler.")
     if model.purpose == "FaceSR":
@@ -171,41 +171,6 @@ def read_upscaler(path: Path) -> "ImageModelDescriptor":
     if model.input_channels != 3 or model.output_channels != 3:
         raise ValueError(f"Upscaler model {path.name} works on {model.input_channels}-channel pictures; only RGB upscalers are used.")
     return model
-
-
-def read_weights(path: Path, what: str = "Upscaler model") -> dict:
-    """A model file's tensors, never running its code: safetensors, or torch's weights-only
-    unpickler (face restorers use it too). Problems are ValueErrors that start with `what`."""
-    import torch
-
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler names the object it refused
-        needed = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if needed is None:
-            detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", str(exc), re.S)
-            reason = detail.group(1).strip() if detail else _short(exc)
-            raise ValueError(f"{what} {path.name} cannot be read: corrupt or not a model file ({reason}).") from None
-        raise ValueError(f"{what} {path.name} is not a plain weights file: it needs Python objects beyond tensors "
-                         f"({needed.group(1)}), which are not loaded for safety. Use a .safetensors or weights-only .pth file.") from None
-    except FileNotFoundError:
-        raise ValueError(f"{what} {path.name} is gone from {path.parent}.") from None
-    except Exception as exc:
-        raise ValueError(f"{what} {path.name} cannot be read: corrupt or not a model file ({_short(exc)}).") from None
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{what} {path.name} holds no weights (not a state dict).")
-    return state
-
-
-def _short(exc: Exception) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ------------------------------------------------------------------------------ inference
