@@ -147,25 +147,12 @@ class GenerationParams(BaseModel):
             raise ValueError(f"must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}, got {v}")
         return v
 
-    @field_validator("emphasis")
+    @field_validator("emphasis", "face_restoration_model", "randn_source")
     @classmethod
-    def _emphasis(cls, v: str) -> str:
-        if v not in EMPHASIS_MODES:
-            raise ValueError(f"must be one of: {', '.join(EMPHASIS_MODES)}")
-        return v
-
-    @field_validator("face_restoration_model")
-    @classmethod
-    def _face_restorer(cls, v: str) -> str:
-        if v not in FACE_RESTORERS:
-            raise ValueError(f"must be one of: {', '.join(FACE_RESTORERS)}")
-        return v
-
-    @field_validator("randn_source")
-    @classmethod
-    def _randn_source(cls, v: str) -> str:
-        if v not in RNG_SOURCES:
-            raise ValueError(f"must be one of: {', '.join(RNG_SOURCES)}")
+    def _one_of(cls, v: str, info: ValidationInfo) -> str:
+        choices = {"emphasis": EMPHASIS_MODES, "face_restoration_model": FACE_RESTORERS, "randn_source": RNG_SOURCES}[info.field_name]
+        if v not in choices:
+            raise ValueError(f"must be one of: {', '.join(choices)}")
         return v
 
     def sampler_options(self) -> samplers.SamplerOptions:
