@@ -22,6 +22,7 @@ import torch
 
 from modules.generation.conditioning import StepConditioning, combine
 from modules.generation.control import RunControl
+from modules.generation.hooks import DenoiserCall, Hooks, PassInfo
 from modules.generation.ksampling import dpm_solver, solvers
 from modules.generation.ksampling.model_sigmas import ModelSigmas
 from modules.generation.noise import ImageNoise
@@ -54,7 +55,8 @@ class Prediction:
     model's extra channels. Raises `Stopped` when the job should stop."""
 
     def __init__(self, unet, conditioning: StepConditioning, cfg_scale: float, with_uncond: bool, blocks: int,
-                 time_ids: torch.Tensor | None, extra: list[torch.Tensor] | None, control: RunControl):
+                 time_ids: torch.Tensor | None, extra: list[torch.Tensor] | None, control: RunControl,
+                 hooks: Hooks | None = None, info: PassInfo | None = None):
         self.unet = unet
         self.conditioning = conditioning
         self.cfg_scale = cfg_scale
@@ -63,6 +65,8 @@ class Prediction:
         self.time_ids = time_ids
         self.extra = extra
         self.control = control
+        self.hooks = hooks if hooks else None  # the job's add-ons (ControlNet): extra UNet arguments per call
+        self.info = info
         self.last_uncond: torch.Tensor | None = None  # the negative prompt's own prediction (DDIM CFG++)
 
     @property
@@ -72,13 +76,18 @@ class Prediction:
     def __call__(self, model_in: torch.Tensor, t, step: int) -> torch.Tensor:
         if self.control.stop_requested():
             raise Stopped
+        latents = model_in
         if self.extra is not None:
             model_in = torch.cat([model_in, *self.extra], dim=1)
         if self.blocks > 1:
             model_in = torch.cat([model_in] * self.blocks)
+            latents = torch.cat([latents] * self.blocks) if self.extra is not None else model_in
         embeds, pooled = self.conditioning.at(step)
         added = {"text_embeds": pooled, "time_ids": self.time_ids} if pooled is not None else None
-        out = self.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+        kwargs = {}
+        if self.hooks is not None:
+            kwargs = self.hooks.unet_kwargs(DenoiserCall(latents, t, step, embeds, added, self.info))
+        out = self.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **kwargs)[0]
         if self.with_uncond:
             self.last_uncond = out.chunk(self.blocks)[0]
         return combine(out, self.conditioning.weights, self.cfg_scale, self.with_uncond)

@@ -23,6 +23,7 @@ from modules.generation import images as imgops
 from modules.generation import engines, noise, samplers, vae_tiling
 from modules.generation.conditioning import ScheduledPrompts, StepConditioning
 from modules.generation.control import RunControl, StepInfo
+from modules.generation.hooks import Hooks, PassInfo
 from modules.generation.job_prompts import JobPrompts, LoraUse, PassText, add_notes, infotext_extras, pass_text
 from modules.generation.ksampling import brownian
 from modules.generation.params import LATENT_UPSCALERS, GenerationParams, Img2ImgParams
@@ -256,13 +257,15 @@ class Runner:
     # ------------------------------------------------------------------ txt2img
 
     def txt2img(self, params: GenerationParams, first_seed: int, control: RunControl | None = None,
-                prompts: JobPrompts | None = None, start: int = 0) -> Iterator[Batch]:
+                prompts: JobPrompts | None = None, start: int = 0, hooks: Hooks | None = None) -> Iterator[Batch]:
         """Yield each finished batch. Interrupt and skip cut the current batch short: it is
         still yielded, marked partial (the model's last estimate, as A1111 returns it); after
         an interrupt nothing more runs, after a skip the next batch does. `prompts` is what
         `prepare` gave (made here if not given); `start` skips the batches a run cut off by a
-        crash had already finished (their seeds stay theirs)."""
+        crash had already finished (their seeds stay theirs). `hooks` are the job's add-ons
+        (ControlNet), called at the points of modules.generation.hooks."""
         control = control or RunControl()
+        hooks = hooks or Hooks()
         prompts = prompts or self.prepare(params)
         first = self._pass(params, prompts.first)
         second = self._hires_pass(params, prompts.hires or prompts.first) if params.enable_hr else None
@@ -274,14 +277,16 @@ class Runner:
                     return
                 control.take_skip()  # a skip asked between batches applies to none
                 report = _reporter(control, index, len(batches), per_batch)
-                outcome = self._denoise(first, seeds, control, report, job=prompts)
+                outcome = self._denoise(first, seeds, control, report, job=prompts, hooks=hooks)
                 if not outcome.stopped and second is not None:
                     upscaled = self._upscale(outcome.latents, params, control)
-                    outcome = self._denoise(second, seeds, control, report, init=upscaled, offset=first.steps_run(), job=prompts)
+                    outcome = self._denoise(second, seeds, control, report, init=upscaled, offset=first.steps_run(), job=prompts,
+                                            hooks=hooks)
                     if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
                         outcome = replace(outcome, latents=upscaled)
                 if outcome.latents is not None:
-                    yield Batch(self.decode(outcome.latents), seeds, index, partial=outcome.stopped)
+                    decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
+                    yield Batch(decoded, seeds, index, partial=outcome.stopped)
 
     def _pass(self, params: GenerationParams, text: PassText, strength: float = 1.0) -> Pass:
         sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
@@ -338,10 +343,11 @@ class Runner:
     # ------------------------------------------------------------------ img2img
 
     def img2img(self, params: Img2ImgParams, init: InitImages, first_seed: int, control: RunControl | None = None,
-                prompts: JobPrompts | None = None, start: int = 0) -> Iterator[Batch]:
+                prompts: JobPrompts | None = None, start: int = 0, hooks: Hooks | None = None) -> Iterator[Batch]:
         """img2img and inpainting: yields batches like `txt2img`. Raises ValueError for an
         init the request cannot use (an empty mask)."""
         control = control or RunControl()
+        hooks = hooks or Hooks()
         prepared = self._prepare(params, init)
         prompts = prompts or self.prepare(params)
         first = self._pass(params, prompts.first, params.denoising_strength)
@@ -354,10 +360,11 @@ class Runner:
                 report = _reporter(control, index, len(batches), first.steps_run())
                 pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
                 init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
-                outcome = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts)
+                outcome = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts,
+                                        hooks=hooks)
                 if outcome.latents is None:
                     continue
-                decoded = self.decode(outcome.latents)
+                decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
                 overlay = None
                 if prepared.composite_mask is not None:
                     def overlay(image: Image.Image, i: int, pick=pick) -> Image.Image:
@@ -440,6 +447,7 @@ class Runner:
         inpainting: Inpainting | None = None,
         offset: int = 0,
         job: JobPrompts | None = None,
+        hooks: Hooks | None = None,
     ) -> engines.Outcome:
         """Run one pass on the engine its sampler and schedule call for (see
         modules.generation.samplers). `offset` is how many steps of this batch earlier passes
@@ -457,7 +465,12 @@ class Runner:
         blocks = embeds.shape[0] // batch
         extra = self._extra_channels(inpainting, batch, p)
         cfg_scale = p.cfg_scale / 12.5 if p.sampler.solver == "ddim_cfgpp" else p.cfg_scale  # CFG++ takes guidance in [0, 1]
-        predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled), extra, control)
+        info = PassInfo(p.width, p.height, p.hires, max(p.steps_run(), 1), batch, blocks, with_uncond, m.device, m.dtype,
+                        img2img=init is not None)
+        if hooks:
+            hooks.pass_started(info)
+        predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled), extra, control,
+                                     hooks, info)
 
         # 2. Noise: one generator per image on the job's source; the SDE samplers' trees draw from it too.
         shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
@@ -471,7 +484,10 @@ class Runner:
             init = None  # diffusers' pipelines start from noise alone; A1111's samplers add the noise to the init
         elif init is not None and p.a1111_steps()[1] == 0 and engine != samplers.DIFFUSERS:
             return engines.Outcome(init)
-        progress = lambda steps, estimate: report(offset + steps, estimate)  # noqa: E731
+        def progress(steps: int, estimate: torch.Tensor) -> None:
+            if hooks:
+                hooks.step_done(info, steps)
+            report(offset + steps, estimate)
 
         # 3. Denoise.
         with brownian.noise_source(lambda seed, size: noise.seeded_noise(p.randn_source, seed, size, m.device)):
