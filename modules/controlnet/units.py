@@ -64,8 +64,8 @@ class UnitSettings(BaseModel):
     resize_mode: str = "Crop and Resize"
     low_vram: bool = False
     processor_res: int = -1  # -1: the preprocessor's default
-    threshold_a: float = -1  # -1: the preprocessor's default
-    threshold_b: float = -1
+    threshold_a: float = -1.0  # -1: the preprocessor's default
+    threshold_b: float = -1.0
     guidance_start: float = Field(0.0, ge=0.0, le=1.0)
     guidance_end: float = Field(1.0, ge=0.0, le=1.0)
     pixel_perfect: bool = False
