@@ -18,7 +18,8 @@ CATALOG_FILE = Path(__file__).resolve().parent.parent.parent / "configs" / "chec
 CHECKPOINT_FOLDER = "Stable-diffusion"
 # The models/ subfolders a download may go to (A1111's names).
 MODEL_FOLDERS = (CHECKPOINT_FOLDER, "Lora", "VAE", "embeddings", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "GFPGAN", "Codeformer",
-                 "BLIP", "CLIP", "deepbooru", "face-detection", "VAE-approx")
+                 "BLIP", "CLIP", "deepbooru", "face-detection", "VAE-approx",
+                 "ControlNetPreprocessor")  # ControlNet annotator weights (depth, pose, line art...)
 
 
 def is_url(text: str) -> bool:
