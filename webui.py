@@ -252,7 +252,11 @@ class App:
             state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, self.settings,
                              users=parse_users(args.api_auth), extras=self.extras, login_limits=self.login_limits)
             state.interrogate = self.interrogate
+            state.controlnet = getattr(self, "controlnet", None)  # alwayson_scripts.controlnet and the extension's routes
             app.include_router(build_router(state))
+            from modules.controlnet.routes import build_controlnet_router
+
+            app.include_router(build_controlnet_router(state))
             settings = self.settings
             app.add_middleware(BodyLimit, limits=lambda: (settings["limit_request_megabytes"], settings["limit_image_request_megabytes"]))
             add_docs(app, state.users, self.login_limits)
@@ -286,7 +290,7 @@ class App:
         # With a page log-in and no --api-auth, the API's schema and docs need the page's log-in: the log-in
         # page must not hand anonymous visitors the generation endpoints' schemas.
         docs = ("/docs", "/redoc", "/openapi.json") if args.api_auth or session is None else ()
-        app.add_middleware(GradioGuard, session_user=session, api_paths=("/sdapi", *docs) if with_api else ())
+        app.add_middleware(GradioGuard, session_user=session, api_paths=("/sdapi", "/controlnet", *docs) if with_api else ())
         prefix = subpath(getattr(args, "subpath", None))
         if prefix:
             app.add_middleware(Subpath, prefix=prefix)

@@ -3,7 +3,7 @@
 A 50 MB JSON body of millions of style names or settings keys costs seconds of parsing and
 gigabytes of memory before any validation can refuse it. Bodies over the limit are refused
 with 413 from their Content-Length, or while they arrive when they come chunked. Routes that
-carry pictures (img2img, extras, PNG Info, interrogate) get the larger limit; both are settings
+carry pictures (img2img, extras, PNG Info, interrogate, ControlNet's detect) get the larger limit; both are settings
 (`limit_request_megabytes`, `limit_image_request_megabytes`; 0 turns one off).
 """
 
@@ -14,14 +14,15 @@ from typing import Callable
 
 from modules.network import read_body, refuse, replay, route_path
 
-IMAGE_ROUTES = re.compile(r"^/sdapi/v1/(?:img2img|queue/img2img|extra-single-image|extra-batch-images|png-info|interrogate)/?$")
+IMAGE_ROUTES = re.compile(r"^(?:/sdapi/v1/(?:img2img|queue/img2img|extra-single-image|extra-batch-images|png-info|interrogate)"
+                          r"|/controlnet/detect)/?$")
 
 
 class BodyLimit:
-    """ASGI middleware over the API's routes (`/sdapi/`). `limits()` gives (plain, with
+    """ASGI middleware over the API's routes (`/sdapi/`, ControlNet's `/controlnet/`). `limits()` gives (plain, with
     pictures) in megabytes, read per request so a settings change applies at once."""
 
-    def __init__(self, app, limits: Callable[[], tuple[float, float]], prefix: str = "/sdapi/"):
+    def __init__(self, app, limits: Callable[[], tuple[float, float]], prefix: str | tuple[str, ...] = ("/sdapi/", "/controlnet/")):
         self.app, self.limits, self.prefix = app, limits, prefix
 
     async def __call__(self, scope, receive, send):

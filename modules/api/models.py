@@ -43,6 +43,9 @@ HIRES_FIELDS = ("enable_hr", "hr_scale", "hr_second_pass_steps", "hr_resize_x", 
 IMG2IMG_FIELDS = ("resize_mode", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert")
 
 
+# alwayson_scripts' key for the ControlNet extension, lower-cased (A1111 matches titles in any case).
+CONTROLNET_SCRIPT = "controlnet"
+
 # The most styles, init images or extras images one request may list (A1111 sets none; a
 # client that sends thousands is not a studio's).
 MAX_LIST = 100
@@ -119,8 +122,9 @@ class Txt2ImgRequest(BaseModel):
         problems = []
         if self.script_name:
             problems.append(f"script_name '{self.script_name}' (scripts are not supported yet)")
-        if self.alwayson_scripts:
-            problems.append(f"alwayson_scripts {sorted(self.alwayson_scripts)} (scripts are not supported yet)")
+        others = sorted(name for name in self.alwayson_scripts or {} if str(name).lower() != CONTROLNET_SCRIPT)
+        if others:
+            problems.append(f"alwayson_scripts {others} (scripts other than ControlNet are not supported yet)")
         if self.subseed_strength:
             problems.append("subseed_strength (variation seeds are not supported yet)")
         if self.tiling:
@@ -132,6 +136,19 @@ class Txt2ImgRequest(BaseModel):
         if self.firstpass_image:
             problems.append("firstpass_image (not supported yet)")
         return problems
+
+    def controlnet_args(self) -> list:
+        """`alwayson_scripts.controlnet.args`: the ControlNet extension's units as sent (A1111
+        matches script titles in any case: webuiapi sends "ControlNet"); [] when there are none."""
+        found = [(name, value) for name, value in (self.alwayson_scripts or {}).items() if str(name).lower() == CONTROLNET_SCRIPT]
+        if not found:
+            return []
+        if len(found) > 1:
+            raise ValueError(f"alwayson_scripts names ControlNet twice ({', '.join(repr(n) for n, _ in found)}): send one.")
+        name, value = found[0]
+        if not isinstance(value, dict) or not isinstance(value.get("args", []), list):
+            raise ValueError(f"alwayson_scripts.{name} must be an object {{\"args\": [unit, ...]}} with a list of ControlNet units.")
+        return value.get("args") or []
 
     def generation_values(self, settings: dict[str, Any] | None = None, upscalers: tuple[str, ...] = ()) -> dict[str, Any]:
         """The request as GenerationParams fields; None values are left to the parameter model's
@@ -173,8 +190,11 @@ class Txt2ImgRequest(BaseModel):
         if self.infotext:
             from modules.outputs.paste import params_from_infotext
 
-            skipped = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest), upscalers=upscalers).skipped
+            pasted = params_from_infotext(self.infotext, img2img=isinstance(self, Img2ImgRequest), upscalers=upscalers)
+            skipped = pasted.skipped
             notes.extend(f"Infotext '{key}' was not applied: {why}." for key, why in skipped.items())
+            notes.extend(f"Infotext 'ControlNet {index}' was not applied: as in A1111, units come from alwayson_scripts.controlnet, "
+                         "not from the infotext." for index in pasted.controlnet)
         return notes
 
     def _values(self, settings: dict[str, Any]) -> dict[str, Any]:

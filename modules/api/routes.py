@@ -37,6 +37,7 @@ from modules.settings import SettingsNotSaved, SettingsStore
 from modules.version import VERSION
 
 if TYPE_CHECKING:
+    from modules.controlnet.service import ControlNetService
     from modules.jobs.interrogate_task import InterrogateService
     from modules.login_limits import LoginLimits
 
@@ -68,6 +69,7 @@ class ApiState:
     extras: "ExtrasService | None" = None  # the Extras tab's service; without one, the API's extras save to outputs/extras-images
     login_limits: "LoginLimits | None" = None  # the wrong-password back-off the page's log-in shares
     interrogate: "InterrogateService | None" = None  # /interrogate's models (modules/jobs/interrogate_task.py)
+    controlnet: "ControlNetService | None" = None  # alwayson_scripts.controlnet and /controlnet/* (modules/controlnet/routes.py)
 
     @property
     def preview_every(self) -> int:
@@ -251,6 +253,10 @@ def build_router(state: ApiState) -> APIRouter:
         settings = state.service.settings
         send = request is None or request.send_images is not False
         images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)] if send else []
+        if send:  # as the ControlNet extension: each unit's detected map after the pictures
+            from modules.controlnet.routes import detected_maps_base64
+
+            images += detected_maps_base64(result, settings.samples_format, settings.jpeg_quality)
         info = _info(result)
         info["warnings"] = [*(request.adjustments(state.service.hires_upscalers()) if request is not None else []), *result.notes]
         return {"images": images, "parameters": parameters, "info": json.dumps(info)}
@@ -259,6 +265,7 @@ def build_router(state: ApiState) -> APIRouter:
         """Validate a generation request and queue it in the caller's lane, recorded so it
         survives a restart. The checkpoint it asks for is loaded by the job itself when its
         turn comes, so no other job can switch the model between the two."""
+        from modules.controlnet.routes import units_from_request
         from modules.generation.runner import InitImages
         from modules.jobs.generation_task import img2img_payload, txt2img_payload
 
@@ -272,6 +279,8 @@ def build_router(state: ApiState) -> APIRouter:
         try:
             params = request.params(state.service.prompt_settings(), state.service.hires_upscalers())
             state.service.check_limits(params)
+            units = units_from_request(state.controlnet, request, kind == "img2img", state.service.limits.max_pixels)
+            cn = {"controlnet": units} if units else {}  # the ControlNet extension's units, checked
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())
@@ -282,16 +291,16 @@ def build_router(state: ApiState) -> APIRouter:
                         if name in ("clip_skip", "emphasis") or key in (request.override_settings or {})}
                 state.settings.update({**kept, "sd_vae": vae} if request.wanted_vae() else kept)
             if kind == "txt2img":
-                task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
-                payload = txt2img_payload(params, save, checkpoint, vae)
+                task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, **cn)  # noqa: E731
+                payload = txt2img_payload(params, save, checkpoint, vae, **cn)
             else:
                 if not request.init_images:
                     raise ApiError(404, "NotFound", "Init image not found")
                 limit = state.service.limits.max_pixels
                 images = tuple(to_rgb(decode_image(data, f"init_images[{i}]", limit)) for i, data in enumerate(request.init_images))
                 init = InitImages(images, to_mask(decode_image(request.mask, "mask", limit)) if request.mask else None)
-                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae)  # noqa: E731
-                payload = img2img_payload(params, init, save, checkpoint, vae)
+                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae, **cn)  # noqa: E731
+                payload = img2img_payload(params, init, save, checkpoint, vae, **cn)
         except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
         job = state.queue.submit(kind, task, user=user, payload=payload)
@@ -525,7 +534,8 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get("/scripts")
     def scripts() -> dict:
-        return {"txt2img": [], "img2img": []}
+        always = ["controlnet"] if state.controlnet is not None else []  # alwayson_scripts takes it
+        return {"txt2img": list(always), "img2img": list(always)}
 
     @router.get("/script-info")
     def script_info() -> list:

@@ -9,15 +9,23 @@ with the reason, never raised: pasted text can be anything.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from modules.generation import samplers
 from modules.generation.params import (
     INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams, Img2ImgParams,
 )
 from modules.outputs.infotext import parse_infotext
+
+if TYPE_CHECKING:
+    from modules.controlnet.units import UnitSettings
+
+# The ControlNet extension's per-unit key: `ControlNet 0: "Module: canny, Model: ..., Weight: 1.0, ..."`.
+_CONTROLNET_KEY = re.compile(r"^ControlNet (\d{1,2})$")
+
 
 def _flag(value: str) -> bool:
     """A1111's `True`/`False` values."""
@@ -108,11 +116,13 @@ _IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0
 @dataclass
 class Pasted:
     """What an infotext sets: parameter values, A1111 settings it names (`settings`, e.g.
-    the checkpoint), and the keys that could not be applied, with why."""
+    the checkpoint), the ControlNet units it describes by index (`controlnet`: everything but
+    the picture, for the page's unit controls), and the keys that could not be applied, with why."""
 
     values: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    controlnet: dict[int, "UnitSettings"] = field(default_factory=dict)
 
     def report(self) -> str:
         return "; ".join(f"{key}: {why}" for key, why in self.skipped.items())
@@ -134,6 +144,8 @@ def params_from_infotext(text: str, img2img: bool = False, upscalers: Iterable[s
                 pasted.values[name] = convert(raw.strip() if isinstance(raw, str) and convert is not str else raw)
             except ValueError:
                 pasted.skipped[key] = f"'{raw}' is not a valid value"
+        elif _CONTROLNET_KEY.match(key):
+            _paste_unit(pasted, key, raw)
         elif key in _SETTINGS:
             if key in ("Model", "VAE"):
                 pasted.settings.setdefault(_SETTINGS[key], raw)
@@ -155,6 +167,16 @@ def params_from_infotext(text: str, img2img: bool = False, upscalers: Iterable[s
     _normalise_samplers(pasted.values)
     pasted.skipped = {_SIZE_PARTS.get(key, key): why for key, why in pasted.skipped.items()}
     return pasted
+
+
+def _paste_unit(pasted: Pasted, key: str, raw: str) -> None:
+    """One `ControlNet N` value, as the extension reads it back; a malformed one is skipped with why."""
+    from modules.controlnet.units import settings_from_infotext
+
+    try:
+        pasted.controlnet[int(_CONTROLNET_KEY.match(key).group(1))] = settings_from_infotext(str(raw))
+    except ValueError as exc:
+        pasted.skipped[key] = f"'{raw}' is not a ControlNet unit ({exc})"
 
 
 def _normalise_samplers(values: dict[str, Any]) -> None:

@@ -112,7 +112,10 @@ CASES: list[Case] = [
     t2i("send-images-false", {"send_images": False}, 200, then=no_images),
     t2i("script-args-string", {"script_args": "x"}, 422, (r"script_args",)),
     t2i("script-name-unknown", {"script_name": "../../x"}, 422, (r"script",)),
-    t2i("alwayson-scripts-given", {"alwayson_scripts": {"ControlNet": {"args": []}}}, 422, (r"alwayson_scripts",)),
+    t2i("alwayson-scripts-given", {"alwayson_scripts": {"ADetailer": {"args": []}}}, 422, (r"alwayson_scripts", r"ADetailer")),
+    t2i("alwayson-controlnet-no-units", {"alwayson_scripts": {"ControlNet": {"args": []}}}, 200),  # webuiapi sends this
+    t2i("alwayson-controlnet-args-string", {"alwayson_scripts": {"controlnet": {"args": "x"}}}, 400, (r"controlnet", r"list")),
+    t2i("alwayson-controlnet-unit-number", {"alwayson_scripts": {"controlnet": {"args": [5]}}}, 400, (r"ControlNet unit 0",)),
     t2i("alwayson-scripts-list", {"alwayson_scripts": []}, "4xx"),
     t2i("comments-string", {"comments": "x"}, 422, (r"comments",)),
     t2i("force-task-id-number", {"force_task_id": 5}, 422, (r"force_task_id",)),
