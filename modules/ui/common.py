@@ -123,10 +123,11 @@ class PasteTarget:
     overrides: gr.State
     img2img: bool = False
     upscalers: Callable[[], tuple[str, ...]] = lambda: ()  # the model upscalers "Hires upscaler" may name
+    extras: tuple = ()  # more targets with `outputs` and `updates(text)` (the ControlNet units)
 
     @property
     def outputs(self) -> list:
-        return [*self.fields.values(), self.overrides]
+        return [*self.fields.values(), self.overrides, *(c for extra in self.extras for c in extra.outputs)]
 
     def updates(self, text: str) -> list:
         """Control updates for an infotext: every control it names gets its value; Clip skip
@@ -149,7 +150,7 @@ class PasteTarget:
         if notes:
             gr.Info(" ".join(notes), duration=15)
         updates = [gr.update(value=pasted.values[name]) if name in pasted.values else gr.update() for name in self.fields]
-        return updates + [overrides]
+        return updates + [overrides] + [u for extra in self.extras for u in extra.updates(text)]
 
 
 def _shown_files(result) -> list:
@@ -404,6 +405,9 @@ class JobRunner:
         if result.grid_path is not None:  # the grid comes first, standing for the first image
             files = [str(result.grid_path), *files]
             shown_infotexts, seeds = [result.infotexts[0], *shown_infotexts], [result.seeds[0], *seeds]
+        maps = list(getattr(result, "detected_maps", None) or [])  # none with control_net_no_detectmap
+        if maps:  # after the images, as A1111 shows ControlNet's detected maps
+            files, shown_infotexts, seeds = [*files, *maps], [*shown_infotexts, *[""] * len(maps)], [*seeds, *seeds[-1:] * len(maps)]
         note = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
         if result.paths:
             where = html.escape(str(result.paths[0].parent))

@@ -21,6 +21,7 @@ from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT,
 from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
 from modules.network import ServerAccess
+from modules.ui.controlnet import build_controlnet
 from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
@@ -139,9 +140,11 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
 
 
 def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
-                      access: ServerAccess | None = None, interrogate: "InterrogateService | None" = None) -> Img2ImgControls:
+                      access: ServerAccess | None = None, interrogate: "InterrogateService | None" = None,
+                      controlnet: Any = None) -> Img2ImgControls:
     """`access` decides whether the Batch tab may use folders on the server (None: it may);
-    with `interrogate`, the Interrogate CLIP / DeepBooru buttons fill the prompt."""
+    with `interrogate`, the Interrogate CLIP / DeepBooru buttons fill the prompt; with
+    `controlnet` (the app's ControlNet service), the ControlNet accordion is added."""
     jobs = JobRunner(queue, preview_every)
     meta = Img2ImgParams.field_meta
     top = build_toprow(PREFIX, service)
@@ -205,6 +208,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             exact = gr.Checkbox(label=meta("img2img_fix_steps")["label"], value=False, elem_id="img2img_fix_steps")
             restore = gr.Checkbox(label=meta("restore_faces")["label"], value=False, elem_id="img2img_restore_faces")
             seed_row = build_seed(PREFIX)
+            cn = build_controlnet(PREFIX, controlnet, width, height, img2img=True, max_pixels=lambda: service.limits.max_pixels,
+                                  picture=([mode, image, sketch, inpaint, base, mask], _init_picture(service)))
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
@@ -218,7 +223,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    paste_target = PasteTarget(fields, overrides, img2img=True)
+    paste_target = PasteTarget(fields, overrides, img2img=True, extras=(cn,) if cn else ())
     wire_paste(top, paste_target)
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 
@@ -231,6 +236,10 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         values = {**dict(zip(names, inputs[len(widgets) + 1 :])), **service.prompt_settings(), **(pasted or {})}
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         try:
+            units = cn.units_from(inputs[len(widgets) + 1 + len(names) :]) if cn else []
+            if units:
+                cn.check(units)
+            extra = {"controlnet": units} if units else {}
             if mode == 4:
                 if access:
                     access.require_server_folders(BATCH_FEATURE)
@@ -240,7 +249,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 service.check_limits(params)
                 out = Path(output_dir.strip()) if (output_dir or "").strip() else None
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
-                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae)  # noqa: E731
+                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae, **extra)  # noqa: E731
                 payload = None  # a folder batch is not recorded: its folders may be gone after a restart
             else:
                 picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
@@ -250,8 +259,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 params = Img2ImgParams.create(**values)
                 service.check_limits(params)
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
-                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae)  # noqa: E731
-                payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae)  # recorded, so it survives a restart
+                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae, **extra)  # noqa: E731
+                payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae, **extra)  # recorded, so it survives a restart
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         return task, payload
@@ -282,7 +291,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     # Raw records (preprocess=False), so a bad upload cannot make gradio's preprocessing fail here.
     scale_by.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
     image.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
-    top.generate.click(run, [*widgets, overrides, *fields.values()], panel.outputs, concurrency_limit=None, api_name="img2img")
+    top.generate.click(run, [*widgets, overrides, *fields.values(), *(cn.inputs if cn else [])], panel.outputs, concurrency_limit=None,
+                       api_name="img2img")
     jobs.wire_stop_buttons(top)
     if asks is not None:
         def picture_of(mode, image, sketch, inpaint, base, mask):
@@ -296,6 +306,20 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         wire_interrogate(asks, queue, interrogate, [mode, image, sketch, inpaint, base, mask], picture_of, top.prompt)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
     return Img2ImgControls(by_field, paste_target, image, inpaint, mode_tabs, mode, inpaint_controls)
+
+
+def _init_picture(service: GenerationService) -> Callable[..., Image.Image]:
+    """img2img's input picture from the mode widgets' values, for ControlNet units that use it."""
+
+    def picture(mode, image, sketch, inpaint, base, mask) -> Image.Image:
+        from modules.generation import images as imgops
+
+        if mode == 4:
+            raise ValueError("In Batch, each picture of the folder is the ControlNet input: preview with an uploaded control image.")
+        chosen = init_from_widgets(mode, image, sketch, inpaint, base, mask if mask is not None else base)[0]
+        return imgops.open_image(chosen, "img2img input", service.limits.max_pixels)
+
+    return picture
 
 
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:

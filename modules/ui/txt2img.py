@@ -17,6 +17,7 @@ from modules.generation import samplers
 from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
 from modules.jobs.generation_task import GenerationService, txt2img_payload
 from modules.jobs.queue import JobQueue
+from modules.ui.controlnet import build_controlnet
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
@@ -63,7 +64,9 @@ def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = ()) -> dict[s
     }
 
 
-def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0) -> Txt2ImgControls:
+def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
+                      controlnet: Any = None) -> Txt2ImgControls:
+    """`controlnet`: the app's ControlNet service, whose units get an accordion (None: no accordion)."""
     jobs = JobRunner(queue, preview_every)
     top = build_toprow(PREFIX, service)
     with top.prompt_column:
@@ -80,6 +83,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
             seed_row = build_seed(PREFIX)
+            cn = build_controlnet(PREFIX, controlnet, width, height, max_pixels=lambda: service.limits.max_pixels)
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
@@ -93,18 +97,23 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers)
+    paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers, extras=(cn,) if cn else ())
     wire_paste(top, paste_target)
 
     async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
         try:
             params = GenerationParams.create(service.hires_upscalers(), **dict(zip(names, values)), **{**service.prompt_settings(), **(overrides_now or {})})
             await run_in_threadpool(service.check_limits, params)
+            units = cn.units_from(values[len(names):]) if cn else []
+            if units:
+                await run_in_threadpool(cn.check, units)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
-        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae)  # noqa: E731
-        async for shown in jobs.run("txt2img", task, request, progress, payload=txt2img_payload(params, checkpoint=checkpoint, vae=vae)):
+        extra = {"controlnet": units} if units else {}
+        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae, **extra)  # noqa: E731
+        payload = txt2img_payload(params, checkpoint=checkpoint, vae=vae, **extra)
+        async for shown in jobs.run("txt2img", task, request, progress, payload=payload):
             yield shown
 
     def upscaled_to(enable, w, h, scale, x, y):
@@ -120,7 +129,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     sizing = [hires["enable_hr"], width, height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
     for control in sizing:
         control.change(upscaled_to, sizing, target, queue=False, api_name=False)
-    top.generate.click(run, [overrides, *fields.values()], panel.outputs, concurrency_limit=None, api_name="txt2img")
+    top.generate.click(run, [overrides, *fields.values(), *(cn.inputs if cn else [])], panel.outputs, concurrency_limit=None,
+                       api_name="txt2img")
     jobs.wire_stop_buttons(top)
     examples.click(lambda sample: sample[0], examples, top.prompt, queue=False, api_name=False)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
