@@ -10,6 +10,7 @@ loading, preprocessing, the residuals) is the ControlNet service's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -19,6 +20,7 @@ from modules.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, Co
 
 if TYPE_CHECKING:
     from modules.controlnet.preprocessors import Slider
+    from modules.jobs.queue import JobQueue
 
 UPLOAD_SOURCES = ["upload", "clipboard"]
 ALL_TYPES = "All"
@@ -203,26 +205,26 @@ class ControlNetPanel:
         return self.service.preprocessors.control_types(self.model_choices())
 
 
-def build_controlnet(prefix: str, service: Any, width: gr.Slider, height: gr.Slider, img2img: bool = False,
+def build_controlnet(prefix: str, service: Any, queue: "JobQueue", width: gr.Slider, height: gr.Slider, img2img: bool = False,
                      max_pixels: Callable[[], int | None] = lambda: None,
                      picture: tuple[list, PictureOf] | None = None) -> ControlNetPanel | None:
     """The "ControlNet" accordion with `service.unit_count` units; None without a service.
 
-    `width`/`height` are the tab's size sliders (Pixel Perfect's preview resolution); `picture`,
+    The preview runs on `queue`. `width`/`height` are the tab's size sliders (Pixel Perfect's preview resolution); `picture`,
     for img2img, is (components, function of their values -> img2img's input picture), what a
     unit that uses the img2img input previews."""
     if service is None:
         return None
     tabname = f"{prefix}_controlnet"
     panel = ControlNetPanel(service, [], img2img)
-    with gr.Group(elem_id=tabname):
+    with gr.Column(elem_id=tabname):
         with gr.Accordion("ControlNet", open=False, elem_id=f"{tabname}_accordion"):
             with gr.Tabs(elem_id=f"{tabname}_tabs"):
                 for i in range(max(1, int(service.unit_count))):
                     with gr.Tab(f"ControlNet Unit {i}", id=f"{tabname}_unit_{i}", elem_classes=["cnet-unit-tab"]):
                         panel.units.append(_build_unit(panel, i, f"{tabname}_ControlNet-{i}", img2img))
     for unit in panel.units:
-        _wire_unit(panel, unit, width, height, max_pixels, picture)
+        _wire_unit(panel, queue, unit, width, height, max_pixels, picture)
     return panel
 
 
@@ -282,7 +284,18 @@ def _build_unit(panel: ControlNetPanel, index: int, eid: str, img2img: bool) -> 
                         threshold_b, control_mode, resize_mode, hr_option)
 
 
-def _wire_unit(panel: ControlNetPanel, unit: UnitControls, width: gr.Slider, height: gr.Slider,
+def _check_resolution(resolution: int, size: tuple[int, int], max_pixels: int | None, what: str) -> None:
+    """The preprocessor scales the picture's short side to `resolution`: bounded like an upload."""
+    if resolution <= 0 or not max_pixels:
+        return
+    short, long = sorted(size)
+    pixels = resolution * math.ceil(resolution * long / short)
+    if pixels > max_pixels:
+        raise ValueError(f"Preprocessor Resolution {resolution} would make the {what} {pixels / 1e6:.1f} megapixels, over this "
+                         f"server's limit of {max_pixels / 1e6:.1f}: lower the resolution.")
+
+
+def _wire_unit(panel: ControlNetPanel, queue: "JobQueue", unit: UnitControls, width: gr.Slider, height: gr.Slider,
                max_pixels: Callable[[], int | None], picture: tuple[list, PictureOf] | None) -> None:
     from modules.ui.img2img import guard_upload
 
@@ -339,30 +352,50 @@ def _wire_unit(panel: ControlNetPanel, unit: UnitControls, width: gr.Slider, hei
     extra = list(picture[0]) if picture else []
     own_inputs = [unit.image, unit.use_mask, unit.mask, *([unit.independent] if unit.independent else [])]
 
-    def run_preprocessor(*values):
-        """The extension's 💥: the preprocessor alone on the unit's picture, shown beside it."""
+    def detect_task(values: tuple, max_pixels_now: int | None) -> Callable[[Any], list]:
+        """The preview's work for the queue, from the button's inputs; ValueError for what is missing."""
         image, use_mask, mask = values[:3]
         rest = list(values[3:])
         independent = bool(rest.pop(0)) if unit.independent is not None else True
         module, res, a, b, pixel_perfect, resize_mode, w, h = rest[:8]
+        if not independent:
+            image, mask = (picture[1](*rest[8:]) if picture else None), None
+        if image is None:
+            raise ValueError(f"ControlNet Unit {unit.index} has no picture to preprocess: upload one first.")
+        p = service.preprocessors.get(module or DEFAULT_MODULE)
+        if p.resolution is None:
+            res = -1
+        elif pixel_perfect:
+            res = service.preprocessors.pixel_perfect_resolution(image.size, int(w), int(h), resize_mode)
+        res = -1 if res is None else int(res)
+        _check_resolution(res, image.size, max_pixels_now, f"ControlNet Unit {unit.index} image")
+        masks = [mask] if use_mask and mask is not None else []
+        a = a if p.threshold_a is not None and a is not None else -1
+        b = b if p.threshold_b is not None and b is not None else -1
+        return lambda job: service.detect(p.display_name, [image], res, a, b, masks=masks)
+
+    async def run_preprocessor(request: gr.Request, *values):  # gradio fills request
+        """The extension's 💥: the preprocessor alone on the unit's picture, shown beside it. It
+        runs as a queue job in the user's lane, taking turns with generation as /controlnet/detect
+        does (model-based preprocessors share the device, and their cache is the worker's)."""
+        from fastapi.concurrency import run_in_threadpool
+
+        from modules.controlnet.routes import DETECT_KIND
+        from modules.jobs.queue import JobStatus, QueueStopped, done_future
+        from modules.ui.common import page_user
+
         try:
-            if not independent:
-                image, mask = picture[1](*rest[8:]) if picture else None, None
-            if image is None:
-                raise ValueError(f"ControlNet Unit {unit.index} has no picture to preprocess: upload one first.")
-            p = service.preprocessors.get(module or DEFAULT_MODULE)
-            if p.resolution is None:
-                res = -1
-            elif pixel_perfect:
-                res = service.preprocessors.pixel_perfect_resolution(image.size, int(w), int(h), resize_mode)
-            maps = service.detect(p.display_name, [image], processor_res=res if res is not None else -1,
-                                  threshold_a=a if p.threshold_a is not None else -1,
-                                  threshold_b=b if p.threshold_b is not None else -1,
-                                  **({"masks": [mask]} if use_mask and mask is not None else {}))
-        except ValueError as exc:
+            task = await run_in_threadpool(detect_task, values, max_pixels())
+            job = await run_in_threadpool(queue.submit, DETECT_KIND, task, user=page_user(request))
+        except (ValueError, QueueStopped) as exc:
             gr.Warning(str(exc), duration=15)
             return gr.update(), gr.update(), gr.update()
-        return gr.update(value=maps[0]), gr.update(visible=True), gr.update(value=True)
+        await done_future(job)
+        if job.status is not JobStatus.DONE or not job.result:
+            gr.Warning(job.error or "The preprocessor did not finish.", duration=15)
+            return gr.update(), gr.update(), gr.update()
+        shown, job.result = job.result[0], None
+        return gr.update(value=shown), gr.update(visible=True), gr.update(value=True)
 
     unit.run.click(run_preprocessor, [*own_inputs, unit.module, unit.processor_res, unit.threshold_a, unit.threshold_b,
                                       unit.pixel_perfect, unit.resize_mode, width, height, *extra],

@@ -208,7 +208,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             exact = gr.Checkbox(label=meta("img2img_fix_steps")["label"], value=False, elem_id="img2img_fix_steps")
             restore = gr.Checkbox(label=meta("restore_faces")["label"], value=False, elem_id="img2img_restore_faces")
             seed_row = build_seed(PREFIX)
-            cn = build_controlnet(PREFIX, controlnet, width, height, img2img=True, max_pixels=lambda: service.limits.max_pixels,
+            cn = build_controlnet(PREFIX, controlnet, queue, width, height, img2img=True, max_pixels=lambda: service.limits.max_pixels,
                                   picture=([mode, image, sketch, inpaint, base, mask], _init_picture(service)))
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)

@@ -83,7 +83,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
             seed_row = build_seed(PREFIX)
-            cn = build_controlnet(PREFIX, controlnet, width, height, max_pixels=lambda: service.limits.max_pixels)
+            cn = build_controlnet(PREFIX, controlnet, queue, width, height, max_pixels=lambda: service.limits.max_pixels)
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
