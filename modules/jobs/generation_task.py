@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -31,6 +31,8 @@ from modules.version import VERSION
 if TYPE_CHECKING:
     from PIL import Image
 
+    from modules.controlnet.service import ControlNetService
+    from modules.controlnet.units import ControlUnit
     from modules.generation.job_prompts import JobPrompts
     from modules.generation.runner import Batch, InitImages, Runner
     from modules.generation.styles import StyleStore
@@ -76,11 +78,21 @@ class GenerationResult:
     vae_hash: str | None = None
     inpainting_model: bool = False
     started: datetime | None = None
+    detected_maps: list["Image.Image"] = field(default_factory=list)  # ControlNet units' maps, shown after the images
 
     def record(self) -> dict:
         """What the job store keeps of a finished job (images stay in their files, if saved)."""
         return {"seeds": self.seeds, "infotexts": self.infotexts, "paths": [str(p) for p in self.paths], "notes": self.notes,
                 "model_name": self.model_name}
+
+
+@dataclass(frozen=True)
+class _JobControl:
+    """A job's add-ons for the runner, and what they add to the result."""
+
+    hooks: Any  # modules.generation.hooks.Hooks
+    infotext: list
+    detected_maps: list
 
 
 def job_setting_defaults() -> dict:
@@ -112,6 +124,7 @@ class GenerationService:
         self._limit_tokenizing = None  # the limits' own CLIP tokenizer (see _token_counter)
         self._limit_lock = threading.Lock()
         self.upscalers: "UpscalerLibrary | None" = None  # model upscalers hires fix may use (the app's library)
+        self.controlnet: "ControlNetService | None" = None  # ControlNet units' models and preprocessors (the app's)
         models.add_unload_listener(self._drop_runner)
 
     def apply_settings(self, settings: OutputSettings) -> None:
@@ -323,28 +336,49 @@ class GenerationService:
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
     def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: str | None = None,
-                    vae: str | None = None) -> GenerationResult:
-        """`save` overrides the samples_save and grid_save settings (the API's save_images)."""
+                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = ()) -> GenerationResult:
+        """`save` overrides the samples_save and grid_save settings (the API's save_images);
+        `controlnet` are the job's ControlNet units."""
         params, notes = self.styled(params)
         model = self.runner(checkpoint, vae, notes)
-        return self._collect(job, params, model, lambda seed, prompts, start: model[1].txt2img(params, seed, job.control, prompts, start),
-                             self.writers["txt2img"], save=save, notes=notes)
+        control = self._controlnet(controlnet, model[0], params)
+        return self._collect(job, params, model,
+                             lambda seed, prompts, start: model[1].txt2img(params, seed, job.control, prompts, start, control.hooks),
+                             self.writers["txt2img"], save=save, notes=notes, control=control)
+
+    def _controlnet(self, units: "Sequence[ControlUnit]", active: ActiveModel, params: GenerationParams,
+                    init: "InitImages | None" = None) -> "_JobControl":
+        """The job's ControlNet units made ready on the loaded checkpoint (preprocessed, models loaded)."""
+        from modules.generation.hooks import Hooks
+
+        if not any(u.settings.enabled for u in units):
+            return _JobControl(Hooks(), [], [])
+        if self.controlnet is None:
+            raise ValueError("ControlNet is not available on this server.")
+        first = init.images[0] if init is not None and init.images else None
+        seed = params.seed if params.seed >= 0 else None
+        prepared = self.controlnet.prepare(units, active.model, params.width, params.height, first, init.mask if init else None, seed)
+        return _JobControl(Hooks([prepared.hook] if prepared.hook else []), prepared.infotext, prepared.detected_maps)
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
-                    save: bool | None = None, checkpoint: str | None = None, vae: str | None = None) -> GenerationResult:
+                    save: bool | None = None, checkpoint: str | None = None, vae: str | None = None,
+                    controlnet: "Sequence[ControlUnit]" = ()) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
-        there under `name` instead of the numbered img2img outputs, and no grid is made."""
+        there under `name` instead of the numbered img2img outputs, and no grid is made.
+        ControlNet units without a picture of their own use the init image (and mask)."""
         params, notes = self.styled(params)
         model = self.runner(checkpoint, vae, notes)
+        control = self._controlnet(controlnet, model[0], params, init)
         writers = self.writers["img2img"]
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
-        return self._collect(job, params, model, lambda seed, prompts, start: model[1].img2img(params, init, seed, job.control, prompts, start),
-                             writers, masked, name, save, notes)
+        return self._collect(job, params, model,
+                             lambda seed, prompts, start: model[1].img2img(params, init, seed, job.control, prompts, start, control.hooks),
+                             writers, masked, name, save, notes, control)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None,
-                           checkpoint: str | None = None, vae: str | None = None) -> GenerationResult:
+                           checkpoint: str | None = None, vae: str | None = None, controlnet: "Sequence[ControlUnit]" = ()) -> GenerationResult:
         """A1111's img2img Batch "From directory": every image in `input_dir`, with the mask of
         the same name from `mask_dir` (or its only file), saved under the input's name to
         `output_dir` (the usual img2img folder when empty). Files that are not images are
@@ -377,12 +411,12 @@ class GenerationService:
                 mask = imgops.open_mask(str(match[0]))
             try:
                 one = self.run_img2img(job, params, InitImages((image,), mask), Path(output_dir) if output_dir else None,
-                                       name=path.stem if output_dir else None, checkpoint=checkpoint, vae=vae)
+                                       name=path.stem if output_dir else None, checkpoint=checkpoint, vae=vae, controlnet=controlnet)
             except ValueError as exc:  # e.g. an empty mask: say so and go on with the next file
                 total.notes.append(f"Skipped {path.name}: {exc}")
                 continue
             total.unfinished.extend(len(total.images) + i for i in one.unfinished)
-            for key in ("seeds", "images", "infotexts", "paths"):
+            for key in ("seeds", "images", "infotexts", "paths", "detected_maps"):
                 getattr(total, key).extend(getattr(one, key))
             add_notes(total.notes, one.notes)
         if not total.images and not total.notes:
@@ -400,6 +434,7 @@ class GenerationService:
         name: str | None = None,
         save: bool | None = None,
         notes: list[str] = (),
+        control: "_JobControl | None" = None,
     ) -> GenerationResult:
         from modules.generation.noise import resolve_seed
 
@@ -415,6 +450,8 @@ class GenerationService:
         result = GenerationResult(params, model_name=active.info.model_name, model_hash=active.info.shorthash, vae_name=vae[0],
                                   vae_hash=vae[1], inpainting_model=active.model.unet.config.in_channels == 9, started=self._clock())
         result.notes.extend(notes)
+        if control is not None:
+            result.detected_maps = list(control.detected_maps)
         prompts = runner.prepare(params)
         extras = None  # after the first batch: only then have the hires pass's LoRAs been applied too
         images_writer, grids_writer = writers
@@ -435,7 +472,8 @@ class GenerationService:
             resumed.restore(result)
         try:
             for batch in batches(first_seed, prompts, resumed.batches if resumed else 0):
-                extras = extras if extras is not None else runner.infotext_extras(params, prompts)
+                if extras is None:
+                    extras = runner.infotext_extras(params, prompts) + (control.infotext if control is not None else [])
                 if batch.partial:  # A1111 returns an interrupted or skipped batch's last estimate, and does not save it
                     why = "interrupted" if job.control.interrupted else "skipped"
                     result.notes.append(f"Batch {batch.index + 1} of {params.n_iter} was {why}: its unfinished picture is returned, not saved.")
@@ -508,15 +546,27 @@ def _from_base64(text: str) -> "Image.Image":
     return image
 
 
-def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: str | None = None, vae: str | None = None) -> dict:
-    return {"params": params.model_dump(), "save": save, "checkpoint": checkpoint, "vae": vae}
+def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: str | None = None, vae: str | None = None,
+                    controlnet: "Sequence[ControlUnit]" = ()) -> dict:
+    payload = {"params": params.model_dump(), "save": save, "checkpoint": checkpoint, "vae": vae}
+    if controlnet:
+        from modules.controlnet.units import unit_to_payload
+
+        payload["controlnet"] = [unit_to_payload(u) for u in controlnet]
+    return payload
+
+
+def _units(payload: dict) -> list:
+    from modules.controlnet.units import unit_from_payload
+
+    return [unit_from_payload(u) for u in payload.get("controlnet") or ()]
 
 
 def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: str | None = None,
-                    vae: str | None = None) -> dict:
+                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = ()) -> dict:
     """Everything the job needs to run again after a restart, images included (as PNG base64)."""
     return {
-        **txt2img_payload(params, save, checkpoint, vae), "images": [_png_base64(im) for im in init.images],
+        **txt2img_payload(params, save, checkpoint, vae, controlnet), "images": [_png_base64(im) for im in init.images],
         "mask": _png_base64(init.mask) if init.mask is not None else None,
     }
 
@@ -527,14 +577,17 @@ def register_generation_jobs(queue, service: GenerationService) -> None:
 
     def txt2img(payload: dict):
         params = GenerationParams.model_validate(payload["params"], context={"upscalers": service.hires_upscalers()})
-        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"))
+        units = _units(payload)
+        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"),
+                                               controlnet=units)
 
     def img2img(payload: dict):
         params = Img2ImgParams(**payload["params"])
         mask = _from_base64(payload["mask"]) if payload.get("mask") else None
         init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
+        units = _units(payload)
         return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=payload.get("checkpoint"),
-                                               vae=payload.get("vae"))
+                                               vae=payload.get("vae"), controlnet=units)
 
     queue.register("txt2img", txt2img)
     queue.register("img2img", img2img)
