@@ -37,7 +37,7 @@ class DetectRequest(BaseModel):
     """POST /controlnet/detect, the extension's fields and defaults. webuiapi's
     `controlnet_detect` sends the pictures as `controlnet_images`: taken as the same list."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     controlnet_module: str = "none"
     controlnet_input_images: list[str] = Field([], max_length=MAX_LIST)

@@ -78,6 +78,10 @@ def shrink(path: str, body):
         elif isinstance(body.get("init_images"), list) and body["init_images"] and isinstance(body["init_images"][0], str):
             if len(body["init_images"][0]) % 2 == 0:
                 body["init_images"] = [PNG]
+    if path == "/controlnet/detect":  # about half get a real picture, at a small preprocessor resolution
+        if isinstance(body.get("controlnet_input_images"), list) and len(body) % 2 == 0:
+            body["controlnet_input_images"] = [PNG]
+        body["controlnet_processor_res"] = _small(body.get("controlnet_processor_res", -1), 1, 1 << 62, 64)
     if path in EXTRAS:
         if "imageList" not in body and (not body.get("image") and len(body) % 2 == 0 or isinstance(body.get("image"), str) and len(body["image"]) % 2 == 0):
             body["image"] = PNG
@@ -146,6 +150,7 @@ AREAS = {
     "actions": r"^/sdapi/v1/(interrupt|skip|refresh-[a-z]+)$",
     "listings": r"^/sdapi/v1/(progress|cmd-flags|sd-models|samplers|schedulers|upscalers|latent-upscale-modes|sd-vae|loras|embeddings|"
                 r"prompt-styles|scripts|script-info|face-restorers|hypernetworks|realesrgan-models|memory)$",
+    "controlnet": r"^/controlnet/",  # the ControlNet extension's routes
 }
 
 

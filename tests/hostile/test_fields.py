@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hostile.harness import API, IMG2IMG, SMALL, Case, get, gives_image, options_still_served, post, run_case
+from tests.hostile.harness import API, IMG2IMG, SMALL, Case, get, gives_image, options_still_served, post, raw_json, run_case
 from tests.hostile.images import png_b64
 
 BIG = 10**30
@@ -240,6 +240,24 @@ CASES: list[Case] = [
     get("hypernetworks", "hypernetworks", expect=200),
     get("realesrgan-models", "realesrgan-models", expect=200),
     get("options", "options", expect=200),
+    # --- the ControlNet extension's routes
+    Case("controlnet-version", "GET", "/controlnet/version", expect=200),
+    Case("controlnet-model-list-update-word", "GET", "/controlnet/model_list", params={"update": "maybe"}, expect=422, mentions=(r"update",)),
+    Case("controlnet-module-list-alias-word", "GET", "/controlnet/module_list", params={"alias_names": "x"}, expect=422, mentions=(r"alias_names",)),
+    Case("controlnet-control-types", "GET", "/controlnet/control_types", expect=200),
+    Case("controlnet-settings", "GET", "/controlnet/settings", expect=200),
+    Case("controlnet-detect-unknown-module", "POST", "/controlnet/detect", {"controlnet_module": "../x", "controlnet_input_images": ["x"]}, 422,
+         (r"Module not available", r"canny")),
+    Case("controlnet-detect-no-image", "POST", "/controlnet/detect", {"controlnet_module": "canny"}, 422, (r"No image",)),
+    Case("controlnet-detect-images-string", "POST", "/controlnet/detect", {"controlnet_input_images": "x"}, 422, (r"controlnet_input_images",)),
+    Case("controlnet-detect-not-an-image", "POST", "/controlnet/detect", {"controlnet_module": "canny", "controlnet_input_images": ["bm90IGFuIGltYWdl"]},
+         400, (r"controlnet_input_images\[0\]",)),
+    Case("controlnet-detect-res-huge", "POST", "/controlnet/detect", lambda: {"controlnet_module": "canny", "controlnet_input_images": [png_b64()],
+                                                                            "controlnet_processor_res": BIG}, 400, (r"controlnet_processor_res",)),
+    Case("controlnet-detect-threshold-nan", "POST", "/controlnet/detect", raw_json('{"controlnet_module": "canny", "controlnet_threshold_a": NaN}'),
+         422, (r"controlnet_threshold_a",)),
+    Case("controlnet-detect-101-images", "POST", "/controlnet/detect", {"controlnet_module": "canny", "controlnet_input_images": ["x"] * 101},
+         422, (r"controlnet_input_images",)),
     # --- wrong methods and paths
     get("txt2img-with-get", "txt2img", expect=405),
     get("img2img-with-get", "img2img", expect=405),
