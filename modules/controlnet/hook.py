@@ -8,7 +8,8 @@ Follows the A1111 ControlNet extension's semantics, so a unit steers the same wa
   so classifier-free guidance amplifies the control;
 - in the hires-fix pass canny and mlsd maps are always injected softly (sharp edges upscaled
   otherwise leave artefacts), and `hr_option` keeps a unit to one pass;
-- several units' residuals add up; weight 0 leaves the unit out entirely.
+- several units' residuals add up; weight 0 leaves the unit out entirely;
+- "Low VRAM" keeps a unit's ControlNet on the CPU except during its own call.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class PreparedUnit:
     model: Any  # diffusers.ControlNetModel on the checkpoint's device and dtype
     detected_map: Image.Image
     preprocessor: str = "none"
-    _conditions: dict = field(default_factory=dict, repr=False)  # (width, height) -> [1, 3, H, W] tensor
+    _conditions: dict = field(default_factory=dict, repr=False)  # (width, height, crop) -> [1, 3, H, W] tensor
 
     def runs_in(self, info: PassInfo) -> bool:
         if self.settings.weight == 0 or not self.settings.enabled:
@@ -46,9 +47,13 @@ class PreparedUnit:
 
     def condition(self, info: PassInfo) -> torch.Tensor:
         """The map fitted to the pass (the unit's resize mode) as the ControlNet takes it."""
-        key = (info.width, info.height)
+        key = (info.width, info.height, info.crop)
         if key not in self._conditions:
-            fitted = resize.fit(self.detected_map, info.width, info.height, self.settings.resize_mode)
+            source = self.detected_map
+            if info.crop is not None:  # "Only masked" inpainting: the same part of the map as of the picture
+                size, box = info.crop
+                source = resize.fit(source, *size, "Just Resize").crop(box)
+            fitted = resize.fit(source, info.width, info.height, self.settings.resize_mode)
             array = resize.control_array(fitted)
             tensor = torch.from_numpy(array).permute(2, 0, 1)[None]
             self._conditions[key] = tensor.to(info.device, self.model.dtype)
@@ -96,10 +101,17 @@ class ControlNetHook(JobHook):
         latents = call.latents
         cond = unit.condition(info).expand(latents.shape[0], -1, -1, -1)
         added = call.added_cond_kwargs
-        down, mid = model(
-            latents.to(model.dtype), call.t, encoder_hidden_states=call.encoder_hidden_states.to(model.dtype), controlnet_cond=cond,
-            conditioning_scale=1.0, added_cond_kwargs=added, return_dict=False,
-        )
+        device = getattr(model, "device", latents.device)
+        if device != latents.device:  # a Low VRAM unit's model waits on the CPU between calls
+            model.to(latents.device)
+        try:
+            down, mid = model(
+                latents.to(model.dtype), call.t, encoder_hidden_states=call.encoder_hidden_states.to(model.dtype), controlnet_cond=cond,
+                conditioning_scale=1.0, added_cond_kwargs=added, return_dict=False,
+            )
+        finally:
+            if unit.settings.low_vram and latents.device.type != "cpu":
+                model.to("cpu")  # the extension's Low VRAM: the ControlNet is on the GPU only for its own call
         scales = unit.scales(len(down) + 1, info.hires)
         down = [d * scale for d, scale in zip(down, scales)]
         mid = mid * scales[-1]

@@ -32,6 +32,9 @@ class PassInfo:
     device: Any
     dtype: Any
     img2img: bool = False
+    # Inpainting "Only masked": the pass works on `box` (left, top, right, bottom) of a picture
+    # of `size`, given as (size, box); add-ons with pictures of their own crop them alike.
+    crop: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
 
 
 @dataclass(frozen=True)

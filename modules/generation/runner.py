@@ -351,6 +351,7 @@ class Runner:
         prepared = self._prepare(params, init)
         prompts = prompts or self.prepare(params)
         first = self._pass(params, prompts.first, params.denoising_strength)
+        crop = (prepared.originals[0].size, prepared.region.box) if prepared.region is not None else None
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches[start:], start):
@@ -361,7 +362,7 @@ class Runner:
                 pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
                 init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
                 outcome = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts,
-                                        hooks=hooks)
+                                        hooks=hooks, crop=crop)
                 if outcome.latents is None:
                     continue
                 decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
@@ -448,6 +449,7 @@ class Runner:
         offset: int = 0,
         job: JobPrompts | None = None,
         hooks: Hooks | None = None,
+        crop: tuple | None = None,
     ) -> engines.Outcome:
         """Run one pass on the engine its sampler and schedule call for (see
         modules.generation.samplers). `offset` is how many steps of this batch earlier passes
@@ -466,7 +468,7 @@ class Runner:
         extra = self._extra_channels(inpainting, batch, p)
         cfg_scale = p.cfg_scale / 12.5 if p.sampler.solver == "ddim_cfgpp" else p.cfg_scale  # CFG++ takes guidance in [0, 1]
         info = PassInfo(p.width, p.height, p.hires, max(p.steps_run(), 1), batch, blocks, with_uncond, m.device, m.dtype,
-                        img2img=init is not None)
+                        img2img=init is not None, crop=crop)
         if hooks:
             hooks.pass_started(info)
         predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled), extra, control,

@@ -160,3 +160,33 @@ def test_hires_option_keeps_a_unit_to_one_pass(runner, controlnet):
 
 def test_hooks_do_not_change_a_job_without_units(runner):
     assert np.array_equal(generate(runner)[0], generate(runner, [])[0])
+
+
+def test_only_masked_inpainting_crops_the_map_like_the_picture(controlnet):
+    from modules.generation.hooks import PassInfo
+
+    detected = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(detected).rectangle([0, 0, 31, 31], fill="white")
+    prepared = PreparedUnit(UnitSettings(module="none", model="tiny", resize_mode="Just Resize"), controlnet, detected, "none")
+    whole = PassInfo(64, 64, False, 10, 1, 2, True, torch.device("cpu"), torch.float32, img2img=True)
+    cropped = PassInfo(64, 64, False, 10, 1, 2, True, torch.device("cpu"), torch.float32, img2img=True, crop=((64, 64), (0, 0, 32, 32)))
+    assert abs(float(prepared.condition(whole).mean()) - 0.25) < 0.02
+    assert float(prepared.condition(cropped).mean()) > 0.98
+
+
+def test_img2img_inpainting_with_a_unit_runs_only_masked(runner, controlnet):
+    from modules.generation.params import Img2ImgParams
+    from modules.generation.runner import InitImages
+
+    picture = Image.new("RGB", (64, 64), "blue")
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle([8, 8, 30, 30], fill=255)
+    params = Img2ImgParams(prompt="a red square", width=64, height=64, steps=6, seed=5, denoising_strength=0.8, inpaint_full_res=True)
+    spy = Spy(controlnet)
+    hooks = Hooks([ControlNetHook([unit(spy)])])
+    out = [im for b in runner.img2img(params, InitImages((picture,), mask), 5, hooks=hooks) for im in b.images]
+    plain = [im for b in runner.img2img(params, InitImages((picture,), mask), 5) for im in b.images]
+    assert spy.calls and len(out) == 1
+    a, b = np.asarray(out[0], dtype=np.int16), np.asarray(plain[0], dtype=np.int16)
+    assert np.abs(a - b)[40:, 40:].max() <= 2  # outside the mask the picture stays the original's
+    assert np.abs(a - b)[8:30, 8:30].mean() > 0  # inside, the unit steered
