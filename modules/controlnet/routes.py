@@ -111,7 +111,8 @@ def build_controlnet_router(state: "ApiState") -> APIRouter:
     @router.post("/detect", summary="Run a preprocessor alone: the detected maps as base64 PNG")
     async def detect(request: DetectRequest, user: str = Depends(current_user)) -> dict:
         """The extension's answers: 422 for an unknown module or no picture; a picture that is not
-        one, or over the server's pixel limit, is a 400. The work is a queue job in the caller's
+        one, or over the server's pixel limit, or a preprocessor whose annotator weights are not
+        downloaded, is a 400 that says so. The work is a queue job in the caller's
         lane, taking turns with generation (model-based preprocessors use the GPU too)."""
         from fastapi.concurrency import run_in_threadpool
 
@@ -128,6 +129,7 @@ def build_controlnet_router(state: "ApiState") -> APIRouter:
         if len(request.controlnet_masks) > len(sources):
             raise ApiError(422, "UnprocessableEntity", f"{len(request.controlnet_masks)} masks for {len(sources)} images: send one mask per image at most.")
         try:
+            cn.preprocessors.check_weights(preprocessor.name)  # missing annotator weights: said now, not after a wait in the queue
             images, masks = await run_in_threadpool(_decode_detect, request, sources, state.service.limits.max_pixels)
         except ValueError as exc:
             raise ApiError(400, "BadRequest", str(exc)) from None
