@@ -96,6 +96,7 @@ EXTRA_MODEL_FLAGS = {
     "--dat-models-path": "DAT", "--hat-models-path": "HAT", "--gfpgan-models-path": "GFPGAN",
     "--codeformer-models-path": "Codeformer", "--blip-models-path": "BLIP", "--clip-models-path": "CLIP",
     "--deepdanbooru-models-path": "deepbooru", "--face-detection-models-path": "face-detection", "--vae-approx-models-path": "VAE-approx",
+    "--controlnet-dir": "ControlNet",  # the ControlNet extension's flag: scanned beside models/ControlNet
 }
 UPSCALER_FOLDERS = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT")  # scanned for spandrel upscalers, in this order
 

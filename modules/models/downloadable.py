@@ -19,7 +19,7 @@ CHECKPOINT_FOLDER = "Stable-diffusion"
 # The models/ subfolders a download may go to (A1111's names).
 MODEL_FOLDERS = (CHECKPOINT_FOLDER, "Lora", "VAE", "embeddings", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "GFPGAN", "Codeformer",
                  "BLIP", "CLIP", "deepbooru", "face-detection", "VAE-approx",
-                 "ControlNetPreprocessor")  # ControlNet annotator weights (depth, pose, line art...)
+                 "ControlNet", "ControlNetPreprocessor")  # ControlNet models; their annotator weights (depth, pose, line art...)
 
 
 def is_url(text: str) -> bool:
