@@ -336,12 +336,15 @@ class Preprocessors:
         return resize.pixel_perfect_resolution(image_size, width, height, resize_mode)
 
     # ---- running ----
+    @property
+    def folder(self) -> Path:
+        return self.weights_dir or Path("models") / "ControlNetPreprocessor"
+
     def missing_weights(self, name: str) -> list[Path]:
-        p = self.get(name)
-        if not p.weights:
-            return []
-        folder = self.weights_dir or Path("models") / "ControlNetPreprocessor"
-        return [folder / f for f in p.weights if not (folder / f).is_file()]
+        """The annotator files `name` needs that are not in the folder (nor one folder down)."""
+        from modules.controlnet.annotators import find_weights
+
+        return [self.folder / f for f in self.get(name).weights if find_weights(self.folder, f) is None]
 
     def check_weights(self, name: str) -> None:
         """A ValueError naming the missing file, its folder and the download that brings it."""
@@ -361,8 +364,7 @@ class Preprocessors:
             return self._detectors[key]
         while len(self._detectors) >= self.cache_size:
             self._detectors.popitem(last=False)
-        folder = self.weights_dir or Path("models") / "ControlNetPreprocessor"
-        loaded = annotators.load_detector(key, folder, self.device)
+        loaded = annotators.load_detector(key, self.folder, self.device)
         self._detectors[key] = loaded
         return loaded
 
