@@ -378,3 +378,22 @@ def test_cached_model_is_still_checked_against_the_checkpoint(tmp_path, sd1):
 
     with pytest.raises(ValueError, match="is for SD 1.x"):
         lib.load("canny", tiny_loaded_model("sdxl"))
+
+
+# ---------------------------------------------------------------------- catalog
+
+
+def test_catalog_controlnets_go_to_models_controlnet_and_fit_the_shipped_configs():
+    """The catalog's pinned sizes agree with the shipped configs: an SD 1.5 ControlNet 1.1 .pth
+    is its fp32 weights plus under 1 MB of pickle, the SDXL files their fp16 weights plus header."""
+    from modules.models.downloadable import Catalog
+
+    entries = [e for e in Catalog.load().entries if e.folder == "ControlNet"]
+    assert {e.name for e in entries} >= {"controlnet-sd15-canny", "controlnet-sd15-depth", "controlnet-sdxl-canny"}
+    for entry in entries:
+        family, bytes_per_weight = {"sd1": ("sd15", 4), "sdxl": ("sdxl", 2)}[entry.architecture]
+        with torch.device("meta"):
+            model = ControlNetModel.from_config(json.loads((CONFIGS / "controlnet" / family / "config.json").read_text()))
+        weights = sum(p.numel() for p in model.parameters()) * bytes_per_weight
+        assert 0 < entry.size - weights < 1_000_000, entry.name
+        assert entry.url.startswith("lllyasviel/") and entry.url.endswith(entry.filename)
