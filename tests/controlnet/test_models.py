@@ -102,6 +102,31 @@ def test_each_family_and_layout_loads(tmp_path, arch, layout):
         assert loaded.config.use_linear_projection and loaded.config.cross_attention_dim == 64
 
 
+@pytest.mark.parametrize("variant, down_types, depth, mid", [
+    ("mid", ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"], [0, 1], "UNetMidBlock2DCrossAttn"),  # attention shells without blocks
+    ("small", ["DownBlock2D", "DownBlock2D"], [1, 1], "UNetMidBlock2D"),  # no attention at all
+])
+def test_sdxl_mid_and_small_variants_load(tmp_path, variant, down_types, depth, mid):
+    """diffusers' controlnet-canny-sdxl-1.0-mid/-small layouts: fewer transformer blocks than
+    the UNet, read off the weights."""
+    from tests.controlnet.tiny import SDXL_UNET
+
+    xl = tiny_loaded_model("sdxl")
+    config = {k: v for k, v in SDXL_UNET.items() if k not in ("up_block_types", "sample_size")}
+    torch.manual_seed(0)
+    controlnet = ControlNetModel(**{**config, "down_block_types": down_types, "transformer_layers_per_block": depth,
+                                    "mid_block_type": mid}).eval()
+    with torch.no_grad():
+        for param in controlnet.parameters():
+            param.normal_(0, 0.05)
+    write_controlnet(controlnet, tmp_path / f"diffusers_xl_canny_{variant}.safetensors", "diffusers-file", dtype=torch.float32)
+
+    loaded = library(tmp_path).load(f"diffusers_xl_canny_{variant}", xl)
+
+    assert list(loaded.config.down_block_types) == down_types and loaded.config.mid_block_type == mid
+    assert max_difference(run_controlnet(loaded), run_controlnet(controlnet)) < 1e-5
+
+
 def test_loads_in_the_checkpoints_dtype_and_device(tmp_path, sd1):
     model, controlnet = sd1
     write_controlnet(controlnet, tmp_path / "canny.safetensors", "ldm", dtype=torch.float32)
