@@ -422,3 +422,18 @@ def test_catalog_controlnets_go_to_models_controlnet_and_fit_the_shipped_configs
         weights = sum(p.numel() for p in model.parameters()) * bytes_per_weight
         assert 0 < entry.size - weights < 1_000_000, entry.name
         assert entry.url.startswith("lllyasviel/") and entry.url.endswith(entry.filename)
+
+
+def test_for_paths_scans_models_controlnet_and_the_controlnet_dir_flag(tmp_path, sd1):
+    from modules.options import Paths, parse_args
+
+    _, controlnet = sd1
+    extra = tmp_path / "shared-controlnets"
+    write_controlnet(controlnet, extra / "control_v11p_sd15_scribble.safetensors", "ldm")
+    paths = Paths.from_args(parse_args(["--data-dir", str(tmp_path / "data"), "--controlnet-dir", str(extra)]))
+    write_controlnet(controlnet, paths.models_dir / "ControlNet" / "control_v11p_sd15_canny.safetensors", "ldm")
+
+    lib = ControlNetLibrary.for_paths(paths)
+
+    assert [n.split(" [")[0] for n in lib.names()] == ["control_v11p_sd15_canny", "control_v11p_sd15_scribble"]
+    assert lib.folders == (paths.models_dir / "ControlNet", extra.resolve())
