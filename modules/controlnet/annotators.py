@@ -28,7 +28,8 @@ class Annotator:
 
     files: tuple[str, ...]
     build: Callable[[list[dict]], Any]
-    download: str  # the catalog entry (configs/checkpoints.json) that fetches its first file
+    download: str = ""  # the catalog entry (configs/checkpoints.json) that fetches them, where it has one
+    source: str = "huggingface.co/lllyasviel/Annotators"  # where they are published
 
 
 def _aux():
@@ -159,15 +160,15 @@ def _build_teed(states: list[dict]):
 
 ANNOTATORS: types.MappingProxyType[str, Annotator] = types.MappingProxyType({
     "openpose": Annotator(("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"), _build_openpose, "controlnet-annotator-openpose"),
-    "midas": Annotator(("dpt_hybrid-midas-501f0c75.pt",), _build_midas, "controlnet-annotator-midas"),
+    "midas": Annotator(("dpt_hybrid-midas-501f0c75.pt",), _build_midas),
     "lineart": Annotator(("sk_model.pth",), _build_lineart, "controlnet-annotator-lineart"),
     "lineart_coarse": Annotator(("sk_model2.pth",), _build_lineart, "controlnet-annotator-lineart-coarse"),
     "lineart_anime": Annotator(("netG.pth",), _build_lineart_anime, "controlnet-annotator-lineart-anime"),
     "hed": Annotator(("ControlNetHED.pth",), _build_hed, "controlnet-annotator-hed"),
-    "pidinet": Annotator(("table5_pidinet.pth",), _build_pidinet, "controlnet-annotator-pidinet"),
-    "normal_bae": Annotator(("scannet.pt",), _build_normal_bae, "controlnet-annotator-normalbae"),
+    "pidinet": Annotator(("table5_pidinet.pth",), _build_pidinet),
+    "normal_bae": Annotator(("scannet.pt",), _build_normal_bae),
     "mlsd": Annotator(("mlsd_large_512_fp32.pth",), _build_mlsd, "controlnet-annotator-mlsd"),
-    "teed": Annotator(("7_model.pth",), _build_teed, "controlnet-annotator-teed"),
+    "teed": Annotator(("7_model.pth",), _build_teed, source="huggingface.co/bdsqlsz/qinglong_controlnet-lllite (Annotators/)"),
 })
 
 
@@ -192,8 +193,9 @@ def load_detector(key: str, folder: Path, device: str) -> Any:
     for filename in annotator.files:
         path = find_weights(folder, filename)
         if path is None:
-            raise ValueError(f"The annotator weights {filename} are not in {folder}; download them with "
-                             f"`--download {annotator.download}` (launch.py) or put the file there.")
+            how = (f"download them with `--download {annotator.download}` (launch.py) or put the file there"
+                   if annotator.download else f"put the file there (published at {annotator.source})")
+            raise ValueError(f"The annotator weights {filename} are not in {folder}; {how}.")
         paths.append(path)
     _aux()
     states = [read_weights(p, "ControlNet annotator") for p in paths]
@@ -258,7 +260,7 @@ def _spec(name: str, detect: Detect, annotator: str, label: str = "", tags: tupl
           threshold_a: Slider | None = None, threshold_b: Slider | None = None, resolution: Slider | None = RESOLUTION) -> Preprocessor:
     spec = ANNOTATORS[annotator]
     return Preprocessor(name, detect, label=label, tags=tags, priority=priority, threshold_a=threshold_a, threshold_b=threshold_b,
-                        resolution=resolution, weights=spec.files, download=spec.download)
+                        resolution=resolution, weights=spec.files, download=spec.download, weights_source=spec.source)
 
 
 ANNOTATOR_PREPROCESSORS: tuple[Preprocessor, ...] = (

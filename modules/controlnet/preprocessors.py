@@ -75,7 +75,8 @@ class Preprocessor:
     threshold_b: Slider | None = None
     priority: int = 0  # the extension's sorting priority: higher comes first in lists
     weights: tuple[str, ...] = ()  # annotator files (in the annotator folder) it needs
-    download: str = ""  # the catalog entry (`--download NAME`) that fetches them
+    download: str = ""  # the catalog entry (`--download NAME`) that fetches them, if there is one
+    weights_source: str = ""  # where they are published, for a download without a catalog entry
     needs_mask: bool = False
     fixed_resolution: int = 512
     aliases: tuple[str, ...] = ()  # older names the extension accepted
@@ -352,7 +353,7 @@ class Preprocessors:
         if missing:
             p = self.get(name)
             how = (f"download it with `--download {p.download}` (launch.py) or put the file there"
-                   if p.download else "put the file there (lllyasviel/Annotators on Hugging Face has it)")
+                   if p.download else f"put the file there (published at {p.weights_source or 'its authors'})")
             raise ValueError(f"The {p.display_name} preprocessor needs the annotator weights {missing[0].name} "
                              f"in {missing[0].parent}; {how}.")
 

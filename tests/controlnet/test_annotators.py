@@ -121,10 +121,10 @@ def test_model_preprocessor_runs_from_its_weights_files(preprocessors, module):
 def test_missing_weights_name_the_file_the_folder_and_the_download(tmp_path):
     empty = Preprocessors(tmp_path / "ControlNetPreprocessor")
     with pytest.raises(ValueError) as err:
-        empty.run("depth_midas", picture())
+        empty.run("openpose_full", picture())
     message = str(err.value)
-    assert "dpt_hybrid-midas-501f0c75.pt" in message and "ControlNetPreprocessor" in message
-    assert "--download controlnet-annotator-midas" in message
+    assert "body_pose_model.pth" in message and "ControlNetPreprocessor" in message
+    assert "--download controlnet-annotator-openpose" in message
     assert [p.name for p in empty.missing_weights("openpose_full")] == ["body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"]
     assert empty.missing_weights("canny") == []
 
@@ -156,3 +156,24 @@ def test_model_preprocessors_are_listed_with_the_extension_names(preprocessors):
     assert types_["Depth"]["default_option"] == "depth_midas"
     assert types_["SoftEdge"]["default_option"] == "softedge_pidinet"
     assert preprocessors.module_detail()["mlsd"]["sliders"][1] == {"name": "MLSD Value Threshold", "value": 0.1, "min": 0.01, "max": 2.0, "step": 0.01}
+
+
+def test_catalog_entries_fetch_the_files_the_annotators_read():
+    from modules.models.downloadable import MODEL_FOLDERS, Catalog
+
+    catalog = Catalog.load()
+    for key, annotator in annotators.ANNOTATORS.items():
+        if not annotator.download:
+            continue
+        entry = catalog.find(annotator.download)
+        assert entry is not None, key
+        fetched = [entry.filename] + [catalog.find(name).filename for name in entry.also]
+        assert fetched == list(annotator.files), key
+        assert {entry.folder} | {catalog.find(name).folder for name in entry.also} == {"ControlNetPreprocessor"}
+        assert len(entry.sha256) == 64 and entry.size > 0
+    assert "ControlNetPreprocessor" in MODEL_FOLDERS  # so `--download` may write there
+
+
+def test_missing_weights_without_a_catalog_entry_say_where_they_are_published(tmp_path):
+    with pytest.raises(ValueError, match="dpt_hybrid-midas-501f0c75.pt.*published at huggingface.co/lllyasviel/Annotators"):
+        Preprocessors(tmp_path).run("depth_midas", picture())
