@@ -149,12 +149,12 @@ class Signature:
         return f"block widths {list(self.block_out_channels)}, cross-attention width {self.cross_attention_dim}"
 
 
+SD1_LIKE = ("sd1", "tiny-sd1", "demo-shapes")  # modules.models.arch.SD1_ARCHS, without importing torch here
+
+
 def family_kind(arch: str) -> str:
     """sd1, sd2 or sdxl: the project's small models are SD 1.x-shaped."""
     return "sd1" if arch in SD1_LIKE else arch
-
-
-SD1_LIKE = ("sd1", "tiny-sd1", "demo-shapes")
 
 
 class ControlNetLibrary:
@@ -328,6 +328,8 @@ class ControlNetLibrary:
                 return cached
         controlnet = self._build(entry, model)
         with self._lock:
+            for stale in [k for k in self._cache if k[0] == key[0] and k[1] != stamp]:
+                del self._cache[stale]  # the file changed on disk: its old weights go
             if self.cache_size > 0:
                 self._cache[key] = controlnet
                 self._evict()

@@ -393,6 +393,7 @@ def test_cache_reloads_a_changed_file_and_another_dtype(tmp_path, sd1):
     reloaded = lib.load("canny", model)
     assert reloaded is not first
     assert max_difference(run_controlnet(reloaded), run_controlnet(other.half().float())) < 1e-5
+    assert lib.loaded() == 1  # the changed file's old weights (fp32 and fp16) are dropped
 
 
 def test_cached_model_is_still_checked_against_the_checkpoint(tmp_path, sd1):
