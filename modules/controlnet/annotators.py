@@ -236,11 +236,40 @@ def _midas_normal(image, resolution, background, b, ctx):
     return run_padded(image, resolution, normal)
 
 
+def pose_json(poses: list, height: int, width: int, padded: tuple[int, int] | None = None) -> dict:
+    """Poses in the extension's JSON (OpenPose's output format): per person the flat
+    [x, y, confidence] lists of body, face and hands, x and y in 0..1 of the map; missing points
+    are 0, 0, 0. `padded` is the (height, width) the detector saw, when the map was cut from it."""
+    sy, sx = (padded[0] / height, padded[1] / width) if padded else (1.0, 1.0)
+
+    def flat(points):
+        if not points:
+            return None
+        return [v for p in points for v in ((float(p.x) * sx, float(p.y) * sy, 1.0) if p is not None else (0.0, 0.0, 0.0))]
+
+    return {"people": [{"pose_keypoints_2d": flat(pose.body.keypoints), "face_keypoints_2d": flat(pose.face),
+                        "hand_left_keypoints_2d": flat(pose.left_hand), "hand_right_keypoints_2d": flat(pose.right_hand)}
+                       for pose in poses],
+            "animals": [], "canvas_height": height, "canvas_width": width}
+
+
 def _openpose(hand: bool, face: bool, body: bool = True) -> Detect:
     def detect(image, resolution, a, b, ctx):
+        from controlnet_aux.open_pose import draw_poses
+
         detector = ctx.detector("openpose")
-        return run_padded(image, resolution, lambda x: detector(x, include_body=body, include_hand=hand, include_face=face,
-                                                                 output_type="np", **_square(x)))
+        found = []
+
+        def draw(x):
+            h, w = x.shape[:2]
+            poses = detector.detect_poses(x, include_hand=hand, include_face=face)
+            found.append((poses, (h, w)))
+            return draw_poses(poses, h, w, draw_body=body, draw_hand=hand, draw_face=face)
+
+        result = run_padded(image, resolution, draw)
+        poses, padded = found[0]
+        ctx.found["poses"] = pose_json(poses, result.shape[0], result.shape[1], padded)
+        return result
     return detect
 
 

@@ -12,7 +12,7 @@ detector runs), and returns an RGB map; the inpaint ones return RGBA (alpha = th
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +51,16 @@ class DetectContext:
     rng: np.random.RandomState  # seeded per job, so shuffle gives the same map for the same seed
     mask: np.ndarray | None  # HxW uint8, 255 = repaint (inpaint preprocessors)
     detector: Callable[[str], Any]  # an annotator's loaded model by its key (annotators.py), cached
+    found: dict = field(default_factory=dict)  # what a detector reports beside its map ("poses": openpose's JSON)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A preprocessor's result: the map, and for the openpose modules the poses it found in the
+    extension's JSON (OpenPose's format, keypoints in 0..1 of the map; `/controlnet/detect`'s "poses")."""
+
+    image: Image.Image
+    poses: dict | None = None
 
 
 # image (HxWx3 uint8 RGB), resolution, threshold a, threshold b, context -> map (HxW, HxWx3 or HxWx4 uint8)
@@ -380,6 +390,11 @@ class Preprocessors:
         Resolution and thresholds out of the slider's range (-1) mean its default. `seed` makes
         random preprocessors (shuffle) repeatable; `mask` (white = repaint) is for inpaint.
         """
+        return self.detect(name, image, resolution, threshold_a, threshold_b, mask=mask, seed=seed).image
+
+    def detect(self, name: str, image: Image.Image, resolution: float = -1, threshold_a: float = -1, threshold_b: float = -1,
+               mask: Image.Image | None = None, seed: int | None = None) -> Detection:
+        """`run`, with what the detector found beside the map (openpose: the poses)."""
         p = self.get(name)
         if image is None:
             raise ValueError(f"The {p.display_name} preprocessor has no image to work on.")
@@ -406,8 +421,10 @@ class Preprocessors:
         if result.dtype != np.uint8:
             result = result.clip(0, 255).astype(np.uint8)
         if result.ndim == 3 and result.shape[2] == 4:
-            return Image.fromarray(np.ascontiguousarray(result), "RGBA")
-        return Image.fromarray(hwc3(result), "RGB")
+            picture = Image.fromarray(np.ascontiguousarray(result), "RGBA")
+        else:
+            picture = Image.fromarray(hwc3(result), "RGB")
+        return Detection(picture, ctx.found.get("poses"))
 
     # ---- the extension's API shapes ----
     def module_detail(self, alias_names: bool = False) -> dict[str, dict]:
@@ -444,5 +461,5 @@ class Preprocessors:
         return out
 
 
-__all__ = ["Preprocessor", "Preprocessors", "Slider", "DetectContext", "BUILTIN_PREPROCESSORS", "RESOLUTION",
+__all__ = ["Preprocessor", "Preprocessors", "Slider", "DetectContext", "Detection", "BUILTIN_PREPROCESSORS", "RESOLUTION",
            "to_rgb_array", "run_padded", "scale_short_side", "hwc3"]

@@ -118,6 +118,28 @@ def test_model_preprocessor_runs_from_its_weights_files(preprocessors, module):
     assert np.asarray(out).dtype == np.uint8
 
 
+def test_openpose_reports_its_poses_in_the_extension_json(preprocessors):
+    found = preprocessors.detect("openpose_full", picture(), resolution=64)
+    assert found.image.size == (96, 64)
+    assert found.poses == {"people": [], "animals": [], "canvas_height": 64, "canvas_width": 96}  # zero weights: nobody
+    assert preprocessors.detect("canny", picture(), 64).poses is None
+
+
+def test_pose_json_keeps_points_where_they_are_on_the_map():
+    from controlnet_aux.open_pose import PoseResult
+    from controlnet_aux.open_pose.body import BodyResult, Keypoint
+
+    # the detector saw a 128x64 padded picture; the map is its left 96x64
+    body = BodyResult(keypoints=[Keypoint(0.5, 0.25), None], total_score=1.0, total_parts=1)
+    pose = PoseResult(body, left_hand=None, right_hand=[Keypoint(0.0, 1.0)], face=None)
+    out = annotators.pose_json([pose], 64, 96, padded=(64, 128))
+    person = out["people"][0]
+    assert person["pose_keypoints_2d"] == pytest.approx([64 / 96, 0.25, 1.0, 0.0, 0.0, 0.0])
+    assert person["hand_right_keypoints_2d"] == pytest.approx([0.0, 1.0, 1.0])
+    assert person["hand_left_keypoints_2d"] is None and person["face_keypoints_2d"] is None
+    assert (out["canvas_width"], out["canvas_height"]) == (96, 64)
+
+
 def test_missing_weights_name_the_file_the_folder_and_the_download(tmp_path):
     empty = Preprocessors(tmp_path / "ControlNetPreprocessor")
     with pytest.raises(ValueError) as err:
