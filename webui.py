@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from modules.models.fetch import FetchProgress
     from modules.jobs.extras_task import ExtrasService
     from modules.jobs.interrogate_task import InterrogateService
+    from modules.controlnet.service import ControlNetService
     from modules.outputs.gallery import GalleryIndex
     from modules.network import ServerAccess
     from modules.settings import SettingsStore
@@ -55,6 +56,7 @@ class App:
     default_download: "FetchProgress | None" = None  # first start's fetch of the default checkpoint, while there is one
     login_limits: LoginLimits = field(default_factory=LoginLimits)  # wrong-password back-off, shared by the page's and the API's log-ins
     interrogate: "InterrogateService | None" = None  # Interrogate CLIP / DeepBooru (models/BLIP, CLIP, deepbooru)
+    controlnet: "ControlNetService | None" = None  # ControlNet units: models/ControlNet and the preprocessors
 
     @classmethod
     def create(cls, args) -> "App":
@@ -125,8 +127,25 @@ class App:
         interrogate = InterrogateService.for_folders(model_folders(paths), lambda: settings.values,
                                                      use_cpu=bool({"all", "interrogate"} & set(args.use_cpu)), no_half=args.no_half,
                                                      device_id=args.device_id)
+        service.controlnet = cls.controlnet_for(paths, settings, cpu=bool({"all", "controlnet"} & set(args.use_cpu)))
+        models.add_unload_listener(service.controlnet.unload)  # a checkpoint switch or unload frees ControlNets and annotators
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
-                   downloads=downloads, access=access, interrogate=interrogate)
+                   downloads=downloads, access=access, interrogate=interrogate, controlnet=service.controlnet)
+
+    @staticmethod
+    def controlnet_for(paths: Paths, settings: "SettingsStore", cpu: bool = False) -> "ControlNetService":
+        """ControlNets from models/ControlNet (listed now, loaded on first use) and the
+        preprocessors with their annotator weights in models/ControlNetPreprocessor."""
+        from modules.controlnet.models import ControlNetLibrary
+        from modules.controlnet.preprocessors import Preprocessors
+        from modules.controlnet.service import ControlNetService
+
+        library = ControlNetLibrary.for_paths(paths)
+        preprocessors = Preprocessors(paths.model_dir("ControlNetPreprocessor"), device="cpu")
+        controlnet = ControlNetService(library, preprocessors, annotator_device="cpu" if cpu else "auto")
+        controlnet.use_settings(settings.values)
+        settings.on_change(controlnet.use_settings)
+        return controlnet
 
     @staticmethod
     def bind_settings(settings: "SettingsStore", service: "GenerationService", extras: "ExtrasService") -> None:

@@ -112,6 +112,7 @@ UPSCALING = "Upscaling"
 GALLERY = "Gallery"
 LIMITS = "Limits"
 INTERROGATE = "Interrogate"
+CONTROLNET = "ControlNet"
 INTERROGATE_CATEGORIES = category_names()  # configs/interrogate's lists
 
 SETTINGS: tuple[Setting, ...] = (
@@ -206,6 +207,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("deepbooru_use_spaces", True, "deepbooru: use spaces in tags", INTERROGATE, info="if not: use underscores"),
     Setting("deepbooru_escape", True, "deepbooru: escape (\\) brackets", INTERROGATE, info="so they are used as literal brackets and not for emphasis"),
     Setting("deepbooru_filter_tags", "", "deepbooru: filter out those tags", INTERROGATE, info="separate by comma"),
+    # The A1111 ControlNet extension's settings, under its keys (modules/controlnet/service.py).
+    Setting("control_net_unit_count", 3, "Multi-ControlNet: ControlNet unit number (requires restart)", CONTROLNET, minimum=1, maximum=10,
+            step=1),
+    Setting("control_net_model_cache_size", 2, "Model cache size (requires restart)", CONTROLNET, minimum=1, maximum=10, step=1,
+            info="ControlNets kept loaded between jobs"),
+    Setting("control_net_models_path", "", "Extra path to scan for ControlNet models (e.g. training output directory)", CONTROLNET),
+    Setting("control_net_no_detectmap", False, "Do not append detectmap to output", CONTROLNET,
+            info="the API's images and the page's gallery otherwise end with each unit's detected map"),
     # Bounds on one request's work (modules/generation/limits.py); 0 turns one off.
     Setting("limit_prompt_characters", WORK_LIMITS.prompt_characters, "Longest prompt (characters)", LIMITS, minimum=0, maximum=10_000_000, step=1,
             info="0: no limit"),

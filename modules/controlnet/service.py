@@ -39,11 +39,19 @@ class ControlJob:
 class ControlNetService:
     """Owns the ControlNet library and the preprocessors (the App makes one)."""
 
-    def __init__(self, library: "ControlNetLibrary", preprocessors: "Preprocessors", unit_count: int = 3, no_detectmap: bool = False):
+    def __init__(self, library: "ControlNetLibrary", preprocessors: "Preprocessors", unit_count: int = 3, no_detectmap: bool = False,
+                 annotator_device: str = "auto"):
         self.library = library
         self.preprocessors = preprocessors
         self.unit_count = unit_count
         self.no_detectmap = no_detectmap
+        # "auto": annotator models (depth, pose...) run on the checkpoint's device, known once it has loaded
+        self.annotator_device = annotator_device
+
+    def unload(self) -> None:
+        """Free the loaded ControlNets and annotator models (the checkpoint changed or was unloaded)."""
+        self.library.clear()
+        self.preprocessors.unload()
 
     def use_settings(self, changed: Mapping[str, Any]) -> None:
         """The extension's settings from config.json (unit count takes effect on the next page load)."""
@@ -93,6 +101,9 @@ class ControlNetService:
 
         prepared: list[PreparedUnit] = []
         job = ControlJob()
+        if self.annotator_device == "auto" and self.preprocessors.device != model.device.type:
+            self.preprocessors.unload()  # detectors loaded for another device
+            self.preprocessors.device = model.device.type
         for index, unit in enumerate(units):
             s = unit.settings
             if not s.enabled:
