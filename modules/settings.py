@@ -210,7 +210,7 @@ SETTINGS: tuple[Setting, ...] = (
     # The A1111 ControlNet extension's settings, under its keys (modules/controlnet/service.py).
     Setting("control_net_unit_count", 3, "Multi-ControlNet: ControlNet unit number (requires restart)", CONTROLNET, minimum=1, maximum=10,
             step=1),
-    Setting("control_net_model_cache_size", 2, "Model cache size (requires restart)", CONTROLNET, minimum=1, maximum=10, step=1,
+    Setting("control_net_model_cache_size", 2, "Model cache size", CONTROLNET, minimum=1, maximum=10, step=1,
             info="ControlNets kept loaded between jobs"),
     Setting("control_net_models_path", "", "Extra path to scan for ControlNet models (e.g. training output directory)", CONTROLNET),
     Setting("control_net_no_detectmap", False, "Do not append detectmap to output", CONTROLNET,
