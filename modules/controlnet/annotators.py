@@ -105,6 +105,14 @@ def _build_midas(states: list[dict]):
     return MidasDetector(_load(lambda: DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True), state))
 
 
+def _build_leres(states: list[dict]):
+    from controlnet_aux.leres import LeresDetector
+    from controlnet_aux.leres.leres.multi_depth_model_woauxi import RelDepthModel
+
+    # depth_leres only: depth_leres++ needs controlnet_aux's pix2pix refiner, which parses sys.argv.
+    return LeresDetector(_load(lambda: RelDepthModel(backbone="resnext101"), _strip(states[0].get("depth_model", states[0]))), None)
+
+
 def _build_lineart(states: list[dict]):
     from controlnet_aux.lineart import Generator, LineartDetector
 
@@ -161,6 +169,7 @@ def _build_teed(states: list[dict]):
 ANNOTATORS: types.MappingProxyType[str, Annotator] = types.MappingProxyType({
     "openpose": Annotator(("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth"), _build_openpose, "controlnet-annotator-openpose"),
     "midas": Annotator(("dpt_hybrid-midas-501f0c75.pt",), _build_midas),
+    "leres": Annotator(("res101.pth",), _build_leres),
     "lineart": Annotator(("sk_model.pth",), _build_lineart, "controlnet-annotator-lineart"),
     "lineart_coarse": Annotator(("sk_model2.pth",), _build_lineart, "controlnet-annotator-lineart-coarse"),
     "lineart_anime": Annotator(("netG.pth",), _build_lineart_anime, "controlnet-annotator-lineart-anime"),
@@ -273,6 +282,12 @@ def _openpose(hand: bool, face: bool, body: bool = True) -> Detect:
     return detect
 
 
+def _leres(image, resolution, remove_near, remove_background, ctx):
+    detector = ctx.detector("leres")
+    return run_padded(image, resolution, lambda x: detector(x, thr_a=float(remove_near), thr_b=float(remove_background), boost=False,
+                                                             output_type="np", **_square(x)))
+
+
 def _mlsd(image, resolution, value_threshold, distance_threshold, ctx):
     detector = ctx.detector("mlsd")
     return run_padded(image, resolution, lambda x: detector(x, thr_v=float(value_threshold), thr_d=float(distance_threshold),
@@ -296,6 +311,8 @@ ANNOTATOR_PREPROCESSORS: tuple[Preprocessor, ...] = (
     _spec("depth", _midas_depth, "midas", label="depth_midas", tags=("Depth",), priority=100),
     _spec("normal_map", _midas_normal, "midas", label="normal_midas", tags=("NormalMap",),
           threshold_a=Slider("Normal Background Threshold", 0.4, 0.0, 1.0)),
+    _spec("depth_leres", _leres, "leres", tags=("Depth",), threshold_a=Slider("Remove Near %", 0, 0, 100, 0.1),
+          threshold_b=Slider("Remove Background %", 0, 0, 100, 0.1)),
     _spec("openpose", _openpose(hand=False, face=False), "openpose", tags=("OpenPose",)),
     _spec("openpose_hand", _openpose(hand=True, face=False), "openpose", tags=("OpenPose",)),
     _spec("openpose_face", _openpose(hand=False, face=True), "openpose", tags=("OpenPose",)),
