@@ -38,11 +38,15 @@ class Recipe:
     """Every number that decides the weights. Change one and the model changes."""
 
     seed: int = 20261206
-    steps: int = 2000
-    batch: int = 32
-    learning_rate: float = 5e-4
-    final_learning_rate: float = 5e-5
+    steps: int = 1200
+    batch: int = 16
+    learning_rate: float = 1e-3
+    final_learning_rate: float = 1e-4
     weight_decay: float = 0.0
+    timesteps: str = "cubic"  # or "uniform"; cubic favours the noisy steps where the layout is decided
+    min_snr_gamma: float = 0.0  # >0: min-SNR weighting (less weight on the nearly clean steps)
+    x0_weight_cap: float = 20.0  # >0: add the error in x0 terms (epsilon error / SNR), capped at this weight
+    live_condition_embedding: bool = True  # the condition embedding's last conv starts random, not zero
     conditioning_channels: tuple[int, ...] = (16, 32, 64, 128)  # three stride-2 steps: 64 px -> 8x8 latents
     checkpoint_every: int = 100
 
@@ -86,10 +90,26 @@ def training_batch(recipe: Recipe, step: int) -> tuple[np.ndarray, np.ndarray, l
 
 
 def build_controlnet(unet, recipe: Recipe):
-    """A ControlNet copied from ``unet`` (encoder and middle block), zero convolutions out."""
+    """A ControlNet copied from ``unet`` (encoder and middle block), zero convolutions out.
+
+    With ``live_condition_embedding`` the condition reaches the copied encoder from the first
+    step: with both ends zero, each zero convolution's gradient waits for the other, and a
+    small ControlNet sat for hundreds of steps on that saddle before the map mattered."""
     from diffusers import ControlNetModel
 
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(recipe.conditioning_channels))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(recipe.conditioning_channels))
+    if recipe.live_condition_embedding:
+        controlnet.controlnet_cond_embedding.conv_out.reset_parameters()
+    return controlnet
+
+
+def sample_timesteps(recipe: Recipe, count: int, total: int, gen: torch.Generator) -> torch.Tensor:
+    """Training timesteps: uniform, or "cubic" as T2I-Adapter trains its adapters
+    (t = (1 - u^3) T), most of them noisy, where a condition decides the layout."""
+    if recipe.timesteps == "uniform":
+        return torch.randint(0, total, (count,), generator=gen)
+    u = torch.rand(count, generator=gen)
+    return ((1 - u**3) * total).long().clamp(0, total - 1)
 
 
 def _learning_rate(recipe: Recipe, step: int) -> float:
@@ -161,12 +181,19 @@ def train(
             z0 = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)) * scaling
             context = text(captions)
         noise = torch.randn(z0.shape, generator=gen).to(device)
-        t = torch.randint(0, len(alphas), (b,), generator=gen).to(device)
+        t = sample_timesteps(recipe, b, len(alphas), gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
         down, mid = controlnet(noisy, t, context, controlnet_cond=condition_tensor(maps).to(device), return_dict=False)
         pred = unet(noisy, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-        loss = F.mse_loss(pred, noise)
+        loss = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        snr = a.flatten() / (1 - a.flatten())
+        if recipe.min_snr_gamma:
+            loss = loss * torch.clamp(snr, max=recipe.min_snr_gamma) / snr
+        if recipe.x0_weight_cap:
+            # at high noise the epsilon error hardly tells where the shape went; its x0 error does
+            loss = loss * (1 + torch.clamp(1 / snr, max=recipe.x0_weight_cap))
+        loss = loss.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
