@@ -218,13 +218,13 @@ def build_controlnet(prefix: str, service: Any, queue: "JobQueue", width: gr.Sli
     tabname = f"{prefix}_controlnet"
     panel = ControlNetPanel(service, [], img2img)
     with gr.Column(elem_id=tabname):
-        with gr.Accordion("ControlNet", open=False, elem_id=f"{tabname}_accordion"):
+        with gr.Accordion("ControlNet", open=False, elem_id=f"{tabname}_accordion") as accordion:
             with gr.Tabs(elem_id=f"{tabname}_tabs"):
                 for i in range(max(1, int(service.unit_count))):
                     with gr.Tab(f"ControlNet Unit {i}", id=f"{tabname}_unit_{i}", elem_classes=["cnet-unit-tab"]):
                         panel.units.append(_build_unit(panel, i, f"{tabname}_ControlNet-{i}", img2img))
     for unit in panel.units:
-        _wire_unit(panel, queue, unit, width, height, max_pixels, picture)
+        _wire_unit(panel, queue, unit, width, height, max_pixels, picture, accordion)
     return panel
 
 
@@ -296,7 +296,7 @@ def _check_resolution(resolution: int, size: tuple[int, int], max_pixels: int | 
 
 
 def _wire_unit(panel: ControlNetPanel, queue: "JobQueue", unit: UnitControls, width: gr.Slider, height: gr.Slider,
-               max_pixels: Callable[[], int | None], picture: tuple[list, PictureOf] | None) -> None:
+               max_pixels: Callable[[], int | None], picture: tuple[list, PictureOf] | None, accordion: gr.Accordion) -> None:
     from modules.ui.img2img import guard_upload
 
     service = panel.service
@@ -338,6 +338,8 @@ def _wire_unit(panel: ControlNetPanel, queue: "JobQueue", unit: UnitControls, wi
     unit.module.input(sliders, [unit.module, unit.pixel_perfect], slider_outputs, queue=False, api_name=False)
     unit.module.change(shapes, [unit.module, unit.pixel_perfect, *slider_outputs], slider_outputs, queue=False, api_name=False)
     unit.pixel_perfect.change(shapes, [unit.module, unit.pixel_perfect, *slider_outputs], slider_outputs, queue=False, api_name=False)
+    # A preprocessor chosen by ui-config.json was set after the sliders were built: shape them on opening.
+    accordion.expand(shapes, [unit.module, unit.pixel_perfect, *slider_outputs], slider_outputs, queue=False, api_name=False)
 
     def refresh_models(current: str, control_type: str):
         refresh = getattr(service.library, "refresh", None)

@@ -201,3 +201,19 @@ def test_detected_maps_follow_the_images_in_the_gallery():
     files, _, log, seeds, _, infotexts = JobRunner._shown(job)
     assert files == [picture, detected] and seeds == [5, 5] and infotexts == ["a cat", ""]
     assert "1 image(s)" in log
+
+
+def test_a_preprocessor_from_ui_config_shapes_its_sliders_when_the_accordion_opens(service, tmp_path):
+    import json
+
+    from modules.ui.ui_config import UiConfig
+
+    blocks, panel = build(service)
+    (tmp_path / "ui-config.json").write_text(json.dumps({"txt2img_controlnet_unit_0/Preprocessor/value": "canny"}))  # no page tab here
+    assert UiConfig(tmp_path / "ui-config.json").apply(blocks) == []
+    unit = panel.units[0]
+    assert unit.module.value == "canny" and unit.threshold_a.visible is False  # built for "none"
+    accordion = next(b for b in blocks.blocks.values() if isinstance(b, gr.Accordion))
+    [on_open] = [f for f in blocks.fns.values() if (accordion._id, "expand") in f.targets and unit.module in f.inputs]
+    res, a, b = on_open.fn(*(c.value for c in on_open.inputs))
+    assert (a["label"], a["visible"], a["value"], b["label"], b["value"]) == ("Low Threshold", True, 100, "High Threshold", 200)
