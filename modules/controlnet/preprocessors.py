@@ -11,6 +11,7 @@ detector runs), and returns an RGB map; the inpaint ones return RGBA (alpha = th
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,7 +292,7 @@ class Preprocessors:
     """The preprocessors this server offers, and the annotator models they have loaded.
 
     Made once by the app with the annotator weights folder; `cache_size` annotator models stay
-    loaded (least recently used goes first). Not thread-safe: the worker runs one job at a time.
+    loaded (least recently used goes first); loading and evicting them is guarded by a lock.
     """
 
     def __init__(self, weights_dir: str | Path | None = None, device: str = "cpu", cache_size: int = 2,
@@ -302,6 +303,7 @@ class Preprocessors:
         self.device = device
         self.cache_size = max(1, int(cache_size))
         self._detectors: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()  # the worker and a page preview may both load annotators
         every = BUILTIN_PREPROCESSORS + annotators.ANNOTATOR_PREPROCESSORS + tuple(extra or ())
         self._by_name: dict[str, Preprocessor] = {}
         for p in every:
@@ -370,18 +372,20 @@ class Preprocessors:
     def _detector(self, key: str) -> Any:
         from modules.controlnet import annotators
 
-        if key in self._detectors:
-            self._detectors.move_to_end(key)
-            return self._detectors[key]
-        while len(self._detectors) >= self.cache_size:
-            self._detectors.popitem(last=False)
-        loaded = annotators.load_detector(key, self.folder, self.device)
-        self._detectors[key] = loaded
-        return loaded
+        with self._lock:
+            if key in self._detectors:
+                self._detectors.move_to_end(key)
+                return self._detectors[key]
+            while len(self._detectors) >= self.cache_size:
+                self._detectors.popitem(last=False)
+            loaded = annotators.load_detector(key, self.folder, self.device)
+            self._detectors[key] = loaded
+            return loaded
 
     def unload(self) -> None:
         """Forget the loaded annotator models (they are reloaded when next needed)."""
-        self._detectors.clear()
+        with self._lock:
+            self._detectors.clear()
 
     def run(self, name: str, image: Image.Image, resolution: float = -1, threshold_a: float = -1, threshold_b: float = -1,
             mask: Image.Image | None = None, seed: int | None = None) -> Image.Image:
