@@ -10,6 +10,7 @@ loader pass. Writers give the three layouts of the wild: the LDM single file of 
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -100,9 +101,8 @@ def write_controlnet(controlnet, path: Path, layout: str = "ldm", dtype: torch.d
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if layout == "diffusers-folder":
-        controlnet.to(dtype).save_pretrained(path, safe_serialization=True)
-        controlnet.float()
+    if layout == "diffusers-folder":  # a copy, so the caller's model keeps its precision
+        copy.deepcopy(controlnet).to(dtype).save_pretrained(path, safe_serialization=True)
         return path
     state = to_ldm(controlnet) if layout == "ldm" else dict(controlnet.state_dict())
     if layout not in ("ldm", "diffusers-file"):
