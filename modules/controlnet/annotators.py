@@ -33,8 +33,13 @@ class Annotator:
 
 
 def _aux():
+    import warnings
+
     try:
-        import controlnet_aux  # noqa: F401  (imports every detector once)
+        with warnings.catch_warnings():  # its import re-registers timm models and scripts a function: noise, not news
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            import controlnet_aux  # noqa: F401  (imports every detector once)
     except ImportError as exc:
         raise ValueError("The model-based ControlNet preprocessors need the controlnet_aux package "
                          f"(pip install controlnet_aux): {exc}.") from None
