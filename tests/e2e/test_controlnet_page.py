@@ -133,7 +133,7 @@ def test_an_enabled_unit_without_a_picture_is_refused_visibly(page, server):
     page.locator(f"#{unit}_controlnet_enable_checkbox input").check()
     before = set(saved_images(server["data"]))
     page.click("#txt2img_generate")
-    page.locator(".toast-body", has_text="ControlNet").wait_for(timeout=20000)
+    page.locator(".toast-body", has_text="ControlNet unit 1").wait_for(timeout=20000)
     assert set(saved_images(server["data"])) == before
     page.click(f"#{unit}_controlnet_trigger_preprocessor")  # 💥 with nothing to preprocess: said, not crashed
     page.locator(".toast-body", has_text="no picture to preprocess").wait_for(timeout=20000)

@@ -217,3 +217,15 @@ def test_a_preprocessor_from_ui_config_shapes_its_sliders_when_the_accordion_ope
     [on_open] = [f for f in blocks.fns.values() if (accordion._id, "expand") in f.targets and unit.module in f.inputs]
     res, a, b = on_open.fn(*(c.value for c in on_open.inputs))
     assert (a["label"], a["visible"], a["value"], b["label"], b["value"]) == ("Low Threshold", True, 100, "High Threshold", 200)
+
+
+def test_the_control_type_filter_offers_that_types_preprocessors_and_models(service):
+    blocks, panel = build(service)
+    pick_type = _handler(blocks, "pick_type")
+    modules, models = pick_type("Canny")
+    assert modules["value"] == "canny" and "canny" in modules["choices"] and "depth_midas" not in modules["choices"]
+    assert models["value"].startswith(f"{MODEL_STEM} [") and models["choices"][0] == "None"  # its model, by name
+    modules, models = pick_type("Depth")
+    assert "canny" not in modules["choices"] and models == {"__type__": "update", "choices": ["None"], "value": "None"}
+    modules, _ = pick_type("All")
+    assert modules["value"] == "none" and len(modules["choices"]) == len(panel.module_choices())
