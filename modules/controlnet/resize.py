@@ -96,7 +96,7 @@ def _resize_map(x: np.ndarray, width: int, height: int) -> np.ndarray:
             mask = cv2.resize(mask, (width, height), interpolation=interpolation)
         if binary:
             gray = np.mean(y.astype(np.float32), axis=2).clip(0, 255).astype(np.uint8)
-            if one_pixel_edge and new_area > old_area:
+            if one_pixel_edge:
                 gray = _thin_nms(gray)
             _, gray = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
             y = np.stack([gray] * 3, axis=2)
