@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "ControlNet" / training.FOLDER_NAME)
     parser.add_argument("--checkpoint", type=Path, default=EMBEDDED_PATH, help="the demo model it steers")
     parser.add_argument("--quick", action="store_true", help="a few steps (a smoke test, not a model)")
+    parser.add_argument("--steps", type=int, default=None, help="train this many steps instead of the recipe's")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--skip-eval", action="store_true", help="do not measure the steering afterwards")
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     recipe = training.Recipe.quick() if args.quick else training.Recipe()
+    if args.steps:
+        recipe = replace(recipe, steps=args.steps)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     args.work.mkdir(parents=True, exist_ok=True)
     recipe_file = args.work / "recipe.json"
