@@ -5,6 +5,7 @@ over real HTTP by uvicorn in a thread (the client speaks `requests`)."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -12,6 +13,8 @@ import numpy as np
 import pytest
 import webuiapi
 
+from modules.demo import controlnet_eval
+from modules.demo.embedded import REPO_ROOT
 from tests.controlnet.api_data import FITS, WRONG_ARCH, controlnet_data_dir, is_outline, square
 from tests.servers import free_port
 
@@ -24,6 +27,7 @@ def api(tmp_path_factory, tiny_checkpoint):
     from modules.options import parse_args
 
     data = controlnet_data_dir(tmp_path_factory.mktemp("cn-webuiapi"), tiny_checkpoint)
+    shutil.copytree(DEMO_CONTROLNET, data / "models" / "ControlNet" / DEMO_CONTROLNET.name)  # the shipped one, for the demo model
     args = parse_args(["--data-dir", str(data), "--api", "--nowebui", "--disable-console-progressbars"])
     app = webui.App.create(args)
     assert app.start(str(data / "models" / "Stable-diffusion" / tiny_checkpoint.name)).wait(120)
@@ -40,6 +44,9 @@ def api(tmp_path_factory, tiny_checkpoint):
         server.should_exit = True
         thread.join(10)
         app.queue.shutdown()
+
+
+DEMO_CONTROLNET = REPO_ROOT / "models" / "ControlNet" / "demo-shapes-canny"
 
 
 def cn_unit(**kw) -> webuiapi.ControlNetUnit:
@@ -85,3 +92,16 @@ def test_bad_units_raise_with_the_servers_message(api):
         api.txt2img(prompt="x", width=64, height=64, controlnet_units=[cn_unit(model=WRONG_ARCH)])
     assert arch.value.args[0] == 400 and "SDXL" in arch.value.args[1]
     assert api.controlnet_version() == 3  # still serving
+
+
+def test_the_demo_controlnet_steers_through_webuiapi(api):
+    """The shipped demo ControlNet on the demo model, asked for as a webuiapi user would (the
+    checkpoint by override_settings): the square is drawn where the unit's edges are."""
+    unit = webuiapi.ControlNetUnit(image=controlnet_eval.condition_picture(), module="canny", model="demo-shapes-canny",
+                                   processor_res=64, threshold_a=100, threshold_b=200)
+    result = api.txt2img(prompt="a red square on a blue background", width=64, height=64, steps=20, cfg_scale=5, sampler_name="DPM++ 2M",
+                         seed=40, batch_size=4, controlnet_units=[unit], override_settings={"sd_model_checkpoint": "demo-shapes-64px"})
+    assert len(result.images) == 5 and result.info["sd_model_name"] == "demo-shapes-64px"
+    masks = [controlnet_eval.shape_mask(image.convert("RGB")) for image in result.images[:4]]
+    assert sum(controlnet_eval.in_left_half(m) for m in masks) >= 3
+    assert np.mean([controlnet_eval.iou(m, controlnet_eval.silhouette()) for m in masks]) >= 0.5
