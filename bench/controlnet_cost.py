@@ -5,7 +5,7 @@
    (models/ControlNet/demo-shapes-canny; a copy of the demo UNet's encoder with the same
    shapes when the folder is missing, which costs the same), 64x64, DPM++ 2M, CFG 5,
    through the generation core (Runner.txt2img with a ControlNetHook). One sampling step is
-   (a 20-step run minus a 10-step run) / 10, so prompt encoding and decoding cancel out.
+   (a 30-step run minus a 10-step run) / 20, so prompt encoding and decoding cancel out.
    The runs with 0, 1 and 2 units alternate within each round (the order rotates), and each
    figure is the median over --repeat rounds, so a busy machine slows all three alike.
 2. --gpu (for a lent CUDA card): an SD 1.5-sized model and ControlNet, both random weights
@@ -115,8 +115,8 @@ def cpu_bench(args) -> int:
     for round_ in range(args.repeat):
         rotated = order[round_ % 3:] + order[:round_ % 3]
         for units in rotated:
-            long_run, short_run = seconds(units, 20), seconds(units, 10)
-            per_step[units].append(max(1e-9, (long_run - short_run) / 10))
+            long_run, short_run = seconds(units, 30), seconds(units, 10)
+            per_step[units].append(max(1e-9, (long_run - short_run) / 20))
     median = {units: statistics.median(times) for units, times in per_step.items()}
     print(f"\nDemo model {args.size}x{args.size}, DPM++ 2M, CFG 5; ControlNet: {source}")
     print(f"{'units':<7}{'ms/step':>10}{'x none':>9}")
@@ -206,7 +206,7 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="SD 1.5-sized random model and ControlNet on CUDA, fp16")
     parser.add_argument("--size", type=int, default=None, help="picture size (default 64 on the CPU, 512 with --gpu)")
     parser.add_argument("--steps", type=int, default=20, help="--gpu: steps of the timed run")
-    parser.add_argument("--repeat", type=int, default=5, help="CPU: rounds of alternating runs")
+    parser.add_argument("--repeat", type=int, default=7, help="CPU: rounds of alternating runs")
     parser.add_argument("--threads", type=int, default=0, help="CPU: torch threads (0: torch's default)")
     args = parser.parse_args()
     args.size = args.size or (512 if args.gpu else 64)

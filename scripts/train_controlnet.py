@@ -1,6 +1,6 @@
 """Train the demo ControlNet (canny edges -> the demo shapes model) and write it to models/ControlNet.
 
-    venv/bin/python scripts/train_controlnet.py            # the shipped recipe (about 15-25 minutes on 2 busy CPU cores)
+    venv/bin/python scripts/train_controlnet.py --threads 1  # the shipped recipe (11-25 minutes on 2 busy CPU cores)
     venv/bin/python scripts/train_controlnet.py --quick    # a few steps, to try the pipeline
 
 Training checkpoints into the work folder (default ``build/controlnet``) every hundred
