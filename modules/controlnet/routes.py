@@ -8,7 +8,6 @@ the package: the rest of modules/controlnet knows nothing of HTTP.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modules.api.auth import user_dependency
 from modules.api.models import MAX_LIST, ApiInt, Txt2ImgRequest, decode_image, encode_base64
 from modules.api.routes import ApiError
+from modules.controlnet.service import check_resolution
 from modules.controlnet.units import ControlUnit, units_from_api
 from modules.generation.image_input import to_mask, to_rgb
 from modules.jobs.queue import FINISHED, Job, JobStatus, done_future
@@ -155,22 +155,12 @@ def _decode_detect(request: DetectRequest, sources: list[str], max_pixels: int |
     images, masks = [], []
     for i, data in enumerate(sources):
         image = to_rgb(decode_image(data, f"controlnet_input_images[{i}]", max_pixels))
-        _check_resolution(request.controlnet_processor_res, image.size, max_pixels, f"controlnet_input_images[{i}]")
+        check_resolution(request.controlnet_processor_res, image.size, max_pixels, f"controlnet_input_images[{i}]",
+                         "controlnet_processor_res")
         images.append(image)
         mask = request.controlnet_masks[i] if i < len(request.controlnet_masks) else None
         masks.append(to_mask(decode_image(mask, f"controlnet_masks[{i}]", max_pixels)) if mask else None)
     return images, masks
-
-
-def _check_resolution(resolution: int, size: tuple[int, int], max_pixels: int | None, what: str) -> None:
-    """The preprocessor scales the picture so its short side is `resolution`: bounded like an upload."""
-    if resolution <= 0 or not max_pixels:
-        return
-    short, long = sorted(size)
-    pixels = resolution * math.ceil(resolution * long / short)
-    if pixels > max_pixels:
-        raise ValueError(f"controlnet_processor_res {resolution} would make {what} {pixels / 1e6:.1f} megapixels, over this server's "
-                         f"{max_pixels / 1e6:g} megapixels (setting 'Largest image accepted'): use a lower resolution.")
 
 
 def _check_outcome(job: Job) -> None:

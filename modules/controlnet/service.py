@@ -5,6 +5,7 @@ runner one hook. The API, the page and the queue's restart path all come through
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -133,3 +134,16 @@ class ControlNetService:
                 job.detected_maps.append(display_image(detected))
         job.hook = ControlNetHook(prepared) if prepared else None
         return job
+
+
+def check_resolution(resolution: float, size: tuple[int, int], max_pixels: int | None, what: str,
+                     setting: str = "Preprocessor Resolution") -> None:
+    """A preprocessor scales the picture so its short side is `resolution`: bounded like an
+    upload (the server's pixel limit), so one request cannot make it allocate gigabytes."""
+    if resolution <= 0 or not max_pixels:
+        return
+    short, long = sorted(size)
+    pixels = int(resolution) * math.ceil(int(resolution) * long / max(short, 1))
+    if pixels > max_pixels:
+        raise ValueError(f"{setting} {int(resolution)} would make {what} {pixels / 1e6:.1f} megapixels, over this server's "
+                         f"{max_pixels / 1e6:g} megapixels (setting 'Largest image accepted'): use a lower resolution.")

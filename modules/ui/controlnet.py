@@ -10,12 +10,12 @@ loading, preprocessing, the residuals) is the ControlNet service's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import gradio as gr
 
+from modules.controlnet.service import check_resolution
 from modules.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlUnit, UnitSettings, settings_from
 
 if TYPE_CHECKING:
@@ -284,17 +284,6 @@ def _build_unit(panel: ControlNetPanel, index: int, eid: str, img2img: bool) -> 
                         threshold_b, control_mode, resize_mode, hr_option)
 
 
-def _check_resolution(resolution: int, size: tuple[int, int], max_pixels: int | None, what: str) -> None:
-    """The preprocessor scales the picture's short side to `resolution`: bounded like an upload."""
-    if resolution <= 0 or not max_pixels:
-        return
-    short, long = sorted(size)
-    pixels = resolution * math.ceil(resolution * long / short)
-    if pixels > max_pixels:
-        raise ValueError(f"Preprocessor Resolution {resolution} would make the {what} {pixels / 1e6:.1f} megapixels, over this "
-                         f"server's limit of {max_pixels / 1e6:.1f}: lower the resolution.")
-
-
 def _wire_unit(panel: ControlNetPanel, queue: "JobQueue", unit: UnitControls, width: gr.Slider, height: gr.Slider,
                max_pixels: Callable[[], int | None], picture: tuple[list, PictureOf] | None, accordion: gr.Accordion) -> None:
     from modules.ui.img2img import guard_upload
@@ -370,7 +359,7 @@ def _wire_unit(panel: ControlNetPanel, queue: "JobQueue", unit: UnitControls, wi
         elif pixel_perfect:
             res = service.preprocessors.pixel_perfect_resolution(image.size, int(w), int(h), resize_mode)
         res = -1 if res is None else int(res)
-        _check_resolution(res, image.size, max_pixels_now, f"ControlNet Unit {unit.index} image")
+        check_resolution(res, image.size, max_pixels_now, f"the ControlNet Unit {unit.index} image")
         masks = [mask] if use_mask and mask is not None else []
         a = a if p.threshold_a is not None and a is not None else -1
         b = b if p.threshold_b is not None and b is not None else -1
