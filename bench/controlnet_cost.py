@@ -16,6 +16,7 @@
 
 Run from the repository root:  venv/bin/python bench/controlnet_cost.py [--repeat 5] [--threads 0]
                                venv/bin/python bench/controlnet_cost.py --gpu [--size 512] [--steps 20]
+                               venv/bin/python bench/controlnet_cost.py --gpu-on-cpu --size 64 --steps 4   (checks the --gpu code)
 """
 
 from __future__ import annotations
@@ -158,18 +159,35 @@ def sd15_controlnet(device, dtype):
 
 
 def gpu_bench(args) -> int:
+    """--gpu: CUDA in fp16. With --gpu-on-cpu the same code runs on the CPU in fp32 (a check of
+    the script at a small --size, not a measurement: no VRAM, and offload moves nothing)."""
     import gc
 
     import torch
 
     from modules.generation.runner import Runner
 
-    if not torch.cuda.is_available():
+    if args.gpu_on_cpu:
+        device, dtype = torch.device("cpu"), torch.float32
+        print(f"torch {torch.__version__}, CPU check of the --gpu path, fp32, {args.size}x{args.size}")
+    elif not torch.cuda.is_available():
         print("--gpu needs a CUDA device; none is available")
         return 2
-    device, dtype = torch.device("cuda"), torch.float16
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, fp16, {args.size}x{args.size}, "
-          f"{args.steps} steps DPM++ 2M, random SD 1.5-sized weights")
+    else:
+        device, dtype = torch.device("cuda"), torch.float16
+        print(f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}, fp16, {args.size}x{args.size}, "
+              f"{args.steps} steps DPM++ 2M, random SD 1.5-sized weights")
+    cuda = device.type == "cuda"
+
+    def timed_run(runner, steps: int, hooks) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        run(runner, args.size, steps, hooks)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
     maps = square_maps(args.size, 1)
     rows = []
     for mode, label in (("none", "all on GPU"), ("model", "--medvram")):
@@ -179,23 +197,19 @@ def gpu_bench(args) -> int:
         for units in (0, 1):
             hooks = hooks_for(controlnet, maps[:units])
             run(runner, args.size, 2, hooks)  # warm-up
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            started = time.perf_counter()
-            run(runner, args.size, args.steps, hooks)
-            torch.cuda.synchronize()
-            long_run = time.perf_counter() - started
-            peak = torch.cuda.max_memory_allocated() / 2**30
-            started = time.perf_counter()
-            run(runner, args.size, args.steps // 2, hooks)
-            torch.cuda.synchronize()
-            per_step = (long_run - (time.perf_counter() - started)) / (args.steps - args.steps // 2)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            long_run = timed_run(runner, args.steps, hooks)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0
+            short_run = timed_run(runner, args.steps // 2, hooks)
+            per_step = max(1e-9, (long_run - short_run) / (args.steps - args.steps // 2))
             rows.append((label, units, 1 / per_step, peak))
         del model, controlnet, runner
         gc.collect()
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     base = {label: its for label, units, its, _ in rows if units == 0}
-    print(f"{'placement':<12}{'units':>6}{'it/s':>9}{'x none':>8}{'peak VRAM GiB':>15}")
+    print(f"{'placement':<12}{'units':>6}{'it/s':>9}{'x time':>8}{'peak VRAM GiB':>15}")
     for label, units, its, peak in rows:
         print(f"{label:<12}{units:>6}{its:>9.2f}{base[label] / its:>8.2f}{peak:>15.2f}")
     return 0
@@ -204,12 +218,14 @@ def gpu_bench(args) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="SD 1.5-sized random model and ControlNet on CUDA, fp16")
+    parser.add_argument("--gpu-on-cpu", action="store_true", help="run the --gpu code on the CPU in fp32 (checks the script)")
     parser.add_argument("--size", type=int, default=None, help="picture size (default 64 on the CPU, 512 with --gpu)")
     parser.add_argument("--steps", type=int, default=20, help="--gpu: steps of the timed run")
     parser.add_argument("--repeat", type=int, default=7, help="CPU: rounds of alternating runs")
     parser.add_argument("--threads", type=int, default=0, help="CPU: torch threads (0: torch's default)")
     args = parser.parse_args()
-    args.size = args.size or (512 if args.gpu else 64)
+    args.gpu = args.gpu or args.gpu_on_cpu
+    args.size = args.size or (512 if args.gpu and not args.gpu_on_cpu else 64)
     return gpu_bench(args) if args.gpu else cpu_bench(args)
 
 
