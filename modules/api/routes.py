@@ -697,7 +697,7 @@ def _info(result: GenerationResult) -> dict:
         "face_restoration_model": params.face_restoration_model if params.restore_faces else None,
         "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
         "sd_vae_name": result.vae_name, "sd_vae_hash": result.vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-        "denoising_strength": params.denoising_strength, "extra_generation_params": {}, "index_of_first_image": 0,
+        "denoising_strength": params.denoising_strength, "extra_generation_params": dict(result.extra_generation_params), "index_of_first_image": 0,
         "infotexts": result.infotexts, "styles": list(params.styles), "job_timestamp": (result.started or datetime.now()).strftime("%Y%m%d%H%M%S"),
         "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": result.inpainting_model, "version": VERSION,
     }

@@ -79,6 +79,8 @@ class GenerationResult:
     inpainting_model: bool = False
     started: datetime | None = None
     detected_maps: list["Image.Image"] = field(default_factory=list)  # ControlNet units' maps, shown after the images
+    # A1111's p.extra_generation_params as its API's info reports them: Lora hashes, ControlNet N, ...
+    extra_generation_params: dict[str, str] = field(default_factory=dict)
 
     def record(self) -> dict:
         """What the job store keeps of a finished job (images stay in their files, if saved)."""
@@ -474,6 +476,7 @@ class GenerationService:
             for batch in batches(first_seed, prompts, resumed.batches if resumed else 0):
                 if extras is None:
                     extras = runner.infotext_extras(params, prompts) + (control.infotext if control is not None else [])
+                    result.extra_generation_params = {key: str(value) for key, value in extras if value is not None}
                 if batch.partial:  # A1111 returns an interrupted or skipped batch's last estimate, and does not save it
                     why = "interrupted" if job.control.interrupted else "skipped"
                     result.notes.append(f"Batch {batch.index + 1} of {params.n_iter} was {why}: its unfinished picture is returned, not saved.")

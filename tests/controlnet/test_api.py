@@ -266,3 +266,11 @@ def test_routes_sit_behind_the_api_log_in(tmp_path):
             assert client.get(path).status_code == 401, path
         assert client.post("/controlnet/detect", json={}).status_code == 401
         assert client.get("/controlnet/version", auth=("alice", "secret")).json() == {"version": 3}
+
+
+def test_info_reports_the_units_in_extra_generation_params_as_a1111(server):
+    _, client, _ = server
+    r = txt2img(client, unit())
+    assert r.status_code == 200, r.text
+    extra = json.loads(r.json()["info"])["extra_generation_params"]
+    assert extra["ControlNet 0"].startswith("Module: canny, Model: ")
