@@ -19,14 +19,6 @@ if TYPE_CHECKING:
     from modules.controlnet.preprocessors import Preprocessors
     from modules.models.loaded import LoadedModel
 
-# The extension's settings (config.json keys) this service reads, with their defaults.
-SETTINGS = {
-    "control_net_unit_count": 3,
-    "control_net_model_cache_size": 2,
-    "control_net_no_detectmap": False,
-    "control_net_models_path": "",
-}
-
 
 @dataclass
 class ControlJob:
