@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -309,11 +310,11 @@ class ControlNetLibrary:
 
     # ------------------------------------------------------------------ loading
 
-    def load(self, name: str, model: "LoadedModel") -> "ControlNetModel":
-        """The ControlNet `name` on the checkpoint's device and dtype (fp16 on CUDA), from the cache
-        when it was loaded before. ValueError for an unknown name, a file that is not a
-        ControlNet, or one for another architecture than `model`."""
-        entry = self._require(name)
+    def load(self, name: str | ControlNetFile, model: "LoadedModel") -> "ControlNetModel":
+        """The ControlNet `name` (or the entry `find` gave) on the checkpoint's device and dtype
+        (fp16 on CUDA), from the cache when it was loaded before. ValueError for an unknown name,
+        a file that is not a ControlNet, or one for another architecture than `model`."""
+        entry = name if isinstance(name, ControlNetFile) else self._require(name)
         weights = entry.weights
         try:
             stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in weights)
@@ -547,7 +548,7 @@ def _instantiate(config: Mapping, state: dict, label: str, dtype: "torch.dtype")
     fixed = {}
     for key, value in state.items():
         want = expected.get(key)
-        if want is not None and tuple(value.shape) != want and value.numel() == _numel(want):
+        if want is not None and tuple(value.shape) != want and value.numel() == math.prod(want):
             value = value.reshape(want)  # 1x1 conv <-> linear projections
         fixed[key] = value.to(dtype) if value.is_floating_point() else value
     missing = sorted(set(expected) - set(fixed))
@@ -559,13 +560,6 @@ def _instantiate(config: Mapping, state: dict, label: str, dtype: "torch.dtype")
         raise ValueError(f"ControlNet {label} does not fit its ControlNet layout: {'; '.join(parts)}.")
     controlnet.load_state_dict(fixed, strict=True, assign=True)
     return controlnet
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
 
 
 def controlnet_folders(models_dir: Path, extra: Iterable[Path | None] = ()) -> tuple[Path, ...]:

@@ -60,7 +60,7 @@ class ControlNetService:
         """Refuse what can be refused before the job waits its turn: an unknown model or
         module (naming the choices), an enabled unit with nothing to look at, too many units."""
         enabled = [(i, u) for i, u in enumerate(units) if u.settings.enabled]
-        if len(units) > max(self.unit_count, 1) and len(enabled) > self.unit_count:
+        if len(enabled) > self.unit_count:
             raise ValueError(f"{len(enabled)} ControlNet units are enabled; this server allows {self.unit_count} "
                              "(setting control_net_unit_count).")
         for index, unit in enabled:
@@ -120,7 +120,7 @@ class ControlNetService:
             if s.weight == 0:  # leaves the picture as without the unit: nothing to load or run
                 continue
             detected = self.preprocessors.run(pre.name, image, resolution, a, b, mask=mask, seed=seed)
-            controlnet = self.library.load(entry.name, model)
+            controlnet = self.library.load(entry, model)  # the entry found above: no second folder scan
             prepared.append(PreparedUnit(settings, controlnet, detected, pre.name))
             if s.save_detected_map and not self.no_detectmap:
                 job.detected_maps.append(display_image(detected))
