@@ -236,11 +236,6 @@ def _with(key: str, **options) -> Detect:
     return detect
 
 
-def _midas_depth(image, resolution, a, b, ctx):
-    detector = ctx.detector("midas")
-    return run_padded(image, resolution, lambda x: detector(x, output_type="np", **_square(x)))
-
-
 def _midas_normal(image, resolution, background, b, ctx):
     detector = ctx.detector("midas")
 
@@ -313,7 +308,7 @@ def _spec(name: str, detect: Detect, annotator: str, label: str = "", tags: tupl
 
 
 ANNOTATOR_PREPROCESSORS: tuple[Preprocessor, ...] = (
-    _spec("depth", _midas_depth, "midas", label="depth_midas", tags=("Depth",), priority=100),
+    _spec("depth", _with("midas"), "midas", label="depth_midas", tags=("Depth",), priority=100),
     _spec("normal_map", _midas_normal, "midas", label="normal_midas", tags=("NormalMap",),
           threshold_a=Slider("Normal Background Threshold", 0.4, 0.0, 1.0)),
     _spec("depth_leres", _leres, "leres", tags=("Depth",), threshold_a=Slider("Remove Near %", 0, 0, 100, 0.1),

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from modules.controlnet import resize
+from modules.generation.image_input import to_rgb
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,9 @@ class Preprocessor:
 # ---- helpers shared by the detectors -------------------------------------------------------
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """An RGB uint8 array; transparency is laid on white, as the extension's HWC3 does."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    """An RGB uint8 array, flattened as every upload is (modules.generation.image_input.to_rgb:
+    transparency on white, as the extension's HWC3 does; colour profiles and 16-bit values too)."""
+    return np.asarray(to_rgb(image), dtype=np.uint8)
 
 
 def hwc3(x: np.ndarray) -> np.ndarray:
