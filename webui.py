@@ -56,7 +56,11 @@ class App:
     default_download: "FetchProgress | None" = None  # first start's fetch of the default checkpoint, while there is one
     login_limits: LoginLimits = field(default_factory=LoginLimits)  # wrong-password back-off, shared by the page's and the API's log-ins
     interrogate: "InterrogateService | None" = None  # Interrogate CLIP / DeepBooru (models/BLIP, CLIP, deepbooru)
-    controlnet: "ControlNetService | None" = None  # ControlNet units: models/ControlNet and the preprocessors
+
+    @property
+    def controlnet(self) -> "ControlNetService | None":
+        """ControlNet units' models and preprocessors: the generation service's, which its jobs use."""
+        return self.service.controlnet
 
     @classmethod
     def create(cls, args) -> "App":
@@ -130,7 +134,7 @@ class App:
         service.controlnet = cls.controlnet_for(paths, settings, cpu=bool({"all", "controlnet"} & set(args.use_cpu)))
         models.add_unload_listener(service.controlnet.unload)  # a checkpoint switch or unload frees ControlNets and annotators
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
-                   downloads=downloads, access=access, interrogate=interrogate, controlnet=service.controlnet)
+                   downloads=downloads, access=access, interrogate=interrogate)
 
     @staticmethod
     def controlnet_for(paths: Paths, settings: "SettingsStore", cpu: bool = False) -> "ControlNetService":
@@ -271,7 +275,7 @@ class App:
             state = ApiState(self.models, self.queue, self.service, flags, self.paths.data_dir, self.settings,
                              users=parse_users(args.api_auth), extras=self.extras, login_limits=self.login_limits)
             state.interrogate = self.interrogate
-            state.controlnet = getattr(self, "controlnet", None)  # alwayson_scripts.controlnet and the extension's routes
+            state.controlnet = self.controlnet  # alwayson_scripts.controlnet and the extension's routes
             app.include_router(build_router(state))
             from modules.controlnet.routes import build_controlnet_router
 

@@ -279,8 +279,8 @@ def build_router(state: ApiState) -> APIRouter:
         try:
             params = request.params(state.service.prompt_settings(), state.service.hires_upscalers())
             state.service.check_limits(params)
+            # the ControlNet extension's units, checked ([] when the request enables none)
             units = units_from_request(state.controlnet, request, kind == "img2img", state.service.limits.max_pixels)
-            cn = {"controlnet": units} if units else {}  # the ControlNet extension's units, checked
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())
@@ -291,16 +291,17 @@ def build_router(state: ApiState) -> APIRouter:
                         if name in ("clip_skip", "emphasis") or key in (request.override_settings or {})}
                 state.settings.update({**kept, "sd_vae": vae} if request.wanted_vae() else kept)
             if kind == "txt2img":
-                task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, **cn)  # noqa: E731
-                payload = txt2img_payload(params, save, checkpoint, vae, **cn)
+                task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
+                payload = txt2img_payload(params, save, checkpoint, vae, controlnet=units)
             else:
                 if not request.init_images:
                     raise ApiError(404, "NotFound", "Init image not found")
                 limit = state.service.limits.max_pixels
                 images = tuple(to_rgb(decode_image(data, f"init_images[{i}]", limit)) for i, data in enumerate(request.init_images))
                 init = InitImages(images, to_mask(decode_image(request.mask, "mask", limit)) if request.mask else None)
-                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae, **cn)  # noqa: E731
-                payload = img2img_payload(params, init, save, checkpoint, vae, **cn)
+                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae,
+                                                           controlnet=units)  # noqa: E731
+                payload = img2img_payload(params, init, save, checkpoint, vae, controlnet=units)
         except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
         job = state.queue.submit(kind, task, user=user, payload=payload)

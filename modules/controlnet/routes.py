@@ -8,7 +8,7 @@ the package: the rest of modules/controlnet knows nothing of HTTP.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from modules.api.routes import ApiState
     from modules.controlnet.service import ControlNetService
+    from modules.jobs.generation_task import GenerationResult
 
 # The extension's API version (internal_controlnet/external_code.get_api_version).
 API_VERSION = 3
@@ -67,11 +68,11 @@ def units_from_request(controlnet: "ControlNetService | None", request: Txt2ImgR
     return units
 
 
-def detected_maps_base64(result: Any, file_format: str, quality: int) -> list[str]:
+def detected_maps_base64(result: "GenerationResult", file_format: str, quality: int) -> list[str]:
     """The units' detected maps, as the extension appends them after a job's images (the
     service leaves them out for units with save_detected_map off, or with the
     `control_net_no_detectmap` setting on)."""
-    return [encode_base64(image, file_format, None, quality) for image in getattr(result, "detected_maps", None) or ()]
+    return [encode_base64(image, file_format, None, quality) for image in result.detected_maps]
 
 
 def build_controlnet_router(state: "ApiState") -> APIRouter:
@@ -124,7 +125,7 @@ def build_controlnet_router(state: "ApiState") -> APIRouter:
         sources = request.controlnet_input_images or request.controlnet_images
         if not sources:
             raise ApiError(422, "UnprocessableEntity", "No image selected: send controlnet_input_images (base64 pictures).")
-        if getattr(preprocessor, "needs_mask", False) and len(request.controlnet_masks) != len(sources):
+        if preprocessor.needs_mask and len(request.controlnet_masks) != len(sources):
             raise ApiError(422, "UnprocessableEntity", f"Preprocessor {request.controlnet_module} requires `controlnet_masks` param: one mask per image.")
         if len(request.controlnet_masks) > len(sources):
             raise ApiError(422, "UnprocessableEntity", f"{len(request.controlnet_masks)} masks for {len(sources)} images: send one mask per image at most.")

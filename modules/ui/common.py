@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 # Values the output panel's handler returns, in this order.
 OUTPUT_COUNT = 6
+UPLOAD_SOURCES = ["upload", "clipboard"]  # picture inputs: upload (which also takes drag and drop) and paste
 
 
 def slider(prefix: str, name: str, params: type[GenerationParams] = GenerationParams, **overrides: Any) -> gr.Slider:

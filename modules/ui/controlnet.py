@@ -17,21 +17,17 @@ import gradio as gr
 
 from modules.controlnet.service import check_resolution
 from modules.controlnet.units import CONTROL_MODES, HR_OPTIONS, RESIZE_MODES, ControlUnit, UnitSettings, settings_from
+from modules.ui.common import UPLOAD_SOURCES
 
 if TYPE_CHECKING:
     from modules.controlnet.preprocessors import Slider
     from modules.jobs.queue import JobQueue
 
-UPLOAD_SOURCES = ["upload", "clipboard"]
 ALL_TYPES = "All"
 NO_MODEL = "None"
 DEFAULT_MODULE = "none"
 TRIGGER = "\U0001F4A5"  # 💥, the extension's "Run preprocessor" button
 REFRESH = "\U0001F504"  # 🔄
-
-# The settings a pasted `ControlNet N` value sets, in the order of UnitControls.pasted().
-PASTED_FIELDS = ("enabled", "module", "model", "weight", "resize_mode", "processor_res", "threshold_a", "threshold_b",
-                 "guidance_start", "guidance_end", "pixel_perfect", "control_mode")
 
 # Picture source of an img2img unit: img2img's own input, or a picture of the unit's own.
 PictureOf = Callable[..., Any]
@@ -84,7 +80,7 @@ class UnitControls:
                 self.threshold_a, self.threshold_b, self.control_mode, self.resize_mode, *([self.hr_option] if self.hr_option else [])]
 
     def pasted(self) -> list:
-        """The controls a pasted infotext sets (PASTED_FIELDS' order), then the type filter."""
+        """The controls a pasted infotext sets (in `ControlNetPanel._pasted_unit`'s order), then the type filter."""
         return [self.enabled, self.module, self.model, self.weight, self.resize_mode, self.processor_res, self.threshold_a,
                 self.threshold_b, self.guidance_start, self.guidance_end, self.pixel_perfect, self.control_mode, self.type_filter]
 
@@ -300,22 +296,17 @@ def _wire_unit(panel: ControlNetPanel, queue: "JobQueue", unit: UnitControls, wi
 
     def pick_type(control_type: str):
         """The extension's Control Type filter: that type's preprocessors and models, and its defaults."""
-        entry = panel.control_types().get(control_type) or panel.control_types()[ALL_TYPES]
+        types = panel.control_types()
+        entry = types.get(control_type) or types[ALL_TYPES]
         return (gr.update(choices=entry["module_list"], value=entry["default_option"]),
                 gr.update(choices=entry["model_list"], value=entry["default_model"]))
 
     # .input: a user's choice (a pasted infotext sets "All" without resetting the unit).
     unit.type_filter.input(pick_type, unit.type_filter, [unit.module, unit.model], queue=False, api_name=False)
 
-    def sliders(module: str, pixel_perfect: bool):
-        try:
-            p = service.preprocessors.get(module or DEFAULT_MODULE)
-        except ValueError:
-            return gr.update(), gr.update(), gr.update()
-        return (_slider_update(p.resolution, hidden=pixel_perfect), _slider_update(p.threshold_a), _slider_update(p.threshold_b))
-
-    def shapes(module: str, pixel_perfect: bool, res, a, b):
-        """Label, range and visibility follow the preprocessor; values stay (a paste set them)."""
+    def shapes(module: str, pixel_perfect: bool, res=None, a=None, b=None):
+        """Label, range and visibility follow the preprocessor; values given stay (a paste set
+        them), values not given (a user's new choice) are the preprocessor's defaults."""
         try:
             p = service.preprocessors.get(module or DEFAULT_MODULE)
         except ValueError:
@@ -324,17 +315,16 @@ def _wire_unit(panel: ControlNetPanel, queue: "JobQueue", unit: UnitControls, wi
                 _slider_update(p.threshold_b, b))
 
     slider_outputs = [unit.processor_res, unit.threshold_a, unit.threshold_b]
-    unit.module.input(sliders, [unit.module, unit.pixel_perfect], slider_outputs, queue=False, api_name=False)
+    unit.module.input(shapes, [unit.module, unit.pixel_perfect], slider_outputs, queue=False, api_name=False)
     unit.module.change(shapes, [unit.module, unit.pixel_perfect, *slider_outputs], slider_outputs, queue=False, api_name=False)
     unit.pixel_perfect.change(shapes, [unit.module, unit.pixel_perfect, *slider_outputs], slider_outputs, queue=False, api_name=False)
     # A preprocessor chosen by ui-config.json was set after the sliders were built: shape them on opening.
     accordion.expand(shapes, [unit.module, unit.pixel_perfect, *slider_outputs], slider_outputs, queue=False, api_name=False)
 
     def refresh_models(current: str, control_type: str):
-        refresh = getattr(service.library, "refresh", None)
-        if refresh is not None:
-            refresh()
-        entry = panel.control_types().get(control_type) or panel.control_types()[ALL_TYPES]
+        """The model list as the folders hold it now (the library reads them on every call)."""
+        types = panel.control_types()
+        entry = types.get(control_type) or types[ALL_TYPES]
         choices = entry["model_list"]
         return gr.update(choices=choices, value=current if current in choices else NO_MODEL)
 

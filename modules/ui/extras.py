@@ -18,12 +18,11 @@ from modules.generation.upscaling import ExtrasParams, target_size
 from modules.jobs.extras_task import KIND, ExtrasResult, ExtrasService
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
 from modules.network import ServerAccess
-from modules.ui.common import page_user
+from modules.ui.common import UPLOAD_SOURCES, page_user
 from modules.ui.img2img import guard_upload
 
 PREFIX = "extras"
 MODES = ("Single Image", "Batch Process", "Batch from Directory")
-UPLOAD_SOURCES = ["upload", "clipboard"]
 FOLDER_FEATURE = "Extras \"Batch from Directory\" (folders on the server)"
 
 

@@ -24,7 +24,7 @@ from modules.network import ServerAccess
 from modules.ui.controlnet import build_controlnet
 from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
-    JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
+    UPLOAD_SOURCES, JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload", "Batch")
 MODE_IDS = ("img2img_mode_img2img", "img2img_mode_sketch", "img2img_mode_inpaint", "img2img_mode_inpaint_upload", "img2img_mode_batch")
 INPAINT_MODES = (2, 3, 4)  # tabs whose inpaint controls matter (Batch, with a mask folder)
 SKETCH_COLOURS = ["#000000", "#ffffff", "#cc3232", "#e08a1e", "#e6d23c", "#32a852", "#3264cc", "#8a3ccc"]
-UPLOAD_SOURCES = ["upload", "clipboard"]  # upload also takes drag and drop
 BATCH_FEATURE = "img2img Batch (folders on the server)"
 
 
@@ -239,7 +238,6 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             units = cn.units_from(inputs[len(widgets) + 1 + len(names) :]) if cn else []
             if units:
                 cn.check(units)
-            extra = {"controlnet": units} if units else {}
             if mode == 4:
                 if access:
                     access.require_server_folders(BATCH_FEATURE)
@@ -249,7 +247,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 service.check_limits(params)
                 out = Path(output_dir.strip()) if (output_dir or "").strip() else None
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
-                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae, **extra)  # noqa: E731
+                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
                 payload = None  # a folder batch is not recorded: its folders may be gone after a restart
             else:
                 picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
@@ -259,8 +257,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 params = Img2ImgParams.create(**values)
                 service.check_limits(params)
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
-                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae, **extra)  # noqa: E731
-                payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae, **extra)  # recorded, so it survives a restart
+                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
+                payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae, controlnet=units)  # recorded, so it survives a restart
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         return task, payload

@@ -132,10 +132,10 @@ def build_page(app: "App") -> gr.Blocks:
 
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                controls = build_txt2img_tab(queue, service, settings.preview_every, controlnet=getattr(app, "controlnet", None))
+                controls = build_txt2img_tab(queue, service, settings.preview_every, controlnet=app.controlnet)
             with gr.Tab("img2img", id="img2img"):
                 img2img = build_img2img_tab(queue, service, settings.preview_every, access=app.access, interrogate=app.interrogate,
-                                            controlnet=getattr(app, "controlnet", None))
+                                            controlnet=app.controlnet)
             with gr.Tab("Extras", id="extras"):
                 extras = build_extras_tab(queue, app.extras, access=app.access, max_pixels=lambda: service.limits.max_pixels)
             send = SendTargets(tabs, controls.paste, img2img, extras.image)

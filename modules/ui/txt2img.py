@@ -110,9 +110,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
-        extra = {"controlnet": units} if units else {}
-        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae, **extra)  # noqa: E731
-        payload = txt2img_payload(params, checkpoint=checkpoint, vae=vae, **extra)
+        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
+        payload = txt2img_payload(params, checkpoint=checkpoint, vae=vae, controlnet=units)
         async for shown in jobs.run("txt2img", task, request, progress, payload=payload):
             yield shown
 
