@@ -49,6 +49,18 @@ def api(tmp_path_factory, tiny_checkpoint):
 DEMO_CONTROLNET = REPO_ROOT / "models" / "ControlNet" / "demo-shapes-canny"
 
 
+@pytest.fixture(autouse=True)
+def fresh_webuiapi_defaults():
+    """webuiapi's txt2img/img2img share one `alwayson_scripts={}` default dict and write the
+    ControlNet units into it, so every later call in this process would send them again (its
+    own bug, as against A1111). Empty it after each test, so other tests' clients start clean."""
+    yield
+    for method in (webuiapi.WebUIApi.txt2img, webuiapi.WebUIApi.img2img):
+        for default in method.__defaults__ or ():
+            if isinstance(default, dict):
+                default.clear()
+
+
 def cn_unit(**kw) -> webuiapi.ControlNetUnit:
     return webuiapi.ControlNetUnit(**{"image": square(), "module": "canny", "model": FITS, "processor_res": 64, "threshold_a": 100,
                                       "threshold_b": 200, **kw})
