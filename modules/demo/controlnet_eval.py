@@ -80,12 +80,10 @@ def shape_mask(image) -> np.ndarray | None:
 
     pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32)
     background = np.median(judge.border_pixels(pixels), axis=0)
-    far = np.sqrt(((pixels - background) ** 2).sum(axis=-1)) > judge.FOREGROUND_DISTANCE
-    labels, count = ndimage.label(far, structure=np.ones((3, 3)))
-    if count == 0:
+    largest = judge.largest_region(np.sqrt(((pixels - background) ** 2).sum(axis=-1)) > judge.FOREGROUND_DISTANCE)
+    if largest is None:
         return None
-    sizes = ndimage.sum(far, labels, range(1, count + 1))
-    region = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)) + 1)
+    region = ndimage.binary_fill_holes(largest)
     return region if region.sum() >= judge.MIN_SHAPE_PIXELS else None
 
 
@@ -136,13 +134,10 @@ def generate(runner, demo: Demo, prompt: str, seed: int, settings=None, *, batch
              sampler: str = DEFAULT_SAMPLER) -> list[Image.Image]:
     """txt2img pictures (seeds ``seed``...) with one ControlNet unit, or none when
     ``settings`` is None, through ``runner`` (a Runner of ``demo.model``)."""
-    from modules.generation.params import GenerationParams
+    from modules.demo import evaluation
 
-    params = GenerationParams.create(prompt=prompt, negative_prompt="", seed=seed, steps=steps, cfg_scale=cfg,
-                                     sampler_name=sampler, width=shapes.SIZE, height=shapes.SIZE,
-                                     batch_size=batch_size)
     hooks = None if settings is None else make_hooks(demo, settings, detected or detected_map())
-    return [image for batch in runner.txt2img(params, seed, hooks=hooks) for image in batch.images]
+    return evaluation.generate(runner, prompt, seed, cfg=cfg, steps=steps, sampler=sampler, batch_size=batch_size, hooks=hooks)
 
 
 @dataclass

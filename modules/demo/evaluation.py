@@ -51,14 +51,15 @@ def load_demo(checkpoint: Path, configs_dir: Path, device: str = "cpu"):
 
 
 def generate(runner, prompt: str, seed: int, *, negative: str = "", cfg: float = DEFAULT_CFG,
-             steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, batch_size: int = 1):
-    """txt2img pictures for one prompt from a ``Runner`` (seeds ``seed``, ``seed+1``, ...)."""
+             steps: int = DEFAULT_STEPS, sampler: str = DEFAULT_SAMPLER, batch_size: int = 1, hooks=None):
+    """txt2img pictures for one prompt from a ``Runner`` (seeds ``seed``, ``seed+1``, ...);
+    ``hooks`` are the job's add-ons (a ControlNet unit)."""
     from modules.generation.params import GenerationParams
 
     params = GenerationParams.create(prompt=prompt, negative_prompt=negative, seed=seed, steps=steps,
                                      cfg_scale=cfg, sampler_name=sampler, width=shapes.SIZE,
                                      height=shapes.SIZE, batch_size=batch_size)
-    return [image for batch in runner.txt2img(params, seed) for image in batch.images]
+    return [image for batch in runner.txt2img(params, seed, hooks=hooks) for image in batch.images]
 
 
 def evaluate(model, scenes=None, seeds=(0,), cfg: float = DEFAULT_CFG, steps: int = DEFAULT_STEPS,

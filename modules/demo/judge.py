@@ -71,7 +71,8 @@ def _distance(pixels: np.ndarray, colour: str) -> np.ndarray:
     return np.sqrt(((pixels - np.array(PALETTE[colour], dtype=np.float32)) ** 2).sum(axis=-1))
 
 
-def _largest_region(mask: np.ndarray) -> np.ndarray | None:
+def largest_region(mask: np.ndarray) -> np.ndarray | None:
+    """The largest 8-connected region of `mask`; None when it is empty."""
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count == 0:
         return None
@@ -83,11 +84,11 @@ def read_picture(image) -> Reading:
     """Judge one picture (PIL image or H×W×3 uint8 array)."""
     pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32)
     background = nearest_colour(np.median(border_pixels(pixels), axis=0))
-    region = _largest_region(_distance(pixels, background) > FOREGROUND_DISTANCE)
+    region = largest_region(_distance(pixels, background) > FOREGROUND_DISTANCE)
     if region is None or region.sum() < MIN_SHAPE_PIXELS:
         return Reading(background, None, None, 0.0)
     colour = nearest_colour(np.median(pixels[region], axis=0))
-    outline = _largest_region(_distance(pixels, colour) < _distance(pixels, background)) if colour != background else None
+    outline = largest_region(_distance(pixels, colour) < _distance(pixels, background)) if colour != background else None
     if outline is None:
         return Reading(background, colour, None, 0.0)
     shape, iou = fit_outline(outline)
