@@ -76,16 +76,17 @@ class Prediction:
     def __call__(self, model_in: torch.Tensor, t, step: int) -> torch.Tensor:
         if self.control.stop_requested():
             raise Stopped
-        latents = model_in
+        latents = model_in  # what add-ons see: without an inpainting model's extra channels
         if self.extra is not None:
             model_in = torch.cat([model_in, *self.extra], dim=1)
         if self.blocks > 1:
             model_in = torch.cat([model_in] * self.blocks)
-            latents = torch.cat([latents] * self.blocks) if self.extra is not None else model_in
         embeds, pooled = self.conditioning.at(step)
         added = {"text_embeds": pooled, "time_ids": self.time_ids} if pooled is not None else None
         kwargs = {}
         if self.hooks is not None:
+            if self.blocks > 1:
+                latents = torch.cat([latents] * self.blocks) if self.extra is not None else model_in
             kwargs = self.hooks.unet_kwargs(DenoiserCall(latents, t, step, embeds, added, self.info))
         out = self.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **kwargs)[0]
         if self.with_uncond:
