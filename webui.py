@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from modules.jobs.extras_task import ExtrasService
     from modules.jobs.interrogate_task import InterrogateService
     from modules.controlnet.service import ControlNetService
+    from modules.scripts.runner import ScriptRunner
     from modules.outputs.gallery import GalleryIndex
     from modules.network import ServerAccess
     from modules.settings import SettingsStore
@@ -56,6 +57,7 @@ class App:
     default_download: "FetchProgress | None" = None  # first start's fetch of the default checkpoint, while there is one
     login_limits: LoginLimits = field(default_factory=LoginLimits)  # wrong-password back-off, shared by the page's and the API's log-ins
     interrogate: "InterrogateService | None" = None  # Interrogate CLIP / DeepBooru (models/BLIP, CLIP, deepbooru)
+    scripts: "ScriptRunner | None" = None  # the Script menu and the API's script_name (modules/scripts)
 
     @property
     def controlnet(self) -> "ControlNetService | None":
@@ -133,8 +135,11 @@ class App:
                                                      device_id=args.device_id)
         service.controlnet = cls.controlnet_for(paths, settings, cpu=bool({"all", "controlnet"} & set(args.use_cpu)))
         models.add_unload_listener(service.controlnet.unload)  # a checkpoint switch or unload frees ControlNets and annotators
+        from modules.scripts.runner import ScriptRunner
+
+        scripts = ScriptRunner.for_app(queue, service, settings)
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
-                   downloads=downloads, access=access, interrogate=interrogate)
+                   downloads=downloads, access=access, interrogate=interrogate, scripts=scripts)
 
     @staticmethod
     def controlnet_for(paths: Paths, settings: "SettingsStore", cpu: bool = False) -> "ControlNetService":
@@ -276,6 +281,7 @@ class App:
                              users=parse_users(args.api_auth), extras=self.extras, login_limits=self.login_limits)
             state.interrogate = self.interrogate
             state.controlnet = self.controlnet  # alwayson_scripts.controlnet and the extension's routes
+            state.scripts = self.scripts  # script_name / script_args, /scripts, /script-info
             app.include_router(build_router(state))
             from modules.controlnet.routes import build_controlnet_router
 

@@ -226,6 +226,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("limit_loras_per_prompt", WORK_LIMITS.loras_per_prompt, "Most LoRAs in a prompt", LIMITS, minimum=0, maximum=10_000, step=1, info="0: no limit"),
     Setting("limit_megapixel_steps", WORK_LIMITS.megapixel_steps, "Most work per job (megapixel-steps)", LIMITS, minimum=0, maximum=10**12, step=1,
             info="batch size x batch count x steps x megapixels, hires fix included; 0: no limit"),
+    Setting("script_max_jobs", 200, "Most jobs one script run may queue", LIMITS, minimum=1, maximum=100_000, step=1,
+            info="X/Y/Z plot cells, prompt matrix combinations, prompts from file lines: a larger run is refused before it starts"),
     Setting("limit_request_megabytes", 16.0, "Largest API request body (MB)", LIMITS, minimum=0, maximum=4096, step=1,
             info="routes without pictures: txt2img, options, ..."),
     Setting("limit_image_request_megabytes", 128.0, "Largest API request body with pictures (MB)", LIMITS, minimum=0, maximum=4096,

@@ -120,8 +120,6 @@ class Txt2ImgRequest(BaseModel):
     def unsupported(self) -> list[str]:
         """Requested features this server would silently leave out: refused, with their names."""
         problems = []
-        if self.script_name:
-            problems.append(f"script_name '{self.script_name}' (scripts are not supported yet)")
         others = sorted(name for name in self.alwayson_scripts or {} if str(name).lower() != CONTROLNET_SCRIPT)
         if others:
             problems.append(f"alwayson_scripts {others} (scripts other than ControlNet are not supported yet)")

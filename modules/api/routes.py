@@ -38,6 +38,8 @@ from modules.version import VERSION
 
 if TYPE_CHECKING:
     from modules.controlnet.service import ControlNetService
+    from modules.scripts.base import ScriptRequest, ScriptResult
+    from modules.scripts.runner import ScriptRun, ScriptRunner
     from modules.jobs.interrogate_task import InterrogateService
     from modules.login_limits import LoginLimits
 
@@ -70,6 +72,7 @@ class ApiState:
     login_limits: "LoginLimits | None" = None  # the wrong-password back-off the page's log-in shares
     interrogate: "InterrogateService | None" = None  # /interrogate's models (modules/jobs/interrogate_task.py)
     controlnet: "ControlNetService | None" = None  # alwayson_scripts.controlnet and /controlnet/* (modules/controlnet/routes.py)
+    scripts: "ScriptRunner | None" = None  # script_name / script_args (modules/scripts)
 
     @property
     def preview_every(self) -> int:
@@ -261,13 +264,13 @@ def build_router(state: ApiState) -> APIRouter:
         info["warnings"] = [*(request.adjustments(state.service.hires_upscalers()) if request is not None else []), *result.notes]
         return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
-    def enqueue(request: Txt2ImgRequest, kind: str, user: str) -> Job:
-        """Validate a generation request and queue it in the caller's lane, recorded so it
-        survives a restart. The checkpoint it asks for is loaded by the job itself when its
-        turn comes, so no other job can switch the model between the two."""
+    def read_request(request: Txt2ImgRequest, kind: str) -> "ScriptRequest":
+        """Validate a generation request into what a job (or a script's jobs) runs with: the
+        params, init images, ControlNet units, and the checkpoint and VAE pinned now, so no
+        other job can switch the model from under it before its turn."""
         from modules.controlnet.routes import units_from_request
         from modules.generation.runner import InitImages
-        from modules.jobs.generation_task import img2img_payload, txt2img_payload
+        from modules.scripts.base import ScriptRequest
 
         surrogate = request.text_problem()
         if surrogate:
@@ -290,29 +293,83 @@ def build_router(state: ApiState) -> APIRouter:
                 kept = {key: getattr(params, name) for name, key in SETTING_FIELDS.items()
                         if name in ("clip_skip", "emphasis") or key in (request.override_settings or {})}
                 state.settings.update({**kept, "sd_vae": vae} if request.wanted_vae() else kept)
-            if kind == "txt2img":
-                task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
-                payload = txt2img_payload(params, save, checkpoint, vae, controlnet=units)
-            else:
+            init = None
+            if kind == "img2img":
                 if not request.init_images:
                     raise ApiError(404, "NotFound", "Init image not found")
                 limit = state.service.limits.max_pixels
                 images = tuple(to_rgb(decode_image(data, f"init_images[{i}]", limit)) for i, data in enumerate(request.init_images))
                 init = InitImages(images, to_mask(decode_image(request.mask, "mask", limit)) if request.mask else None)
-                task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae,
-                                                           controlnet=units)  # noqa: E731
-                payload = img2img_payload(params, init, save, checkpoint, vae, controlnet=units)
         except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
+        return ScriptRequest(kind, params, init, checkpoint, vae, tuple(units), save)
+
+    def enqueue(request: Txt2ImgRequest, kind: str, user: str) -> Job:
+        """Validate a generation request and queue it in the caller's lane, recorded so it
+        survives a restart. The checkpoint it asks for is loaded by the job itself when its
+        turn comes."""
+        from modules.jobs.generation_task import img2img_payload, txt2img_payload
+
+        if request.script_name:
+            raise ApiError(422, "Unsupported", f"script_name '{request.script_name}': scripts queue many jobs; send the request to "
+                                               f"/sdapi/v1/{kind}, whose answer waits for them all.")
+        r = read_request(request, kind)
+        params, units, save, checkpoint, vae = r.params, r.controlnet, r.save, r.checkpoint, r.vae
+        if kind == "txt2img":
+            task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
+            payload = txt2img_payload(params, save, checkpoint, vae, controlnet=units)
+        else:
+            init = r.init
+            task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae,
+                                                       controlnet=units)  # noqa: E731
+            payload = img2img_payload(params, init, save, checkpoint, vae, controlnet=units)
         job = state.queue.submit(kind, task, user=user, payload=payload)
         for old in [k for k in list(asked) if state.queue.get(k) is None]:  # the queue forgot them: so do we
             asked.pop(old, None)
         asked[job.id] = request
         return job
 
+    def start_script(request: Txt2ImgRequest, kind: str, user: str) -> "ScriptRun":
+        """A1111's script_name / script_args: the script (400 with the tab's list when unknown)
+        checks its arguments before any of its jobs is queued (400 naming the argument)."""
+        if state.scripts is None:
+            raise _bad("Scripts are not available on this server.")
+        try:
+            state.scripts.script(request.script_name, kind)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+        script_request = read_request(request, kind)
+        try:
+            return state.scripts.start(request.script_name, script_request, request.script_args, user=user)
+        except ValueError as exc:
+            raise _bad(str(exc)) from None
+
+    async def run_script(request: Txt2ImgRequest, kind: str, user: str) -> dict:
+        """Start the script, wait for all its jobs without holding a server thread, and answer
+        as A1111 does: grids first, then the pictures, each with its infotext."""
+        run = await run_in_threadpool(start_script, request, kind, user)
+        await run.wait()
+        if run.error is not None:
+            raise _bad(run.error)
+        return await run_in_threadpool(respond_script, request, run.result)
+
+    def respond_script(request: Txt2ImgRequest, result: "ScriptResult") -> dict:
+        settings = state.service.settings
+        parameters = request.model_dump()
+        if isinstance(request, Img2ImgRequest) and not request.include_init_images:
+            parameters.update(init_images=None, mask=None)
+        send = request.send_images is not False
+        images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)] if send else []
+        info = _script_info(result)
+        notes = ["Interrupted: the pictures finished before it are returned."] if result.interrupted else []
+        info["warnings"] = [*request.adjustments(state.service.hires_upscalers()), *result.notes, *notes]
+        return {"images": images, "parameters": parameters, "info": json.dumps(info)}
+
     async def generate(request: Txt2ImgRequest, kind: str, user: str) -> dict:
         """A1111's synchronous routes: queue the job, wait for it (without holding a server
         thread, so any number of clients can wait), answer with its result."""
+        if request.script_name:
+            return await run_script(request, kind, user)
         job = await run_in_threadpool(enqueue, request, kind, user)
         await done_future(job)  # no server thread is held while waiting: see done_future
         check_outcome(job, "generation")
@@ -533,14 +590,16 @@ def build_router(state: ApiState) -> APIRouter:
     def prompt_styles() -> list:
         return libraries.styles.describe() if libraries.styles is not None else []
 
-    @router.get("/scripts")
+    @router.get("/scripts", summary="Script names by tab: the selectable ones (script_name) and the always-on ones (alwayson_scripts)")
     def scripts() -> dict:
         always = ["controlnet"] if state.controlnet is not None else []  # alwayson_scripts takes it
-        return {"txt2img": list(always), "img2img": list(always)}
+        runner = state.scripts
+        selectable = {kind: [t.lower() for t in runner.titles(kind)] if runner is not None else [] for kind in ("txt2img", "img2img")}
+        return {kind: [*selectable[kind], *always] for kind in ("txt2img", "img2img")}
 
-    @router.get("/script-info")
+    @router.get("/script-info", summary="Each script's arguments in script_args order: [{name, is_alwayson, is_img2img, args}]")
     def script_info() -> list:
-        return []
+        return state.scripts.describe() if state.scripts is not None else []
 
     # Lists clients read at start-up (aiyabot stops on a 404). Hypernetworks are not run
     # here, so A1111's shape comes back empty.
@@ -701,6 +760,25 @@ def _info(result: GenerationResult) -> dict:
         "denoising_strength": params.denoising_strength, "extra_generation_params": dict(result.extra_generation_params), "index_of_first_image": 0,
         "infotexts": result.infotexts, "styles": list(params.styles), "job_timestamp": (result.started or datetime.now()).strftime("%Y%m%d%H%M%S"),
         "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": result.inpainting_model, "version": VERSION,
+    }
+
+
+def _script_info(result: "ScriptResult") -> dict:
+    """Processed.js() for a script run: per-image prompts and seeds, grids first."""
+    params = result.params
+    first = result.grids if result.grids < len(result.seeds) else 0
+    return {
+        "prompt": params.prompt, "all_prompts": list(result.prompts), "negative_prompt": params.negative_prompt,
+        "all_negative_prompts": list(result.negative_prompts), "seed": result.seeds[first] if result.seeds else params.seed,
+        "all_seeds": list(result.seeds), "subseed": result.subseeds[first] if result.subseeds else -1, "all_subseeds": list(result.subseeds),
+        "subseed_strength": getattr(params, "subseed_strength", 0), "width": params.width, "height": params.height,
+        "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale, "steps": params.steps, "batch_size": params.batch_size,
+        "restore_faces": params.restore_faces, "face_restoration_model": params.face_restoration_model if params.restore_faces else None,
+        "sd_model_name": result.model_name, "sd_model_hash": result.model_hash, "sd_vae_name": None, "sd_vae_hash": None,
+        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": params.denoising_strength, "extra_generation_params": {},
+        "index_of_first_image": result.grids, "infotexts": list(result.infotexts), "styles": list(params.styles),
+        "job_timestamp": datetime.now().strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": False,
+        "version": VERSION,
     }
 
 

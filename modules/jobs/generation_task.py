@@ -338,15 +338,17 @@ class GenerationService:
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
     def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: str | None = None,
-                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = ()) -> GenerationResult:
+                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> GenerationResult:
         """`save` overrides the samples_save and grid_save settings (the API's save_images);
-        `controlnet` are the job's ControlNet units."""
+        `controlnet` are the job's ControlNet units; `grid` False saves no grid of the batch
+        (a script's job: the script makes its own, as A1111's do_not_save_grid)."""
         params, notes = self.styled(params)
         model = self.runner(checkpoint, vae, notes)
         control = self._controlnet(controlnet, model[0], params)
         return self._collect(job, params, model,
                              lambda seed, prompts, start: model[1].txt2img(params, seed, job.control, prompts, start, control.hooks),
-                             self.writers["txt2img"], save=save, notes=notes, control=control)
+                             self.writers["txt2img"] if grid else (self.writers["txt2img"][0], None), save=save, notes=notes,
+                             control=control)
 
     def _controlnet(self, units: "Sequence[ControlUnit]", active: ActiveModel, params: GenerationParams,
                     init: "InitImages | None" = None) -> "_JobControl":
@@ -364,14 +366,15 @@ class GenerationService:
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
                     save: bool | None = None, checkpoint: str | None = None, vae: str | None = None,
-                    controlnet: "Sequence[ControlUnit]" = ()) -> GenerationResult:
+                    controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
-        there under `name` instead of the numbered img2img outputs, and no grid is made.
+        there under `name` instead of the numbered img2img outputs, and no grid is made (nor
+        with `grid` False: a script's job).
         ControlNet units without a picture of their own use the init image (and mask)."""
         params, notes = self.styled(params)
         model = self.runner(checkpoint, vae, notes)
         control = self._controlnet(controlnet, model[0], params, init)
-        writers = self.writers["img2img"]
+        writers = self.writers["img2img"] if grid else (self.writers["img2img"][0], None)
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
@@ -549,9 +552,20 @@ def _from_base64(text: str) -> "Image.Image":
     return image
 
 
+def saved_path_per_image(result: GenerationResult) -> list[Path | None]:
+    """Each image's saved file, None for the unsaved (unfinished pictures, saving off or failed)."""
+    finished = [i for i in range(len(result.images)) if i not in set(result.unfinished)]
+    if len(result.paths) != len(finished):  # some saves failed or were off: which is which is not known
+        return [None] * len(result.images)
+    saved = dict(zip(finished, result.paths))
+    return [saved.get(i) for i in range(len(result.images))]
+
+
 def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: str | None = None, vae: str | None = None,
-                    controlnet: "Sequence[ControlUnit]" = ()) -> dict:
+                    controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> dict:
     payload = {"params": params.model_dump(), "save": save, "checkpoint": checkpoint, "vae": vae}
+    if not grid:
+        payload["grid"] = False
     if controlnet:
         from modules.controlnet.units import unit_to_payload
 
@@ -566,10 +580,10 @@ def _units(payload: dict) -> list:
 
 
 def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: str | None = None,
-                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = ()) -> dict:
+                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> dict:
     """Everything the job needs to run again after a restart, images included (as PNG base64)."""
     return {
-        **txt2img_payload(params, save, checkpoint, vae, controlnet), "images": [_png_base64(im) for im in init.images],
+        **txt2img_payload(params, save, checkpoint, vae, controlnet, grid), "images": [_png_base64(im) for im in init.images],
         "mask": _png_base64(init.mask) if init.mask is not None else None,
     }
 
@@ -582,7 +596,7 @@ def register_generation_jobs(queue, service: GenerationService) -> None:
         params = GenerationParams.model_validate(payload["params"], context={"upscalers": service.hires_upscalers()})
         units = _units(payload)
         return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"),
-                                               controlnet=units)
+                                               controlnet=units, grid=payload.get("grid", True))
 
     def img2img(payload: dict):
         params = Img2ImgParams(**payload["params"])
@@ -590,7 +604,7 @@ def register_generation_jobs(queue, service: GenerationService) -> None:
         init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
         units = _units(payload)
         return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=payload.get("checkpoint"),
-                                               vae=payload.get("vae"), controlnet=units)
+                                               vae=payload.get("vae"), controlnet=units, grid=payload.get("grid", True))
 
     queue.register("txt2img", txt2img)
     queue.register("img2img", img2img)

@@ -1,0 +1,133 @@
+"""What a script is: its title and tabs, its arguments, and the check that turns a request
+and arguments into a run (see modules.scripts.context for what the run may do)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from modules.scripts.args import ScriptArg
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from modules.generation.params import GenerationParams
+    from modules.generation.runner import InitImages
+    from modules.jobs.generation_task import GenerationResult
+    from modules.scripts.context import ScriptContext
+
+
+@dataclass(frozen=True)
+class ScriptRequest:
+    """The tab's or the API's request a script starts from. `params` has its styles not yet
+    applied: each child job applies them, as a single job does."""
+
+    kind: str  # "txt2img" | "img2img"
+    params: "GenerationParams"
+    init: "InitImages | None" = None
+    checkpoint: str | None = None  # pinned title (ModelManager.pin)
+    vae: str | None = None
+    controlnet: tuple = ()
+    save: bool | None = None  # the API's save_images; None: the samples_save / grid_save settings
+
+    @property
+    def img2img(self) -> bool:
+        return self.kind == "img2img"
+
+
+@dataclass(frozen=True)
+class ScriptEnv:
+    """The server's lists and services a script's controls and checks may use, read when called."""
+
+    checkpoints: Callable[[], list[str]] = lambda: []
+    find_checkpoint: Callable[[str], str] = lambda name: name
+    vaes: Callable[[], list[str]] = lambda: ["Automatic", "None"]
+    hires_upscalers: Callable[[], list[str]] = lambda: []
+    upscalers: Callable[[], list[str]] = lambda: ["None", "Lanczos", "Nearest"]
+    styles: Callable[[], list[str]] = lambda: []
+    max_jobs: Callable[[], int] = lambda: 200
+    upscale: Callable[["Image.Image", str, int, int], "Image.Image"] | None = None  # (picture, upscaler, width, height)
+
+
+class Script:
+    """Base class of a selectable script. Subclasses set `title` (A1111's, which the API's
+    script_name matches in any case) and the tabs, and implement `args` and `prepare`."""
+
+    title: str = ""
+    txt2img: bool = True
+    img2img: bool = True
+
+    @property
+    def name(self) -> str:
+        """A1111's script name: the title in lower case (/sdapi/v1/scripts lists these)."""
+        return self.title.lower()
+
+    def shows_on(self, kind: str) -> bool:
+        return self.img2img if kind == "img2img" else self.txt2img
+
+    def args(self, env: ScriptEnv, img2img: bool) -> list[ScriptArg]:
+        """The controls in A1111's ui() order, which is script_args' order."""
+        return []
+
+    def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable[["ScriptContext"], "ScriptResult"]:
+        """Check everything (ValueError naming the argument or value) and return the run. Nothing
+        is queued here, so a bad request costs nothing."""
+        raise NotImplementedError
+
+
+@dataclass
+class ScriptResult:
+    """A run's pictures in A1111's order: grids first (`grids` of them), then the pictures,
+    each with its infotext, seed, prompts and saved file (None when not saved)."""
+
+    params: "GenerationParams"
+    images: list = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
+    paths: list[Path | None] = field(default_factory=list)
+    grids: int = 0
+    notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    model_name: str | None = None
+    model_hash: str | None = None
+
+    def add(self, result: "GenerationResult | None", include: bool = True) -> None:
+        """A child job's pictures (unfinished ones too, as A1111 returns them) and notes. With
+        `include` False only its notes and model are taken (the pictures went into a grid)."""
+        if result is None:
+            return
+        from modules.jobs.generation_task import saved_path_per_image
+
+        if self.model_name is None:
+            self.model_name, self.model_hash = result.model_name, result.model_hash
+        for note in result.notes:
+            if note not in self.notes:
+                self.notes.append(note)
+        if not include:
+            return
+        params = result.params
+        subseeds = list(getattr(result, "subseeds", None) or [])
+        for index, (image, text, seed) in enumerate(zip(result.images, result.infotexts, result.seeds)):
+            self.images.append(image)
+            self.infotexts.append(text)
+            self.seeds.append(seed)
+            self.subseeds.append(subseeds[index] if index < len(subseeds) else -1)
+            self.prompts.append(params.prompt)
+            self.negative_prompts.append(params.negative_prompt)
+        self.paths.extend(saved_path_per_image(result))
+
+    def add_grid(self, image: "Image.Image", infotext: str, path: Path | None, seed: int | None = None) -> None:
+        """A grid, after the grids already added and before every picture."""
+        at = self.grids
+        self.images.insert(at, image)
+        self.infotexts.insert(at, infotext)
+        self.seeds.insert(at, self.params.seed if seed is None else seed)
+        self.subseeds.insert(at, -1)
+        self.prompts.insert(at, self.params.prompt)
+        self.negative_prompts.insert(at, self.params.negative_prompt)
+        self.paths.insert(at, path)
+        self.grids += 1
