@@ -1,0 +1,115 @@
+"""Prompts from file or textbox: A1111's options lines, each line its own job."""
+
+from __future__ import annotations
+
+import pytest
+
+from modules.generation.params import GenerationParams
+from modules.scripts.base import ScriptEnv, ScriptRequest
+from modules.scripts.prompts_from_file import joined, parse_options, plan, read_lines
+
+# The wiki's examples, and what A1111's parser reads from them.
+EXAMPLES = [
+    ('--prompt "photo of sunset"', {"prompt": "photo of sunset"}),
+    ('--prompt "photo of sunset" --negative_prompt "orange, pink, red, sea, water, lake" --width 1024 --height 768 '
+     '--sampler_name "DPM++ 2M Karras" --steps 10 --batch_size 2 --cfg_scale 3 --seed 9',
+     {"prompt": "photo of sunset", "negative_prompt": "orange, pink, red, sea, water, lake", "width": 1024, "height": 768,
+      "sampler_name": "DPM++ 2M Karras", "steps": 10, "batch_size": 2, "cfg_scale": 3.0, "seed": 9}),
+    ('--prompt "photo of winter mountains" --steps 7 --sampler_name "DDIM"',
+     {"prompt": "photo of winter mountains", "steps": 7, "sampler_name": "DDIM"}),
+    # unquoted prompts take every word up to the next option
+    ("--prompt a red cat --negative_prompt blurry dog --tiling true --restore_faces false",
+     {"prompt": "a red cat", "negative_prompt": "blurry dog", "tiling": True, "restore_faces": False}),
+    ("--subseed 3 --subseed_strength 0.5 --seed_resize_from_w 128 --seed_resize_from_h 96 --n_iter 2 --sampler_index 6",
+     {"subseed": 3, "subseed_strength": 0.5, "seed_resize_from_w": 128, "seed_resize_from_h": 96, "n_iter": 2, "sampler_index": 6}),
+    ('--sd_model tiny --styles "a, b" --do_not_save_samples true --do_not_save_grid true --prompt_for_display x',
+     {"sd_model": "tiny", "styles": "a, b", "do_not_save_samples": True, "do_not_save_grid": True, "prompt_for_display": "x"}),
+]
+
+
+@pytest.mark.parametrize("line, options", EXAMPLES)
+def test_options_lines_read_as_a1111_reads_them(line, options):
+    assert parse_options(line) == options
+
+
+@pytest.mark.parametrize("line, words", [
+    ("--steps ten", ["--steps", "whole number", "'ten'"]),
+    ("--cfg_scale high", ["--cfg_scale", "number"]),
+    ("--tiling yes", ["--tiling", "true or false"]),
+    ("--colour red", ["unknown option --colour"]),
+    ("--steps", ["--steps needs a value"]),
+    ("--steps 3 extra", ["'extra'"]),
+    ('--prompt "unclosed', ["cannot be split"]),
+    ("--sampler_name Nonesuch", ["--sampler_name", "Nonesuch"]),
+    ("--scheduler Nonesuch", ["--scheduler", "Nonesuch"]),
+    ("--outpath_samples /etc", ["--outpath_samples", "not accepted"]),
+    ("--outpath_grids ../x", ["--outpath_grids", "not accepted"]),
+])
+def test_bad_options_are_refused_naming_the_option(line, words):
+    with pytest.raises(ValueError) as error:
+        parse_options(line)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_lines_are_numbered_as_in_the_text_and_plain_lines_are_prompts():
+    lines = read_lines("a cat\n\n  --prompt dog --steps 3  \nbird -- with dashes\n")
+    assert [(l.number, l.options) for l in lines] == [
+        (1, {"prompt": "a cat"}), (3, {"prompt": "dog", "steps": 3}), (4, {"prompt": "bird -- with dashes"})]
+    with pytest.raises(ValueError, match="line 3: --steps needs a whole number"):
+        read_lines("a\nb\n--steps x")
+
+
+def test_prompts_go_before_or_after_the_requests():
+    assert joined("base", "line", "start") == "line base"
+    assert joined("base", "line", "end") == "base line"
+    assert joined("", "line", "end") == "line"
+    assert joined("base", None, "end") == "base"
+    assert joined("base", "", "end") == ""  # A1111 sets an empty --prompt as it is
+
+
+def _find_checkpoint(name):
+    if name != "tiny":
+        raise ValueError(f"Checkpoint '{name}' not found")
+    return "tiny.safetensors [abc]"
+
+
+def _plan(text, iterate=False, same=False, position="start", **params):
+    request = ScriptRequest("txt2img", GenerationParams(prompt="base", negative_prompt="neg", **params))
+    return plan(request, read_lines(text), ScriptEnv(find_checkpoint=_find_checkpoint), iterate, same, position)
+
+
+def test_each_line_overrides_the_request_for_its_job():
+    first, second = _plan("--prompt cat --steps 3 --seed 7 --sampler_name \"Euler a\" --width 64 --height 96\n"
+                          "--negative_prompt ugly --sd_model tiny --do_not_save_samples true --sampler_index 7 --styles \"s1, s2\"",
+                          position="end", steps=20)
+    p = first.params
+    assert (p.prompt, p.negative_prompt, p.steps, p.seed, p.sampler_name, p.width, p.height) == ("base cat", "neg", 3, 7, "Euler a", 64, 96)
+    assert first.keywords == {}
+    q = second.params
+    assert (q.prompt, q.negative_prompt, q.steps, q.sampler_name, q.styles) == ("base", "neg ugly", 20, "Euler", ("s1", "s2"))
+    assert second.keywords == {"checkpoint": "tiny.safetensors [abc]", "save": False}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("a\n--sd_model nonesuch", ["line 2", "--sd_model", "nonesuch"]),
+    ("--width 65", ["line 1", "Width", "multiple of 8"]),
+    ("--steps 0", ["line 1", "Sampling steps"]),
+    ("--sampler_index 99", ["line 1", "--sampler_index 99"]),
+])
+def test_values_the_job_would_refuse_are_refused_naming_the_line(text, words):
+    with pytest.raises(ValueError) as error:
+        _plan(text)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_seeds_as_a1111_iterate_or_share_or_stay_random():
+    assert [c.params.seed for c in _plan("a\nb\nc", seed=10)] == [10, 10, 10]
+    assert [c.params.seed for c in _plan("a\nb\nc", iterate=True, seed=10, batch_size=2, n_iter=3)] == [10, 16, 22]
+    assert [c.params.seed for c in _plan("a\n--seed 5\nc", iterate=True, seed=10)] == [10, 5, 12]
+    assert [c.params.seed for c in _plan("a\nb")] == [-1, -1]  # each job draws its own
+    shared = [c.params.seed for c in _plan("a\nb", same=True)]
+    assert shared[0] == shared[1] >= 0
+    counted = [c.params.seed for c in _plan("a\nb", iterate=True)]
+    assert counted[1] == counted[0] + 1 and counted[0] >= 0
