@@ -9,7 +9,11 @@ from modules.scripts.base import Script
 
 def builtin_scripts() -> list[Script]:
     """One instance of each built-in script, in A1111's order (txt2img's three, then img2img's)."""
-    return []
+    from modules.scripts.loopback import Loopback
+    from modules.scripts.prompt_matrix import PromptMatrix
+    from modules.scripts.prompts_from_file import PromptsFromFile
+
+    return [PromptMatrix(), PromptsFromFile(), Loopback()]
 
 
 class ScriptRegistry:
