@@ -111,7 +111,7 @@ CASES: list[Case] = [
     t2i("enable-hr-word-maybe", {"enable_hr": "maybe"}, 422, (r"enable_hr",)),
     t2i("send-images-false", {"send_images": False}, 200, then=no_images),
     t2i("script-args-string", {"script_args": "x"}, 422, (r"script_args",)),
-    t2i("script-name-unknown", {"script_name": "../../x"}, 422, (r"script",)),
+    t2i("script-name-unknown", {"script_name": "../../x"}, 400, (r"Script '\.\./\.\./x' not found",)),
     t2i("alwayson-scripts-given", {"alwayson_scripts": {"ADetailer": {"args": []}}}, 422, (r"alwayson_scripts", r"ADetailer")),
     t2i("alwayson-controlnet-no-units", {"alwayson_scripts": {"ControlNet": {"args": []}}}, 200),  # webuiapi sends this
     t2i("alwayson-controlnet-args-string", {"alwayson_scripts": {"controlnet": {"args": "x"}}}, 400, (r"controlnet", r"list")),
