@@ -84,6 +84,13 @@ class GenerationParams(BaseModel):
     batch_size: int = Field(1, ge=1, le=8, json_schema_extra=_meta("Batch size"))
     cfg_scale: float = Field(7.0, ge=1.0, le=30.0, json_schema_extra=_meta("CFG Scale", "CFG scale", step=0.5))
     seed: int = Field(-1, ge=-1, le=2**32 - 1, json_schema_extra=_meta("Seed", "Seed"))
+    # A1111's "Extra" seed options (modules.generation.noise): the first noise mixed towards the
+    # variation seed's (0 = the seed's picture, 1 = the variation seed's), and drawn at the
+    # "Resize seed from" size, pasted centred, so a picture keeps its composition at a new size.
+    subseed: int = Field(-1, ge=-1, le=2**32 - 1, json_schema_extra=_meta("Variation seed", "Variation seed"))
+    subseed_strength: float = Field(0.0, ge=0.0, le=1.0, json_schema_extra=_meta("Variation strength", "Variation seed strength", step=0.01))
+    seed_resize_from_w: int = Field(0, ge=0, le=MAX_SIZE, json_schema_extra=_meta("Resize seed from width", step=8))
+    seed_resize_from_h: int = Field(0, ge=0, le=MAX_SIZE, json_schema_extra=_meta("Resize seed from height", step=8))
     clip_skip: int = Field(1, ge=1, le=12, json_schema_extra=_meta("Clip skip", "Clip skip"))
     emphasis: str = Field("Original", json_schema_extra=_meta("Emphasis mode", "Emphasis", choices=EMPHASIS_MODES))
     # Styles from styles.csv, applied to the prompts when the job runs (A1111's `styles`).
@@ -97,6 +104,8 @@ class GenerationParams(BaseModel):
     restore_faces: bool = Field(False, json_schema_extra=_meta("Restore faces", "Face restoration"))
     face_restoration_model: str = Field("CodeFormer", json_schema_extra=_meta("Face restoration model", choices=FACE_RESTORERS))
     code_former_weight: float = Field(0.5, ge=0.0, le=1.0, json_schema_extra=_meta("CodeFormer weight", step=0.01))
+    # Seamless pictures: every convolution of the UNet and VAE wraps around (modules.generation.tiling).
+    tiling: bool = Field(False, json_schema_extra=_meta("Tiling", "Tiling"))
 
     # A1111's sampler parameters: settings (config.json, override_settings, a pasted infotext)
     # that change the picture, so each job carries them and its infotext records them.
@@ -139,6 +148,12 @@ class GenerationParams(BaseModel):
                     if isinstance(text, str) and not is_text(text):
                         raise ValueError(f"{name} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text")
         return values
+
+    @field_validator("seed_resize_from_w", "seed_resize_from_h", mode="before")
+    @classmethod
+    def _resize_off(cls, v: Any) -> Any:
+        """A1111's API sends -1 for "no seed resize"; here that is 0."""
+        return 0 if isinstance(v, (int, float, str)) and not isinstance(v, bool) and str(v).strip() == "-1" else v
 
     @field_validator("width", "height")
     @classmethod
@@ -271,12 +286,13 @@ def format_number(value: float) -> str:
 def infotext_fields(
     params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str,
     clip_skip_applies: bool = True, masked: bool = False, vae_hash: str | None = None, vae_name: str | None = None,
-    extras: list[tuple[str, Any]] = (),
+    extras: list[tuple[str, Any]] = (), subseed: int | None = None,
 ) -> list[tuple[str, Any]]:
     """The params line of A1111's infotext, keys in A1111's order (None values are dropped later).
     `clip_skip_applies` is False for models that ignore Clip skip (SD2, SDXL); `masked` says an
     inpainting mask was used, which adds A1111's mask keys; `vae_*` name a VAE file in use;
-    `extras` (Emphasis, Lora hashes, TI hashes) come last, before Version, as in A1111."""
+    `extras` (Emphasis, Lora hashes, TI hashes) come last, before Version, as in A1111.
+    `subseed` is the image's variation seed (params.subseed when not given)."""
     sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
     meta = GenerationParams.field_meta
     img2img = isinstance(params, Img2ImgParams)
@@ -293,10 +309,12 @@ def infotext_fields(
         ("Model", model_name),
         ("VAE hash", vae_hash),
         ("VAE", vae_name),
+        *_variation_fields(params, subseed),
         (meta("denoising_strength")["infotext"], None if denoising is None else format_number(denoising)),
         (meta("clip_skip")["infotext"], params.clip_skip if params.clip_skip > 1 and clip_skip_applies else None),
         ("ENSD", params.eta_noise_seed_delta if _uses_ensd(params, sampler) else None),
         ("RNG", params.randn_source if params.randn_source != "GPU" else None),
+        (meta("tiling")["infotext"], "True" if params.tiling else None),
     ]
     if params.enable_hr:
         fields += _hires_fields(params, sampler, schedule)
@@ -309,6 +327,17 @@ def infotext_fields(
             ("Masked area padding", params.inpaint_full_res_padding if params.inpaint_full_res else None),
         ]
     return fields + list(extras) + sampler_fields(params, sampler, schedule) + [("Version", version)]
+
+
+def _variation_fields(params: GenerationParams, subseed: int | None) -> list[tuple[str, Any]]:
+    """A1111's Variation seed, Variation seed strength and Seed resize from, each only when in use."""
+    varied = params.subseed_strength > 0
+    resized = params.seed_resize_from_w > 0 and params.seed_resize_from_h > 0
+    return [
+        ("Variation seed", (params.subseed if subseed is None else subseed) if varied else None),
+        ("Variation seed strength", format_number(params.subseed_strength) if varied else None),
+        ("Seed resize from", f"{params.seed_resize_from_w}x{params.seed_resize_from_h}" if resized else None),
+    ]
 
 
 def _uses_ensd(params: GenerationParams, sampler: samplers.Sampler) -> bool:

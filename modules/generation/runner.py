@@ -10,7 +10,7 @@ prompt embeddings. Every mode is one or two `Pass`es through `_denoise`; the pix
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -20,7 +20,7 @@ from diffusers.image_processor import VaeImageProcessor
 from PIL import Image, ImageOps
 
 from modules.generation import images as imgops
-from modules.generation import engines, noise, samplers, vae_tiling
+from modules.generation import engines, noise, samplers, tiling, vae_tiling
 from modules.generation.conditioning import ScheduledPrompts, StepConditioning
 from modules.generation.control import RunControl, StepInfo
 from modules.generation.hooks import Hooks, PassInfo
@@ -48,6 +48,7 @@ class Batch:
     # Inpainting: puts image i's unmasked part back from the original, for whoever changes the
     # picture afterwards (face restoration), so only the masked area ever changes.
     overlay: Callable[[Image.Image, int], Image.Image] | None = None
+    subseeds: list[int] = field(default_factory=list)  # each image's variation seed (A1111's all_subseeds)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class Pass:
     randn_source: str = "GPU"
     ensd: int = 0
     hires: bool = False  # A1111 runs its own samplers' hires pass for exactly `steps`
+    subseed_strength: float = 0.0  # variation seeds: how far the first noise goes towards the variation seed's
+    seed_resize_from: tuple[int, int] = (0, 0)  # "Resize seed from" (width, height) in pixels; 0 = off
 
     def schedule_steps(self) -> tuple[int, int]:
         """(steps the scheduler is set to, steps actually run) on the diffusers engine, as
@@ -257,36 +260,46 @@ class Runner:
     # ------------------------------------------------------------------ txt2img
 
     def txt2img(self, params: GenerationParams, first_seed: int, control: RunControl | None = None,
-                prompts: JobPrompts | None = None, start: int = 0, hooks: Hooks | None = None) -> Iterator[Batch]:
+                prompts: JobPrompts | None = None, start: int = 0, hooks: Hooks | None = None,
+                first_subseed: int | None = None) -> Iterator[Batch]:
         """Yield each finished batch. Interrupt and skip cut the current batch short: it is
         still yielded, marked partial (the model's last estimate, as A1111 returns it); after
         an interrupt nothing more runs, after a skip the next batch does. `prompts` is what
         `prepare` gave (made here if not given); `start` skips the batches a run cut off by a
         crash had already finished (their seeds stay theirs). `hooks` are the job's add-ons
-        (ControlNet), called at the points of modules.generation.hooks."""
+        (ControlNet), called at the points of modules.generation.hooks. `first_subseed` is the
+        job's first variation seed (None: params.subseed, drawn at random when -1)."""
         control = control or RunControl()
         hooks = hooks or Hooks()
         prompts = prompts or self.prepare(params)
         first = self._pass(params, prompts.first)
         second = self._hires_pass(params, prompts.hires or prompts.first) if params.enable_hr else None
         per_batch = first.steps_run() + (second.steps_run() if second else 0)
-        batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
+        batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size, params.subseed_strength)
+        subseeds = noise.job_subseeds(_first_subseed(params, first_subseed), params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches[start:], start):
                 if control.interrupted:
                     return
                 control.take_skip()  # a skip asked between batches applies to none
                 report = _reporter(control, index, len(batches), per_batch)
-                outcome = self._denoise(first, seeds, control, report, job=prompts, hooks=hooks)
-                if not outcome.stopped and second is not None:
-                    upscaled = self._upscale(outcome.latents, params, control)
-                    outcome = self._denoise(second, seeds, control, report, init=upscaled, offset=first.steps_run(), job=prompts,
-                                            hooks=hooks)
-                    if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
-                        outcome = replace(outcome, latents=upscaled)
-                if outcome.latents is not None:
-                    decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
-                    yield Batch(decoded, seeds, index, partial=outcome.stopped)
+                decoded = None
+                with self._tiling(params):
+                    outcome = self._denoise(first, seeds, control, report, job=prompts, hooks=hooks, subseeds=subseeds[index])
+                    if not outcome.stopped and second is not None:
+                        upscaled = self._upscale(outcome.latents, params, control)
+                        outcome = self._denoise(second, seeds, control, report, init=upscaled, offset=first.steps_run(), job=prompts,
+                                                hooks=hooks, subseeds=subseeds[index])
+                        if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
+                            outcome = replace(outcome, latents=upscaled)
+                    if outcome.latents is not None:
+                        decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
+                if decoded is not None:
+                    yield Batch(decoded, seeds, index, partial=outcome.stopped, subseeds=subseeds[index])
+
+    def _tiling(self, params: GenerationParams):
+        """Seamless pictures for this job's sampling, encoding and decoding only (A1111's Tiling)."""
+        return tiling.circular((self.model.unet, self.model.vae), params.tiling)
 
     def _pass(self, params: GenerationParams, text: PassText, strength: float = 1.0) -> Pass:
         sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
@@ -294,7 +307,8 @@ class Runner:
         return Pass(
             scheduled, self._encoding(params), text.loras, params.cfg_scale, sampler, schedule, params.steps,
             params.width, params.height, strength, params.img2img_fix_steps, params.sampler_options(), params.randn_source,
-            params.eta_noise_seed_delta,
+            params.eta_noise_seed_delta, subseed_strength=params.subseed_strength,
+            seed_resize_from=(params.seed_resize_from_w, params.seed_resize_from_h),
         )
 
     def _hires_pass(self, params: GenerationParams, text: PassText) -> Pass:
@@ -307,7 +321,8 @@ class Runner:
         return Pass(
             scheduled, self._encoding(params), text.loras, params.cfg_scale, sampler, schedule, steps, width, height,
             params.denoising_strength, params.img2img_fix_steps, params.sampler_options(), params.randn_source,
-            params.eta_noise_seed_delta, hires=True,
+            params.eta_noise_seed_delta, hires=True, subseed_strength=params.subseed_strength,
+            seed_resize_from=(params.seed_resize_from_w, params.seed_resize_from_h),
         )
 
     def _upscale(self, latents: torch.Tensor, params: GenerationParams, control: RunControl | None = None) -> torch.Tensor:
@@ -343,7 +358,8 @@ class Runner:
     # ------------------------------------------------------------------ img2img
 
     def img2img(self, params: Img2ImgParams, init: InitImages, first_seed: int, control: RunControl | None = None,
-                prompts: JobPrompts | None = None, start: int = 0, hooks: Hooks | None = None) -> Iterator[Batch]:
+                prompts: JobPrompts | None = None, start: int = 0, hooks: Hooks | None = None,
+                first_subseed: int | None = None) -> Iterator[Batch]:
         """img2img and inpainting: yields batches like `txt2img`. Raises ValueError for an
         init the request cannot use (an empty mask)."""
         control = control or RunControl()
@@ -352,7 +368,8 @@ class Runner:
         prompts = prompts or self.prepare(params)
         first = self._pass(params, prompts.first, params.denoising_strength)
         crop = (prepared.originals[0].size, prepared.region.box) if prepared.region is not None else None
-        batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size)
+        batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size, params.subseed_strength)
+        subseeds = noise.job_subseeds(_first_subseed(params, first_subseed), params.n_iter, params.batch_size)
         with torch.inference_mode():
             for index, seeds in enumerate(batches[start:], start):
                 if control.interrupted:
@@ -360,19 +377,20 @@ class Runner:
                 control.take_skip()
                 report = _reporter(control, index, len(batches), first.steps_run())
                 pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
-                init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
-                outcome = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts,
-                                        hooks=hooks, crop=crop)
-                if outcome.latents is None:
-                    continue
-                decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
+                with self._tiling(params):
+                    init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
+                    outcome = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts,
+                                            hooks=hooks, crop=crop, subseeds=subseeds[index])
+                    if outcome.latents is None:
+                        continue
+                    decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
                 overlay = None
                 if prepared.composite_mask is not None:
                     def overlay(image: Image.Image, i: int, pick=pick) -> Image.Image:
                         return imgops.composite(prepared.originals[pick[i]], image, prepared.composite_mask, prepared.region)
 
                     decoded = [overlay(im, i) for i, im in enumerate(decoded)]
-                yield Batch(decoded, seeds, index, partial=outcome.stopped, overlay=overlay)
+                yield Batch(decoded, seeds, index, partial=outcome.stopped, overlay=overlay, subseeds=subseeds[index])
 
     def _prepare(self, params: Img2ImgParams, init: InitImages) -> _Prepared:
         if not init.images:
@@ -450,10 +468,11 @@ class Runner:
         job: JobPrompts | None = None,
         hooks: Hooks | None = None,
         crop: tuple | None = None,
+        subseeds: Sequence[int] = (),
     ) -> engines.Outcome:
         """Run one pass on the engine its sampler and schedule call for (see
         modules.generation.samplers). `offset` is how many steps of this batch earlier passes
-        reported."""
+        reported; `subseeds` are the images' variation seeds."""
         if control.stop_requested():
             return engines.Outcome(None, stopped=True)
         m = self.model
@@ -478,7 +497,8 @@ class Runner:
         shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
         engine = p.engine  # diffusers keeps the latents in the model's dtype; our samplers work in float32, as A1111's
         latent_dtype = embeds.dtype if engine == samplers.DIFFUSERS else torch.float32
-        image_noise = noise.ImageNoise(seeds, shape, m.device, latent_dtype, p.randn_source, p.ensd)
+        image_noise = noise.ImageNoise(seeds, shape, m.device, latent_dtype, p.randn_source, p.ensd, subseeds=subseeds,
+                                       subseed_strength=p.subseed_strength, resize_from=self._seed_resize(p))
         blend = None
         if inpainting is not None and extra is None:
             blend = engines.Blend(inpainting.mask, inpainting.keep_latents)
@@ -501,6 +521,13 @@ class Runner:
             if engine == samplers.TIMESTEPS:
                 return engines.run_timesteps(predict, self._timestep_plan(p, init is not None), image_noise, init, blend, progress)
             return engines.run_sigmas(predict, self._sigma_plan(p, seeds, init is not None), image_noise, init, blend, progress)
+
+    def _seed_resize(self, p: Pass) -> tuple[int, int] | None:
+        """"Resize seed from" as the latent (height, width) the seed's noise is drawn at; None when off."""
+        width, height = p.seed_resize_from
+        if width <= 0 or height <= 0:
+            return None
+        return max(height // self.vae_scale, 1), max(width // self.vae_scale, 1)
 
     def _model_sigmas(self, lcm: bool):
         from modules.generation.ksampling.model_sigmas import LcmSigmas, ModelSigmas
@@ -624,6 +651,11 @@ UNET_NANS = ("A tensor with NaNs was produced in the UNet: the picture cannot be
              "precision on a card that does not support it: lower the weights, or start with --no-half.")
 VAE_NANS = ("A tensor with NaNs was produced in the VAE, even in full precision: the picture cannot be decoded. Try another VAE "
             "(Settings > SD VAE), or start with --no-half-vae.")
+
+def _first_subseed(params: GenerationParams, given: int | None) -> int:
+    """The job's first variation seed: the one given (a resumed job's), else the request's, random for -1."""
+    return int(given) if given is not None else noise.resolve_seed(params.subseed)
+
 
 def _reporter(control: RunControl, index: int, count: int, steps: int) -> Callable[[int, torch.Tensor], None]:
     def report(step: int, latents: torch.Tensor) -> None:

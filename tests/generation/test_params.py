@@ -40,7 +40,8 @@ def test_infotext_fields_in_a1111_order():
     assert fields == [
         ("Steps", 20), ("Sampler", "DPM++ 2M"), ("Schedule type", "Karras"), ("CFG scale", "7"), ("Seed", 5), ("Face restoration", None),
         ("Size", "512x768"), ("Model hash", "abcdef0123"), ("Model", "m"), ("VAE hash", None), ("VAE", None),
-        ("Denoising strength", None), ("Clip skip", None), ("ENSD", None), ("RNG", None), ("Schedule min sigma", None),
+        ("Variation seed", None), ("Variation seed strength", None), ("Seed resize from", None),
+        ("Denoising strength", None), ("Clip skip", None), ("ENSD", None), ("RNG", None), ("Tiling", None), ("Schedule min sigma", None),
         ("Schedule max sigma", None), ("Version", "v1"),
     ]
     p2 = GenerationParams.create(cfg_scale=7.5, clip_skip=2, sampler_name="Euler a")
