@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from PIL import ImageChops
 
+from modules.generation.params import GenerationParams
+from modules.outputs.infotext import parse_infotext
 from modules.scripts.prompt_matrix import combinations, grid_labels, grid_shape, split_parts
 
 
@@ -24,3 +27,45 @@ def test_labels_mark_which_parts_each_column_and_row_has():
     assert [[(l.text, l.active) for l in col] for col in columns] == [
         [("a", False), ("b", False)], [("a", True), ("b", False)], [("a", False), ("b", True)], [("a", True), ("b", True)]]
     assert [[(l.text, l.active) for l in row] for row in rows] == [[("c", False)], [("c", True)]]
+
+
+def _same(a, b) -> bool:
+    return ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+
+
+def test_each_combination_is_a_job_and_the_grid_shows_them_in_order(script_app):
+    params = GenerationParams.create(prompt="a cat | red | big", negative_prompt="ugly", width=64, height=64, steps=2, seed=5)
+    result = script_app.run("Prompt matrix", "txt2img", params, [False, False, "positive", "comma", 4])
+    assert result.grids == 1 and len(result.images) == 5
+    texts = [parse_infotext(t) for t in result.infotexts[1:]]
+    prompts = ["a cat ", "a cat , red", "a cat , big", "a cat , red, big"]  # A1111 keeps the first part as written
+    assert result.prompts[1:] == prompts and [t["Prompt"] for t in texts] == [p.strip() for p in prompts]
+    assert {t["Seed"] for t in texts} == {"5"} and {t["Negative prompt"] for t in texts} == {"ugly"}
+    grid = result.images[0]
+    # 2x2 cells 4 px apart, labels for "big" on the left, "red" above
+    pad_left, pad_top = grid.width - 2 * 64 - 4, grid.height - 2 * 64 - 4
+    assert pad_left > 0 and pad_top > 0
+    for index, image in enumerate(result.images[1:]):
+        x, y = pad_left + index % 2 * 68, pad_top + index // 2 * 68
+        assert _same(grid.crop((x, y, x + 64, y + 64)), image)
+    single = script_app.single(params.model_copy(update={"prompt": "a cat , red, big"}))
+    assert _same(single.images[0], result.images[4])
+
+
+def test_negative_prompt_matrix_with_a_seed_per_picture(script_app):
+    params = GenerationParams.create(prompt="a cat", negative_prompt="blurry|dark", width=64, height=64, steps=2, seed=9)
+    result = script_app.run("Prompt matrix", "txt2img", params, [True, True, "negative", "space"])
+    texts = [parse_infotext(t) for t in result.infotexts[1:]]
+    assert [t["Negative prompt"] for t in texts] == ["blurry", "dark blurry"]
+    assert [t["Prompt"] for t in texts] == ["a cat", "a cat"]
+    assert [t["Seed"] for t in texts] == ["9", "10"] and result.seeds[1:] == [9, 10]
+    grid = result.images[0]
+    assert grid.width == 2 * 64 and grid.height > 64  # one part: two columns labelled above, no row labels
+
+
+def test_too_many_combinations_are_refused_before_any_job(script_app):
+    before = len(script_app.queue.list())
+    params = GenerationParams.create(prompt="x" + "|a" * 9, width=64, height=64, steps=2)
+    with pytest.raises(ValueError, match="512 pictures"):
+        script_app.start("Prompt matrix", "txt2img", params, [])
+    assert len(script_app.queue.list()) == before

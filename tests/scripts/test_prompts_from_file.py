@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from PIL import ImageChops
 
 from modules.generation.params import GenerationParams
+from modules.outputs.infotext import parse_infotext
 from modules.scripts.base import ScriptEnv, ScriptRequest
 from modules.scripts.prompts_from_file import joined, parse_options, plan, read_lines
 
@@ -113,3 +115,47 @@ def test_seeds_as_a1111_iterate_or_share_or_stay_random():
     assert shared[0] == shared[1] >= 0
     counted = [c.params.seed for c in _plan("a\nb", iterate=True)]
     assert counted[1] == counted[0] + 1 and counted[0] >= 0
+
+
+def _same(a, b) -> bool:
+    return ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+
+
+def test_each_line_is_a_job_with_its_options_in_the_infotext(script_app):
+    params = GenerationParams.create(prompt="base", width=64, height=64, steps=2, seed=11)
+    text = '--prompt "a cat" --steps 3 --seed 7 --sampler_name "Euler a" --cfg_scale 5\n\n   a dog  \n--negative_prompt ugly --height 72'
+    result = script_app.run("Prompts from file or textbox", "txt2img", params, [False, False, "end", text])
+    assert result.grids == 0 and len(result.images) == 3
+    first, second, third = (parse_infotext(t) for t in result.infotexts)
+    assert (first["Prompt"], first["Steps"], first["Seed"], first["Sampler"], first["CFG scale"]) == ("base a cat", "3", "7", "Euler a", "5")
+    assert (second["Prompt"], second["Steps"], second["Seed"]) == ("base a dog", "2", "11")
+    assert (third["Prompt"], third["Negative prompt"], third["Size"]) == ("base", "ugly", "64x72")
+    assert result.images[2].size == (64, 72)
+    single = script_app.single(params.model_copy(update={"prompt": "base a cat", "steps": 3, "seed": 7, "sampler_name": "Euler a",
+                                                         "cfg_scale": 5.0}))
+    assert _same(single.images[0], result.images[0])
+
+
+def test_iterated_seeds_and_a_lines_batch_from_an_uploaded_file(script_app):
+    params = GenerationParams.create(prompt="p", width=64, height=64, steps=2, seed=20)
+    uploaded = "a\n--prompt b --batch_size 2\nc"  # the upload's lines replace the textbox's
+    result = script_app.run("Prompts from file or textbox", "txt2img", params, [True, False, "start", "ignored", uploaded])
+    assert result.seeds == [20, 21, 22, 22]  # the line's batch counts up from its seed; lines step by the request's batch
+    assert result.prompts == ["a p", "b p", "b p", "c p"]
+
+
+def test_a_bad_line_is_refused_before_any_job(script_app):
+    before = len(script_app.queue.list())
+    params = GenerationParams.create(width=64, height=64, steps=2)
+    for text, message in [("a cat\n--steps 3 --colour red", "line 2: unknown option --colour"),
+                          ("--outpath_samples /tmp/x", "line 1: --outpath_samples is not accepted"),
+                          ("", "empty")]:
+        with pytest.raises(ValueError, match=message):
+            script_app.start("Prompts from file or textbox", "txt2img", params, [False, False, "start", text])
+    script_app.settings.values["script_max_jobs"] = 2
+    try:
+        with pytest.raises(ValueError, match="3 lines"):
+            script_app.start("Prompts from file or textbox", "txt2img", params, [False, False, "start", "a\nb\nc"])
+    finally:
+        script_app.settings.values["script_max_jobs"] = 200
+    assert len(script_app.queue.list()) == before
