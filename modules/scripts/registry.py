@@ -12,8 +12,9 @@ def builtin_scripts() -> list[Script]:
     from modules.scripts.loopback import Loopback
     from modules.scripts.prompt_matrix import PromptMatrix
     from modules.scripts.prompts_from_file import PromptsFromFile
+    from modules.scripts.sd_upscale import SDUpscale
 
-    return [PromptMatrix(), PromptsFromFile(), Loopback()]
+    return [PromptMatrix(), PromptsFromFile(), Loopback(), SDUpscale()]
 
 
 class ScriptRegistry:

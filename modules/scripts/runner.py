@@ -95,9 +95,11 @@ class ScriptRunner:
             return list(service.upscalers.registry.names) if service.upscalers is not None else ["None", "Lanczos", "Nearest"]
 
         def upscale(image, name: str, width: int, height: int):
-            if service.upscalers is None:
-                raise ValueError("No upscalers on this server.")
-            return service.upscalers.registry.get(name).resize_to(image, (width, height))
+            from modules.generation.upscaling import UpscalerRegistry
+
+            # Without the app's library, the built-in resamplers that upscalers() lists.
+            registry = service.upscalers.registry if service.upscalers is not None else UpscalerRegistry()
+            return registry.get(name).resize_to(image, (width, height))
 
         styles = service.libraries.styles
         env = ScriptEnv(
