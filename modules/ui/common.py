@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import threading
+import time
 from dataclasses import dataclass, field
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Callable
@@ -23,6 +24,8 @@ from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
 
 if TYPE_CHECKING:
     from modules.jobs.generation_task import GenerationService
+    from modules.scripts.base import ScriptRequest
+    from modules.scripts.runner import ScriptRun, ScriptRunner
 
 # Values the output panel's handler returns, in this order.
 OUTPUT_COUNT = 6
@@ -369,6 +372,77 @@ async def watch(queue: JobQueue, job: Job, progress: gr.Progress, preview_every:
         await asyncio.wait([done], timeout=0.2)
 
 
+@dataclass
+class SessionRuns:
+    """The unfinished Script menu runs of each browser session."""
+
+    _runs: dict[str, list["ScriptRun"]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, session: str, run: "ScriptRun") -> None:
+        with self._lock:
+            self._runs = {k: [r for r in v if not r.done.is_set()] for k, v in self._runs.items()}
+            self._runs.setdefault(session, []).append(run)
+
+    def unfinished(self, session: str) -> list["ScriptRun"]:
+        with self._lock:
+            return [r for r in self._runs.get(session, []) if not r.done.is_set()]
+
+
+async def watch_script(queue: JobQueue, run: "ScriptRun", progress: gr.Progress, preview_every: int = 0) -> AsyncIterator[Any]:
+    """watch() for a script run: "X/Y/Z plot: 3 of 9" with the running job's steps inside the
+    overall bar, its place in the queue while it waits, and its live previews."""
+    waiter = asyncio.ensure_future(run.wait())
+    last = None
+    title = run.script.title
+    try:
+        while not waiter.done():
+            done, total, text = run.progress
+            head = text or (f"{title}: {min(done + 1, total)} of {total}" if total else title)
+            job = run.current
+            if job is not None and job.progress.steps:
+                p = job.progress
+                progress((done + p.fraction) / total if total else p.fraction, desc=f"{head} · {p.text()}")
+                if preview_every > 0:
+                    p.want_preview(preview_every)
+                    if p.preview is not None and p.preview is not last:
+                        last = p.preview
+                        yield last
+            else:
+                waiting = next((j for j in run.context.children if j.status is JobStatus.QUEUED), None)
+                position = queue.position(waiting) if waiting is not None else None
+                progress(done / total if total else 0, desc=f"{head} · in queue: {position} of {queue.pending_count()}" if position else head)
+            await asyncio.wait([waiter], timeout=0.2)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+
+
+def shown_script(run: "ScriptRun", seconds: float) -> list:
+    """The output panel's values for a finished script run: its grids first, then its pictures
+    (each saved file, else the picture), their infotexts and seeds."""
+    if not run.done.is_set():  # woken because the server is stopping
+        raise gr.Error("The server is stopping: the script was not finished.")
+    if run.error is not None:
+        raise gr.Error(run.error)
+    result = run.result
+    if result is None or not result.images:
+        note = "Interrupted before any picture was finished." if result is None or result.interrupted else "The script made no pictures."
+        return [[], "", f"<p>{html.escape(note)}</p>", [], 0, []]
+    paths = list(result.paths) + [None] * (len(result.images) - len(result.paths))
+    files = [str(path) if path is not None else image for image, path in zip(result.images, paths)]
+    infotexts = list(result.infotexts) + [""] * (len(files) - len(result.infotexts))
+    seeds = list(result.seeds) + [result.params.seed] * (len(files) - len(result.seeds))
+    folders = list(dict.fromkeys(str(p.parent) for p in paths if p is not None))  # the grids' folder, then the pictures'
+    where = " and ".join(html.escape(f) for f in folders) if folders else "nowhere (saving off)"
+    grids = f" and {result.grids} grid{'s' if result.grids != 1 else ''}" if result.grids else ""
+    note = "Interrupted. " if result.interrupted else ""
+    notes = "".join(f"<br>{html.escape(n)}" for n in result.notes)
+    log = (f"<p>{note}{run.script.title}: {len(files) - result.grids} image(s){grids}, time taken: {seconds:.1f}s. "
+           f"Saved to {where}.{notes}</p>")
+    return [files, infotext_html(infotexts[0]), log, seeds, 0, infotexts]
+
+
 class JobRunner:
     """Submits a tab's jobs, mirrors their progress (and live previews) into the page, turns the
     result into the output panel's values, and lets Interrupt and Skip reach this session's
@@ -378,6 +452,7 @@ class JobRunner:
         self.queue = queue
         self.sessions = SessionJobs()
         self.preview_every = preview_every
+        self.script_runs = SessionRuns()  # this session's Script menu runs, which Interrupt stops as a whole
 
     async def run(self, kind: str, task: Callable[[Job], Any], request: gr.Request, progress: gr.Progress,
                   payload: Any = None) -> AsyncIterator[list]:
@@ -389,6 +464,23 @@ class JobRunner:
         async for preview in watch(self.queue, job, progress, self.preview_every()):
             yield [[preview], *[gr.update()] * (OUTPUT_COUNT - 1)]
         yield self._shown(job)
+
+    async def run_script(self, scripts: "ScriptRunner", title: str, script_request: "ScriptRequest", args: dict, request: gr.Request,
+                         progress: gr.Progress) -> AsyncIterator[list]:
+        """Start a Script menu run in the user's lane (a bad argument becomes a visible error
+        before any job is queued), mirror its progress and its running job's previews, then
+        show what it made. Its jobs join the session, so Interrupt and Skip reach them."""
+        session = request.session_hash or ""
+        started = time.monotonic()
+        try:
+            run = await run_in_threadpool(scripts.start, title, script_request, args, page_user(request),
+                                          lambda job: self.sessions.add(session, job))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+        self.script_runs.add(session, run)
+        async for preview in watch_script(self.queue, run, progress, self.preview_every()):
+            yield [[preview], *[gr.update()] * (OUTPUT_COUNT - 1)]
+        yield shown_script(run, time.monotonic() - started)
 
     @staticmethod
     def _shown(job: Job) -> list:
@@ -421,6 +513,8 @@ class JobRunner:
     def wire_stop_buttons(self, top: TopRow) -> None:
         def interrupt_own(request: gr.Request) -> None:
             """Stop this session's running job and drop its queued ones."""
+            for run in self.script_runs.unfinished(request.session_hash or ""):
+                run.interrupt()  # before its jobs, so it starts no more of them
             for job in self.sessions.unfinished(request.session_hash or ""):
                 self.queue.interrupt(job.id)
 

@@ -88,6 +88,7 @@ FOREVER_HEAD = """
     },
     failed(tab) { busy[tab] = false; if (on[tab]) set(tab, false); },
     active: (tab) => !!on[tab],
+    running: (tab) => !!busy[tab],
     set,
   };
 })();

@@ -21,7 +21,10 @@ from modules.generation.params import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT,
 from modules.jobs.generation_task import GenerationService, img2img_payload
 from modules.jobs.queue import JobQueue
 from modules.network import ServerAccess
+from modules.scripts.base import ScriptRequest
 from modules.ui.controlnet import build_controlnet
+from modules.ui.forever import wire_forever
+from modules.ui.scripts import build_script_menu
 from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
     UPLOAD_SOURCES, JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
@@ -29,6 +32,7 @@ from modules.ui.common import (
 
 if TYPE_CHECKING:
     from modules.jobs.interrogate_task import InterrogateService
+    from modules.scripts.runner import ScriptRunner
 
 PREFIX = "img2img"
 MODES = ("img2img", "Sketch", "Inpaint", "Inpaint upload", "Batch")
@@ -140,10 +144,11 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
 
 def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
                       access: ServerAccess | None = None, interrogate: "InterrogateService | None" = None,
-                      controlnet: Any = None) -> Img2ImgControls:
+                      controlnet: Any = None, scripts: "ScriptRunner | None" = None) -> Img2ImgControls:
     """`access` decides whether the Batch tab may use folders on the server (None: it may);
     with `interrogate`, the Interrogate CLIP / DeepBooru buttons fill the prompt; with
-    `controlnet` (the app's ControlNet service), the ControlNet accordion is added."""
+    `controlnet` (the app's ControlNet service), the ControlNet accordion is added; with
+    `scripts`, the Script menu."""
     jobs = JobRunner(queue, preview_every)
     meta = Img2ImgParams.field_meta
     top = build_toprow(PREFIX, service)
@@ -209,6 +214,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             seed_row = build_seed(PREFIX)
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, img2img=True, max_pixels=lambda: service.limits.max_pixels,
                                   picture=([mode, image, sketch, inpaint, base, mask], _init_picture(service)))
+            menu = build_script_menu(PREFIX, scripts)
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
@@ -227,7 +233,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 
     def prepare(*inputs):
-        """The job's task and its record, from the tab's inputs (decoding images: run on a thread)."""
+        """The job's task, its record and the request a script would start from, from the tab's
+        inputs (decoding images: run on a thread)."""
         from modules.generation import images as imgops
         from modules.generation.runner import InitImages
 
@@ -235,7 +242,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         values = {**dict(zip(names, inputs[len(widgets) + 1 :])), **service.prompt_settings(), **(pasted or {})}
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         try:
-            units = cn.units_from(inputs[len(widgets) + 1 + len(names) :]) if cn else []
+            units = cn.units_from(inputs[len(widgets) + 1 + len(names) : len(widgets) + 1 + len(names) + len(cn.inputs)]) if cn else []
             if units:
                 cn.check(units)
             if mode == 4:
@@ -249,6 +256,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
                 task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
                 payload = None  # a folder batch is not recorded: its folders may be gone after a restart
+                script_request = None
             else:
                 picture, drawn = init_from_widgets(mode, image, sketch, inpaint, base, mask)
                 picture = imgops.open_image(picture, "init image", service.limits.max_pixels)
@@ -259,12 +267,20 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
                 task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
                 payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae, controlnet=units)  # recorded, so it survives a restart
+                script_request = ScriptRequest("img2img", params, init, checkpoint, vae, tuple(units))
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
-        return task, payload
+        return task, payload, script_request
 
     async def run(request: gr.Request, progress=gr.Progress(), *inputs):  # gradio fills request and progress
-        task, payload = await run_in_threadpool(prepare, *inputs)
+        title, script_args = menu.args_from(inputs[len(inputs) - len(menu.inputs):]) if menu else (None, {})
+        task, payload, script_request = await run_in_threadpool(prepare, *inputs)
+        if title is not None:
+            if script_request is None:
+                raise gr.Error("Scripts run on one picture: use the img2img, Sketch, Inpaint or Inpaint upload tab, not Batch.")
+            async for shown in jobs.run_script(scripts, title, script_request, script_args, request, progress):
+                yield shown
+            return
         async for shown in jobs.run("img2img", task, request, progress, payload=payload):
             yield shown
 
@@ -289,8 +305,9 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     # Raw records (preprocess=False), so a bad upload cannot make gradio's preprocessing fail here.
     scale_by.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
     image.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
-    top.generate.click(run, [*widgets, overrides, *fields.values(), *(cn.inputs if cn else [])], panel.outputs, concurrency_limit=None,
-                       api_name="img2img")
+    generated = top.generate.click(run, [*widgets, overrides, *fields.values(), *(cn.inputs if cn else []), *(menu.inputs if menu else [])],
+                                   panel.outputs, concurrency_limit=None, api_name="img2img")
+    wire_forever(generated, PREFIX)
     jobs.wire_stop_buttons(top)
     if asks is not None:
         def picture_of(mode, image, sketch, inpaint, base, mask):

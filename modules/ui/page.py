@@ -17,6 +17,7 @@ from modules.ui.common import page_user
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.models import build_models_tab
 from modules.ui.extras import build_extras_tab
+from modules.ui.forever import FOREVER_HEAD
 from modules.ui.gallery import build_gallery_tab
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.send_to import SendTargets
@@ -57,6 +58,7 @@ document.addEventListener('keydown', (e) => {
 });
 </script>
 """
+HEAD += FOREVER_HEAD  # right-click Generate: Generate forever
 
 
 def _notice(models: ModelManager) -> dict:
@@ -132,10 +134,10 @@ def build_page(app: "App") -> gr.Blocks:
 
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                controls = build_txt2img_tab(queue, service, settings.preview_every, controlnet=app.controlnet)
+                controls = build_txt2img_tab(queue, service, settings.preview_every, controlnet=app.controlnet, scripts=app.scripts)
             with gr.Tab("img2img", id="img2img"):
                 img2img = build_img2img_tab(queue, service, settings.preview_every, access=app.access, interrogate=app.interrogate,
-                                            controlnet=app.controlnet)
+                                            controlnet=app.controlnet, scripts=app.scripts)
             with gr.Tab("Extras", id="extras"):
                 extras = build_extras_tab(queue, app.extras, access=app.access, max_pixels=lambda: service.limits.max_pixels)
             send = SendTargets(tabs, controls.paste, img2img, extras.image)

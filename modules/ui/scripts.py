@@ -19,8 +19,10 @@ import gradio as gr
 if TYPE_CHECKING:
     from modules.scripts.args import ScriptArg
     from modules.scripts.base import Script, ScriptEnv
+    from modules.scripts.runner import ScriptRunner
 
 NONE = "None"
+XYZ_TITLE = "X/Y/Z plot"
 AXES = ("x", "y", "z")  # X/Y/Z plot's axis controls: <axis>_type, <axis>_values, <axis>_values_dropdown
 
 
@@ -232,3 +234,20 @@ def _wire_axes(title: str, args: list["ScriptArg"], built: list, axis_choices: C
 
         csv.change(all_axes, [csv, *(c for axis in axes for c in axis)], [c for _t, text, picker in axes for c in (text, picker)],
                    queue=False, api_name=False, show_progress="hidden")
+
+
+def build_script_menu(prefix: str, scripts: "ScriptRunner | None") -> ScriptPanel | None:
+    """The Script menu of the txt2img or img2img tab (`prefix`) over the app's scripts; None
+    when there are none. X/Y/Z plot's pickers offer the chosen axis's choices."""
+    if scripts is None or not scripts.titles(prefix):
+        return None
+    env, img2img = scripts.env, prefix == "img2img"
+
+    def axis_choices(title: str, index: int) -> list[str] | None:
+        if title != XYZ_TITLE:
+            return None
+        from modules.scripts.xyz_axes import value_choices
+
+        return value_choices(env, prefix, index)
+
+    return build_script_panel(prefix, scripts.registry.for_kind(prefix), env, img2img, axis_choices=axis_choices)

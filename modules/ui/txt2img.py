@@ -8,7 +8,7 @@ and show the saved files with their infotext.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 from fastapi.concurrency import run_in_threadpool
@@ -17,10 +17,16 @@ from modules.generation import samplers
 from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
 from modules.jobs.generation_task import GenerationService, txt2img_payload
 from modules.jobs.queue import JobQueue
+from modules.scripts.base import ScriptRequest
 from modules.ui.controlnet import build_controlnet
+from modules.ui.forever import wire_forever
+from modules.ui.scripts import build_script_menu
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
+
+if TYPE_CHECKING:
+    from modules.scripts.runner import ScriptRunner
 
 PREFIX = "txt2img"
 
@@ -65,8 +71,9 @@ def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = ()) -> dict[s
 
 
 def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
-                      controlnet: Any = None) -> Txt2ImgControls:
-    """`controlnet`: the app's ControlNet service, whose units get an accordion (None: no accordion)."""
+                      controlnet: Any = None, scripts: "ScriptRunner | None" = None) -> Txt2ImgControls:
+    """`controlnet`: the app's ControlNet service, whose units get an accordion (None: no accordion);
+    `scripts`: the app's scripts, offered in the Script menu (None: no menu)."""
     jobs = JobRunner(queue, preview_every)
     top = build_toprow(PREFIX, service)
     with top.prompt_column:
@@ -84,6 +91,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             cfg = slider(PREFIX, "cfg_scale")
             seed_row = build_seed(PREFIX)
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, max_pixels=lambda: service.limits.max_pixels)
+            menu = build_script_menu(PREFIX, scripts)
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
@@ -104,12 +112,18 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
         try:
             params = GenerationParams.create(service.hires_upscalers(), **dict(zip(names, values)), **{**service.prompt_settings(), **(overrides_now or {})})
             await run_in_threadpool(service.check_limits, params)
-            units = cn.units_from(values[len(names):]) if cn else []
+            units = cn.units_from(values[len(names):len(names) + len(cn.inputs)]) if cn else []
             if units:
                 await run_in_threadpool(cn.check, units)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
+        title, script_args = menu.args_from(values[len(values) - len(menu.inputs):]) if menu else (None, {})
+        if title is not None:
+            script_request = ScriptRequest("txt2img", params, checkpoint=checkpoint, vae=vae, controlnet=tuple(units))
+            async for shown in jobs.run_script(scripts, title, script_request, script_args, request, progress):
+                yield shown
+            return
         task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
         payload = txt2img_payload(params, checkpoint=checkpoint, vae=vae, controlnet=units)
         async for shown in jobs.run("txt2img", task, request, progress, payload=payload):
@@ -128,8 +142,9 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     sizing = [hires["enable_hr"], width, height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
     for control in sizing:
         control.change(upscaled_to, sizing, target, queue=False, api_name=False)
-    top.generate.click(run, [overrides, *fields.values(), *(cn.inputs if cn else [])], panel.outputs, concurrency_limit=None,
-                       api_name="txt2img")
+    generated = top.generate.click(run, [overrides, *fields.values(), *(cn.inputs if cn else []), *(menu.inputs if menu else [])], panel.outputs,
+                                   concurrency_limit=None, api_name="txt2img")
+    wire_forever(generated, PREFIX)
     jobs.wire_stop_buttons(top)
     examples.click(lambda sample: sample[0], examples, top.prompt, queue=False, api_name=False)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
