@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
+import numpy as np
 import pytest
+from PIL import Image, ImageChops
 
+from modules.generation.params import GenerationParams, Img2ImgParams
+from modules.generation.runner import InitImages
+from modules.outputs.infotext import parse_infotext
 from modules.scripts.loopback import denoising_strength
 
 
@@ -24,3 +30,59 @@ def test_a_single_loop_keeps_the_requests_strength():
 def test_aggressive_is_above_linear_and_lazy_below():
     args = (2, 5, 0.1, 0.9)
     assert denoising_strength(*args, "Aggressive") > denoising_strength(*args, "Linear") > denoising_strength(*args, "Lazy")
+
+
+def _same(a, b) -> bool:
+    return ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
+
+
+@pytest.fixture(scope="module")
+def start_picture():
+    return Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+def test_each_loop_is_img2img_of_the_previous_picture(script_app, start_picture):
+    params = Img2ImgParams.create(prompt="a cat", width=64, height=64, steps=4, seed=30, denoising_strength=0.75)
+    init = InitImages((start_picture,))
+    result = script_app.run("Loopback", "img2img", params, [3, 0.25, "Linear", "None"], init=init)
+    assert result.grids == 1 and len(result.images) == 4
+    assert result.images[0].size == (3 * 64, 64)  # the grid: one row of the loops
+    texts = [parse_infotext(t) for t in result.infotexts[1:]]
+    assert [t["Denoising strength"] for t in texts] == ["0.75", "0.5", "0.25"]
+    assert result.seeds[1:] == [30, 31, 32]
+    # loop 2 is the single img2img job of loop 1's picture
+    single = script_app.single(params.model_copy(update={"seed": 31, "denoising_strength": 0.5}), InitImages((result.images[1],)))
+    assert _same(single.images[0], result.images[2])
+    assert not _same(result.images[1], result.images[2])
+
+
+def test_a_batch_count_loops_again_from_the_start_and_returns_each_last_picture(script_app, start_picture):
+    params = Img2ImgParams.create(prompt="a cat", width=64, height=64, steps=2, seed=40, n_iter=2, denoising_strength=0.5)
+    result = script_app.run("Loopback", "img2img", params, [2, 1.0, "Aggressive", "None"], init=InitImages((start_picture,)))
+    assert result.grids == 1 and len(result.images) == 3
+    assert result.seeds[1:] == [41, 43]  # seeds go on counting across the batches
+    assert {parse_infotext(t)["Denoising strength"] for t in result.infotexts[1:]} == {"1"}
+
+
+def test_loopback_is_refused_without_a_picture_or_on_txt2img(script_app):
+    params = Img2ImgParams.create(width=64, height=64, steps=2)
+    with pytest.raises(ValueError, match="init image"):
+        script_app.start("Loopback", "img2img", params, [])
+    with pytest.raises(ValueError, match="not found for txt2img"):
+        script_app.start("Loopback", "txt2img", GenerationParams.create(width=64, height=64, steps=2), [])
+
+
+def test_interrupt_stops_the_loops(script_app, start_picture):
+    params = Img2ImgParams.create(prompt="a cat", width=64, height=64, steps=2, seed=50)
+    runs, submitted = [], []
+
+    def on_submit(job):
+        submitted.append(job)
+        if len(submitted) == 2:  # Interrupt pressed while the second loop waits
+            runs[0].interrupt()
+
+    runs.append(script_app.start("Loopback", "img2img", params, [4], init=InitImages((start_picture,)), on_submit=on_submit))
+    asyncio.run(runs[0].wait())
+    result = runs[0].result
+    assert runs[0].error is None and result.interrupted
+    assert len(submitted) == 2 and result.grids == 0 and result.seeds == [50]
