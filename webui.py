@@ -137,7 +137,7 @@ class App:
         models.add_unload_listener(service.controlnet.unload)  # a checkpoint switch or unload frees ControlNets and annotators
         from modules.scripts.runner import ScriptRunner
 
-        scripts = ScriptRunner.for_app(queue, service, settings)
+        scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate)
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
                    downloads=downloads, access=access, interrogate=interrogate, scripts=scripts)
 

@@ -48,6 +48,7 @@ class ScriptEnv:
     styles: Callable[[], list[str]] = lambda: []
     max_jobs: Callable[[], int] = lambda: 200
     upscale: Callable[["Image.Image", str, int, int], "Image.Image"] | None = None  # (picture, upscaler, width, height)
+    interrogator: Any = None  # modules.jobs.interrogate_task.InterrogateService (Loopback's interrogated prompt); None: none
 
 
 class Script:

@@ -61,9 +61,13 @@ class Loopback(Script):
             raise ValueError(f"Loopback: {loops} loops x batch count {batch_count} make {loops * batch_count} jobs, more than the "
                              f"{env.max_jobs()} one run may queue (setting script_max_jobs).")
         interrogator = INTERROGATORS[args["append_interrogation"]]
-        interrogate = getattr(env, "interrogate", None)
-        if interrogator is not None and interrogate is None:
-            raise ValueError(f"Loopback: 'Append interrogated prompt' ({args['append_interrogation']}) is not available on this server.")
+        if interrogator is not None:
+            if env.interrogator is None:
+                raise ValueError(f"Loopback: interrogation ({args['append_interrogation']}) is not available on this server.")
+            try:
+                env.interrogator.check(interrogator)  # its model files are there (else the message says what to download)
+            except ValueError as exc:
+                raise ValueError(f"Loopback: Append interrogated prompt ({args['append_interrogation']}): {exc}") from None
         initial, final, curve = params.denoising_strength, float(args["final_denoising_strength"]), args["denoising_curve"]
         rng = random.SystemRandom()
         first_seed = params.seed if params.seed >= 0 else rng.randrange(MAX_SEED)  # A1111 fixes the seeds first
@@ -86,7 +90,7 @@ class Loopback(Script):
                     prompt = params.prompt
                     if interrogator is not None:
                         picture = pictures[0]
-                        caption = ctx.on_worker("interrogate", lambda: interrogate(picture, interrogator))
+                        caption = ctx.on_worker("interrogate", lambda: env.interrogator.run(None, picture, interrogator))
                         prompt = (f"{params.prompt}, " if params.prompt else "") + caption
                     child = params.model_copy(update={**fixed, "seed": seed, "denoising_strength": strength, "prompt": prompt,
                                                       "inpainting_fill": fill})

@@ -81,7 +81,7 @@ class ScriptRunner:
         self.registry = registry if registry is not None else ScriptRegistry(builtin_scripts())
 
     @classmethod
-    def for_app(cls, queue: "JobQueue", service: "GenerationService", settings) -> "ScriptRunner":
+    def for_app(cls, queue: "JobQueue", service: "GenerationService", settings, interrogator=None) -> "ScriptRunner":
         """Scripts over the app's queue and service, with lists read from its models, upscalers,
         styles and settings (`settings`: the SettingsStore) when a script asks."""
         from modules.generation.params import HIRES_UPSCALERS
@@ -107,7 +107,7 @@ class ScriptRunner:
             vaes=lambda: service.libraries.vaes.choices() if service.libraries.vaes is not None else ["Automatic", "None"],
             hires_upscalers=lambda: [*HIRES_UPSCALERS, *service.hires_upscalers()], upscalers=upscalers,
             styles=lambda: list(styles.names) if styles is not None else [],
-            max_jobs=lambda: int(settings["script_max_jobs"]), upscale=upscale,
+            max_jobs=lambda: int(settings["script_max_jobs"]), upscale=upscale, interrogator=interrogator,
         )
         return cls(queue, service, env)
 

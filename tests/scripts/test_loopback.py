@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 
 import numpy as np
@@ -86,3 +87,43 @@ def test_interrupt_stops_the_loops(script_app, start_picture):
     result = runs[0].result
     assert runs[0].error is None and result.interrupted
     assert len(submitted) == 2 and result.grids == 0 and result.seeds == [50]
+
+
+class _Interrogator:
+    """Stands in for the app's InterrogateService: a caption naming the model and the picture's first pixel."""
+
+    def __init__(self, missing: str | None = None):
+        self.missing, self.seen = missing, []
+
+    def check(self, model):
+        if model == self.missing:
+            raise ValueError(f"models/{model} is empty")
+
+    def run(self, job, image, model):
+        self.seen.append(image)
+        return f"{model} {image.getpixel((0, 0))[0]}"
+
+
+@pytest.fixture
+def with_interrogator(script_app):
+    env = script_app.runner.env
+    stub = _Interrogator(missing="deepdanbooru")
+    script_app.runner.env = dataclasses.replace(env, interrogator=stub)
+    yield stub
+    script_app.runner.env = env
+
+
+def test_each_loop_appends_the_caption_of_its_starting_picture(script_app, start_picture, with_interrogator):
+    params = Img2ImgParams.create(prompt="a cat", width=64, height=64, steps=2, seed=60)
+    result = script_app.run("Loopback", "img2img", params, [2, 0.5, "Linear", "CLIP"], init=InitImages((start_picture,)))
+    first, second = with_interrogator.seen
+    assert _same(first, start_picture) and _same(second, result.images[1])
+    assert result.prompts[1:] == [f"a cat, clip {first.getpixel((0, 0))[0]}", f"a cat, clip {second.getpixel((0, 0))[0]}"]
+    with pytest.raises(ValueError, match=r"DeepBooru\): models/deepdanbooru is empty"):
+        script_app.start("Loopback", "img2img", params, [2, 0.5, "Linear", "DeepBooru"], init=InitImages((start_picture,)))
+
+
+def test_interrogation_is_refused_where_the_server_has_none(script_app, start_picture):
+    params = Img2ImgParams.create(width=64, height=64, steps=2)
+    with pytest.raises(ValueError, match="not available"):
+        script_app.start("Loopback", "img2img", params, [2, 0.5, "Linear", "CLIP"], init=InitImages((start_picture,)))
