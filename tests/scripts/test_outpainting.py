@@ -1,0 +1,164 @@
+"""Outpainting mk2 and Poor man's outpainting: how far each side grows, mk2's matched noise,
+and the scripts on the tiny model: the picture grows by the pixels asked, the original pixels
+stay exactly where they were, the new border gets new (not flat) content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modules.generation.params import Img2ImgParams
+from modules.generation.runner import InitImages
+from modules.scripts.args import parse_args
+from modules.scripts.base import ScriptEnv
+from modules.scripts.outpaint_pixels import expansion, match_histograms, matched_noise, noised_picture
+from modules.scripts.outpainting import OutpaintingMk2, PoorMansOutpainting, _keep_rectangle, mk2_pass
+
+ALL = ["left", "right", "up", "down"]
+
+
+def picture(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A smooth picture with some texture (so matched noise has a spectrum to follow)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([120 + 60 * np.sin(x / 7), 100 + 50 * np.cos(y / 5), 90 + 40 * np.sin((x + y) / 9)], axis=-1)
+    return Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("size, pixels, directions, expected", [
+    ((64, 64), 32, ALL, (32, 32, 32, 32)),
+    ((64, 64), 128, ["left"], (128, 0, 0, 0)),
+    ((64, 64), 8, ["left"], (64, 0, 0, 0)),  # 72 rounds up to 128: the side takes the rounding
+    ((100, 64), 8, ["left", "right"], (14, 14, 0, 0)),  # 116 -> 128, shared
+    ((512, 512), 128, ["up", "down"], (0, 0, 128, 128)),
+    ((64, 100), 32, ["down"], (0, 0, 0, 92)),  # 132 -> 192
+])
+def test_expansion_rounds_the_grown_size_up_to_64_as_a1111(size, pixels, directions, expected):
+    assert expansion(*size, pixels, directions) == expected
+
+
+def test_histogram_matching_takes_the_references_distribution():
+    rng = np.random.default_rng(1)
+    values, reference = rng.random((1000, 3)), rng.normal(0.3, 0.05, (4000, 3))
+    matched = match_histograms(values, reference)
+    assert np.allclose(np.sort(matched, axis=0)[[100, 500, 900]], np.quantile(reference, [0.1, 0.5, 0.9], axis=0), atol=0.01)
+    assert (np.argsort(matched[:, 0]) == np.argsort(values[:, 0])).all()  # order kept
+
+
+def test_matched_noise_keeps_the_known_part_and_follows_its_colours():
+    image = np.asarray(picture(96, 64), dtype=np.float64) / 255
+    mask = np.zeros((64, 96))
+    mask[:, :32] = 1  # the left third is new
+    filled = matched_noise(image.copy(), mask)
+    assert np.array_equal(filled[:, 32:], image[:, 32:])
+    new, known = filled[:, :32], image[:, 32:]
+    assert new.std(axis=(0, 1)).min() > 0.05  # texture, not a flat fill
+    assert np.allclose(new.mean(axis=(0, 1)), known.mean(axis=(0, 1)), atol=0.03)
+    assert np.allclose(np.quantile(new, [0.1, 0.9], axis=(0, 1)), np.quantile(known, [0.1, 0.9], axis=(0, 1)), atol=0.05)
+    assert np.array_equal(filled, matched_noise(image.copy(), mask))  # deterministic
+    grey = matched_noise(image.copy(), mask, color_variation=0.0)
+    assert not np.array_equal(grey, filled)
+
+
+def test_noised_picture_returns_unmasked_pixels_exactly():
+    image = picture(64, 64)
+    mask = _keep_rectangle((64, 64), (16, 0, 64, 64))
+    out = noised_picture(image, mask, 1.0, 0.05)
+    assert np.array_equal(np.asarray(out)[:, 16:], np.asarray(image)[:, 16:])
+    assert not np.array_equal(np.asarray(out)[:, :16], np.asarray(image)[:, :16])
+
+
+def test_keep_rectangle_ends_where_the_new_strip_begins():
+    mask = np.asarray(_keep_rectangle((8, 4), (2, 0, 6, 4)))
+    assert list(mask[0]) == [255, 255, 0, 0, 0, 0, 255, 255]
+
+
+def test_mk2_passes_work_on_the_edge_at_most_the_request_size_wide():
+    source = picture(64, 64)
+    canvases, crops, mask, box, size = mk2_pass([source], "left", 32, 0, 1.0, 0.05, 64, 64)
+    assert canvases[0].size == (128, 64) and size == (96, 64)  # canvas rounded up to 64
+    assert box == (0, 0, 64, 64) and crops[0].size == (64, 64)
+    m = np.asarray(mask)
+    assert (m[:, :32] == 255).all() and (m[:, 32:] == 0).all()
+    assert np.array_equal(np.asarray(canvases[0])[:, 32:96], np.asarray(source))
+    canvases, crops, mask, box, size = mk2_pass([canvases[0].crop((0, 0, 96, 64))], "right", 32, 2, 1.0, 0.05, 64, 64)
+    assert box == (64, 0, 128, 64) and size == (128, 64)
+    m = np.asarray(mask)
+    assert (m[:, :30] == 0).all() and (m[:, 30:] == 255).all()  # the new 32 columns and 2 of the picture's
+
+
+def test_script_args_are_a1111s_order():
+    env = ScriptEnv()
+    mk2 = OutpaintingMk2().args(env, True)
+    assert [a.name for a in mk2] == ["info", "pixels", "mask_blur", "direction", "noise_q", "color_variation"]
+    assert [a.default for a in mk2[1:]] == [128, 8, ALL, 1.0, 0.05]
+    poor = PoorMansOutpainting().args(env, True)
+    assert [a.name for a in poor] == ["pixels", "mask_blur", "inpainting_fill", "direction"]
+    assert [a.default for a in poor] == [128, 4, 0, ALL]
+    assert parse_args("Poor man's outpainting", poor, [64, 2, "latent noise", ["left"]])["inpainting_fill"] == 2
+
+
+def params(**update) -> Img2ImgParams:
+    values = dict(prompt="a field", width=64, height=64, steps=2, seed=1234, denoising_strength=0.8)
+    return Img2ImgParams.create(**{**values, **update})
+
+
+def assert_new_border(out: np.ndarray, box: tuple[int, int, int, int]):
+    left, top, right, bottom = box
+    border = np.concatenate([out[:, :left].reshape(-1, 3), out[:, right:].reshape(-1, 3), out[:top].reshape(-1, 3), out[bottom:].reshape(-1, 3)])
+    assert border.std(axis=0).min() > 2  # painted, not a flat fill
+    assert (border.max(axis=1) > 0).mean() > 0.99  # no black left from the empty canvas
+
+
+def test_outpainting_mk2_grows_every_side_and_keeps_the_original(script_app):
+    init = picture(64, 64, seed=5)
+    result = script_app.run("Outpainting mk2", "img2img", params(), ["", 32, 0, ALL, 1.0, 0.05], init=InitImages((init,)))
+    assert [im.size for im in result.images] == [(128, 128)]
+    assert result.seeds == [1234] and "Size: 128x128" in result.infotexts[0]
+    out = np.asarray(result.images[0])
+    assert np.array_equal(out[32:96, 32:96], np.asarray(init))
+    assert_new_border(out, (32, 32, 96, 96))
+
+
+def test_outpainting_mk2_with_mask_blur_repaints_the_edge_and_keeps_the_middle(script_app):
+    init = picture(64, 64, seed=6)
+    result = script_app.run("Outpainting mk2", "img2img", params(), ["", 32, 1, ["right", "down"], 1.0, 0.05], init=InitImages((init,)))
+    assert [im.size for im in result.images] == [(128, 128)]  # 96 rounds up to 128: 64 more each way
+    out, original = np.asarray(result.images[0]), np.asarray(init)
+    assert np.array_equal(out[:40, :40], original[:40, :40])  # far from the blurred edge
+    assert not np.array_equal(out[:64, 60:64], original[:, 60:64])  # the blur band is repainted
+    assert out[:, 64:].std(axis=(0, 1)).min() > 2 and out[64:].std(axis=(0, 1)).min() > 2
+
+
+def test_poor_mans_outpainting_grows_in_tiles_and_keeps_the_original(script_app):
+    init = picture(64, 64, seed=7)
+    result = script_app.run("Poor man's outpainting", "img2img", params(), [32, 0, 0, ALL], init=InitImages((init,)))
+    assert [im.size for im in result.images] == [(128, 128)]
+    assert result.seeds == [1234]
+    out = np.asarray(result.images[0])
+    assert np.array_equal(out[32:96, 32:96], np.asarray(init))
+    assert_new_border(out, (32, 32, 96, 96))
+    # Tiles start at 0, 32, 64; the first (seed 1234) alone covers the top-left 32x32 and is its single job.
+    canvas = Image.new("RGB", (128, 128))
+    canvas.paste(init, (32, 32))
+    mask = _keep_rectangle((128, 128), (32, 32, 96, 96))
+    single = script_app.single(params(mask_blur=0, inpainting_fill=0), InitImages((canvas.crop((0, 0, 64, 64)),), mask.crop((0, 0, 64, 64))))
+    assert np.array_equal(out[:32, :32], np.asarray(single.images[0])[:32, :32])
+
+
+def test_bad_requests_are_refused_naming_the_argument(script_app):
+    before = len(script_app.queue.list())
+    init = InitImages((picture(64, 64),))
+    for title, args in (("Outpainting mk2", ["", 32, 0, [], 1.0, 0.05]), ("Poor man's outpainting", [32, 0, 0, []])):
+        with pytest.raises(ValueError, match=r"argument 3 \(Outpainting direction, direction\): choose at least one"):
+            script_app.start(title, "img2img", params(), args, init=init)
+        with pytest.raises(ValueError, match="needs an init image"):
+            script_app.start(title, "img2img", params(), args[:-3] if title == "Outpainting mk2" else args[:1])
+    with pytest.raises(ValueError, match="'sideways' is not one of"):
+        script_app.start("Outpainting mk2", "img2img", params(), ["", 32, 0, ["sideways"]], init=init)
+    with pytest.raises(ValueError, match=r"Pixels to expand, pixels\): 64 is also the tiles' overlap"):
+        script_app.start("Poor man's outpainting", "img2img", params(), [64, 0, 0, ALL], init=init)
+    with pytest.raises(ValueError, match=r"argument 2 \(Masked content, inpainting_fill\)"):
+        script_app.start("Poor man's outpainting", "img2img", params(), [32, 0, 4, ALL], init=init)
+    assert len(script_app.queue.list()) == before
