@@ -10,12 +10,13 @@ from modules.scripts.base import Script
 def builtin_scripts() -> list[Script]:
     """One instance of each built-in script, in A1111's order (txt2img's three, then img2img's)."""
     from modules.scripts.loopback import Loopback
+    from modules.scripts.outpainting import OutpaintingMk2, PoorMansOutpainting
     from modules.scripts.prompt_matrix import PromptMatrix
     from modules.scripts.prompts_from_file import PromptsFromFile
     from modules.scripts.sd_upscale import SDUpscale
     from modules.scripts.xyz_plot import XyzPlot
 
-    return [PromptMatrix(), PromptsFromFile(), XyzPlot(), Loopback(), SDUpscale()]
+    return [PromptMatrix(), PromptsFromFile(), XyzPlot(), Loopback(), OutpaintingMk2(), PoorMansOutpainting(), SDUpscale()]
 
 
 class ScriptRegistry:
