@@ -69,3 +69,17 @@ def test_too_many_combinations_are_refused_before_any_job(script_app):
     with pytest.raises(ValueError, match="512 pictures"):
         script_app.start("Prompt matrix", "txt2img", params, [])
     assert len(script_app.queue.list()) == before
+
+
+def test_img2img_matrix_starts_each_picture_from_the_init_image(script_app):
+    from PIL import Image
+
+    from modules.generation.params import Img2ImgParams
+    from modules.generation.runner import InitImages
+
+    init = InitImages((Image.new("RGB", (64, 64), (200, 40, 40)),))
+    params = Img2ImgParams.create(prompt="a|b", width=64, height=64, steps=2, seed=3, denoising_strength=0.5)
+    result = script_app.run("Prompt matrix", "img2img", params, [], init=init)
+    assert result.prompts[1:] == ["a", "a, b"] and len(result.images) == 3
+    single = script_app.single(params.model_copy(update={"prompt": "a, b"}), init)
+    assert _same(single.images[0], result.images[2])
