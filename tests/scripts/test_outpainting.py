@@ -46,6 +46,14 @@ def test_histogram_matching_takes_the_references_distribution():
     assert (np.argsort(matched[:, 0]) == np.argsort(values[:, 0])).all()  # order kept
 
 
+def test_histogram_matching_equals_scikit_images_where_installed():
+    """A1111 matches with skimage.exposure.match_histograms; ours must give the same values."""
+    exposure = pytest.importorskip("skimage.exposure")
+    rng = np.random.default_rng(2)
+    values, reference = rng.random((500, 3)) ** 2, rng.random((700, 3))
+    assert np.allclose(match_histograms(values, reference), exposure.match_histograms(values, reference, channel_axis=1))
+
+
 def test_matched_noise_keeps_the_known_part_and_follows_its_colours():
     image = np.asarray(picture(96, 64), dtype=np.float64) / 255
     mask = np.zeros((64, 96))
