@@ -53,9 +53,11 @@ def test_each_combination_is_a_job_and_the_grid_shows_them_in_order(script_app):
 
 
 def test_negative_prompt_matrix_with_a_seed_per_picture(script_app):
-    params = GenerationParams.create(prompt="a cat", negative_prompt="blurry|dark", width=64, height=64, steps=2, seed=9)
+    params = GenerationParams.create(prompt="a cat", negative_prompt="blurry|dark", width=64, height=64, steps=2, seed=9,
+                                     subseed_strength=0.3)
     result = script_app.run("Prompt matrix", "txt2img", params, [True, True, "negative", "space"])
     texts = [parse_infotext(t) for t in result.infotexts[1:]]
+    assert len({t["Variation seed"] for t in texts}) == 1  # a random variation seed is drawn once, as A1111's fix_seed
     assert [t["Negative prompt"] for t in texts] == ["blurry", "dark blurry"]
     assert [t["Prompt"] for t in texts] == ["a cat", "a cat"]
     assert [t["Seed"] for t in texts] == ["9", "10"] and result.seeds[1:] == [9, 10]

@@ -123,10 +123,13 @@ def _same(a, b) -> bool:
 
 def test_each_line_is_a_job_with_its_options_in_the_infotext(script_app):
     params = GenerationParams.create(prompt="base", width=64, height=64, steps=2, seed=11)
-    text = '--prompt "a cat" --steps 3 --seed 7 --sampler_name "Euler a" --cfg_scale 5\n\n   a dog  \n--negative_prompt ugly --height 72'
+    text = ('--prompt "a cat" --steps 3 --seed 7 --sampler_name "Euler a" --cfg_scale 5\n\n   a dog  \n--negative_prompt ugly --height 72\n'
+            '--subseed 3 --subseed_strength 0.5 --seed_resize_from_w 128 --seed_resize_from_h 96 --tiling true')
     result = script_app.run("Prompts from file or textbox", "txt2img", params, [False, False, "end", text])
-    assert result.grids == 0 and len(result.images) == 3
-    first, second, third = (parse_infotext(t) for t in result.infotexts)
+    assert result.grids == 0 and len(result.images) == 4
+    first, second, third, fourth = (parse_infotext(t) for t in result.infotexts)
+    assert (fourth["Variation seed"], fourth["Variation seed strength"], fourth["Seed resize from"], fourth["Tiling"]) == (
+        "3", "0.5", "128x96", "True")
     assert (first["Prompt"], first["Steps"], first["Seed"], first["Sampler"], first["CFG scale"]) == ("base a cat", "3", "7", "Euler a", "5")
     assert (second["Prompt"], second["Steps"], second["Seed"]) == ("base a dog", "2", "11")
     assert (third["Prompt"], third["Negative prompt"], third["Size"]) == ("base", "ugly", "64x72")
