@@ -3,6 +3,8 @@ script on the tiny model: the size it makes, each tile equal to its single img2i
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,3 +127,25 @@ def test_bad_requests_are_refused_before_any_job(script_app):
     with pytest.raises(ValueError, match="not found for txt2img"):
         script_app.start("SD upscale", "txt2img", params(), [])
     assert len(script_app.queue.list()) == before
+
+
+def test_interrupt_stops_queueing_tiles(script_app):
+    started, tiles = threading.Event(), []
+    holder = {}
+
+    def on_submit(job):
+        if job.kind != "img2img":  # the upscale itself runs as a job first
+            return
+        tiles.append(job)
+        if len(tiles) == 1:
+            started.wait(30)
+            holder["run"].interrupt()
+
+    holder["run"] = script_app.start("SD upscale", "img2img", params(), ["", 16, 1, 2.0], init=InitImages((picture(64, 64),)),
+                                     on_submit=on_submit)
+    started.set()
+    run = holder["run"]
+    assert run.done.wait(120)
+    assert run.error is None and run.result.interrupted
+    assert len(tiles) == 1  # the other 8 tiles were never queued
+    assert run.result.images == []
