@@ -194,7 +194,8 @@ class XyzPlot(Script):
             # A1111 puts the Z sub-grids in one row under their titles (no margin between them)
             titles = [z.axis.format(z.values[iz]) if legend else "" for iz, _, _ in sub_texts]
             main = combine_grids(sub_grids, titles, 0) if len(sub_grids) > 1 or any(titles) else sub_grids[0]
-            first = first_done(order)
+            # A1111 takes the grid's infotext from the cell at X, Y and Z index 0
+            first = first_done([(ix, iy, iz) for iz in range(len(z.values)) for iy in range(rows) for ix in range(columns)])
             infotext = self._grid_infotext(first.infotexts[0], axes, args, with_z=True)
             out.add_grid(main, infotext, ctx.save_grid(main, infotext, first.params), seed=first.seeds[0])
             if args["include_sub_grids"]:

@@ -208,3 +208,21 @@ def test_interrupt_keeps_the_finished_cells(script_app):
     grid = np.asarray(result.images[0].convert("RGB"))
     assert grid.shape == (SIZE, 4 * SIZE, 3)
     assert grid[:, :SIZE].any() and not grid[:, 3 * SIZE:].any()  # the first cell is there, the last one blank
+
+
+def test_img2img_denoising_axis_uses_the_init_picture(script_app):
+    from PIL import Image
+
+    from modules.generation.params import Img2ImgParams
+    from modules.generation.runner import InitImages
+
+    i2i = {axis.label: i for i, axis in enumerate(axes_for("img2img"))}
+    picture = Image.new("RGB", (SIZE, SIZE), (200, 40, 40))
+    init = InitImages((picture,))
+    params = Img2ImgParams.create(prompt="a cat", width=SIZE, height=SIZE, steps=4, seed=3)
+    result = script_app.run("X/Y/Z plot", "img2img", params, _args((i2i["Denoising"], "0.25, 0.75"), include_lone_images=True),
+                            init=init)
+    assert [parse_infotext(t)["Denoising strength"] for t in result.infotexts[1:]] == ["0.25", "0.75"]
+    single = script_app.single(params.model_copy(update={"denoising_strength": 0.75}), init)
+    assert _same(single.images[0], result.images[2])
+    assert not _same(result.images[1], result.images[2])
