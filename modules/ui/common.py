@@ -435,11 +435,12 @@ def shown_script(run: "ScriptRun", seconds: float) -> list:
     seeds = list(result.seeds) + [result.params.seed] * (len(files) - len(result.seeds))
     folders = list(dict.fromkeys(str(p.parent) for p in paths if p is not None))  # the grids' folder, then the pictures'
     where = " and ".join(html.escape(f) for f in folders) if folders else "nowhere (saving off)"
-    grids = f" and {result.grids} grid{'s' if result.grids != 1 else ''}" if result.grids else ""
+    pictures = len(files) - result.grids
+    made = [f"{pictures} image(s)"] if pictures else []
+    made += [f"{result.grids} grid{'s' if result.grids != 1 else ''}"] if result.grids else []
     note = "Interrupted. " if result.interrupted else ""
     notes = "".join(f"<br>{html.escape(n)}" for n in result.notes)
-    log = (f"<p>{note}{run.script.title}: {len(files) - result.grids} image(s){grids}, time taken: {seconds:.1f}s. "
-           f"Saved to {where}.{notes}</p>")
+    log = f"<p>{note}{run.script.title}: {' and '.join(made)}, time taken: {seconds:.1f}s. Saved to {where}.{notes}</p>"
     return [files, infotext_html(infotexts[0]), log, seeds, 0, infotexts]
 
 

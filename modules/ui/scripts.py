@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 NONE = "None"
 XYZ_TITLE = "X/Y/Z plot"
-AXES = ("x", "y", "z")  # X/Y/Z plot's axis controls: <axis>_type, <axis>_values, <axis>_values_dropdown
+AXES = ("x", "y", "z")
+CHECKBOXES_PER_ROW = 4  # X/Y/Z plot's axis controls: <axis>_type, <axis>_values, <axis>_values_dropdown
 
 
 def _slug(title: str) -> str:
@@ -131,7 +132,7 @@ def build_script_panel(prefix: str, scripts: Sequence["Script"], env: "ScriptEnv
     with gr.Column(elem_id=f"{prefix}_script_container"):
         dropdown = gr.Dropdown([NONE, *titles], value=NONE, label="Script", elem_id=f"{prefix}_script_list", elem_classes="script_list")
         for script in scripts:
-            args = [a for a in script.args(env, img2img) if a.visible]
+            args = [a for a in script.args(env, img2img) if a.visible or (axis_choices is not None and _is_picker(a.name))]
             shown = _initial_axes(script.title, args, axis_choices) if axis_choices is not None else {}
             with gr.Group(visible=False, elem_id=f"script_{prefix}_{_slug(script.title)}") as group:
                 built = _build_rows(args, f"script_{prefix}_{_slug(script.title)}", shown)
@@ -144,6 +145,12 @@ def build_script_panel(prefix: str, scripts: Sequence["Script"], env: "ScriptEnv
 
     dropdown.change(select, dropdown, [groups[t] for t in titles], queue=False, api_name=False, show_progress="hidden")
     return ScriptPanel(dropdown, titles, specs, controls, groups)
+
+
+def _is_picker(name: str) -> bool:
+    """An X/Y/Z axis's value picker: hidden in the spec (A1111 creates it hidden), shown by the
+    page when the chosen axis has choices."""
+    return name in {f"{axis}_values_dropdown" for axis in AXES}
 
 
 def _initial_axes(title: str, args: list["ScriptArg"], axis_choices: Callable[[str, int], list[str] | None]) -> dict[str, dict]:
@@ -162,7 +169,7 @@ def _initial_axes(title: str, args: list["ScriptArg"], axis_choices: Callable[[s
 
 def _build_rows(args: list["ScriptArg"], id_prefix: str, shown: dict[str, dict]) -> list:
     """Each argument's control, in order; an axis's type, values and picker share a row, and
-    consecutive checkboxes share one, as A1111 lays them out."""
+    consecutive checkboxes share rows of up to four, as A1111 lays them out."""
     built: list = []
     index = 0
     while index < len(args):
@@ -181,7 +188,7 @@ def _row_run(args: list["ScriptArg"], start: int) -> list["ScriptArg"]:
     if arg.kind == "checkbox":
         run = [arg]
         for other in args[start + 1 :]:
-            if other.kind != "checkbox":
+            if other.kind != "checkbox" or len(run) == CHECKBOXES_PER_ROW:
                 break
             run.append(other)
         return run

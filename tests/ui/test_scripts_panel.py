@@ -40,7 +40,7 @@ class Plot(Script):
         return [
             ScriptArg("x_type", "X type", "index", 1, choices=AXIS_TYPES),
             ScriptArg("x_values", "X values", "text", ""),
-            ScriptArg("x_values_dropdown", "X values", "multiselect", []),
+            ScriptArg("x_values_dropdown", "X values", "multiselect", [], visible=False),  # as A1111: made hidden
             ScriptArg("csv_mode", "Use text inputs instead of dropdowns", "checkbox", False),
         ]
 
