@@ -52,6 +52,11 @@ _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Schedule type": ("scheduler", str),
     "CFG scale": ("cfg_scale", float),
     "Seed": ("seed", int),
+    "Variation seed": ("subseed", int),
+    "Variation seed strength": ("subseed_strength", float),
+    "Seed resize from-1": ("seed_resize_from_w", int),
+    "Seed resize from-2": ("seed_resize_from_h", int),
+    "Tiling": ("tiling", _flag),
     "Size-1": ("width", int),
     "Size-2": ("height", int),
     "Denoising strength": ("denoising_strength", float),
@@ -98,15 +103,17 @@ _IMG2IMG: dict[str, tuple[str, Callable[[str], Any]]] = {
 # (A1111 does not switch them on paste by default), the hashes name files the prompt's tags
 # and words already call.
 _SETTINGS = {"Model hash": "sd_model_checkpoint", "Model": "sd_model_checkpoint", "VAE": "sd_vae", "VAE hash": "sd_vae"}
-_INFORMATIONAL = {"Version", "Lora hashes", "TI hashes", "Size", "Hires resize", "Hires resize-1", "Hires resize-2"}
+_INFORMATIONAL = {"Version", "Lora hashes", "TI hashes", "Size", "Hires resize", "Hires resize-1", "Hires resize-2", "Seed resize from"}
 
 # The halves of WxH values, as a person reading a warning knows them.
 _SIZE_PARTS = {"Size-1": "Size (width)", "Size-2": "Size (height)", "Hires resize-1": "Hires resize (width)",
-               "Hires resize-2": "Hires resize (height)"}
+               "Hires resize-2": "Hires resize (height)", "Seed resize from-1": "Seed resize from (width)",
+               "Seed resize from-2": "Seed resize from (height)"}
 
 # A1111's defaults for keys an infotext leaves out (it writes them only when not default).
 _MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original", "randn_source": "GPU", "sigma_min": 0.0,
-                  "sigma_max": 0.0, "rho": 0.0, "restore_faces": False}
+                  "sigma_max": 0.0, "rho": 0.0, "restore_faces": False, "subseed_strength": 0.0, "seed_resize_from_w": 0,
+                  "seed_resize_from_h": 0, "tiling": False}
 _HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": SAME_SAMPLER, "hr_scheduler": SAME_SCHEDULER,
                         "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0}
 _IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0], "inpainting_fill": MASKED_CONTENT[1],
@@ -153,8 +160,8 @@ def params_from_infotext(text: str, img2img: bool = False, upscalers: Iterable[s
                 pasted.settings[_SETTINGS[key]] = raw  # a hash finds the file more surely than a name
         elif key not in _INFORMATIONAL and not (key.startswith("Hires") and img2img):
             pasted.skipped[key] = "not a setting this program has"
-    for key in ("Size", "Hires resize"):
-        if key in fields and f"{key}-1" not in fields and (key == "Size" or not img2img):
+    for key in ("Size", "Hires resize", "Seed resize from"):
+        if key in fields and f"{key}-1" not in fields and (key != "Hires resize" or not img2img):
             pasted.skipped[key] = f"'{fields[key]}' is not a size like 512x512"
     if len(fields) <= 2:
         return pasted  # no parameters line: only the prompts
