@@ -38,7 +38,8 @@ ApiInt = Annotated[int, BeforeValidator(truncate_fraction)]
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 # Request fields mapped straight onto the parameter model (the rest need translating or are unused).
-DIRECT_FIELDS = ("prompt", "negative_prompt", "seed", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height", "denoising_strength")
+DIRECT_FIELDS = ("prompt", "negative_prompt", "seed", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height", "denoising_strength",
+                 "subseed", "subseed_strength", "tiling")
 HIRES_FIELDS = ("enable_hr", "hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_prompt", "hr_negative_prompt")
 IMG2IMG_FIELDS = ("resize_mode", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert")
 
@@ -123,10 +124,6 @@ class Txt2ImgRequest(BaseModel):
         others = sorted(name for name in self.alwayson_scripts or {} if str(name).lower() != CONTROLNET_SCRIPT)
         if others:
             problems.append(f"alwayson_scripts {others} (scripts other than ControlNet are not supported yet)")
-        if self.subseed_strength:
-            problems.append("subseed_strength (variation seeds are not supported yet)")
-        if self.tiling:
-            problems.append("tiling (not supported yet)")
         if self.refiner_checkpoint:
             problems.append("refiner_checkpoint (the refiner is not supported yet)")
         if self.hr_checkpoint_name and self.hr_checkpoint_name not in ("Use same checkpoint", ""):
@@ -200,6 +197,10 @@ class Txt2ImgRequest(BaseModel):
         for name in ("width", "height"):
             if name in values:
                 values[name] = _multiple_of_8(values[name])
+        for name in ("seed_resize_from_w", "seed_resize_from_h"):  # A1111's -1 (its API default), like any size <= 0: off
+            value = getattr(self, name)
+            if value is not None:
+                values[name] = max(value, 0)
         if "scheduler" in values and samplers.find_schedule(values["scheduler"]) is None:
             values["scheduler"] = "Automatic"
         values["sampler_name"] = self.sampler_name or self.sampler_index or "Euler"

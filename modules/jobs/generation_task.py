@@ -66,6 +66,7 @@ class Libraries:
 class GenerationResult:
     params: GenerationParams
     seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)  # each image's variation seed (A1111's all_subseeds)
     images: list["Image.Image"] = field(default_factory=list)
     infotexts: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
@@ -330,10 +331,12 @@ class GenerationService:
         return params.model_copy(update=update), notes
 
     def infotext(self, params: GenerationParams, seed: int, active: ActiveModel, masked: bool = False,
-                 extras: list[tuple[str, str | None]] = (), vae: tuple[str | None, str | None] = (None, None)) -> str:
+                 extras: list[tuple[str, str | None]] = (), vae: tuple[str | None, str | None] = (None, None),
+                 subseed: int | None = None) -> str:
         fields = infotext_fields(
             params, seed=seed, model_hash=active.info.shorthash, model_name=active.info.model_name, version=VERSION,
             clip_skip_applies=active.model.honours_clip_skip, masked=masked, vae_name=vae[0], vae_hash=vae[1], extras=extras,
+            subseed=subseed,
         )
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
@@ -346,7 +349,7 @@ class GenerationService:
         model = self.runner(checkpoint, vae, notes)
         control = self._controlnet(controlnet, model[0], params)
         return self._collect(job, params, model,
-                             lambda seed, prompts, start: model[1].txt2img(params, seed, job.control, prompts, start, control.hooks),
+                             lambda seed, prompts, start, subseed: model[1].txt2img(params, seed, job.control, prompts, start, control.hooks, subseed),
                              self.writers["txt2img"] if grid else (self.writers["txt2img"][0], None), save=save, notes=notes,
                              control=control)
 
@@ -379,7 +382,8 @@ class GenerationService:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
         masked = init.mask is not None
         return self._collect(job, params, model,
-                             lambda seed, prompts, start: model[1].img2img(params, init, seed, job.control, prompts, start, control.hooks),
+                             lambda seed, prompts, start, subseed: model[1].img2img(params, init, seed, job.control, prompts, start, control.hooks,
+                                                                                   subseed),
                              writers, masked, name, save, notes, control)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None,
@@ -421,7 +425,7 @@ class GenerationService:
                 total.notes.append(f"Skipped {path.name}: {exc}")
                 continue
             total.unfinished.extend(len(total.images) + i for i in one.unfinished)
-            for key in ("seeds", "images", "infotexts", "paths", "detected_maps"):
+            for key in ("seeds", "subseeds", "images", "infotexts", "paths", "detected_maps"):
                 getattr(total, key).extend(getattr(one, key))
             add_notes(total.notes, one.notes)
         if not total.images and not total.notes:
@@ -433,7 +437,7 @@ class GenerationService:
         job: Job,
         params: GenerationParams,
         model: tuple[ActiveModel, "Runner"],
-        batches: Callable[[int, "JobPrompts", int], Iterator["Batch"]],
+        batches: Callable[[int, "JobPrompts", int, int], Iterator["Batch"]],
         writers: tuple[OutputWriter, OutputWriter | None],
         masked: bool = False,
         name: str | None = None,
@@ -450,6 +454,7 @@ class GenerationService:
 
         resumed = Resumed.of(job, params)  # a run cut off by a crash: go on after its saved batches
         first_seed = resumed.first_seed if resumed else resolve_seed(params.seed)
+        first_subseed = resumed.first_subseed if resumed and resumed.first_subseed is not None else resolve_seed(params.subseed)
         vae_file = runner.vae_file
         vae = (vae_file.name, self.libraries.vaes.shorthash(vae_file)) if vae_file is not None and self.libraries.vaes else (None, None)
         result = GenerationResult(params, model_name=active.info.model_name, model_hash=active.info.shorthash, vae_name=vae[0],
@@ -476,7 +481,7 @@ class GenerationService:
         if resumed:
             resumed.restore(result)
         try:
-            for batch in batches(first_seed, prompts, resumed.batches if resumed else 0):
+            for batch in batches(first_seed, prompts, resumed.batches if resumed else 0, first_subseed):
                 if extras is None:
                     extras = runner.infotext_extras(params, prompts) + (control.infotext if control is not None else [])
                     result.extra_generation_params = {key: str(value) for key, value in extras if value is not None}
@@ -484,14 +489,16 @@ class GenerationService:
                     why = "interrupted" if job.control.interrupted else "skipped"
                     result.notes.append(f"Batch {batch.index + 1} of {params.n_iter} was {why}: its unfinished picture is returned, not saved.")
                 for position, (image, seed) in enumerate(zip(batch.images, batch.seeds)):
+                    subseed = batch.subseeds[position] if position < len(batch.subseeds) else params.subseed
                     image_params = params
                     if params.restore_faces and not batch.partial:  # after decoding, before saving (as A1111)
                         image, image_params = self._restore_faces(image, params, result.notes)
                         if batch.overlay is not None:  # inpainting: the unmasked part stays the original's
                             image = batch.overlay(image, position)
-                    text = self.infotext(image_params, seed, active, masked, extras, vae)
+                    text = self.infotext(image_params, seed, active, masked, extras, vae, subseed)
                     result.images.append(image)
                     result.seeds.append(seed)
+                    result.subseeds.append(subseed)
                     result.infotexts.append(text)
                     if batch.partial:
                         result.unfinished.append(len(result.images) - 1)
@@ -502,7 +509,8 @@ class GenerationService:
                         values = self._name_values(params, active, seed, result, job)
                         saving.attempt(images_writer, result.paths, lambda: images_writer.save_image(image, infotext=text, values=values))
                 if not batch.partial and result.paths:
-                    job.record_progress({"first_seed": first_seed, "batches": batch.index + 1, "paths": [str(p) for p in result.paths]})
+                    job.record_progress({"first_seed": first_seed, "first_subseed": first_subseed, "batches": batch.index + 1,
+                                         "paths": [str(p) for p in result.paths]})
         finally:
             job.control.on_step = report
             bar.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modules.generation.noise import job_seeds
+from modules.generation.noise import job_seeds, job_subseeds
 
 if TYPE_CHECKING:
     from modules.generation.params import GenerationParams
@@ -29,6 +29,7 @@ class Resumed:
     batches: int  # batches already finished and saved
     paths: tuple[str, ...]
     params: "GenerationParams"
+    first_subseed: int | None = None  # the variation seed the first run drew (None: recorded before there were any)
 
     @classmethod
     def of(cls, job: "Job", params: "GenerationParams") -> "Resumed | None":
@@ -39,15 +40,19 @@ class Resumed:
         seed, batches, paths = done.get("first_seed"), done.get("batches"), done.get("paths")
         if not (isinstance(seed, int) and isinstance(batches, int) and isinstance(paths, list)) or not 0 < batches <= params.n_iter:
             return None
-        return cls(seed, batches, tuple(str(p) for p in paths), params)
+        subseed = done.get("first_subseed")
+        return cls(seed, batches, tuple(str(p) for p in paths), params, subseed if isinstance(subseed, int) else None)
 
     def restore(self, result: "GenerationResult") -> None:
         """Put the pictures the first run saved back into `result`, as if made now."""
         from modules.generation.images import open_image
         from modules.outputs.infotext import read_infotext
 
-        seeds = [seed for batch in job_seeds(self.first_seed, self.params.n_iter, self.params.batch_size)[: self.batches] for seed in batch]
-        for seed, path in zip(seeds, self.paths):
+        n_iter, size = self.params.n_iter, self.params.batch_size
+        seeds = [seed for batch in job_seeds(self.first_seed, n_iter, size, self.params.subseed_strength)[: self.batches] for seed in batch]
+        first_subseed = self.params.subseed if self.first_subseed is None else self.first_subseed
+        subseeds = [s for batch in job_subseeds(first_subseed, n_iter, size)[: self.batches] for s in batch]
+        for seed, subseed, path in zip(seeds, subseeds, self.paths):
             try:
                 image = open_image(path, Path(path).name)
             except ValueError as exc:
@@ -55,6 +60,7 @@ class Resumed:
                 continue
             result.images.append(image)
             result.seeds.append(seed)
+            result.subseeds.append(subseed)
             result.infotexts.append(read_infotext(path) or "")
             result.paths.append(Path(path))
         result.notes.append(f"Resumed after a restart: batches 1-{self.batches} of {self.params.n_iter} were already saved.")

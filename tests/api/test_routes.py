@@ -83,7 +83,7 @@ def test_save_images_nulls_and_legacy_sampler_names(server):
         ({"prompt": "x", "n_iter": 1000, **SMALL}, 400, "Batch count"),
         ({"prompt": "x", "batch_size": 9, **SMALL}, 400, "Batch size"),
         ({"prompt": "x", "script_name": "my plot", **SMALL}, 400, "Script 'my plot' not found for txt2img. Scripts for txt2img: "),
-        ({"prompt": "x", "subseed_strength": 0.5, **SMALL}, 422, "variation seeds"),
+        ({"prompt": "x", "subseed_strength": 1.5, **SMALL}, 400, "Variation strength"),
         ({"prompt": "x", "steps": "many"}, 422, "steps"),
         ({"prompt": "x", "override_settings": {"sd_model_checkpoint": "missing-model"}, **SMALL}, 400, "Checkpoint not found: 'missing-model'"),
         ({"prompt": "x", "override_settings": {"sd_model_checkpoint": 123}, **SMALL}, 400, "sd_model_checkpoint must be a checkpoint title"),
