@@ -136,9 +136,9 @@ def build_script_panel(prefix: str, scripts: Sequence["Script"], env: "ScriptEnv
             shown = _initial_axes(script.title, args, axis_choices) if axis_choices is not None else {}
             with gr.Group(visible=False, elem_id=f"script_{prefix}_{_slug(script.title)}") as group:
                 built = _build_rows(args, f"script_{prefix}_{_slug(script.title)}", shown)
+                if axis_choices is not None:
+                    _wire_axes(script.title, args, built, axis_choices, f"script_{prefix}_{_slug(script.title)}")
             specs[script.title], controls[script.title], groups[script.title] = args, built, group
-            if axis_choices is not None:
-                _wire_axes(script.title, args, built, axis_choices)
 
     def select(chosen: str):
         return [gr.update(visible=title == chosen) for title in titles]
@@ -204,11 +204,13 @@ def _row_run(args: list["ScriptArg"], start: int) -> list["ScriptArg"]:
     return [arg]
 
 
-def _wire_axes(title: str, args: list["ScriptArg"], built: list, axis_choices: Callable[[str, int], list[str] | None]) -> None:
+def _wire_axes(title: str, args: list["ScriptArg"], built: list, axis_choices: Callable[[str, int], list[str] | None], id_prefix: str) -> None:
     """X/Y/Z's pickers, as A1111: an axis with choices shows a multiselect dropdown of them
     (values already typed that are among the choices carry over), other axes the text box;
-    "Use text inputs instead of dropdowns" shows the text box for every axis."""
+    "Use text inputs instead of dropdowns" shows the text box for every axis. A1111's "Swap
+    X/Y axes" buttons (and Y/Z, X/Z) exchange two axes' types and values."""
     by_name = dict(zip((a.name for a in args), built))
+    labels = {a.name: [str(c) for c in a.choices] for a in args if a.kind == "index"}
     csv = by_name.get("csv_mode")
     axes = [(by_name[f"{a}_type"], by_name[f"{a}_values"], by_name[f"{a}_values_dropdown"]) for a in AXES
             if all(f"{a}_{part}" in by_name for part in ("type", "values", "values_dropdown"))]
@@ -218,7 +220,7 @@ def _wire_axes(title: str, args: list["ScriptArg"], built: list, axis_choices: C
     def select_axis(type_index, text, picked, text_mode):
         choices = axis_choices(title, type_index) if isinstance(type_index, int) else None
         if choices is None:
-            return gr.update(visible=True), gr.update(visible=False, value=[])
+            return gr.update(visible=True, value=text or ""), gr.update(visible=False, value=[])
         text_mode = bool(text_mode)
         if text_mode:
             if picked:
@@ -241,6 +243,29 @@ def _wire_axes(title: str, args: list["ScriptArg"], built: list, axis_choices: C
 
         csv.change(all_axes, [csv, *(c for axis in axes for c in axis)], [c for _t, text, picker in axes for c in (text, picker)],
                    queue=False, api_name=False, show_progress="hidden")
+
+    names = [a for a in AXES if all(f"{a}_{part}" in by_name for part in ("type", "values", "values_dropdown"))]
+    if len(names) < 2:
+        return
+
+    def swap(text_mode, first_type, first_text, first_picked, second_type, second_text, second_picked, first: str, second: str):
+        """Each axis takes the other's type and values, its picker showing the new type's choices."""
+        out = []
+        for name, (kind, text, picked) in ((first, (second_type, second_text, second_picked)), (second, (first_type, first_text, first_picked))):
+            choices = labels.get(f"{name}_type", [])
+            label = choices[kind] if isinstance(kind, int) and 0 <= kind < len(choices) else gr.update()
+            out.extend([label, *select_axis(kind, text, picked, text_mode)])
+        return out
+
+    with gr.Row(elem_id=f"{id_prefix}_swap_axes"):
+        for first, second in (("x", "y"), ("y", "z"), ("x", "z")):
+            if first not in names or second not in names:
+                continue
+            button = gr.Button(f"Swap {first.upper()}/{second.upper()} axes", size="sm", elem_id=f"{id_prefix}_swap_{first}{second}")
+            pair = [by_name[f"{a}_{part}"] for a in (first, second) for part in ("type", "values", "values_dropdown")]
+            handler = (lambda text_mode, *values, first=first, second=second: swap(text_mode, *values, first, second))
+            button.click(handler, [csv if csv is not None else gr.State(False), *pair], pair, queue=False, api_name=False,
+                         show_progress="hidden")
 
 
 def build_script_menu(prefix: str, scripts: "ScriptRunner | None") -> ScriptPanel | None:

@@ -41,6 +41,9 @@ class Plot(Script):
             ScriptArg("x_type", "X type", "index", 1, choices=AXIS_TYPES),
             ScriptArg("x_values", "X values", "text", ""),
             ScriptArg("x_values_dropdown", "X values", "multiselect", [], visible=False),  # as A1111: made hidden
+            ScriptArg("y_type", "Y type", "index", 0, choices=AXIS_TYPES),
+            ScriptArg("y_values", "Y values", "text", ""),
+            ScriptArg("y_values_dropdown", "Y values", "multiselect", [], visible=False),
             ScriptArg("csv_mode", "Use text inputs instead of dropdowns", "checkbox", False),
         ]
 
@@ -78,7 +81,7 @@ def test_each_kind_gets_its_control_and_the_hidden_one_none(panel):
     }
     assert panel.controls["Every kind"][0].type == "index" and panel.controls["Every kind"][2].multiselect
     assert panel.dropdown.choices[0][0] == NONE and [c[0] for c in panel.dropdown.choices[1:]] == ["X/Y/Z plot", "Every kind"]
-    assert len(panel.inputs) == 1 + 4 + 11
+    assert len(panel.inputs) == 1 + 7 + 11
 
 
 def test_args_from_maps_the_chosen_scripts_values_by_name(panel):
@@ -100,7 +103,7 @@ def test_none_and_empty_controls(panel):
         "mode": 0, "joiner": "comma", "picked": None, "line": "", "lines": "", "strength": 0, "count": 0, "margin": 0, "fine": 0,
         "legend": True, "upload": None}))
     assert args["upload"] is None and args["picked"] == []
-    with pytest.raises(ValueError, match="takes 16 values"):
+    with pytest.raises(ValueError, match="takes 19 values"):
         panel.args_from(defaults[:-1])
 
 
@@ -113,7 +116,7 @@ def change_handler(blocks, component):
 
 def test_an_axis_with_choices_shows_its_picker_and_others_the_text_box(built):
     blocks, panel = built
-    x_type, x_values, picker, _csv = panel.controls["X/Y/Z plot"]
+    x_type, x_values, picker, *_y, _csv = panel.controls["X/Y/Z plot"]
     assert x_type.value == "Seed" and x_values.visible and not picker.visible  # A1111's default X axis: Seed
     handler = change_handler(blocks, x_type)
     text, pick = handler(2, "Euler, Heun", [], False)
@@ -130,3 +133,13 @@ def test_choosing_a_script_shows_only_its_group(built):
     updates = change_handler(blocks, panel.dropdown)("Every kind")
     assert [u["visible"] for u in updates] == [False, True]
     assert [u["visible"] for u in change_handler(blocks, panel.dropdown)(NONE)] == [False, False]
+
+
+def test_swap_exchanges_two_axes_types_and_values(built):
+    blocks, panel = built
+    button = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "script_txt2img_xyz_plot_swap_xy")
+    handler = next(fn.fn for fn in blocks.fns.values() if (button._id, "click") in fn.targets)
+    # X: Seed "1,2"; Y: Sampler picking DPM++ 2M.
+    x_type, x_text, x_pick, y_type, y_text, y_pick = handler(False, 1, "1,2", [], 2, "", ["DPM++ 2M"])
+    assert x_type == "Sampler" and x_pick["value"] == ["DPM++ 2M"] and x_pick["visible"] and not x_text["visible"]
+    assert y_type == "Seed" and y_text["value"] == "1,2" and y_text["visible"] and not y_pick["visible"]
