@@ -318,18 +318,66 @@ def build_output_panel(prefix: str) -> OutputPanel:
 
 @dataclass(frozen=True)
 class SeedRow:
+    """The seed with A1111's "Extra" options: variation seed and strength, and seed resize."""
+
     seed: gr.Number
     random: gr.Button
     reuse: gr.Button
+    extra: gr.Checkbox  # A1111's "Extra": shows the variation and seed-resize controls
+    subseed: gr.Number
+    random_subseed: gr.Button
+    reuse_subseed: gr.Button
+    subseed_strength: gr.Slider
+    resize_w: gr.Slider
+    resize_h: gr.Slider
+    extras_box: gr.Group
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The Extra controls by parameter name, for a tab's `fields` (so ↙ fills them too)."""
+        return {"subseed": self.subseed, "subseed_strength": self.subseed_strength, "seed_resize_from_w": self.resize_w,
+                "seed_resize_from_h": self.resize_h}
+
+    @property
+    def outputs(self) -> list:  # as a PasteTarget extra: ↙ opens Extra when the infotext uses it
+        return [self.extra]
+
+    def updates(self, text: str) -> list:
+        from modules.outputs.infotext import parse_infotext
+
+        used = {"Variation seed", "Variation seed strength", "Seed resize from"} & set(parse_infotext(text or ""))
+        return [gr.update(value=True) if used else gr.update()]
 
     def wire(self, panel: OutputPanel) -> None:
-        """🎲 sets -1 (random); ♻️ brings back the selected (or first) image's seed."""
+        """🎲 sets -1 (random); ♻️ brings back the selected (or first) image's seed, or its
+        variation seed. Extra shows its controls; closing it turns variation and seed resize
+        off, as A1111 ignores them while it is closed."""
 
         def reuse(seeds: list[int], index: int, current):
             return seeds[index] if 0 <= index < len(seeds) else current
 
         self.random.click(lambda: -1, None, self.seed, queue=False, api_name=False)
         self.reuse.click(reuse, [panel.seeds, panel.selected, self.seed], self.seed, queue=False, api_name=False)
+        self.random_subseed.click(lambda: -1, None, self.subseed, queue=False, api_name=False)
+        self.reuse_subseed.click(reused_subseed, [panel.infotexts, panel.selected, self.subseed], self.subseed, queue=False, api_name=False)
+        self.extra.change(show_seed_extras, self.extra, [self.extras_box, self.subseed_strength, self.resize_w, self.resize_h], queue=False,
+                          api_name=False)
+
+
+def reused_subseed(texts: list[str], index: int, current):
+    """♻️ beside the variation seed: the selected image's variation seed, from its infotext."""
+    from modules.outputs.infotext import parse_infotext
+
+    text = texts[index] if 0 <= index < len(texts) else ""
+    found = str(parse_infotext(text).get("Variation seed", "")).strip() if text else ""
+    return int(found) if found.isdigit() else current
+
+
+def show_seed_extras(on: bool) -> tuple:
+    """Extra opened shows its controls; closed hides them and sets variation strength and seed
+    resize to off, since A1111 ignores them while Extra is closed."""
+    off = gr.update() if on else gr.update(value=0)
+    return gr.update(visible=bool(on)), off, off, off
 
 
 def build_seed(prefix: str) -> SeedRow:
@@ -338,7 +386,18 @@ def build_seed(prefix: str) -> SeedRow:
         seed = gr.Number(label=meta["label"], value=meta["default"], precision=0, elem_id=f"{prefix}_seed", scale=4)
         random_seed = gr.Button("🎲", elem_id=f"{prefix}_random_seed", size="sm", scale=0, min_width=40)
         reuse_seed = gr.Button("♻️", elem_id=f"{prefix}_reuse_seed", size="sm", scale=0, min_width=40)
-    return SeedRow(seed, random_seed, reuse_seed)
+        extra = gr.Checkbox(label="Extra", value=False, elem_id=f"{prefix}_subseed_show", scale=0, min_width=80)
+    with gr.Group(visible=False, elem_id=f"{prefix}_seed_extras") as box:
+        with gr.Row():
+            sub = GenerationParams.field_meta("subseed")
+            subseed = gr.Number(label=sub["label"], value=sub["default"], precision=0, elem_id=f"{prefix}_subseed", scale=4)
+            random_subseed = gr.Button("🎲", elem_id=f"{prefix}_random_subseed", size="sm", scale=0, min_width=40)
+            reuse_subseed = gr.Button("♻️", elem_id=f"{prefix}_reuse_subseed", size="sm", scale=0, min_width=40)
+            strength = slider(prefix, "subseed_strength", scale=4)
+        with gr.Row():
+            resize_w = slider(prefix, "seed_resize_from_w")
+            resize_h = slider(prefix, "seed_resize_from_h")
+    return SeedRow(seed, random_seed, reuse_seed, extra, subseed, random_subseed, reuse_subseed, strength, resize_w, resize_h, box)
 
 
 def page_user(request: gr.Request | None) -> str:

@@ -210,7 +210,9 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             cfg = slider(PREFIX, "cfg_scale")
             denoising = slider(PREFIX, "denoising_strength", Img2ImgParams)
             exact = gr.Checkbox(label=meta("img2img_fix_steps")["label"], value=False, elem_id="img2img_fix_steps")
-            restore = gr.Checkbox(label=meta("restore_faces")["label"], value=False, elem_id="img2img_restore_faces")
+            with gr.Row():
+                restore = gr.Checkbox(label=meta("restore_faces")["label"], value=False, elem_id="img2img_restore_faces")
+                tiling = gr.Checkbox(label=meta("tiling")["label"], value=False, elem_id="img2img_tiling")
             seed_row = build_seed(PREFIX)
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, img2img=True, max_pixels=lambda: service.limits.max_pixels,
                                   picture=([mode, image, sketch, inpaint, base, mask], _init_picture(service)))
@@ -222,13 +224,14 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "styles": top.styles, "sampler_name": sampler, "scheduler": schedule,
         "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed_row.seed,
+        **seed_row.fields,
         "denoising_strength": denoising, "img2img_fix_steps": exact, "resize_mode": resize_mode, "mask_blur": mask_blur,
         "inpainting_mask_invert": mask_mode, "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
-        "restore_faces": restore,
+        "restore_faces": restore, "tiling": tiling,
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    paste_target = PasteTarget(fields, overrides, img2img=True, extras=(cn,) if cn else ())
+    paste_target = PasteTarget(fields, overrides, img2img=True, extras=(seed_row, cn) if cn else (seed_row,))
     wire_paste(top, paste_target)
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 

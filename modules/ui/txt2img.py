@@ -85,7 +85,9 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
         with gr.Column(scale=1):
             sampler, schedule, steps = build_sampling(PREFIX)
             top.wire_counters(service, steps)
-            restore = gr.Checkbox(label=GenerationParams.field_meta("restore_faces")["label"], value=False, elem_id=f"{PREFIX}_restore_faces")
+            with gr.Row():
+                restore = gr.Checkbox(label=GenerationParams.field_meta("restore_faces")["label"], value=False, elem_id=f"{PREFIX}_restore_faces")
+                tiling = gr.Checkbox(label=GenerationParams.field_meta("tiling")["label"], value=False, elem_id=f"{PREFIX}_tiling")
             hires = build_hires(upscalers=service.hires_upscalers())
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
@@ -100,12 +102,12 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     target = hires.pop("_target")
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
-        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, **hires,
-        "styles": top.styles, "restore_faces": restore,
+        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, **seed_row.fields,
+        **hires, "styles": top.styles, "restore_faces": restore, "tiling": tiling,
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers, extras=(cn,) if cn else ())
+    paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers, extras=(seed_row, cn) if cn else (seed_row,))
     wire_paste(top, paste_target)
 
     async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
