@@ -75,7 +75,8 @@ FOREVER_HEAD = """
     openMenu(tab, e.pageX, e.pageY);
   });
   document.addEventListener('click', (e) => {
-    if (!(e.target.closest && e.target.closest('#generate_forever_menu'))) closeMenu();
+    // The loop's own Generate clicks (untrusted) leave an open menu alone.
+    if (e.isTrusted && !(e.target.closest && e.target.closest('#generate_forever_menu'))) closeMenu();
     const generating = tabOf(e.target, '_generate');
     if (generating) busy[generating] = true;
     const stopping = tabOf(e.target, '_interrupt');
