@@ -303,7 +303,8 @@ class OutputPanel:
 
 
 def build_output_panel(prefix: str) -> OutputPanel:
-    gallery = gr.Gallery(label="Output", columns=4, height=520, elem_id=f"{prefix}_gallery", format="png", interactive=False)
+    # "contain": a script's grid (wider than a cell, with its legends) shows whole in its thumbnail
+    gallery = gr.Gallery(label="Output", columns=4, height=520, elem_id=f"{prefix}_gallery", format="png", interactive=False, object_fit="contain")
     info = gr.HTML(elem_id=f"{prefix}_html_info")
     status = gr.HTML(elem_id=f"{prefix}_html_log")
     panel = OutputPanel(gallery, info, status, gr.State([]), gr.State(0), gr.State([]))
