@@ -287,12 +287,6 @@ def build_router(state: ApiState) -> APIRouter:
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())
-            if request.override_settings_restore_afterwards is False:  # A1111 keeps an override that is not restored afterwards
-                if wanted:
-                    state.models.select(wanted)
-                kept = {key: getattr(params, name) for name, key in SETTING_FIELDS.items()
-                        if name in ("clip_skip", "emphasis") or key in (request.override_settings or {})}
-                state.settings.update({**kept, "sd_vae": vae} if request.wanted_vae() else kept)
             init = None
             if kind == "img2img":
                 if not request.init_images:
@@ -304,6 +298,21 @@ def build_router(state: ApiState) -> APIRouter:
             raise _bad(str(exc)) from None
         return ScriptRequest(kind, params, init, checkpoint, vae, tuple(units), save)
 
+    def keep_overrides(request: Txt2ImgRequest, accepted: "ScriptRequest") -> None:
+        """A1111 keeps override_settings that are not to be restored afterwards: applied once the
+        request is accepted (a refused one changes nothing)."""
+        if request.override_settings_restore_afterwards is not False:
+            return
+        try:
+            wanted = request.wanted_checkpoint()
+            if wanted:
+                state.models.select(wanted)
+            kept = {key: getattr(accepted.params, name) for name, key in SETTING_FIELDS.items()
+                    if name in ("clip_skip", "emphasis") or key in (request.override_settings or {})}
+            state.settings.update({**kept, "sd_vae": accepted.vae} if request.wanted_vae() else kept)
+        except (TypeError, ValueError) as exc:
+            raise _bad(str(exc)) from None
+
     def enqueue(request: Txt2ImgRequest, kind: str, user: str) -> Job:
         """Validate a generation request and queue it in the caller's lane, recorded so it
         survives a restart. The checkpoint it asks for is loaded by the job itself when its
@@ -314,6 +323,7 @@ def build_router(state: ApiState) -> APIRouter:
             raise ApiError(422, "Unsupported", f"script_name '{request.script_name}': scripts queue many jobs; send the request to "
                                                f"/sdapi/v1/{kind}, whose answer waits for them all.")
         r = read_request(request, kind)
+        keep_overrides(request, r)
         params, units, save, checkpoint, vae = r.params, r.controlnet, r.save, r.checkpoint, r.vae
         if kind == "txt2img":
             task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
@@ -340,15 +350,20 @@ def build_router(state: ApiState) -> APIRouter:
             raise _bad(str(exc)) from None
         script_request = read_request(request, kind)
         try:
-            return state.scripts.start(request.script_name, script_request, request.script_args, user=user)
+            run = state.scripts.start(request.script_name, script_request, request.script_args, user=user)
         except ValueError as exc:
             raise _bad(str(exc)) from None
+        keep_overrides(request, script_request)
+        return run
 
     async def run_script(request: Txt2ImgRequest, kind: str, user: str) -> dict:
         """Start the script, wait for all its jobs without holding a server thread, and answer
         as A1111 does: grids first, then the pictures, each with its infotext."""
         run = await run_in_threadpool(start_script, request, kind, user)
         await run.wait()
+        if run.server_stopping:
+            raise ApiError(503, "ServiceUnavailable", "The server is stopping: the script's jobs that save pictures stay queued and run "
+                                                      "when it starts again (their grid is not made).")
         if run.error is not None:
             raise _bad(run.error)
         return await run_in_threadpool(respond_script, request, run.result)

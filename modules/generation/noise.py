@@ -23,10 +23,9 @@ from typing import Sequence
 
 import torch
 
-from modules.generation.params import RNG_SOURCES
+from modules.generation.params import MAX_SEED, RNG_SOURCES
 from modules.generation.philox import PhiloxGenerator
 
-MAX_SEED = 4294967294  # what A1111 draws random seeds below
 
 
 def resolve_seed(seed: int, rng: random.Random | None = None) -> int:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from modules.generation import samplers
 
 MIN_SIZE, MAX_SIZE = 64, 2048
+MAX_SEED = 4294967294  # what A1111 draws random seeds below
 
 # Hires fix upscalers: latent ones interpolate the latents (mode, antialias), pixel ones
 # decode, resize and encode again. Model upscalers (models/ESRGAN, ...) are valid where the

@@ -10,6 +10,23 @@ from typing import Any, Sequence
 KINDS = ("index", "choice", "multiselect", "text", "textarea", "number", "int", "slider", "checkbox", "file")
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "y", "on"), ("false", "0", "no", "n", "off", "")
+
+
+def read_bool(value: Any) -> bool:
+    """A yes/no value as clients and text inputs write it (true/false in any case, 1/0, yes/no,
+    on/off); ValueError for anything else rather than a silent False."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    elif isinstance(value, (bool, int, float)):
+        return bool(value)
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ScriptArg:
     """One control of a script. `kind` says how a value is read: "index" is a dropdown or radio
@@ -43,15 +60,7 @@ class ScriptArg:
             return None if self.kind == "file" else self.default
         kind = self.kind
         if kind == "checkbox":
-            if isinstance(value, str):
-                if value.strip().lower() in ("true", "1", "yes", "on"):
-                    return True
-                if value.strip().lower() in ("false", "0", "no", "off", ""):
-                    return False
-                raise ValueError(f"expected true or false, got {value!r}")
-            if isinstance(value, (bool, int, float)):
-                return bool(value)
-            raise ValueError(f"expected true or false, got {value!r}")
+            return read_bool(value)
         if kind == "index":
             return self._index(value)
         if kind == "choice":

@@ -3,9 +3,12 @@ and arguments into a run (see modules.scripts.context for what the run may do)."
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from modules.generation.params import MAX_SEED
 
 from modules.scripts.args import ScriptArg
 
@@ -48,7 +51,27 @@ class ScriptEnv:
     styles: Callable[[], list[str]] = lambda: []
     max_jobs: Callable[[], int] = lambda: 200
     upscale: Callable[["Image.Image", str, int, int], "Image.Image"] | None = None  # (picture, upscaler, width, height)
+    # A planned job's params checked as a request's are (ranges, names, the limit_* settings),
+    # returned validated; ValueError naming what is wrong. Scripts call it in `prepare`.
+    check_job: Callable[["GenerationParams"], "GenerationParams"] = lambda params: params
     interrogator: Any = None  # modules.jobs.interrogate_task.InterrogateService (Loopback's interrogated prompt); None: none
+
+    def check_count(self, title: str, count: int, what: str = "jobs") -> None:
+        """Refuse a run that would queue more than the script_max_jobs setting allows."""
+        if count > self.max_jobs():
+            raise ValueError(f"{title} would queue {count} {what}; the most one run may queue is {self.max_jobs()} (setting script_max_jobs).")
+
+
+def fixed_seeds(params: "GenerationParams", rng: random.Random | None = None) -> dict[str, int]:
+    """The seed and variation seed a run's jobs share, drawn once where they are -1, as A1111's
+    scripts fix them (so each picture's infotext remakes it); {} when both are set."""
+    rng = rng or random.SystemRandom()
+    fixed = {}
+    if params.seed < 0:
+        fixed["seed"] = rng.randrange(MAX_SEED)
+    if getattr(params, "subseed", 0) < 0:
+        fixed["subseed"] = rng.randrange(MAX_SEED)
+    return fixed
 
 
 class Script:
@@ -120,6 +143,17 @@ class ScriptResult:
             self.prompts.append(params.prompt)
             self.negative_prompts.append(params.negative_prompt)
         self.paths.extend(saved_path_per_image(result))
+
+    def add_picture(self, image: "Image.Image", infotext: str, params: "GenerationParams", seed: int, path: Path | None,
+                    subseed: int = -1) -> None:
+        """A picture the script made itself (SD upscale's stitched result, an outpainting)."""
+        self.images.append(image)
+        self.infotexts.append(infotext)
+        self.seeds.append(seed)
+        self.subseeds.append(subseed)
+        self.prompts.append(params.prompt)
+        self.negative_prompts.append(params.negative_prompt)
+        self.paths.append(path)
 
     def add_grid(self, image: "Image.Image", infotext: str, path: Path | None, seed: int | None = None) -> None:
         """A grid, after the grids already added and before every picture."""

@@ -40,17 +40,22 @@ class ScriptContext:
         self._stop = threading.Event()
         self._children: list[Job] = []
         self.done, self.total, self.text = 0, 0, ""
+        self.server_stopping = False  # the queue stopped under the run: its answer says so
 
     # ------------------------------------------------------------------ jobs
 
     def submit(self, params: "GenerationParams", *, init: "InitImages | None" = _SAME, checkpoint: str | None = _SAME,
                vae: str | None = _SAME, controlnet: Sequence = _SAME, grid: bool = False, save: bool | None = _SAME) -> Job:
         """Queue a child job: the very task a single txt2img (no init) or img2img (init) request
-        runs, recorded so it survives a restart. Unset keywords take the request's."""
+        runs. Unset keywords take the request's. A job whose pictures are saved is recorded,
+        so it still makes them after a restart (the run's grid is not made then); one whose
+        pictures only feed the script (save=False: SD upscale's tiles) is not. Its params are
+        checked as a request's are (the limit_* settings too): ValueError when they fail."""
         if self._stop.is_set():
             raise ScriptStopped()
         from modules.jobs.generation_task import img2img_payload, txt2img_payload
 
+        params = self.env.check_job(params)
         request, service = self.request, self.service
         init = request.init if init is _SAME else init
         checkpoint = request.checkpoint if checkpoint is _SAME else checkpoint
@@ -63,7 +68,7 @@ class ScriptContext:
         else:
             task = lambda j: service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae, controlnet=units, grid=grid)  # noqa: E731
             kind, payload = "img2img", img2img_payload(params, init, save, checkpoint, vae, units, grid)
-        job = self.queue.submit(kind, task, user=self.user, payload=payload)
+        job = self.queue.submit(kind, task, user=self.user, payload=payload if save is not False else None)
         with self._lock:
             self._children.append(job)
         if self._on_submit is not None:
@@ -76,8 +81,9 @@ class ScriptContext:
         """The job's result once it ends; None when it was cancelled before running. Raises
         ScriptStopped when the user interrupted (the partial result stays in job.result) and
         ValueError with the job's message when it failed."""
-        job.wait()
-        if job.status not in FINISHED:  # the server is stopping
+        self._wait(job)
+        if job.status not in FINISHED:  # the server is stopping: the job stays queued for the next start
+            self.server_stopping = True
             self.stop()
             raise ScriptStopped()
         if job.status is JobStatus.FAILED:
@@ -139,13 +145,21 @@ class ScriptContext:
             self._children.append(job)
         if self._on_submit is not None:
             self._on_submit(job)
-        job.wait()
+        self._wait(job)
         if "error" in box:
             raise box["error"]
         if job.status is not JobStatus.DONE or "value" not in box:
             self.stop()
             raise ScriptStopped()
         return box["value"]
+
+    @staticmethod
+    def _wait(job: Job) -> None:
+        """Until the job ends, or the queue stops with it unfinished (its done-callbacks run
+        then, while `finished` stays unset)."""
+        woken = threading.Event()
+        job.add_done_callback(woken.set)
+        woken.wait()
 
     # ------------------------------------------------------------------ control
 

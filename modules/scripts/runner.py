@@ -62,6 +62,11 @@ class ScriptRun:
         self.context.stop()
 
     @property
+    def server_stopping(self) -> bool:
+        """The queue stopped under the run: its saved jobs stay queued for the next start."""
+        return self.context.server_stopping
+
+    @property
     def current(self) -> "Job | None":
         return self.context.current
 
@@ -101,13 +106,18 @@ class ScriptRunner:
             registry = service.upscalers.registry if service.upscalers is not None else UpscalerRegistry()
             return registry.get(name).resize_to(image, (width, height))
 
+        def check_job(params):
+            checked = type(params).create(service.hires_upscalers(), **params.model_dump())
+            service.check_limits(checked)
+            return checked
+
         styles = service.libraries.styles
         env = ScriptEnv(
             checkpoints=models.titles, find_checkpoint=find_checkpoint,
             vaes=lambda: service.libraries.vaes.choices() if service.libraries.vaes is not None else ["Automatic", "None"],
             hires_upscalers=lambda: [*HIRES_UPSCALERS, *service.hires_upscalers()], upscalers=upscalers,
             styles=lambda: list(styles.names) if styles is not None else [],
-            max_jobs=lambda: int(settings["script_max_jobs"]), upscale=upscale, interrogator=interrogator,
+            max_jobs=lambda: int(settings["script_max_jobs"]), upscale=upscale, check_job=check_job, interrogator=interrogator,
         )
         return cls(queue, service, env)
 
