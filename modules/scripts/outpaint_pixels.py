@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:  # numpy and Pillow load when a picture is filled, not when the registry starts
+    import numpy as np
+    from PIL import Image
 
 DIRECTIONS = ("left", "right", "up", "down")
 
@@ -39,16 +41,22 @@ def expansion(width: int, height: int, pixels: int, directions: Collection[str])
 def _fft(data: np.ndarray) -> np.ndarray:
     """Orthonormal 2-D FFT of each channel with the zero frequency centred (shifted before
     and after, as the original routine does)."""
+    import numpy as np
+
     return np.fft.ifftshift(np.fft.fft2(np.fft.fftshift(data, axes=(0, 1)), axes=(0, 1), norm="ortho"), axes=(0, 1))
 
 
 def _ifft(data: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return np.fft.ifftshift(np.fft.ifft2(np.fft.fftshift(data, axes=(0, 1)), axes=(0, 1), norm="ortho"), axes=(0, 1))
 
 
 def _falloff_window(rows: int, cols: int) -> np.ndarray:
     """1 / ((u^2 + 1)(v^2 + 1)) over frequencies u, v in [-1, 1) scaled to the aspect ratio:
     the low-pass shape the starting noise is given before it takes the picture's spectrum."""
+    import numpy as np
+
     short = min(rows, cols)
     u = (np.arange(rows) / rows * 2.0 - 1.0) * (rows / short)
     v = (np.arange(cols) / cols * 2.0 - 1.0) * (cols / short)
@@ -58,6 +66,8 @@ def _falloff_window(rows: int, cols: int) -> np.ndarray:
 def match_histograms(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Map each column (channel) of `values` (N x C) so its distribution matches that column of
     `reference` (M x C): each distinct value goes to the reference value at the same quantile."""
+    import numpy as np
+
     out = np.empty_like(values, dtype=np.float64)
     for c in range(values.shape[1]):
         levels, where, counts = np.unique(values[:, c], return_inverse=True, return_counts=True)
@@ -73,6 +83,8 @@ def matched_noise(image: np.ndarray, mask: np.ndarray, noise_q: float = 1.0, col
     matched noise; unmasked pixels are returned unchanged. `noise_q` is the fall-off exponent
     (lower keeps more of the picture's fine detail), `color_variation` how colourful the
     starting noise is (0 grey, 1 independent channels)."""
+    import numpy as np
+
     image = image.astype(np.float64)
     weight = mask.astype(np.float64)[..., None]
     rows, cols, channels = image.shape
@@ -107,9 +119,12 @@ def matched_noise(image: np.ndarray, mask: np.ndarray, noise_q: float = 1.0, col
     return np.clip(image * (1.0 - weight) + result * weight, 0.0, 1.0)
 
 
-def noised_picture(picture: Image.Image, mask: Image.Image, noise_q: float, color_variation: float) -> Image.Image:
+def noised_picture(picture: "Image.Image", mask: "Image.Image", noise_q: float, color_variation: float) -> "Image.Image":
     """`picture` with the white part of `mask` filled with matched noise (8-bit, rounded, so the
     unmasked pixels come back exactly)."""
+    import numpy as np
+    from PIL import Image
+
     array = np.asarray(picture.convert("RGB"), dtype=np.float64) / 255.0
     weight = np.asarray(mask.convert("L"), dtype=np.float64) / 255.0
     filled = matched_noise(array, weight, noise_q, color_variation)

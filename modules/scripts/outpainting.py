@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from PIL import Image, ImageDraw
-
-from modules.generation.noise import MAX_SEED
-from modules.generation.params import MASKED_CONTENT, Img2ImgParams
+from modules.generation.params import MASKED_CONTENT, MAX_SEED, Img2ImgParams
 from modules.scripts.args import ScriptArg
 from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
 from modules.scripts.outpaint_pixels import DIRECTIONS, expansion, noised_picture
 from modules.scripts.tiles import combine, split
+
+if TYPE_CHECKING:  # Pillow loads when a picture is made, not when the registry starts
+    from PIL import Image
 
 MK2_INFO = '<p style="margin-bottom:0.75em">Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8</p>'
 MAX_BLUR = int(Img2ImgParams.field_meta("mask_blur")["maximum"])
@@ -65,6 +65,8 @@ def _init_picture(title: str, request: ScriptRequest) -> Image.Image:
 def _keep_rectangle(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
     """A mask, white (repaint) everywhere but black (keep) over box = (left, top, right, bottom),
     right and bottom exclusive."""
+    from PIL import Image, ImageDraw
+
     mask = Image.new("L", size, 255)
     left, top, right, bottom = box
     if right > left and bottom > top:
@@ -90,6 +92,8 @@ def mk2_pass(pictures: list[Image.Image], side: str, amount: int, blur: int, noi
              max_w: int, max_h: int) -> tuple[list[Image.Image], list[Image.Image], Image.Image, tuple[int, int, int, int], tuple[int, int]]:
     """One Outpainting mk2 side. Returns the noised canvases, the crops to inpaint, their
     mask, where the crop lies on the canvas, and the size to crop the canvas to afterwards."""
+    from PIL import Image
+
     horizontal = side in ("left", "right")
     first = side in ("left", "up")  # the new strip is at the start (left or top) of the canvas
     width, height = pictures[0].size
@@ -213,6 +217,8 @@ class PoorMansOutpainting(Script):
         ]
 
     def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable:
+        from PIL import Image
+
         params = request.params
         source = _init_picture(self.title, request)
         directions = _directions(self.title, 3, args["direction"])

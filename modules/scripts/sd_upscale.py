@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from modules.generation.noise import MAX_SEED
+from modules.generation.params import MAX_SEED
 from modules.scripts.args import ScriptArg
 from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
 from modules.scripts.tiles import combine, split, tile_count

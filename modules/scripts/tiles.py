@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:  # numpy and Pillow load when a picture is stitched, not when the registry starts
+    from PIL import Image
 
 
 @dataclass
 class Tile:
     x: int
     y: int
-    image: Image.Image
+    image: "Image.Image"
 
 
 @dataclass
@@ -64,7 +65,7 @@ def tile_count(width: int, height: int, tile_w: int, tile_h: int, overlap: int) 
     return len(positions(width, tile_w, overlap)) * len(positions(height, tile_h, overlap))
 
 
-def split(image: Image.Image, tile_w: int, tile_h: int, overlap: int) -> TileGrid:
+def split(image: "Image.Image", tile_w: int, tile_h: int, overlap: int) -> TileGrid:
     """Cut `image` into tile_w x tile_h crops that overlap by at least `overlap` pixels."""
     grid = TileGrid(image.width, image.height, tile_w, tile_h, overlap)
     xs = positions(image.width, tile_w, overlap)
@@ -73,18 +74,23 @@ def split(image: Image.Image, tile_w: int, tile_h: int, overlap: int) -> TileGri
     return grid
 
 
-def _ramp(length: int, across: int, horizontal: bool) -> Image.Image:
+def _ramp(length: int, across: int, horizontal: bool) -> "Image.Image":
     """The fade mask over an overlap: 0 where the earlier tile shows, rising by 255/overlap a
     pixel (whole values, truncated) towards the later tile."""
+    import numpy as np
+    from PIL import Image
+
     ramp = (np.arange(length, dtype=np.float32) * 255 / length).astype(np.uint8)
     array = np.tile(ramp, (across, 1)) if horizontal else np.tile(ramp[:, None], (1, across))
     return Image.fromarray(array, "L")
 
 
-def combine(grid: TileGrid) -> Image.Image:
+def combine(grid: TileGrid) -> "Image.Image":
     """Stitch the grid's tiles (replaced by their processed versions) into one picture. Each
     tile after the first in a row fades in over its first `overlap` columns and covers what is
     to its right; each row after the first fades in over its first `overlap` rows likewise."""
+    from PIL import Image
+
     overlap = grid.overlap
     picture = Image.new("RGB", (grid.width, grid.height))
     across = _ramp(overlap, grid.tile_h, True) if overlap else None

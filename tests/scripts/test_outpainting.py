@@ -170,3 +170,16 @@ def test_bad_requests_are_refused_naming_the_argument(script_app):
     with pytest.raises(ValueError, match=r"argument 2 \(Masked content, inpainting_fill\)"):
         script_app.start("Poor man's outpainting", "img2img", params(), [32, 0, 4, ALL], init=init)
     assert len(script_app.queue.list()) == before
+
+
+def test_the_image_scripts_import_neither_torch_nor_numpy():
+    """The registry builds every script at start-up: these modules load numpy and Pillow only
+    when a run makes pictures, and torch never (the jobs bring it)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import modules.scripts.sd_upscale, modules.scripts.outpainting, modules.scripts.tiles, "
+            "modules.scripts.outpaint_pixels; print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == "[]"
