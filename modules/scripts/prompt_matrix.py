@@ -73,10 +73,9 @@ class PromptMatrix(Script):
         params = request.params
         negative = args["prompt_type"] == "negative"
         parts = split_parts(params.negative_prompt if negative else params.prompt)
+        # Counted before any prompt is built: 40 optional parts would be 2**40 prompts.
+        env.check_count(self.title, 2 ** (len(parts) - 1), "pictures")
         prompts = combinations(parts, args["put_at_start"], DELIMITERS[args["variations_delimiter"]])
-        if len(prompts) > env.max_jobs():
-            raise ValueError(f"Prompt matrix: {len(parts) - 1} optional parts make {len(prompts)} pictures, more than the "
-                             f"{env.max_jobs()} one run may queue (setting script_max_jobs).")
         # A1111 fixes the seed (and the variation seed) once, so every picture shares them.
         rng = random.SystemRandom()
         seed = params.seed if params.seed >= 0 else rng.randrange(MAX_SEED)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from PIL import ImageChops
 
@@ -68,9 +70,18 @@ def test_negative_prompt_matrix_with_a_seed_per_picture(script_app):
 def test_too_many_combinations_are_refused_before_any_job(script_app):
     before = len(script_app.queue.list())
     params = GenerationParams.create(prompt="x" + "|a" * 9, width=64, height=64, steps=2)
-    with pytest.raises(ValueError, match="512 pictures"):
+    with pytest.raises(ValueError, match="would queue 512 pictures; the most one run may queue is 200"):
         script_app.start("Prompt matrix", "txt2img", params, [])
     assert len(script_app.queue.list()) == before
+
+
+def test_a_matrix_of_two_to_the_forty_is_refused_at_once(script_app):
+    """Counted before the prompts are built: building 2**40 of them would never finish."""
+    params = GenerationParams.create(prompt="x" + "|a" * 40, width=64, height=64, steps=2)
+    started = time.monotonic()
+    with pytest.raises(ValueError, match=f"would queue {2 ** 40} pictures"):
+        script_app.start("Prompt matrix", "txt2img", params, [])
+    assert time.monotonic() - started < 5
 
 
 def test_img2img_matrix_starts_each_picture_from_the_init_image(script_app):
