@@ -761,42 +761,35 @@ def _state(job: Job | None, pending: int) -> dict:
 
 def _info(result: GenerationResult) -> dict:
     """Processed.js(): A1111's `info` keys, for the first image and lists for all."""
-    params = result.params
-    return {
-        "prompt": params.prompt, "all_prompts": [params.prompt] * len(result.images),
-        "negative_prompt": params.negative_prompt, "all_negative_prompts": [params.negative_prompt] * len(result.images),
-        "seed": result.seeds[0] if result.seeds else params.seed, "all_seeds": result.seeds,
-        "subseed": result.subseeds[0] if result.subseeds else params.subseed, "all_subseeds": list(result.subseeds),
-        "subseed_strength": params.subseed_strength,
-        "width": params.width, "height": params.height, "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale,
-        "steps": params.steps, "batch_size": params.batch_size, "restore_faces": params.restore_faces,
-        "face_restoration_model": params.face_restoration_model if params.restore_faces else None,
-        "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
-        "sd_vae_name": result.vae_name, "sd_vae_hash": result.vae_hash, "seed_resize_from_w": params.seed_resize_from_w or -1,
-        "seed_resize_from_h": params.seed_resize_from_h or -1,
-        "denoising_strength": params.denoising_strength, "extra_generation_params": dict(result.extra_generation_params), "index_of_first_image": 0,
-        "infotexts": result.infotexts, "styles": list(params.styles), "job_timestamp": (result.started or datetime.now()).strftime("%Y%m%d%H%M%S"),
-        "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": result.inpainting_model, "version": VERSION,
-    }
+    params, count = result.params, len(result.images)
+    return _processed(params, result.seeds, list(result.subseeds), [params.prompt] * count, [params.negative_prompt] * count,
+                      result.infotexts, model=(result.model_name, result.model_hash), vae=(result.vae_name, result.vae_hash),
+                      extra=dict(result.extra_generation_params), started=result.started, inpainting=result.inpainting_model)
 
 
 def _script_info(result: "ScriptResult") -> dict:
-    """Processed.js() for a script run: per-image prompts and seeds, grids first."""
-    params = result.params
-    first = result.grids if result.grids < len(result.seeds) else 0
+    """Processed.js() for a script run: per-image prompts and seeds, grids first (the first
+    image's keys are those of the first picture after them)."""
+    return _processed(result.params, result.seeds, result.subseeds, result.prompts, result.negative_prompts, result.infotexts,
+                      model=(result.model_name, result.model_hash), first=result.grids)
+
+
+def _processed(params, seeds: list[int], subseeds: list[int], prompts: list[str], negatives: list[str], infotexts: list[str],
+               model: tuple, vae: tuple = (None, None), extra: dict | None = None, first: int = 0, started: datetime | None = None,
+               inpainting: bool = False) -> dict:
+    at = first if first < len(seeds) else 0
     return {
-        "prompt": params.prompt, "all_prompts": list(result.prompts), "negative_prompt": params.negative_prompt,
-        "all_negative_prompts": list(result.negative_prompts), "seed": result.seeds[first] if result.seeds else params.seed,
-        "all_seeds": list(result.seeds), "subseed": result.subseeds[first] if result.subseeds else -1, "all_subseeds": list(result.subseeds),
-        "subseed_strength": getattr(params, "subseed_strength", 0), "width": params.width, "height": params.height,
-        "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale, "steps": params.steps, "batch_size": params.batch_size,
-        "restore_faces": params.restore_faces, "face_restoration_model": params.face_restoration_model if params.restore_faces else None,
-        "sd_model_name": result.model_name, "sd_model_hash": result.model_hash, "sd_vae_name": None, "sd_vae_hash": None,
+        "prompt": params.prompt, "all_prompts": list(prompts), "negative_prompt": params.negative_prompt, "all_negative_prompts": list(negatives),
+        "seed": seeds[at] if seeds else params.seed, "all_seeds": list(seeds),
+        "subseed": subseeds[at] if subseeds else params.subseed, "all_subseeds": list(subseeds), "subseed_strength": params.subseed_strength,
+        "width": params.width, "height": params.height, "sampler_name": params.sampler_name, "cfg_scale": params.cfg_scale,
+        "steps": params.steps, "batch_size": params.batch_size, "restore_faces": params.restore_faces,
+        "face_restoration_model": params.face_restoration_model if params.restore_faces else None,
+        "sd_model_name": model[0], "sd_model_hash": model[1], "sd_vae_name": vae[0], "sd_vae_hash": vae[1],
         "seed_resize_from_w": params.seed_resize_from_w or -1, "seed_resize_from_h": params.seed_resize_from_h or -1,
-        "denoising_strength": params.denoising_strength, "extra_generation_params": {},
-        "index_of_first_image": result.grids, "infotexts": list(result.infotexts), "styles": list(params.styles),
-        "job_timestamp": datetime.now().strftime("%Y%m%d%H%M%S"), "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": False,
-        "version": VERSION,
+        "denoising_strength": params.denoising_strength, "extra_generation_params": dict(extra or {}), "index_of_first_image": first,
+        "infotexts": list(infotexts), "styles": list(params.styles), "job_timestamp": (started or datetime.now()).strftime("%Y%m%d%H%M%S"),
+        "clip_skip": params.clip_skip, "is_using_inpainting_conditioning": inpainting, "version": VERSION,
     }
 
 
