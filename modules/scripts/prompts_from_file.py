@@ -193,12 +193,11 @@ class PromptsFromFile(Script):
 
     def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable:
         text = args["file"] if args.get("file") else args["prompt_txt"]
-        lines = read_lines(text or "")
-        if not lines:
+        count = sum(1 for line in (text or "").splitlines() if line.strip())  # counted before any line is parsed
+        if not count:
             raise ValueError("Prompts from file: the list of prompt inputs is empty.")
-        if len(lines) > env.max_jobs():
-            raise ValueError(f"Prompts from file: {len(lines)} lines make {len(lines)} jobs, more than the {env.max_jobs()} "
-                             f"one run may queue (setting script_max_jobs).")
+        env.check_count(self.title, count, "jobs (one per line)")
+        lines = read_lines(text)
         children = plan(request, lines, env, args["checkbox_iterate"], args["checkbox_iterate_batch"], args["prompt_position"])
 
         def run(ctx) -> ScriptResult:

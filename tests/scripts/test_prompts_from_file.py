@@ -157,8 +157,11 @@ def test_a_bad_line_is_refused_before_any_job(script_app):
             script_app.start("Prompts from file or textbox", "txt2img", params, [False, False, "start", text])
     script_app.settings.values["script_max_jobs"] = 2
     try:
-        with pytest.raises(ValueError, match="3 lines"):
+        with pytest.raises(ValueError, match=r"would queue 3 jobs \(one per line\); the most one run may queue is 2"):
             script_app.start("Prompts from file or textbox", "txt2img", params, [False, False, "start", "a\nb\nc"])
+        # the lines are counted before any is parsed: a long list is refused without reading its options
+        with pytest.raises(ValueError, match="would queue 3 jobs"):
+            script_app.start("Prompts from file or textbox", "txt2img", params, [False, False, "start", "a\n\nb\n--colour red"])
     finally:
         script_app.settings.values["script_max_jobs"] = 200
     assert len(script_app.queue.list()) == before
