@@ -95,7 +95,7 @@ class XyzPlot(Script):
         picked = axis.choices is not None and not args["csv_mode"] and bool(args[f"{low}_values_dropdown"])
         raw = args[f"{low}_values_dropdown"] if picked else args[f"{low}_values"]
         text = join_csv(raw) if picked else raw
-        values = parse_values(raw, axis.kind, f"X/Y/Z plot: {name} values ({axis.label})")
+        values = parse_values(raw, axis.kind, f"X/Y/Z plot: {name} values ({axis.label})", limit=env.max_jobs())
         if axis.label in SEED_AXES and not args["no_fixed_seeds"]:
             values = [rng.randrange(MAX_SEED) if v == -1 else v for v in values]
         return AxisChoice(name, axis, values, text)

@@ -67,3 +67,69 @@ def test_bad_values_name_the_axis_and_the_value(kind, text, fragment):
     with pytest.raises(ValueError) as error:
         parse_values(text, kind, "Y values (Steps)")
     assert "Y values (Steps)" in str(error.value) and fragment in str(error.value)
+
+
+@pytest.mark.parametrize("kind, text, fragment", [
+    ("int", "1-20000000", "'1-20000000' gives 20,000,000 values"),
+    ("int", "1-10 [100000000000]", "'1-10 [100000000000]' gives 100,000,000,000 values"),
+    ("int", "0-99999999999999999999999999", "gives 100,000,000,000,000,000,000,000,000 values"),
+    ("int", "1-150, 1-100", "'1-100' gives 100 values (after 150 others)"),
+    ("float", "0.0-1.0 (+0.00000001)", "gives 100,000,001 values"),
+    ("float", "0.0-1.0 [3000000000]", "gives 3,000,000,000 values"),
+    ("str", ", ".join(["a"] * 201), "gives 201 values"),
+])
+def test_ranges_over_the_job_limit_are_refused_before_they_are_built(kind, text, fragment):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as error:
+            parse_values(text, kind, "X values (Steps)", limit=200)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(error.value)
+    assert "X values (Steps)" in message and fragment in message and "script_max_jobs" in message
+    assert peak < 1_000_000  # counted, not built (the list of 20 million values alone is ~800 MB)
+
+
+def test_ranges_up_to_the_limit_are_accepted():
+    assert parse_values("1-200", "int", "X values (Steps)", limit=200) == list(range(1, 201))
+    assert len(parse_values("0.0-1.0 (+0.01)", "float", "X values (CFG Scale)", limit=101)) == 101
+
+
+def test_prompt_orders_over_the_limit_are_refused_before_permuting():
+    parts = ", ".join(f"part{i}" for i in range(12))  # 12! = 479,001,600 orders
+    with pytest.raises(ValueError, match=r"X values \(Prompt order\): 12 parts can be put in 12! orders.*200 jobs"):
+        parse_values(parts, "permutations", "X values (Prompt order)", limit=200)
+    assert len(parse_values("a, b, c, d, e", "permutations", "X values (Prompt order)", limit=120)) == 120
+
+
+def test_huge_float_ranges_are_refused():
+    huge = "1" + "0" * 400  # a finite text that reads as infinity
+    with pytest.raises(ValueError, match="not a finite number"):
+        parse_values(f"0-{huge} (+1)", "float", "X values (CFG Scale)", limit=200)
+
+
+def test_ranges_match_numpy_as_a1111_computes_them():
+    import numpy as np
+
+    for start, end, step in [(0.0, 1.0, 0.1), (2.5, -1.3, -0.7), (0.1, 0.7, 0.2), (1.0, 2.0, 0.3)]:
+        expected = [round(x, 8) for x in np.arange(start, end + step, step).tolist()]
+        assert parse_values(f"{start}-{end} ({step:+})", "float", "X") == expected
+    for start, end, count in [(0.0, 1.0, 7), (-3.3, 9.1, 13), (1, 10, 4)]:
+        assert parse_values(f"{start}-{end} [{count}]", "float", "X") == [round(x, 8) for x in np.linspace(start, end, count).tolist()]
+    assert parse_values("1-100 [7]", "int", "X") == [int(x) for x in np.linspace(1, 100, 7).tolist()]
+
+
+def test_ranges_module_does_not_import_numpy():
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    code = "import sys, modules.scripts.ranges; print('numpy' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert run.stdout.strip() == "False"
+

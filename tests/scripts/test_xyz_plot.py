@@ -14,7 +14,7 @@ from modules.generation.params import GenerationParams
 from modules.jobs.queue import JobStatus
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.args import parse_args
-from modules.scripts.base import ScriptEnv
+from modules.scripts.base import ScriptEnv, ScriptRequest
 from modules.scripts.xyz_axes import Cell, axes_for, value_choices
 from modules.scripts.xyz_plot import XyzPlot, cell_order
 
@@ -92,6 +92,24 @@ def test_wiki_client_args_parse_with_the_rest_defaulted():
     args = parse_args(script.title, script.args(ScriptEnv(), False), [1, "10,20", [], 0, "", [], 0, "", [], True, True, False, False, 0, False])
     assert args["x_type"] == 1 and args["x_values"] == "10,20" and args["include_lone_images"] is True
     assert args["margin_size"] == 0 and args["csv_mode"] is False and args["vary_seeds_z"] is False
+
+
+def _prepare(params, args, env=None, kind="txt2img"):
+    """The plot's checks alone (nothing is queued): the run it would start, or its ValueError."""
+    script = XyzPlot()
+    env = env or ScriptEnv()
+    parsed = parse_args(script.title, script.args(env, kind == "img2img"), args)
+    return script.prepare(ScriptRequest(kind, params), parsed, env)
+
+
+def test_a_range_over_the_job_limit_is_refused_without_building_it():
+    env = ScriptEnv(max_jobs=lambda: 50)
+    with pytest.raises(ValueError, match=r"X values \(Steps\): '1-20000000' gives 20,000,000 values.* 50 jobs"):
+        _prepare(_params(), _args((T2I["Steps"], "1-20000000")), env)
+    with pytest.raises(ValueError, match=r"Y values \(CFG Scale\): '0.0-1.0 \(\+0.00000001\)' gives"):
+        _prepare(_params(), _args((T2I["Steps"], "2"), (T2I["CFG Scale"], "0.0-1.0 (+0.00000001)")), env)
+    with pytest.raises(ValueError, match=r"X values \(Prompt order\): 9 parts can be put in 9! orders"):
+        _prepare(_params(prompt=", ".join("abcdefghi")), _args((T2I["Prompt order"], ", ".join("abcdefghi"))), env)
 
 
 # ------------------------------------------------------------------------------------ on the queue
