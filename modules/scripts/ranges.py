@@ -29,10 +29,14 @@ DECIMALS = 8
 KINDS = ("int", "float", "str", "permutations")
 
 
-def split_csv(text: str) -> list[str]:
-    """A1111's reading of a values box: CSV (quotes keep commas), every line, each value stripped."""
+def split_csv(text: str, where: str = "values") -> list[str]:
+    """A1111's reading of a values box: CSV (quotes keep commas), every line, each value stripped.
+    `where` names the box in the ValueError for text CSV cannot read (a value over 128 KiB)."""
     rows = csv.reader(io.StringIO(text or ""), skipinitialspace=True)
-    return [value.strip() for value in itertools.chain.from_iterable(rows)]
+    try:
+        return [value.strip() for value in itertools.chain.from_iterable(rows)]
+    except csv.Error as exc:
+        raise ValueError(f"{where}: the values cannot be read as comma-separated values ({exc})") from None
 
 
 def join_csv(values: Sequence[str]) -> str:
@@ -131,7 +135,7 @@ def parse_values(values: str | Sequence[str], kind: str, where: str, limit: int 
     job runs; an axis that ends up with no value is refused."""
     if kind not in KINDS:
         raise ValueError(f"{where}: unknown value kind {kind!r}")
-    items = split_csv(values) if isinstance(values, str) else [str(v).strip() for v in values]
+    items = split_csv(values, where) if isinstance(values, str) else [str(v).strip() for v in values]
     if kind in ("int", "float"):
         read = _ints if kind == "int" else _floats
         out: list = []

@@ -133,3 +133,7 @@ def test_ranges_module_does_not_import_numpy():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert run.stdout.strip() == "False"
 
+
+def test_a_csv_value_too_long_to_read_is_a_value_error_naming_the_axis():
+    with pytest.raises(ValueError, match=r"X values \(Prompt S/R\): the values cannot be read"):
+        parse_values('red, "' + "x" * 200_000 + '"', "str", "X values (Prompt S/R)")
