@@ -9,6 +9,7 @@ import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 import webuiapi
 from PIL import Image, ImageDraw
@@ -198,3 +199,25 @@ def test_every_a1111_sampler_and_schedule_and_the_noise_settings(api):
     assert image.tobytes() == made.image.tobytes()
     plain = client.txt2img(prompt="a red square", width=64, height=64, steps=8, seed=5, sampler_name="Euler a")
     assert plain.image.tobytes() != made.image.tobytes()
+
+
+def test_xyz_plot_and_variation_seeds_through_webuiapi(api):
+    """webuiapi passes script_name/script_args through as A1111 clients do: an X/Y/Z plot of
+    Var. strength (axis 3) by Seed (axis 1) comes back grid first, every cell its own picture."""
+    client, _ = api
+    client.util_set_model("demo-shapes-64px")
+    args = [3, "0, 1", [], 1, "21, 22", [], 0, "", [], True, True, False, False, False, False, False, 0, False]
+    result = client.txt2img(prompt="a red circle on a blue background", width=64, height=64, steps=6, cfg_scale=5, seed=21,
+                            subseed=40, sampler_name="Euler", script_name="X/Y/Z plot", script_args=args)
+    assert result.info["index_of_first_image"] == 1 and len(result.images) == 5
+    grid, cells = result.images[0], result.images[1:]
+    assert grid.width > 128 and "Script: X/Y/Z plot" in result.info["infotexts"][0]
+    texts = result.info["infotexts"][1:]
+    assert sum("Variation seed: 40, Variation seed strength: 1," in t for t in texts) == 2
+    assert [c.size for c in cells] == [(64, 64)] * 4
+    # strength 1 is the variation seed's picture whatever the seed (Euler adds no step noise); 0 is the seed's own
+    full = [np.asarray(im.convert("RGB"), dtype=int) for im, t in zip(cells, texts) if "Variation seed strength: 1," in t]
+    assert np.abs(full[0] - full[1]).max() <= 1
+    none = [np.asarray(im.convert("RGB"), dtype=int) for im, t in zip(cells, texts) if "Variation seed" not in t]
+    assert len(none) == 2 and np.abs(none[0] - none[1]).mean() > 5
+    assert result.info["all_subseeds"][1:] == [40, 40, 40, 40]
