@@ -9,12 +9,11 @@ the columns, the rest the rows, so the pictures fill the grid row by row in that
 
 from __future__ import annotations
 
-import random
 from typing import Any, Callable
 
-from modules.generation.noise import MAX_SEED
 from modules.scripts.args import ScriptArg
 from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
+from modules.scripts.counted_seeds import counted_seeds
 
 PROMPT_TYPES = ("positive", "negative")
 DELIMITERS = {"comma": ", ", "space": " "}
@@ -77,14 +76,18 @@ class PromptMatrix(Script):
         env.check_count(self.title, 2 ** (len(parts) - 1), "pictures")
         prompts = combinations(parts, args["put_at_start"], DELIMITERS[args["variations_delimiter"]])
         # A1111 fixes the seed (and the variation seed) once, so every picture shares them.
-        rng = random.SystemRandom()
-        seed = params.seed if params.seed >= 0 else rng.randrange(MAX_SEED)
-        fixed: dict[str, Any] = {"n_iter": 1, "batch_size": 1}
-        if getattr(params, "subseed", 0) == -1:
-            fixed["subseed"] = rng.randrange(MAX_SEED)
+        step = 1 if args["different_seeds"] else 0
+        fixed = counted_seeds(params, step * (len(prompts) - 1), self.title, "one per picture")
+        seed = fixed.get("seed", params.seed)
         field = "negative_prompt" if negative else "prompt"
-        children = [params.model_copy(update={**fixed, field: text, "seed": seed + (i if args["different_seeds"] else 0)})
-                    for i, text in enumerate(prompts)]
+        children = []
+        for i, text in enumerate(prompts):
+            child = params.model_copy(update={**fixed, "n_iter": 1, "batch_size": 1, field: text, "seed": seed + i * step})
+            try:
+                children.append(env.check_job(child))
+            except ValueError as exc:
+                shown = text if len(text) <= 60 else text[:60] + "..."
+                raise ValueError(f"Prompt matrix: picture {i + 1} ({field.replace('_', ' ')} {shown!r}): {exc}") from None
         columns, rows = grid_shape(len(parts) - 1)
         margin = int(args["margin_size"])
 

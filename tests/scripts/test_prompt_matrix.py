@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import time
 
 import pytest
@@ -9,6 +11,7 @@ from PIL import ImageChops
 
 from modules.generation.params import GenerationParams
 from modules.outputs.infotext import parse_infotext
+from modules.scripts.counted_seeds import LARGEST_SEED, counted_seeds
 from modules.scripts.prompt_matrix import combinations, grid_labels, grid_shape, split_parts
 
 
@@ -96,3 +99,35 @@ def test_img2img_matrix_starts_each_picture_from_the_init_image(script_app):
     assert result.prompts[1:] == ["a", "a, b"] and len(result.images) == 3
     single = script_app.single(params.model_copy(update={"prompt": "a, b"}), init)
     assert _same(single.images[0], result.images[2])
+
+
+@pytest.mark.parametrize("limits, prompt, words", [
+    ({"megapixel_steps": 1}, "a cat|red", ["picture 1", "megapixel-steps", "limit_megapixel_steps"]),
+    ({"prompt_characters": 12}, "a cat|a very long part", ["picture 2", "'a cat, a very long part'", "limit_prompt_characters"]),
+])
+def test_a_picture_over_the_servers_limits_is_refused_before_any_job(script_app, monkeypatch, limits, prompt, words):
+    monkeypatch.setattr(script_app.service, "limits", dataclasses.replace(script_app.service.limits, **limits))
+    before = len(script_app.queue.list())
+    params = GenerationParams.create(prompt=prompt, width=512, height=512, steps=4, seed=1)
+    with pytest.raises(ValueError) as error:
+        script_app.start("Prompt matrix", "txt2img", params, [])
+    for word in words:
+        assert word in str(error.value)
+    assert len(script_app.queue.list()) == before
+
+
+def test_a_seed_per_picture_stays_a_valid_seed(script_app):
+    params = GenerationParams.create(prompt="a|b|c", width=64, height=64, steps=2, seed=LARGEST_SEED - 2)
+    with pytest.raises(ValueError, match=f"seed {LARGEST_SEED - 2} goes up by 3 .one per picture., past the largest seed"):
+        script_app.start("Prompt matrix", "txt2img", params, [False, True])
+
+
+class _HighestDraw(random.Random):
+    def randrange(self, stop):
+        return stop - 1
+
+
+def test_a_random_first_seed_is_drawn_low_enough_to_count_up():
+    fixed = counted_seeds(GenerationParams(seed=-1, subseed=-1), 511, "Prompt matrix", "one per picture", _HighestDraw())
+    assert fixed["seed"] + 511 <= LARGEST_SEED and fixed["subseed"] >= 0
+    assert counted_seeds(GenerationParams(seed=LARGEST_SEED - 511, subseed=5), 511, "Prompt matrix", "one per picture") == {}
