@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from modules.scripts.base import ScriptEnv
 
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off")
+# The longest prompt Prompt S/R builds, counted before replacing, so a long value repeated in a
+# long prompt cannot take gigabytes; each cell is then held to limit_prompt_characters as a request is.
+MAX_REPLACED_CHARACTERS = 1_000_000
 
 
 @dataclass
@@ -95,9 +98,17 @@ def _prompt_sr(cell: Cell, value: str, values: Sequence[str], env: "ScriptEnv") 
     prompt and the negative prompt (so the first cell is the prompt as written)."""
     search = values[0]
     prompt, negative = cell.values.get("prompt", ""), cell.values.get("negative_prompt", "")
+    if not search:
+        raise ValueError("the first value is empty; Prompt S/R replaces its first value with each value in turn, "
+                         "so the first value must be a part of the prompt")
     if search not in prompt and search not in negative:
         raise ValueError(f"'{search}' is not in the prompt or the negative prompt; Prompt S/R replaces its first value "
                          "with each value in turn, so the first value must be a part of the prompt")
+    for text in (prompt, negative):  # counted before replacing, so a huge result is never built
+        length = len(text) + text.count(search) * (len(value) - len(search))
+        if length > MAX_REPLACED_CHARACTERS:
+            raise ValueError(f"replacing '{search[:40]}' with a {len(value):,}-character value would make a prompt of "
+                             f"{length:,} characters; the most is {MAX_REPLACED_CHARACTERS:,}")
     cell.values["prompt"] = prompt.replace(search, value)
     cell.values["negative_prompt"] = negative.replace(search, value)
 

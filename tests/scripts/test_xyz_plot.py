@@ -76,6 +76,23 @@ def test_prompt_search_replace_and_order_follow_a1111():
     assert cell.values["prompt"] == "by night, a cat, in a hat"
 
 
+def test_prompt_search_replace_refuses_a_huge_prompt_before_building_it():
+    import tracemalloc
+
+    sr = axes_for("txt2img")[T2I["Prompt S/R"]]
+    cell = Cell({"prompt": "x " * 5000, "negative_prompt": ""})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="would make a prompt of 5,005,000 characters; the most is 1,000,000"):
+            sr.apply(cell, "y" * 1000, ["x", "y" * 1000], ScriptEnv())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 500_000 and cell.values["prompt"] == "x " * 5000
+    with pytest.raises(ValueError, match="the first value is empty"):
+        sr.apply(Cell({"prompt": "a cat", "negative_prompt": ""}), "dog", ["", "dog"], ScriptEnv())
+
+
 def test_the_costliest_axis_is_the_outer_loop():
     from modules.scripts.xyz_axes import AxisChoice
 
