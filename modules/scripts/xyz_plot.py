@@ -118,8 +118,9 @@ class XyzPlot(Script):
         upscalers = env.hires_upscalers()
         cells = {at: self._cell(request, env, axes, at, fixed, args, upscalers)
                  for at in itertools.product(range(len(xs)), range(len(ys)), range(len(zs)))}
-        biggest = max(p.width * p.height for p, _, _ in cells.values())
-        megapixels = count * biggest / 1_000_000
+        # each cell of the grid is as large as the widest and the tallest picture (hires fix's size where on)
+        sizes = [p.hires_size() if getattr(p, "enable_hr", False) else (p.width, p.height) for p, _, _ in cells.values()]
+        megapixels = count * max(w for w, _ in sizes) * max(h for _, h in sizes) / 1_000_000
         if megapixels > MAX_GRID_MEGAPIXELS:
             raise ValueError(f"X/Y/Z plot: the grid would be {megapixels:.0f} megapixels; the most is {MAX_GRID_MEGAPIXELS}.")
         order = cell_order(axes)

@@ -129,6 +129,16 @@ def test_a_range_over_the_job_limit_is_refused_without_building_it():
         _prepare(_params(prompt=", ".join("abcdefghi")), _args((T2I["Prompt order"], ", ".join("abcdefghi"))), env)
 
 
+def test_the_grid_size_check_counts_hires_fix_and_the_widest_and_tallest_cell():
+    hires = _params(enable_hr=True, hr_resize_x=2048, hr_resize_y=2048)  # 64 px pictures made 2048 px by hires fix
+    with pytest.raises(ValueError, match="the grid would be 252 megapixels; the most is 200"):
+        _prepare(hires, _args((T2I["Steps"], "1-60")))
+    assert callable(_prepare(_params(), _args((T2I["Steps"], "1-60"))))
+    # 64x2048 and 2048x64 cells make 2048x2048 grid cells
+    with pytest.raises(ValueError, match="the grid would be 252 megapixels"):
+        _prepare(_params(), _args((T2I["Size"], "64x2048, 2048x64"), (T2I["Steps"], "1-30")))
+
+
 # ------------------------------------------------------------------------------------ on the queue
 
 def test_2x2_cells_equal_their_single_jobs_and_the_grid_is_labelled(script_app):
