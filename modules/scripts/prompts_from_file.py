@@ -10,15 +10,14 @@ client pick where the server writes (`--outpath_samples`, `--outpath_grids`) are
 
 from __future__ import annotations
 
-import random
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from modules.generation import samplers
-from modules.generation.noise import MAX_SEED
-from modules.scripts.args import ScriptArg
+from modules.scripts.args import ScriptArg, read_bool
 from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
+from modules.scripts.counted_seeds import counted_seeds
 
 POSITIONS = ("start", "end")
 TEXT_OPTIONS = ("prompt", "negative_prompt")  # take every word up to the next option, as A1111
@@ -72,9 +71,10 @@ def _convert(name: str, text: str) -> Any:
         kind = "a whole number" if name in INT_OPTIONS else "a number"
         raise ValueError(f"--{name} needs {kind}, got {text!r}") from None
     if name in BOOL_OPTIONS:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(f"--{name} needs true or false, got {text!r}")
-        return text.lower() == "true"
+        try:
+            return read_bool(text)
+        except ValueError:
+            raise ValueError(f"--{name} needs true or false, got {text!r}") from None
     if name == "sampler_name":  # also A1111's older combined names, "DPM++ 2M Karras"
         try:
             samplers.resolve(text)
@@ -130,13 +130,15 @@ class Child:
 
 
 def plan(request: ScriptRequest, lines: list[Line], env: ScriptEnv, iterate: bool, same_seed: bool, position: str) -> list[Child]:
-    """Each line's job, checked now (ValueError naming the line). Seeds as A1111: with "Iterate
-    seed every line" the seed goes up by batch size x batch count after each line; with either
-    box a random seed (-1) is fixed once, so lines share it or count up from it."""
+    """Each line's job, checked now as a request is, the server's limits too (ValueError naming
+    the line). Seeds as A1111: with "Iterate seed every line" the seed goes up by batch size x
+    batch count after each line; with either box a random seed (-1) is fixed once, so lines
+    share it or count up from it (the variation seed is not fixed, as in A1111)."""
     base = request.params
+    step = base.batch_size * base.n_iter if iterate else 0
     seed = base.seed
-    if (iterate or same_seed) and seed == -1:
-        seed = random.SystemRandom().randrange(MAX_SEED)
+    if iterate or same_seed:
+        seed = counted_seeds(base, step * (len(lines) - 1), "Prompts from file", "Iterate seed every line").get("seed", seed)
     children = []
     for line in lines:
         opts = dict(line.options)
@@ -171,9 +173,12 @@ def plan(request: ScriptRequest, lines: list[Line], env: ScriptEnv, iterate: boo
 
             message = readable_errors(exc, type(base)) if isinstance(exc, ValidationError) else str(exc)
             raise ValueError(f"Prompts from file: line {line.number}: {message}") from None
+        try:
+            params = env.check_job(params)  # the limit_* settings: size x steps x batches, prompt length, tokens
+        except ValueError as exc:
+            raise ValueError(f"Prompts from file: line {line.number}: {exc}") from None
         children.append(Child(line.number, params, keywords))
-        if iterate:
-            seed = seed + base.batch_size * base.n_iter
+        seed += step
     return children
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from PIL import ImageChops
 
 from modules.generation.params import GenerationParams
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.base import ScriptEnv, ScriptRequest
+from modules.scripts.counted_seeds import LARGEST_SEED
 from modules.scripts.prompts_from_file import joined, parse_options, plan, read_lines
 
 # The wiki's examples, and what A1111's parser reads from them.
@@ -37,7 +40,7 @@ def test_options_lines_read_as_a1111_reads_them(line, options):
 @pytest.mark.parametrize("line, words", [
     ("--steps ten", ["--steps", "whole number", "'ten'"]),
     ("--cfg_scale high", ["--cfg_scale", "number"]),
-    ("--tiling yes", ["--tiling", "true or false"]),
+    ("--tiling maybe", ["--tiling", "true or false", "'maybe'"]),
     ("--colour red", ["unknown option --colour"]),
     ("--steps", ["--steps needs a value"]),
     ("--steps 3 extra", ["'extra'"]),
@@ -117,6 +120,16 @@ def test_seeds_as_a1111_iterate_or_share_or_stay_random():
     assert counted[1] == counted[0] + 1 and counted[0] >= 0
 
 
+def test_iterated_seeds_stay_valid_seeds():
+    assert [c.params.seed for c in _plan("a\nb", iterate=True, seed=LARGEST_SEED - 2, n_iter=2)] == [LARGEST_SEED - 2, LARGEST_SEED]
+    with pytest.raises(ValueError, match=f"seed {LARGEST_SEED - 2} goes up by 4 .Iterate seed every line., past the largest seed"):
+        _plan("a\nb\nc", iterate=True, seed=LARGEST_SEED - 2, n_iter=2)
+
+
+def test_the_yes_no_words_of_the_shared_reader_are_read():
+    assert parse_options("--tiling yes --restore_faces 0") == {"tiling": True, "restore_faces": False}
+
+
 def _same(a, b) -> bool:
     return ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getbbox() is None
 
@@ -165,3 +178,24 @@ def test_a_bad_line_is_refused_before_any_job(script_app):
     finally:
         script_app.settings.values["script_max_jobs"] = 200
     assert len(script_app.queue.list()) == before
+
+
+@pytest.mark.parametrize("line, words", [
+    ("--width 2048 --height 2048 --steps 150 --batch_size 8 --n_iter 100", ["line 2", "megapixel-steps", "limit_megapixel_steps"]),
+    ("--prompt " + "x" * 40_000, ["line 2", "Prompt length: 40,00", "limit_prompt_characters"]),
+])
+def test_a_line_over_the_servers_limits_is_refused_before_any_job(script_app, line, words):
+    before = len(script_app.queue.list())
+    params = GenerationParams.create(prompt="base", width=64, height=64, steps=2)
+    with pytest.raises(ValueError) as error:
+        script_app.start("Prompts from file or textbox", "txt2img", params, [False, False, "end", "a cat\n" + line])
+    for word in words:
+        assert word in str(error.value)
+    assert len(script_app.queue.list()) == before
+
+
+def test_a_tighter_limit_set_on_the_server_applies_to_each_line(script_app, monkeypatch):
+    monkeypatch.setattr(script_app.service, "limits", dataclasses.replace(script_app.service.limits, megapixel_steps=1))
+    params = GenerationParams.create(prompt="base", width=64, height=64, steps=2)
+    with pytest.raises(ValueError, match="line 3: This job asks for 2 megapixel-steps"):
+        script_app.start("Prompts from file or textbox", "txt2img", params, [False, False, "end", "a\n\n--width 512 --height 512 --steps 4"])
