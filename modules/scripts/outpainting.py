@@ -26,12 +26,11 @@ reproduces the picture (A1111 draws per pass, or repeats a fixed seed in every b
 from __future__ import annotations
 
 import math
-import random
 from typing import TYPE_CHECKING, Any, Callable
 
-from modules.generation.params import MASKED_CONTENT, MAX_SEED, Img2ImgParams
+from modules.generation.params import MASKED_CONTENT, Img2ImgParams
 from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
+from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
 from modules.scripts.outpaint_pixels import DIRECTIONS, expansion, noised_picture
 from modules.scripts.tiles import combine, split
 
@@ -40,6 +39,7 @@ if TYPE_CHECKING:  # Pillow loads when a picture is made, not when the registry 
 
 MK2_INFO = '<p style="margin-bottom:0.75em">Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8</p>'
 MAX_BLUR = int(Img2ImgParams.field_meta("mask_blur")["maximum"])
+SEEDS = 2**32  # a job's seed is 0 to 2**32 - 1: a child's seed past that wraps to 0, as the CPU generator reads it
 
 
 def _directions(title: str, position: int, values: list[str]) -> list[str]:
@@ -80,12 +80,20 @@ def _inpaint_params(params, blur: int, fill: int, **update: Any):
                                      "inpainting_mask_invert": 0, "resize_mode": 0, "n_iter": 1, **update})
 
 
-def _resolved_seeds(params) -> dict[str, int]:
-    rng = random.SystemRandom()
-    fixed = {"seed": params.seed if params.seed >= 0 else rng.randrange(MAX_SEED)}
-    if "subseed" in type(params).model_fields and params.subseed < 0:
-        fixed["subseed"] = rng.randrange(MAX_SEED)
-    return fixed
+def mk2_geometry(width: int, height: int, side: str, amount: int, max_w: int, max_h: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
+    """One Outpainting mk2 side on a width x height picture: the canvas size (the grown size
+    rounded up to 64), the grown size, and the box of the canvas the model works on: at most
+    the request's width (height) across the new strip, the whole canvas along it, whole
+    multiples of 8 as the model needs."""
+    horizontal = side in ("left", "right")
+    first = side in ("left", "up")  # the new strip is at the start (left or top) of the canvas
+    out_w, out_h = width + (amount if horizontal else 0), height + (0 if horizontal else amount)
+    canvas_w, canvas_h = math.ceil(out_w / 64) * 64, math.ceil(out_h / 64) * 64
+    crop_w = min(max_w, out_w - out_w % 8) if horizontal else canvas_w
+    crop_h = canvas_h if horizontal else min(max_h, out_h - out_h % 8)
+    x0 = 0 if first or not horizontal else canvas_w - crop_w
+    y0 = 0 if first or horizontal else canvas_h - crop_h
+    return (canvas_w, canvas_h), (out_w, out_h), (x0, y0, x0 + crop_w, y0 + crop_h)
 
 
 def mk2_pass(pictures: list[Image.Image], side: str, amount: int, blur: int, noise_q: float, color_variation: float,
@@ -94,23 +102,12 @@ def mk2_pass(pictures: list[Image.Image], side: str, amount: int, blur: int, noi
     mask, where the crop lies on the canvas, and the size to crop the canvas to afterwards."""
     from PIL import Image
 
-    horizontal = side in ("left", "right")
-    first = side in ("left", "up")  # the new strip is at the start (left or top) of the canvas
-    width, height = pictures[0].size
-    out_w, out_h = width + (amount if horizontal else 0), height + (0 if horizontal else amount)
-    canvas_w, canvas_h = math.ceil(out_w / 64) * 64, math.ceil(out_h / 64) * 64
+    (canvas_w, canvas_h), (out_w, out_h), box = mk2_geometry(*pictures[0].size, side, amount, max_w, max_h)
     at = (amount if side == "left" else 0, amount if side == "up" else 0)
     reach = amount + blur  # the new strip plus `blur` pixels of the picture are repainted
     keep = (reach if side == "left" else 0, reach if side == "up" else 0,
             canvas_w - reach if side == "right" else out_w, canvas_h - reach if side == "down" else out_h)
     mask = _keep_rectangle((canvas_w, canvas_h), keep)
-    # The crop the model works on: at most the request's width (height) across the new strip,
-    # the whole canvas along it; whole multiples of 8, as the model needs.
-    crop_w = min(max_w, out_w - out_w % 8) if horizontal else canvas_w
-    crop_h = canvas_h if horizontal else min(max_h, out_h - out_h % 8)
-    x0 = 0 if first or not horizontal else canvas_w - crop_w
-    y0 = 0 if first or horizontal else canvas_h - crop_h
-    box = (x0, y0, x0 + crop_w, y0 + crop_h)
     noised: dict[int, Image.Image] = {}  # a batch's first pass starts from one picture: fill it once
     canvases = []
     for picture in pictures:
@@ -145,11 +142,18 @@ class OutpaintingMk2(Script):
         noise_q, color_variation = float(args["noise_q"]), float(args["color_variation"])
         amounts = dict(zip(DIRECTIONS, expansion(source.width, source.height, pixels, directions)))
         sides = [side for side in DIRECTIONS if amounts[side] > 0]
-        if len(sides) * params.n_iter > env.max_jobs():
-            raise ValueError(f"{self.title}: {len(sides)} sides x {params.n_iter} batches make {len(sides) * params.n_iter} jobs, "
-                             f"more than the {env.max_jobs()} one run may queue (setting script_max_jobs).")
-        base = params.model_copy(update=_resolved_seeds(params))
+        env.check_count(self.title, len(sides) * params.n_iter)
+        base = params.model_copy(update=fixed_seeds(params))
         count = params.batch_size
+
+        def child_params(box: tuple[int, int, int, int], seed: int):
+            return _inpaint_params(base, 4 * blur, 1, seed=seed % SEEDS, batch_size=count, width=box[2] - box[0], height=box[3] - box[1])
+
+        # Each side's job, as large as it will be (each batch's differ only in the seed): checked now.
+        size = source.size
+        for side in sides:
+            _, size, box = mk2_geometry(*size, side, amounts[side], params.width, params.height)
+            env.check_job(child_params(box, base.seed))
 
         def outpaint(ctx, out: ScriptResult, seed: int, done: int) -> list[tuple[Image.Image, int]] | None:
             """One batch: every chosen side in turn; its pictures and their seeds, None when interrupted."""
@@ -162,8 +166,7 @@ class OutpaintingMk2(Script):
                 ctx.progress(done + step, total, f"{self.title}: {side}")
                 canvases, crops, mask, box, size = mk2_pass(pictures, side, amounts[side], blur, noise_q, color_variation,
                                                             params.width, params.height)
-                child = _inpaint_params(base, 4 * blur, 1, seed=seed, batch_size=count, width=box[2] - box[0], height=box[3] - box[1])
-                result = ctx.run_all([{"params": child, "init": InitImages(tuple(crops), mask), "save": False}])[0]
+                result = ctx.run_all([{"params": child_params(box, seed), "init": InitImages(tuple(crops), mask), "save": False}])[0]
                 out.add(result, include=False)
                 if ctx.stopped or result is None or len(result.images) < count:
                     return None
@@ -181,20 +184,14 @@ class OutpaintingMk2(Script):
             outcome = ScriptResult(base)
             finished: list[tuple[Image.Image, int]] = []
             for n in range(params.n_iter):
-                batch = outpaint(ctx, outcome, base.seed + n * count, n * len(sides))
+                batch = outpaint(ctx, outcome, (base.seed + n * count) % SEEDS, n * len(sides))
                 if batch is None:
                     break
                 finished += batch
             for picture, seed in finished:
                 final = base.model_copy(update={"seed": seed, "width": picture.width, "height": picture.height})
                 infotext = ctx.infotext(final, seed)
-                outcome.images.append(picture)
-                outcome.infotexts.append(infotext)
-                outcome.seeds.append(seed)
-                outcome.subseeds.append(getattr(base, "subseed", -1))
-                outcome.prompts.append(base.prompt)
-                outcome.negative_prompts.append(base.negative_prompt)
-                outcome.paths.append(ctx.save_image(picture, infotext, final, seed))
+                outcome.add_picture(picture, infotext, final, seed, ctx.save_image(picture, infotext, final, seed), subseed=base.subseed)
             if len(finished) > 1:  # A1111 shows (and with grid_save saves) the batch's grid first
                 grid = make_grid([p for p, _ in finished])
                 outcome.add_grid(grid, outcome.infotexts[0], ctx.save_grid(grid, outcome.infotexts[0], base), seed=finished[0][1])
@@ -239,16 +236,22 @@ class PoorMansOutpainting(Script):
             return tile.x >= left and tile.x + tile_w <= canvas.width - right and tile.y >= up and tile.y + tile_h <= canvas.height - down
 
         work = [(tile, m) for tile, m in zip(grid.tiles, mask_grid.tiles) if not inside(tile)]
-        if len(work) > env.max_jobs():
-            raise ValueError(f"{self.title}: {len(work)} tiles of {tile_w}x{tile_h} are more than the {env.max_jobs()} jobs one run "
-                             f"may queue (setting script_max_jobs). Use larger tiles (Width, Height).")
-        base = params.model_copy(update={**_resolved_seeds(params), "n_iter": 1, "batch_size": 1})
+        try:
+            env.check_count(self.title, len(work), f"tiles of {tile_w}x{tile_h}")
+        except ValueError as exc:
+            raise ValueError(f"{exc} Use larger tiles (Width, Height).") from None
+        base = params.model_copy(update={**fixed_seeds(params), "n_iter": 1, "batch_size": 1})
+
+        def child_params(index: int):
+            return _inpaint_params(base, band, fill, seed=(base.seed + index) % SEEDS, batch_size=1)
+
+        env.check_job(child_params(0))  # every tile's job is this one but for its picture and seed
 
         def run(ctx) -> ScriptResult:
             from modules.generation.runner import InitImages
 
             out = ScriptResult(base)
-            items = [{"params": _inpaint_params(base, band, fill, seed=base.seed + i, batch_size=1),
+            items = [{"params": child_params(i),
                       "init": InitImages((tile.image,), m.image), "save": False} for i, (tile, m) in enumerate(work)]
             results = ctx.run_all(items)
             for (tile, _), result in zip(work, results):
@@ -261,13 +264,7 @@ class PoorMansOutpainting(Script):
             picture = combine(grid)
             final = base.model_copy(update={"width": picture.width, "height": picture.height})
             infotext = ctx.infotext(final, base.seed)
-            out.images.append(picture)
-            out.infotexts.append(infotext)
-            out.seeds.append(base.seed)
-            out.subseeds.append(getattr(base, "subseed", -1))
-            out.prompts.append(base.prompt)
-            out.negative_prompts.append(base.negative_prompt)
-            out.paths.append(ctx.save_image(picture, infotext, final, base.seed))
+            out.add_picture(picture, infotext, final, base.seed, ctx.save_image(picture, infotext, final, base.seed), subseed=base.subseed)
             out.interrupted = ctx.stopped
             return out
 

@@ -14,16 +14,15 @@ turns go tile by tile.
 
 from __future__ import annotations
 
-import random
 from typing import Any, Callable
 
-from modules.generation.params import MAX_SEED
 from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
+from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
 from modules.scripts.tiles import combine, split, tile_count
 
 INFO = '<p style="margin-bottom:0.75em">Will upscale the image by the selected scale factor; use width and height sliders to set tile size</p>'
 NO_UPSCALE = "None"  # A1111's SD upscale leaves the picture as it is with the "None" upscaler
+SEEDS = 2**32  # seeds a job takes: 0 to 2**32 - 1
 
 
 def upscaled_size(width: int, height: int, upscaler: str, scale: float) -> tuple[int, int]:
@@ -35,11 +34,12 @@ def upscaled_size(width: int, height: int, upscaler: str, scale: float) -> tuple
 
 
 def tile_seeds(start: int, count: int, batch_size: int, subseed: int, varied: bool) -> list[tuple[int, int]]:
-    """(seed, variation seed) of each tile in work order, as A1111's batches give them."""
+    """(seed, variation seed) of each tile in work order, as A1111's batches give them; past
+    2**32 - 1 (the largest a job takes) they wrap to 0, as the CPU generator reads them."""
     seeds = []
     for index in range(count):
         batch, slot = divmod(index, batch_size)
-        seeds.append((start + batch + (0 if varied else slot), subseed + slot))
+        seeds.append(((start + batch + (0 if varied else slot)) % SEEDS, (subseed + slot) % SEEDS))
     return seeds
 
 
@@ -78,21 +78,15 @@ class SDUpscale(Script):
         source = imgops.flatten(request.init.images[0])
         width, height = upscaled_size(source.width, source.height, upscaler, scale)
         per_picture = tile_count(width, height, tile_w, tile_h, overlap)
-        if per_picture * params.n_iter > env.max_jobs():
-            raise ValueError(f"SD upscale: {width}x{height} in {tile_w}x{tile_h} tiles makes {per_picture} tiles per picture, "
-                             f"{per_picture * params.n_iter} jobs in all, more than the {env.max_jobs()} one run may queue "
-                             f"(setting script_max_jobs). Use larger tiles (Width, Height), a smaller scale or fewer batches.")
+        try:
+            env.check_count("SD upscale", per_picture * params.n_iter, f"tiles ({per_picture} of {tile_w}x{tile_h} for each {width}x{height} picture)")
+        except ValueError as exc:
+            raise ValueError(f"{exc} Use larger tiles (Width, Height), a smaller scale or fewer batches.") from None
 
-        rng = random.SystemRandom()
-        seed = params.seed if params.seed >= 0 else rng.randrange(MAX_SEED)
-        fixed: dict[str, Any] = {"seed": seed}
-        varied = False
-        subseed = 0
-        if "subseed" in type(params).model_fields:
-            subseed = params.subseed if params.subseed >= 0 else rng.randrange(MAX_SEED)
-            fixed["subseed"] = subseed
-            varied = bool(params.subseed_strength)
-        base = params.model_copy(update=fixed)
+        base = params.model_copy(update=fixed_seeds(params))
+        seed, subseed, varied = base.seed, base.subseed, bool(base.subseed_strength)
+        # Every tile is this job but for its picture and seeds: checked as a request is, now.
+        env.check_job(base.model_copy(update={"n_iter": 1, "batch_size": 1}))
         extras = [("SD upscale overlap", overlap), ("SD upscale upscaler", upscaler)]
 
         def run(ctx) -> ScriptResult:
@@ -109,12 +103,10 @@ class SDUpscale(Script):
             for n in range(params.n_iter):
                 if ctx.stopped:
                     break
-                start = seed + n
+                start = (seed + n) % SEEDS
                 items = []
                 for tile, (tile_seed, tile_subseed) in zip(grid.tiles, tile_seeds(start, len(sources), params.batch_size, subseed, varied)):
-                    update = {"seed": tile_seed, "n_iter": 1, "batch_size": 1}
-                    if "subseed" in fixed:
-                        update["subseed"] = tile_subseed
+                    update = {"seed": tile_seed, "subseed": tile_subseed, "n_iter": 1, "batch_size": 1}
                     items.append({"params": base.model_copy(update=update), "init": InitImages((tile.image,)), "save": False})
                 results = ctx.run_all(items)
                 for tile, original, result in zip(grid.tiles, sources, results):
@@ -125,13 +117,7 @@ class SDUpscale(Script):
                 picture_out = combine(grid)
                 final = base.model_copy(update={"seed": start, "width": picture_out.width, "height": picture_out.height})
                 infotext = ctx.infotext(final, start, extras)
-                out.images.append(picture_out)
-                out.infotexts.append(infotext)
-                out.seeds.append(start)
-                out.subseeds.append(subseed if "subseed" in fixed else -1)
-                out.prompts.append(params.prompt)
-                out.negative_prompts.append(params.negative_prompt)
-                out.paths.append(ctx.save_image(picture_out, infotext, final, start))
+                out.add_picture(picture_out, infotext, final, start, ctx.save_image(picture_out, infotext, final, start), subseed=subseed)
                 for tile, original in zip(grid.tiles, sources):
                     tile.image = original
             out.interrupted = ctx.stopped

@@ -11,7 +11,7 @@ from PIL import Image
 from modules.generation.params import Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.scripts.args import parse_args
-from modules.scripts.base import ScriptEnv
+from modules.scripts.base import ScriptEnv, ScriptRequest
 from modules.scripts.outpaint_pixels import expansion, match_histograms, matched_noise, noised_picture
 from modules.scripts.outpainting import OutpaintingMk2, PoorMansOutpainting, _keep_rectangle, mk2_pass
 
@@ -153,6 +153,47 @@ def test_poor_mans_outpainting_grows_in_tiles_and_keeps_the_original(script_app)
     mask = _keep_rectangle((128, 128), (32, 32, 96, 96))
     single = script_app.single(params(mask_blur=0, inpainting_fill=0), InitImages((canvas.crop((0, 0, 64, 64)),), mask.crop((0, 0, 64, 64))))
     assert np.array_equal(out[:32, :32], np.asarray(single.images[0])[:32, :32])
+
+
+def recording_env(checked: list, **kw) -> ScriptEnv:
+    return ScriptEnv(check_job=lambda p: checked.append(p) or p, **kw)
+
+
+def test_each_mk2_side_job_is_checked_at_its_size_before_the_run_starts():
+    checked = []
+    request = ScriptRequest("img2img", params(seed=-1, batch_size=2), InitImages((picture(64, 64),)))
+    OutpaintingMk2().prepare(request, {"pixels": 32, "mask_blur": 4, "direction": ALL, "noise_q": 1.0, "color_variation": 0.05},
+                             recording_env(checked))
+    # left and right: the request's width across the whole 64-high canvas; up and down: the whole 128-wide canvas
+    assert [(p.width, p.height) for p in checked] == [(64, 64), (64, 64), (128, 64), (128, 64)]
+    assert {(p.seed, p.batch_size, p.n_iter, p.mask_blur, p.inpainting_fill) for p in checked} == {(checked[0].seed, 2, 1, 16, 1)}
+    assert checked[0].seed >= 0
+
+    def refuse(p):
+        raise ValueError("over this server's limit")
+
+    with pytest.raises(ValueError, match="over this server's limit"):
+        OutpaintingMk2().prepare(request, {"pixels": 32, "mask_blur": 4, "direction": ["up"], "noise_q": 1.0, "color_variation": 0.05},
+                                 ScriptEnv(check_job=refuse))
+
+
+def test_poor_mans_tile_job_is_checked_and_too_many_tiles_are_refused():
+    checked = []
+    request = ScriptRequest("img2img", params(seed=2**32 - 1, mask_blur=0), InitImages((picture(64, 64),)))
+    args = {"pixels": 32, "mask_blur": 3, "inpainting_fill": 2, "direction": ALL}
+    PoorMansOutpainting().prepare(request, args, recording_env(checked))
+    [tile] = checked
+    assert (tile.width, tile.height, tile.seed, tile.batch_size, tile.mask_blur, tile.inpainting_fill) == (64, 64, 2**32 - 1, 1, 6, 2)
+    with pytest.raises(ValueError, match=r"Poor man's outpainting would queue 8 tiles of 64x64; the most one run may queue is 5 "
+                                         r"\(setting script_max_jobs\)\. Use larger tiles"):
+        PoorMansOutpainting().prepare(request, args, recording_env([], max_jobs=lambda: 5))
+
+
+def test_mk2_sides_over_the_job_limit_are_refused():
+    request = ScriptRequest("img2img", params(n_iter=3), InitImages((picture(64, 64),)))
+    with pytest.raises(ValueError, match=r"Outpainting mk2 would queue 12 jobs; the most one run may queue is 10"):
+        OutpaintingMk2().prepare(request, {"pixels": 32, "mask_blur": 4, "direction": ALL, "noise_q": 1.0, "color_variation": 0.05},
+                                 ScriptEnv(max_jobs=lambda: 10))
 
 
 def test_bad_requests_are_refused_naming_the_argument(script_app):

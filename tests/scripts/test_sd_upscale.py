@@ -12,7 +12,7 @@ from PIL import Image
 from modules.generation.params import Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.scripts.args import parse_args
-from modules.scripts.base import ScriptEnv
+from modules.scripts.base import ScriptEnv, ScriptRequest
 from modules.scripts.sd_upscale import SDUpscale, tile_seeds, upscaled_size
 from modules.scripts.tiles import Tile, TileGrid, combine, positions, split
 
@@ -66,6 +66,8 @@ def test_tile_seeds_follow_a1111s_batches():
     assert tile_seeds(10, 4, 2, 50, False) == [(10, 50), (11, 51), (11, 50), (12, 51)]
     # with a variation strength the seed stays per batch and the variation seed counts up
     assert tile_seeds(10, 4, 2, 50, True) == [(10, 50), (10, 51), (11, 50), (11, 51)]
+    # a job's seed is at most 2**32 - 1: past it they wrap to 0, as the CPU generator reads them
+    assert tile_seeds(2**32 - 1, 2, 1, 2**32 - 1, False) == [(2**32 - 1, 2**32 - 1), (0, 2**32 - 1)]
 
 
 def test_script_args_are_a1111s_order_with_the_info_placeholder_first():
@@ -77,6 +79,22 @@ def test_script_args_are_a1111s_order_with_the_info_placeholder_first():
     assert parse_args("SD upscale", specs, [None, 16, "Nearest"])["upscaler_index"] == 2  # by name too, as A1111 1.10
     with pytest.raises(ValueError, match=r"argument 2 \(Upscaler, upscaler_index\)"):
         parse_args("SD upscale", specs, ["", 64, 3, 2.0])
+
+
+def test_every_tile_job_is_checked_before_the_run_starts():
+    checked = []
+
+    def check_job(p):
+        checked.append(p)
+        raise ValueError("over this server's limit")
+
+    env = ScriptEnv(upscalers=lambda: ["None", "Lanczos"], check_job=check_job)
+    request = ScriptRequest("img2img", params(n_iter=3, batch_size=2, seed=-1), InitImages((picture(96, 64),)))
+    with pytest.raises(ValueError, match="over this server's limit"):
+        SDUpscale().prepare(request, {"info": "", "overlap": 16, "upscaler_index": 0, "scale_factor": 2.0}, env)
+    [tile] = checked
+    assert (tile.width, tile.height, tile.n_iter, tile.batch_size) == (64, 64, 1, 1)
+    assert 0 <= tile.seed < 2**32 and tile.subseed >= 0  # the run's seeds, drawn once
 
 
 def params(**update) -> Img2ImgParams:
@@ -102,6 +120,15 @@ def test_sd_upscale_doubles_the_picture_and_each_tile_is_its_single_job(script_a
     assert not np.array_equal(out[:32, :32], np.asarray(upscaled)[:32, :32])  # img2img changed it
 
 
+def test_tile_seeds_past_the_largest_wrap_to_zero(script_app):
+    init = picture(96, 64)
+    result = script_app.run("SD upscale", "img2img", params(seed=2**32 - 1), ["", 32, 0, 2.0], init=InitImages((init,)))
+    assert result.seeds == [2**32 - 1]
+    # "None" keeps 96x64: tiles at x 0 and 32; the second (seed 0) alone covers the right 32 columns
+    second = script_app.single(params(seed=0), InitImages((init.crop((32, 0, 96, 64)),))).images[0]
+    assert np.array_equal(np.asarray(result.images[0])[:, 64:], np.asarray(second)[:, 32:])
+
+
 def test_batch_count_repeats_with_the_next_seed(script_app):
     result = script_app.run("SD upscale", "img2img", params(n_iter=2), ["", 32, 0, 2.0], init=InitImages((picture(96, 64),)))
     # "None" leaves the picture at 96x64: two 64x64 tiles each
@@ -120,7 +147,8 @@ def test_bad_requests_are_refused_before_any_job(script_app):
         script_app.start("SD upscale", "img2img", params(), ["", 64, 1, 2.0], init=InitImages((picture(64, 64),)))
     script_app.settings.values["script_max_jobs"] = 4
     try:
-        with pytest.raises(ValueError, match="9 tiles per picture"):
+        with pytest.raises(ValueError, match=r"SD upscale would queue 9 tiles \(9 of 64x64 for each 128x128 picture\); the most one run "
+                                              r"may queue is 4 \(setting script_max_jobs\)\. Use larger tiles"):
             script_app.start("SD upscale", "img2img", params(), ["", 16, 1, 2.0], init=InitImages((picture(64, 64),)))
     finally:
         script_app.settings.values["script_max_jobs"] = 200
