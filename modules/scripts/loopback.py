@@ -11,12 +11,11 @@ Each loop is a job of its own, queued only when the previous one has finished.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any, Callable
 
-from modules.generation.noise import MAX_SEED
 from modules.scripts.args import ScriptArg
 from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
+from modules.scripts.counted_seeds import counted_seeds
 
 CURVES = ("Aggressive", "Linear", "Lazy")
 INTERROGATORS = {"None": None, "CLIP": "clip", "DeepBooru": "deepdanbooru"}  # A1111's choice -> the API's model name
@@ -57,9 +56,7 @@ class Loopback(Script):
             raise ValueError("Loopback: it is an img2img script and needs an init image.")
         params = request.params
         loops, batch_count = int(args["loops"]), params.n_iter
-        if loops * batch_count > env.max_jobs():
-            raise ValueError(f"Loopback: {loops} loops x batch count {batch_count} make {loops * batch_count} jobs, more than the "
-                             f"{env.max_jobs()} one run may queue (setting script_max_jobs).")
+        env.check_count(self.title, loops * batch_count, "jobs (loops x batch count)")
         interrogator = INTERROGATORS[args["append_interrogation"]]
         if interrogator is not None:
             if env.interrogator is None:
@@ -69,11 +66,18 @@ class Loopback(Script):
             except ValueError as exc:
                 raise ValueError(f"Loopback: Append interrogated prompt ({args['append_interrogation']}): {exc}") from None
         initial, final, curve = params.denoising_strength, float(args["final_denoising_strength"]), args["denoising_curve"]
-        rng = random.SystemRandom()
-        first_seed = params.seed if params.seed >= 0 else rng.randrange(MAX_SEED)  # A1111 fixes the seeds first
-        fixed: dict[str, Any] = {"n_iter": 1, "batch_size": 1}
-        if getattr(params, "subseed", 0) == -1:
-            fixed["subseed"] = rng.randrange(MAX_SEED)
+        # A1111 fixes the seeds first; each loop's seed is one more than the previous one's.
+        jobs = loops * batch_count
+        fixed: dict[str, Any] = {**counted_seeds(params, jobs - 1, self.title, "one per loop"), "n_iter": 1, "batch_size": 1}
+        first_seed = fixed.pop("seed", params.seed)
+        # Every loop's job differs only in seed, strength and (interrogated) prompt: the first and
+        # the last loop's stand for them all here (a caption is checked when its loop is queued).
+        last_strength = denoising_strength(loops - 1, loops, initial, final, curve)
+        for seed, strength in ((first_seed, initial), (first_seed + jobs - 1, last_strength)):
+            try:
+                env.check_job(params.model_copy(update={**fixed, "seed": seed, "denoising_strength": strength}))
+            except ValueError as exc:
+                raise ValueError(f"Loopback: {exc}") from None
         mask = request.init.mask
 
         def run(ctx) -> ScriptResult:

@@ -13,6 +13,7 @@ from PIL import Image, ImageChops
 from modules.generation.params import GenerationParams, Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.outputs.infotext import parse_infotext
+from modules.scripts.counted_seeds import LARGEST_SEED
 from modules.scripts.loopback import denoising_strength
 
 
@@ -127,3 +128,19 @@ def test_interrogation_is_refused_where_the_server_has_none(script_app, start_pi
     params = Img2ImgParams.create(width=64, height=64, steps=2)
     with pytest.raises(ValueError, match="not available"):
         script_app.start("Loopback", "img2img", params, [2, 0.5, "Linear", "CLIP"], init=InitImages((start_picture,)))
+
+
+def test_runs_the_server_would_refuse_are_refused_before_any_job(script_app, start_picture, monkeypatch):
+    before = len(script_app.queue.list())
+    init = InitImages((start_picture,))
+    params = Img2ImgParams.create(prompt="a cat", width=64, height=64, steps=2, seed=LARGEST_SEED - 2, n_iter=2)
+    with pytest.raises(ValueError, match=f"Loopback: seed {LARGEST_SEED - 2} goes up by 3 .one per loop., past the largest seed"):
+        script_app.start("Loopback", "img2img", params, [2], init=init)
+    monkeypatch.setitem(script_app.settings.values, "script_max_jobs", 3)
+    with pytest.raises(ValueError, match=r"Loopback would queue 4 jobs \(loops x batch count\); the most one run may queue is 3"):
+        script_app.start("Loopback", "img2img", params, [2], init=init)
+    monkeypatch.setattr(script_app.service, "limits", dataclasses.replace(script_app.service.limits, megapixel_steps=1))
+    big = Img2ImgParams.create(prompt="a cat", width=512, height=512, steps=4, seed=1)
+    with pytest.raises(ValueError, match="Loopback: This job asks for 2 megapixel-steps"):
+        script_app.start("Loopback", "img2img", big, [2], init=init)
+    assert len(script_app.queue.list()) == before
