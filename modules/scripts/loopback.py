@@ -11,6 +11,7 @@ Each loop is a job of its own, queued only when the previous one has finished.
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import Any, Callable
 
 from modules.scripts.args import ScriptArg
@@ -18,7 +19,7 @@ from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
 from modules.scripts.counted_seeds import counted_seeds
 
 CURVES = ("Aggressive", "Linear", "Lazy")
-INTERROGATORS = {"None": None, "CLIP": "clip", "DeepBooru": "deepdanbooru"}  # A1111's choice -> the API's model name
+INTERROGATORS = MappingProxyType({"None": None, "CLIP": "clip", "DeepBooru": "deepdanbooru"})  # A1111's choice -> the API's model name
 
 
 def denoising_strength(loop: int, loops: int, initial: float, final: float, curve: str) -> float:

@@ -9,6 +9,7 @@ the columns, the rest the rows, so the pictures fill the grid row by row in that
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Callable
 
 from modules.scripts.args import ScriptArg
@@ -16,7 +17,7 @@ from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
 from modules.scripts.counted_seeds import counted_seeds
 
 PROMPT_TYPES = ("positive", "negative")
-DELIMITERS = {"comma": ", ", "space": " "}
+DELIMITERS = MappingProxyType({"comma": ", ", "space": " "})
 
 
 def split_parts(text: str) -> list[str]:

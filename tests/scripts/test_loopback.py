@@ -14,7 +14,7 @@ from modules.generation.params import GenerationParams, Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.counted_seeds import LARGEST_SEED
-from modules.scripts.loopback import denoising_strength
+from modules.scripts.loopback import INTERROGATORS, denoising_strength
 
 
 @pytest.mark.parametrize("curve, middle", [("Linear", 0.5), ("Aggressive", math.sin(math.pi / 4)), ("Lazy", 1 - math.cos(math.pi / 4))])
@@ -144,3 +144,8 @@ def test_runs_the_server_would_refuse_are_refused_before_any_job(script_app, sta
     with pytest.raises(ValueError, match="Loopback: This job asks for 2 megapixel-steps"):
         script_app.start("Loopback", "img2img", big, [2], init=init)
     assert len(script_app.queue.list()) == before
+
+
+def test_the_interrogator_choices_cannot_be_changed_at_run_time():
+    with pytest.raises(TypeError):
+        INTERROGATORS["CLIP"] = "other"

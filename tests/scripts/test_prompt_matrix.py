@@ -12,7 +12,7 @@ from PIL import ImageChops
 from modules.generation.params import GenerationParams
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.counted_seeds import LARGEST_SEED, counted_seeds
-from modules.scripts.prompt_matrix import combinations, grid_labels, grid_shape, split_parts
+from modules.scripts.prompt_matrix import DELIMITERS, combinations, grid_labels, grid_shape, split_parts
 
 
 def test_combinations_follow_a1111s_bit_order_and_joining():
@@ -131,3 +131,8 @@ def test_a_random_first_seed_is_drawn_low_enough_to_count_up():
     fixed = counted_seeds(GenerationParams(seed=-1, subseed=-1), 511, "Prompt matrix", "one per picture", _HighestDraw())
     assert fixed["seed"] + 511 <= LARGEST_SEED and fixed["subseed"] >= 0
     assert counted_seeds(GenerationParams(seed=LARGEST_SEED - 511, subseed=5), 511, "Prompt matrix", "one per picture") == {}
+
+
+def test_the_joining_choices_cannot_be_changed_at_run_time():
+    with pytest.raises(TypeError):
+        DELIMITERS["comma"] = ";"
