@@ -55,11 +55,21 @@ class ScriptEnv:
     # returned validated; ValueError naming what is wrong. Scripts call it in `prepare`.
     check_job: Callable[["GenerationParams"], "GenerationParams"] = lambda params: params
     interrogator: Any = None  # modules.jobs.interrogate_task.InterrogateService (Loopback's interrogated prompt); None: none
+    # The largest picture, in pixels, a script may make or work on (limit_image_megapixels); None: no bound.
+    max_pixels: Callable[[], int | None] = lambda: None
 
     def check_count(self, title: str, count: int, what: str = "jobs") -> None:
         """Refuse a run that would queue more than the script_max_jobs setting allows."""
         if count > self.max_jobs():
             raise ValueError(f"{title} would queue {count} {what}; the most one run may queue is {self.max_jobs()} (setting script_max_jobs).")
+
+    def check_size(self, title: str, width: int, height: int, what: str = "picture") -> None:
+        """Refuse a picture larger than the server's largest image: a script's own pixel work
+        (an upscale, an outpainting canvas) is bounded as an upload is."""
+        limit = self.max_pixels()
+        if limit and width * height > limit:
+            raise ValueError(f"{title} would make a {width}x{height} {what} ({width * height / 1e6:,.2f} megapixels); the largest this "
+                             f"server takes is {limit / 1e6:g} megapixels (setting limit_image_megapixels).")
 
 
 def fixed_seeds(params: "GenerationParams", rng: random.Random | None = None) -> dict[str, int]:

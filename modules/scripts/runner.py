@@ -118,6 +118,7 @@ class ScriptRunner:
             hires_upscalers=lambda: [*HIRES_UPSCALERS, *service.hires_upscalers()], upscalers=upscalers,
             styles=lambda: list(styles.names) if styles is not None else [],
             max_jobs=lambda: int(settings["script_max_jobs"]), upscale=upscale, check_job=check_job, interrogator=interrogator,
+            max_pixels=lambda: service.limits.max_pixels,
         )
         return cls(queue, service, env)
 

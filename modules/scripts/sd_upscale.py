@@ -77,6 +77,10 @@ class SDUpscale(Script):
 
         source = imgops.flatten(request.init.images[0])
         width, height = upscaled_size(source.width, source.height, upscaler, scale)
+        try:
+            env.check_size("SD upscale", width, height, f"picture ({source.width}x{source.height} upscaled {scale:g}x)")
+        except ValueError as exc:
+            raise ValueError(f"{exc} Use a smaller Scale Factor or a smaller picture.") from None
         per_picture = tile_count(width, height, tile_w, tile_h, overlap)
         try:
             env.check_count("SD upscale", per_picture * params.n_iter, f"tiles ({per_picture} of {tile_w}x{tile_h} for each {width}x{height} picture)")

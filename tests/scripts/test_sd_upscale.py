@@ -4,6 +4,7 @@ script on the tiny model: the size it makes, each tile equal to its single img2i
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -154,6 +155,19 @@ def test_bad_requests_are_refused_before_any_job(script_app):
         script_app.settings.values["script_max_jobs"] = 200
     with pytest.raises(ValueError, match="not found for txt2img"):
         script_app.start("SD upscale", "txt2img", params(), [])
+    assert len(script_app.queue.list()) == before
+
+
+def test_an_upscale_past_the_largest_image_is_refused_before_any_job(script_app):
+    before = len(script_app.queue.list())
+    limits = script_app.service.limits
+    script_app.service.limits = replace(limits, image_megapixels=0.01)  # 10,000 pixels; 64x64 is 4,096
+    try:
+        with pytest.raises(ValueError, match=r"SD upscale would make a 128x128 picture \(64x64 upscaled 2x\) \(0\.02 megapixels\); the "
+                                              r"largest this server takes is 0\.01 megapixels \(setting limit_image_megapixels\)\. Use a smaller"):
+            script_app.start("SD upscale", "img2img", params(), ["", 16, 1, 2.0], init=InitImages((picture(64, 64),)))
+    finally:
+        script_app.service.limits = limits
     assert len(script_app.queue.list()) == before
 
 
