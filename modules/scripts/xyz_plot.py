@@ -15,9 +15,9 @@ import itertools
 import random
 from typing import Any, Callable
 
-from modules.generation.noise import MAX_SEED
+from modules.generation.params import MAX_SEED
 from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
+from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
 from modules.scripts.ranges import join_csv, parse_values
 from modules.scripts.xyz_axes import AxisChoice, Cell, axes_for, value_choices
 
@@ -105,16 +105,10 @@ class XyzPlot(Script):
         axes = [self._axis(name, request.kind, args, env, rng) for name in AXIS_NAMES]
         xs, ys, zs = (axis.values for axis in axes)
         count = len(xs) * len(ys) * len(zs)
-        if count > env.max_jobs():
-            raise ValueError(f"X/Y/Z plot would make {count} cells; the most allowed is {env.max_jobs()} (setting script_max_jobs).")
+        env.check_count(self.title, count)
 
-        base = request.params
-        fixed: dict[str, Any] = {}
-        if not args["no_fixed_seeds"]:  # A1111 fixes the seeds once, so every cell shares them
-            if base.seed == -1:
-                fixed["seed"] = rng.randrange(MAX_SEED)
-            if getattr(base, "subseed", 0) == -1:
-                fixed["subseed"] = rng.randrange(MAX_SEED)
+        # A1111 fixes the seeds once, so every cell shares them
+        fixed = {} if args["no_fixed_seeds"] else fixed_seeds(request.params, rng)
         upscalers = env.hires_upscalers()
         cells = {at: self._cell(request, env, axes, at, fixed, args, upscalers)
                  for at in itertools.product(range(len(xs)), range(len(ys)), range(len(zs)))}
@@ -144,8 +138,8 @@ class XyzPlot(Script):
             + (iz * width_x * width_y if args["vary_seeds_z"] else 0)
         if offset and cell.values["seed"] != -1:
             cell.values["seed"] = (cell.values["seed"] + offset) % MAX_SEED
-        try:
-            params = type(base).create(upscalers=upscalers, **cell.values)
+        try:  # checked as a request is, the server's limit_* settings included
+            params = env.check_job(type(base).create(upscalers=upscalers, **cell.values))
         except ValueError as exc:
             where = ", ".join(a.axis.format(a.values[i]) or a.name for a, i in zip(axes, at) if a.axis.label != "Nothing")
             raise ValueError(f"X/Y/Z plot: the cell {where} is not a valid request: {exc}") from None

@@ -236,9 +236,32 @@ def test_bad_values_and_axes_are_refused_before_any_job(script_app):
 def test_too_many_cells_are_refused(script_app, monkeypatch):
     monkeypatch.setitem(script_app.settings.values, "script_max_jobs", 3)
     before = len(script_app.queue.list())
-    with pytest.raises(ValueError, match=r"would make 4 cells; the most allowed is 3 \(setting script_max_jobs\)"):
-        script_app.start("X/Y/Z plot", "txt2img", _params(), _args((T2I["Steps"], "1-4")))
+    with pytest.raises(ValueError, match=r"X/Y/Z plot would queue 4 jobs; the most one run may queue is 3 \(setting script_max_jobs\)"):
+        script_app.start("X/Y/Z plot", "txt2img", _params(), _args((T2I["Steps"], "1-2"), (T2I["CFG Scale"], "5, 7")))
     assert len(script_app.queue.list()) == before
+
+
+def test_every_cell_is_checked_against_the_servers_limits_before_any_job(script_app, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setattr(script_app.service, "limits", replace(script_app.service.limits, prompt_characters=12))
+    before = len(script_app.queue.list())
+    with pytest.raises(ValueError, match=r"the cell Steps: 2, much longer is not a valid request: Prompt length: 17 characters.*limit_prompt_characters"):
+        script_app.start("X/Y/Z plot", "txt2img", _params(prompt="a red cat"),
+                         _args((T2I["Steps"], "2"), (T2I["Prompt S/R"], "red, much longer")))
+    assert len(script_app.queue.list()) == before
+
+
+def test_prepare_checks_each_cell_as_a_request():
+    checked = []
+
+    def check_job(params):
+        checked.append((params.steps, params.cfg_scale, params.seed))
+        return params
+
+    _prepare(_params(seed=-1), _args((T2I["Steps"], "2, 3"), (T2I["CFG Scale"], "5, 6, 7")), ScriptEnv(check_job=check_job))
+    assert sorted(c[:2] for c in checked) == [(s, c) for s in (2, 3) for c in (5.0, 6.0, 7.0)]
+    assert len({c[2] for c in checked}) == 1 and checked[0][2] != -1  # the seed drawn once, shared by every cell
 
 
 def test_interrupt_keeps_the_finished_cells(script_app):
