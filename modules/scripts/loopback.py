@@ -3,7 +3,8 @@ from the previous one's picture, its seed one more than the previous one's, and 
 denoising strength moving from the request's to "Final denoising strength" along a curve.
 With a batch count above 1 the whole loop runs that many times from the original picture
 (seeds keep counting up) and only each run's last picture is returned. A row of the pictures
-is the grid, returned first.
+is the grid, returned first, when there are two or more: A1111 keeps one history for the whole
+run, so with a batch count above 1 its grid is the row of each batch's last picture too.
 
 Each loop is a job of its own, queued only when the previous one has finished.
 """

@@ -61,7 +61,10 @@ def test_each_loop_is_img2img_of_the_previous_picture(script_app, start_picture)
 def test_a_batch_count_loops_again_from_the_start_and_returns_each_last_picture(script_app, start_picture):
     params = Img2ImgParams.create(prompt="a cat", width=64, height=64, steps=2, seed=40, n_iter=2, denoising_strength=0.5)
     result = script_app.run("Loopback", "img2img", params, [2, 1.0, "Aggressive", "None"], init=InitImages((start_picture,)))
-    assert result.grids == 1 and len(result.images) == 3
+    # as A1111 (one history for the whole run): the grid is a row of each batch's last picture
+    assert result.grids == 1 and len(result.images) == 3 and result.images[0].size == (2 * 64, 64)
+    assert _same(result.images[0].crop((0, 0, 64, 64)), result.images[1])
+    assert _same(result.images[0].crop((64, 0, 128, 64)), result.images[2])
     assert result.seeds[1:] == [41, 43]  # seeds go on counting across the batches
     assert {parse_infotext(t)["Denoising strength"] for t in result.infotexts[1:]} == {"1"}
 
