@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from modules.generation import samplers
 from modules.generation.params import FACE_RESTORERS, RNG_SOURCES
+from modules.scripts.args import read_bool
 from modules.scripts.ranges import format_number
 
 if TYPE_CHECKING:
     from modules.scripts.base import ScriptEnv
 
-TRUE_WORDS, FALSE_WORDS = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off")
 # The longest prompt Prompt S/R builds, counted before replacing, so a long value repeated in a
 # long prompt cannot take gigabytes; each cell is then held to limit_prompt_characters as a request is.
 MAX_REPLACED_CHARACTERS = 1_000_000
@@ -184,10 +184,10 @@ def _face_restore(cell: Cell, value: str, values: Sequence[str], env: "ScriptEnv
 
 
 def _boolean(value: str, expected: str = "true or false") -> bool:
-    word = value.strip().casefold()
-    if word in TRUE_WORDS or word in FALSE_WORDS:
-        return word in TRUE_WORDS
-    raise ValueError(f"'{value}' is not one of: {expected}")
+    try:
+        return read_bool(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not one of: {expected}") from None
 
 
 def _boolean_field(name: str) -> Apply:

@@ -19,7 +19,7 @@ from modules.generation.params import MAX_SEED
 from modules.scripts.args import ScriptArg
 from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
 from modules.scripts.ranges import join_csv, parse_values
-from modules.scripts.xyz_axes import AxisChoice, Cell, axes_for, value_choices
+from modules.scripts.xyz_axes import AxisChoice, Cell, axes_for
 
 AXIS_NAMES = ("X", "Y", "Z")
 SEED_AXES = ("Seed", "Var. seed")
@@ -71,11 +71,6 @@ class XyzPlot(Script):
             ScriptArg("margin_size", "Grid margins (px)", "slider", 0, minimum=0, maximum=500, step=2),
             ScriptArg("csv_mode", "Use text inputs instead of dropdowns", "checkbox", False),
         ]
-
-    @staticmethod
-    def value_choices(env: ScriptEnv, kind: str, index: int) -> list[str] | None:
-        """The page's value picker for axis type `index` on tab `kind` (None: a text box)."""
-        return value_choices(env, kind, index)
 
     # ---------------------------------------------------------------------------- checking
 
