@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from modules.outputs.saving import make_grid
+
 ACTIVE, INACTIVE = (0, 0, 0), (153, 153, 153)
 STRIKE_WIDTH = 4
 
@@ -102,9 +104,10 @@ def _check_labels(labels, count: int, name: str) -> list[list[GridLabel]]:
 def annotated_grid(images: Sequence[Image.Image | None], columns: int, rows: int,
                    column_labels: Sequence[Sequence[GridLabel]] | None, row_labels: Sequence[Sequence[GridLabel]] | None,
                    margin: int = 0) -> Image.Image:
-    """Tile `images` row by row into `columns` x `rows` cells (each as large as the largest
-    picture; a None cell stays black, as A1111's blank cell), `margin` pixels apart, with
-    each column's labels above it and each row's labels to its left."""
+    """Tile `images` row by row into `columns` x `rows` cells (saving.make_grid's: each as
+    large as the largest picture, black where a picture does not fill it or is None, as
+    A1111's), `margin` white pixels apart, with each column's labels above it and each
+    row's labels to its left."""
     if columns < 1 or rows < 1:
         raise ValueError(f"annotated_grid: a grid needs at least one column and one row, got {columns}x{rows}")
     if len(images) > columns * rows:
@@ -127,16 +130,11 @@ def annotated_grid(images: Sequence[Image.Image | None], columns: int, rows: int
     column_heights = [_block_height(lines, spacing) for lines in column_lines]
     pad_top = max(column_heights) + 2 * spacing if any(column_heights) else 0
 
-    sheet = Image.new("RGB", (pad_left + columns * width + margin * (columns - 1),
-                              pad_top + rows * height + margin * (rows - 1)), "white")
-    for index in range(columns * rows):
-        column, row = index % columns, index // columns
-        x, y = pad_left + column * (width + margin), pad_top + row * (height + margin)
-        image = images[index] if index < len(images) else None
-        if image is None:
-            sheet.paste((0, 0, 0), (x, y, x + width, y + height))
-        else:
-            sheet.paste(image.convert("RGB"), (x, y))
+    blank = Image.new("RGB", (width, height))  # black, as A1111's missing cell
+    tiles = [blank if image is None else image.convert("RGB") for image in images]
+    tiles = make_grid(tiles + [blank] * (columns * rows - len(tiles)), rows, margin)
+    sheet = Image.new("RGB", (pad_left + tiles.width, pad_top + tiles.height), "white")
+    sheet.paste(tiles, (pad_left, pad_top))
 
     draw = ImageDraw.Draw(sheet)
     for column, lines in enumerate(column_lines):

@@ -86,16 +86,19 @@ def next_sequence_number(directory: Path, basename: str = "") -> int:
     return highest + 1
 
 
-def make_grid(images: Sequence[Image.Image], rows: int | None = None) -> Image.Image:
+def make_grid(images: Sequence[Image.Image], rows: int | None = None, margin: int = 0) -> Image.Image:
     """Tile images into one picture, row by row, on black.
 
     Rows default to A1111's rule for its default settings (`n_rows=-1`,
     `grid_prevent_empty_spots` off): rows = round(sqrt(n)), cols = ceil(n / rows). So 2
     images give 1x2, 3 and 4 give 2x2, 5 and 6 give 2x3, 8 and 9 give 3x3. Cells are as
-    large as the largest image, so mixed sizes are never cropped.
+    large as the largest image, so mixed sizes are never cropped. `margin` puts that many
+    white pixels between cells (the scripts' "Grid margins"); the cells stay black.
     """
     if not images:
         raise ValueError("A grid needs at least one image.")
+    if margin < 0:
+        raise ValueError(f"Grid margin must be 0 or more, got {margin}.")
     count = len(images)
     if rows is None:
         rows = max(1, round(math.sqrt(count)))
@@ -105,9 +108,13 @@ def make_grid(images: Sequence[Image.Image], rows: int | None = None) -> Image.I
     cols = math.ceil(count / rows)
     cell_w = max(image.width for image in images)
     cell_h = max(image.height for image in images)
-    grid = Image.new("RGB", (cols * cell_w, rows * cell_h), "black")
-    for index, image in enumerate(images):
-        grid.paste(image, ((index % cols) * cell_w, (index // cols) * cell_h))
+    grid = Image.new("RGB", (cols * cell_w + margin * (cols - 1), rows * cell_h + margin * (rows - 1)), "white" if margin else "black")
+    for index in range(rows * cols):
+        x, y = (index % cols) * (cell_w + margin), (index // cols) * (cell_h + margin)
+        if margin:
+            grid.paste((0, 0, 0), (x, y, x + cell_w, y + cell_h))
+        if index < count:
+            grid.paste(images[index], (x, y))
     return grid
 
 

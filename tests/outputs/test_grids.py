@@ -95,6 +95,16 @@ def test_missing_cells_are_black_and_cells_take_the_largest_size():
     assert tuple(np.asarray(grid)[10, CELL + 10]) == (0, 0, 0)
 
 
+def test_a_smaller_picture_leaves_its_cell_black_as_a1111s_grid():
+    small = Image.new("RGB", (32, 32), "red")
+    grid = annotated_grid([Image.new("RGB", (CELL, CELL), "blue"), small], 2, 1, labels("a", "b"), None, margin=6)
+    pixels = np.asarray(grid)
+    bottom = grid.height - 1
+    assert tuple(pixels[bottom, CELL + 6 + 10]) == (0, 0, 0)  # below the small picture: black, not the sheet's white
+    assert tuple(pixels[bottom, CELL + 2]) == (255, 255, 255)  # the margin stays white
+    assert tuple(pixels[bottom - CELL + 5, CELL + 6 + 5]) == (255, 0, 0)
+
+
 def test_combine_grids_titles_each_sub_grid():
     subs = [annotated_grid(cells(), 2, 2, None, None) for _ in range(3)]
     combined = combine_grids(subs, ["Seed: 1", "Seed: 2", "Seed: 3"], margin=0)
