@@ -152,20 +152,26 @@ class OutpaintingMk2(Script):
         # Each side's job, as large as it will be (each batch's differ only in the seed): checked now.
         size = source.size
         for side in sides:
-            _, size, box = mk2_geometry(*size, side, amounts[side], params.width, params.height)
+            canvas, size, box = mk2_geometry(*size, side, amounts[side], params.width, params.height)
+            env.check_size(self.title, *canvas, "canvas")  # the matched noise's FFTs cover it all
             env.check_job(child_params(box, base.seed))
 
         def outpaint(ctx, out: ScriptResult, seed: int, done: int) -> list[tuple[Image.Image, int]] | None:
             """One batch: every chosen side in turn; its pictures and their seeds, None when interrupted."""
             from modules.generation.runner import InitImages
+            from modules.scripts.context import ScriptStopped
 
             pictures, seeds = [source] * count, [seed] * count
             for step, side in enumerate(sides):
                 if ctx.stopped:
                     return None
                 ctx.progress(done + step, total, f"{self.title}: {side}")
-                canvases, crops, mask, box, size = mk2_pass(pictures, side, amounts[side], blur, noise_q, color_variation,
-                                                            params.width, params.height)
+                # The matched noise (FFTs of the whole canvas) takes its turn on the worker, as other heavy work does.
+                try:
+                    canvases, crops, mask, box, size = ctx.on_worker(self.title, lambda: mk2_pass(
+                        pictures, side, amounts[side], blur, noise_q, color_variation, params.width, params.height))
+                except ScriptStopped:
+                    return None
                 result = ctx.run_all([{"params": child_params(box, seed), "init": InitImages(tuple(crops), mask), "save": False}])[0]
                 out.add(result, include=False)
                 if ctx.stopped or result is None or len(result.images) < count:
@@ -225,6 +231,7 @@ class PoorMansOutpainting(Script):
             raise ValueError(f"{self.title}: argument 0 (Pixels to expand, pixels): {pixels} is also the tiles' overlap and must be "
                              f"smaller than the tile, which is the Width x Height of the request ({tile_w}x{tile_h}).")
         left, right, up, down = expansion(source.width, source.height, pixels, directions)
+        env.check_size(self.title, source.width + left + right, source.height + up + down)
         canvas = Image.new("RGB", (source.width + left + right, source.height + up + down))
         canvas.paste(source, (left, up))
         band = 2 * blur  # the original's edge repainted on each extended side

@@ -196,6 +196,29 @@ def test_mk2_sides_over_the_job_limit_are_refused():
                                  ScriptEnv(max_jobs=lambda: 10))
 
 
+def test_mk2_fills_each_side_on_the_worker_before_its_inpaint(script_app):
+    kinds = []
+    run = script_app.start("Outpainting mk2", "img2img", params(), ["", 32, 0, ["left", "down"], 1.0, 0.05],
+                           init=InitImages((picture(64, 64),)), on_submit=lambda job: kinds.append(job.kind))
+    assert run.done.wait(120) and run.error is None
+    assert kinds == ["Outpainting mk2", "img2img", "Outpainting mk2", "img2img"]
+    assert [im.size for im in run.result.images] == [(128, 128)]  # each side grows to the next multiple of 64
+
+
+@pytest.mark.parametrize("title, args, what", [
+    ("Outpainting mk2", {"pixels": 32, "mask_blur": 4, "direction": ALL, "noise_q": 1.0, "color_variation": 0.05}, "canvas"),
+    ("Poor man's outpainting", {"pixels": 32, "mask_blur": 4, "inpainting_fill": 1, "direction": ALL}, "picture"),
+])
+def test_a_canvas_past_the_largest_image_is_refused(title, args, what):
+    script = OutpaintingMk2() if title == "Outpainting mk2" else PoorMansOutpainting()
+    request = ScriptRequest("img2img", params(), InitImages((picture(64, 64),)))
+    env = ScriptEnv(max_pixels=lambda: 10_000)  # 64x64 grows to 128x128: 16,384 pixels
+    with pytest.raises(ValueError, match=rf"{title} would make a 128x128 {what} \(0\.02 megapixels\); the largest this server takes "
+                                         r"is 0\.01 megapixels \(setting limit_image_megapixels\)"):
+        script.prepare(request, args, env)
+    script.prepare(request, args, ScriptEnv(max_pixels=lambda: 128 * 128))  # just fits
+
+
 def test_bad_requests_are_refused_naming_the_argument(script_app):
     before = len(script_app.queue.list())
     init = InitImages((picture(64, 64),))
