@@ -24,7 +24,6 @@ from PIL import Image
 
 from modules.models.weights_file import read_weights, short_reason
 from modules.generation.upscaling import Upscaler, UpscaleInterrupted, UpscalerRegistry, UpscaleWatch, builtin_upscalers
-from modules.scripts.tiles import positions
 
 if TYPE_CHECKING:
     import torch
@@ -221,7 +220,10 @@ def tile_boxes(width: int, height: int, tiles: TileSettings) -> list[tuple[int, 
     overlap = max(0, min(tiles.overlap, size // 2))
 
     def starts(length: int) -> list[int]:
-        return [0] if length <= size else positions(length, size, overlap, round)
+        if length <= size:
+            return [0]
+        count = -(-(length - overlap) // (size - overlap))  # ceil
+        return [round(i * (length - size) / (count - 1)) for i in range(count)]
 
     return [(x, y, min(x + size, width), min(y + size, height)) for y in starts(height) for x in starts(width)]
 

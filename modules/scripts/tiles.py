@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # numpy and Pillow load when a picture is stitched, not when the registry starts
     from PIL import Image
@@ -45,16 +45,20 @@ class TileGrid:
         return len(self.rows[0]) if self.rows else 0
 
 
-def positions(size: int, tile: int, overlap: int, rounding: Callable[[float], int] = int) -> list[int]:
+def positions(size: int, tile: int, overlap: int) -> list[int]:
     """Where tiles start along one side: ceil((size - overlap) / (tile - overlap)) of them,
-    spaced evenly, the last moved back to end at the edge. `rounding` makes whole pixels of
-    the even spacing: `int` (truncation) is A1111's for SD upscale; the model upscalers use
-    `round` (modules.postprocessing.upscalers)."""
+    spaced evenly (truncated to whole pixels), the last moved back to end at the edge."""
     if tile <= overlap:
         raise ValueError(f"the tile ({tile} px) must be larger than the overlap ({overlap} px)")
     count = max(1, math.ceil((size - overlap) / (tile - overlap)))
     step = (size - tile) / (count - 1) if count > 1 else 0
-    return [min(rounding(i * step), size - tile) for i in range(count)]
+    starts = []
+    for i in range(count):
+        start = int(i * step)
+        if start + tile >= size:
+            start = size - tile
+        starts.append(start)
+    return starts
 
 
 def tile_count(width: int, height: int, tile_w: int, tile_h: int, overlap: int) -> int:

@@ -34,11 +34,6 @@ def test_tile_positions_are_a1111s(size, tile, overlap, starts):
     assert positions(size, tile, overlap) == starts
 
 
-def test_tile_positions_truncate_as_a1111_or_round_as_the_model_upscalers():
-    assert positions(131, 64, 16) == [0, 33, 67]  # 33.5 apart
-    assert positions(131, 64, 16, round) == [0, 34, 67]
-
-
 def test_an_overlap_as_large_as_the_tile_is_refused():
     with pytest.raises(ValueError, match="larger than the overlap"):
         positions(256, 64, 64)
