@@ -51,11 +51,9 @@ class ScriptRun:
                 pass
 
         with self._lock:
-            if not self.done.is_set():
-                self._waiters.append(wake)
-                wake = None
-        if wake is not None:
-            return
+            if self.done.is_set():
+                return
+            self._waiters.append(wake)
         await future
 
     def interrupt(self) -> None:
