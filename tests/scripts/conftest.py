@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +50,7 @@ class ScriptApp:
     def run(self, title: str, kind: str, params, args, init=None, user: str = "", save: bool | None = None) -> ScriptResult:
         """Run a script to its end; its error (a ValueError from a job) is raised here."""
         run = self.start(title, kind, params, args, init, user, save)
-        asyncio.run(run.wait())
+        assert run.done.wait(300), f"{title} did not finish"
         if run.error is not None:
             raise ValueError(run.error)
         return run.result

@@ -80,9 +80,7 @@ def test_each_job_of_a_run_is_the_single_job(app):
     params = GenerationParams.create(prompt="a cat", width=64, height=64, steps=2, seed=3)
     submitted = []
     run = script_app.start("Twice", "txt2img", params, [5], on_submit=submitted.append)
-    import asyncio
-
-    asyncio.run(run.wait())
+    assert run.done.wait(300)
     assert run.error is None, run.error
     result = run.result
     assert len(result.images) == 2 and result.seeds == [3, 8] and len(submitted) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 
@@ -87,7 +86,7 @@ def test_interrupt_stops_the_loops(script_app, start_picture):
             runs[0].interrupt()
 
     runs.append(script_app.start("Loopback", "img2img", params, [4], init=InitImages((start_picture,)), on_submit=on_submit))
-    asyncio.run(runs[0].wait())
+    assert runs[0].done.wait(300)
     result = runs[0].result
     assert runs[0].error is None and result.interrupted
     assert len(submitted) == 2 and result.grids == 0 and result.seeds == [50]

@@ -3,7 +3,6 @@ labelled grid and its infotext, a checkpoint axis loading each model once, refus
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -270,7 +269,7 @@ def test_interrupt_keeps_the_finished_cells(script_app):
     while time.monotonic() < deadline and not (run.context.children and run.context.children[0].status is JobStatus.DONE):
         time.sleep(0.005)
     run.interrupt()
-    asyncio.run(run.wait())
+    assert run.done.wait(300)
     result = run.result
     assert result.interrupted and result.grids == 1
     grid = np.asarray(result.images[0].convert("RGB"))
