@@ -98,3 +98,23 @@ def test_a_bad_request_is_refused_before_any_job(app):
     with pytest.raises(ValueError, match="argument 0"):
         script_app.start("Twice", "txt2img", GenerationParams.create(width=64, height=64, steps=2, seed=1), [-1])
     assert len(script_app.queue.list()) == before
+
+
+def test_another_users_job_takes_its_turn_between_a_plots_cells(script_app):
+    """A plot's cells wait in its user's lane like any jobs: another user's job submitted while
+    the first cell runs waits for one more of them at most (lanes take turns), not the plot."""
+    import time
+
+    params = GenerationParams.create(prompt="a cat", width=64, height=64, steps=3, seed=5)
+    cells = []
+    run = script_app.start("X/Y/Z plot", "txt2img", params, [4, "12,12,12,12", [], 0, "", [], 0, "", []], user="alice",
+                           on_submit=cells.append)
+    deadline = time.monotonic() + 60
+    while not (cells and cells[0].status.value == "running") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    other = script_app.queue.submit("txt2img", lambda j: script_app.single(params), user="bob")
+    assert run.done.wait(300) and run.error is None, run.error
+    assert other.wait(60)
+    assert len(cells) == 4
+    started = [c.progress.started_at for c in cells]
+    assert started[1] < other.progress.started_at < started[2], "bob's job did not take the next turn"
