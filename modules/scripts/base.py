@@ -72,6 +72,10 @@ class ScriptEnv:
                              f"server takes is {limit / 1e6:g} megapixels (setting limit_image_megapixels).")
 
 
+SEEDS = 2**32  # a job's seed is 0 to 2**32 - 1 (GenerationParams.seed's range)
+LARGEST_SEED = SEEDS - 1
+
+
 def fixed_seeds(params: "GenerationParams", rng: random.Random | None = None) -> dict[str, int]:
     """The seed and variation seed a run's jobs share, drawn once where they are -1, as A1111's
     scripts fix them (so each picture's infotext remakes it); {} when both are set."""
@@ -81,6 +85,22 @@ def fixed_seeds(params: "GenerationParams", rng: random.Random | None = None) ->
         fixed["seed"] = rng.randrange(MAX_SEED)
     if getattr(params, "subseed", 0) < 0:
         fixed["subseed"] = rng.randrange(MAX_SEED)
+    return fixed
+
+
+def counted_seeds(params: "GenerationParams", span: int, title: str, what: str,
+                  rng: random.Random | None = None) -> dict[str, int]:
+    """fixed_seeds(params) for a run whose seeds count up to the first seed + `span` (Prompt
+    matrix's seed per picture, Prompts from file's "Iterate seed every line", Loopback's seed
+    per loop; `what` says what counts them, for the message). Each child is checked as a
+    request is, so its seed must stay at most LARGEST_SEED: a random seed is drawn low enough
+    and a given one too high is a ValueError (A1111 would go on past it)."""
+    fixed = fixed_seeds(params, rng)
+    if "seed" in fixed:
+        fixed["seed"] %= LARGEST_SEED - span + 1
+    elif params.seed + span > LARGEST_SEED:
+        raise ValueError(f"{title}: seed {params.seed} goes up by {span} ({what}), past the largest seed {LARGEST_SEED}; "
+                         f"use a seed of at most {LARGEST_SEED - span}.")
     return fixed
 
 

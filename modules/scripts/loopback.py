@@ -16,8 +16,7 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
-from modules.scripts.counted_seeds import counted_seeds
+from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, counted_seeds
 
 CURVES = ("Aggressive", "Linear", "Lazy")
 INTERROGATORS = MappingProxyType({"None": None, "CLIP": "clip", "DeepBooru": "deepdanbooru"})  # A1111's choice -> the API's model name

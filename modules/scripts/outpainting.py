@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from modules.generation.params import MASKED_CONTENT, Img2ImgParams
 from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
+from modules.scripts.base import SEEDS, Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
 from modules.scripts.outpaint_pixels import DIRECTIONS, expansion, noised_picture
 from modules.scripts.tiles import combine, split
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # Pillow loads when a picture is made, not when the registry 
 
 MK2_INFO = '<p style="margin-bottom:0.75em">Recommended settings: Sampling Steps: 80-100, Sampler: Euler a, Denoising strength: 0.8</p>'
 MAX_BLUR = int(Img2ImgParams.field_meta("mask_blur")["maximum"])
-SEEDS = 2**32  # a job's seed is 0 to 2**32 - 1: a child's seed past that wraps to 0, as the CPU generator reads it
 
 
 def _directions(title: str, position: int, values: list[str]) -> list[str]:

@@ -13,8 +13,7 @@ from types import MappingProxyType
 from typing import Any, Callable
 
 from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
-from modules.scripts.counted_seeds import counted_seeds
+from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, counted_seeds
 
 PROMPT_TYPES = ("positive", "negative")
 DELIMITERS = MappingProxyType({"comma": ", ", "space": " "})

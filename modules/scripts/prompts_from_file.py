@@ -16,8 +16,7 @@ from typing import Any, Callable
 
 from modules.generation import samplers
 from modules.scripts.args import ScriptArg, read_bool
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult
-from modules.scripts.counted_seeds import counted_seeds
+from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, counted_seeds
 
 POSITIONS = ("start", "end")
 TEXT_OPTIONS = ("prompt", "negative_prompt")  # take every word up to the next option, as A1111

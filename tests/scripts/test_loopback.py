@@ -12,7 +12,7 @@ from PIL import Image, ImageChops
 from modules.generation.params import GenerationParams, Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.outputs.infotext import parse_infotext
-from modules.scripts.counted_seeds import LARGEST_SEED
+from modules.scripts.base import LARGEST_SEED
 from modules.scripts.loopback import INTERROGATORS, denoising_strength
 
 

@@ -11,7 +11,7 @@ from PIL import ImageChops
 
 from modules.generation.params import GenerationParams
 from modules.outputs.infotext import parse_infotext
-from modules.scripts.counted_seeds import LARGEST_SEED, counted_seeds
+from modules.scripts.base import LARGEST_SEED, counted_seeds
 from modules.scripts.prompt_matrix import DELIMITERS, combinations, grid_labels, grid_shape, split_parts
 
 
