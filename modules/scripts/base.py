@@ -38,6 +38,15 @@ class ScriptRequest:
     def img2img(self) -> bool:
         return self.kind == "img2img"
 
+    def init_picture(self, missing: str) -> "Image.Image":
+        """The first init picture, flattened to RGB as a job reads it (SD upscale and the
+        outpaintings work on it); ValueError(`missing`) when the request has none."""
+        if self.init is None or not self.init.images:
+            raise ValueError(missing)
+        from modules.generation import images as imgops
+
+        return imgops.flatten(self.init.images[0])
+
 
 @dataclass(frozen=True)
 class ScriptEnv:

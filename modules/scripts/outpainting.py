@@ -53,14 +53,6 @@ def _directions(title: str, position: int, values: list[str]) -> list[str]:
     return chosen
 
 
-def _init_picture(title: str, request: ScriptRequest) -> Image.Image:
-    if request.init is None or not request.init.images:
-        raise ValueError(f"{title} needs an init image: it extends the img2img picture.")
-    from modules.generation import images as imgops
-
-    return imgops.flatten(request.init.images[0])
-
-
 def _keep_rectangle(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
     """A mask, white (repaint) everywhere but black (keep) over box = (left, top, right, bottom),
     right and bottom exclusive."""
@@ -135,7 +127,7 @@ class OutpaintingMk2(Script):
 
     def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable:
         params = request.params
-        source = _init_picture(self.title, request)
+        source = request.init_picture(f"{self.title} needs an init image: it extends the img2img picture.")
         directions = _directions(self.title, 3, args["direction"])
         pixels, blur = int(args["pixels"]), int(args["mask_blur"])
         noise_q, color_variation = float(args["noise_q"]), float(args["color_variation"])
@@ -222,7 +214,7 @@ class PoorMansOutpainting(Script):
         from PIL import Image
 
         params = request.params
-        source = _init_picture(self.title, request)
+        source = request.init_picture(f"{self.title} needs an init image: it extends the img2img picture.")
         directions = _directions(self.title, 3, args["direction"])
         pixels, blur, fill = int(args["pixels"]), int(args["mask_blur"]), int(args["inpainting_fill"])
         tile_w, tile_h = params.width, params.height

@@ -57,8 +57,7 @@ class SDUpscale(Script):
 
     def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable:
         params = request.params
-        if request.init is None or not request.init.images:
-            raise ValueError("SD upscale needs an init image: it upscales the img2img picture.")
+        source = request.init_picture("SD upscale needs an init image: it upscales the img2img picture.")
         names = env.upscalers()
         index = args["upscaler_index"]
         if not 0 <= index < len(names):
@@ -72,9 +71,6 @@ class SDUpscale(Script):
         if upscaler != NO_UPSCALE and env.upscale is None:
             raise ValueError("SD upscale: this server has no upscalers.")
 
-        from modules.generation import images as imgops
-
-        source = imgops.flatten(request.init.images[0])
         width, height = upscaled_size(source.width, source.height, upscaler, scale)
         try:
             env.check_size("SD upscale", width, height, f"picture ({source.width}x{source.height} upscaled {scale:g}x)")
