@@ -163,17 +163,8 @@ def plan(request: ScriptRequest, lines: list[Line], env: ScriptEnv, iterate: boo
         values["prompt"] = joined(base.prompt, opts.pop("prompt", None), position)
         values["negative_prompt"] = joined(base.negative_prompt, opts.pop("negative_prompt", None), position)
         values.update(opts)
-        try:
-            params = type(base).model_validate(values, context={"upscalers": tuple(env.hires_upscalers())})
-        except Exception as exc:  # pydantic's ValidationError: name the field by its label
-            from pydantic import ValidationError
-
-            from modules.generation.params import readable_errors
-
-            message = readable_errors(exc, type(base)) if isinstance(exc, ValidationError) else str(exc)
-            raise ValueError(f"Prompts from file: line {line.number}: {message}") from None
-        try:
-            params = env.check_job(params)  # the limit_* settings: size x steps x batches, prompt length, tokens
+        try:  # fields named by their labels; then the limit_* settings (size x steps x batches, prompt length, tokens)
+            params = env.check_job(type(base).create(env.hires_upscalers(), **values))
         except ValueError as exc:
             raise ValueError(f"Prompts from file: line {line.number}: {exc}") from None
         children.append(Child(line.number, params, keywords))
