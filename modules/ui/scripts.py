@@ -70,20 +70,11 @@ def _is_short(choices: Sequence[str]) -> bool:
 
 
 def page_value(arg: "ScriptArg", value: Any) -> Any:
-    """A control's value as the script's argument: a file's text (A1111 reads uploads as UTF-8,
-    dropping what does not decode); everything else as the control gives it (the runner
-    checks and coerces each value with the argument's spec)."""
+    """A control's value as the script's argument: a file's text (the single-file, binary
+    upload's bytes; A1111 reads uploads as UTF-8, dropping what does not decode); everything
+    else as the control gives it (the runner checks and coerces each value with the spec)."""
     if arg.kind == "file":
-        if value is None:
-            return None
-        if isinstance(value, list):  # gradio gives a list when several files were allowed
-            value = value[0] if value else None
-            if value is None:
-                return None
-        if isinstance(value, (bytes, bytearray)):
-            return bytes(value).decode("utf-8", errors="ignore")
-        with open(value, "rb") as handle:  # a path (type="filepath")
-            return handle.read().decode("utf-8", errors="ignore")
+        return None if value is None else bytes(value).decode("utf-8", errors="ignore")
     if arg.kind == "multiselect" and value is None:
         return []
     return value
