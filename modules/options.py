@@ -167,6 +167,11 @@ class Paths:
     def hash_cache(self) -> Path:
         return self.data_dir / "cache.json"
 
+    @property
+    def extensions_dir(self) -> Path:
+        """User-installed extensions (A1111's <data-dir>/extensions); the shipped ones are in the repo's extensions-builtin/."""
+        return self.data_dir / "extensions"
+
     def ensure(self) -> None:
         (self.models_dir / "Stable-diffusion").mkdir(parents=True, exist_ok=True)
         for folder in (self.loras, self.embeddings, self.vaes):

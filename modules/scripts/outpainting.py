@@ -32,7 +32,7 @@ from modules.generation.params import MASKED_CONTENT, Img2ImgParams
 from modules.scripts.args import ScriptArg
 from modules.scripts.base import SEEDS, Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
 from modules.scripts.outpaint_pixels import DIRECTIONS, expansion, noised_picture
-from modules.scripts.tiles import combine, split
+from modules.outputs.tiles import combine, split
 
 if TYPE_CHECKING:  # Pillow loads when a picture is made, not when the registry starts
     from PIL import Image

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from modules.scripts.args import ScriptArg
 from modules.scripts.base import SEEDS, Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
-from modules.scripts.tiles import combine, split, tile_count
+from modules.outputs.tiles import combine, split, tile_count
 
 INFO = '<p style="margin-bottom:0.75em">Will upscale the image by the selected scale factor; use width and height sliders to set tile size</p>'
 NO_UPSCALE = "None"  # A1111's SD upscale leaves the picture as it is with the "None" upscaler

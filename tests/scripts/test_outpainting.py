@@ -243,7 +243,7 @@ def test_the_image_scripts_import_neither_torch_nor_numpy():
     import sys
     from pathlib import Path
 
-    code = ("import sys; import modules.scripts.sd_upscale, modules.scripts.outpainting, modules.scripts.tiles, "
+    code = ("import sys; import modules.scripts.sd_upscale, modules.scripts.outpainting, modules.outputs.tiles, "
             "modules.scripts.outpaint_pixels; print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "[]"

@@ -15,7 +15,7 @@ from modules.generation.runner import InitImages
 from modules.scripts.args import parse_args
 from modules.scripts.base import ScriptEnv, ScriptRequest
 from modules.scripts.sd_upscale import SDUpscale, tile_seeds, upscaled_size
-from modules.scripts.tiles import Tile, TileGrid, combine, positions, split
+from modules.outputs.tiles import Tile, TileGrid, combine, positions, split
 
 
 def picture(width: int, height: int, seed: int = 0) -> Image.Image:
