@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 NON_LOCAL_FLAGS = ("listen", "share", "server_name", "ngrok", "cloudflared")  # A1111's webui_is_non_local, and our tunnel
 INSECURE_FLAG = "--enable-insecure-extension-access"
+LOGIN_FLAGS = ("gradio_auth", "gradio_auth_path", "api_auth")  # log-ins mean other people use this server
+EXTENSION_SETTINGS = ("disabled_extensions", "disable_all_extensions", "extensions_index_url")  # what the Extensions tab writes
 
 
 class AccessRefused(ValueError):
@@ -38,11 +40,29 @@ class ServerAccess:
     data_dir: Path
     shared_by: tuple[str, ...] = ()  # the flags that make it non-local, as typed
     insecure_allowed: bool = False
+    logins: tuple[str, ...] = ()  # the log-in flags given (--gradio-auth, ...): extensions stay the owner's business
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, data_dir: Path) -> "ServerAccess":
         shared = tuple("--" + name.replace("_", "-") for name in NON_LOCAL_FLAGS if getattr(args, name, None))
-        return cls(Path(data_dir).resolve(), shared, bool(getattr(args, "enable_insecure_extension_access", False)))
+        logins = tuple("--" + name.replace("_", "-") for name in LOGIN_FLAGS if getattr(args, name, None))
+        return cls(Path(data_dir).resolve(), shared, bool(getattr(args, "enable_insecure_extension_access", False)), logins)
+
+    def extension_refusal(self, action: str) -> str | None:
+        """Why `action` (installing, updating, removing, switching extensions or running their
+        install.py: code that runs on the server) is off, or None when allowed. A1111's
+        disable_extension_access, and log-ins too: a server with log-ins has other users."""
+        reasons = self.shared_by + self.logins
+        if not reasons or self.insecure_allowed:
+            return None
+        how = "shared on the network" if self.shared_by else "used by other people"
+        return (f"{action} is turned off: this server is {how} ({', '.join(reasons)}) and extensions run their own code on it. "
+                f"The server's owner can allow it by starting it with {INSECURE_FLAG}.")
+
+    def require_extension_access(self, action: str) -> None:
+        refusal = self.extension_refusal(action)
+        if refusal:
+            raise AccessRefused(refusal)
 
     @property
     def non_local(self) -> bool:
@@ -77,7 +97,10 @@ class ServerAccess:
 
     def check_setting(self, key: str, value: Any) -> None:
         """A settings change: output folders (`outdir_*`) must stay inside the data folder
-        while the server is restricted. Empty means the default folder."""
+        while the server is restricted. Empty means the default folder. The extension switches
+        and index URL (/sdapi/v1/options writes them too) follow the Extensions tab's rule."""
+        if key in EXTENSION_SETTINGS:
+            self.require_extension_access(f"Changing {key}")
         if not self.restricted or not key.startswith("outdir_") or not isinstance(value, str) or not value.strip():
             return
         path = Path(value.strip())

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--ui-config-file", type=Path, default=None, help="UI defaults file (default <data-dir>/ui-config.json)")
     paths.add_argument("--styles-file", action="append", default=None,
                        help="styles file (repeatable, wildcards allowed; default <data-dir>/styles.csv); new styles go to the first")
+    ext = p.add_argument_group("extensions")
+    ext.add_argument("--disable-all-extensions", action="store_true",
+                     help="prevent all extensions from running regardless of any other settings")
+    ext.add_argument("--disable-extra-extensions", action="store_true",
+                     help="prevent all extensions except built-in from running regardless of any other settings")
     dev = p.add_argument_group("device and precision")
     dev.add_argument("--precision", choices=("full", "half", "autocast"), default="autocast")
     dev.add_argument("--no-half", action="store_true", help="keep the model in fp32 on the GPU")

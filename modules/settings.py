@@ -52,6 +52,7 @@ class Setting:
     maximum: float | None = None
     step: float | None = None
     info: str = ""
+    hidden: bool = False  # kept in config.json and /options, but no control in the Settings tab (the Extensions tab owns it)
 
     @property
     def kind(self) -> type:
@@ -113,6 +114,10 @@ GALLERY = "Gallery"
 LIMITS = "Limits"
 INTERROGATE = "Interrogate"
 CONTROLNET = "ControlNet"
+EXTENSIONS = "Extensions"
+# A1111's extension index (ui_extensions.py); WEBUI_EXTENSIONS_INDEX replaces it, as in A1111.
+EXTENSIONS_INDEX_URL = os.environ.get("WEBUI_EXTENSIONS_INDEX") or \
+    "https://raw.githubusercontent.com/AUTOMATIC1111/stable-diffusion-webui-extensions/master/index.json"
 INTERROGATE_CATEGORIES = category_names()  # configs/interrogate's lists
 
 SETTINGS: tuple[Setting, ...] = (
@@ -234,6 +239,11 @@ SETTINGS: tuple[Setting, ...] = (
             step=1, info="img2img, extras, PNG Info, interrogate"),
     Setting("limit_image_megapixels", WORK_LIMITS.image_megapixels, "Largest image accepted (megapixels)", LIMITS, minimum=0, maximum=1_000, step=1,
             info="uploads and API images larger than this are refused before they are decoded"),
+    # A1111's extension switches (modules/extensions/layout.py reads them; the Extensions tab writes them).
+    Setting("disabled_extensions", [], "Disabled extensions", EXTENSIONS, hidden=True),
+    Setting("disable_all_extensions", "none", "Disable all extensions (preserves the list of disabled extensions)", EXTENSIONS,
+            ("none", "extra", "all"), hidden=True),
+    Setting("extensions_index_url", EXTENSIONS_INDEX_URL, "URL of the extension index", EXTENSIONS, hidden=True),
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}

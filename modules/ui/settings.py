@@ -56,6 +56,9 @@ def build_settings_tab(settings: SettingsStore, models: "ModelManager", queue: "
     components: dict[str, Any] = {}
     with gr.Tabs(elem_id="settings_sections"):
         for section, items in settings.sections().items():
+            items = [s for s in items if not s.hidden]  # hidden: kept in config.json, set by another tab
+            if not items:
+                continue
             with gr.Tab(section, elem_id=f"settings_section_{section.lower().replace(' ', '_').replace('/', '_')}"):
                 for setting in items:
                     components[setting.key] = _control(setting, choices)
