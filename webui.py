@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from modules.jobs.extras_task import ExtrasService
     from modules.jobs.interrogate_task import InterrogateService
     from modules.controlnet.service import ControlNetService
+    from modules.extensions.layout import ExtensionDirs
+    from modules.extensions.loaded import LoadedExtensions
     from modules.scripts.runner import ScriptRunner
     from modules.outputs.gallery import GalleryIndex
     from modules.network import ServerAccess
@@ -58,6 +60,8 @@ class App:
     login_limits: LoginLimits = field(default_factory=LoginLimits)  # wrong-password back-off, shared by the page's and the API's log-ins
     interrogate: "InterrogateService | None" = None  # Interrogate CLIP / DeepBooru (models/BLIP, CLIP, deepbooru)
     scripts: "ScriptRunner | None" = None  # the Script menu and the API's script_name (modules/scripts)
+    extensions: "LoadedExtensions | None" = None  # the enabled extensions' scripts, callbacks, settings, page code (modules/extensions)
+    extension_dirs: "ExtensionDirs | None" = None  # extensions-builtin/ and <data-dir>/extensions/
 
     @property
     def controlnet(self) -> "ControlNetService | None":
@@ -137,9 +141,41 @@ class App:
         models.add_unload_listener(service.controlnet.unload)  # a checkpoint switch or unload frees ControlNets and annotators
         from modules.scripts.runner import ScriptRunner
 
-        scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate)
+        extension_dirs, extensions = cls.extensions_for(paths, settings, service, args)
+        scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate, registry=cls.script_registry(extensions))
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
-                   downloads=downloads, access=access, interrogate=interrogate, scripts=scripts)
+                   downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
+                   extension_dirs=extension_dirs)
+
+    @staticmethod
+    def extensions_for(paths: Paths, settings: "SettingsStore", service: "GenerationService", args) -> tuple:
+        """Load the enabled extensions (built-in first): their settings join config.json's, their
+        always-on scripts and callbacks reach every job through the generation service."""
+        from modules.extensions.layout import ExtensionDirs
+        from modules.extensions.loader import load_extensions
+
+        dirs = ExtensionDirs.for_paths(paths)
+        loaded = load_extensions(dirs, settings.values, args)
+        settings.add_definitions(loaded.settings)
+        service.extensions = loaded
+        service.settings_values = lambda: dict(settings.values)
+        return dirs, loaded
+
+    @staticmethod
+    def script_registry(loaded: "LoadedExtensions"):
+        """The Script menu: every enabled extension's selectable scripts in load order. A second
+        script with a title already taken is left out, and its extension's error says so."""
+        from modules.scripts.registry import ScriptRegistry
+
+        registry = ScriptRegistry()
+        for script in loaded.selectable():
+            try:
+                registry.add(script)
+            except ValueError as exc:
+                owner = getattr(script, "extension", "") or getattr(getattr(script, "script", None), "extension", "") or "?"
+                log.error("Extension '%s': %s", owner, exc)
+                loaded.errors.setdefault(owner, str(exc))
+        return registry
 
     @staticmethod
     def controlnet_for(paths: Paths, settings: "SettingsStore", cpu: bool = False) -> "ControlNetService":
@@ -282,6 +318,7 @@ class App:
             state.interrogate = self.interrogate
             state.controlnet = self.controlnet  # alwayson_scripts.controlnet and the extension's routes
             state.scripts = self.scripts  # script_name / script_args, /scripts, /script-info
+            state.extensions = self.extensions  # alwayson_scripts of the extensions
             app.include_router(build_router(state))
             from modules.controlnet.routes import build_controlnet_router
 
@@ -291,6 +328,8 @@ class App:
             add_docs(app, state.users, self.login_limits)
         if not args.nowebui:
             app = self._mount_page(app, args)
+        elif self.extensions is not None:
+            self.extensions.callbacks.app_started(None, app)  # extensions' routes
         return self._guard(app, args, with_api)
 
     def _guard(self, app, args, with_api: bool):
@@ -336,13 +375,18 @@ class App:
         page = build_page(self)
         self.ui_warnings = UiConfig(self.paths.ui_config).apply(page)  # control defaults, before the page is served
         page.queue(default_concurrency_limit=None)
+        head, css = HEAD, CSS
+        if self.extensions is not None:
+            # Before the page is mounted at "/": routes added after it would never be reached.
+            self.extensions.callbacks.app_started(page, app)
+            head, css = head + self.extensions.head(), css + self.extensions.css()
         users = page_users(args)  # --gradio-auth and --gradio-auth-path
         auth = list(users.items()) or None
         if getattr(args, "theme", None):  # --theme: gradio reads it from the page address (?__theme=dark)
             from modules.ui.theme import ForcedTheme
 
             app.add_middleware(ForcedTheme, theme=args.theme, page_path="/")
-        return gr.mount_gradio_app(app, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=CSS, head=HEAD, auth=auth,
+        return gr.mount_gradio_app(app, page, path="/", allowed_paths=[str(self.paths.outputs_dir)], css=css, head=head, auth=auth,
                                    root_path=subpath(getattr(args, "subpath", None)) or None)
 
 

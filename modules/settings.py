@@ -386,6 +386,30 @@ class SettingsStore:
             temp.unlink(missing_ok=True)
             raise
 
+    def add_definitions(self, settings: Iterable[Setting]) -> list[str]:
+        """Settings an extension adds: config.json's value for each is checked now (the file was
+        read before the extensions loaded), else its default. A key the app or an earlier
+        extension already defines is refused. Returns the problems (also in `warnings`)."""
+        problems: list[str] = []
+        with self._lock:
+            for setting in settings:
+                if setting.key in self.definitions:
+                    problems.append(f"Setting '{setting.key}' is defined twice; the second definition ({setting.label!r}) is ignored.")
+                    continue
+                self.definitions[setting.key] = setting
+                if setting.key not in self.values:
+                    self.values[setting.key] = setting.default
+                    continue
+                try:
+                    self.values[setting.key] = setting.check(self.values[setting.key])
+                except ValueError as exc:
+                    problems.append(f"{self.path.name}: {exc}; using the default {setting.default!r}.")
+                    self.values[setting.key] = setting.default
+            self.warnings.extend(problems)
+        for problem in problems:
+            log.warning("%s", problem)
+        return problems
+
     def sections(self) -> dict[str, list[Setting]]:
         grouped: dict[str, list[Setting]] = {}
         for setting in self.definitions.values():

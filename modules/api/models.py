@@ -121,9 +121,6 @@ class Txt2ImgRequest(BaseModel):
     def unsupported(self) -> list[str]:
         """Requested features this server would silently leave out: refused, with their names."""
         problems = []
-        others = sorted(name for name in self.alwayson_scripts or {} if str(name).lower() != CONTROLNET_SCRIPT)
-        if others:
-            problems.append(f"alwayson_scripts {others} (scripts other than ControlNet are not supported yet)")
         if self.refiner_checkpoint:
             problems.append("refiner_checkpoint (the refiner is not supported yet)")
         if self.hr_checkpoint_name and self.hr_checkpoint_name not in ("Use same checkpoint", ""):
@@ -131,6 +128,18 @@ class Txt2ImgRequest(BaseModel):
         if self.firstpass_image:
             problems.append("firstpass_image (not supported yet)")
         return problems
+
+    def extension_alwayson(self) -> list[tuple[str, list]]:
+        """`alwayson_scripts` entries other than ControlNet, as (title, args): the extensions'
+        always-on scripts (A1111's shape {"title": {"args": [...]}}; a missing args is [])."""
+        found = []
+        for name, value in (self.alwayson_scripts or {}).items():
+            if str(name).lower() == CONTROLNET_SCRIPT:
+                continue
+            if not isinstance(value, dict) or not isinstance(value.get("args", []), (list, type(None))):
+                raise ValueError(f"alwayson_scripts.{name} must be an object {{\"args\": [...]}} with the script's arguments in order.")
+            found.append((str(name), list(value.get("args") or [])))
+        return found
 
     def controlnet_args(self) -> list:
         """`alwayson_scripts.controlnet.args`: the ControlNet extension's units as sent (A1111

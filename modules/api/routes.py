@@ -38,6 +38,7 @@ from modules.version import VERSION
 
 if TYPE_CHECKING:
     from modules.controlnet.service import ControlNetService
+    from modules.extensions.loaded import LoadedExtensions
     from modules.scripts.base import ScriptRequest, ScriptResult
     from modules.scripts.runner import ScriptRun, ScriptRunner
     from modules.jobs.interrogate_task import InterrogateService
@@ -72,6 +73,7 @@ class ApiState:
     login_limits: "LoginLimits | None" = None  # the wrong-password back-off the page's log-in shares
     interrogate: "InterrogateService | None" = None  # /interrogate's models (modules/jobs/interrogate_task.py)
     controlnet: "ControlNetService | None" = None  # alwayson_scripts.controlnet and /controlnet/* (modules/controlnet/routes.py)
+    extensions: "LoadedExtensions | None" = None  # the extensions' always-on scripts (alwayson_scripts by title, /script-info)
     scripts: "ScriptRunner | None" = None  # script_name / script_args (modules/scripts)
 
     @property
@@ -284,6 +286,7 @@ def build_router(state: ApiState) -> APIRouter:
             state.service.check_limits(params)
             # the ControlNet extension's units, checked ([] when the request enables none)
             units = units_from_request(state.controlnet, request, kind == "img2img", state.service.limits.max_pixels)
+            alwayson = alwayson_from_request(request, kind)
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
             vae = state.service.pin_vae(request.wanted_vae())
@@ -296,7 +299,26 @@ def build_router(state: ApiState) -> APIRouter:
                 init = InitImages(images, to_mask(decode_image(request.mask, "mask", limit)) if request.mask else None)
         except (TypeError, ValueError) as exc:
             raise _bad(str(exc)) from None
-        return ScriptRequest(kind, params, init, checkpoint, vae, tuple(units), save)
+        return ScriptRequest(kind, params, init, checkpoint, vae, tuple(units), save, alwayson)
+
+    def alwayson_from_request(request: Txt2ImgRequest, kind: str) -> tuple:
+        """The extensions' always-on scripts the request names, with their arguments (422 for an
+        unknown title, as A1111 answers "always on script ... not found")."""
+        from modules.extensions.job_scripts import AlwaysOnArgs
+
+        wanted = request.extension_alwayson()
+        if not wanted:
+            return ()
+        if state.extensions is None:
+            raise ApiError(422, "Unsupported", f"alwayson_scripts {sorted(t for t, _ in wanted)}: no extensions are loaded on this server.")
+        found = []
+        for title, args in wanted:
+            try:
+                script = state.extensions.find_alwayson(title, kind)
+            except ValueError as exc:
+                raise ApiError(422, "Unsupported", str(exc)) from None
+            found.append(AlwaysOnArgs(str(script.title()), tuple(args)))
+        return tuple(found)
 
     def keep_overrides(request: Txt2ImgRequest, accepted: "ScriptRequest") -> None:
         """A1111 keeps override_settings that are not to be restored afterwards: applied once the
@@ -324,15 +346,16 @@ def build_router(state: ApiState) -> APIRouter:
                                                f"/sdapi/v1/{kind}, whose answer waits for them all.")
         r = read_request(request, kind)
         keep_overrides(request, r)
-        params, units, save, checkpoint, vae = r.params, r.controlnet, r.save, r.checkpoint, r.vae
+        params, units, save, checkpoint, vae, alwayson = r.params, r.controlnet, r.save, r.checkpoint, r.vae, r.alwayson
         if kind == "txt2img":
-            task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
-            payload = txt2img_payload(params, save, checkpoint, vae, controlnet=units)
+            task = lambda j: state.service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units,  # noqa: E731
+                                                       alwayson=alwayson)
+            payload = txt2img_payload(params, save, checkpoint, vae, controlnet=units, alwayson=alwayson)
         else:
             init = r.init
-            task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae,
-                                                       controlnet=units)  # noqa: E731
-            payload = img2img_payload(params, init, save, checkpoint, vae, controlnet=units)
+            task = lambda j: state.service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae,  # noqa: E731
+                                                       controlnet=units, alwayson=alwayson)
+            payload = img2img_payload(params, init, save, checkpoint, vae, controlnet=units, alwayson=alwayson)
         job = state.queue.submit(kind, task, user=user, payload=payload)
         for old in [k for k in list(asked) if state.queue.get(k) is None]:  # the queue forgot them: so do we
             asked.pop(old, None)
@@ -607,14 +630,19 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get("/scripts", summary="Script names by tab: the selectable ones (script_name) and the always-on ones (alwayson_scripts)")
     def scripts() -> dict:
-        always = ["controlnet"] if state.controlnet is not None else []  # alwayson_scripts takes it
-        runner = state.scripts
+        runner, loaded = state.scripts, state.extensions
+
+        def always(kind: str) -> list[str]:  # alwayson_scripts takes these
+            found = ["controlnet"] if state.controlnet is not None else []
+            return found + ([str(s.title()).lower() for s in loaded.alwayson(kind)] if loaded is not None else [])
+
         selectable = {kind: [t.lower() for t in runner.titles(kind)] if runner is not None else [] for kind in ("txt2img", "img2img")}
-        return {kind: [*selectable[kind], *always] for kind in ("txt2img", "img2img")}
+        return {kind: [*selectable[kind], *always(kind)] for kind in ("txt2img", "img2img")}
 
     @router.get("/script-info", summary="Each script's arguments in script_args order: [{name, is_alwayson, is_img2img, args}]")
     def script_info() -> list:
-        return state.scripts.describe() if state.scripts is not None else []
+        info = state.scripts.describe() if state.scripts is not None else []
+        return info + (state.extensions.describe_alwayson() if state.extensions is not None else [])
 
     # Lists clients read at start-up (aiyabot stops on a 404). Hypernetworks are not run
     # here, so A1111's shape comes back empty.

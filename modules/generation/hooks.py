@@ -56,6 +56,16 @@ class JobHook:
     def pass_started(self, info: PassInfo) -> None:
         """Before a pass's first step (parameters of the pass are final)."""
 
+    def batch_prompts(self, index: int, seeds: list[int], subseeds: list[int]) -> tuple[str, str] | None:
+        """Before batch `index` is conditioned: (prompt, negative prompt) to draw it with instead
+        of the job's, or None to keep them (A1111's process_batch may change p.prompts)."""
+        return None
+
+    def denoiser_call(self, call: DenoiserCall) -> DenoiserCall:
+        """Before each UNet call: the call to make, possibly with other latents or text
+        embeddings of the same shapes (A1111's on_cfg_denoiser)."""
+        return call
+
     def unet_kwargs(self, call: DenoiserCall) -> dict | None:
         """Extra keyword arguments for this UNet call, e.g. ControlNet's
         `down_block_additional_residuals` and `mid_block_additional_residual`."""
@@ -84,6 +94,18 @@ class Hooks:
     def pass_started(self, info: PassInfo) -> None:
         for hook in self.hooks:
             hook.pass_started(info)
+
+    def batch_prompts(self, index: int, seeds: list[int], subseeds: list[int]) -> tuple[str, str] | None:
+        """The last hook's prompts for the batch, each hook seeing the batch as the ones before it left it."""
+        chosen = None
+        for hook in self.hooks:
+            chosen = hook.batch_prompts(index, seeds, subseeds) or chosen
+        return chosen
+
+    def denoiser_call(self, call: DenoiserCall) -> DenoiserCall:
+        for hook in self.hooks:
+            call = hook.denoiser_call(call)
+        return call
 
     def unet_kwargs(self, call: DenoiserCall) -> dict:
         """Every hook's extra UNet arguments; residuals from several hooks are added up, any

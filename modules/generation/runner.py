@@ -49,6 +49,7 @@ class Batch:
     # picture afterwards (face restoration), so only the masked area ever changes.
     overlay: Callable[[Image.Image, int], Image.Image] | None = None
     subseeds: list[int] = field(default_factory=list)  # each image's variation seed (A1111's all_subseeds)
+    prompts: tuple[str, str] | None = None  # (prompt, negative) an add-on drew this batch with instead of the job's
 
 
 @dataclass(frozen=True)
@@ -284,18 +285,36 @@ class Runner:
                 control.take_skip()  # a skip asked between batches applies to none
                 report = _reporter(control, index, len(batches), per_batch)
                 decoded = None
+                texts, job, one, two = self._batch_prompts(params, prompts, hooks, index, seeds, subseeds[index], (first, second))
                 with self._tiling(params):
-                    outcome = self._denoise(first, seeds, control, report, job=prompts, hooks=hooks, subseeds=subseeds[index])
-                    if not outcome.stopped and second is not None:
+                    outcome = self._denoise(one, seeds, control, report, job=job, hooks=hooks, subseeds=subseeds[index])
+                    if not outcome.stopped and two is not None:
                         upscaled = self._upscale(outcome.latents, params, control)
-                        outcome = self._denoise(second, seeds, control, report, init=upscaled, offset=first.steps_run(), job=prompts,
+                        outcome = self._denoise(two, seeds, control, report, init=upscaled, offset=one.steps_run(), job=job,
                                                 hooks=hooks, subseeds=subseeds[index])
                         if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
                             outcome = replace(outcome, latents=upscaled)
                     if outcome.latents is not None:
                         decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
                 if decoded is not None:
-                    yield Batch(decoded, seeds, index, partial=outcome.stopped, subseeds=subseeds[index])
+                    yield Batch(decoded, seeds, index, partial=outcome.stopped, subseeds=subseeds[index], prompts=texts)
+
+    def _batch_prompts(self, params: GenerationParams, prompts: JobPrompts, hooks: Hooks, index: int, seeds: list[int],
+                       subseeds: list[int], passes: tuple) -> tuple:
+        """(the batch's prompts when an add-on changed them, else None; its JobPrompts; its passes).
+        A changed prompt is prepared as a job's is (LoRA tags resolved, warnings kept)."""
+        changed = hooks.batch_prompts(index, seeds, subseeds) if hooks else None
+        if changed is None or tuple(changed) == (params.prompt, params.negative_prompt):
+            return None, prompts, *passes
+        changed = (str(changed[0]), str(changed[1]))
+        job = self.prepare(params.model_copy(update={"prompt": changed[0], "negative_prompt": changed[1]}))
+        for warning in job.warnings:
+            if warning not in prompts.warnings:
+                prompts.warnings.append(warning)
+        strength = passes[0].strength
+        first = self._pass(params, job.first, strength)
+        second = self._hires_pass(params, job.hires or job.first) if passes[1] is not None else None
+        return changed, job, first, second
 
     def _tiling(self, params: GenerationParams):
         """Seamless pictures for this job's sampling, encoding and decoding only (A1111's Tiling)."""
@@ -377,9 +396,10 @@ class Runner:
                 control.take_skip()
                 report = _reporter(control, index, len(batches), first.steps_run())
                 pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
+                texts, job, one, _ = self._batch_prompts(params, prompts, hooks, index, seeds, subseeds[index], (first, None))
                 with self._tiling(params):
                     init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
-                    outcome = self._denoise(first, seeds, control, report, init=init_latents, inpainting=inpainting, job=prompts,
+                    outcome = self._denoise(one, seeds, control, report, init=init_latents, inpainting=inpainting, job=job,
                                             hooks=hooks, crop=crop, subseeds=subseeds[index])
                     if outcome.latents is None:
                         continue
@@ -390,7 +410,7 @@ class Runner:
                         return imgops.composite(prepared.originals[pick[i]], image, prepared.composite_mask, prepared.region)
 
                     decoded = [overlay(im, i) for i, im in enumerate(decoded)]
-                yield Batch(decoded, seeds, index, partial=outcome.stopped, overlay=overlay, subseeds=subseeds[index])
+                yield Batch(decoded, seeds, index, partial=outcome.stopped, overlay=overlay, subseeds=subseeds[index], prompts=texts)
 
     def _prepare(self, params: Img2ImgParams, init: InitImages) -> _Prepared:
         if not init.images:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
     from modules.controlnet.service import ControlNetService
     from modules.controlnet.units import ControlUnit
+    from modules.extensions.job_scripts import AlwaysOnArgs
+    from modules.extensions.loaded import LoadedExtensions
     from modules.generation.job_prompts import JobPrompts
     from modules.generation.runner import Batch, InitImages, Runner
     from modules.generation.styles import StyleStore
@@ -96,6 +98,7 @@ class _JobControl:
     hooks: Any  # modules.generation.hooks.Hooks
     infotext: list
     detected_maps: list
+    scripts: Any = None  # modules.extensions.job_scripts.JobScripts: always-on scripts and extension callbacks
 
 
 def job_setting_defaults() -> dict:
@@ -128,6 +131,8 @@ class GenerationService:
         self._limit_lock = threading.Lock()
         self.upscalers: "UpscalerLibrary | None" = None  # model upscalers hires fix may use (the app's library)
         self.controlnet: "ControlNetService | None" = None  # ControlNet units' models and preprocessors (the app's)
+        self.extensions: "LoadedExtensions | None" = None  # always-on scripts and callbacks of the loaded extensions (the app's)
+        self.settings_values: Callable[[], dict] = dict  # config.json as jobs' scripts see it (p.opts)
         models.add_unload_listener(self._drop_runner)
 
     def apply_settings(self, settings: OutputSettings) -> None:
@@ -341,42 +346,62 @@ class GenerationService:
         return format_infotext(params.prompt, params.negative_prompt, fields)
 
     def run_txt2img(self, job: Job, params: GenerationParams, save: bool | None = None, checkpoint: str | None = None,
-                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> GenerationResult:
+                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = (), grid: bool = True,
+                    alwayson: "Sequence[AlwaysOnArgs]" = ()) -> GenerationResult:
         """`save` overrides the samples_save and grid_save settings (the API's save_images);
         `controlnet` are the job's ControlNet units; `grid` False saves no grid of the batch
-        (a script's job: the script makes its own, as A1111's do_not_save_grid)."""
+        (a script's job: the script makes its own, as A1111's do_not_save_grid); `alwayson`
+        the extensions' always-on scripts with their arguments."""
         params, notes = self.styled(params)
         model = self.runner(checkpoint, vae, notes)
-        control = self._controlnet(controlnet, model[0], params)
+        scripts = self._scripts("txt2img", alwayson, job, notes)
+        if scripts:
+            params = scripts.start(params, None, self.hires_upscalers(), (model[0].info.model_name, model[0].info.shorthash))
+        control = self._controlnet(controlnet, model[0], params, scripts=scripts)
         return self._collect(job, params, model,
                              lambda seed, prompts, start, subseed: model[1].txt2img(params, seed, job.control, prompts, start, control.hooks, subseed),
                              self.writers["txt2img"] if grid else (self.writers["txt2img"][0], None), save=save, notes=notes,
                              control=control)
 
+    def _scripts(self, kind: str, alwayson: "Sequence[AlwaysOnArgs]", job: Job, notes: list[str]):
+        """The job's always-on scripts and extension callbacks (None without extensions)."""
+        if self.extensions is None:
+            return None
+        from modules.extensions.job_scripts import JobScripts
+
+        scripts = JobScripts(self.extensions, kind, alwayson, notes, self.settings_values(), login_of(job.user))
+        return scripts if scripts else None
+
     def _controlnet(self, units: "Sequence[ControlUnit]", active: ActiveModel, params: GenerationParams,
-                    init: "InitImages | None" = None) -> "_JobControl":
-        """The job's ControlNet units made ready on the loaded checkpoint (preprocessed, models loaded)."""
+                    init: "InitImages | None" = None, scripts=None) -> "_JobControl":
+        """The job's ControlNet units made ready on the loaded checkpoint (preprocessed, models
+        loaded), after the job's always-on scripts' hooks (`scripts`)."""
         from modules.generation.hooks import Hooks
 
+        first_hooks = [scripts] if scripts else []
         if not any(u.settings.enabled for u in units):
-            return _JobControl(Hooks(), [], [])
+            return _JobControl(Hooks(first_hooks), [], [], scripts)
         if self.controlnet is None:
             raise ValueError("ControlNet is not available on this server.")
         first = init.images[0] if init is not None and init.images else None
         seed = params.seed if params.seed >= 0 else None
         prepared = self.controlnet.prepare(units, active.model, params.width, params.height, first, init.mask if init else None, seed)
-        return _JobControl(Hooks([prepared.hook] if prepared.hook else []), prepared.infotext, prepared.detected_maps)
+        return _JobControl(Hooks([*first_hooks, *([prepared.hook] if prepared.hook else [])]), prepared.infotext, prepared.detected_maps,
+                           scripts)
 
     def run_img2img(self, job: Job, params: Img2ImgParams, init: "InitImages", output_dir: Path | None = None, name: str | None = None,
                     save: bool | None = None, checkpoint: str | None = None, vae: str | None = None,
-                    controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> GenerationResult:
+                    controlnet: "Sequence[ControlUnit]" = (), grid: bool = True, alwayson: "Sequence[AlwaysOnArgs]" = ()) -> GenerationResult:
         """One img2img or inpaint job. With `output_dir` (a folder batch) images are saved
         there under `name` instead of the numbered img2img outputs, and no grid is made (nor
         with `grid` False: a script's job).
         ControlNet units without a picture of their own use the init image (and mask)."""
         params, notes = self.styled(params)
         model = self.runner(checkpoint, vae, notes)
-        control = self._controlnet(controlnet, model[0], params, init)
+        scripts = self._scripts("img2img", alwayson, job, notes)
+        if scripts:
+            params = scripts.start(params, init, self.hires_upscalers(), (model[0].info.model_name, model[0].info.shorthash))
+        control = self._controlnet(controlnet, model[0], params, init, scripts)
         writers = self.writers["img2img"] if grid else (self.writers["img2img"][0], None)
         if output_dir is not None:
             writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
@@ -448,6 +473,7 @@ class GenerationService:
         from modules.generation.noise import resolve_seed
 
         active, runner = model
+        scripts = control.scripts if control is not None else None
         if params.restore_faces:
             params = self._face_restorer(params)  # the restorer that runs, for the infotext and the API's info
             self.libraries.faces.pick(params.face_restoration_model).load()  # a broken model file fails now, not after sampling
@@ -484,17 +510,24 @@ class GenerationService:
             for batch in batches(first_seed, prompts, resumed.batches if resumed else 0, first_subseed):
                 if extras is None:
                     extras = runner.infotext_extras(params, prompts) + (control.infotext if control is not None else [])
+                    if scripts:
+                        extras = extras + scripts.infotext_extras()
                     result.extra_generation_params = {key: str(value) for key, value in extras if value is not None}
                 if batch.partial:  # A1111 returns an interrupted or skipped batch's last estimate, and does not save it
                     why = "interrupted" if job.control.interrupted else "skipped"
                     result.notes.append(f"Batch {batch.index + 1} of {params.n_iter} was {why}: its unfinished picture is returned, not saved.")
-                for position, (image, seed) in enumerate(zip(batch.images, batch.seeds)):
+                batch_params = params if batch.prompts is None else params.model_copy(
+                    update={"prompt": batch.prompts[0], "negative_prompt": batch.prompts[1]})  # an always-on script's prompts
+                images = scripts.postprocess_batch(batch.images, batch.index) if scripts and not batch.partial else batch.images
+                for position, (image, seed) in enumerate(zip(images, batch.seeds)):
                     subseed = batch.subseeds[position] if position < len(batch.subseeds) else params.subseed
-                    image_params = params
+                    image_params = batch_params
                     if params.restore_faces and not batch.partial:  # after decoding, before saving (as A1111)
-                        image, image_params = self._restore_faces(image, params, result.notes)
+                        image, image_params = self._restore_faces(image, batch_params, result.notes)
                         if batch.overlay is not None:  # inpainting: the unmasked part stays the original's
                             image = batch.overlay(image, position)
+                    if scripts and not batch.partial:
+                        image = scripts.postprocess_image(image, position)
                     text = self.infotext(image_params, seed, active, masked, extras, vae, subseed)
                     result.images.append(image)
                     result.seeds.append(seed)
@@ -503,11 +536,17 @@ class GenerationService:
                     if batch.partial:
                         result.unfinished.append(len(result.images) - 1)
                         continue
+                    saved_before = len(result.paths)
+                    if scripts and (name is not None or (self.settings.samples_save if save is None else save)):
+                        image, text = scripts.before_saving(image, text)  # on_before_image_saved
+                        result.images[-1], result.infotexts[-1] = image, text
                     if name is not None:
                         saving.attempt(images_writer, result.paths, lambda: images_writer.save_as(image, name, infotext=text))
                     elif self.settings.samples_save if save is None else save:
-                        values = self._name_values(params, active, seed, result, job)
+                        values = self._name_values(image_params, active, seed, result, job)
                         saving.attempt(images_writer, result.paths, lambda: images_writer.save_image(image, infotext=text, values=values))
+                    if scripts and len(result.paths) > saved_before:
+                        scripts.saved(image, result.paths[-1], text)  # on_image_saved
                 if not batch.partial and result.paths:
                     job.record_progress({"first_seed": first_seed, "first_subseed": first_subseed, "batches": batch.index + 1,
                                          "paths": [str(p) for p in result.paths]})
@@ -517,6 +556,8 @@ class GenerationService:
             for warning in prompts.warnings:
                 log.warning("%s: %s", job.id, warning)
             add_notes(result.notes, prompts.warnings)
+        if scripts:
+            scripts.postprocess(result.images, result.infotexts, result.seeds, result.subseeds)
         finished = [im for i, im in enumerate(result.images) if i not in result.unfinished]
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(finished) > 1:
             values = self._name_values(params, active, result.seeds[0], result, job)
@@ -570,10 +611,14 @@ def saved_path_per_image(result: GenerationResult) -> list[Path | None]:
 
 
 def txt2img_payload(params: GenerationParams, save: bool | None = None, checkpoint: str | None = None, vae: str | None = None,
-                    controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> dict:
+                    controlnet: "Sequence[ControlUnit]" = (), grid: bool = True, alwayson: "Sequence[AlwaysOnArgs]" = ()) -> dict:
     payload = {"params": params.model_dump(), "save": save, "checkpoint": checkpoint, "vae": vae}
     if not grid:
         payload["grid"] = False
+    if alwayson:
+        from modules.extensions.job_scripts import alwayson_payload
+
+        payload["alwayson"] = alwayson_payload(alwayson)
     if controlnet:
         from modules.controlnet.units import unit_to_payload
 
@@ -588,31 +633,33 @@ def _units(payload: dict) -> list:
 
 
 def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None = None, checkpoint: str | None = None,
-                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = (), grid: bool = True) -> dict:
+                    vae: str | None = None, controlnet: "Sequence[ControlUnit]" = (), grid: bool = True,
+                    alwayson: "Sequence[AlwaysOnArgs]" = ()) -> dict:
     """Everything the job needs to run again after a restart, images included (as PNG base64)."""
     return {
-        **txt2img_payload(params, save, checkpoint, vae, controlnet, grid), "images": [_png_base64(im) for im in init.images],
+        **txt2img_payload(params, save, checkpoint, vae, controlnet, grid, alwayson), "images": [_png_base64(im) for im in init.images],
         "mask": _png_base64(init.mask) if init.mask is not None else None,
     }
 
 
 def register_generation_jobs(queue, service: GenerationService) -> None:
     """Teach the queue to rebuild recorded txt2img and img2img jobs after a restart."""
+    from modules.extensions.job_scripts import alwayson_from_payload
     from modules.generation.runner import InitImages
 
     def txt2img(payload: dict):
         params = GenerationParams.model_validate(payload["params"], context={"upscalers": service.hires_upscalers()})
-        units = _units(payload)
+        units, alwayson = _units(payload), alwayson_from_payload(payload.get("alwayson"))
         return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"),
-                                               controlnet=units, grid=payload.get("grid", True))
+                                               controlnet=units, grid=payload.get("grid", True), alwayson=alwayson)
 
     def img2img(payload: dict):
         params = Img2ImgParams(**payload["params"])
         mask = _from_base64(payload["mask"]) if payload.get("mask") else None
         init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
-        units = _units(payload)
+        units, alwayson = _units(payload), alwayson_from_payload(payload.get("alwayson"))
         return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=payload.get("checkpoint"),
-                                               vae=payload.get("vae"), controlnet=units, grid=payload.get("grid", True))
+                                               vae=payload.get("vae"), controlnet=units, grid=payload.get("grid", True), alwayson=alwayson)
 
     queue.register("txt2img", txt2img)
     queue.register("img2img", img2img)

@@ -33,6 +33,7 @@ class ScriptRequest:
     vae: str | None = None
     controlnet: tuple = ()
     save: bool | None = None  # the API's save_images; None: the samples_save / grid_save settings
+    alwayson: tuple = ()  # the extensions' always-on scripts (AlwaysOnArgs) every job of the run carries
 
     @property
     def img2img(self) -> bool:

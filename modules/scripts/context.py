@@ -62,12 +62,15 @@ class ScriptContext:
         vae = request.vae if vae is _SAME else vae
         units = tuple(request.controlnet if controlnet is _SAME else controlnet)
         save = request.save if save is _SAME else save
+        alwayson = request.alwayson
         if init is None:
-            task = lambda j: service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units, grid=grid)  # noqa: E731
-            kind, payload = "txt2img", txt2img_payload(params, save, checkpoint, vae, units, grid)
+            task = lambda j: service.run_txt2img(j, params, save=save, checkpoint=checkpoint, vae=vae, controlnet=units, grid=grid,  # noqa: E731
+                                                 alwayson=alwayson)
+            kind, payload = "txt2img", txt2img_payload(params, save, checkpoint, vae, units, grid, alwayson)
         else:
-            task = lambda j: service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae, controlnet=units, grid=grid)  # noqa: E731
-            kind, payload = "img2img", img2img_payload(params, init, save, checkpoint, vae, units, grid)
+            task = lambda j: service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae, controlnet=units,  # noqa: E731
+                                                 grid=grid, alwayson=alwayson)
+            kind, payload = "img2img", img2img_payload(params, init, save, checkpoint, vae, units, grid, alwayson)
         job = self.queue.submit(kind, task, user=self.user, payload=payload if save is not False else None)
         with self._lock:
             self._children.append(job)

@@ -84,9 +84,11 @@ class ScriptRunner:
         self.registry = registry if registry is not None else ScriptRegistry(builtin_scripts())
 
     @classmethod
-    def for_app(cls, queue: "JobQueue", service: "GenerationService", settings, interrogator=None) -> "ScriptRunner":
+    def for_app(cls, queue: "JobQueue", service: "GenerationService", settings, interrogator=None,
+                registry: ScriptRegistry | None = None) -> "ScriptRunner":
         """Scripts over the app's queue and service, with lists read from its models, upscalers,
-        styles and settings (`settings`: the SettingsStore) when a script asks."""
+        styles and settings (`settings`: the SettingsStore) when a script asks. `registry`: the
+        loaded extensions' scripts (the built-in classic scripts when not given)."""
         from modules.generation.params import HIRES_UPSCALERS
 
         models = service.models
@@ -118,7 +120,7 @@ class ScriptRunner:
             max_jobs=lambda: int(settings["script_max_jobs"]), upscale=upscale, check_job=check_job, interrogator=interrogator,
             max_pixels=lambda: service.limits.max_pixels,
         )
-        return cls(queue, service, env)
+        return cls(queue, service, env, registry)
 
     def titles(self, kind: str) -> list[str]:
         return [s.title for s in self.registry.for_kind(kind)]
