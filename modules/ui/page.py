@@ -17,6 +17,7 @@ from modules.ui.common import page_user
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.models import build_models_tab
 from modules.ui.extras import build_extras_tab
+from modules.ui.extensions import build_app_extensions_tab
 from modules.ui.forever import FOREVER_HEAD
 from modules.ui.gallery import build_gallery_tab
 from modules.ui.pnginfo import build_pnginfo_tab
@@ -150,6 +151,9 @@ def build_page(app: "App") -> gr.Blocks:
                     build_models_tab(app.downloads, app.access, checkpoint, models.titles)
             with gr.Tab("Settings", id="settings") as settings_tab:
                 build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab)
+            if getattr(app, "extension_dirs", None) is not None:
+                with gr.Tab("Extensions", id="extensions") as extensions_tab:
+                    build_app_extensions_tab(app, extensions_tab)
 
         footer = gr.Markdown(_footer(), elem_id="footer_info")
 
