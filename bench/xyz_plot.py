@@ -66,9 +66,9 @@ def build(data: Path):
 
 def plot_round(runner, models, params):
     from modules.scripts.base import ScriptRequest
-    from modules.scripts.xyz_axes import axes_for
 
-    labels = [a.label for a in axes_for("txt2img")]
+    plot = runner.registry.find("X/Y/Z plot", "txt2img")
+    labels = list(plot.args(runner.env, False)[0].choices)  # x_type's choices: the tab's axis types
     args = [labels.index("Steps"), ",".join(map(str, STEPS)), [], labels.index("CFG Scale"), ",".join(map(str, CFGS)), [],
             0, "", [], True, True]  # draw legend, include the cells (to compare them)
     request = ScriptRequest("txt2img", params, None, models.pin(), None, (), False)

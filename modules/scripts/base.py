@@ -134,6 +134,11 @@ class Script:
         """The controls in A1111's ui() order, which is script_args' order."""
         return []
 
+    def axis_choices(self, env: ScriptEnv, kind: str, type_index: int) -> list[str] | None:
+        """The choices the page's picker offers an axis of type `type_index` on tab `kind` (X/Y/Z
+        plot's <axis>_values_dropdown follows <axis>_type); None: the axis's values are typed."""
+        return None
+
     def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable[["ScriptContext"], "ScriptResult"]:
         """Check everything (ValueError naming the argument or value) and return the run. Nothing
         is queued here, so a bad request costs nothing."""

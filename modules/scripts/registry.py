@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Iterable
 
 from modules.scripts.base import Script
 
 
 def builtin_scripts() -> list[Script]:
-    """One instance of each built-in script, in A1111's order (txt2img's three, then img2img's)."""
-    from modules.scripts.loopback import Loopback
-    from modules.scripts.outpainting import OutpaintingMk2, PoorMansOutpainting
-    from modules.scripts.prompt_matrix import PromptMatrix
-    from modules.scripts.prompts_from_file import PromptsFromFile
-    from modules.scripts.sd_upscale import SDUpscale
-    from modules.scripts.xyz_plot import XyzPlot
+    """One instance of each selectable script of the built-in classic-scripts extension, its
+    files in name order (A1111's img2img menu order), imported as the extension loader imports
+    them (package sdext_classic_scripts). Stands in where no loaded extensions' registry is given."""
+    from modules.extensions.layout import BUILTIN_DIR
+    from modules.extensions.loader import import_package
 
-    return [PromptMatrix(), PromptsFromFile(), XyzPlot(), Loopback(), OutpaintingMk2(), PoorMansOutpainting(), SDUpscale()]
+    folder = BUILTIN_DIR / "classic-scripts"
+    package = import_package(folder)
+    found: list[Script] = []
+    for path in sorted((folder / "scripts").glob("*.py")):
+        module = importlib.import_module(f"{package}.scripts.{path.stem}")
+        found += [obj() for obj in vars(module).values()
+                  if isinstance(obj, type) and issubclass(obj, Script) and obj.__module__ == module.__name__ and obj.title]
+    return found
 
 
 class ScriptRegistry:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from modules.scripts.runner import ScriptRunner
 
 NONE = "None"
-XYZ_TITLE = "X/Y/Z plot"
 AXES = ("x", "y", "z")
 CHECKBOXES_PER_ROW = 4  # X/Y/Z plot's axis controls: <axis>_type, <axis>_values, <axis>_values_dropdown
 
@@ -261,16 +260,16 @@ def _wire_axes(title: str, args: list["ScriptArg"], built: list, axis_choices: C
 
 def build_script_menu(prefix: str, scripts: "ScriptRunner | None") -> ScriptPanel | None:
     """The Script menu of the txt2img or img2img tab (`prefix`) over the app's scripts; None
-    when there are none. X/Y/Z plot's pickers offer the chosen axis's choices."""
+    when there are none. An axis's picker offers what its script's `axis_choices` gives (X/Y/Z
+    plot's: the chosen axis type's choices)."""
     if scripts is None or not scripts.titles(prefix):
         return None
     env, img2img = scripts.env, prefix == "img2img"
 
+    listed = scripts.registry.for_kind(prefix)
+    by_title = {s.title: s for s in listed}
+
     def axis_choices(title: str, index: int) -> list[str] | None:
-        if title != XYZ_TITLE:
-            return None
-        from modules.scripts.xyz_axes import value_choices
+        return by_title[title].axis_choices(env, prefix, index) if title in by_title else None
 
-        return value_choices(env, prefix, index)
-
-    return build_script_panel(prefix, scripts.registry.for_kind(prefix), env, img2img, axis_choices=axis_choices)
+    return build_script_panel(prefix, listed, env, img2img, axis_choices=axis_choices)

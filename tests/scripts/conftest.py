@@ -15,6 +15,9 @@ from modules.models.manager import ModelManager
 from modules.options import OutputSettings
 from modules.scripts.base import ScriptRequest, ScriptResult
 from modules.scripts.runner import ScriptRunner
+from tests.scripts import classic
+
+classic.register()  # before the test modules import sdext_classic_scripts.*
 
 DAY = datetime(2026, 12, 6, 12, 0)
 

@@ -13,7 +13,7 @@ from modules.generation.params import GenerationParams, Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.base import LARGEST_SEED
-from modules.scripts.loopback import INTERROGATORS, denoising_strength
+from sdext_classic_scripts.scripts.loopback import INTERROGATORS, denoising_strength
 
 
 @pytest.mark.parametrize("curve, middle", [("Linear", 0.5), ("Aggressive", math.sin(math.pi / 4)), ("Lazy", 1 - math.cos(math.pi / 4))])

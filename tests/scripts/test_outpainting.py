@@ -12,8 +12,10 @@ from modules.generation.params import Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.scripts.args import parse_args
 from modules.scripts.base import ScriptEnv, ScriptRequest
-from modules.scripts.outpaint_pixels import expansion, match_histograms, matched_noise, noised_picture
-from modules.scripts.outpainting import OutpaintingMk2, PoorMansOutpainting, _keep_rectangle, mk2_pass
+from sdext_classic_scripts.lib_classic.outpaint_pixels import expansion, match_histograms, matched_noise, noised_picture
+from sdext_classic_scripts.lib_classic.outpainting import keep_rectangle, mk2_pass
+from sdext_classic_scripts.scripts.outpainting_mk_2 import OutpaintingMk2
+from sdext_classic_scripts.scripts.poor_mans_outpainting import PoorMansOutpainting
 
 ALL = ["left", "right", "up", "down"]
 
@@ -71,14 +73,14 @@ def test_matched_noise_keeps_the_known_part_and_follows_its_colours():
 
 def test_noised_picture_returns_unmasked_pixels_exactly():
     image = picture(64, 64)
-    mask = _keep_rectangle((64, 64), (16, 0, 64, 64))
+    mask = keep_rectangle((64, 64), (16, 0, 64, 64))
     out = noised_picture(image, mask, 1.0, 0.05)
     assert np.array_equal(np.asarray(out)[:, 16:], np.asarray(image)[:, 16:])
     assert not np.array_equal(np.asarray(out)[:, :16], np.asarray(image)[:, :16])
 
 
 def test_keep_rectangle_ends_where_the_new_strip_begins():
-    mask = np.asarray(_keep_rectangle((8, 4), (2, 0, 6, 4)))
+    mask = np.asarray(keep_rectangle((8, 4), (2, 0, 6, 4)))
     assert list(mask[0]) == [255, 255, 0, 0, 0, 0, 255, 255]
 
 
@@ -150,7 +152,7 @@ def test_poor_mans_outpainting_grows_in_tiles_and_keeps_the_original(script_app)
     # Tiles start at 0, 32, 64; the first (seed 1234) alone covers the top-left 32x32 and is its single job.
     canvas = Image.new("RGB", (128, 128))
     canvas.paste(init, (32, 32))
-    mask = _keep_rectangle((128, 128), (32, 32, 96, 96))
+    mask = keep_rectangle((128, 128), (32, 32, 96, 96))
     single = script_app.single(params(mask_blur=0, inpainting_fill=0), InitImages((canvas.crop((0, 0, 64, 64)),), mask.crop((0, 0, 64, 64))))
     assert np.array_equal(out[:32, :32], np.asarray(single.images[0])[:32, :32])
 
@@ -236,14 +238,16 @@ def test_bad_requests_are_refused_naming_the_argument(script_app):
     assert len(script_app.queue.list()) == before
 
 
-def test_the_image_scripts_import_neither_torch_nor_numpy():
-    """The registry builds every script at start-up: these modules load numpy and Pillow only
-    when a run makes pictures, and torch never (the jobs bring it)."""
+def test_the_image_scripts_do_not_import_torch():
+    """The registry builds every script at start-up: the image scripts (and the extension API
+    they import, which may bring Pillow and numpy) never load torch; the jobs bring it."""
     import subprocess
     import sys
     from pathlib import Path
 
-    code = ("import sys; import modules.scripts.sd_upscale, modules.scripts.outpainting, modules.outputs.tiles, "
-            "modules.scripts.outpaint_pixels; print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))")
+    code = ("import sys; from tests.scripts import classic; classic.register(); "
+            "import sdext_classic_scripts.scripts.sd_upscale, sdext_classic_scripts.scripts.outpainting_mk_2, "
+            "sdext_classic_scripts.scripts.poor_mans_outpainting, sdext_classic_scripts.lib_classic.outpaint_pixels; "
+            "print('torch' in sys.modules, 'sdext_classic_scripts.scripts.sd_upscale' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "False True"

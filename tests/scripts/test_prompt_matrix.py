@@ -12,7 +12,7 @@ from PIL import ImageChops
 from modules.generation.params import GenerationParams
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.base import LARGEST_SEED, counted_seeds
-from modules.scripts.prompt_matrix import DELIMITERS, combinations, grid_labels, grid_shape, split_parts
+from sdext_classic_scripts.scripts.prompt_matrix import DELIMITERS, combinations, grid_labels, grid_shape, split_parts
 
 
 def test_combinations_follow_a1111s_bit_order_and_joining():

@@ -11,7 +11,7 @@ from modules.generation.params import GenerationParams
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.base import ScriptEnv, ScriptRequest
 from modules.scripts.base import LARGEST_SEED
-from modules.scripts.prompts_from_file import joined, parse_options, plan, read_lines
+from sdext_classic_scripts.scripts.prompts_from_file import joined, parse_options, plan, read_lines
 
 # The wiki's examples, and what A1111's parser reads from them.
 EXAMPLES = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from modules.scripts.ranges import join_csv, parse_values, split_csv
+from sdext_classic_scripts.lib_classic.ranges import join_csv, parse_values, split_csv
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -128,7 +128,8 @@ def test_ranges_module_does_not_import_numpy():
 
     from pathlib import Path
 
-    code = "import sys, modules.scripts.ranges; print('numpy' in sys.modules)"
+    code = ("import sys; from tests.scripts import classic; classic.register(); import sdext_classic_scripts.lib_classic.ranges; "
+            "print('numpy' in sys.modules)")
     root = Path(__file__).resolve().parents[2]
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert run.stdout.strip() == "False"

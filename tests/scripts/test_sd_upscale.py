@@ -14,7 +14,7 @@ from modules.generation.params import Img2ImgParams
 from modules.generation.runner import InitImages
 from modules.scripts.args import parse_args
 from modules.scripts.base import ScriptEnv, ScriptRequest
-from modules.scripts.sd_upscale import SDUpscale, tile_seeds, upscaled_size
+from sdext_classic_scripts.scripts.sd_upscale import SDUpscale, tile_seeds, upscaled_size
 from modules.outputs.tiles import Tile, TileGrid, combine, positions, split
 
 

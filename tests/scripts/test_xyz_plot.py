@@ -14,8 +14,8 @@ from modules.jobs.queue import JobStatus
 from modules.outputs.infotext import parse_infotext
 from modules.scripts.args import parse_args
 from modules.scripts.base import ScriptEnv, ScriptRequest
-from modules.scripts.xyz_axes import Cell, axes_for, value_choices
-from modules.scripts.xyz_plot import XyzPlot, cell_order
+from sdext_classic_scripts.lib_classic.xyz_axes import Cell, axes_for, value_choices
+from sdext_classic_scripts.scripts.xyz_grid import XyzPlot, cell_order
 
 T2I = {axis.label: i for i, axis in enumerate(axes_for("txt2img"))}
 SIZE = 64
@@ -93,7 +93,7 @@ def test_prompt_search_replace_refuses_a_huge_prompt_before_building_it():
 
 
 def test_the_costliest_axis_is_the_outer_loop():
-    from modules.scripts.xyz_axes import AxisChoice
+    from sdext_classic_scripts.lib_classic.xyz_axes import AxisChoice
 
     axes = [AxisChoice("X", axes_for("txt2img")[T2I["Steps"]], [1, 2]), AxisChoice("Y", axes_for("txt2img")[T2I["Checkpoint name"]], ["a", "b"]),
             AxisChoice("Z", axes_for("txt2img")[0], [None])]

@@ -12,8 +12,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Callable
 
-from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, counted_seeds
+from modules.extensions.api import GridLabel, QueueScript, ScriptArg, ScriptEnv, ScriptRequest, ScriptResult, annotated_grid, counted_seeds
 
 PROMPT_TYPES = ("positive", "negative")
 DELIMITERS = MappingProxyType({"comma": ", ", "space": " "})
@@ -44,8 +43,6 @@ def grid_shape(optional_count: int) -> tuple[int, int]:
 def grid_labels(parts: list[str]) -> tuple[list[list[Any]], list[list[Any]]]:
     """Column and row labels: for each column (row), every part on that axis, active where the
     column's (row's) pictures hold it."""
-    from modules.outputs.grids import GridLabel
-
     optional = [p.strip() for p in parts[1:]]
     across = (len(optional) + 1) // 2
     horizontal, vertical = optional[:across], optional[across:]
@@ -56,7 +53,7 @@ def grid_labels(parts: list[str]) -> tuple[list[list[Any]], list[list[Any]]]:
     return labels(horizontal), labels(vertical)
 
 
-class PromptMatrix(Script):
+class PromptMatrix(QueueScript):
     title = "Prompt matrix"
 
     def args(self, env: ScriptEnv, img2img: bool) -> list[ScriptArg]:
@@ -92,8 +89,6 @@ class PromptMatrix(Script):
         margin = int(args["margin_size"])
 
         def run(ctx) -> ScriptResult:
-            from modules.outputs.grids import annotated_grid
-
             ctx.progress(0, len(children), "Prompt matrix")
             results = ctx.run_all([{"params": p} for p in children])
             out = ScriptResult(params, interrupted=ctx.stopped)

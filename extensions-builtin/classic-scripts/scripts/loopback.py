@@ -15,8 +15,9 @@ import math
 from types import MappingProxyType
 from typing import Any, Callable
 
-from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, counted_seeds
+from modules.extensions.api import (
+    InitImages, QueueScript, ScriptArg, ScriptEnv, ScriptRequest, ScriptResult, ScriptStopped, counted_seeds, make_grid,
+)
 
 CURVES = ("Aggressive", "Linear", "Lazy")
 INTERROGATORS = MappingProxyType({"None": None, "CLIP": "clip", "DeepBooru": "deepdanbooru"})  # A1111's choice -> the API's model name
@@ -37,7 +38,7 @@ def denoising_strength(loop: int, loops: int, initial: float, final: float, curv
     return initial + (final - initial) * share
 
 
-class Loopback(Script):
+class Loopback(QueueScript):
     title = "Loopback"
     txt2img = False
 
@@ -51,8 +52,6 @@ class Loopback(Script):
         ]
 
     def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable:
-        from modules.generation.runner import InitImages
-
         if not request.img2img or request.init is None or not request.init.images:
             raise ValueError("Loopback: it is an img2img script and needs an init image.")
         params = request.params
@@ -82,9 +81,6 @@ class Loopback(Script):
         mask = request.init.mask
 
         def run(ctx) -> ScriptResult:
-            from modules.outputs.saving import make_grid
-            from modules.scripts.context import ScriptStopped
-
             out = ScriptResult(params)
             history = []
             seed = first_seed

@@ -16,13 +16,12 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from modules.generation import samplers
-from modules.generation.params import FACE_RESTORERS, RNG_SOURCES
-from modules.scripts.args import read_bool
-from modules.scripts.ranges import format_number
+from modules.extensions.api import FACE_RESTORERS, RNG_SOURCES, read_bool, samplers
+
+from .ranges import format_number
 
 if TYPE_CHECKING:
-    from modules.scripts.base import ScriptEnv
+    from modules.extensions.api import ScriptEnv
 
 # The longest prompt Prompt S/R builds, counted before replacing, so a long value repeated in a
 # long prompt cannot take gigabytes; each cell is then held to limit_prompt_characters as a request is.
@@ -44,7 +43,7 @@ Apply = Callable[[Cell, Any, Sequence[Any], "ScriptEnv"], None]
 
 @dataclass(frozen=True)
 class Axis:
-    """One entry of A1111's axis list. `kind`: how its values read (modules.scripts.ranges);
+    """One entry of A1111's axis list. `kind`: how its values read (lib_classic.ranges);
     `legend`: how a value is labelled ("label" = "Steps: 10", "value", "join", "basename",
     "nothing"); `cost`: how slow a change of it is (the costliest axis is the outer loop);
     `choices`: the page's picker; `tab`: None for both tabs; `apply` None: not available here,

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from modules.scripts.args import ScriptArg
-from modules.scripts.base import SEEDS, Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
-from modules.outputs.tiles import combine, split, tile_count
+from modules.extensions.api import SEEDS, InitImages, QueueScript, ScriptArg, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds, tiles
 
 INFO = '<p style="margin-bottom:0.75em">Will upscale the image by the selected scale factor; use width and height sliders to set tile size</p>'
 NO_UPSCALE = "None"  # A1111's SD upscale leaves the picture as it is with the "None" upscaler
@@ -42,7 +40,7 @@ def tile_seeds(start: int, count: int, batch_size: int, subseed: int, varied: bo
     return seeds
 
 
-class SDUpscale(Script):
+class SDUpscale(QueueScript):
     title = "SD upscale"
     txt2img = False
 
@@ -76,7 +74,7 @@ class SDUpscale(Script):
             env.check_size("SD upscale", width, height, f"picture ({source.width}x{source.height} upscaled {scale:g}x)")
         except ValueError as exc:
             raise ValueError(f"{exc} Use a smaller Scale Factor or a smaller picture.") from None
-        per_picture = tile_count(width, height, tile_w, tile_h, overlap)
+        per_picture = tiles.tile_count(width, height, tile_w, tile_h, overlap)
         try:
             env.check_count("SD upscale", per_picture * params.n_iter, f"tiles ({per_picture} of {tile_w}x{tile_h} for each {width}x{height} picture)")
         except ValueError as exc:
@@ -89,15 +87,13 @@ class SDUpscale(Script):
         extras = [("SD upscale overlap", overlap), ("SD upscale upscaler", upscaler)]
 
         def run(ctx) -> ScriptResult:
-            from modules.generation.runner import InitImages
-
             out = ScriptResult(base)
             if upscaler == NO_UPSCALE:
                 picture = source
             else:
                 ctx.progress(0, per_picture * params.n_iter, f"SD upscale: upscaling with {upscaler}")
                 picture = ctx.on_worker("SD upscale", lambda: env.upscale(source, upscaler, width, height))
-            grid = split(picture, tile_w, tile_h, overlap)
+            grid = tiles.split(picture, tile_w, tile_h, overlap)
             sources = [tile.image for tile in grid.tiles]
             for n in range(params.n_iter):
                 if ctx.stopped:
@@ -113,7 +109,7 @@ class SDUpscale(Script):
                     tile.image = result.images[0] if result is not None and result.images else original
                 if not any(r is not None and r.images for r in results):
                     break
-                picture_out = combine(grid)
+                picture_out = tiles.combine(grid)
                 final = base.model_copy(update={"seed": start, "width": picture_out.width, "height": picture_out.height})
                 infotext = ctx.infotext(final, start, extras)
                 out.add_picture(picture_out, infotext, final, start, ctx.save_image(picture_out, infotext, final, start), subseed=subseed)

@@ -15,11 +15,13 @@ import itertools
 import random
 from typing import Any, Callable
 
-from modules.generation.params import MAX_SEED
-from modules.scripts.args import ScriptArg
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, fixed_seeds
-from modules.scripts.ranges import join_csv, parse_values
-from modules.scripts.xyz_axes import AxisChoice, Cell, axes_for
+from modules.extensions.api import (
+    MAX_SEED, GridLabel, QueueScript, ScriptArg, ScriptEnv, ScriptRequest, ScriptResult, annotated_grid, combine_grids,
+    fixed_seeds, format_params_line,
+)
+
+from ..lib_classic.ranges import join_csv, parse_values
+from ..lib_classic.xyz_axes import AxisChoice, Cell, axes_for, value_choices
 
 AXIS_NAMES = ("X", "Y", "Z")
 SEED_AXES = ("Seed", "Var. seed")
@@ -46,7 +48,7 @@ def cell_order(axes: list[AxisChoice]) -> list[tuple[int, int, int]]:
     return order
 
 
-class XyzPlot(Script):
+class XyzPlot(QueueScript):
     title = "X/Y/Z plot"
 
     def args(self, env: ScriptEnv, img2img: bool) -> list[ScriptArg]:
@@ -71,6 +73,9 @@ class XyzPlot(Script):
             ScriptArg("margin_size", "Grid margins (px)", "slider", 0, minimum=0, maximum=500, step=2),
             ScriptArg("csv_mode", "Use text inputs instead of dropdowns", "checkbox", False),
         ]
+
+    def axis_choices(self, env: ScriptEnv, kind: str, type_index: int) -> list[str] | None:
+        return value_choices(env, kind, type_index)
 
     # ---------------------------------------------------------------------------- checking
 
@@ -143,8 +148,6 @@ class XyzPlot(Script):
     # ---------------------------------------------------------------------------- running
 
     def _run(self, ctx, request: ScriptRequest, axes: list[AxisChoice], cells: dict, order: list, args: dict[str, Any]) -> ScriptResult:
-        from modules.outputs.grids import GridLabel, annotated_grid, combine_grids
-
         items = []
         for at in order:
             params, checkpoint, vae = cells[at]
@@ -202,8 +205,6 @@ class XyzPlot(Script):
     def _grid_infotext(cell_infotext: str, axes: list[AxisChoice], args: dict[str, Any], with_z: bool) -> str:
         """The first cell's infotext plus the plot's keys, as A1111 writes them: Script, then each
         axis's type and values (and the seeds it fixed), before Version. Sub-grids lack Z."""
-        from modules.outputs.infotext import format_params_line
-
         extras: list[tuple[str, Any]] = [("Script", "X/Y/Z plot")]
         for axis in axes if with_z else axes[:2]:
             if axis.axis.label == "Nothing":

@@ -14,9 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from modules.generation import samplers
-from modules.scripts.args import ScriptArg, read_bool
-from modules.scripts.base import Script, ScriptEnv, ScriptRequest, ScriptResult, counted_seeds
+from modules.extensions.api import QueueScript, ScriptArg, ScriptEnv, ScriptRequest, ScriptResult, counted_seeds, read_bool, samplers
 
 POSITIONS = ("start", "end")
 TEXT_OPTIONS = ("prompt", "negative_prompt")  # take every word up to the next option, as A1111
@@ -172,7 +170,7 @@ def plan(request: ScriptRequest, lines: list[Line], env: ScriptEnv, iterate: boo
     return children
 
 
-class PromptsFromFile(Script):
+class PromptsFromFile(QueueScript):
     title = "Prompts from file or textbox"
 
     def args(self, env: ScriptEnv, img2img: bool) -> list[ScriptArg]:
