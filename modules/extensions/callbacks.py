@@ -37,8 +37,9 @@ class ImageSaveParams:
 class CFGDenoiserParams:
     """What on_cfg_denoiser gets before each UNet call: `x` the latents going in (one copy per
     conditioning block), `sigma` the timestep, `sampling_step` from 0, `total_sampling_steps`,
-    `text_cond` and `text_uncond` the text embeddings (uncond None without CFG). A callback may
-    replace `x`, `text_cond` or `text_uncond` with tensors of the same shape."""
+    `text_cond` and `text_uncond` the text embeddings (uncond None without CFG), `p` the job's
+    processing object (also as A1111's `denoiser.p`). A callback may replace `x`, `text_cond` or
+    `text_uncond` with tensors of the same shape."""
 
     x: Any
     image_cond: Any
@@ -47,6 +48,13 @@ class CFGDenoiserParams:
     total_sampling_steps: int
     text_cond: Any
     text_uncond: Any
+    p: Any = None
+
+    @property
+    def denoiser(self) -> Any:
+        from types import SimpleNamespace
+
+        return SimpleNamespace(p=self.p)
 
 
 @dataclass(frozen=True)

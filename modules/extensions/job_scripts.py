@@ -169,7 +169,7 @@ class JobScripts(JobHook):
         embeds = call.encoder_hidden_states
         uncond = embeds[:batch] if info.with_uncond else None
         cond = embeds[batch:] if info.with_uncond else embeds
-        params = CFGDenoiserParams(call.latents, None, call.t, call.step, info.steps, cond, uncond)
+        params = CFGDenoiserParams(call.latents, None, call.t, call.step, info.steps, cond, uncond, self.p)
         for item in self._denoiser:
             self._guard(item.extension, "on_cfg_denoiser", item.fn, params)
         if params.x is call.latents and params.text_cond is cond and params.text_uncond is uncond:

@@ -139,3 +139,42 @@ def test_disabled_extension_is_not_loaded(tmp_path, tiny_checkpoint):
         assert "hello words" not in client.get("/sdapi/v1/scripts").json()["txt2img"]
     with in_process_app(data, "--api", "--disable-extra-extensions") as (app, client):
         assert app.extensions.loaded_names == [e.name for e in app.extensions.extensions if e.builtin and e.enabled]
+
+
+def test_callbacks_see_each_step_and_each_saved_file(tmp_path, tiny_checkpoint):
+    data = with_extensions(data_dir_with_tiny_model(tmp_path, tiny_checkpoint), "callbacks-ext")
+    with in_process_app(data, "--api", "--disable-console-progressbars", checkpoint=tiny_checkpoint) as (app, client):
+        plain = client.post("/sdapi/v1/txt2img", json={**SMALL, "save_images": True})
+        assert plain.status_code == 200, plain.text
+        saved = (data / "extensions" / "callbacks-ext" / "saved.txt").read_text().split()
+        assert len(saved) == 1 and Path(saved[0]).is_file()
+        # on_before_image_saved changed what the file says, and the answer's infotext with it.
+        assert Image.open(saved[0]).info["parameters"].endswith(", Watched: yes")
+        assert json.loads(plain.json()["info"])["infotexts"][0].endswith(", Watched: yes")
+        # on_cfg_denoiser (reading the extension's setting through p.opts) changes what is drawn.
+        client.post("/sdapi/v1/options", json={"watch_zero_text": True})
+        zeroed = client.post("/sdapi/v1/txt2img", json=SMALL)
+        assert np.abs(pixels(plain.json()["images"][0]) - pixels(zeroed.json()["images"][0])).mean() > 1
+        client.post("/sdapi/v1/options", json={"watch_zero_text": False})
+        again = client.post("/sdapi/v1/txt2img", json=SMALL)
+        assert np.array_equal(pixels(plain.json()["images"][0]), pixels(again.json()["images"][0]))
+
+
+def test_queued_job_keeps_its_always_on_scripts(server):
+    import time
+
+    app, client = server
+    r = client.post("/sdapi/v1/queue/txt2img", json={**SMALL, "alwayson_scripts": {"Hello words": {"args": [True, "red circle"]}}})
+    assert r.status_code == 200, r.text
+    job_id = r.json()["id"] if "id" in r.json() else r.json()["job_id"]
+    from modules.jobs.store import JobStore
+
+    stored = JobStore(app.paths.data_dir / "queue.sqlite3").get(app.queue.get(job_id).number)
+    assert stored.payload["alwayson"] == [["Hello words", [True, "red circle"]]]  # what a restart rebuilds the job from
+    for _ in range(600):
+        status = client.get(f"/sdapi/v1/queue/{job_id}").json()
+        if status.get("status") in ("done", "failed", "interrupted", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert status["status"] == "done", status
+    assert "Hello words: red circle" in json.dumps(status)
