@@ -28,6 +28,7 @@ HIDE_TAG_DEFAULT = ("ads", "localization", "installed")
 # Scoped to each gr.HTML by gradio (css_template), so the page's CSS needs nothing for this tab.
 TABLE_CSS = """
 table { width: 100%; border-collapse: collapse; border: none !important; }  /* gradio's prose tables are boxed */
+tr { border: none; }
 th, td { padding: 0.3em 0.6em; text-align: left; vertical-align: top; border: none; border-bottom: 1px solid var(--border-color-primary); }
 th { font-weight: 600; }
 button { padding: 0.1em 0.7em; border-radius: 0.4em; font-size: 0.9em; font-weight: normal; border: 1px solid var(--button-secondary-border-color);
@@ -70,6 +71,20 @@ COLLECT_UNCHECKED_JS = """
   .filter((box) => !box.checked).map((box) => box.dataset.name)), mode]
 """
 
+# After a restart was asked for: wait for the server to go away and answer again (or 20 s, for
+# a restart that never drops the port), then reload the page, as A1111's restart_reload does.
+RELOAD_WHEN_BACK_JS = """
+() => {
+  if (!document.querySelector('#extensions_installed_status [data-restarting]')) return;
+  const started = Date.now();
+  let wentDown = false;
+  const poll = () => fetch(location.href, {cache: 'no-store'}).then(
+    (r) => { if (r.ok && (wentDown || Date.now() - started > 20000)) location.reload(); else setTimeout(poll, 1000); },
+    () => { wentDown = true; setTimeout(poll, 1000); });
+  setTimeout(poll, 1000);
+}
+"""
+
 
 @dataclass(frozen=True)
 class ExtensionsTab:
@@ -88,10 +103,12 @@ def _get(row: Any, key: str, default: Any = None) -> Any:
     return getattr(row, key, default)
 
 
-def message_html(text: str, error: bool = False) -> str:
+def message_html(text: str, error: bool = False, restarting: bool = False) -> str:
+    """A status line; `restarting` marks it for the page's reload-when-back script."""
     if not text:
         return ""
-    return f"<p class='extensions-message{'-error' if error else ''}'>{html.escape(text)}</p>"
+    mark = " data-restarting='1'" if restarting else ""
+    return f"<p class='extensions-message{'-error' if error else ''}'{mark}>{html.escape(text)}</p>"
 
 
 def _link(url: str) -> str:
@@ -129,7 +146,7 @@ def installed_html(rows: Iterable[Any], updates: Mapping[str, Any] | None = None
         esc = html.escape(name)
         mark = "<span class='extensions-builtin-mark'>built-in</span>" if builtin else ""
         if ticked and not enabled:
-            mark += "<span class='extensions-builtin-mark'>off: “Disable all extensions”</span>"
+            mark += "<span class='extensions-builtin-mark'>off by the disable-all switch</span>"
         commit = str(_get(row, "commit", "") or "")
         version = str(_get(row, "version", "") or "") or commit[:8]
         date = _date(_get(row, "date"))
@@ -326,12 +343,12 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
         if problem:
             return table(updates)[0], message_html(problem, error=True)
         if restart is None:
-            note = "Saved. Restart the server to load the change."
-        else:
-            result, problem = _attempt("Restarting", restart)
-            note = problem or (result if isinstance(result, str) and result else
-                               "Saved. Restarting… the page comes back when the server is up again.")
-        return table(updates)[0], message_html(note, error=bool(problem) if restart is not None else False)
+            return table(updates)[0], message_html("Saved. Restart the server to load the change.")
+        result, problem = _attempt("Restarting", restart)
+        if problem:
+            return table(updates)[0], message_html(f"Saved, but the server did not restart: {problem}", error=True)
+        note = result if isinstance(result, str) and result else "Saved. Restarting… the page reloads when the server is up again."
+        return table(updates)[0], message_html(note, restarting=True)
 
     def do_check(updates):
         found, problem = _attempt("Checking for updates", manager.check_updates)
@@ -396,7 +413,8 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
         listing = available_html(index[0], rows()[0], hidden, text) if index else gr.update()
         return note, listing, table(updates)[0]
 
-    apply.click(do_apply, [unchecked, mode, updates_state], [installed, status], js=COLLECT_UNCHECKED_JS, api_name=False)
+    apply.click(do_apply, [unchecked, mode, updates_state], [installed, status], js=COLLECT_UNCHECKED_JS, api_name=False).then(
+        None, js=RELOAD_WHEN_BACK_JS, api_name=False)
     check.click(do_check, updates_state, [installed, status, updates_state], api_name=False)
     installed.row_action(row_action, updates_state, [installed, status, updates_state], api_name=False)
     install_button.click(do_install, [install_url, install_branch, install_dirname, updates_state], [install_url, install_result, installed],

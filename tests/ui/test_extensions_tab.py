@@ -168,10 +168,12 @@ def test_install_update_disable_index_and_uninstall_in_chromium(browser, setup):
         message(page, "#extensions_installed_status", "Restarting")
         saved = json.loads((s["data"] / "config.json").read_text())
         assert saved["disabled_extensions"] == ["sd-webui-hello"] and restarts == ["restart"]
-        assert not page.locator("#extensions_installed_html input[data-name='sd-webui-hello']").is_checked()
         assert page.locator("#extensions_installed_html input[data-name='shipped']").is_checked()
+        assert page.locator("#extensions_installed_status [data-restarting]").count() == 1  # the page reloads once the server is back
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+        open_tab(page, url)  # a fresh page, as after the restart
+        assert not page.locator("#extensions_installed_html input[data-name='sd-webui-hello']").is_checked()
 
         # Available: the file:// index, with Install for the one not installed yet
         page.get_by_role("tab", name="Available").click()
@@ -223,3 +225,16 @@ def test_a_shared_server_says_so_and_refuses_every_action(browser, setup, tmp_pa
         assert "--listen" in message(page, "#extensions_install_result", "turned off")
         assert not (s["data"] / "extensions" / "sd-webui-hello").exists()
         page.close()
+
+
+@pytest.mark.parametrize("flags, shared", [([], False), (["--listen"], True)])
+def test_the_page_has_the_tab_after_settings_and_says_when_the_server_is_shared(tmp_path, flags, shared):
+    from tests.servers import in_process_app
+
+    with in_process_app(tmp_path / "data", *flags) as (_, client):
+        components = client.get("/config").json()["components"]
+    tabs = [c["props"].get("id") for c in components if c.get("type") == "tabitem"]
+    assert tabs.index("settings") < tabs.index("extensions")
+    notice = next(c["props"] for c in components if c["props"].get("elem_id") == "extensions_shared_notice")
+    assert notice["visible"] is shared
+    assert ("--listen" in notice["value"] and "--enable-insecure-extension-access" in notice["value"]) if shared else not notice["value"]
