@@ -66,9 +66,11 @@ element.addEventListener('click', (e) => {
 """
 # Apply: the names whose box is unticked (A1111's extensions_apply); an extension installed
 # since this table was drawn is not in it and so stays as it was.
+# Before the table is drawn there are no boxes to read: null, and nothing is changed.
 COLLECT_UNCHECKED_JS = """
-(_unused, mode) => [JSON.stringify(Array.from(document.querySelectorAll('#extensions_installed_html input[data-name]'))
-  .filter((box) => !box.checked).map((box) => box.dataset.name)), mode]
+(_unused, mode) => [document.querySelector('#extensions_installed_html table') ? JSON.stringify(Array.from(
+  document.querySelectorAll('#extensions_installed_html input[data-name]')).filter((box) => !box.checked).map((box) => box.dataset.name))
+  : 'null', mode]
 """
 
 # After a restart was asked for: wait for the server to go away and answer again (or 20 s, for
@@ -332,12 +334,15 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
 
     def do_apply(unticked: str, chosen_mode: str, updates):
         try:
-            off = set(json.loads(unticked or "[]"))
-        except (ValueError, TypeError):
-            off = set()
+            off = json.loads(unticked or "null")
+        except ValueError:
+            off = None
         found, problem = rows()
         if problem:
             return table(updates)[0], message_html(problem, error=True)
+        if not isinstance(off, list) and found:
+            return table(updates)[0], message_html("The list of extensions was not shown yet; nothing was changed. Try again.", error=True)
+        off = {str(n) for n in off or []}
         enabled = [str(_get(r, "name")) for r in found if str(_get(r, "name")) not in off]
         _, problem = _attempt("Saving the enabled extensions", lambda: manager.apply(enabled, _safe_mode(chosen_mode)))
         if problem:

@@ -181,6 +181,7 @@ def test_install_update_disable_index_and_uninstall_in_chromium(browser, setup):
         message(page, "#extensions_available_status", "1 extensions in the index")
         entry = page.locator("#extensions_available_html tr", has_text="Other <ext>")
         assert "An extension from the index." in entry.inner_text()
+        page.screenshot(path=str(SCREENSHOT.with_name("extensions_available.png")), full_page=True)
         entry.locator("button").click()
         assert "Installed sd-webui-other" in message(page, "#extensions_available_status", "Installed")
         assert (s["data"] / "extensions" / "sd-webui-other" / "scripts" / "other.py").exists()
@@ -211,6 +212,7 @@ def test_a_shared_server_says_so_and_refuses_every_action(browser, setup, tmp_pa
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_tab(page, url)
         notice = page.inner_text("#extensions_shared_notice")
+        page.screenshot(path=str(SCREENSHOT.with_name("extensions_shared.png")), full_page=True)
         assert "Extensions cannot be changed here." in notice and "--listen" in notice and "--enable-insecure-extension-access" in notice
         page.locator("#extensions_installed_html input[data-name='shipped']").uncheck()
         page.click("#extensions_apply")
