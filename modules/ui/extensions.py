@@ -16,9 +16,12 @@ import re
 from datetime import datetime
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+
+if TYPE_CHECKING:
+    from modules.extensions.manage import ExtensionManager
 
 log = logging.getLogger(__name__)
 
@@ -191,17 +194,6 @@ def _norm_url(url: str) -> str:
     return url[:-4] if url.endswith(".git") else url
 
 
-def index_entries(index: Any) -> tuple[list[Any], dict[str, str]]:
-    """(entries, {tag: description}) from what the index loader returned: A1111's index.json
-    dict, an object with .extensions/.entries and .tags, or a plain list of entries."""
-    if isinstance(index, Mapping):
-        return list(index.get("extensions") or []), dict(index.get("tags") or {})
-    if isinstance(index, (list, tuple)):
-        return list(index), {}
-    entries = _get(index, "extensions") or _get(index, "entries") or []
-    return list(entries), dict(_get(index, "tags") or {})
-
-
 def available_html(entries: Iterable[Any], installed: Iterable[Any], hide_tags: Iterable[str] = (), search: str = "") -> str:
     """The Available table: name (linked), description, tags, and Install or "installed"."""
     have_urls = {_norm_url(str(_get(r, "remote", "") or "")) for r in installed}
@@ -243,20 +235,6 @@ def _named_link(url: str, name: str) -> str:
     return html.escape(name or url)
 
 
-def refusal_of(manager: Any) -> str | None:
-    """Why the manager refuses changes (the server is shared), or None when it allows them."""
-    for attr in ("refusal", "refused"):
-        found = getattr(manager, attr, None)
-        if callable(found):
-            found = found()
-        if isinstance(found, str) and found:
-            return found
-    access = getattr(manager, "access", None)
-    if access is not None and hasattr(access, "extension_refusal"):
-        return access.extension_refusal("Installing, updating and switching extensions")
-    return None
-
-
 def _attempt(what: str, action: Callable[[], Any]) -> tuple[Any, str | None]:
     """(result, None), or (None, the sentence to show): a refusal or bad input is a ValueError;
     anything else is logged with its traceback and named in one line."""
@@ -269,14 +247,17 @@ def _attempt(what: str, action: Callable[[], Any]) -> tuple[Any, str | None]:
         return None, f"{what} failed: {type(exc).__name__}: {exc}"
 
 
-def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], index_url: Callable[[], str],
+def build_extensions_tab(manager: "ExtensionManager", *, load_index: Callable[[str], Any] | None = None,
                          restart: Callable[[], Any] | None = None, errors: Callable[[], Mapping[str, str]] = dict,
-                         disable_all: Callable[[], str] = lambda: "none", tab: gr.Tab | None = None) -> ExtensionsTab:
-    """`load_index(url)` reads an A1111 index.json (ValueError with a sentence when it cannot,
-    offline included); `restart()` restarts the app after Apply (None: the tab says to restart
-    the server by hand); `errors()` gives the extensions that failed to import, with their
-    tracebacks; `tab` refreshes the Installed table whenever it is opened."""
-    refusal = refusal_of(manager)
+                         tab: gr.Tab | None = None) -> ExtensionsTab:
+    """`load_index(url)` reads an A1111 index.json (modules/extensions/index.py's by default;
+    ValueError with a sentence when it cannot, offline included); `restart()` restarts the app
+    after Apply (None: the tab says to restart the server by hand); `errors()` gives the
+    extensions that failed to import, with their tracebacks; `tab` refreshes the Installed
+    table whenever it is opened. The index URL and the switches are the manager's settings."""
+    load_index = load_index or _load_index
+    settings = manager.settings
+    refusal = manager.refusal()  # None on a local server (or when its owner allows changes)
     gr.HTML(f"<p><b>Extensions cannot be changed here.</b> {html.escape(refusal)}</p>" if refusal else "", visible=bool(refusal),
             elem_id="extensions_shared_notice", css_template=NOTICE_CSS, js_on_load=None)
     updates_state = gr.State({})  # this visitor's last "Check for updates": name -> True/False/message
@@ -285,7 +266,7 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
             with gr.Row(elem_id="extensions_installed_top"):
                 apply = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply", scale=1)
                 check = gr.Button("Check for updates", elem_id="extensions_check", scale=1)
-                mode = gr.Radio(list(DISABLE_ALL_CHOICES), value=_safe_mode(disable_all()), label="Disable all extensions",
+                mode = gr.Radio(list(DISABLE_ALL_CHOICES), value=_safe_mode(settings["disable_all_extensions"]), label="Disable all extensions",
                                 elem_id="extensions_disable_all", scale=2)
                 unchecked = gr.Textbox(visible=False, elem_id="extensions_disabled_list")
             status = gr.HTML(elem_id="extensions_installed_status", css_template=MESSAGE_CSS, js_on_load=None)
@@ -294,7 +275,7 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
         with gr.Tab("Available", id="available"):
             with gr.Row():
                 load = gr.Button("Load from:", variant="primary", elem_id="extensions_available_load", scale=1)
-                url = gr.Textbox(index_url(), show_label=False, container=False, elem_id="extensions_available_index", scale=4)
+                url = gr.Textbox(settings["extensions_index_url"], show_label=False, container=False, elem_id="extensions_available_index", scale=4)
             with gr.Row():
                 hide_tags = gr.CheckboxGroup(list(HIDE_TAG_DEFAULT), value=list(HIDE_TAG_DEFAULT), label="Hide extensions with tags",
                                              elem_id="extensions_hide_tags", scale=2)
@@ -316,21 +297,17 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
         """installed(), each row `ticked` unless config.json's disabled_extensions names it:
         the boxes show the user's own choice, not what "Disable all extensions" overrides."""
         found, problem = _attempt("Listing extensions", manager.installed)
-        store = getattr(manager, "settings", None)
-        off = set(store["disabled_extensions"] or []) if store is not None else None
-        listed = [dict(r) if isinstance(r, Mapping) else r for r in found or []]
-        for row in listed:
-            if off is not None and isinstance(row, dict):
-                row["ticked"] = row.get("name") not in off
-        return listed, problem
+        off = set(settings["disabled_extensions"] or [])
+        return [{**row, "ticked": row["name"] not in off} for row in found or []], problem
 
     def table(updates: Mapping[str, Any]) -> tuple[str, str | None]:
         found, problem = rows()
         return installed_html(found, updates, errors()), problem
 
     def refresh(updates):
+        """The table and the switch as they are now (the API or another visitor may have changed them)."""
         text, problem = table(updates)
-        return text, message_html(problem or "", error=True)
+        return text, message_html(problem or "", error=True), _safe_mode(settings["disable_all_extensions"])
 
     def do_apply(unticked: str, chosen_mode: str, updates):
         try:
@@ -398,7 +375,7 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
         index, problem = _attempt("Loading the extension index", lambda: load_index((address or "").strip()))
         if problem:
             return None, message_html(problem, error=True), "<p>No index loaded.</p>", gr.update()
-        entries, tags = index_entries(index)
+        entries, tags = list(index.entries), dict(index.tags)  # modules/extensions/index.py's ExtensionIndex
         found, _ = rows()
         choices = sorted({*HIDE_TAG_DEFAULT, *tags, *(t for e in entries for t in (_get(e, "tags") or []))})
         note = f"{len(entries)} extensions in the index."
@@ -430,7 +407,7 @@ def build_extensions_tab(manager: Any, *, load_index: Callable[[str], Any], inde
     available.install_entry(install_entry, [index_state, hide_tags, search, updates_state], [available_status, available, installed],
                             api_name=False)
     if tab is not None:
-        tab.select(refresh, updates_state, [installed, status], api_name=False)
+        tab.select(refresh, updates_state, [installed, status, mode], api_name=False)
     return ExtensionsTab(installed, status, apply, check, available, install_result)
 
 
@@ -448,22 +425,18 @@ def _installed_note(result: Any, address: str) -> str:
 
 
 def build_app_extensions_tab(app: Any, tab: gr.Tab | None = None) -> ExtensionsTab:
-    """The tab over the app's parts: its extension manager (or one over its folders, settings
-    and access rules), the extensions that failed to load, and its restart, when it has one."""
+    """The tab over the app's extension manager, the extensions that failed to load, and its restart."""
     manager = getattr(app, "extension_manager", None)
-    if manager is None:
+    if manager is None:  # an App without one of its own: one over its folders, settings and access rules
         from modules.extensions.manage import ExtensionManager
 
-        manager = ExtensionManager(app.extension_dirs, app.settings, app.access, auth_on=bool(getattr(app, "logins", False)))
-    loaded = getattr(app, "extensions", None)
-    settings = app.settings
-    return build_extensions_tab(manager, load_index=load_index, index_url=lambda: settings["extensions_index_url"],
-                                restart=getattr(app, "request_restart", None), errors=lambda: dict(getattr(loaded, "errors", None) or {}),
-                                disable_all=lambda: settings["disable_all_extensions"], tab=tab)
+        manager = ExtensionManager(app.extension_dirs, app.settings, app.access)
+    loaded = app.extensions
+    return build_extensions_tab(manager, restart=getattr(app, "request_restart", None),
+                                errors=lambda: dict(getattr(loaded, "errors", None) or {}), tab=tab)
 
 
-def load_index(url: str) -> Any:
-    """The extension index at `url` (modules/extensions/index.py; ValueError when it cannot be read)."""
-    from modules.extensions import index
+def _load_index(url: str) -> Any:
+    from modules.extensions.index import load_index
 
-    return index.load_index(url)
+    return load_index(url)

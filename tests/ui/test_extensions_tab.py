@@ -58,21 +58,13 @@ def served(manager, restarts: list, errors: dict | None = None):
             with gr.Tab("txt2img"):
                 gr.Markdown("another tab")
             with gr.Tab("Extensions", id="extensions") as tab:
-                build_extensions_tab(manager, load_index=_load_index, index_url=lambda: manager.settings["extensions_index_url"],
-                                     restart=lambda: restarts.append("restart"), errors=lambda: errors or {},
-                                     disable_all=lambda: manager.settings["disable_all_extensions"], tab=tab)
+                build_extensions_tab(manager, restart=lambda: restarts.append("restart"), errors=lambda: errors or {}, tab=tab)
     port = free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
         blocks.close()
-
-
-def _load_index(url: str):
-    from modules.extensions import index
-
-    return index.load_index(url)
 
 
 @pytest.fixture(scope="module")
