@@ -131,11 +131,21 @@ def component_arg(component, index: int) -> ScriptArg:
 
 def ui_components(script: Script, img2img: bool) -> list:
     """The components ui() returns, made in a page of their own that is never shown (layout
-    blocks such as gr.Accordion need one); [] when it returns None."""
+    blocks such as gr.Accordion need one); [] when it returns None. That page is detached from
+    any page being built (the Script menu asks while the real page is made): a gr.Blocks made
+    inside another one renders into it."""
     import gradio as gr
+    from gradio.context import Context, get_render_context, set_render_context
 
-    with gr.Blocks():
-        made = script.ui(img2img)
+    outer, root = get_render_context(), Context.root_block
+    set_render_context(None)
+    Context.root_block = None
+    try:
+        with gr.Blocks():
+            made = script.ui(img2img)
+    finally:
+        set_render_context(outer)
+        Context.root_block = root
     return list(made or [])
 
 

@@ -412,7 +412,8 @@ class GenerationService:
                              writers, masked, name, save, notes, control)
 
     def run_img2img_folder(self, job: Job, params: Img2ImgParams, input_dir: Path, output_dir: Path | None, mask_dir: Path | None = None,
-                           checkpoint: str | None = None, vae: str | None = None, controlnet: "Sequence[ControlUnit]" = ()) -> GenerationResult:
+                           checkpoint: str | None = None, vae: str | None = None, controlnet: "Sequence[ControlUnit]" = (),
+                           alwayson: "Sequence[AlwaysOnArgs]" = ()) -> GenerationResult:
         """A1111's img2img Batch "From directory": every image in `input_dir`, with the mask of
         the same name from `mask_dir` (or its only file), saved under the input's name to
         `output_dir` (the usual img2img folder when empty). Files that are not images are
@@ -445,7 +446,8 @@ class GenerationService:
                 mask = imgops.open_mask(str(match[0]))
             try:
                 one = self.run_img2img(job, params, InitImages((image,), mask), Path(output_dir) if output_dir else None,
-                                       name=path.stem if output_dir else None, checkpoint=checkpoint, vae=vae, controlnet=controlnet)
+                                       name=path.stem if output_dir else None, checkpoint=checkpoint, vae=vae, controlnet=controlnet,
+                                       alwayson=alwayson)
             except ValueError as exc:  # e.g. an empty mask: say so and go on with the next file
                 total.notes.append(f"Skipped {path.name}: {exc}")
                 continue

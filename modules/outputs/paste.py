@@ -130,20 +130,27 @@ class Pasted:
     settings: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     controlnet: dict[int, "UnitSettings"] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)  # the infotext's keys as read (after on_infotext_pasted)
 
     def report(self) -> str:
         return "; ".join(f"{key}: {why}" for key, why in self.skipped.items())
 
 
-def params_from_infotext(text: str, img2img: bool = False, upscalers: Iterable[str] = ()) -> Pasted:
+def params_from_infotext(text: str, img2img: bool = False, upscalers: Iterable[str] = (),
+                         on_pasted: Callable[[str, dict], Any] | None = None, known: Iterable[str] = ()) -> Pasted:
     """The parameters an infotext names, each checked on its own so one bad value does not
     lose the others. `img2img` adds the mask keys (and drops the hires ones); `upscalers`
-    are the model upscaler names a "Hires upscaler" may name besides the built-ins."""
+    are the model upscaler names a "Hires upscaler" may name besides the built-ins.
+    `on_pasted(text, fields)` (the extensions' on_infotext_pasted) may add or change the read
+    keys first; `known` are keys other controls take (an always-on script's), not reported."""
     fields = parse_infotext(text)
+    if on_pasted is not None:
+        on_pasted(text, fields)
+    known = set(known)
     model = Img2ImgParams if img2img else GenerationParams
     hires = not img2img and any(k in fields for k in ("Hires upscale", "Hires upscaler", "Hires resize-1"))
     table = {**_COMMON, **(_IMG2IMG if img2img else _HIRES)}
-    pasted = Pasted()
+    pasted = Pasted(fields=fields)
     for key, raw in fields.items():
         if key in table:
             name, convert = table[key]
@@ -158,7 +165,7 @@ def params_from_infotext(text: str, img2img: bool = False, upscalers: Iterable[s
                 pasted.settings.setdefault(_SETTINGS[key], raw)
             else:
                 pasted.settings[_SETTINGS[key]] = raw  # a hash finds the file more surely than a name
-        elif key not in _INFORMATIONAL and not (key.startswith("Hires") and img2img):
+        elif key not in _INFORMATIONAL and key not in known and not (key.startswith("Hires") and img2img):
             pasted.skipped[key] = "not a setting this program has"
     for key in ("Size", "Hires resize", "Seed resize from"):
         if key in fields and f"{key}-1" not in fields and (key != "Hires resize" or not img2img):

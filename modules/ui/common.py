@@ -128,10 +128,13 @@ class PasteTarget:
     img2img: bool = False
     upscalers: Callable[[], tuple[str, ...]] = lambda: ()  # the model upscalers "Hires upscaler" may name
     extras: tuple = ()  # more targets with `outputs` and `updates(text)` (the ControlNet units)
+    alwayson: Any = None  # the extensions' always-on scripts (modules.ui.alwayson.AlwaysOnPanel): their infotext_fields
+    on_pasted: Callable[[str, dict], Any] | None = None  # the extensions' on_infotext_pasted callbacks
 
     @property
     def outputs(self) -> list:
-        return [*self.fields.values(), self.overrides, *(c for extra in self.extras for c in extra.outputs)]
+        scripts = self.alwayson.outputs if self.alwayson is not None else []
+        return [*self.fields.values(), self.overrides, *(c for extra in self.extras for c in extra.outputs), *scripts]
 
     def updates(self, text: str) -> list:
         """Control updates for an infotext: every control it names gets its value; Clip skip
@@ -139,7 +142,8 @@ class PasteTarget:
         jobs, so the same picture comes out again. What cannot be applied is shown."""
         from modules.outputs.paste import params_from_infotext
 
-        pasted = params_from_infotext(text or "", img2img=self.img2img, upscalers=self.upscalers())
+        pasted = params_from_infotext(text or "", img2img=self.img2img, upscalers=self.upscalers(), on_pasted=self.on_pasted,
+                                      known=self.alwayson.keys if self.alwayson is not None else ())
         if len(pasted.values) <= 2:
             gr.Info("No generation parameters found: paste an infotext (PNG Info shows one) and press ↙.")
             return [gr.update()] * len(self.outputs)
@@ -154,7 +158,8 @@ class PasteTarget:
         if notes:
             gr.Info(" ".join(notes), duration=15)
         updates = [gr.update(value=pasted.values[name]) if name in pasted.values else gr.update() for name in self.fields]
-        return updates + [overrides] + [u for extra in self.extras for u in extra.updates(text)]
+        scripts = self.alwayson.updates(pasted.fields) if self.alwayson is not None else []
+        return updates + [overrides] + [u for extra in self.extras for u in extra.updates(text)] + scripts
 
 
 def _shown_files(result) -> list:

@@ -25,12 +25,14 @@ from modules.scripts.base import ScriptRequest
 from modules.ui.controlnet import build_controlnet
 from modules.ui.forever import wire_forever
 from modules.ui.scripts import build_script_menu
+from modules.ui.alwayson import build_alwayson
 from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
     UPLOAD_SOURCES, JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
 
 if TYPE_CHECKING:
+    from modules.extensions.loaded import LoadedExtensions
     from modules.jobs.interrogate_task import InterrogateService
     from modules.scripts.runner import ScriptRunner
 
@@ -144,11 +146,12 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
 
 def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
                       access: ServerAccess | None = None, interrogate: "InterrogateService | None" = None,
-                      controlnet: Any = None, scripts: "ScriptRunner | None" = None) -> Img2ImgControls:
+                      controlnet: Any = None, scripts: "ScriptRunner | None" = None,
+                      extensions: "LoadedExtensions | None" = None) -> Img2ImgControls:
     """`access` decides whether the Batch tab may use folders on the server (None: it may);
     with `interrogate`, the Interrogate CLIP / DeepBooru buttons fill the prompt; with
     `controlnet` (the app's ControlNet service), the ControlNet accordion is added; with
-    `scripts`, the Script menu."""
+    `scripts`, the Script menu; with `extensions`, their always-on scripts under it."""
     jobs = JobRunner(queue, preview_every)
     meta = Img2ImgParams.field_meta
     top = build_toprow(PREFIX, service)
@@ -217,6 +220,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, img2img=True, max_pixels=lambda: service.limits.max_pixels,
                                   picture=([mode, image, sketch, inpaint, base, mask], _init_picture(service)))
             menu = build_script_menu(PREFIX, scripts)
+            alwayson = build_alwayson(PREFIX, extensions)
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
@@ -231,7 +235,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    paste_target = PasteTarget(fields, overrides, img2img=True, extras=(seed_row, cn) if cn else (seed_row,))
+    paste_target = PasteTarget(fields, overrides, img2img=True, extras=(seed_row, cn) if cn else (seed_row,), alwayson=alwayson,
+                               on_pasted=extensions.callbacks.infotext_pasted if extensions is not None else None)
     wire_paste(top, paste_target)
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 
@@ -246,6 +251,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         try:
             units = cn.units_from(inputs[len(widgets) + 1 + len(names) : len(widgets) + 1 + len(names) + len(cn.inputs)]) if cn else []
+            at = len(widgets) + 1 + len(names) + (len(cn.inputs) if cn else 0)
+            extension_args = alwayson.args_from(inputs[at:at + len(alwayson.inputs)])
             if units:
                 cn.check(units)
             if mode == 4:
@@ -257,7 +264,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 service.check_limits(params)
                 out = Path(output_dir.strip()) if (output_dir or "").strip() else None
                 masks = Path(mask_dir.strip()) if (mask_dir or "").strip() else None
-                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
+                task = lambda j: service.run_img2img_folder(j, params, Path(input_dir.strip()), out, masks, checkpoint=checkpoint, vae=vae,  # noqa: E731
+                                                            controlnet=units, alwayson=extension_args)
                 payload = None  # a folder batch is not recorded: its folders may be gone after a restart
                 script_request = None
             else:
@@ -268,9 +276,11 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                 params = Img2ImgParams.create(**values)
                 service.check_limits(params)
                 init = InitImages((picture,), imgops.open_mask(drawn) if mode in INPAINT_MODES and drawn is not None else None)
-                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
-                payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae, controlnet=units)  # recorded, so it survives a restart
-                script_request = ScriptRequest("img2img", params, init, checkpoint, vae, tuple(units))
+                task = lambda j: service.run_img2img(j, params, init, checkpoint=checkpoint, vae=vae, controlnet=units,  # noqa: E731
+                                                     alwayson=extension_args)
+                payload = img2img_payload(params, init, checkpoint=checkpoint, vae=vae, controlnet=units,
+                                          alwayson=extension_args)  # recorded, so it survives a restart
+                script_request = ScriptRequest("img2img", params, init, checkpoint, vae, tuple(units), alwayson=extension_args)
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
         return task, payload, script_request
@@ -308,7 +318,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     # Raw records (preprocess=False), so a bad upload cannot make gradio's preprocessing fail here.
     scale_by.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
     image.change(preview_scale, [image, scale_by], scaled_size, queue=False, preprocess=False, api_name=False)
-    generated = top.generate.click(run, [*widgets, overrides, *fields.values(), *(cn.inputs if cn else []), *(menu.inputs if menu else [])],
+    generated = top.generate.click(run, [*widgets, overrides, *fields.values(), *(cn.inputs if cn else []), *alwayson.inputs,
+                                         *(menu.inputs if menu else [])],
                                    panel.outputs, concurrency_limit=None, api_name="img2img")
     wire_forever(generated, PREFIX)
     jobs.wire_stop_buttons(top)

@@ -24,6 +24,7 @@ from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.send_to import SendTargets
 from modules.ui.settings import build_settings_tab
 from modules.ui.txt2img import build_txt2img_tab
+from modules.ui.extension_tabs import render_extension_tabs
 from modules.version import VERSION
 
 if TYPE_CHECKING:
@@ -121,6 +122,8 @@ def build_page(app: "App") -> gr.Blocks:
             return None
         return user_folder(name)
 
+    extensions = getattr(app, "extensions", None)
+    extension_tabs = extensions.callbacks.ui_tabs() if extensions is not None else []  # their Blocks, made outside the page
     with gr.Blocks(title="Stable Diffusion") as page:
         with gr.Row(elem_id="quicksettings"):
             checkpoint = gr.Dropdown(
@@ -135,10 +138,11 @@ def build_page(app: "App") -> gr.Blocks:
 
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                controls = build_txt2img_tab(queue, service, settings.preview_every, controlnet=app.controlnet, scripts=app.scripts)
+                controls = build_txt2img_tab(queue, service, settings.preview_every, controlnet=app.controlnet, scripts=app.scripts,
+                                             extensions=extensions)
             with gr.Tab("img2img", id="img2img"):
                 img2img = build_img2img_tab(queue, service, settings.preview_every, access=app.access, interrogate=app.interrogate,
-                                            controlnet=app.controlnet, scripts=app.scripts)
+                                            controlnet=app.controlnet, scripts=app.scripts, extensions=extensions)
             with gr.Tab("Extras", id="extras"):
                 extras = build_extras_tab(queue, app.extras, access=app.access, max_pixels=lambda: service.limits.max_pixels)
             send = SendTargets(tabs, controls.paste, img2img, extras.image)
@@ -149,6 +153,7 @@ def build_page(app: "App") -> gr.Blocks:
             if app.downloads is not None:
                 with gr.Tab("Models", id="models"):
                     build_models_tab(app.downloads, app.access, checkpoint, models.titles)
+            render_extension_tabs(extensions, extension_tabs)
             with gr.Tab("Settings", id="settings") as settings_tab:
                 build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab)
             if getattr(app, "extension_dirs", None) is not None:

@@ -21,11 +21,13 @@ from modules.scripts.base import ScriptRequest
 from modules.ui.controlnet import build_controlnet
 from modules.ui.forever import wire_forever
 from modules.ui.scripts import build_script_menu
+from modules.ui.alwayson import build_alwayson
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
 
 if TYPE_CHECKING:
+    from modules.extensions.loaded import LoadedExtensions
     from modules.scripts.runner import ScriptRunner
 
 PREFIX = "txt2img"
@@ -71,9 +73,11 @@ def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = ()) -> dict[s
 
 
 def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
-                      controlnet: Any = None, scripts: "ScriptRunner | None" = None) -> Txt2ImgControls:
+                      controlnet: Any = None, scripts: "ScriptRunner | None" = None,
+                      extensions: "LoadedExtensions | None" = None) -> Txt2ImgControls:
     """`controlnet`: the app's ControlNet service, whose units get an accordion (None: no accordion);
-    `scripts`: the app's scripts, offered in the Script menu (None: no menu)."""
+    `scripts`: the app's scripts, offered in the Script menu (None: no menu); `extensions`: the
+    loaded extensions, whose always-on scripts show under the menu and run with every job."""
     jobs = JobRunner(queue, preview_every)
     top = build_toprow(PREFIX, service)
     with top.prompt_column:
@@ -94,6 +98,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             seed_row = build_seed(PREFIX)
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, max_pixels=lambda: service.limits.max_pixels)
             menu = build_script_menu(PREFIX, scripts)
+            alwayson = build_alwayson(PREFIX, extensions)
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
@@ -107,7 +112,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
-    paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers, extras=(seed_row, cn) if cn else (seed_row,))
+    paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers, extras=(seed_row, cn) if cn else (seed_row,),
+                               alwayson=alwayson, on_pasted=extensions.callbacks.infotext_pasted if extensions is not None else None)
     wire_paste(top, paste_target)
 
     async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
@@ -121,13 +127,15 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             raise gr.Error(str(exc)) from None
         checkpoint, vae = service.models.pin(), service.pin_vae()  # selected now, whatever others pick before the job's turn
         title, script_args = menu.args_from(values[len(values) - len(menu.inputs):]) if menu else (None, {})
+        at = len(names) + (len(cn.inputs) if cn else 0)
+        extension_args = alwayson.args_from(values[at:at + len(alwayson.inputs)])
         if title is not None:
-            script_request = ScriptRequest("txt2img", params, checkpoint=checkpoint, vae=vae, controlnet=tuple(units))
+            script_request = ScriptRequest("txt2img", params, checkpoint=checkpoint, vae=vae, controlnet=tuple(units), alwayson=extension_args)
             async for shown in jobs.run_script(scripts, title, script_request, script_args, request, progress):
                 yield shown
             return
-        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae, controlnet=units)  # noqa: E731
-        payload = txt2img_payload(params, checkpoint=checkpoint, vae=vae, controlnet=units)
+        task = lambda j: service.run_txt2img(j, params, checkpoint=checkpoint, vae=vae, controlnet=units, alwayson=extension_args)  # noqa: E731
+        payload = txt2img_payload(params, checkpoint=checkpoint, vae=vae, controlnet=units, alwayson=extension_args)
         async for shown in jobs.run("txt2img", task, request, progress, payload=payload):
             yield shown
 
@@ -144,8 +152,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     sizing = [hires["enable_hr"], width, height, hires["hr_scale"], hires["hr_resize_x"], hires["hr_resize_y"]]
     for control in sizing:
         control.change(upscaled_to, sizing, target, queue=False, api_name=False)
-    generated = top.generate.click(run, [overrides, *fields.values(), *(cn.inputs if cn else []), *(menu.inputs if menu else [])], panel.outputs,
-                                   concurrency_limit=None, api_name="txt2img")
+    generated = top.generate.click(run, [overrides, *fields.values(), *(cn.inputs if cn else []), *alwayson.inputs, *(menu.inputs if menu else [])],
+                                   panel.outputs, concurrency_limit=None, api_name="txt2img")
     wire_forever(generated, PREFIX)
     jobs.wire_stop_buttons(top)
     examples.click(lambda sample: sample[0], examples, top.prompt, queue=False, api_name=False)

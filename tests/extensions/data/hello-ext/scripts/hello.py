@@ -22,6 +22,8 @@ class HelloWords(scripts.Script):
         with gr.Accordion("Hello words", open=False, elem_id=f"hello_words_{'img2img' if is_img2img else 'txt2img'}"):
             enabled = gr.Checkbox(False, label="Add words", elem_id=f"hello_enabled_{'img2img' if is_img2img else 'txt2img'}")
             words = gr.Textbox("", label="Words", elem_id=f"hello_text_{'img2img' if is_img2img else 'txt2img'}")
+        # Pasting an infotext with "Hello words: ..." ticks the box and fills the words (A1111's paste fields).
+        self.infotext_fields = [(enabled, lambda fields: "Hello words" in fields), (words, "Hello words")]
         return [enabled, words]
 
     def process(self, p, enabled, words):
@@ -79,6 +81,13 @@ def on_ui_settings():
                 section=("hello", "Hello extension"))
 
 
+def on_infotext_pasted(infotext, params):
+    """Early versions wrote "Hello: ..."; read it as "Hello words" (how A1111 extensions migrate their keys)."""
+    if "Hello" in params and "Hello words" not in params:
+        params["Hello words"] = params.pop("Hello")
+
+
 script_callbacks.on_app_started(on_app_started)
 script_callbacks.on_ui_tabs(on_ui_tabs)
 script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_infotext_pasted(on_infotext_pasted)
