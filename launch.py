@@ -18,9 +18,14 @@ do that for you: they create and activate ./venv first). What it does, in order:
 6. With ``--xformers``, installs xformers if CUDA is available, otherwise warns; with
    ``--cloudflared``, installs pycloudflared unless a ``cloudflared`` program is on PATH.
 7. Sets the offline/no-telemetry environment variables.
-8. With ``--download NAME_OR_URL`` (repeatable), fetches each catalog checkpoint
+8. Runs the install step (``requirements.txt``, then ``install.py``) of every enabled extension
+   that is new or changed since its last successful run (modules/extensions/installer.py); a
+   failing one is reported and the start goes on, as in A1111. ``--skip-install`` skips it.
+9. With ``--download NAME_OR_URL`` (repeatable), fetches each catalog checkpoint
    (``configs/checkpoints.json``) or URL into the models folder, with a progress bar.
-9. Starts webui.py in this process (unless ``--exit``).
+10. Starts webui.py in this process (unless ``--exit``). When the page asks for a restart
+   ("Apply and restart" in the Extensions tab), webui.py returns ``RESTART_EXIT_CODE`` and this
+   script starts itself again in a fresh process, so step 8 runs for what changed.
 
 This module runs before anything is installed, so it imports only the standard library at
 the top level.
@@ -81,6 +86,8 @@ LAUNCH_FLAG_HELP = {
 
 # launch.py flags that take a value; each use appends it to the list attribute.
 LAUNCH_VALUE_FLAGS = {"--download": "downloads"}
+
+RESTART_EXIT_CODE = 3  # webui.main's answer to a restart asked from the page (webui.RESTART_EXIT_CODE)
 
 # webui.py flags that make launch.py want xformers.
 XFORMERS_FLAGS = ("--xformers", "--force-enable-xformers")
@@ -656,6 +663,77 @@ def prepare_environment(options: LaunchOptions, args: list[str], env=None) -> li
     return installed
 
 
+def read_settings_file(path: Path) -> dict:
+    """config.json's values (only the extension switches are needed here); {} when it is
+    missing or unreadable (webui.py reports that itself)."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def install_extensions(options: LaunchOptions, webui_args: list[str]) -> dict[str, str | None]:
+    """Step 8: the install step of every enabled extension that is new or changed, one line
+    each; {name: None (done) or why it failed}. A failure does not stop the start."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    try:
+        from modules.extensions.installer import InstallState, install_pending
+        from modules.extensions.layout import ExtensionDirs, discover, switches
+        from modules.options import Paths, build_parser
+    except ImportError as exc:
+        print(f"WARNING: extensions' install steps not run: {exc}")
+        return {}
+    try:  # webui.py reports bad flags (and prints --help) itself
+        flags, _ = build_parser().parse_known_args([a for a in webui_args if a not in ("-h", "--help")])
+    except SystemExit:
+        return {}
+    paths = Paths.from_args(flags)
+    dirs = ExtensionDirs.for_paths(paths)
+    extensions = discover(dirs, *switches(read_settings_file(paths.settings), flags))
+    state = InstallState.for_dirs(dirs)
+    if options.skip_install:
+        pending = [e.name for e in extensions if e.enabled and (e.install_script or e.requirements) and _needs_install(state, e)]
+        if pending:
+            print(f"WARNING: --skip-install: not running the install step of {', '.join(pending)}.")
+        return {}
+    started = time.perf_counter()
+    results = install_pending(extensions, state)
+    for name, error in results.items():
+        if error is None:
+            print(f"Extension {name}: install step done.")
+        else:
+            print(f"WARNING: extension {name}: install step failed; it may not work. {error}")
+    if results:
+        print(f"Extensions' install steps: {len(results)} in {time.perf_counter() - started:.1f} s.", flush=True)
+    return results
+
+
+def _needs_install(state, extension) -> bool:
+    try:
+        return state.needs_install(extension)
+    except ValueError:
+        return True
+
+
+def relaunch_command(argv: list[str]) -> list[str]:
+    """The command that starts this script again with the arguments it was given."""
+    return [sys.executable, str(REPO_ROOT / "launch.py"), *argv]
+
+
+def relaunch(argv: list[str]) -> None:
+    """Replace this process with a fresh launch.py (a restart asked from the page): a new
+    interpreter loads updated and new extensions cleanly. Returns only if that fails."""
+    command = relaunch_command(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(command[0], command)
+    except OSError as exc:
+        print(f"ERROR: could not restart ({exc}); start the web UI again by hand.", file=sys.stderr)
+
+
 def download_models(queries: list[str], webui_args: list[str]) -> list[Path]:
     """--download: fetch each catalog name or URL into the models folder that webui.py's
     flags (--data-dir, --models-dir...) point at, with a console progress bar. Raises
@@ -707,8 +785,9 @@ def start_webui(args: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        options, args = parse_args(sys.argv[1:] if argv is None else argv)
+        options, args = parse_args(argv)
     except LaunchError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
@@ -733,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not options.skip_install:
         print("Nothing to install: all requirements are satisfied.")
 
+    install_extensions(options, args)
     apply_environment()
     print(f"Environment ready in {time.perf_counter() - started:.2f} s.", flush=True)
     if options.downloads:
@@ -744,7 +824,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.exit:
         print("--exit: not starting the web UI.")
         return 0
-    return start_webui(args)
+    os.environ["SD_WEBUI_RESTART"] = "1"  # webui.py may stop for a restart: this script starts it again (A1111's variable)
+    code = start_webui(args)
+    if code == RESTART_EXIT_CODE:
+        print("Restarting the web UI, as asked from the page ...", flush=True)
+        relaunch(argv)
+    return code
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import argparse  # noqa: E402
+import functools  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
@@ -34,12 +36,14 @@ if TYPE_CHECKING:
     from modules.controlnet.service import ControlNetService
     from modules.extensions.layout import ExtensionDirs
     from modules.extensions.loaded import LoadedExtensions
+    from modules.extensions.manage import ExtensionManager
     from modules.scripts.runner import ScriptRunner
     from modules.outputs.gallery import GalleryIndex
     from modules.network import ServerAccess
     from modules.settings import SettingsStore
 
 log = logging.getLogger("webui")
+RESTART_EXIT_CODE = 3  # main()'s answer to "Apply and restart"; launch.py (its RESTART_EXIT_CODE) then starts a fresh process
 
 
 @dataclass
@@ -62,6 +66,34 @@ class App:
     scripts: "ScriptRunner | None" = None  # the Script menu and the API's script_name (modules/scripts)
     extensions: "LoadedExtensions | None" = None  # the enabled extensions' scripts, callbacks, settings, page code (modules/extensions)
     extension_dirs: "ExtensionDirs | None" = None  # extensions-builtin/ and <data-dir>/extensions/
+    args: "argparse.Namespace | None" = None  # the parsed flags (the extension switches read --disable-*-extensions)
+    restart_requested: threading.Event = field(default_factory=threading.Event)  # set by request_restart: main() returns RESTART_EXIT_CODE
+
+    @functools.cached_property
+    def extension_manager(self) -> "ExtensionManager":
+        """Installing, updating and switching extensions (the Extensions tab, GET /sdapi/v1/extensions)."""
+        from modules.extensions.layout import ExtensionDirs
+        from modules.extensions.manage import ExtensionManager
+
+        return ExtensionManager(self.extension_dirs or ExtensionDirs.for_paths(self.paths), self.settings, self.access, args=self.args)
+
+    @property
+    def restartable(self) -> bool:
+        """Whether something starts the server again when it stops for a restart (launch.py sets
+        SD_WEBUI_RESTART, as A1111's webui.sh does)."""
+        return bool(os.environ.get("SD_WEBUI_RESTART"))
+
+    def request_restart(self) -> None:
+        """"Apply and restart": stop the queue and the server gracefully; main() then returns
+        RESTART_EXIT_CODE and launch.py runs the extensions' install steps and starts a fresh
+        process. Refused (ValueError) on a shared server, or when nothing would start it again."""
+        if self.access is not None:
+            self.access.require_extension_access("Restarting the server")
+        if not self.restartable:
+            raise ValueError("This server was not started by launch.py (webui.sh / webui.bat), so it cannot start itself again: "
+                             "stop it and start it again by hand.")
+        log.info("Restarting the server, as asked from the page.")
+        self.restart_requested.set()
 
     @property
     def controlnet(self) -> "ControlNetService | None":
@@ -145,7 +177,7 @@ class App:
         scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate, registry=cls.script_registry(extensions))
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
                    downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
-                   extension_dirs=extension_dirs)
+                   extension_dirs=extension_dirs, args=args)
 
     @staticmethod
     def extensions_for(paths: Paths, settings: "SettingsStore", service: "GenerationService", args) -> tuple:
@@ -319,6 +351,7 @@ class App:
             state.controlnet = self.controlnet  # alwayson_scripts.controlnet and the extension's routes
             state.scripts = self.scripts  # script_name / script_args, /scripts, /script-info
             state.extensions = self.extensions  # alwayson_scripts of the extensions
+            state.extension_manager = self.extension_manager  # GET /extensions
             app.include_router(build_router(state))
             from modules.controlnet.routes import build_controlnet_router
 
@@ -433,17 +466,19 @@ def main(argv: list[str] | None = None) -> int:
     # the tunnels close at the app's shutdown, so none outlives the server.
     asgi.router.on_shutdown.append(links.close)
     try:
-        serve(asgi, app.queue, host=host, port=port, log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3, **tls)
+        serve(asgi, app.queue, host=host, port=port, log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3,
+              stop=app.restart_requested, **tls)
     finally:
         links.close()
     app.queue.shutdown()
-    return 0
+    return RESTART_EXIT_CODE if app.restart_requested.is_set() else 0
 
 
-def serve(asgi, queue: "JobQueue", **config) -> None:
+def serve(asgi, queue: "JobQueue", stop: threading.Event | None = None, **config) -> None:
     """uvicorn, but Ctrl+C or SIGTERM first stops the queue: the running job is cut off and
     every waiting client answered (their jobs stay queued on disk for the next start), so
-    the server stops in seconds rather than after the last queued job."""
+    the server stops in seconds rather than after the last queued job. Setting `stop` (a
+    restart asked from the page) shuts down the same way."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -452,7 +487,15 @@ def serve(asgi, queue: "JobQueue", **config) -> None:
             threading.Thread(target=queue.stop, name="stop-queue", daemon=True).start()
             super().handle_exit(sig, frame)
 
-    Server(uvicorn.Config(asgi, **config)).run()
+    server = Server(uvicorn.Config(asgi, **config))
+    if stop is not None:
+        def watch() -> None:
+            stop.wait()
+            queue.stop()
+            server.should_exit = True
+
+        threading.Thread(target=watch, name="restart-watch", daemon=True).start()
+    server.run()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from modules.version import VERSION
 if TYPE_CHECKING:
     from modules.controlnet.service import ControlNetService
     from modules.extensions.loaded import LoadedExtensions
+    from modules.extensions.manage import ExtensionManager
     from modules.scripts.base import ScriptRequest, ScriptResult
     from modules.scripts.runner import ScriptRun, ScriptRunner
     from modules.jobs.interrogate_task import InterrogateService
@@ -74,6 +75,7 @@ class ApiState:
     interrogate: "InterrogateService | None" = None  # /interrogate's models (modules/jobs/interrogate_task.py)
     controlnet: "ControlNetService | None" = None  # alwayson_scripts.controlnet and /controlnet/* (modules/controlnet/routes.py)
     extensions: "LoadedExtensions | None" = None  # the extensions' always-on scripts (alwayson_scripts by title, /script-info)
+    extension_manager: "ExtensionManager | None" = None  # GET /extensions: the installed extensions and their versions
     scripts: "ScriptRunner | None" = None  # script_name / script_args (modules/scripts)
 
     @property
@@ -571,6 +573,11 @@ def build_router(state: ApiState) -> APIRouter:
     def refresh_checkpoints() -> dict:
         state.models.refresh()
         return {}
+
+    @router.get("/extensions")
+    def extension_list() -> list[dict]:
+        """A1111's list: name, remote, branch, commit_hash, commit_date (unix seconds), version (short hash), enabled."""
+        return state.extension_manager.api_list() if state.extension_manager is not None else []
 
     @router.get("/samplers")
     def sampler_list() -> list[dict]:

@@ -149,15 +149,15 @@ def _pip_install(extension: Extension, python: str, env: dict[str, str], timeout
 def install_if_changed(extension: Extension, state: InstallState, python: str = sys.executable, repo_root: Path = REPO_DIR,
                        force: bool = False) -> bool:
     """Run the install step when the extension is new or changed (or `force`), then record it.
-    True when there was a step to run; ValueError (not recorded, so it is tried again next time) on failure."""
+    True when it ran; ValueError (not recorded, so it is tried again next time) on failure."""
+    if extension.install_script is None and extension.requirements is None:
+        return False  # nothing to run, nothing to remember
     current = fingerprint(extension)
     if not force and state.load().get(extension.name) == current:
         return False
-    ran = extension.install_script is not None or extension.requirements is not None
-    if ran:
-        install_step(extension, python, repo_root)
+    install_step(extension, python, repo_root)
     state.record(extension.name, current)
-    return ran
+    return True
 
 
 def install_pending(extensions: list[Extension], state: InstallState, python: str = sys.executable,
