@@ -112,6 +112,25 @@ def test_a_scripts_argument_list_read_while_the_page_is_built_adds_nothing_to_th
     assert sorted(type(c).__name__ for c in page.blocks.values()) == ["Markdown", "Markdown"]
 
 
+def test_extension_tabs_render_and_a_bad_one_is_left_out():
+    from modules.ui.extension_tabs import render_extension_tabs
+
+    with gr.Blocks() as good:
+        gr.Textbox(label="Name", elem_id="good_name")
+    with gr.Blocks() as clash:
+        gr.Textbox(label="Clash", elem_id="clash_name")
+    loaded = Loaded()
+    with gr.Blocks() as page:
+        with gr.Tabs():
+            shown = render_extension_tabs(loaded, [("a", good, "Good", "good_tab"), ("b", "not blocks", "Bad", "bad_tab"),
+                                                   ("c", clash, "Clash", "settings"), ("d", good, "Again", "again_tab")])
+    assert shown == ["good_tab"]
+    tabs = [c["props"] for c in page.get_config_file()["components"] if c["type"] == "tabitem"]
+    assert [(t["label"], t.get("visible")) for t in tabs] == [("Good", True), ("Again", False)]  # rendering a Blocks twice fails: hidden
+    assert "d" in loaded.callbacks.failures
+    assert not any(c["props"].get("elem_id") == "clash_name" for c in page.get_config_file()["components"])
+
+
 # ---------------------------------------------------------------------------------------------- in Chromium
 
 @pytest.fixture(scope="module")
