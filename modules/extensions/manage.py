@@ -221,7 +221,8 @@ class ExtensionManager:
                 raise ValueError(f"{name} is not a git checkout, so it cannot be updated from here.")
             git.pull(extension.path)
             self._updates[name] = False
-            install_if_changed(extension, self.state, self.python, self.repo_root)
+            if extension.enabled:  # a disabled one gets its install step when it is switched on (launch.py)
+                install_if_changed(extension, self.state, self.python, self.repo_root)
             log.info("Updated extension %s", name)
             return self.find(name)
 
