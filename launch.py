@@ -699,7 +699,17 @@ def install_extensions(options: LaunchOptions, webui_args: list[str]) -> dict[st
             print(f"WARNING: --skip-install: not running the install step of {', '.join(pending)}.")
         return {}
     started = time.perf_counter()
-    results = install_pending(extensions, state)
+    import logging  # what install.py prints is shown, as A1111 does (webui.py sets up logging for itself later)
+
+    echo, installer_log = logging.StreamHandler(sys.stdout), logging.getLogger("modules.extensions.installer")
+    echo.setFormatter(logging.Formatter("%(message)s"))
+    installer_log.addHandler(echo)
+    installer_log.setLevel(logging.INFO)
+    try:
+        results = install_pending(extensions, state)
+    finally:
+        installer_log.removeHandler(echo)
+        installer_log.setLevel(logging.NOTSET)
     for name, error in results.items():
         if error is None:
             print(f"Extension {name}: install step done.")
