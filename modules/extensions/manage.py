@@ -17,6 +17,7 @@ import shutil
 import stat
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
@@ -32,6 +33,8 @@ from modules.options import REPO_DIR
 log = logging.getLogger(__name__)
 
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+TEMP_PREFIX = ".installing-"  # a clone on its way in (discover skips dot folders)
+STALE_SECONDS = 6 * 3600  # a temporary clone this old was left by a process that died mid-install
 
 
 def normalize_url(url: str) -> str:
@@ -175,7 +178,8 @@ class ExtensionManager:
                 if remote and normalize_url(remote) == wanted:
                     raise ValueError(f"{git.without_password(url)} is already installed as {extension.name}.")
             Path(self.dirs.user).mkdir(parents=True, exist_ok=True)
-            temp = Path(self.dirs.user) / f".installing-{name}-{uuid.uuid4().hex[:8]}"
+            self._remove_stale_clones()
+            temp = Path(self.dirs.user) / f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
             try:
                 git.clone(url, temp, branch)
                 staged = Extension(name, temp, builtin=False)
@@ -282,6 +286,16 @@ class ExtensionManager:
         if not extension.path.resolve().is_relative_to(Path(self.dirs.user).resolve()):
             raise ValueError(f"{name} is not inside the extensions folder.")
         return extension
+
+    def _remove_stale_clones(self) -> None:
+        """Temporary clones left by a server killed during an install (a running install's is newer)."""
+        now = time.time()
+        for folder in Path(self.dirs.user).glob(TEMP_PREFIX + "*"):
+            try:
+                if folder.is_dir() and now - folder.stat().st_mtime > STALE_SECONDS:
+                    _remove_tree(folder)
+            except OSError as exc:
+                log.warning("Could not remove the unfinished install %s: %s", folder, exc)
 
     def _record(self, extension: Extension) -> None:
         """A fresh install's step has just run: launch.py need not run it again."""

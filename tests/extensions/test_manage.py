@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +68,13 @@ def test_install_from_file_url_runs_install_py_and_reports_version(setup):
 
 def test_install_refuses_duplicates_and_bad_input_leaving_nothing(setup, tmp_path):
     manager, repo, url, data = setup
+    stale, recent = data / "extensions" / ".installing-old-1234", data / "extensions" / ".installing-new-5678"
+    stale.mkdir(parents=True)
+    recent.mkdir()
+    os.utime(stale, (time.time() - 7 * 3600,) * 2)  # left by a server killed mid-install
     manager.install(url)
+    assert not stale.exists() and recent.exists()  # a recent one may be another install under way
+    recent.rmdir()
     with pytest.raises(ValueError, match="already exists"):
         manager.install(url)
     with pytest.raises(ValueError, match="already installed as sd-webui-hello"):
