@@ -24,6 +24,7 @@ from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.send_to import SendTargets
 from modules.ui.settings import build_settings_tab
 from modules.ui.txt2img import build_txt2img_tab
+from modules.ui.extension_js import EXTENSION_JS_HEAD
 from modules.ui.extension_tabs import render_extension_tabs
 from modules.version import VERSION
 
@@ -61,6 +62,7 @@ document.addEventListener('keydown', (e) => {
 </script>
 """
 HEAD += FOREVER_HEAD  # right-click Generate: Generate forever
+HEAD += EXTENSION_JS_HEAD  # A1111's gradioApp(), onUiLoaded(), ... before the extensions' scripts
 
 
 def _notice(models: ModelManager) -> dict:

@@ -176,7 +176,9 @@ def test_hello_extension_in_the_page(page, server):
     data = server["data"]
     # Its JavaScript ran in the head; its tab is there and works; its CSS styles the tab.
     assert page.evaluate("document.documentElement.dataset.helloExtension") == "loaded"
+    page.wait_for_function("document.documentElement.dataset.helloUi === 'found'", timeout=10000)  # A1111's onUiLoaded, gradioApp()
     page.get_by_role("tab", name="Hello", exact=True).click()
+    page.wait_for_function("document.documentElement.dataset.helloTab === 'Hello'", timeout=10000)  # onUiTabChange, get_uiCurrentTab()
     page.fill("#hello_ext_name textarea", "Ada")
     page.click("#hello_ext_greet")
     page.wait_for_function("document.querySelector('#hello_ext_greeting textarea').value === 'Hello, Ada!'", timeout=30000)
