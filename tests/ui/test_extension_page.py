@@ -206,6 +206,15 @@ def test_hello_extension_in_the_page(page, server):
     assert saved["Prompt"] == "a blue square, green star" and saved["Hello words"] == "green star"
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
+    # A run of the Script menu's Flip (the extension's selectable script): its jobs carry the always-on scripts too.
+    page.click("#txt2img_script_list input")
+    page.locator("#txt2img_script_list").get_by_role("option", name="Flip", exact=True).click()
+    page.click("#txt2img_generate")
+    page.locator("#txt2img_html_log", has_text="Flip:").wait_for(timeout=120000)
+    assert page.inner_text("#txt2img_html_info").startswith("a blue square, green star")
+    page.click("#txt2img_script_list input")
+    page.locator("#txt2img_script_list").get_by_role("option", name="None", exact=True).click()
+
     # The same script on img2img, with its img2img controls.
     picture = server["data"] / "init.png"
     Image.new("RGB", (64, 64), (20, 40, 200)).save(picture)
