@@ -76,17 +76,23 @@ COLLECT_UNCHECKED_JS = """
   : 'null', mode]
 """
 
-# After a restart was asked for: wait for the server to go away and answer again (or 20 s, for
-# a restart that never drops the port), then reload the page, as A1111's restart_reload does.
+# Runs in the page as the restart is asked for (before the server may go away): wait for the
+# server to go away and answer again (or 20 s, for a restart that keeps the port), then reload,
+# as A1111's restart_reload does. A refused restart replaces the marked message: polling stops.
 RELOAD_WHEN_BACK_JS = """
-() => {
-  if (!document.querySelector('#extensions_installed_status [data-restarting]')) return;
+(pending) => {
+  const marked = () => document.querySelector('#extensions_installed_status [data-restarting]');
+  if (!marked()) return pending;  // (a gr.State's value stays on the server: the page sees the marker, not `pending`)
   const started = Date.now();
   let wentDown = false;
-  const poll = () => fetch(location.href, {cache: 'no-store'}).then(
-    (r) => { if (r.ok && (wentDown || Date.now() - started > 20000)) location.reload(); else setTimeout(poll, 1000); },
-    () => { wentDown = true; setTimeout(poll, 1000); });
+  const poll = () => {
+    if (!wentDown && !marked()) return;
+    fetch(location.href, {cache: 'no-store'}).then(
+      (r) => { if (r.ok && (wentDown || Date.now() - started > 20000)) location.reload(); else setTimeout(poll, 1000); },
+      () => { wentDown = true; setTimeout(poll, 1000); });
+  };
   setTimeout(poll, 1000);
+  return pending;
 }
 """
 
@@ -316,21 +322,26 @@ def build_extensions_tab(manager: "ExtensionManager", *, load_index: Callable[[s
             off = None
         found, problem = rows()
         if problem:
-            return table(updates)[0], message_html(problem, error=True)
+            return table(updates)[0], message_html(problem, error=True), False
         if not isinstance(off, list) and found:
-            return table(updates)[0], message_html("The list of extensions was not shown yet; nothing was changed. Try again.", error=True)
+            return (table(updates)[0], message_html("The list of extensions was not shown yet; nothing was changed. Try again.", error=True),
+                    False)
         off = {str(n) for n in off or []}
         enabled = [str(_get(r, "name")) for r in found if str(_get(r, "name")) not in off]
         _, problem = _attempt("Saving the enabled extensions", lambda: manager.apply(enabled, _safe_mode(chosen_mode)))
         if problem:
-            return table(updates)[0], message_html(problem, error=True)
+            return table(updates)[0], message_html(problem, error=True), False
         if restart is None:
-            return table(updates)[0], message_html("Saved. Restart the server to load the change.")
-        result, problem = _attempt("Restarting", restart)
-        if problem:
-            return table(updates)[0], message_html(f"Saved, but the server did not restart: {problem}", error=True)
-        note = result if isinstance(result, str) and result else "Saved. Restarting… the page reloads when the server is up again."
-        return table(updates)[0], message_html(note, restarting=True)
+            return table(updates)[0], message_html("Saved. Restart the server to load the change."), False
+        return table(updates)[0], message_html("Saved. Restarting… the page reloads when the server is up again.", restarting=True), True
+
+    def do_restart(pending: bool):
+        """The restart, as an event of its own after Apply's answer reached the page (the server
+        may go away before this one's does)."""
+        if not pending or restart is None:
+            return gr.update()
+        _, problem = _attempt("Restarting", restart)
+        return message_html(f"Saved, but the server did not restart: {problem}", error=True) if problem else gr.update()
 
     def do_check(updates):
         found, problem = _attempt("Checking for updates", manager.check_updates)
@@ -395,8 +406,9 @@ def build_extensions_tab(manager: "ExtensionManager", *, load_index: Callable[[s
         listing = available_html(index[0], rows()[0], hidden, text) if index else gr.update()
         return note, listing, table(updates)[0]
 
-    apply.click(do_apply, [unchecked, mode, updates_state], [installed, status], js=COLLECT_UNCHECKED_JS, api_name=False).then(
-        None, js=RELOAD_WHEN_BACK_JS, api_name=False)
+    pending = gr.State(False)  # Apply saved the set and a restart is to follow
+    apply.click(do_apply, [unchecked, mode, updates_state], [installed, status, pending], js=COLLECT_UNCHECKED_JS, api_name=False).then(
+        do_restart, pending, status, js=RELOAD_WHEN_BACK_JS, api_name=False)
     check.click(do_check, updates_state, [installed, status, updates_state], api_name=False)
     installed.row_action(row_action, updates_state, [installed, status, updates_state], api_name=False)
     install_button.click(do_install, [install_url, install_branch, install_dirname, updates_state], [install_url, install_result, installed],

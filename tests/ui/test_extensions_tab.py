@@ -9,6 +9,8 @@ import html
 import json
 import os
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,18 +53,19 @@ def test_available_table_marks_installed_and_hides_by_tag():
 
 
 @contextmanager
-def served(manager, restarts: list, errors: dict | None = None):
-    """The tab alone (after a first tab, as on the page), served by gradio on a free port."""
+def served(manager, restart, errors: dict | None = None):
+    """The tab alone (after a first tab, as on the page), served by gradio on a free port;
+    yields (its address, the Blocks, the port)."""
     with gr.Blocks() as blocks:
         with gr.Tabs():
             with gr.Tab("txt2img"):
                 gr.Markdown("another tab")
             with gr.Tab("Extensions", id="extensions") as tab:
-                build_extensions_tab(manager, restart=lambda: restarts.append("restart"), errors=lambda: errors or {}, tab=tab)
+                build_extensions_tab(manager, restart=restart, errors=lambda: errors or {}, tab=tab)
     port = free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", blocks, port
     finally:
         blocks.close()
 
@@ -115,7 +118,7 @@ def test_install_update_disable_index_and_uninstall_in_chromium(browser, setup):
     manager = s["manager"](s["dirs"], s["settings"], python=sys.executable)
     restarts: list = []
     target = s["data"] / "extensions" / "sd-webui-hello"
-    with served(manager, restarts, errors={"broken-one": TRACEBACK}) as url:
+    with served(manager, lambda: restarts.append("restart"), errors={"broken-one": TRACEBACK}) as (url, _, _):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("dialog", lambda dialog: dialog.accept())  # Uninstall asks first
         open_tab(page, url)
@@ -159,7 +162,11 @@ def test_install_update_disable_index_and_uninstall_in_chromium(browser, setup):
         page.click("#extensions_apply")
         message(page, "#extensions_installed_status", "Restarting")
         saved = json.loads((s["data"] / "config.json").read_text())
-        assert saved["disabled_extensions"] == ["sd-webui-hello"] and restarts == ["restart"]
+        assert saved["disabled_extensions"] == ["sd-webui-hello"]
+        deadline = time.monotonic() + 30
+        while not restarts and time.monotonic() < deadline:  # asked for by the event that follows Apply's answer
+            time.sleep(0.1)
+        assert restarts == ["restart"]
         assert page.locator("#extensions_installed_html input[data-name='shipped']").is_checked()
         assert page.locator("#extensions_installed_status [data-restarting]").count() == 1  # the page reloads once the server is back
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +207,7 @@ def test_a_shared_server_says_so_and_refuses_every_action(browser, setup, tmp_pa
     access = ServerAccess(s["data"].resolve(), ("--listen",))
     manager = s["manager"](s["dirs"], s["settings"], access)
     restarts: list = []
-    with served(manager, restarts) as url:
+    with served(manager, lambda: restarts.append("restart")) as (url, _, _):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_tab(page, url)
         notice = page.inner_text("#extensions_shared_notice")
@@ -218,6 +225,34 @@ def test_a_shared_server_says_so_and_refuses_every_action(browser, setup, tmp_pa
         page.click("#extensions_install_button")
         assert "--listen" in message(page, "#extensions_install_result", "turned off")
         assert not (s["data"] / "extensions" / "sd-webui-hello").exists()
+        page.close()
+
+
+def test_apply_reloads_the_page_once_the_restarted_server_answers(browser, setup):
+    """The restart stops the server and starts it again a little later (as launch.py does);
+    the page notices it went away and came back, and reloads itself."""
+    s = setup
+    manager = s["manager"](s["dirs"], s["settings"], python=sys.executable)
+    held: dict = {}
+
+    def bounce():
+        blocks, port = held["blocks"], held["port"]
+        blocks.close()
+        time.sleep(2)
+        blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+
+    def restart():
+        threading.Thread(target=bounce, daemon=True).start()
+
+    with served(manager, restart) as (url, blocks, port):
+        held.update(blocks=blocks, port=port)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_tab(page, url)
+        page.evaluate("window.beforeRestart = true")
+        with page.expect_navigation(timeout=30000):
+            page.click("#extensions_apply")
+        page.wait_for_selector("#tabs_extensions, button[role='tab']", timeout=30000)
+        assert page.evaluate("window.beforeRestart === undefined")  # a new page, not the old one
         page.close()
 
 
