@@ -8,3 +8,15 @@ txt2img/img2img job a single request makes (so each picture is bit for bit that 
 progress, interrupt and other users' turns work as usual), waits for them from its own
 thread, and assembles grids or stitched pictures from their results. No gradio, no FastAPI.
 """
+
+_A1111_NAMES = ("Script", "AlwaysVisible", "PostprocessImageArgs", "basedir")
+
+
+def __getattr__(name: str):
+    """A1111's `from modules import scripts; scripts.Script / scripts.AlwaysVisible`: the
+    extension API's (modules.extensions.api), looked up late to avoid an import cycle."""
+    if name in _A1111_NAMES:
+        from modules.extensions import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'modules.scripts' has no attribute {name!r}")
