@@ -158,6 +158,9 @@ def installed_html(rows: Iterable[Any], updates: Mapping[str, Any] | None = None
         mark = "<span class='extensions-builtin-mark'>built-in</span>" if builtin else ""
         if ticked and not enabled:
             mark += "<span class='extensions-builtin-mark'>off by the disable-all switch</span>"
+        about = str(_get(row, "description", "") or "")  # metadata.ini's Description
+        if about:
+            mark += f"<div class='extensions-date'>{html.escape(about)}</div>"
         commit = str(_get(row, "commit", "") or "")
         version = str(_get(row, "version", "") or "") or commit[:8]
         date = _date(_get(row, "date"))

@@ -32,10 +32,11 @@ TRACEBACK = 'Traceback (most recent call last):\n  File "scripts/bad.py", line 1
 
 
 def test_installed_table_escapes_marks_builtin_and_shows_load_errors():
-    rows = [{"name": "shipped", "builtin": True, "enabled": True},
+    rows = [{"name": "shipped", "builtin": True, "enabled": True, "description": "Comes with <the> app."},
             {"name": "mine", "builtin": False, "enabled": False, "remote": "https://example.com/<x>.git", "branch": "main",
              "commit": "0123456789abcdef", "version": "01234567", "date": "2026-12-06 14:00", "update": True}]
     text = installed_html(rows, {}, {"mine": TRACEBACK, "gone": "Traceback\nValueError: boom"})
+    assert "Comes with &lt;the&gt; app." in text
     assert "built-in" in text and "data-action='uninstall' data-name='shipped'" not in text
     assert "<input type='checkbox' data-name='mine'>" in text  # unticked: disabled
     assert "&lt;x&gt;" in text and "<x>" not in text
