@@ -386,7 +386,13 @@ def build_extensions_tab(manager: "ExtensionManager", *, load_index: Callable[[s
         return "", message_html(_installed_note(result, address)), table(updates)[0]
 
     def do_load(address: str, hidden: list[str], text: str):
-        index, problem = _attempt("Loading the extension index", lambda: load_index((address or "").strip()))
+        address = (address or "").strip()
+        configured = settings["extensions_index_url"]
+        if address != configured and manager.refusal("Loading an index from another address"):
+            # A visitor's address would make the shared server fetch any URL (or read a file:// path).
+            problem = manager.refusal("Loading an index from another address") + f" The configured index is {configured}."
+            return None, message_html(problem, error=True), "<p>No index loaded.</p>", gr.update()
+        index, problem = _attempt("Loading the extension index", lambda: load_index(address))
         if problem:
             return None, message_html(problem, error=True), "<p>No index loaded.</p>", gr.update()
         entries, tags = list(index.entries), dict(index.tags)  # modules/extensions/index.py's ExtensionIndex

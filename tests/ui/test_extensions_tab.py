@@ -226,6 +226,14 @@ def test_a_shared_server_says_so_and_refuses_every_action(browser, setup, tmp_pa
         page.click("#extensions_install_button")
         assert "--listen" in message(page, "#extensions_install_result", "turned off")
         assert not (s["data"] / "extensions" / "sd-webui-hello").exists()
+        # the configured index loads (to look at); another address would have the server fetch it, so it is refused
+        page.get_by_role("tab", name="Available").click()
+        page.click("#extensions_available_load")
+        message(page, "#extensions_available_status", "1 extensions in the index")
+        page.fill("#extensions_available_index textarea", (s["data"] / "config.json").as_uri())
+        page.click("#extensions_available_load")
+        refused = message(page, "#extensions_available_status", "turned off")
+        assert "Loading an index from another address is turned off" in refused and "The configured index is file://" in refused
         page.close()
 
 
