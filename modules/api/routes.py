@@ -306,6 +306,7 @@ def build_router(state: ApiState) -> APIRouter:
     def alwayson_from_request(request: Txt2ImgRequest, kind: str) -> tuple:
         """The extensions' always-on scripts the request names, with their arguments (422 for an
         unknown title, as A1111 answers "always on script ... not found")."""
+        from modules.extensions.hook_scripts import script_title
         from modules.extensions.job_scripts import AlwaysOnArgs
 
         wanted = request.extension_alwayson()
@@ -319,7 +320,7 @@ def build_router(state: ApiState) -> APIRouter:
                 script = state.extensions.find_alwayson(title, kind)
             except ValueError as exc:
                 raise ApiError(422, "Unsupported", str(exc)) from None
-            found.append(AlwaysOnArgs(str(script.title()), tuple(args)))
+            found.append(AlwaysOnArgs(script_title(script), tuple(args)))
         return tuple(found)
 
     def keep_overrides(request: Txt2ImgRequest, accepted: "ScriptRequest") -> None:
@@ -637,11 +638,13 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get("/scripts", summary="Script names by tab: the selectable ones (script_name) and the always-on ones (alwayson_scripts)")
     def scripts() -> dict:
+        from modules.extensions.hook_scripts import script_title
+
         runner, loaded = state.scripts, state.extensions
 
         def always(kind: str) -> list[str]:  # alwayson_scripts takes these
             found = ["controlnet"] if state.controlnet is not None else []
-            return found + ([str(s.title()).lower() for s in loaded.alwayson(kind)] if loaded is not None else [])
+            return found + ([script_title(s).lower() for s in loaded.alwayson(kind)] if loaded is not None else [])
 
         selectable = {kind: [t.lower() for t in runner.titles(kind)] if runner is not None else [] for kind in ("txt2img", "img2img")}
         return {kind: [*selectable[kind], *always(kind)] for kind in ("txt2img", "img2img")}

@@ -95,7 +95,9 @@ class Callbacks:
         for item in self.of(kind):
             try:
                 results.append((item.extension, item.fn(*args)))
-            except Exception:
+            except BaseException as exc:  # sys.exit() in a callback must not stop the server
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
                 self.failed(item.extension, f"on_{kind} ({getattr(item.fn, '__qualname__', item.fn)})")
         return results
 

@@ -172,6 +172,6 @@ def install_pending(extensions: list[Extension], state: InstallState, python: st
         try:
             if install_if_changed(extension, state, python, repo_root):
                 results[extension.name] = None
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # an unreadable install.py fails its extension, not launch.py
             results[extension.name] = str(exc)
     return results

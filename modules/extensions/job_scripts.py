@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Read from all_prompts once process() has run (p.prompt keeps the prompt as written, as in A1111).
+PROMPT_FIELDS = ("prompt", "negative_prompt", "styles", "hr_prompt", "hr_negative_prompt")
+
+
 @dataclass(frozen=True)
 class AlwaysOnArgs:
     """One always-on script's arguments for a job, in its ui() order (A1111's alwayson_scripts entry)."""
@@ -67,7 +71,9 @@ class JobScripts(JobHook):
             except ValueError as exc:  # a restored job whose extension is gone
                 self._note(f"{exc} It was left out of this job.")
                 continue
-            defaults = loaded.alwayson_defaults(script, kind == "img2img")
+            ok, defaults = self._guard(script.extension, f"{type(script).__name__}.ui", loaded.alwayson_defaults, script, kind == "img2img")
+            if not ok:
+                continue
             args = list(item.args)[: len(defaults)] if defaults else list(item.args)
             args += defaults[len(args):]
             self.active.append((script, tuple(args)))
@@ -91,7 +97,9 @@ class JobScripts(JobHook):
             return False, None
         try:
             return True, fn(*args, **kwargs)
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in a hook must not end the queue's worker
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             log.error("Extension '%s' failed in %s; it is switched off for this job:\n%s", extension, where, traceback.format_exc())
             self.off.add(extension)
             self._note(f"Extension '{extension}' failed in {where} ({type(exc).__name__}: {exc}); it was switched off for this job.")
@@ -109,10 +117,12 @@ class JobScripts(JobHook):
 
     # ------------------------------------------------------------------ the job
 
-    def start(self, params: "GenerationParams", init, upscalers=(), model: tuple = (None, None)) -> "GenerationParams":
-        """before_process and process: the parameters as the scripts leave them, checked as a
-        request's are (a script's bad value is a note and the value before it stays). The seeds
-        are drawn here, so process() sees all_seeds as they will be."""
+    def start(self, params: "GenerationParams", init, upscalers=(), model: tuple = (None, None),
+              styled: Callable | None = None) -> "GenerationParams":
+        """A1111's order: before_process sees the prompts as written (the parameters may still
+        change), then the styles are applied (`styled(params) -> (params, notes)`) and the seeds
+        drawn into all_prompts / all_seeds, then process. Returns the parameters the job runs
+        with, checked as a request's are (a script's bad value is a note and the value before it stays)."""
         from modules.extensions.processing import processing_for
         from modules.generation import noise
 
@@ -120,26 +130,33 @@ class JobScripts(JobHook):
         p.script_args = tuple(a for _s, args in self.active for a in args)
         self._each("before_process")
         params = self._read_back(params, upscalers, "before_process")
+        if styled is not None:
+            params, style_notes = styled(params)
+            for note in style_notes:
+                self._note(note)
         seed, subseed = noise.resolve_seed(params.seed), noise.resolve_seed(params.subseed)
         params = params.model_copy(update={"seed": seed, "subseed": subseed})
         p.seed, p.subseed = seed, subseed
         batches = noise.job_seeds(seed, params.n_iter, params.batch_size, params.subseed_strength)
         p.all_seeds = [s for batch in batches for s in batch]
         p.all_subseeds = [s for batch in noise.job_subseeds(subseed, params.n_iter, params.batch_size) for s in batch]
-        p.setup_prompts()
+        count = params.n_iter * params.batch_size
+        p.all_prompts, p.all_negative_prompts = [params.prompt] * count, [params.negative_prompt] * count
         self._each("process")
-        return self._read_back(params, upscalers, "process", keep_seeds=True)
+        # p.prompt is still the prompt as written: from here on the prompts are all_prompts' (styled).
+        return self._read_back(params, upscalers, "process", keep=PROMPT_FIELDS)
 
-    def _read_back(self, params: "GenerationParams", upscalers, where: str, keep_seeds: bool = False) -> "GenerationParams":
+    def _read_back(self, params: "GenerationParams", upscalers, where: str, keep: tuple[str, ...] = ()) -> "GenerationParams":
         p = self.p
         try:
-            checked = p.params(params, upscalers)
+            checked = p.params(params, upscalers, keep)
         except ValueError as exc:
             self._note(f"An always-on script set a parameter this server refuses in {where} ({exc}); the job's own value was kept.")
             for name, value in params.model_dump().items():
-                setattr(p, name, list(value) if isinstance(value, tuple) else value)
+                if name not in keep:
+                    setattr(p, name, list(value) if isinstance(value, tuple) else value)
             return params
-        if keep_seeds and (checked.seed, checked.subseed) != (params.seed, params.subseed):
+        if keep and (checked.seed, checked.subseed) != (params.seed, params.subseed):
             self._note(f"Seeds changed in {where} come too late (all_seeds are drawn before it); the job's seeds were kept.")
             checked = checked.model_copy(update={"seed": params.seed, "subseed": params.subseed})
         return checked

@@ -28,6 +28,7 @@ class LoadedExtensions:
     queue_scripts: list[QueueScript] = field(default_factory=list)
     hook_scripts: list[Script] = field(default_factory=list)
     _settings_by_extension: dict[str, list] = field(default_factory=dict)
+    _broken: set[int] = field(default_factory=set)  # id() of scripts whose title(), show() or ui() failed at load
 
     def add(self, extension: Extension, scripts: list, callbacks: cb.Callbacks, settings: list) -> None:
         """A loaded extension's parts (the loader calls this only when all its scripts imported)."""
@@ -57,11 +58,30 @@ class LoadedExtensions:
 
     # ------------------------------------------------------------------ scripts
 
+    def describe_scripts(self) -> None:
+        """Call each A1111-style script's title(), show() and ui() once per tab now, at start on the
+        main thread, and keep the arguments ui() describes: a job or an API request never calls
+        ui() (gradio's page-building state is process-wide). A script whose title or ui() fails
+        is left out, with its traceback in the Extensions tab."""
+        for script in self.hook_scripts:
+            try:
+                script_title(script)
+                for kind in KINDS:
+                    if shows(script, kind == "img2img") in (True, AlwaysVisible):
+                        ui_args(script, kind == "img2img")
+            except Exception:
+                self._broken.add(id(script))
+                text = self.callbacks.failed(script.extension, f"{type(script).__name__} (title or ui)")
+                self.errors.setdefault(script.extension, text)
+
+    def _usable(self) -> list[Script]:
+        return [s for s in self.hook_scripts if id(s) not in self._broken]
+
     def selectable(self) -> list[QueueScript]:
         """The Script menu's extension scripts in load order: queue scripts as they are, A1111-style
         ones whose show() is True on a tab wrapped to run as a queue script."""
         out: list[QueueScript] = list(self.queue_scripts)
-        for script in self.hook_scripts:
+        for script in self._usable():
             on = {kind: shows(script, kind == "img2img") for kind in KINDS}
             if any(v is True for v in on.values()):
                 try:
@@ -72,7 +92,7 @@ class LoadedExtensions:
 
     def alwayson(self, kind: str) -> list[Script]:
         """The always-on scripts of a tab ("txt2img" or "img2img"), in load order."""
-        return [s for s in self.hook_scripts if shows(s, kind == "img2img") is AlwaysVisible]
+        return [s for s in self._usable() if shows(s, kind == "img2img") is AlwaysVisible]
 
     def find_alwayson(self, title: str, kind: str) -> Script:
         """The always-on script titled `title` (any case) on that tab; ValueError naming the choices."""

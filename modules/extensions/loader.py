@@ -6,6 +6,7 @@ traceback kept for the log and the Extensions tab; the others load as if it were
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import importlib.util
 import inspect
 import logging
@@ -130,4 +131,5 @@ def load_extensions(dirs: ExtensionDirs, settings_values: dict, args=None) -> Lo
         log.error("%s", text)
         loaded.errors[extension.name] = text
     loaded.run_ui_settings()
+    loaded.describe_scripts()
     return loaded

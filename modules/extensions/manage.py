@@ -51,8 +51,10 @@ def check_url(url: str) -> str:
     text = (url or "").strip() if isinstance(url, str) else ""
     if not text:
         raise ValueError("Give the URL of the extension's git repository, such as https://github.com/user/extension.")
-    if any(c.isspace() or ord(c) < 32 for c in text) or text.startswith("-"):
+    if any(c.isspace() or ord(c) < 32 for c in text):
         raise ValueError(f"{text!r} is not a URL: it holds spaces or control characters.")
+    if text.startswith("-"):
+        raise ValueError(f"{text!r} is not a URL: it starts with '-' (git would read it as an option).")
     parts = urlsplit(text)
     if parts.scheme not in ("https", "file"):
         raise ValueError(f"{text!r} is not an https:// or file:// URL; extensions are installed from https:// (or file:// for a "
@@ -226,7 +228,11 @@ class ExtensionManager:
             git.pull(extension.path)
             self._updates[name] = False
             if extension.enabled:  # a disabled one gets its install step when it is switched on (launch.py)
-                install_if_changed(extension, self.state, self.python, self.repo_root)
+                try:
+                    install_if_changed(extension, self.state, self.python, self.repo_root)
+                except (ValueError, OSError) as exc:
+                    raise ValueError(f"{name} was updated to its new commits, but its install step failed (launch.py tries it "
+                                     f"again at the next start): {exc}") from None
             log.info("Updated extension %s", name)
             return self.find(name)
 

@@ -85,11 +85,11 @@ class Processing:
     def field_values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._fields}
 
-    def params(self, base: "GenerationParams", upscalers=()) -> "GenerationParams":
+    def params(self, base: "GenerationParams", upscalers=(), keep: tuple[str, ...] = ()) -> "GenerationParams":
         """The job's parameters as the hooks left them, checked as a request's are (ValueError
-        naming the field otherwise)."""
+        naming the field otherwise); the fields in `keep` stay `base`'s."""
         values = base.model_dump()
-        values.update(self.field_values())
+        values.update({k: v for k, v in self.field_values().items() if k not in keep})
         return type(base).create(upscalers, **values)
 
     def setup_prompts(self) -> None:

@@ -352,16 +352,24 @@ class GenerationService:
         `controlnet` are the job's ControlNet units; `grid` False saves no grid of the batch
         (a script's job: the script makes its own, as A1111's do_not_save_grid); `alwayson`
         the extensions' always-on scripts with their arguments."""
-        params, notes = self.styled(params)
+        notes: list[str] = []
         model = self.runner(checkpoint, vae, notes)
         scripts = self._scripts("txt2img", alwayson, job, notes)
-        if scripts:
-            params = scripts.start(params, None, self.hires_upscalers(), (model[0].info.model_name, model[0].info.shorthash))
+        params = self._ready(params, scripts, None, model[0], notes)
         control = self._controlnet(controlnet, model[0], params, scripts=scripts)
         return self._collect(job, params, model,
                              lambda seed, prompts, start, subseed: model[1].txt2img(params, seed, job.control, prompts, start, control.hooks, subseed),
                              self.writers["txt2img"] if grid else (self.writers["txt2img"][0], None), save=save, notes=notes,
                              control=control)
+
+    def _ready(self, params: GenerationParams, scripts, init, active: ActiveModel, notes: list[str]) -> GenerationParams:
+        """The params a job runs with: styles applied; with always-on scripts, their
+        before_process and process run around that (see JobScripts.start)."""
+        if not scripts:
+            params, style_notes = self.styled(params)
+            add_notes(notes, style_notes)
+            return params
+        return scripts.start(params, init, self.hires_upscalers(), (active.info.model_name, active.info.shorthash), self.styled)
 
     def _scripts(self, kind: str, alwayson: "Sequence[AlwaysOnArgs]", job: Job, notes: list[str]):
         """The job's always-on scripts and extension callbacks (None without extensions)."""
@@ -396,11 +404,10 @@ class GenerationService:
         there under `name` instead of the numbered img2img outputs, and no grid is made (nor
         with `grid` False: a script's job).
         ControlNet units without a picture of their own use the init image (and mask)."""
-        params, notes = self.styled(params)
+        notes: list[str] = []
         model = self.runner(checkpoint, vae, notes)
         scripts = self._scripts("img2img", alwayson, job, notes)
-        if scripts:
-            params = scripts.start(params, init, self.hires_upscalers(), (model[0].info.model_name, model[0].info.shorthash))
+        params = self._ready(params, scripts, init, model[0], notes)
         control = self._controlnet(controlnet, model[0], params, init, scripts)
         writers = self.writers["img2img"] if grid else (self.writers["img2img"][0], None)
         if output_dir is not None:
@@ -558,14 +565,14 @@ class GenerationService:
             for warning in prompts.warnings:
                 log.warning("%s: %s", job.id, warning)
             add_notes(result.notes, prompts.warnings)
-        if scripts:
-            scripts.postprocess(result.images, result.infotexts, result.seeds, result.subseeds)
         finished = [im for i, im in enumerate(result.images) if i not in result.unfinished]
         if grids_writer is not None and (self.settings.grid_save if save is None else save) and len(finished) > 1:
             values = self._name_values(params, active, result.seeds[0], result, job)
             grids: list[Path] = []
             saving.attempt(grids_writer, grids, lambda: grids_writer.save_grid(finished, infotext=result.infotexts[0], values=values))
             result.grid_path = grids[0] if grids else None
+        if scripts:  # after the grid, as A1111: pictures a script adds here are returned, not put in the grid
+            scripts.postprocess(result.images, result.infotexts, result.seeds, result.subseeds)
         return result
 
     @staticmethod

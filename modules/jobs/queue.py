@@ -383,7 +383,7 @@ class JobQueue:
             except ValueError as exc:  # a readable problem with the request or the model file
                 job.error = str(exc)
                 status = JobStatus.FAILED
-            except Exception as exc:  # keep serving whatever a job does
+            except (Exception, SystemExit) as exc:  # keep serving whatever a job does (sys.exit() in add-on code too)
                 log.error("Job %s failed:\n%s", job.id, traceback.format_exc())
                 job.error = f"{type(exc).__name__}: {exc}"
                 status = JobStatus.FAILED

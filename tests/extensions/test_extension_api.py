@@ -178,3 +178,26 @@ def test_queued_job_keeps_its_always_on_scripts(server):
         time.sleep(0.1)
     assert status["status"] == "done", status
     assert "Hello words: red circle" in json.dumps(status)
+
+
+def test_hooks_run_in_a1111s_order_and_see_what_a1111_shows_them(tmp_path, tiny_checkpoint):
+    data = with_extensions(data_dir_with_tiny_model(tmp_path, tiny_checkpoint), "order-ext")
+    (data / "styles.csv").write_text('name,prompt,negative_prompt\nSunny,"{prompt}, sunny",\n')
+    with in_process_app(data, "--api", "--disable-console-progressbars", checkpoint=tiny_checkpoint) as (_app, client):
+        r = client.post("/sdapi/v1/txt2img", json={**SMALL, "styles": ["Sunny"], "n_iter": 2, "batch_size": 2, "save_images": True,
+                                                    "alwayson_scripts": {"order": {"args": ["mine"]}}})
+        assert r.status_code == 200, r.text
+    calls = [json.loads(line) for line in (data / "extensions" / "order-ext" / "calls.jsonl").read_text().splitlines()]
+    hooks = [c["hook"] for c in calls]
+    per_image = ["postprocess_image", "before_image_saved", "image_saved"]
+    per_batch = ["before_process_batch", "process_batch", "postprocess_batch", *per_image, *per_image]
+    assert hooks == ["before_process", "process", *per_batch, *per_batch, "postprocess"]
+    # before_process: the prompt as written, no all_prompts yet; process: styled all_prompts and the seeds.
+    assert calls[0] == {"hook": "before_process", "tag": "mine", "prompt": "a blue square", "all_prompts": []}
+    assert calls[1]["prompt"] == "a blue square" and calls[1]["all_prompts"] == ["a blue square, sunny"] * 4
+    assert calls[1]["all_seeds"] == [21, 22, 23, 24]
+    assert [c["batch_number"] for c in calls if c["hook"] == "process_batch"] == [0, 1]
+    assert [c["seeds"] for c in calls if c["hook"] == "before_process_batch"] == [[21, 22], [23, 24]]
+    assert next(c for c in calls if c["hook"] == "postprocess_batch")["shape"] == [2, 3, 64, 64]
+    assert all(c["exists"] for c in calls if c["hook"] == "image_saved")
+    assert calls[-1] == {"hook": "postprocess", "images": 4, "seed": 21}

@@ -85,6 +85,12 @@ def test_install_refuses_duplicates_and_bad_input_leaving_nothing(setup, tmp_pat
         manager.install(not_repo.as_uri())
     with pytest.raises(ValueError, match="not an https:// or file:// URL"):
         manager.install("http://example.com/a/b.git")
+    with pytest.raises(ValueError, match="starts with '-'"):
+        manager.install("--upload-pack=touch%20/tmp/pwned")
+    with pytest.raises(ValueError, match="not an https:// or file:// URL"):
+        manager.install("ext::sh%20-c%20touch")
+    with pytest.raises(ValueError, match="is not a branch name"):
+        manager.install(url, branch="--upload-pack=touch")
     with pytest.raises(ValueError, match="user name or password"):
         manager.install("https://me:secret@example.com/a/b.git")
     with pytest.raises(ValueError, match="not a usable extension folder name"):
