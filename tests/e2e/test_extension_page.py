@@ -7,7 +7,6 @@ installed in a temp data folder; one server for the module."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,11 +20,10 @@ from modules.extensions.job_scripts import AlwaysOnArgs
 from modules.outputs.infotext import parse_infotext
 from modules.outputs.paste import params_from_infotext
 from modules.ui.alwayson import build_alwayson
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.test_extensions_tab import screenshot
 from tests.servers import data_dir_with_tiny_model, launched
 
 HELLO = Path(__file__).resolve().parents[1] / "extensions" / "data" / "hello-ext"
-SCREENSHOT = Path("/tmp/ext/page_hello.png")
 
 
 class Words:
@@ -142,18 +140,6 @@ def server(tmp_path_factory, tiny_checkpoint):
         yield {"url": url + "/", "data": data}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)")
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -204,7 +190,7 @@ def test_hello_extension_in_the_page(page, server):
     assert len(made) == 1
     saved = parse_infotext(Image.open(made[0]).info["parameters"])
     assert saved["Prompt"] == "a blue square, green star" and saved["Hello words"] == "green star"
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    screenshot(page, "page_hello.png")
 
     # A run of the Script menu's Flip (the extension's selectable script): its jobs carry the always-on scripts too.
     page.click("#txt2img_script_list input")

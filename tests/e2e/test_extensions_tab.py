@@ -24,10 +24,14 @@ from modules.ui.extensions import available_html, build_extensions_tab, installe
 from tests.extensions.gitrepos import commit, git, make_repo
 from tests.servers import free_port
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-dev-shm-usage"]
-SCREENSHOT = Path(os.environ.get("EXTENSIONS_TAB_SCREENSHOT", "/tmp/ext/extensions_tab.png"))
+# Screenshots to look at, only when asked for: EXTENSIONS_SCREENSHOTS=<folder>.
+SCREENSHOTS = Path(os.environ["EXTENSIONS_SCREENSHOTS"]) if os.environ.get("EXTENSIONS_SCREENSHOTS") else None
+
+
+def screenshot(page, name: str) -> None:
+    if SCREENSHOTS is not None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
 TRACEBACK = 'Traceback (most recent call last):\n  File "scripts/bad.py", line 1, in <module>\nImportError: no module named <nope>'
 
 
@@ -71,18 +75,6 @@ def served(manager, restart, errors: dict | None = None):
         blocks.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is not installed at /usr/bin/chromium (.ci/run installs it with apt)")
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -170,8 +162,7 @@ def test_install_update_disable_index_and_uninstall_in_chromium(browser, setup):
         assert restarts == ["restart"]
         assert page.locator("#extensions_installed_html input[data-name='shipped']").is_checked()
         assert page.locator("#extensions_installed_status [data-restarting]").count() == 1  # the page reloads once the server is back
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        screenshot(page, "extensions_tab.png")
         open_tab(page, url)  # a fresh page, as after the restart
         assert not page.locator("#extensions_installed_html input[data-name='sd-webui-hello']").is_checked()
 
@@ -181,7 +172,7 @@ def test_install_update_disable_index_and_uninstall_in_chromium(browser, setup):
         message(page, "#extensions_available_status", "1 extensions in the index")
         entry = page.locator("#extensions_available_html tr", has_text="Other <ext>")
         assert "An extension from the index." in entry.inner_text()
-        page.screenshot(path=str(SCREENSHOT.with_name("extensions_available.png")), full_page=True)
+        screenshot(page, "extensions_available.png")
         entry.locator("button").click()
         assert "Installed sd-webui-other" in message(page, "#extensions_available_status", "Installed")
         assert (s["data"] / "extensions" / "sd-webui-other" / "scripts" / "other.py").exists()
@@ -212,7 +203,7 @@ def test_a_shared_server_says_so_and_refuses_every_action(browser, setup, tmp_pa
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_tab(page, url)
         notice = page.inner_text("#extensions_shared_notice")
-        page.screenshot(path=str(SCREENSHOT.with_name("extensions_shared.png")), full_page=True)
+        screenshot(page, "extensions_shared.png")
         assert "Extensions cannot be changed here." in notice and "--listen" in notice and "--enable-insecure-extension-access" in notice
         page.locator("#extensions_installed_html input[data-name='shipped']").uncheck()
         page.click("#extensions_apply")
