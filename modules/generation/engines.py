@@ -73,22 +73,32 @@ class Prediction:
     def dtype(self) -> torch.dtype:
         return self.unet.dtype
 
+    def _with_extra(self, latents: torch.Tensor) -> torch.Tensor:
+        """Per-block latents with an inpainting model's extra channels added, as the UNet takes them."""
+        if self.extra is None:
+            return latents
+        extra = torch.cat(list(self.extra), dim=1)
+        return torch.cat([latents, torch.cat([extra] * self.blocks) if self.blocks > 1 else extra], dim=1)
+
     def __call__(self, model_in: torch.Tensor, t, step: int) -> torch.Tensor:
         if self.control.stop_requested():
             raise Stopped
-        # What add-ons see: the latents once per conditioning block, without an inpainting model's extra channels.
-        latents = torch.cat([model_in] * self.blocks) if self.blocks > 1 else model_in
+        latents = model_in  # what add-ons see: without an inpainting model's extra channels
+        if self.extra is not None:
+            model_in = torch.cat([model_in, *self.extra], dim=1)
+        if self.blocks > 1:
+            model_in = torch.cat([model_in] * self.blocks)
         embeds, pooled = self.conditioning.at(step)
         added = {"text_embeds": pooled, "time_ids": self.time_ids} if pooled is not None else None
         kwargs = {}
         if self.hooks is not None:
+            if self.blocks > 1:
+                latents = torch.cat([latents] * self.blocks) if self.extra is not None else model_in
             call = self.hooks.denoiser_call(DenoiserCall(latents, t, step, embeds, added, self.info))
-            latents, embeds = call.latents, call.encoder_hidden_states
+            if call.latents is not latents:  # an add-on (on_cfg_denoiser) replaced them: the model input follows
+                model_in = self._with_extra(call.latents)
+            embeds = call.encoder_hidden_states
             kwargs = self.hooks.unet_kwargs(call)
-        model_in = latents
-        if self.extra is not None:
-            extra = torch.cat(list(self.extra), dim=1)
-            model_in = torch.cat([latents, torch.cat([extra] * self.blocks) if self.blocks > 1 else extra], dim=1)
         out = self.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **kwargs)[0]
         if self.with_uncond:
             self.last_uncond = out.chunk(self.blocks)[0]
