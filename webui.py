@@ -204,7 +204,7 @@ class App:
             try:
                 registry.add(script)
             except ValueError as exc:
-                owner = getattr(script, "extension", "") or getattr(getattr(script, "script", None), "extension", "") or "?"
+                owner = getattr(script, "extension", "") or "?"  # the loader names each extension's scripts
                 log.error("Extension '%s': %s", owner, exc)
                 loaded.errors.setdefault(owner, str(exc))
         return registry

@@ -162,15 +162,12 @@ class SelectableScript(QueueScript):
     arguments, and its run(p, *args) runs on the script thread, each process_images(p) a job."""
 
     def __init__(self, script: Script, txt2img: bool, img2img: bool):
-        self.script = script
+        self.script, self.extension = script, script.extension
         self.title = script_title(script)
         self.txt2img, self.img2img = txt2img, img2img
-        self._args: dict[bool, list[ScriptArg]] = {}
 
     def args(self, env: ScriptEnv, img2img: bool) -> list[ScriptArg]:
-        if img2img not in self._args:
-            self._args[img2img] = ui_args(self.script, img2img)
-        return self._args[img2img]
+        return ui_args(self.script, img2img)  # worked out at start (LoadedExtensions.describe_scripts)
 
     def prepare(self, request: ScriptRequest, args: dict[str, Any], env: ScriptEnv) -> Callable[["ScriptContext"], ScriptResult]:
         values = list(args.values())

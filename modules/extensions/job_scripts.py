@@ -60,7 +60,7 @@ class JobScripts(JobHook):
 
     def __init__(self, loaded: "LoadedExtensions", kind: str, items: Sequence[AlwaysOnArgs], notes: list[str],
                  settings: dict | None = None, user: str = ""):
-        self.loaded, self.kind, self.notes = loaded, kind, notes
+        self.notes = notes
         self.settings, self.user = settings or {}, user
         self.off: set[str] = set()  # extensions switched off for this job
         self.active: list[tuple[Any, tuple]] = []
@@ -71,9 +71,7 @@ class JobScripts(JobHook):
             except ValueError as exc:  # a restored job whose extension is gone
                 self._note(f"{exc} It was left out of this job.")
                 continue
-            ok, defaults = self._guard(script.extension, f"{type(script).__name__}.ui", loaded.alwayson_defaults, script, kind == "img2img")
-            if not ok:
-                continue
+            defaults = loaded.alwayson_defaults(script, kind == "img2img")  # worked out at start: no ui() call here
             args = list(item.args)[: len(defaults)] if defaults else list(item.args)
             args += defaults[len(args):]
             self.active.append((script, tuple(args)))
@@ -110,10 +108,6 @@ class JobScripts(JobHook):
             method = getattr(script, hook, None)
             if method is not None:
                 self._guard(script.extension, f"{type(script).__name__}.{hook}", method, self.p, *args, *script_args, **kwargs)
-
-    def _each_pp(self, pp) -> None:
-        for script, script_args in self.active:
-            self._guard(script.extension, f"{type(script).__name__}.postprocess_image", script.postprocess_image, self.p, pp, *script_args)
 
     # ------------------------------------------------------------------ the job
 
@@ -152,9 +146,7 @@ class JobScripts(JobHook):
             checked = p.params(params, upscalers, keep)
         except ValueError as exc:
             self._note(f"An always-on script set a parameter this server refuses in {where} ({exc}); the job's own value was kept.")
-            for name, value in params.model_dump().items():
-                if name not in keep:
-                    setattr(p, name, list(value) if isinstance(value, tuple) else value)
+            p.set_fields(params, keep)
             return params
         if keep and (checked.seed, checked.subseed) != (params.seed, params.subseed):
             self._note(f"Seeds changed in {where} come too late (all_seeds are drawn before it); the job's seeds were kept.")
@@ -222,7 +214,7 @@ class JobScripts(JobHook):
 
         self.p.batch_index = index
         pp = PostprocessImageArgs(image)
-        self._each_pp(pp)
+        self._each("postprocess_image", pp)
         return pp.image if pp.image is not None else image
 
     def infotext_extras(self) -> list[tuple[str, Any]]:

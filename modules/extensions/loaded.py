@@ -26,9 +26,7 @@ class LoadedExtensions:
     settings: list = field(default_factory=list)  # modules.settings.Setting added by extensions
     loaded_names: list[str] = field(default_factory=list)
     queue_scripts: list[QueueScript] = field(default_factory=list)
-    hook_scripts: list[Script] = field(default_factory=list)
-    _settings_by_extension: dict[str, list] = field(default_factory=dict)
-    _broken: set[int] = field(default_factory=set)  # id() of scripts whose title(), show() or ui() failed at load
+    hook_scripts: list[Script] = field(default_factory=list)  # A1111-style, those whose title() and ui() worked at start
 
     def add(self, extension: Extension, scripts: list, callbacks: cb.Callbacks, settings: list) -> None:
         """A loaded extension's parts (the loader calls this only when all its scripts imported)."""
@@ -37,7 +35,6 @@ class LoadedExtensions:
             (self.queue_scripts if isinstance(script, QueueScript) else self.hook_scripts).append(script)
         for kind, items in callbacks.by_kind.items():
             self.callbacks.by_kind[kind].extend(items)
-        self._settings_by_extension[extension.name] = settings
         self.settings.extend(settings)
 
     def by_name(self, name: str) -> Extension | None:
@@ -63,6 +60,7 @@ class LoadedExtensions:
         main thread, and keep the arguments ui() describes: a job or an API request never calls
         ui() (gradio's page-building state is process-wide). A script whose title or ui() fails
         is left out, with its traceback in the Extensions tab."""
+        usable = []
         for script in self.hook_scripts:
             try:
                 script_title(script)
@@ -70,37 +68,33 @@ class LoadedExtensions:
                     if shows(script, kind == "img2img") in (True, AlwaysVisible):
                         ui_args(script, kind == "img2img")
             except Exception:
-                self._broken.add(id(script))
                 text = self.callbacks.failed(script.extension, f"{type(script).__name__} (title or ui)")
                 self.errors.setdefault(script.extension, text)
-
-    def _usable(self) -> list[Script]:
-        return [s for s in self.hook_scripts if id(s) not in self._broken]
+                continue
+            usable.append(script)
+        self.hook_scripts = usable
 
     def selectable(self) -> list[QueueScript]:
         """The Script menu's extension scripts in load order: queue scripts as they are, A1111-style
         ones whose show() is True on a tab wrapped to run as a queue script."""
         out: list[QueueScript] = list(self.queue_scripts)
-        for script in self._usable():
+        for script in self.hook_scripts:
             on = {kind: shows(script, kind == "img2img") for kind in KINDS}
             if any(v is True for v in on.values()):
-                try:
-                    out.append(SelectableScript(script, on["txt2img"] is True, on["img2img"] is True))
-                except Exception:
-                    self.callbacks.failed(script.extension, f"{type(script).__name__}.title")
+                out.append(SelectableScript(script, on["txt2img"] is True, on["img2img"] is True))
         return out
 
     def alwayson(self, kind: str) -> list[Script]:
         """The always-on scripts of a tab ("txt2img" or "img2img"), in load order."""
-        return [s for s in self._usable() if shows(s, kind == "img2img") is AlwaysVisible]
+        return [s for s in self.hook_scripts if shows(s, kind == "img2img") is AlwaysVisible]
 
     def find_alwayson(self, title: str, kind: str) -> Script:
         """The always-on script titled `title` (any case) on that tab; ValueError naming the choices."""
         wanted = str(title).strip().lower()
         for script in self.alwayson(kind):
-            if _title(script).lower() == wanted:
+            if script_title(script).lower() == wanted:
                 return script
-        names = ", ".join(f"'{_title(s)}'" for s in self.alwayson(kind)) or "none"
+        names = ", ".join(f"'{script_title(s)}'" for s in self.alwayson(kind)) or "none"
         raise ValueError(f"alwayson_scripts: no always-on script titled '{title}' for {kind}. Always-on scripts for {kind}: {names}.")
 
     def alwayson_defaults(self, script: Script, img2img: bool) -> list[Any]:
@@ -111,12 +105,8 @@ class LoadedExtensions:
         info = []
         for kind in KINDS:
             for script in self.alwayson(kind):
-                try:
-                    args = [a.describe() for a in ui_args(script, kind == "img2img")]
-                except Exception:
-                    self.callbacks.failed(script.extension, f"{type(script).__name__}.ui")
-                    continue
-                info.append({"name": _title(script).lower(), "is_alwayson": True, "is_img2img": kind == "img2img", "args": args})
+                args = [a.describe() for a in ui_args(script, kind == "img2img")]
+                info.append({"name": script_title(script).lower(), "is_alwayson": True, "is_img2img": kind == "img2img", "args": args})
         return info
 
     # ------------------------------------------------------------------ page
@@ -150,9 +140,3 @@ class LoadedExtensions:
                     log.error("Extension '%s': cannot read style.css: %s", extension.name, exc)
         return "\n".join(parts)
 
-
-def _title(script: Script) -> str:
-    try:
-        return script_title(script)
-    except Exception:
-        return type(script).__name__

@@ -69,7 +69,7 @@ def _on_path(folder: Path) -> Iterator[None]:
             sys.path.remove(entry)
 
 
-def _scripts_of(module: types.ModuleType) -> list:
+def scripts_of(module: types.ModuleType) -> list:
     """Instances of the Script and QueueScript classes the module itself defines."""
     found = []
     for _name, obj in vars(module).items():
@@ -96,7 +96,7 @@ def load_one(extension: Extension, loaded: LoadedExtensions) -> None:
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[name] = module
                 spec.loader.exec_module(module)
-                for script in _scripts_of(module):
+                for script in scripts_of(module):
                     script.filename = str(path)
                     script.extension = extension.name
                     scripts.append(script)

@@ -52,9 +52,7 @@ class Processing:
     def __init__(self, params: "GenerationParams", init=None, opts: Mapping[str, Any] | None = None, user: str = "",
                  model: tuple[str | None, str | None] = (None, None)):
         self._fields = tuple(type(params).model_fields)
-        for name in self._fields:
-            value = getattr(params, name)
-            setattr(self, name, list(value) if isinstance(value, tuple) else value)
+        self.set_fields(params)
         self.init_images: list | None = list(init.images) if init is not None else None
         self.image_mask = init.mask if init is not None else None
         self.extra_generation_params: dict[str, Any] = {}
@@ -77,6 +75,13 @@ class Processing:
         self.do_not_save_grid = False
         self.comments: list[str] = []
         self._run = None  # set for a selectable script's run: how process_images(p) queues a job
+
+    def set_fields(self, params: "GenerationParams", keep: tuple[str, ...] = ()) -> None:
+        """Every parameter field from `params` (tuples as lists, as A1111's p holds them), but those in `keep`."""
+        for name in self._fields:
+            if name not in keep:
+                value = getattr(params, name)
+                setattr(self, name, list(value) if isinstance(value, tuple) else value)
 
     def comment(self, text: str) -> None:
         """A1111's p.comment: a note shown with the result."""

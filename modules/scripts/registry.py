@@ -13,15 +13,13 @@ def builtin_scripts() -> list[Script]:
     files in name order (A1111's img2img menu order), imported as the extension loader imports
     them (package sdext_classic_scripts). Stands in where no loaded extensions' registry is given."""
     from modules.extensions.layout import BUILTIN_DIR
-    from modules.extensions.loader import import_package
+    from modules.extensions.loader import import_package, scripts_of
 
     folder = BUILTIN_DIR / "classic-scripts"
     package = import_package(folder)
     found: list[Script] = []
     for path in sorted((folder / "scripts").glob("*.py")):
-        module = importlib.import_module(f"{package}.scripts.{path.stem}")
-        found += [obj() for obj in vars(module).values()
-                  if isinstance(obj, type) and issubclass(obj, Script) and obj.__module__ == module.__name__ and obj.title]
+        found += scripts_of(importlib.import_module(f"{package}.scripts.{path.stem}"))
     return found
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import gradio as gr
 from gradio.context import set_render_context
 
+from modules.extensions.hook_scripts import script_title
 from modules.extensions.job_scripts import AlwaysOnArgs
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def build_alwayson(prefix: str, extensions: "LoadedExtensions | None") -> Always
     img2img = prefix == "img2img"
     with gr.Column(elem_id=f"{prefix}_alwayson_scripts"):
         for script in scripts:
-            title = _title(script)
+            title = script_title(script)  # title() was checked at start (LoadedExtensions.describe_scripts)
             if title in panel.controls:
                 log.error("Extension '%s': a second always-on script titled '%s' on %s is left out", script.extension, title, prefix)
                 continue
@@ -135,13 +136,6 @@ def build_alwayson(prefix: str, extensions: "LoadedExtensions | None") -> Always
                             f"it is left out of this tab's jobs. The server log has the traceback.</li>" for t, w in panel.failed.items())
             gr.HTML(f"<ul class='alwayson-errors'>{notes}</ul>", elem_id=f"{prefix}_alwayson_errors")
     return panel
-
-
-def _title(script: Any) -> str:
-    try:
-        return str(script.title())
-    except Exception:
-        return type(script).__name__
 
 
 def _components(made: Any) -> list:

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from modules.extensions.layout import DISABLE_ALL_MODES
+from modules.extensions.manage import name_from_url, normalize_url
+
 if TYPE_CHECKING:
     from modules.extensions.manage import ExtensionManager
 
 log = logging.getLogger(__name__)
 
-DISABLE_ALL_CHOICES = ("none", "extra", "all")
 HIDE_TAG_DEFAULT = ("ads", "localization", "installed")
 
 # Scoped to each gr.HTML by gradio (css_template), so the page's CSS needs nothing for this tab.
@@ -198,14 +200,9 @@ def _error_row(name: str, trace: str) -> str:
             f"<pre>{html.escape(trace)}</pre></details></td></tr>")
 
 
-def _norm_url(url: str) -> str:
-    url = (url or "").strip().rstrip("/")
-    return url[:-4] if url.endswith(".git") else url
-
-
 def available_html(entries: Iterable[Any], installed: Iterable[Any], hide_tags: Iterable[str] = (), search: str = "") -> str:
     """The Available table: name (linked), description, tags, and Install or "installed"."""
-    have_urls = {_norm_url(str(_get(r, "remote", "") or "")) for r in installed}
+    have_urls = {normalize_url(str(_get(r, "remote", "") or "")) for r in installed}
     have_names = {str(_get(r, "name", "")) for r in installed}
     hide, needle = set(hide_tags), (search or "").strip().lower()
     body, hidden = [], 0
@@ -213,8 +210,7 @@ def available_html(entries: Iterable[Any], installed: Iterable[Any], hide_tags: 
         name, url = str(_get(entry, "name", "") or ""), str(_get(entry, "url", "") or "")
         description = _plain(str(_get(entry, "description", "") or ""))
         tags = [str(t) for t in (_get(entry, "tags") or [])]
-        folder = _norm_url(url).rsplit("/", 1)[-1]
-        have = bool(_get(entry, "installed", False)) or _norm_url(url) in have_urls or folder in have_names
+        have = bool(_get(entry, "installed", False)) or normalize_url(url) in have_urls or name_from_url(url) in have_names
         shown_tags = tags + (["installed"] if have else [])
         if hide & set(shown_tags) or (needle and needle not in f"{name} {description} {' '.join(tags)}".lower()):
             hidden += 1
@@ -275,7 +271,7 @@ def build_extensions_tab(manager: "ExtensionManager", *, load_index: Callable[[s
             with gr.Row(elem_id="extensions_installed_top"):
                 apply = gr.Button("Apply and restart UI", variant="primary", elem_id="extensions_apply", scale=1)
                 check = gr.Button("Check for updates", elem_id="extensions_check", scale=1)
-                mode = gr.Radio(list(DISABLE_ALL_CHOICES), value=_safe_mode(settings["disable_all_extensions"]), label="Disable all extensions",
+                mode = gr.Radio(list(DISABLE_ALL_MODES), value=_safe_mode(settings["disable_all_extensions"]), label="Disable all extensions",
                                 elem_id="extensions_disable_all", scale=2)
                 unchecked = gr.Textbox(visible=False, elem_id="extensions_disabled_list")
             status = gr.HTML(elem_id="extensions_installed_status", css_template=MESSAGE_CSS, js_on_load=None)
@@ -433,7 +429,7 @@ def build_extensions_tab(manager: "ExtensionManager", *, load_index: Callable[[s
 
 
 def _safe_mode(value: Any) -> str:
-    return value if value in DISABLE_ALL_CHOICES else "none"
+    return value if value in DISABLE_ALL_MODES else "none"
 
 
 def _installed_note(result: Any, address: str) -> str:
@@ -441,20 +437,15 @@ def _installed_note(result: Any, address: str) -> str:
         return result
     name = _get(result, "name") if result is not None else None
     where = _get(result, "path") if result is not None else None
-    target = name or _norm_url(address).rsplit("/", 1)[-1]
+    target = name or name_from_url(address)
     return f"Installed {target}{f' into {where}' if where else ''}. Apply and restart to load it."
 
 
 def build_app_extensions_tab(app: Any, tab: gr.Tab | None = None) -> ExtensionsTab:
     """The tab over the app's extension manager, the extensions that failed to load, and its restart."""
-    manager = getattr(app, "extension_manager", None)
-    if manager is None:  # an App without one of its own: one over its folders, settings and access rules
-        from modules.extensions.manage import ExtensionManager
-
-        manager = ExtensionManager(app.extension_dirs, app.settings, app.access)
     loaded = app.extensions
-    return build_extensions_tab(manager, restart=getattr(app, "request_restart", None),
-                                errors=lambda: dict(getattr(loaded, "errors", None) or {}), tab=tab)
+    return build_extensions_tab(app.extension_manager, restart=app.request_restart,
+                                errors=lambda: dict(loaded.errors if loaded is not None else {}), tab=tab)
 
 
 def _load_index(url: str) -> Any:
