@@ -24,6 +24,7 @@ from pathlib import Path
 
 from modules.extensions import git, requirements_check
 from modules.extensions.layout import Extension, ExtensionDirs
+from modules.files import atomic_path
 from modules.options import REPO_DIR
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,8 @@ class InstallState:
         with self._lock:
             data = self.load()
             change(data)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
+            with atomic_path(self.path) as temp:
                 temp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-                os.replace(temp, self.path)
-            finally:
-                temp.unlink(missing_ok=True)
 
     def record(self, name: str, print_: str) -> None:
         self._write(lambda data: data.__setitem__(name, print_))
