@@ -64,18 +64,23 @@ def build_settings_tab(settings: SettingsStore, models: "ModelManager", queue: "
                     components[setting.key] = _control(setting, choices)
     keys = list(components)
 
-    def current_values() -> list:
-        """Each control's update from the store (the API may have changed it since)."""
+    def current_values(shown: tuple | None = None) -> list:
+        """Each control's update from the store (the API may have changed it since). Given the
+        values the page `shown` when the tab was opened, a control whose value is unchanged is
+        left alone, so an edit typed while this round trip is under way is not overwritten."""
         updates = []
-        for key in keys:
+        for i, key in enumerate(keys):
             value = settings[key]
             if key == "sd_model_checkpoint":
                 current = models.current
-                updates.append(gr.update(choices=models.titles(), value=current.title if current else None))
+                value = current.title if current else None
+            same = shown is not None and shown[i] == value
+            if key == "sd_model_checkpoint":
+                updates.append(gr.update(choices=models.titles()) if same else gr.update(choices=models.titles(), value=value))
             elif key == "sd_vae":
-                updates.append(gr.update(choices=vae_choices(), value=value))
+                updates.append(gr.update(choices=vae_choices()) if same else gr.update(choices=vae_choices(), value=value))
             else:
-                updates.append(gr.update(value=value))
+                updates.append(gr.update() if same else gr.update(value=value))
         return updates
 
     async def apply_settings(request: gr.Request, *values):
@@ -109,8 +114,8 @@ def build_settings_tab(settings: SettingsStore, models: "ModelManager", queue: "
         return [_result_html(changed, bad), gr.update(value=_warnings_html(warnings())), *current_values()]
 
     apply.click(apply_settings, list(components.values()), [result, problems, *components.values()], concurrency_limit=None, api_name=False)
-    tab.select(lambda: [gr.update(value=_warnings_html(warnings())), *current_values()], None, [problems, *components.values()],
-               queue=False, api_name=False)
+    tab.select(lambda *shown: [gr.update(value=_warnings_html(warnings())), *current_values(shown)], list(components.values()),
+               [problems, *components.values()], queue=False, api_name=False)
     return SettingsTab(components, tab)
 
 

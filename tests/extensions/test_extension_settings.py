@@ -73,3 +73,31 @@ def test_webui_extensions_index_replaces_the_default_index_url(tmp_path):
     env.pop("WEBUI_EXTENSIONS_INDEX")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_DIR, env=env, capture_output=True, text=True).stdout.strip() == (
         "https://raw.githubusercontent.com/AUTOMATIC1111/stable-diffusion-webui-extensions/master/index.json")
+
+
+def test_opening_the_settings_tab_refreshes_only_controls_the_store_changed(tmp_path):
+    """Opening the tab re-reads the store (the API may have changed it), but a control the page
+    already shows at the stored value gets no new value: an edit typed while that round trip is
+    under way must survive (CI once lost one to this race)."""
+    import gradio as gr
+
+    from modules.ui.settings import build_settings_tab
+
+    class Models:
+        current = None
+
+        def titles(self):
+            return []
+
+    settings = SettingsStore.open(tmp_path / "config.json")
+    with gr.Blocks() as page:
+        with gr.Tab("Settings") as tab:
+            built = build_settings_tab(settings, Models(), None, None, lambda: [], lambda: [], tab)
+    keys = list(built.components)
+    refresh = next(f for f in page.fns.values() if f.fn is not None and f.fn.__qualname__ == "build_settings_tab.<locals>.<lambda>")
+    shown = [settings[k] if k != "sd_model_checkpoint" else None for k in keys]
+    shown[keys.index("samples_format")] = "jpg"  # the page is stale here: the store says png
+    updates = dict(zip(keys, refresh.fn(*shown)[1:]))
+    assert updates["samples_format"] == gr.update(value="png")
+    assert updates["jpeg_quality"] == gr.update() and updates["samples_filename_pattern"] == gr.update()
+    assert "value" not in updates["sd_vae"] and "choices" in updates["sd_vae"]
