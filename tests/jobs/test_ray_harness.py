@@ -170,7 +170,7 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _expect(proc: subprocess.Popen, timeout: float = 90) -> dict:
+def _expect(proc: subprocess.Popen, log, timeout: float = 90) -> dict:
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
@@ -178,10 +178,10 @@ def _expect(proc: subprocess.Popen, timeout: float = 90) -> dict:
             if sel.select(timeout=deadline - time.monotonic()):
                 line = proc.stdout.readline()
                 if not line:
-                    raise AssertionError(f"the driver exited ({proc.wait()}):\n{proc.stderr.read()[-3000:]}")
+                    raise AssertionError(f"the driver exited ({proc.wait()}):\n{log.read_text()[-3000:]}")
                 if line.startswith("@@"):
                     return json.loads(line[2:])
-    raise AssertionError("the driver said nothing in time")
+    raise AssertionError(f"the driver said nothing in time:\n{log.read_text()[-3000:]}")
 
 
 def _tell(proc: subprocess.Popen) -> None:
@@ -196,10 +196,12 @@ def test_two_node_cluster_places_actors_on_both_notices_a_killed_node_and_takes_
         with RayCluster(ns, nodes=2, resources={"webui_cpu_worker": 1}) as cluster:
             head, other = cluster.nodes
             assert cluster.address.startswith("127.0.0.1:") and head.head and not other.head
-            driver = in_netns(ns, [sys.executable, script, cluster.address], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+            driver_log = tmp_path / "driver.log"
+            with driver_log.open("w") as stderr:  # a file, not a pipe: nobody reads stderr while the driver runs
+                driver = in_netns(ns, [sys.executable, script, cluster.address], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=stderr, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
             try:
-                first = _expect(driver)
+                first = _expect(driver, driver_log)
                 assert first["alive"] == {head.node_id: "127.0.0.1", other.node_id: "127.0.0.1"}
                 # one actor per node, each a process of that node (so kill_node takes it too), one thread each
                 assert sorted(node for node, _, _ in first["placed"]) == sorted([head.node_id, other.node_id])
@@ -209,7 +211,7 @@ def test_two_node_cluster_places_actors_on_both_notices_a_killed_node_and_takes_
                 killed_at = time.monotonic()
                 cluster.kill_node(other)
                 _tell(driver)
-                after_kill = _expect(driver)
+                after_kill = _expect(driver, driver_log)
                 assert after_kill["alive"] == {head.node_id: "127.0.0.1"}
                 seconds = after_kill["at"] - killed_at
                 assert seconds < 10, "node death took Ray's default health-check time (15 s): HEALTH_CHECK_ENV not in effect"
@@ -217,7 +219,7 @@ def test_two_node_cluster_places_actors_on_both_notices_a_killed_node_and_takes_
 
                 late = cluster.add_node()
                 _tell(driver)
-                added = _expect(driver)
+                added = _expect(driver, driver_log)
                 assert added["alive"] == {head.node_id: "127.0.0.1", late.node_id: "127.0.0.1"}
                 assert added["placed"][0] == late.node_id and added["placed"][1] in cluster.node_pids(late)
                 assert driver.wait(30) == 0
