@@ -121,6 +121,13 @@ class StyleStore:
         self._styles: dict[str, PromptStyle] = {}
         self._sources: dict[str, Path] = {}
 
+    @classmethod
+    def frozen(cls, styles: Sequence[PromptStyle]) -> "StyleStore":
+        """A store of these styles and no files: a Ray worker applies the serving machine's."""
+        store = cls([])
+        store._styles, store._signatures = {s.name: s for s in styles}, []
+        return store
+
     def reload(self) -> None:
         """Read every file again, whether or not it changed."""
         with self._lock:

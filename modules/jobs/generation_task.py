@@ -133,6 +133,9 @@ class GenerationService:
         self.controlnet: "ControlNetService | None" = None  # ControlNet units' models and preprocessors (the app's)
         self.extensions: "LoadedExtensions | None" = None  # always-on scripts and callbacks of the loaded extensions (the app's)
         self.settings_values: Callable[[], dict] = dict  # config.json as jobs' scripts see it (p.opts)
+        # How a resumed job reads back its saved pictures, (image, infotext) by path: None reads
+        # this machine's files; a Ray worker is handed them by the serving machine.
+        self.saved_images: Callable[[str], tuple] | None = None
         models.add_unload_listener(self._drop_runner)
 
     def apply_settings(self, settings: OutputSettings) -> None:
@@ -514,7 +517,7 @@ class GenerationService:
         job.control.on_step = on_step
         saving = SaveFailures(result.notes)
         if resumed:
-            resumed.restore(result)
+            resumed.restore(result, self.saved_images)
         try:
             for batch in batches(first_seed, prompts, resumed.batches if resumed else 0, first_subseed):
                 if extras is None:
@@ -651,24 +654,27 @@ def img2img_payload(params: Img2ImgParams, init: "InitImages", save: bool | None
     }
 
 
-def register_generation_jobs(queue, service: GenerationService) -> None:
-    """Teach the queue to rebuild recorded txt2img and img2img jobs after a restart."""
+def task_from_payload(kind: str, payload: dict, service: GenerationService) -> Callable[[Job], GenerationResult]:
+    """The txt2img or img2img task a recorded payload describes, on `service`: how the queue
+    rebuilds a job after a restart, and how a Ray worker runs one it is handed."""
     from modules.extensions.job_scripts import alwayson_from_payload
     from modules.generation.runner import InitImages
 
-    def txt2img(payload: dict):
+    units, alwayson = _units(payload), alwayson_from_payload(payload.get("alwayson"))
+    common = dict(save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"), controlnet=units,
+                  grid=payload.get("grid", True), alwayson=alwayson)
+    if kind == "txt2img":
         params = GenerationParams.model_validate(payload["params"], context={"upscalers": service.hires_upscalers()})
-        units, alwayson = _units(payload), alwayson_from_payload(payload.get("alwayson"))
-        return lambda job: service.run_txt2img(job, params, save=payload.get("save"), checkpoint=payload.get("checkpoint"), vae=payload.get("vae"),
-                                               controlnet=units, grid=payload.get("grid", True), alwayson=alwayson)
-
-    def img2img(payload: dict):
+        return lambda job: service.run_txt2img(job, params, **common)
+    if kind == "img2img":
         params = Img2ImgParams(**payload["params"])
         mask = _from_base64(payload["mask"]) if payload.get("mask") else None
         init = InitImages(tuple(_from_base64(i) for i in payload["images"]), mask)
-        units, alwayson = _units(payload), alwayson_from_payload(payload.get("alwayson"))
-        return lambda job: service.run_img2img(job, params, init, save=payload.get("save"), checkpoint=payload.get("checkpoint"),
-                                               vae=payload.get("vae"), controlnet=units, grid=payload.get("grid", True), alwayson=alwayson)
+        return lambda job: service.run_img2img(job, params, init, **common)
+    raise ValueError(f"'{kind}' is not a generation job.")
 
-    queue.register("txt2img", txt2img)
-    queue.register("img2img", img2img)
+
+def register_generation_jobs(queue, service: GenerationService) -> None:
+    """Teach the queue to rebuild recorded txt2img and img2img jobs after a restart."""
+    for kind in ("txt2img", "img2img"):
+        queue.register(kind, lambda payload, kind=kind: task_from_payload(kind, payload, service))

@@ -24,7 +24,9 @@ async def switch_checkpoint(models: ModelManager, queue: JobQueue, query: str, u
     previous = models.select(query)
     wanted = models.selected
     try:
-        job = queue.submit("load_model", lambda _job: models.load(str(wanted.path)), user=user)
+        # The payload lets a Ray worker do the load (with Ray workers this process loads no model).
+        job = queue.submit("load_model", lambda _job: models.load(str(wanted.path)), user=user, payload={"checkpoint": str(wanted.path)},
+                           record=False)
     except Exception:
         models.reselect(wanted, previous)
         raise

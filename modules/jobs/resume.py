@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from modules.generation.noise import job_seeds, job_subseeds
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from modules.generation.params import GenerationParams
     from modules.jobs.generation_task import GenerationResult
     from modules.jobs.queue import Job
@@ -43,10 +45,14 @@ class Resumed:
         subseed = done.get("first_subseed")
         return cls(seed, batches, tuple(str(p) for p in paths), params, subseed if isinstance(subseed, int) else None)
 
-    def restore(self, result: "GenerationResult") -> None:
-        """Put the pictures the first run saved back into `result`, as if made now."""
+    def restore(self, result: "GenerationResult", saved: "Callable[[str], tuple[Image.Image, str]] | None" = None) -> None:
+        """Put the pictures the first run saved back into `result`, as if made now. `saved`
+        reads one back as (picture, infotext) from its path: by default from this machine's
+        disk; a Ray worker on another machine gets them from the serving machine instead."""
         from modules.generation.images import open_image
         from modules.outputs.infotext import read_infotext
+
+        saved = saved or (lambda path: (open_image(path, Path(path).name), read_infotext(path) or ""))
 
         n_iter, size = self.params.n_iter, self.params.batch_size
         seeds = [seed for batch in job_seeds(self.first_seed, n_iter, size, self.params.subseed_strength)[: self.batches] for seed in batch]
@@ -54,13 +60,13 @@ class Resumed:
         subseeds = [s for batch in job_subseeds(first_subseed, n_iter, size)[: self.batches] for s in batch]
         for seed, subseed, path in zip(seeds, subseeds, self.paths):
             try:
-                image = open_image(path, Path(path).name)
+                image, infotext = saved(path)
             except ValueError as exc:
                 log.warning("A resumed job's earlier picture is gone: %s", exc)
                 continue
             result.images.append(image)
             result.seeds.append(seed)
             result.subseeds.append(subseed)
-            result.infotexts.append(read_infotext(path) or "")
+            result.infotexts.append(infotext)
             result.paths.append(Path(path))
         result.notes.append(f"Resumed after a restart: batches 1-{self.batches} of {self.params.n_iter} were already saved.")

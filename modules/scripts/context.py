@@ -71,7 +71,7 @@ class ScriptContext:
             task = lambda j: service.run_img2img(j, params, init, save=save, checkpoint=checkpoint, vae=vae, controlnet=units,  # noqa: E731
                                                  grid=grid, alwayson=alwayson)
             kind, payload = "img2img", img2img_payload(params, init, save, checkpoint, vae, units, grid, alwayson)
-        job = self.queue.submit(kind, task, user=self.user, payload=payload if save is not False else None)
+        job = self.queue.submit(kind, task, user=self.user, payload=payload, record=save is not False)
         with self._lock:
             self._children.append(job)
         if self._on_submit is not None:
