@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from modules.extensions.layout import ExtensionDirs
     from modules.extensions.loaded import LoadedExtensions
     from modules.extensions.manage import ExtensionManager
+    from modules.jobs.ray_pool import RayPool
     from modules.scripts.runner import ScriptRunner
     from modules.outputs.gallery import GalleryIndex
     from modules.network import ServerAccess
@@ -68,6 +69,7 @@ class App:
     extension_dirs: "ExtensionDirs | None" = None  # extensions-builtin/ and <data-dir>/extensions/
     args: "argparse.Namespace | None" = None  # the parsed flags (the extension switches read --disable-*-extensions)
     restart_requested: threading.Event = field(default_factory=threading.Event)  # set by request_restart: main() returns RESTART_EXIT_CODE
+    ray: "RayPool | None" = None  # Ray workers (--ray-address, several --device-id): generation jobs run on them
 
     @functools.cached_property
     def extension_manager(self) -> "ExtensionManager":
@@ -162,6 +164,7 @@ class App:
                                faces=service.libraries.faces)
         cls.bind_settings(settings, service, extras)
         register_generation_jobs(queue, service)
+        ray = cls.ray_pool_for(args, paths, queue, service, settings, models)
         downloads = cls.downloads_for(paths, models, console=not args.disable_console_progressbars)
         from modules.jobs.interrogate_task import InterrogateService
         from modules.models.downloadable import model_folders
@@ -177,7 +180,33 @@ class App:
         scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate, registry=cls.script_registry(extensions))
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
                    downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
-                   extension_dirs=extension_dirs, args=args)
+                   extension_dirs=extension_dirs, args=args, ray=ray)
+
+    @staticmethod
+    def ray_pool_for(args, paths: Paths, queue: "JobQueue", service: "GenerationService", settings: "SettingsStore",
+                     models: "ModelManager") -> "RayPool | None":
+        """With --ray-address or several --device-id: generation jobs go to Ray workers (one per
+        GPU), the rest stay on this process's worker. None otherwise (Ray is not imported)."""
+        from modules.options import ray_mode
+
+        if not ray_mode(args):
+            return None
+        from modules.jobs.ray_pool import PoolOptions, RayPool, remote_spec_for
+        from modules.jobs.ray_worker import WorkerSetup
+
+        flags = [flag for flag, on in (("--no-half", args.no_half), ("--no-half-vae", args.no_half_vae), ("--xformers", args.xformers),
+                                       ("--medvram", args.medvram), ("--medvram-sdxl", args.medvram_sdxl), ("--lowvram", args.lowvram),
+                                       ("--no-hashing", args.no_hashing)) if on]
+        flags += ["--precision", args.precision]
+        models_dir = args.ray_models_dir or args.models_dir
+        setup = WorkerSetup(tuple(flags), str(paths.data_dir), str(models_dir) if models_dir else None, max(0, args.ray_worker_threads))
+        ids = tuple(i for i in args.device_ids if i != "all")
+        options = PoolOptions(args.ray_address, ids, max(0, args.ray_cpu_workers), args.ray_dashboard, setup)
+        queue.remote_spec = remote_spec_for(models, service)
+        for worker in queue.workers():
+            worker.takes_remote = False  # the in-process worker keeps the rest: Extras, Interrogate, scripts' own work
+        selected = lambda: models.selected.filename if models.selected is not None else None  # noqa: E731
+        return RayPool(options, queue, service, lambda: dict(settings.values), selected)
 
     @staticmethod
     def extensions_for(paths: Paths, settings: "SettingsStore", service: "GenerationService", args) -> tuple:
@@ -298,7 +327,11 @@ class App:
 
         def start_up(_job) -> None:
             self.models.ensure_default()
-            self.load_initial_model(ckpt)
+            if self.ray is not None:  # the workers load models; this process only selects one
+                self.select_initial_model(ckpt)
+                threading.Thread(target=self.start_ray, name="ray-start", daemon=True).start()
+            else:
+                self.load_initial_model(ckpt)
             if self.models.hashes.hashing:
                 threading.Thread(target=self.models.hash_all, name="hash-checkpoints", daemon=True).start()
 
@@ -307,6 +340,23 @@ class App:
         if fetch_default and not ckpt:
             self.fetch_default_checkpoint()
         return self.startup
+
+    def start_ray(self) -> None:
+        """Connect to Ray and start the workers; a failure is logged, and generation jobs wait."""
+        try:
+            self.ray.start()
+        except Exception as exc:
+            log.error("Could not start the Ray workers (%s): generation jobs wait until the server is started again with Ray reachable.",
+                      exc)
+
+    def select_initial_model(self, query: str | None) -> None:
+        """Ray mode: choose the checkpoint jobs use (the asked-for one, config.json's, the first
+        in start-up order) without loading it here; the workers load it."""
+        saved = self.settings["sd_model_checkpoint"]
+        for title in [query] if query else [*([saved] if saved else []), *(c.title for c in self.models.startup_order())]:
+            if self.models.find(title) is not None:
+                self.models.select(title)
+                return
 
     def load_initial_model(self, query: str | None) -> None:
         """Load the asked-for checkpoint, else the first one that loads: one broken file in
@@ -471,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         links.close()
     app.queue.shutdown()
+    if app.ray is not None:
+        app.ray.stop()
     return RESTART_EXIT_CODE if app.restart_requested.is_set() else 0
 
 

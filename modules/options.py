@@ -24,6 +24,30 @@ ACCEPTED_NO_OP = (
 )
 
 
+class _DeviceIds(argparse.Action):
+    """--device-id 1 (as A1111), 0,1 or all: `device_id` keeps the first index for the code that
+    uses one GPU, `device_ids` the list (("all",) for every visible GPU) for the Ray workers."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        text = str(values).strip()
+        if text == "all":
+            namespace.device_id, namespace.device_ids = None, ("all",)
+            return
+        try:
+            ids = tuple(int(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            parser.error(f"{option_string}: expected a GPU index, a list such as 0,1, or 'all'; got {text!r}")
+        if not ids or min(ids) < 0:
+            parser.error(f"{option_string}: expected a GPU index, a list such as 0,1, or 'all'; got {text!r}")
+        namespace.device_id, namespace.device_ids = ids[0], ids
+
+
+def ray_mode(args: argparse.Namespace) -> bool:
+    """Whether generation jobs run on Ray workers: --ray-address, or several --device-id."""
+    ids = getattr(args, "device_ids", ())
+    return bool(getattr(args, "ray_address", None)) or ids == ("all",) or len(ids) > 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="webui.py", description="Stable Diffusion web UI (A1111-compatible flags).")
     net = p.add_argument_group("server")
@@ -80,7 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
     dev.add_argument("--lowvram", action="store_true", help="for 2-4 GB cards: as --medvram, and the UNet block by block (slow)")
     dev.add_argument("--use-cpu", nargs="*", default=[], help="run on the CPU ('all' or 'sd')")
-    dev.add_argument("--device-id", type=int, default=None, help="CUDA device index")
+    dev.add_argument("--device-id", action=_DeviceIds, default=None, metavar="ID[,ID...]|all",
+                     help="CUDA device index; several (0,1) or 'all' run one Ray worker per GPU")
+    ray = p.add_argument_group("Ray workers (several GPUs or machines)")
+    ray.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                     help="run generation jobs on one worker per GPU of this Ray cluster ('auto': the cluster this machine joined)")
+    ray.add_argument("--ray-cpu-workers", type=int, default=0, metavar="N",
+                     help="also run N CPU workers on each cluster machine without GPUs (slow; for tests and benchmarks)")
+    ray.add_argument("--ray-worker-threads", type=int, default=1, metavar="N", help="torch threads of each CPU worker")
+    ray.add_argument("--ray-models-dir", type=Path, default=None,
+                     help="a models folder every worker machine mounts at this path (default: each worker's own models/)")
+    ray.add_argument("--ray-dashboard", action="store_true", help="start Ray's dashboard (off by default: it lets anyone on the network run code)")
     p.add_argument("--disable-console-progressbars", action="store_true")
     p.add_argument("--loglevel", default="INFO")
     for flag in ACCEPTED_NO_OP:
@@ -90,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args, unknown = build_parser().parse_known_args(argv)
+    if not hasattr(args, "device_ids"):
+        args.device_ids = (args.device_id,) if args.device_id is not None else ()
     if unknown:
         log.warning("Ignoring unknown command-line arguments: %s", " ".join(unknown))
     return args

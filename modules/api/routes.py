@@ -433,7 +433,7 @@ def build_router(state: ApiState) -> APIRouter:
             "id": job.id, "kind": job.kind, "status": job.status.value, "position": state.queue.position(job),
             "progress": round(p.fraction, 4) if job.status is JobStatus.RUNNING else (1.0 if job.status is JobStatus.DONE else 0.0),
             "eta_relative": round(eta, 2) if eta is not None else None, "textinfo": p.text() if job.status is JobStatus.RUNNING else None,
-            "error": job.error,
+            "error": job.error, "worker": job.worker,
         }
 
     def own(job_user: str, user: str) -> None:
@@ -451,8 +451,14 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get("/queue", summary="The jobs waiting and running, in the order they will run")
     def queue_list() -> dict:
-        current = state.queue.current
-        return {"running": job_status(current) if current else None, "waiting": [job_status(j) for j in state.queue.waiting()]}
+        running = state.queue.running()  # several with Ray workers: "running" stays the first, as before
+        return {"running": job_status(running[0]) if running else None, "running_all": [job_status(j) for j in running],
+                "waiting": [job_status(j) for j in state.queue.waiting()]}
+
+    @router.get("/workers", summary="Who runs the jobs: this process, and with Ray one worker per GPU (what each holds, its job)")
+    def workers_list() -> list[dict]:
+        running = {job.worker: job.id for job in state.queue.running()}
+        return [{**w.describe(), "job": running.get(w.id)} for w in state.queue.workers()]
 
     @router.get("/queue/{job_id}", summary="A job's status, progress and (when done) its result")
     def queue_get(job_id: str, preview: bool = False, user: str = Depends(current_user)) -> dict:
@@ -500,9 +506,10 @@ def build_router(state: ApiState) -> APIRouter:
 
     @router.get("/progress")
     def progress(skip_current_image: bool = False, user: str = Depends(current_user)) -> dict:
-        """A1111's global progress: the running job, whoever submitted it. With --api-auth the
-        live preview is shown only to the job's owner."""
-        job = state.queue.current
+        """A1111's global progress: the running job, whoever submitted it (with several workers,
+        the caller's own running job first). With --api-auth the live preview is shown only to
+        the job's owner."""
+        job = state.queue.current_for(user)
         pending = state.queue.pending_count()
         if job is None or job.kind not in ("txt2img", "img2img"):
             return {"progress": 0.0, "eta_relative": 0.0, "state": _state(None, pending), "current_image": None, "textinfo": None}

@@ -149,7 +149,7 @@ AREAS = {
     "options": r"^/sdapi/v1/options$",
     "actions": r"^/sdapi/v1/(interrupt|skip|refresh-[a-z]+)$",
     "listings": r"^/sdapi/v1/(progress|cmd-flags|sd-models|samplers|schedulers|upscalers|latent-upscale-modes|sd-vae|loras|embeddings|"
-                r"prompt-styles|scripts|script-info|face-restorers|hypernetworks|realesrgan-models|memory|extensions)$",
+                r"prompt-styles|scripts|script-info|face-restorers|hypernetworks|realesrgan-models|memory|extensions|workers)$",
     "controlnet": r"^/controlnet/",  # the ControlNet extension's routes
 }
 

@@ -1,0 +1,319 @@
+"""Ray workers for the queue: one actor per GPU on every machine of a Ray cluster.
+
+Used only with --ray-address or several --device-id; without them nothing imports Ray. The
+serving machine keeps the queue (its SQLite record, the users' lanes, positions, cancel); each
+`RayWorker` is a thread-side handle on one `GenerationWorker` actor (modules/jobs/ray_worker.py):
+it starts a job there, polls its progress and previews into the queue's Job (so the page and
+/progress see nothing new), forwards interrupt and skip, saves the pictures the actor relays
+with the serving machine's writers, and reports a dead actor or machine as WorkerLost, after
+which the queue runs the job again elsewhere. A watcher thread starts an actor for every GPU
+(or, with --ray-cpu-workers, CPU slot) that appears in the cluster, later joiners included.
+
+A Ray cluster runs whatever code its members send: it must only span trusted machines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from modules.generation.control import StepInfo
+from modules.jobs.queue import Job, WorkerLost
+from modules.jobs.ray_worker import GenerationWorker, WorkerSetup
+from modules.jobs.scheduling import Need, WorkerView
+from modules.jobs.workers import RemoteSpec
+
+if TYPE_CHECKING:
+    from modules.jobs.generation_task import GenerationService
+    from modules.jobs.queue import JobQueue
+    from modules.models.manager import ModelManager
+
+log = logging.getLogger(__name__)
+
+REMOTE_KINDS = ("txt2img", "img2img", "load_model")
+CALL_SECONDS = 60.0  # a short actor call that takes longer than this means its machine is gone
+WATCH_SECONDS = 2.0  # how often the watcher looks for new GPUs and dead actors
+_LORA_TAG = re.compile(r"<lora:([^:>]+)")
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    address: str | None = None  # "auto", "host:port"; None: a local Ray on this machine's GPUs
+    device_ids: tuple[int, ...] = ()  # the local GPUs to use (empty: all visible)
+    cpu_workers: int = 0  # workers on each node without GPUs (CPU generation: tests, benchmarks)
+    dashboard: bool = False
+    setup: WorkerSetup = WorkerSetup()
+
+
+def remote_spec_for(models: "ModelManager", service: "GenerationService") -> Callable[[str, Any], RemoteSpec | None]:
+    """Which jobs Ray workers take, and the model each needs: txt2img and img2img jobs (and
+    checkpoint loads) given with their payload. Jobs with always-on extension scripts stay on
+    the serving machine, where the extensions are loaded."""
+
+    def spec(kind: str, payload: Any) -> RemoteSpec | None:
+        if kind not in REMOTE_KINDS or not isinstance(payload, dict) or payload.get("alwayson"):
+            return None
+        pinned = payload.get("checkpoint")
+        info = models.find(pinned) if pinned else models.selected
+        checkpoint = info.filename if info is not None else (str(pinned) if pinned else None)
+        params = payload.get("params") or {}
+        prompt = f"{params.get('prompt', '')} {params.get('hr_prompt', '')}"
+        need = Need(checkpoint, payload.get("vae") or service.sd_vae, frozenset(_LORA_TAG.findall(prompt)))
+        return RemoteSpec(kind, {**payload, "checkpoint": checkpoint}, need)
+
+    return spec
+
+
+class RayWorker:
+    """The queue's handle on one actor. `run` blocks its queue thread while the actor works."""
+
+    kind = "ray"
+
+    def __init__(self, id: str, actor, node_id: str, service: "GenerationService", settings: Callable[[], dict],
+                 on_change: Callable[[], None]):
+        self.id, self.actor, self.node_id = id, actor, node_id
+        self.service, self.settings, self.on_change = service, settings, on_change
+        self.alive = True
+        self.state: dict = {}  # the actor's last info(): checkpoint, vae, can_load, device, pid
+
+    def accepts(self, job: Job) -> bool:
+        return job.remote is not None
+
+    def view(self, busy: bool) -> WorkerView:
+        s = self.state
+        can_load = frozenset(s["can_load"]) if "can_load" in s else None
+        return WorkerView(self.id, s.get("checkpoint"), s.get("vae") or "Automatic", frozenset(s.get("loras", ())), can_load, busy)
+
+    def describe(self) -> dict:
+        s = self.state
+        return {"id": self.id, "kind": self.kind, "alive": self.alive, "node": self.node_id, "host": s.get("host"), "pid": s.get("pid"),
+                "device": s.get("device"), "checkpoint": s.get("checkpoint"), "vae": s.get("vae"), "checkpoints": s.get("can_load", []),
+                "model_switches": s.get("switches", 0)}
+
+    def call(self, method: str, *args, timeout: float = CALL_SECONDS, **kwargs):
+        """One actor call, its death (or silence) raised as WorkerLost."""
+        import ray
+        import ray.exceptions as rx
+
+        try:
+            return ray.get(getattr(self.actor, method).remote(*args, **kwargs), timeout=timeout)
+        except (rx.RayActorError, rx.GetTimeoutError, rx.ObjectLostError, rx.OwnerDiedError, rx.WorkerCrashedError) as exc:
+            self.alive = False
+            raise WorkerLost(_reason(exc)) from None
+
+    def update(self, info: dict) -> None:
+        self.state = info
+        self.on_change()
+
+    def run(self, job: Job) -> Any:
+        spec = job.remote
+        writers = self.service.writers["img2img" if spec.kind == "img2img" else "txt2img"]
+        directories = {role: str(w.settings.directory) for role, w in zip(("images", "grids"), writers) if w}
+        saved = _saved_pictures(job.resumed)
+        store = self.service.libraries.styles
+        styles = store.styles if store is not None else []
+        self.call("start", job.id, spec.kind, spec.payload, job.user, job.resumed, self.settings(), directories, saved, styles)
+        sent_interrupt = False
+        while True:
+            progress = job.progress
+            interrupt = job.control.interrupted and not sent_interrupt
+            skips = 1 if job.control.take_skip() else 0
+            wants = progress.preview_every if time.monotonic() < progress.preview_wanted_until else 0
+            answer = self.call("poll", job.id, interrupt, skips, wants, max(0.0, progress.preview_wanted_until - time.monotonic()))
+            sent_interrupt = sent_interrupt or interrupt
+            if answer.get("gone"):
+                raise WorkerLost("the worker no longer knows the job (it was restarted)")
+            if answer["steps"]:
+                job.control.on_step(StepInfo(answer["batch_index"], answer["batch_count"], answer["step"], answer["steps"]))
+            if answer["preview"] is not None:
+                progress.preview = answer["preview"]
+            for event in answer["events"]:
+                self._handle(job, event)
+            if answer["done"]:
+                self.update(self.call("info"))
+                outcome = answer["outcome"]
+                if outcome[0] == "result":
+                    return outcome[1]
+                if outcome[1] == "ValueError":
+                    raise ValueError(outcome[2])
+                raise RuntimeError(f"{outcome[1]}: {outcome[2]} (on worker {self.id})")
+
+    def _handle(self, job: Job, event: tuple) -> None:
+        if event[0] == "record":
+            job.record_progress(event[1])
+            return
+        if event[0] != "save":
+            return
+        _, save_id, role, what, image, infotext, values = event
+        writers = self.service.writers["img2img" if job.kind == "img2img" else "txt2img"]
+        writer = writers[0] if role == "images" else writers[1]
+        try:
+            if writer is None:
+                raise OSError(2, "no grid folder")
+            path = writer.save_image(image, infotext=infotext, values=values) if what == "image" else (
+                writer.save_grid(image, infotext=infotext, values=values))
+            self.call("saved", job.id, save_id, str(path) if path is not None else None)
+        except OSError as exc:
+            self.call("saved", job.id, save_id, None, (exc.errno or 5, exc.strerror or str(exc)))
+
+
+def _saved_pictures(resumed: Any) -> dict | None:
+    """The pictures a resumed job saved before, read here for a worker that may be elsewhere."""
+    if not isinstance(resumed, dict) or not isinstance(resumed.get("paths"), list):
+        return None
+    from pathlib import Path
+
+    from modules.generation.images import open_image
+    from modules.outputs.infotext import read_infotext
+
+    out = {}
+    for path in resumed["paths"]:
+        try:
+            out[str(path)] = (open_image(str(path), Path(str(path)).name), read_infotext(str(path)) or "")
+        except (ValueError, OSError):
+            continue
+    return out
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    kind = type(exc).__name__
+    return f"{kind}: {text[0][:300]}" if text else kind
+
+
+class RayPool:
+    """Connects to (or starts) Ray, keeps one actor per GPU (or CPU slot) in the queue."""
+
+    def __init__(self, options: PoolOptions, queue: "JobQueue", service: "GenerationService", settings: Callable[[], dict],
+                 first_checkpoint: Callable[[], str | None]):
+        self.options, self.queue, self.service, self.settings = options, queue, service, settings
+        self.first_checkpoint = first_checkpoint
+        self._workers: dict[str, RayWorker] = {}  # by "<node>/<slot>"
+        self._numbers = itertools.count(1)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._starting: set[str] = set()  # slots whose actor is being started
+
+    def connect(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            return
+        opts: dict = {"include_dashboard": self.options.dashboard, "logging_level": "WARNING", "log_to_driver": True}
+        if self.options.address:
+            ray.init(address=self.options.address, **opts)
+        else:
+            from modules.options import REPO_DIR
+
+            visible = ",".join(str(d) for d in self.options.device_ids)
+            env = {"PYTHONPATH": str(REPO_DIR)}
+            if visible:
+                env["CUDA_VISIBLE_DEVICES"] = visible
+            ray.init(num_gpus=len(self.options.device_ids) or None, runtime_env={"env_vars": env}, **opts)
+        log.info("Ray: %d node(s), %s", len([n for n in ray.nodes() if n.get("Alive")]), ray.cluster_resources())
+
+    def start(self) -> None:
+        """Connect, start the actors the cluster has room for now, and keep watching for more."""
+        self.connect()
+        self.scan()
+        self._thread = threading.Thread(target=self._watch, name="ray-workers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def workers(self) -> list[RayWorker]:
+        with self._lock:
+            return [w for w in self._workers.values() if w.alive]
+
+    def _slots(self) -> list[tuple[str, int, bool]]:
+        """(node id, slot, is GPU) for every worker the alive nodes have room for."""
+        import ray
+
+        slots = []
+        for node in ray.nodes():
+            if not node.get("Alive"):
+                continue
+            gpus = int(node.get("Resources", {}).get("GPU", 0))
+            if gpus:
+                slots += [(node["NodeID"], i, True) for i in range(gpus)]
+            else:
+                slots += [(node["NodeID"], i, False) for i in range(self.options.cpu_workers)]
+        return slots
+
+    def scan(self) -> None:
+        """Start an actor for each slot without a live one (new machines, dead actors), each in
+        a thread of its own (loading a model takes a while), and check that idle ones still answer."""
+        for node_id, slot, gpu in self._slots():
+            key = f"{node_id}/{slot}"
+            with self._lock:
+                current = self._workers.get(key)
+                if (current is not None and current.alive) or key in self._starting:
+                    continue
+                self._starting.add(key)
+            threading.Thread(target=self._start_worker, args=(key, node_id, gpu), name=f"start-{key[:8]}", daemon=True).start()
+        busy = {job.worker for job in self.queue.running()}
+        for worker in self.workers():
+            if worker.id not in busy:
+                try:
+                    worker.call("ping", timeout=10)
+                except WorkerLost as exc:
+                    log.error("Ray worker %s is gone: %s", worker.id, exc)
+                    self.queue.wake()
+
+    def _start_worker(self, key: str, node_id: str, gpu: bool) -> None:
+        """Start one actor, load the selected checkpoint on it, then let it take jobs."""
+        try:
+            worker = self._new_worker(node_id, gpu)
+            if worker is None:
+                return
+            first = self.first_checkpoint()
+            if first and first in worker.state["can_load"]:
+                self._warm(worker, first)
+            with self._lock:
+                self._workers[key] = worker
+            self.queue.add_worker(worker)
+        finally:
+            with self._lock:
+                self._starting.discard(key)
+
+    def _new_worker(self, node_id: str, gpu: bool) -> RayWorker | None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        setup = self.options.setup
+        setup = WorkerSetup(setup.flags, setup.data_dir, setup.models_dir, setup.threads if not gpu else 0, use_cpu=not gpu)
+        actor_class = ray.remote(GenerationWorker)
+        actor = actor_class.options(
+            num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_concurrency=8, max_restarts=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        ).remote(setup)
+        worker = RayWorker(f"ray-{next(self._numbers)}", actor, node_id, self.service, self.settings, self.queue.wake)
+        try:
+            worker.update(worker.call("info", timeout=300))
+        except WorkerLost as exc:
+            log.error("A Ray worker on node %s did not start: %s", node_id[:12], exc)
+            return None
+        log.info("Ray worker %s on %s (%s, pid %s): %d checkpoint(s)", worker.id, worker.state["host"], worker.state["device"],
+                 worker.state["pid"], len(worker.state["can_load"]))
+        return worker
+
+    def _warm(self, worker: RayWorker, checkpoint: str) -> None:
+        """Load the selected checkpoint before the first job asks for it."""
+        try:
+            worker.update(worker.call("load", checkpoint, timeout=600))
+        except (WorkerLost, Exception) as exc:  # the job that needs it will say what went wrong
+            log.warning("Worker %s could not load %s ahead of time: %s", worker.id, checkpoint, exc)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.scan()
+            except Exception:  # a hiccup of the cluster's control service: try again next time
+                log.exception("Looking for new Ray workers failed")

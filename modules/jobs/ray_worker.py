@@ -1,0 +1,329 @@
+"""The Ray actor behind each GPU: one loaded model on one device, running the generation core.
+
+It runs in its own process, on whichever machine of the cluster holds its GPU, and is driven by
+the serving machine's queue (modules/jobs/ray_pool.py) through short calls: `start` hands it a
+job's payload, `poll` returns its progress, preview and events and carries interrupt, skip and
+preview requests the other way, `saved` answers a save request. Pictures are saved by the
+serving machine (its output folders, per-user folders and settings): the worker's writers only
+relay each save there (RelayWriter) and get the file's path back, so the job's result, its
+recorded progress and the extensions' callbacks see the real paths.
+
+Nothing here imports Ray: the pool wraps this class with `ray.remote`, and the tests can drive
+it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modules.jobs.generation_task import GenerationService
+    from modules.jobs.queue import Job
+
+log = logging.getLogger(__name__)
+
+SAVE_REPLY_SECONDS = 120.0  # a save the serving machine never answers (it stopped) fails as a full disk would
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """How the serving machine asks a worker to start."""
+
+    flags: tuple[str, ...] = ()  # the server's device and folder flags that apply (--no-half, --models-dir...)
+    data_dir: str | None = None  # the server's data folder: used when it exists on this machine (same machine, or shared)
+    models_dir: str | None = None  # --ray-models-dir: a shared folder of models every machine mounts at this path
+    threads: int = 0  # torch threads (0: torch's default); CPU workers get 1 each so two fit two cores
+    use_cpu: bool = False  # a CPU worker (a node without GPUs, --ray-cpu-workers)
+
+
+@dataclass
+class _Running:
+    """One job on this worker: its queue-side twin, its events for the next poll, pending saves."""
+
+    job: "Job"
+    events: list = field(default_factory=list)
+    saves: dict[int, tuple[threading.Event, list]] = field(default_factory=dict)
+    done: bool = False
+    outcome: Any = None  # ("result", GenerationResult) / ("error", kind, message)
+    preview_sent: Any = None
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+
+class RelayWriter:
+    """An OutputWriter stand-in on the worker: each save goes to the serving machine as an event,
+    and this waits for the path it was written to (or its OSError)."""
+
+    def __init__(self, worker: "GenerationWorker", job_id: str, role: str, directory: str):
+        from modules.outputs.saving import SaveSettings
+
+        self._worker, self._job_id, self._role = worker, job_id, role
+        self.settings = SaveSettings(Path(directory), "png", False)  # what SaveFailures names in its notes
+
+    def save_image(self, image, infotext: str | None = None, values=None) -> Path | None:
+        return self._worker._relay(self._job_id, ("save", self._role, "image", image, infotext, values))
+
+    def save_grid(self, images, infotext: str | None = None, values=None) -> Path | None:
+        return self._worker._relay(self._job_id, ("save", self._role, "grid", list(images), infotext, values))
+
+    def save_as(self, image, name: str, infotext: str | None = None) -> Path | None:
+        raise OSError(95, "a folder batch saves on the serving machine only")
+
+
+class GenerationWorker:
+    """Holds one model on one device and runs one job at a time (the pool never sends two)."""
+
+    def __init__(self, setup: WorkerSetup):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if setup.threads:
+            import torch
+
+            torch.set_num_threads(setup.threads)
+        self.setup = setup
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Running] = {}
+        self._save_ids = iter(range(1, 1 << 62))
+        self._settings: dict = {}
+        self.service = self._build(setup)
+        self._switches = 0  # models dropped for another: what affinity saves
+        self.service.models.add_unload_listener(self._count_switch)
+
+    def _count_switch(self) -> None:
+        self._switches += 1
+
+    # ------------------------------------------------------------------ building
+
+    @staticmethod
+    def _build(setup: WorkerSetup) -> "GenerationService":
+        """The same generation service the serving machine has, over this machine's models."""
+        from modules.demo.embedded import EMBEDDED_PATH
+        from modules.jobs.generation_task import GenerationService
+        from modules.models.catalog import HashCache
+        from modules.models.manager import ModelManager
+        from modules.options import OutputSettings, Paths, parse_args
+        from webui import App
+
+        flags = list(setup.flags)
+        if setup.data_dir and Path(setup.data_dir).is_dir():
+            flags += ["--data-dir", setup.data_dir]
+        if setup.models_dir and Path(setup.models_dir).is_dir():
+            flags += ["--models-dir", setup.models_dir]
+        elif setup.models_dir:
+            log.warning("%s is not a folder on this machine: this worker reads its own models folder.", setup.models_dir)
+        if setup.use_cpu:
+            flags += ["--use-cpu", "all"]
+        args = parse_args(flags)
+        paths = Paths.from_args(args)
+
+        def devices():
+            from modules.generation.devices import device_settings
+
+            return device_settings(use_cpu=setup.use_cpu, device_id=None, precision=args.precision, no_half=args.no_half,
+                                   no_half_vae=args.no_half_vae, xformers=args.xformers, medvram=args.medvram,
+                                   medvram_sdxl=args.medvram_sdxl, lowvram=args.lowvram)
+
+        hashes = HashCache(paths.hash_cache, hashing=not args.no_hashing)
+        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, hashes, extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,))
+        service = GenerationService(models, OutputSettings.from_values({}), paths.data_dir, console_progress=False,
+                                    libraries=App.libraries(paths, hashes, args))
+        from modules.generation.params import LATENT_UPSCALERS
+        from modules.postprocessing.upscalers import library_for
+
+        service.upscalers = library_for(paths, cpu=setup.use_cpu, half=not args.no_half, console=False, reserved=LATENT_UPSCALERS)
+        models.add_unload_listener(service.upscalers.models.unload)
+        if service.libraries.faces is not None:
+            models.add_unload_listener(service.libraries.faces.unload)
+        try:
+            service.controlnet = App.controlnet_for(paths, _Values(), cpu=setup.use_cpu)
+            models.add_unload_listener(service.controlnet.unload)
+        except Exception as exc:  # ControlNet jobs then fail with a message; the rest run
+            log.warning("ControlNet is not available on this worker: %s", exc)
+        return service
+
+    # ------------------------------------------------------------------ what it holds
+
+    def info(self) -> dict:
+        """What the scheduler needs: where it runs, what it holds, which checkpoints it can load."""
+        import socket
+
+        models = self.service.models
+        active = models.active
+        runner = self.service._runner
+        vae = runner[1].vae_file.name if runner is not None and runner[1].vae_file is not None else None
+        return {
+            "pid": os.getpid(), "host": socket.gethostname(), "device": str(models.devices.device),
+            "checkpoint": active.info.filename if active is not None else None, "vae": vae,
+            "can_load": sorted(c.filename for c in models.checkpoints), "running": [j for j, r in self._jobs.items() if not r.done],
+            "switches": self._switches,
+        }
+
+    def refresh(self) -> dict:
+        """List the models folder again (a checkpoint copied in since), and say what it holds."""
+        self.service.models.refresh()
+        return self.info()
+
+    def load(self, checkpoint: str | None) -> dict:
+        """Load `checkpoint` (a file name in its models folder; None: the first in start-up
+        order) ahead of the jobs that need it. ValueError when it has no such file."""
+        models = self.service.models
+        if checkpoint:
+            models.require(checkpoint)
+        if checkpoint:
+            models.ensure(checkpoint)
+        else:
+            models.load(None, select=False)
+        return self.info()
+
+    # ------------------------------------------------------------------ running a job
+
+    def start(self, job_id: str, kind: str, payload: dict, user: str, resumed: Any, settings: dict, directories: dict,
+              saved_images: dict | None = None, styles: list | None = None) -> dict:
+        """Begin running a job in a thread of its own; `poll` follows it. `directories` are the
+        serving machine's output folders for its notes; `saved_images` the pictures a resumed
+        job already saved there, by path; `styles` its styles.csv, which the job applies."""
+        from modules.generation.styles import StyleStore
+        from modules.jobs.queue import Job
+
+        job = Job(id=job_id, kind=kind, task=lambda _j: None, user=user, resumed=resumed)
+        running = _Running(job)
+        job._progress_writer = lambda progress: self._event(running, ("record", progress))
+        with self._lock:
+            if any(not r.done for r in self._jobs.values()):
+                raise RuntimeError("This worker is already running a job.")
+            self._jobs = {job_id: running}
+        self._use_settings(settings)
+        self.service.libraries.styles = StyleStore.frozen(styles or [])
+        if saved_images:
+            self.service.saved_images = lambda path: saved_images[path]
+        else:
+            self.service.saved_images = None
+        thread = threading.Thread(target=self._run, args=(running, kind, payload, directories), name=f"run-{job_id}", daemon=True)
+        thread.start()
+        return {"started": job_id}
+
+    def _use_settings(self, values: dict) -> None:
+        """Take the serving machine's config.json values (those that changed since the last job)."""
+        changed = {k: v for k, v in values.items() if self._settings.get(k, object()) != v}
+        if not changed:
+            return
+        vae = changed.pop("sd_vae", None)
+        self.service.use_settings(changed)
+        if vae is not None:
+            try:
+                self.service.use_settings({"sd_vae": vae})
+            except ValueError as exc:  # not on this machine: the checkpoint's own VAE, and the job's notes say so
+                log.warning("%s", exc)
+        if self.service.controlnet is not None:
+            self.service.controlnet.use_settings(values)
+        self._settings = dict(values)
+
+    def _run(self, running: _Running, kind: str, payload: dict, directories: dict) -> None:
+        from modules.jobs.generation_task import task_from_payload
+
+        job = running.job
+        try:
+            if kind == "load_model":
+                self.load(payload.get("checkpoint"))
+                outcome: Any = ("result", None)
+            else:
+                writers = (RelayWriter(self, job.id, "images", directories.get("images", "outputs")),
+                           RelayWriter(self, job.id, "grids", directories.get("grids", "outputs")))
+                self.service.writers = {"txt2img": writers, "img2img": writers}
+                task = task_from_payload(kind, payload, self.service)
+                outcome = ("result", task(job))
+        except ValueError as exc:
+            outcome = ("error", "ValueError", str(exc))
+        except BaseException as exc:  # the job fails with the reason; the worker keeps serving
+            log.error("Job %s failed on this worker:\n%s", job.id, traceback.format_exc())
+            outcome = ("error", type(exc).__name__, str(exc))
+        with running.changed:
+            running.outcome, running.done = outcome, True
+            running.changed.notify_all()
+
+    def poll(self, job_id: str, interrupt: bool = False, skips: int = 0, preview_every: int = 0, preview_seconds: float = 0.0,
+             wait: float = 0.2) -> dict:
+        """The job's progress and what happened since the last poll (saves to make, progress to
+        record), after at most `wait` seconds; carries the serving side's interrupt, skips and
+        preview wishes to the running job."""
+        running = self._jobs.get(job_id)
+        if running is None:
+            return {"gone": True}
+        job = running.job
+        if interrupt:
+            job.control.interrupt()
+        for _ in range(skips):
+            job.control.skip()
+        if preview_every:
+            job.progress.want_preview(preview_every, preview_seconds)
+        with running.changed:
+            if not running.events and not running.done:
+                running.changed.wait(wait)
+            events, running.events = running.events, []
+            done, outcome = running.done, running.outcome
+        p = job.progress
+        preview = None
+        if p.preview is not None and p.preview is not running.preview_sent:
+            preview = running.preview_sent = p.preview
+        answer = {"step": p.step, "steps": p.steps, "batch_index": p.batch_index, "batch_count": p.batch_count, "preview": preview,
+                  "events": events, "done": done}
+        if done:
+            answer["outcome"] = outcome
+            with self._lock:
+                self._jobs.pop(job_id, None)
+        return answer
+
+    def saved(self, job_id: str, save_id: int, path: str | None, error: tuple[int, str] | None = None) -> None:
+        """The serving machine's answer to a save request: the path written, or (errno, reason)."""
+        running = self._jobs.get(job_id)
+        if running is None or save_id not in running.saves:
+            return
+        done, box = running.saves[save_id]
+        box.append((path, error))
+        done.set()
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _event(self, running: _Running, event: tuple) -> None:
+        with running.changed:
+            running.events.append(event)
+            running.changed.notify_all()
+
+    def _relay(self, job_id: str, request: tuple) -> Path | None:
+        """Send a save to the serving machine and wait for where it went."""
+        running = self._jobs[job_id]
+        save_id = next(self._save_ids)
+        done, box = threading.Event(), []
+        running.saves[save_id] = (done, box)
+        self._event(running, (request[0], save_id, *request[1:]))
+        deadline = time.monotonic() + SAVE_REPLY_SECONDS
+        while not done.wait(0.5):
+            if time.monotonic() > deadline:
+                raise OSError(110, "the serving machine did not answer the save")
+        running.saves.pop(save_id, None)
+        path, error = box[0]
+        if error is not None:
+            raise OSError(error[0], error[1])
+        return Path(path) if path else None
+
+
+class _Values:
+    """The little of SettingsStore that App.controlnet_for reads; the serving machine's values
+    arrive with each job (GenerationWorker._use_settings)."""
+
+    def __init__(self):
+        self.values: dict = {}
+
+    def on_change(self, _listener) -> None:
+        pass
