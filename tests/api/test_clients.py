@@ -24,17 +24,12 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.servers import data_dir_with_tiny_model, launched
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_checkpoint):
-    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("clients"), tiny_checkpoint)
-    with launched(data, "--api", "--disable-console-progressbars", ready_path="/sdapi/v1/sd-models") as url:
-        deadline = time.monotonic() + 60
-        while httpx.get(url + "/sdapi/v1/options").json().get("sd_model_checkpoint") is None and time.monotonic() < deadline:
-            time.sleep(0.2)  # the first model loads in the background
-        yield url
+def server(api_server):
+    """The real server shared with test_webuiapi_client.py (tests/api/conftest.py)."""
+    return api_server[0]
 
 
 class RawClient:

@@ -15,18 +15,13 @@ import webuiapi
 from PIL import Image, ImageDraw
 
 from modules.demo import judge
-from tests.servers import data_dir_with_tiny_model, launched
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory, tiny_checkpoint):
-    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("webuiapi-data"), tiny_checkpoint)
-    with launched(data, "--api", "--disable-console-progressbars", ready_path="/sdapi/v1/sd-models") as url:
-        client = webuiapi.WebUIApi(baseurl=url + "/sdapi/v1", sampler="Euler a", steps=20)
-        deadline = time.monotonic() + 60
-        while client.get_options().get("sd_model_checkpoint") is None and time.monotonic() < deadline:
-            time.sleep(0.2)  # the first model loads in the background
-        yield client, data
+def api(api_server):
+    """A webuiapi client of the real server shared with test_clients.py (tests/api/conftest.py)."""
+    url, data = api_server
+    return webuiapi.WebUIApi(baseurl=url + "/sdapi/v1", sampler="Euler a", steps=20), data
 
 
 def test_txt2img_and_png_info(api):
