@@ -329,7 +329,7 @@ class App:
             self.models.ensure_default()
             if self.ray is not None:  # the workers load models; this process only selects one
                 self.select_initial_model(ckpt)
-                threading.Thread(target=self.start_ray, name="ray-start", daemon=True).start()
+                self.ray.start(on_failure=self.ray_failed)
             else:
                 self.load_initial_model(ckpt)
             if self.models.hashes.hashing:
@@ -341,13 +341,14 @@ class App:
             self.fetch_default_checkpoint()
         return self.startup
 
-    def start_ray(self) -> None:
-        """Connect to Ray and start the workers; a failure is logged, and generation jobs wait."""
-        try:
-            self.ray.start()
-        except Exception as exc:
-            log.error("Could not start the Ray workers (%s): generation jobs wait until the server is started again with Ray reachable.",
-                      exc)
+    def ray_failed(self, exc: Exception) -> None:
+        """Ray could not be reached or started: generate in this process rather than leave the
+        jobs waiting."""
+        log.error("Could not start the Ray workers (%s): generation jobs run in this process instead.", exc)
+        self.queue.remote_spec = None
+        for worker in self.queue.workers():
+            worker.takes_remote = True
+        self.queue.wake()
 
     def select_initial_model(self, query: str | None) -> None:
         """Ray mode: choose the checkpoint jobs use (the asked-for one, config.json's, the first

@@ -208,22 +208,38 @@ class RayPool:
         opts: dict = {"include_dashboard": self.options.dashboard, "logging_level": "WARNING", "log_to_driver": True}
         if self.options.address:
             ray.init(address=self.options.address, **opts)
-        else:
+        else:  # a Ray of our own on this machine's GPUs
+            import os
+
             from modules.options import REPO_DIR
 
-            visible = ",".join(str(d) for d in self.options.device_ids)
-            env = {"PYTHONPATH": str(REPO_DIR)}
-            if visible:
-                env["CUDA_VISIBLE_DEVICES"] = visible
-            ray.init(num_gpus=len(self.options.device_ids) or None, runtime_env={"env_vars": env}, **opts)
+            if self.options.device_ids:  # Ray hands out the GPUs it sees: only the listed ones
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.options.device_ids)
+            ray.init(num_gpus=len(self.options.device_ids) or None, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_DIR)}}, **opts)
         log.info("Ray: %d node(s), %s", len([n for n in ray.nodes() if n.get("Alive")]), ray.cluster_resources())
 
-    def start(self) -> None:
-        """Connect, start the actors the cluster has room for now, and keep watching for more."""
-        self.connect()
-        self.scan()
-        self._thread = threading.Thread(target=self._watch, name="ray-workers", daemon=True)
+    def start(self, on_failure: Callable[[Exception], None] | None = None) -> None:
+        """In a thread of its own: connect, start the actors the cluster has room for, and keep
+        watching for more. That thread lives as long as the server: a Ray started here (no
+        --ray-address) dies with the thread that started it (Linux's parent-death signal)."""
+        self._thread = threading.Thread(target=self._run, args=(on_failure,), name="ray-workers", daemon=True)
         self._thread.start()
+
+    def _run(self, on_failure: Callable[[Exception], None] | None) -> None:
+        try:
+            self.connect()
+        except Exception as exc:
+            if on_failure is None:
+                raise
+            on_failure(exc)
+            return
+        while True:
+            try:
+                self.scan()
+            except Exception:  # a hiccup of the cluster's control service: try again next time
+                log.exception("Looking for new Ray workers failed")
+            if self._stop.wait(WATCH_SECONDS):
+                return
 
     def stop(self) -> None:
         self._stop.set()
@@ -260,9 +276,9 @@ class RayPool:
             threading.Thread(target=self._start_worker, args=(key, node_id, gpu), name=f"start-{key[:8]}", daemon=True).start()
         busy = {job.worker for job in self.queue.running()}
         for worker in self.workers():
-            if worker.id not in busy:
+            if worker.id not in busy:  # still there? and which checkpoints has its folder now
                 try:
-                    worker.call("ping", timeout=10)
+                    worker.update(worker.call("refresh", timeout=10))
                 except WorkerLost as exc:
                     log.error("Ray worker %s is gone: %s", worker.id, exc)
                     self.queue.wake()
@@ -310,10 +326,3 @@ class RayPool:
             worker.update(worker.call("load", checkpoint, timeout=600))
         except (WorkerLost, Exception) as exc:  # the job that needs it will say what went wrong
             log.warning("Worker %s could not load %s ahead of time: %s", worker.id, checkpoint, exc)
-
-    def _watch(self) -> None:
-        while not self._stop.wait(WATCH_SECONDS):
-            try:
-                self.scan()
-            except Exception:  # a hiccup of the cluster's control service: try again next time
-                log.exception("Looking for new Ray workers failed")

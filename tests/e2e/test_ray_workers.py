@@ -58,20 +58,29 @@ class Studio:
         return httpx.Client(base_url=self.url, auth=(user, USERS[user]), timeout=120)
 
     def workers(self) -> list[dict]:
-        with self.client() as c:
-            return [w for w in c.get("/sdapi/v1/workers").json() if w["kind"] == "ray"]
+        return ray_workers(self.url, ("ann", USERS["ann"]))
 
-    def wait_workers(self, count: int, timeout: float = 180, loaded: bool = True) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                found = [w for w in self.workers() if w["alive"] and (w["checkpoint"] or not loaded)]
-            except httpx.HTTPError:
-                found = []
-            if len(found) >= count:
-                return found
-            time.sleep(0.5)
-        raise AssertionError(f"{count} Ray workers did not come up: {self.workers()}\n{(self.data / 'server.log').read_text()[-3000:]}")
+    def wait_workers(self, count: int) -> list[dict]:
+        return wait_workers(self.url, count, self.data, ("ann", USERS["ann"]))
+
+
+def ray_workers(url: str, auth=None) -> list[dict]:
+    with httpx.Client(base_url=url, auth=auth, timeout=60) as c:
+        return [w for w in c.get("/sdapi/v1/workers").json() if w["kind"] == "ray"]
+
+
+def wait_workers(url: str, count: int, data: Path, auth=None, timeout: float = 300) -> list[dict]:
+    """The Ray workers, once `count` of them are alive with a model loaded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = [w for w in ray_workers(url, auth) if w["alive"] and w["checkpoint"]]
+        except httpx.HTTPError:
+            found = []
+        if len(found) >= count:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{count} Ray workers did not come up\n{(data / 'server.log').read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +239,25 @@ def test_the_page_works_unchanged_against_two_workers(studio, browser, tmp_path)
         assert page.locator("#txt2img_gallery img").count() >= 1
     finally:
         context.close()
+
+
+def test_device_ids_start_a_ray_of_the_servers_own_that_stops_with_it(tmp_path, tiny_checkpoint):
+    """--device-id 0,1: one worker per listed GPU on a Ray the server starts itself (here the two
+    'GPUs' are Ray resources over the CPU); when the server stops, its Ray stops too."""
+    from tests.ray_cluster import pids_in_netns
+
+    data = data_dir_with_tiny_model(tmp_path / "data", tiny_checkpoint)
+    with netns() as ns:
+        with launched_in_netns(data, ns, "--api", "--no-hashing", "--device-id", "0,1") as server:
+            workers = wait_workers(server.url, 2, data)
+            assert len({w["pid"] for w in workers}) == 2
+            with httpx.Client(base_url=server.url, timeout=120) as client:
+                r = client.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "steps": 4, "width": 64, "height": 64, "seed": 9})
+                assert r.status_code == 200 and json.loads(r.json()["info"])["all_seeds"] == [9]
+            server_pid = server.proc.pid
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and pids_in_netns(ns):
+            time.sleep(0.5)
+        left = pids_in_netns(ns)
+        assert not left, [(p, Path(f"/proc/{p}/cmdline").read_bytes()[:80]) for p in left if Path(f"/proc/{p}").exists()]
+        assert server_pid not in left
