@@ -527,13 +527,18 @@ def build_router(state: ApiState) -> APIRouter:
         }
 
     @router.post("/interrupt")
-    def interrupt() -> dict:
-        state.queue.interrupt()
+    def interrupt(user: str = Depends(current_user)) -> dict:
+        """A1111's: stop the running job (with several workers, the caller's own if it has one)."""
+        job = state.queue.current_for(user)
+        if job is not None:
+            state.queue.interrupt(job.id)
         return {}
 
     @router.post("/skip")
-    def skip() -> dict:
-        state.queue.skip()
+    def skip(user: str = Depends(current_user)) -> dict:
+        job = state.queue.current_for(user)
+        if job is not None:
+            state.queue.skip(job.id)
         return {}
 
     @router.get("/options")

@@ -181,3 +181,17 @@ def test_a_lone_in_process_worker_runs_everything_in_submission_order():
         assert isinstance(queue.workers()[0], LocalWorker)
     finally:
         queue.shutdown()
+
+
+def test_without_ray_flags_the_server_does_not_import_ray(tmp_path):
+    """Ray costs start-up time and memory: only --ray-address or several --device-id bring it in."""
+    import subprocess
+    import sys
+
+    from tests.servers import REPO
+
+    code = ("import sys, webui; from modules.options import parse_args; "
+            "app = webui.App.create(parse_args(['--data-dir', sys.argv[1], '--device-id', '0'])); "
+            "print(app.ray is None, 'ray' in sys.modules, [w.kind for w in app.queue.workers()]); app.queue.shutdown()")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "True False ['local']", out.stderr[-2000:]
