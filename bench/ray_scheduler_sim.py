@@ -173,15 +173,16 @@ def make_workload(workers: int, *, seed: int, minutes: float = 60.0, load: float
 
 class _FairLanes:
     """The queue's waiting jobs as modules/jobs/queue.py keeps them: a lane per user and a turn
-    order of users. Taking a job removes it from its lane and sends that lane's user to the back
-    of the turns (JobQueue._take does the same for the head job). When the policy takes a job
-    that is not at the head, the users it skipped keep their places ahead, so the job one of
-    them waits for is still first in the order the next idle worker sees."""
+    order of users. Taking the first job of the lane whose turn it is sends that lane to the
+    back (JobQueue._take). A job taken out of turn (pick chose a later one, for a model some
+    worker holds) leaves the turns as they are, as JobQueue._take does; with
+    `out_of_turn_to_back` its user goes to the back instead, as if the turn had been spent."""
 
-    def __init__(self):
+    def __init__(self, out_of_turn_to_back: bool = False):
         self.lanes: dict[str, deque[SimJob]] = {}
         self.turns: deque[str] = deque()
         self.count = 0
+        self.out_of_turn_to_back = out_of_turn_to_back
 
     def add(self, job: SimJob) -> None:
         lane = self.lanes.setdefault(job.user, deque())
@@ -209,16 +210,17 @@ class _FairLanes:
 
     def take(self, job: SimJob) -> None:
         lane = self.lanes[job.user]
-        if lane[0] is job:
-            lane.popleft()
-        else:
-            lane.remove(job)
-        self.turns.remove(job.user)
-        if lane:
-            self.turns.append(job.user)
-        else:
-            del self.lanes[job.user]
+        at_turn = self.turns[0] == job.user and lane[0] is job
+        lane.remove(job)
         self.count -= 1
+        if not lane:
+            del self.lanes[job.user]
+            self.turns.remove(job.user)
+        elif at_turn:
+            self.turns.rotate(-1)
+        elif self.out_of_turn_to_back:
+            self.turns.remove(job.user)
+            self.turns.append(job.user)
 
 
 class _Worker:
@@ -239,14 +241,14 @@ class _Worker:
 
 
 def simulate(jobs: list[SimJob], policy: str, costs: Costs, workers: int = 0,
-             can_load: list[frozenset[str] | None] | None = None) -> Result:
+             can_load: list[frozenset[str] | None] | None = None, out_of_turn_to_back: bool = False) -> Result:
     """Run `jobs` (sorted by arrival) on `workers` empty workers (or one per `can_load` entry,
     each limited to those checkpoints) under `policy`; every job runs to the end."""
     can_load = can_load if can_load is not None else [None] * workers
     pool = [_Worker(i, c) for i, c in enumerate(can_load)]
     views = [w.view for w in pool]
     result = Result(policy, len(pool))
-    lanes = _FairLanes()
+    lanes = _FairLanes(out_of_turn_to_back)
     idle: list[_Worker] = list(pool)  # longest idle first
     events: list[tuple[float, int, int]] = []  # (time, worker index, job number) completions
     arrivals = iter(jobs)
@@ -350,8 +352,8 @@ def run_size(gpus: int, args: argparse.Namespace) -> list[tuple[str, Result, tup
     checkpoints = default_checkpoints(args.checkpoints, args.sd15_switch, args.sdxl_switch)
     jobs = make_workload(gpus, seed=args.seed * 1000 + gpus, minutes=args.minutes, load=args.load, checkpoints=checkpoints)
     switch_s = {c.name: c.switch_s for c in checkpoints}
-    results = {p: simulate(jobs, p, Costs(switch_s, args.vae_switch, args.lora_load, free=(p == "ideal")), workers=gpus)
-               for p in POLICIES}
+    results = {p: simulate(jobs, p, Costs(switch_s, args.vae_switch, args.lora_load, free=(p == "ideal")), workers=gpus,
+                           out_of_turn_to_back=args.out_of_turn_to_back) for p in POLICIES}
     return [(p, r, worst_user(r, results["ideal"])) for p, r in results.items()]
 
 
@@ -367,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sdxl-switch", type=float, default=40.0, help="seconds to load an SDXL checkpoint")
     parser.add_argument("--vae-switch", type=float, default=1.0, help="seconds to change the VAE")
     parser.add_argument("--lora-load", type=float, default=1.0, help="seconds to load one LoRA")
+    parser.add_argument("--out-of-turn-to-back", action="store_true",
+                        help="a job taken out of turn sends its user to the back of the turns (JobQueue leaves them)")
     args = parser.parse_args(argv)
     args.minutes = args.minutes or (20.0 if args.quick else 60.0)
     sizes = [int(g) for g in (args.gpus or ("8,32" if args.quick else "8,32,128")).split(",")]

@@ -86,14 +86,19 @@ def test_job_no_worker_can_load_is_reported_unrunnable(sim):
     assert sorted(result.waits) == [0, 2, 3]
 
 
-def test_job_taken_out_of_turn_leaves_skipped_users_ahead(sim):
+def test_lanes_take_turns_as_the_queue_does(sim):
     lanes = sim._FairLanes()
     jobs = [sim.SimJob(i, user, float(i), 5.0, Need(checkpoint=c)) for i, (user, c) in enumerate(
         [("a", "A"), ("a", "B"), ("b", "B"), ("c", "A")])]
     for job in jobs:
         lanes.add(job)
     assert [j.number for j in lanes.order()] == [0, 2, 3, 1]  # JobQueue.waiting(): lanes in turn
-    lanes.take(jobs[2])  # b's job, third in line, goes to a worker holding B
-    assert [j.number for j in lanes.order()] == [0, 3, 1]  # a and c keep their turns ahead
-    lanes.take(jobs[1])  # a's second job before its first: a's turn is spent, a goes behind c
-    assert [j.number for j in lanes.order()] == [3, 0]
+    lanes.take(jobs[2])  # b's job, taken out of turn by a worker holding B: a and c keep their turns
+    assert [j.number for j in lanes.order()] == [0, 3, 1]
+    lanes.take(jobs[0])  # a's turn: a goes behind c
+    assert [j.number for j in lanes.order()] == [3, 1]
+    spent = sim._FairLanes(out_of_turn_to_back=True)
+    for job in jobs:
+        spent.add(job)
+    spent.take(jobs[1])  # a's second job out of turn: here a's turn is spent, a goes behind b and c
+    assert [j.number for j in spent.order()] == [2, 3, 0]
