@@ -676,5 +676,9 @@ def task_from_payload(kind: str, payload: dict, service: GenerationService) -> C
 
 def register_generation_jobs(queue, service: GenerationService) -> None:
     """Teach the queue to rebuild recorded txt2img and img2img jobs after a restart."""
+    # Import diffusers now, on one thread: a request and the worker importing it at once
+    # (the runner's first use) can meet a half-initialised diffusers module.
+    import modules.generation.runner  # noqa: F401
+
     for kind in ("txt2img", "img2img"):
         queue.register(kind, lambda payload, kind=kind: task_from_payload(kind, payload, service))

@@ -259,7 +259,7 @@ def test_async_jobs_submit_poll_and_cancel(server):
     deadline = time.monotonic() + 60
     while client.get(f"/sdapi/v1/queue/{cancel.json()['id']}").json()["status"] not in ("cancelled", "interrupted") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert client.get("/sdapi/v1/queue").json() == {"running": None, "waiting": []}
+    assert client.get("/sdapi/v1/queue").json() == {"running": None, "running_all": [], "waiting": []}
 
 
 def test_a_running_job_can_be_watched_and_skipped_by_id(server):
