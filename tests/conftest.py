@@ -64,6 +64,18 @@ def tiny_inpainting_model(tmp_path_factory):
     return load_checkpoint(path, configs_dir=CONFIGS, device=torch.device("cpu"), dtype=torch.float32, vae_dtype=torch.float32)
 
 
+@pytest.fixture(scope="session")
+def scripts_app(tmp_path_factory, tiny_checkpoint):
+    """(app, client): the app with its page and API, the tiny model loaded, driven in-process;
+    shared by the script API tests (tests/api/test_script_routes.py, tests/scripts/test_*_api.py),
+    which change no setting and pick everything per request, so one build serves them all."""
+    from tests.servers import data_dir_with_tiny_model, in_process_app
+
+    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("scripts-api"), tiny_checkpoint)
+    with in_process_app(data, "--api", "--disable-console-progressbars", checkpoint=tiny_checkpoint) as (app, client):
+        yield app, client
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Refuse, and record (the host), every attempt to resolve or reach a host other than loopback."""

@@ -10,18 +10,15 @@ import io
 import pytest
 from PIL import Image
 
-from tests.servers import data_dir_with_tiny_model, in_process_app
-
 SMALL = {"width": 64, "height": 64, "steps": 2, "seed": 11, "sampler_name": "Euler"}
 TXT2IMG_SCRIPTS = ["prompt matrix", "prompts from file or textbox", "x/y/z plot"]
 IMG2IMG_SCRIPTS = [*TXT2IMG_SCRIPTS, "loopback", "outpainting mk2", "poor man's outpainting", "sd upscale"]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_checkpoint):
-    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("script-api"), tiny_checkpoint)
-    with in_process_app(data, "--api", "--disable-console-progressbars", checkpoint=tiny_checkpoint) as (app, client):
-        yield app, client
+def server(scripts_app):
+    """The in-process app shared by the script API tests (tests/conftest.py)."""
+    return scripts_app
 
 
 def unb64(text: str) -> Image.Image:

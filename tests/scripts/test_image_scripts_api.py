@@ -12,16 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.servers import data_dir_with_tiny_model, in_process_app
-
 SMALL = {"prompt": "a field", "width": 64, "height": 64, "steps": 2, "seed": 11, "denoising_strength": 0.6}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_checkpoint):
-    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("image-scripts-api"), tiny_checkpoint)
-    with in_process_app(data, "--api", "--disable-console-progressbars", checkpoint=tiny_checkpoint) as (app, client):
-        yield app, client
+def server(scripts_app):
+    """The in-process app shared by the script API tests (tests/conftest.py)."""
+    return scripts_app
 
 
 def init_b64() -> str:

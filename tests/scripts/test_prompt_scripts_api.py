@@ -11,16 +11,14 @@ import pytest
 from PIL import Image
 
 from modules.outputs.infotext import parse_infotext
-from tests.servers import data_dir_with_tiny_model, in_process_app
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "seed": 11, "sampler_name": "Euler"}
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, tiny_checkpoint):
-    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("prompt-scripts-api"), tiny_checkpoint)
-    with in_process_app(data, "--api", "--disable-console-progressbars", checkpoint=tiny_checkpoint) as (_, client):
-        yield client
+def client(scripts_app):
+    """The in-process app shared by the script API tests (tests/conftest.py)."""
+    return scripts_app[1]
 
 
 def _png_b64(colour=(90, 120, 200)) -> str:

@@ -8,17 +8,15 @@ import json
 import pytest
 
 from modules.outputs.infotext import parse_infotext
-from tests.servers import data_dir_with_tiny_model, in_process_app
 
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 11, "sampler_name": "Euler"}
 WIKI_ARGS = [1, "10,20", [], 0, "", [], 0, "", [], True, True, False, False, 0, False]  # Seed axis, include sub images
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory, tiny_checkpoint):
-    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("xyz-api"), tiny_checkpoint)
-    with in_process_app(data, "--api", "--disable-console-progressbars", checkpoint=tiny_checkpoint) as (_, client):
-        yield client
+def client(scripts_app):
+    """The in-process app shared by the script API tests (tests/conftest.py)."""
+    return scripts_app[1]
 
 
 def test_wiki_script_args_make_a_seed_plot_with_the_grid_first(client):
