@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fileserver import Served, file_server
 from tests.servers import data_dir_with_tiny_model, launched
 
 CHROMIUM = "/usr/bin/chromium"
 SHIPPED_UPSCALER = Path(__file__).resolve().parents[2] / "models" / "ESRGAN" / "4x-demo-shapes-compact.safetensors"
+TEST_EXTENSIONS = Path(__file__).resolve().parents[1] / "extensions" / "data"
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
@@ -28,6 +30,25 @@ def server(tmp_path_factory, tiny_checkpoint):
     shutil.copy(SHIPPED_UPSCALER, data / "models" / "ESRGAN")  # the repo's own upscaler, as a user would copy one in
     with launched(data) as url:
         yield {"url": url + "/", "data": data, "log": data / "server.log"}
+
+
+@pytest.fixture(scope="session")
+def second_server(tmp_path_factory, tiny_checkpoint):
+    """A second server, one start shared by three test files that each need something the first
+    server must not have: the test extensions installed (test_extension_page.py: hello-ext, and
+    raising-ext whose always-on script fails every job), --theme dark (test_theme_page.py), and
+    a loopback file server as the hub (HF_ENDPOINT), holding the tiny checkpoint under a URL
+    and a wrong file where the catalog's SD 1.5 should be (test_models_page.py). Its data
+    folder holds the tiny random model; the embedded demo model is the one loaded."""
+    served = Served(files={
+        "/files/my-model.safetensors": tiny_checkpoint.read_bytes(),
+        "/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors": b"not the real thing" * 100,
+    })
+    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("second-server"), tiny_checkpoint)
+    shutil.copytree(TEST_EXTENSIONS / "hello-ext", data / "extensions" / "hello-ext")
+    shutil.copytree(TEST_EXTENSIONS / "raising-ext", data / "extensions" / "raising-ext")
+    with file_server(served) as base, launched(data, "--theme", "dark", env_extra={"HF_ENDPOINT": base}) as url:
+        yield {"url": url + "/", "data": data, "files": base}
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,12 @@
 reach the job), an extension's tab, JavaScript and CSS, its setting in the Settings tab, pasting
 an infotext through on_infotext_pasted into a script's infotext_fields, and a failing script named
 in the job's log. The test extensions (tests/extensions/data: hello-ext, raising-ext) are
-installed in a temp data folder; one server for the module."""
+installed in a temp data folder; one server (shared with two other files)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -21,9 +19,6 @@ from modules.outputs.infotext import parse_infotext
 from modules.outputs.paste import params_from_infotext
 from modules.ui.alwayson import build_alwayson
 from tests.e2e.test_extensions_tab import screenshot
-from tests.servers import data_dir_with_tiny_model, launched
-
-HELLO = Path(__file__).resolve().parents[1] / "extensions" / "data" / "hello-ext"
 
 
 class Words:
@@ -132,14 +127,10 @@ def test_extension_tabs_render_and_a_bad_one_is_left_out():
 # ---------------------------------------------------------------------------------------------- in Chromium
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_checkpoint):
-    data = data_dir_with_tiny_model(tmp_path_factory.mktemp("ext-page"), tiny_checkpoint)
-    shutil.copytree(HELLO, data / "extensions" / "hello-ext")
-    shutil.copytree(HELLO.parent / "raising-ext", data / "extensions" / "raising-ext")  # an always-on script whose process() raises
-    with launched(data) as url:
-        yield {"url": url + "/", "data": data}
-
-
+def server(second_server):
+    """The server with hello-ext and raising-ext installed, shared with the Models tab and theme
+    tests (tests/e2e/conftest.py)."""
+    return second_server
 
 
 @pytest.fixture

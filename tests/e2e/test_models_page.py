@@ -6,22 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fileserver import Served, file_server
-from tests.servers import launched
-
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory, tiny_checkpoint):
-    """A loopback server with the tiny checkpoint under a URL, and posing as the hub (HF_ENDPOINT)
-    with a wrong file where the catalog's SD 1.5 should be."""
-    served = Served(files={
-        "/files/my-model.safetensors": tiny_checkpoint.read_bytes(),
-        "/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors": b"not the real thing" * 100,
-    })
-    with file_server(served) as base:
-        data = tmp_path_factory.mktemp("models-tab")
-        with launched(data, env_extra={"HF_ENDPOINT": base}) as url:
-            yield {"url": url + "/", "data": data, "files": base}
+def shop(second_server):
+    """The server on an empty data folder whose hub is a loopback file server (tests/e2e/conftest.py)."""
+    return second_server
 
 
 def test_download_a_url_then_pick_it(browser, shop):

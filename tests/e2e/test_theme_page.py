@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.servers import launched
-
 
 @pytest.fixture(scope="module")
-def dark_server(tmp_path_factory):
-    with launched(tmp_path_factory.mktemp("theme-data"), "--theme", "dark", "--no-download-sd-model") as url:
-        yield url
+def dark_server(second_server):
+    """The server started with --theme dark, shared with the Models tab test (tests/e2e/conftest.py)."""
+    return second_server["url"].rstrip("/")
 
 
 def is_dark(browser, url: str) -> tuple[bool, str]:
