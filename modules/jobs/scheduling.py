@@ -8,12 +8,15 @@ switches only when no other worker holding the wanted model could take the job s
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
 # A worker switches to a model other workers hold only when that model's waiting jobs exceed
-# this many per holder: below it, the holders clear them sooner than a switch would.
-BACKLOG_PER_HOLDER = 2
+# this many per holder: below it, the holders clear them sooner than a switch would. In the
+# simulation (bench/ray_scheduler_sim.py) 2 made two workers ping-pong between two models when
+# jobs came faster than a load; 3 switched least at 128 GPUs and kept the worst user's wait lowest.
+BACKLOG_PER_HOLDER = 3
 
 
 @dataclass(frozen=True)
@@ -64,18 +67,20 @@ def pick(worker: WorkerView, waiting: Sequence[Need], others: Sequence[WorkerVie
     idle_others = [w for w in others if not w.busy]
     for i in runnable:
         need = waiting[i]
-        mine = worker.score(need)
-        if mine and all(w.score(need) <= mine or not w.can_run(need) for w in idle_others):
+        score = worker.score(need)
+        if score and all(w.score(need) <= score or not w.can_run(need) for w in idle_others):
             return i
+    holders: dict[str | None, list[WorkerView]] = {}
+    for w in others:
+        holders.setdefault(w.checkpoint, []).append(w)
     for i in runnable:
         need = waiting[i]
-        if need.checkpoint is None or not any(w.checkpoint == need.checkpoint for w in others):
+        if need.checkpoint is None or need.checkpoint not in holders:
             return i
+    backlog = Counter(need.checkpoint for need in waiting)
     for i in runnable:
         need = waiting[i]
-        holders = [w for w in others if w.checkpoint == need.checkpoint]
-        if all(w.busy for w in holders):
-            backlog = sum(1 for n in waiting if n.checkpoint == need.checkpoint)
-            if backlog > BACKLOG_PER_HOLDER * len(holders):
-                return i
+        held_by = holders[need.checkpoint]
+        if all(w.busy for w in held_by) and backlog[need.checkpoint] > BACKLOG_PER_HOLDER * len(held_by):
+            return i
     return None
