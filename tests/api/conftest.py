@@ -12,7 +12,7 @@ import pytest
 from tests.servers import data_dir_with_tiny_model, launched
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api_server(tmp_path_factory, tiny_checkpoint):
     """(base URL, data folder) of the shared server, once its first model has loaded."""
     data = data_dir_with_tiny_model(tmp_path_factory.mktemp("api-server"), tiny_checkpoint)

@@ -32,7 +32,7 @@ def server(tmp_path_factory, tiny_checkpoint):
         yield {"url": url + "/", "data": data, "log": data / "server.log"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def second_server(tmp_path_factory, tiny_checkpoint):
     """A second server, one start shared by three test files that each need something the first
     server must not have: the test extensions installed (test_extension_page.py: hello-ext, and
