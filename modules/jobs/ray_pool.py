@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from modules.generation.control import StepInfo
@@ -117,7 +118,28 @@ class RayWorker:
         saved = _saved_pictures(job.resumed)
         store = self.service.libraries.styles
         styles = store.styles if store is not None else []
-        self.call("start", job.id, spec.kind, spec.payload, job.user, job.resumed, self.settings(), directories, saved, styles)
+        unrecorded: list[Path] = []  # pictures saved since the job's last record_progress
+        try:
+            self.call("start", job.id, spec.kind, spec.payload, job.user, job.resumed, self.settings(), directories, saved, styles)
+            outcome = self._follow(job, unrecorded)
+        except WorkerLost:
+            # The re-run starts again at the batch after the last record and saves these again.
+            for path in unrecorded:
+                path.unlink(missing_ok=True)
+            raise
+        try:
+            self.update(self.call("info"))
+        except WorkerLost as exc:  # it died just after the job: the result is here, the queue drops the worker
+            log.error("Ray worker %s is gone: %s", self.id, exc)
+        if outcome[0] == "result":
+            return outcome[1]
+        if outcome[1] == "ValueError":
+            raise ValueError(outcome[2])
+        raise RuntimeError(f"{outcome[1]}: {outcome[2]} (on worker {self.id})")
+
+    def _follow(self, job: Job, unrecorded: list[Path]) -> tuple:
+        """Poll the running job until it ends: progress and previews into `job`, interrupt and
+        skip to the worker, saves made here. Returns the actor's outcome."""
         sent_interrupt = False
         while True:
             progress = job.progress
@@ -127,25 +149,21 @@ class RayWorker:
             answer = self.call("poll", job.id, interrupt, skips, wants, max(0.0, progress.preview_wanted_until - time.monotonic()))
             sent_interrupt = sent_interrupt or interrupt
             if answer.get("gone"):
+                self.alive = False
                 raise WorkerLost("the worker no longer knows the job (it was restarted)")
             if answer["steps"]:
                 job.control.on_step(StepInfo(answer["batch_index"], answer["batch_count"], answer["step"], answer["steps"]))
             if answer["preview"] is not None:
                 progress.preview = answer["preview"]
             for event in answer["events"]:
-                self._handle(job, event)
+                self._handle(job, event, unrecorded)
             if answer["done"]:
-                self.update(self.call("info"))
-                outcome = answer["outcome"]
-                if outcome[0] == "result":
-                    return outcome[1]
-                if outcome[1] == "ValueError":
-                    raise ValueError(outcome[2])
-                raise RuntimeError(f"{outcome[1]}: {outcome[2]} (on worker {self.id})")
+                return answer["outcome"]
 
-    def _handle(self, job: Job, event: tuple) -> None:
+    def _handle(self, job: Job, event: tuple, unrecorded: list[Path]) -> None:
         if event[0] == "record":
             job.record_progress(event[1])
+            unrecorded.clear()
             return
         if event[0] != "save":
             return
@@ -157,17 +175,18 @@ class RayWorker:
                 raise OSError(2, "no grid folder")
             path = writer.save_image(image, infotext=infotext, values=values) if what == "image" else (
                 writer.save_grid(image, infotext=infotext, values=values))
-            self.call("saved", job.id, save_id, str(path) if path is not None else None)
         except OSError as exc:
             self.call("saved", job.id, save_id, None, (exc.errno or 5, exc.strerror or str(exc)))
+            return
+        if path is not None:
+            unrecorded.append(Path(path))
+        self.call("saved", job.id, save_id, str(path) if path is not None else None)
 
 
 def _saved_pictures(resumed: Any) -> dict | None:
     """The pictures a resumed job saved before, read here for a worker that may be elsewhere."""
     if not isinstance(resumed, dict) or not isinstance(resumed.get("paths"), list):
         return None
-    from pathlib import Path
-
     from modules.generation.images import open_image
     from modules.outputs.infotext import read_infotext
 

@@ -153,3 +153,37 @@ def test_a_checkpoint_switch_is_loaded_by_the_worker(served):
     assert r.status_code == 200, r.text
     worker = next(w for w in app.queue.workers() if w.kind == "ray")
     assert worker.state["checkpoint"] == app.models.find(title).filename
+
+
+def test_pictures_saved_since_the_last_record_go_when_the_worker_dies(served):
+    """A worker that dies between saving a batch's pictures and recording the batch: the re-run
+    makes that batch again, so the files it left are removed rather than written twice."""
+    from modules.generation.params import GenerationParams
+    from modules.jobs.generation_task import txt2img_payload
+    from modules.jobs.queue import Job, WorkerLost
+
+    app, client, data = served
+    if not any(w.kind == "ray" for w in app.queue.workers()):
+        use_worker(app, data)
+    saves = []
+
+    class DiesOnTheSecondSave(DirectRayWorker):
+        def call(self, method, *args, timeout=None, **kwargs):
+            if method == "saved":
+                saves.append(args[2])
+                if len(saves) == 2:
+                    raise WorkerLost("killed after saving")
+            return super().call(method, *args, **kwargs)
+
+    own = data.parent / (data.name + "-worker")
+    actor = GenerationWorker(WorkerSetup(data_dir=str(own), use_cpu=True, flags=("--no-hashing",)))
+    dying = DiesOnTheSecondSave("ray-dying", actor, "node-2", app.service, lambda: dict(app.settings.values), app.queue.wake)
+    params = GenerationParams(prompt="a red circle", steps=3, width=64, height=64, seed=70, batch_size=2, n_iter=2)
+    payload = txt2img_payload(params, save=True)
+    job = Job(id="task(dying)", kind="txt2img", task=lambda j: None, remote=app.queue.remote_spec("txt2img", payload))
+    before = set((data / "outputs").rglob("*.png"))
+    with pytest.raises(WorkerLost):
+        dying.run(job)
+    assert len(saves) == 2 and all(saves)  # both pictures of the first batch were written, then the worker died
+    assert set((data / "outputs").rglob("*.png")) == before  # and neither is left behind
+    assert job.last_record is None
