@@ -199,7 +199,10 @@ class App:
                                        ("--no-hashing", args.no_hashing)) if on]
         flags += ["--precision", args.precision]
         models_dir = args.ray_models_dir or args.models_dir
-        setup = WorkerSetup(tuple(flags), str(paths.data_dir), str(models_dir) if models_dir else None, max(0, args.ray_worker_threads))
+        path_flags = tuple((flag, str(value)) for flag, value in (("--ckpt-dir", args.ckpt_dir), ("--ckpt", args.ckpt), ("--lora-dir", args.lora_dir),
+                                                                  ("--vae-dir", args.vae_dir), ("--embeddings-dir", args.embeddings_dir)) if value)
+        setup = WorkerSetup(tuple(flags), str(paths.data_dir), str(models_dir) if models_dir else None, max(0, args.ray_worker_threads),
+                            path_flags=path_flags)
         ids = tuple(i for i in args.device_ids if i != "all")
         options = PoolOptions(args.ray_address, ids, max(0, args.ray_cpu_workers), args.ray_dashboard, setup)
         queue.remote_spec = remote_spec_for(models, service)
@@ -325,12 +328,15 @@ class App:
         there is no checkpoint at all, then the first model, then hashing the rest. With
         `fetch_default` (and no `ckpt`), also fetch the default checkpoint in the background."""
 
-        def start_up(_job) -> None:
+        if self.ray is not None:  # the workers load models; this process only selects one, before restored jobs ask for it
             self.models.ensure_default()
-            if self.ray is not None:  # the workers load models; this process only selects one
-                self.select_initial_model(ckpt)
+            self.select_initial_model(ckpt)
+
+        def start_up(_job) -> None:
+            if self.ray is not None:
                 self.ray.start(on_failure=self.ray_failed)
             else:
+                self.models.ensure_default()
                 self.load_initial_model(ckpt)
             if self.models.hashes.hashing:
                 threading.Thread(target=self.models.hash_all, name="hash-checkpoints", daemon=True).start()

@@ -232,6 +232,7 @@ class JobQueue:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self.remote_spec: Callable[[str, Any], "RemoteSpec | None"] | None = None  # set with Ray workers: which jobs they take
+        self.starting: Callable[[], bool] = lambda: False  # whether more workers are on their way (then no job is unrunnable yet)
         if local_worker:
             from modules.jobs.workers import LocalWorker
 
@@ -357,7 +358,7 @@ class JobQueue:
             return None
         others = [w for w in self._workers.values() if w is not worker and w.kind == worker.kind]
         views = {w.id: w.view(busy=w.id in self._running) for w in others}
-        for job in [j for j in mine if j.remote is not None]:
+        for job in [j for j in mine if j.remote is not None and not self.starting()]:
             if scheduling.unrunnable(job.remote.need, [worker.view(busy=False), *views.values()]):
                 mine.remove(job)
                 self._take(job)
@@ -515,7 +516,12 @@ class JobQueue:
             self._running.pop(worker.id, None)
             self._workers.pop(worker.id, None)
             job.lost.append(f"{worker.id}: {reason}")
-            if len(job.lost) >= MAX_WORKER_LOSSES or self._stopping:
+            if self._stopping and job.recorded:  # as a job cut off by the shutdown: queued again for the next start
+                self._record(self._store.requeue, job.number)
+                job._set_finished()
+            elif job.control.interrupted:  # its user had stopped it anyway
+                self._finish(job, JobStatus.INTERRUPTED)
+            elif len(job.lost) >= MAX_WORKER_LOSSES or self._stopping:
                 job.error = "The job was stopped by the loss of its workers: " + "; ".join(job.lost)
                 self._finish(job, JobStatus.FAILED)
             else:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from modules.generation.control import StepInfo
-from modules.jobs.queue import Job, WorkerLost
+from modules.jobs.queue import MAX_WORKER_LOSSES, Job, WorkerLost
 from modules.jobs.ray_worker import GenerationWorker, WorkerSetup
 from modules.jobs.scheduling import Need, WorkerView
 from modules.jobs.workers import RemoteSpec
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 REMOTE_KINDS = ("txt2img", "img2img", "load_model")
 CALL_SECONDS = 60.0  # a short actor call that takes longer than this means its machine is gone
 WATCH_SECONDS = 2.0  # how often the watcher looks for new GPUs and dead actors
+RETRY_SECONDS = 60.0  # a slot whose actor failed to start is tried again after this long
 _LORA_TAG = re.compile(r"<lora:([^:>]+)")
 
 
@@ -105,10 +106,16 @@ class RayWorker:
             return ray.get(getattr(self.actor, method).remote(*args, **kwargs), timeout=timeout)
         except (rx.RayActorError, rx.GetTimeoutError, rx.ObjectLostError, rx.OwnerDiedError, rx.WorkerCrashedError) as exc:
             self.alive = False
+            try:  # one that is only silent must not keep its GPU while a replacement waits for it
+                ray.kill(self.actor, no_restart=True)
+            except Exception:
+                pass
             raise WorkerLost(_reason(exc)) from None
 
     def update(self, info: dict) -> None:
         self.state = info
+        if info.get("checkpoint") and info.get("hints") is not None:
+            self.service.models.learn_hints(info["checkpoint"], info["hints"])
         self.on_change()
 
     def run(self, job: Job) -> Any:
@@ -123,9 +130,12 @@ class RayWorker:
             self.call("start", job.id, spec.kind, spec.payload, job.user, job.resumed, self.settings(), directories, saved, styles)
             outcome = self._follow(job, unrecorded)
         except WorkerLost:
-            # The re-run starts again at the batch after the last record and saves these again.
-            for path in unrecorded:
-                path.unlink(missing_ok=True)
+            if len(job.lost) + 1 < MAX_WORKER_LOSSES:  # the re-run makes this batch again, and saves it again
+                for path in unrecorded:
+                    path.unlink(missing_ok=True)
+            raise
+        except BaseException:  # a failure here (a save that raised): stop the job there too, or the worker stays busy with it
+            self._abandon(job)
             raise
         try:
             self.update(self.call("info"))
@@ -136,6 +146,20 @@ class RayWorker:
         if outcome[1] == "ValueError":
             raise ValueError(outcome[2])
         raise RuntimeError(f"{outcome[1]}: {outcome[2]} (on worker {self.id})")
+
+    def _abandon(self, job: Job) -> None:
+        """Interrupt the job on the worker and let it end, refusing its saves."""
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                answer = self.call("poll", job.id, True, 0, 0, 0.0, timeout=30)
+                for event in answer.get("events", ()):
+                    if event[0] == "save":
+                        self.call("saved", job.id, event[1], None, (5, "the job failed on the serving machine"))
+                if answer.get("gone") or answer.get("done"):
+                    return
+        except WorkerLost:
+            pass
 
     def _follow(self, job: Job, unrecorded: list[Path]) -> tuple:
         """Poll the running job until it ends: progress and previews into `job`, interrupt and
@@ -178,6 +202,9 @@ class RayWorker:
         except OSError as exc:
             self.call("saved", job.id, save_id, None, (exc.errno or 5, exc.strerror or str(exc)))
             return
+        except BaseException as exc:  # answer the waiting worker first; the job fails with this
+            self.call("saved", job.id, save_id, None, (5, f"{type(exc).__name__}: {exc}"))
+            raise
         if path is not None:
             unrecorded.append(Path(path))
         self.call("saved", job.id, save_id, str(path) if path is not None else None)
@@ -218,6 +245,8 @@ class RayPool:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._starting: set[str] = set()  # slots whose actor is being started
+        self._failed: dict[str, float] = {}  # slot -> when its actor last failed to start (retried after RETRY_SECONDS)
+        queue.starting = lambda: bool(self._starting)  # jobs wait rather than fail while a worker may still bring their model
 
     def connect(self) -> None:
         import ray
@@ -229,12 +258,25 @@ class RayPool:
             ray.init(address=self.options.address, **opts)
         else:  # a Ray of our own on this machine's GPUs
             import os
+            import secrets
 
             from modules.options import REPO_DIR
 
-            if self.options.device_ids:  # Ray hands out the GPUs it sees: only the listed ones
+            # Ray's services listen on every interface: without a token anyone on the network
+            # could run code through them. Its processes and workers inherit the token.
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if self.options.device_ids:  # Ray hands out the GPUs its processes see: only the listed ones
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.options.device_ids)
-            ray.init(num_gpus=len(self.options.device_ids) or None, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_DIR)}}, **opts)
+            try:
+                ray.init(num_gpus=len(self.options.device_ids) or None, runtime_env={"env_vars": {"PYTHONPATH": str(REPO_DIR)}},
+                         _node_ip_address="127.0.0.1", **opts)
+            finally:  # this process keeps its own view of the GPUs (--device-id's first for Extras and the rest)
+                if visible is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = visible
         log.info("Ray: %d node(s), %s", len([n for n in ray.nodes() if n.get("Alive")]), ray.cluster_resources())
 
     def start(self, on_failure: Callable[[Exception], None] | None = None) -> None:
@@ -250,6 +292,12 @@ class RayPool:
         except Exception as exc:
             if on_failure is None:
                 raise
+            on_failure(exc)
+            return
+        if not self._slots():
+            exc = RuntimeError("the Ray cluster has no GPU (start it with GPUs, or pass --ray-cpu-workers N for CPU workers)")
+            if on_failure is None:
+                raise exc
             on_failure(exc)
             return
         while True:
@@ -291,13 +339,14 @@ class RayPool:
                 current = self._workers.get(key)
                 if (current is not None and current.alive) or key in self._starting:
                     continue
+                if time.monotonic() - self._failed.get(key, -RETRY_SECONDS) < RETRY_SECONDS:
+                    continue
                 self._starting.add(key)
             threading.Thread(target=self._start_worker, args=(key, node_id, gpu), name=f"start-{key[:8]}", daemon=True).start()
-        busy = {job.worker for job in self.queue.running()}
         for worker in self.workers():
-            if worker.id not in busy:  # still there? and which checkpoints has its folder now
+            if worker.id not in {job.worker for job in self.queue.running()}:  # still there? which checkpoints has its folder now?
                 try:
-                    worker.update(worker.call("refresh", timeout=10))
+                    worker.update(worker.call("refresh", timeout=60))
                 except WorkerLost as exc:
                     log.error("Ray worker %s is gone: %s", worker.id, exc)
                     self.queue.wake()
@@ -307,6 +356,7 @@ class RayPool:
         try:
             worker = self._new_worker(node_id, gpu)
             if worker is None:
+                self._failed[key] = time.monotonic()
                 return
             first = self.first_checkpoint()
             if first and first in worker.state["can_load"]:
@@ -323,7 +373,8 @@ class RayPool:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         setup = self.options.setup
-        setup = WorkerSetup(setup.flags, setup.data_dir, setup.models_dir, setup.threads if not gpu else 0, use_cpu=not gpu)
+        setup = WorkerSetup(setup.flags, setup.data_dir, setup.models_dir, setup.threads if not gpu else 0, use_cpu=not gpu,
+                            path_flags=setup.path_flags)
         actor_class = ray.remote(GenerationWorker)
         actor = actor_class.options(
             num_gpus=1 if gpu else 0, num_cpus=0 if gpu else 1, max_concurrency=8, max_restarts=0,
@@ -343,5 +394,5 @@ class RayPool:
         """Load the selected checkpoint before the first job asks for it."""
         try:
             worker.update(worker.call("load", checkpoint, timeout=600))
-        except (WorkerLost, Exception) as exc:  # the job that needs it will say what went wrong
+        except Exception as exc:  # the job that needs it will say what went wrong
             log.warning("Worker %s could not load %s ahead of time: %s", worker.id, checkpoint, exc)

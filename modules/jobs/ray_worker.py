@@ -41,6 +41,7 @@ class WorkerSetup:
     models_dir: str | None = None  # --ray-models-dir: a shared folder of models every machine mounts at this path
     threads: int = 0  # torch threads (0: torch's default); CPU workers get 1 each so two fit two cores
     use_cpu: bool = False  # a CPU worker (a node without GPUs, --ray-cpu-workers)
+    path_flags: tuple[tuple[str, str], ...] = ()  # --ckpt-dir, --lora-dir...: used where the path exists on the worker's machine
 
 
 @dataclass
@@ -113,6 +114,9 @@ class GenerationWorker:
         from webui import App
 
         flags = list(setup.flags)
+        for flag, path in setup.path_flags:  # the server's folders, where this machine has them too
+            if Path(path).exists():
+                flags += [flag, path]
         if setup.data_dir and Path(setup.data_dir).is_dir():
             flags += ["--data-dir", setup.data_dir]
         if setup.models_dir and Path(setup.models_dir).is_dir():
@@ -162,8 +166,10 @@ class GenerationWorker:
         return {
             "pid": os.getpid(), "host": socket.gethostname(), "device": str(models.devices.device),
             "checkpoint": active.info.filename if active is not None else None, "vae": vae,
-            "can_load": sorted(c.filename for c in models.checkpoints), "running": [j for j, r in self._jobs.items() if not r.done],
+            "can_load": sorted(c.filename for c in models.checkpoints),
             "switches": self._switches,
+            "hints": ({"guide": active.hints.guide, "examples": list(active.hints.examples), "defaults": dict(active.hints.defaults)}
+                      if active is not None else None),
         }
 
     def refresh(self) -> dict:
@@ -176,9 +182,7 @@ class GenerationWorker:
         order) ahead of the jobs that need it. ValueError when it has no such file."""
         models = self.service.models
         if checkpoint:
-            models.require(checkpoint)
-        if checkpoint:
-            models.ensure(checkpoint)
+            models.ensure(str(models.require(checkpoint).path))
         else:
             models.load(None, select=False)
         return self.info()
@@ -193,22 +197,33 @@ class GenerationWorker:
         from modules.generation.styles import StyleStore
         from modules.jobs.queue import Job
 
+        self._finish_stale()
+        self._use_settings(settings)
+        self.service.libraries.styles = StyleStore.frozen(styles or [])
         job = Job(id=job_id, kind=kind, task=lambda _j: None, user=user, resumed=resumed)
         running = _Running(job)
         job._progress_writer = lambda progress: self._event(running, ("record", progress))
         with self._lock:
-            if any(not r.done for r in self._jobs.values()):
-                raise RuntimeError("This worker is already running a job.")
             self._jobs = {job_id: running}
-        self._use_settings(settings)
-        self.service.libraries.styles = StyleStore.frozen(styles or [])
-        if saved_images:
-            self.service.saved_images = lambda path: saved_images[path]
-        else:
-            self.service.saved_images = None
+        self.service.saved_images = (lambda path: _saved(saved_images, path)) if saved_images else None
         thread = threading.Thread(target=self._run, args=(running, kind, payload, directories), name=f"run-{job_id}", daemon=True)
         thread.start()
         return {"started": job_id}
+
+    def _finish_stale(self, wait: float = 30.0) -> None:
+        """A job the serving machine stopped following (it failed there) must not hold this
+        worker: interrupt it, refuse its saves, and wait for it to end."""
+        with self._lock:
+            stale = [r for r in self._jobs.values() if not r.done]
+        for running in stale:
+            running.job.control.interrupt()
+            for done, box in list(running.saves.values()):
+                box.append((None, (5, "the serving machine stopped following the job")))
+                done.set()
+            with running.changed:
+                running.changed.wait_for(lambda: running.done, timeout=wait)
+            if not running.done:
+                raise RuntimeError("This worker is still busy with a job that does not stop.")
 
     def _use_settings(self, values: dict) -> None:
         """Take the serving machine's config.json values (those that changed since the last job)."""
@@ -316,6 +331,14 @@ class GenerationWorker:
         if error is not None:
             raise OSError(error[0], error[1])
         return Path(path) if path else None
+
+
+def _saved(pictures: dict, path: str) -> tuple:
+    """A resumed job's earlier picture as the serving machine sent it; ValueError when it could
+    not read it (Resumed.restore then goes on without it, as it does on one machine)."""
+    if path not in pictures:
+        raise ValueError(f"{path} could not be read on the serving machine")
+    return pictures[path]
 
 
 class _Values:

@@ -72,6 +72,7 @@ class ModelManager:
         self._active: ActiveModel | None = None
         self._selected: Path | None = None  # A1111's sd_model_checkpoint: what jobs without their own choice use
         self._unload_listeners: list[Callable[[], None]] = []
+        self._learned_hints: dict[str, ModelHints] = {}  # by file name, from Ray workers that loaded it
         self.refresh()
 
     @property
@@ -149,6 +150,21 @@ class ModelManager:
         self.refresh()
 
     # -- the loaded model ------------------------------------------------------------------
+
+    def hints(self) -> ModelHints:
+        """The page's guide, examples and defaults for the model in use: the loaded one's, or
+        with Ray workers (nothing loaded here) what a worker that loaded the selected one said."""
+        if self._active is not None:
+            return self._active.hints
+        current = self.current
+        return self._learned_hints.get(current.filename, ModelHints()) if current is not None else ModelHints()
+
+    def learn_hints(self, filename: str, data: dict) -> None:
+        """A Ray worker loaded `filename` and read these hints from its config folder."""
+        try:
+            self._learned_hints[filename] = ModelHints.parse(data)
+        except ValueError:
+            pass
 
     @property
     def active(self) -> ActiveModel | None:

@@ -73,7 +73,7 @@ def _notice(models: ModelManager) -> dict:
 
 
 def _hints(models: ModelManager) -> ModelHints:
-    return models.active.hints if models.active else ModelHints()
+    return models.hints()
 
 
 def _hint_updates(fields: list[tuple[str, object]], new: ModelHints, old: ModelHints | None) -> list:

@@ -195,3 +195,35 @@ def test_without_ray_flags_the_server_does_not_import_ray(tmp_path):
             "print(app.ray is None, 'ray' in sys.modules, [w.kind for w in app.queue.workers()]); app.queue.shutdown()")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "True False ['local']", out.stderr[-2000:]
+
+
+def test_no_job_is_called_unrunnable_while_workers_are_still_starting():
+    gpu = FakeGpu("gpu-1", "a.safetensors", can_load=("a.safetensors",))
+    queue = make_queue(gpu)
+    starting = [True]
+    queue.starting = lambda: starting[0]
+    try:
+        job = submit(queue, "for-b", checkpoint="b.safetensors")
+        time.sleep(1.5)
+        assert job.status is JobStatus.QUEUED  # the worker that has b may still be on its way
+        queue.add_worker(FakeGpu("gpu-2", "b.safetensors", can_load=("b.safetensors",)))
+        assert job.wait(10) and job.status is JobStatus.DONE and job.worker == "gpu-2"
+        starting[0] = False
+        missing = submit(queue, "for-c", checkpoint="c.safetensors")
+        assert missing.wait(10) and missing.status is JobStatus.FAILED
+    finally:
+        queue.shutdown()
+
+
+def test_an_interrupted_job_whose_worker_dies_ends_interrupted_rather_than_running_again():
+    class Dies(FakeGpu):
+        def run(self, job):
+            job.control.interrupt()  # the user pressed Interrupt, then the worker died
+            raise WorkerLost("gone")
+
+    queue = make_queue(Dies("gpu-1", "a.safetensors"), FakeGpu("gpu-2", "b.safetensors", seconds=0.01))
+    try:
+        job = submit(queue, "stopped")
+        assert job.wait(10) and job.status is JobStatus.INTERRUPTED and job.worker == "gpu-1"
+    finally:
+        queue.shutdown()

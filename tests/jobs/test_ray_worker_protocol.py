@@ -121,12 +121,22 @@ def test_progress_and_interrupt_cross_to_the_worker(served):
     assert app.queue.get(job["id"]).progress.batch_index == 0  # stopped in its first batch, not after three
 
 
+def run_resumed(app, params, resumed):
+    """A job restored with `resumed` progress, run by the queue's Ray worker (the queue is idle)."""
+    from modules.jobs.generation_task import txt2img_payload
+    from modules.jobs.queue import Job
+
+    worker = next(w for w in app.queue.workers() if w.kind == "ray")
+    payload = txt2img_payload(params, save=False)
+    job = Job(id="task(resumed)", kind="txt2img", task=lambda j: None, resumed=resumed, remote=app.queue.remote_spec("txt2img", payload))
+    return worker.run(job)
+
+
 def test_a_resumed_job_gets_its_saved_pictures_from_the_serving_machine(served, tmp_path):
     app, client, data = served
     if not any(w.kind == "ray" for w in app.queue.workers()):
         use_worker(app, data)
     from modules.generation.params import GenerationParams
-    from modules.jobs.generation_task import txt2img_payload
 
     earlier = tmp_path / "elsewhere" / "00001-50.png"  # on the serving machine only
     earlier.parent.mkdir()
@@ -136,10 +146,7 @@ def test_a_resumed_job_gets_its_saved_pictures_from_the_serving_machine(served, 
     meta.add_text("parameters", "a red circle\nSteps: 4, Seed: 50")
     Image.new("RGB", (64, 64), (1, 2, 3)).save(earlier, pnginfo=meta)
     params = GenerationParams(prompt="a red circle", steps=4, width=64, height=64, seed=50, n_iter=2)
-    job = app.queue.submit("txt2img", lambda j: None, payload=txt2img_payload(params, save=False))
-    job.resumed = {"first_seed": 50, "batches": 1, "paths": [str(earlier)]}
-    assert job.wait(120) and job.error is None, job.error
-    result = job.result
+    result = run_resumed(app, params, {"first_seed": 50, "batches": 1, "paths": [str(earlier)]})
     assert result.seeds == [50, 51] and np.asarray(result.images[0])[0, 0].tolist() == [1, 2, 3]
     assert result.infotexts[0].startswith("a red circle") and "Resumed" in " ".join(result.notes)
 
@@ -187,3 +194,36 @@ def test_pictures_saved_since_the_last_record_go_when_the_worker_dies(served):
     assert len(saves) == 2 and all(saves)  # both pictures of the first batch were written, then the worker died
     assert set((data / "outputs").rglob("*.png")) == before  # and neither is left behind
     assert job.last_record is None
+
+
+def test_a_failure_on_the_serving_side_stops_the_job_on_the_worker_and_the_next_job_runs(served, monkeypatch):
+    app, client, data = served
+    if not any(w.kind == "ray" for w in app.queue.workers()):
+        use_worker(app, data)
+    writer = app.service.writers["txt2img"][0]
+    calls = []
+    original = writer.save_image
+
+    def broken_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("the filename pattern cannot be used")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "save_image", broken_once)
+    first = client.post("/sdapi/v1/txt2img", json={**BODY, "n_iter": 2, "batch_size": 1})
+    assert first.status_code >= 400 and "filename pattern" in first.text
+    second = client.post("/sdapi/v1/txt2img", json={**BODY, "n_iter": 1, "batch_size": 1, "seed": 5})
+    assert second.status_code == 200, second.text
+    assert json.loads(second.json()["info"])["all_seeds"] == [5]
+
+
+def test_a_resumed_job_whose_earlier_picture_is_gone_goes_on_without_it(served, tmp_path):
+    app, client, data = served
+    if not any(w.kind == "ray" for w in app.queue.workers()):
+        use_worker(app, data)
+    from modules.generation.params import GenerationParams
+
+    params = GenerationParams(prompt="a red circle", steps=3, width=64, height=64, seed=60, n_iter=2)
+    result = run_resumed(app, params, {"first_seed": 60, "batches": 1, "paths": [str(tmp_path / "deleted-since.png")]})
+    assert result.seeds == [61] and len(result.images) == 1
