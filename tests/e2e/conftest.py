@@ -65,11 +65,20 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, server):
+@pytest.fixture(scope="session")
+def page_context(browser):
+    """One browser context for the tests' pages on the first server: each test still gets a
+    page of its own (its own DOM and gradio session); the page's scripts and styles come from
+    the context's cache after the first load, which saves ~0.6 s a test."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(page_context, server):
+    pg = page_context.new_page()
     pg.goto(server["url"])
     pg.wait_for_selector("#txt2img_prompt textarea", timeout=30000)
     yield pg
-    context.close()
+    pg.close()
