@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -249,6 +250,16 @@ class RayPool:
         queue.starting = lambda: bool(self._starting)  # jobs wait rather than fail while a worker may still bring their model
 
     def connect(self) -> None:
+        import os
+
+        if not self.options.address and "ray" not in sys.modules:
+            # A Ray of our own: its services listen on every interface, so without a token anyone
+            # on the network could run code through them. Ray reads this when imported; its
+            # processes and workers inherit the token.
+            import secrets
+
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
         import ray
 
         if ray.is_initialized():
@@ -257,15 +268,8 @@ class RayPool:
         if self.options.address:
             ray.init(address=self.options.address, **opts)
         else:  # a Ray of our own on this machine's GPUs
-            import os
-            import secrets
-
             from modules.options import REPO_DIR
 
-            # Ray's services listen on every interface: without a token anyone on the network
-            # could run code through them. Its processes and workers inherit the token.
-            os.environ["RAY_AUTH_MODE"] = "token"
-            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             if self.options.device_ids:  # Ray hands out the GPUs its processes see: only the listed ones
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in self.options.device_ids)

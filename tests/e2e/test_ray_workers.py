@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from PIL import Image
 
 from modules.outputs.infotext import parse_infotext
-from tests.ray_cluster import RayCluster, launched_in_netns, netns
+from tests.ray_cluster import RayCluster, launched_in_netns, netns, run_in_netns
 from tests.servers import REPO, data_dir_with_tiny_model
 
 pytestmark = pytest.mark.ray
@@ -254,6 +255,11 @@ def test_device_ids_start_a_ray_of_the_servers_own_that_stops_with_it(tmp_path, 
             with httpx.Client(base_url=server.url, timeout=120) as client:
                 r = client.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "steps": 4, "width": 64, "height": 64, "seed": 9})
                 assert r.status_code == 200 and json.loads(r.json()["info"])["all_seeds"] == [9]
+            # Its Ray wants the server's token: a stranger on the machine (or the network) cannot use it.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+            stranger = run_in_netns(ns, [sys.executable, "-c", "import ray; ray.init(address='auto'); print(ray.nodes())"], timeout=120,
+                                    env=env)
+            assert stranger.returncode != 0 and "token" in (stranger.stderr + stranger.stdout).lower(), stranger.stdout[-2000:]
             server_pid = server.proc.pid
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and pids_in_netns(ns):
