@@ -238,6 +238,7 @@ CASES: list[Case] = [
     get("scripts", "scripts", expect=200),
     get("script-info", "script-info", expect=200),
     get("extensions-junk-query", "extensions", params={"name": "../../x"}, expect=200),
+    get("workers-junk-query", "workers", params={"id": "../../x"}, expect=200),
     get("face-restorers", "face-restorers", expect=200),
     get("hypernetworks", "hypernetworks", expect=200),
     get("realesrgan-models", "realesrgan-models", expect=200),
