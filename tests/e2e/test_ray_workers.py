@@ -201,7 +201,7 @@ def test_a_node_removed_mid_job_loses_nothing_and_a_node_that_joins_takes_jobs(s
         joined = cluster.add_node()
         workers = studio.wait_workers(2)
         newcomer = next(w for w in workers if w["node"] == joined.node_id)
-        jobs = [queue(ann, f"a late {i}", seed=900 + i) for i in range(4)]
+        jobs = [queue(ann, f"a late {i}", newcomer["checkpoint"], seed=900 + i, steps=20) for i in range(4)]  # what it holds
         ran_on = {wait_done(ann, j)["worker"] for j in jobs}
         assert newcomer["id"] in ran_on
 
