@@ -6,7 +6,7 @@ the API (/sdapi/v1/queue/txt2img, saved with their infotext as users' jobs are) 
 from the first submission to the last finished job, after each worker has loaded the model.
 Prints jobs per minute for each and the ratio (goal >= 1.8 on two cores). Needs root.
 
-    venv/bin/python bench/ray_throughput.py [--jobs 16] [--steps 40] [--size 64]
+    venv/bin/python bench/ray_throughput.py [--jobs 48] [--steps 40] [--size 64]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def one_round(workers: int, jobs: int, steps: int, size: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=48)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--size", type=int, default=64)
     args = parser.parse_args()
