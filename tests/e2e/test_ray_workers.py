@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.ray
 
 USERS = {"ann": "ann-pw", "bob": "bob-pw"}
 A, B = "tiny-test-model-random.safetensors", "tiny-b.safetensors"
+TOKEN = "0123456789abcdef" * 4  # the token the server's own Ray is given in the --device-id test
 
 
 class Studio:
@@ -249,17 +251,23 @@ def test_device_ids_start_a_ray_of_the_servers_own_that_stops_with_it(tmp_path, 
 
     data = data_dir_with_tiny_model(tmp_path / "data", tiny_checkpoint)
     with netns() as ns:
-        with launched_in_netns(data, ns, "--api", "--no-hashing", "--device-id", "0,1") as server:
+        with launched_in_netns(data, ns, "--api", "--no-hashing", "--device-id", "0,1", env_extra={"RAY_AUTH_TOKEN": TOKEN}) as server:
             workers = wait_workers(server.url, 2, data)
             assert len({w["pid"] for w in workers}) == 2
             with httpx.Client(base_url=server.url, timeout=120) as client:
                 r = client.post("/sdapi/v1/txt2img", json={"prompt": "a red circle", "steps": 4, "width": 64, "height": 64, "seed": 9})
                 assert r.status_code == 200 and json.loads(r.json()["info"])["all_seeds"] == [9]
-            # Its Ray wants the server's token: a stranger on the machine (or the network) cannot use it.
-            env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
-            stranger = run_in_netns(ns, [sys.executable, "-c", "import ray; ray.init(address='auto'); print(ray.nodes())"], timeout=120,
-                                    env=env)
-            assert stranger.returncode != 0 and "token" in (stranger.stderr + stranger.stdout).lower(), stranger.stdout[-2000:]
+            # Its Ray wants the server's token: with it a client joins; a stranger on the machine (or
+            # the network) without it is refused (an error, or kept retrying until it gives up).
+            join = [sys.executable, "-c", "import ray; ray.init(address='auto'); print('JOINED', len(ray.nodes()))"]
+            plain = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+            friend = run_in_netns(ns, join, timeout=120, env={**plain, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN})
+            assert "JOINED 1" in friend.stdout, friend.stderr[-2000:]
+            try:
+                stranger = run_in_netns(ns, join, timeout=40, env=plain)
+                assert stranger.returncode != 0 and "JOINED" not in stranger.stdout, stranger.stdout[-2000:]
+            except subprocess.TimeoutExpired as refused:
+                assert "JOINED" not in (refused.stdout or b"").decode()
             server_pid = server.proc.pid
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and pids_in_netns(ns):
