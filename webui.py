@@ -108,8 +108,6 @@ class App:
         while the main thread imports gradio and starts serving."""
         from modules.jobs.queue import JobQueue
         from modules.jobs.generation_task import GenerationService
-        from modules.models.catalog import HashCache
-        from modules.models.manager import ModelManager
 
         from modules.settings import SettingsStore
 
@@ -121,6 +119,48 @@ class App:
         access = ServerAccess.from_args(args, paths.data_dir)
         settings.add_guard(access.check_setting)
         settings.add_guard(lambda key, value: access.check_limit(key, value, settings.get(key)))
+
+        models = cls.models_for(args, paths)
+        hashes = models.hashes
+        from modules.jobs.generation_task import register_generation_jobs
+        from modules.jobs.store import JobStore
+
+        queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
+        logins = bool(args.gradio_auth or getattr(args, "gradio_auth_path", None) or args.api_auth)  # then each user gets own folders
+        service = GenerationService(models, OutputSettings.from_values(settings.values), paths.data_dir,
+                                    console_progress=not args.disable_console_progressbars, libraries=cls.libraries(paths, hashes, args),
+                                    user_folders=logins)
+        from modules.jobs.extras_task import ExtrasService
+        from modules.outputs.gallery import GalleryIndex
+
+        cls.add_model_addons(service, paths, args, settings)
+        extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins, upscalers=service.upscalers,  # bind_settings sets the configured folder
+                               faces=service.libraries.faces)
+        cls.bind_settings(settings, service, extras)
+        register_generation_jobs(queue, service)
+        ray = cls.ray_pool_for(args, paths, queue, service, settings, models)
+        downloads = cls.downloads_for(paths, models, console=not args.disable_console_progressbars)
+        from modules.jobs.interrogate_task import InterrogateService
+        from modules.models.downloadable import model_folders
+
+        interrogate = InterrogateService.for_folders(model_folders(paths), lambda: settings.values,
+                                                     use_cpu=bool({"all", "interrogate"} & set(args.use_cpu)), no_half=args.no_half,
+                                                     device_id=args.device_id)
+        from modules.scripts.runner import ScriptRunner
+
+        extension_dirs, extensions = cls.extensions_for(paths, settings, service, args)
+        scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate, registry=cls.script_registry(extensions))
+        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
+                   downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
+                   extension_dirs=extension_dirs, args=args, ray=ray)
+
+    @staticmethod
+    def models_for(args, paths: Paths) -> "ModelManager":
+        """The checkpoints of `paths` (and the shipped demo model) on the device the flags pick,
+        probed on first use. Also what each Ray worker builds over its own machine's folders."""
+        from modules.demo.embedded import EMBEDDED_PATH
+        from modules.models.catalog import HashCache
+        from modules.models.manager import ModelManager
 
         def devices():
             from modules.generation.devices import device_settings
@@ -134,53 +174,28 @@ class App:
                 log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")
             return found
 
-        from modules.demo.embedded import EMBEDDED_PATH
-
         hashes = HashCache(paths.hash_cache, hashing=not args.no_hashing)
-        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, hashes, extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,))
-        from modules.jobs.generation_task import register_generation_jobs
-        from modules.jobs.store import JobStore
+        return ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, hashes, extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,))
 
-        queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
-        logins = bool(args.gradio_auth or getattr(args, "gradio_auth_path", None) or args.api_auth)  # then each user gets own folders
-        service = GenerationService(models, OutputSettings.from_values(settings.values), paths.data_dir,
-                                    console_progress=not args.disable_console_progressbars, libraries=cls.libraries(paths, hashes, args),
-                                    user_folders=logins)
-        from modules.jobs.extras_task import ExtrasService
-        from modules.outputs.gallery import GalleryIndex
-
+    @classmethod
+    def add_model_addons(cls, service: "GenerationService", paths: Paths, args, settings) -> None:
+        """The upscaler models (models/ESRGAN, RealESRGAN, ...; listed now, loaded on first use)
+        for Extras and hires fix, and ControlNet, on `service`, following `settings` (anything
+        with `values` and `on_change`); a checkpoint switch or unload frees them and the face
+        restorers' GPU memory. Also how a Ray worker equips its service."""
         from modules.generation.params import LATENT_UPSCALERS
         from modules.postprocessing.upscalers import library_for
 
-        # Model upscalers from models/ESRGAN, RealESRGAN, ... (listed now, loaded on first use) for Extras and hires fix.
+        models = service.models
         service.upscalers = library_for(paths, cpu=bool({"all", "esrgan"} & set(args.use_cpu)), half=not args.no_half,
                                         console=not args.disable_console_progressbars, reserved=LATENT_UPSCALERS, device_id=args.device_id)
         service.upscalers.models.use_settings(settings.values)
         settings.on_change(service.upscalers.models.use_settings)
-        models.add_unload_listener(service.upscalers.models.unload)  # a checkpoint switch or unload frees the upscaler model too
+        models.add_unload_listener(service.upscalers.models.unload)
         if service.libraries.faces is not None:
-            models.add_unload_listener(service.libraries.faces.unload)  # and the face restorers' GPU memory
-        extras = ExtrasService(paths.outputs_dir / "extras-images", user_folders=logins, upscalers=service.upscalers,  # bind_settings sets the configured folder
-                               faces=service.libraries.faces)
-        cls.bind_settings(settings, service, extras)
-        register_generation_jobs(queue, service)
-        ray = cls.ray_pool_for(args, paths, queue, service, settings, models)
-        downloads = cls.downloads_for(paths, models, console=not args.disable_console_progressbars)
-        from modules.jobs.interrogate_task import InterrogateService
-        from modules.models.downloadable import model_folders
-
-        interrogate = InterrogateService.for_folders(model_folders(paths), lambda: settings.values,
-                                                     use_cpu=bool({"all", "interrogate"} & set(args.use_cpu)), no_half=args.no_half,
-                                                     device_id=args.device_id)
+            models.add_unload_listener(service.libraries.faces.unload)
         service.controlnet = cls.controlnet_for(paths, settings, cpu=bool({"all", "controlnet"} & set(args.use_cpu)))
-        models.add_unload_listener(service.controlnet.unload)  # a checkpoint switch or unload frees ControlNets and annotators
-        from modules.scripts.runner import ScriptRunner
-
-        extension_dirs, extensions = cls.extensions_for(paths, settings, service, args)
-        scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate, registry=cls.script_registry(extensions))
-        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
-                   downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
-                   extension_dirs=extension_dirs, args=args, ray=ray)
+        models.add_unload_listener(service.controlnet.unload)
 
     @staticmethod
     def ray_pool_for(args, paths: Paths, queue: "JobQueue", service: "GenerationService", settings: "SettingsStore",

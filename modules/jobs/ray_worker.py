@@ -93,7 +93,7 @@ class GenerationWorker:
         self._lock = threading.Lock()
         self._jobs: dict[str, _Running] = {}
         self._save_ids = iter(range(1, 1 << 62))
-        self._settings: dict = {}
+        self._values = _Values()  # the serving machine's config.json, as its jobs bring it
         self.service = self._build(setup)
         self._switches = 0  # models dropped for another: what affinity saves
         self.service.models.add_unload_listener(self._count_switch)
@@ -103,17 +103,14 @@ class GenerationWorker:
 
     # ------------------------------------------------------------------ building
 
-    @staticmethod
-    def _build(setup: WorkerSetup) -> "GenerationService":
-        """The same generation service the serving machine has, over this machine's models."""
-        from modules.demo.embedded import EMBEDDED_PATH
+    def _build(self, setup: WorkerSetup) -> "GenerationService":
+        """The same generation service the serving machine has (built by the same App helpers),
+        over this machine's models."""
         from modules.jobs.generation_task import GenerationService
-        from modules.models.catalog import HashCache
-        from modules.models.manager import ModelManager
         from modules.options import OutputSettings, Paths, parse_args
         from webui import App
 
-        flags = list(setup.flags)
+        flags = [*setup.flags, "--disable-console-progressbars"]
         for flag, path in setup.path_flags:  # the server's folders, where this machine has them too
             if Path(path).exists():
                 flags += [flag, path]
@@ -127,30 +124,10 @@ class GenerationWorker:
             flags += ["--use-cpu", "all"]
         args = parse_args(flags)
         paths = Paths.from_args(args)
-
-        def devices():
-            from modules.generation.devices import device_settings
-
-            return device_settings(use_cpu=setup.use_cpu, device_id=None, precision=args.precision, no_half=args.no_half,
-                                   no_half_vae=args.no_half_vae, xformers=args.xformers, medvram=args.medvram,
-                                   medvram_sdxl=args.medvram_sdxl, lowvram=args.lowvram)
-
-        hashes = HashCache(paths.hash_cache, hashing=not args.no_hashing)
-        models = ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, hashes, extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,))
+        models = App.models_for(args, paths)  # Ray gives the actor its GPU as device 0: no --device-id
         service = GenerationService(models, OutputSettings.from_values({}), paths.data_dir, console_progress=False,
-                                    libraries=App.libraries(paths, hashes, args))
-        from modules.generation.params import LATENT_UPSCALERS
-        from modules.postprocessing.upscalers import library_for
-
-        service.upscalers = library_for(paths, cpu=setup.use_cpu, half=not args.no_half, console=False, reserved=LATENT_UPSCALERS)
-        models.add_unload_listener(service.upscalers.models.unload)
-        if service.libraries.faces is not None:
-            models.add_unload_listener(service.libraries.faces.unload)
-        try:
-            service.controlnet = App.controlnet_for(paths, _Values(), cpu=setup.use_cpu)
-            models.add_unload_listener(service.controlnet.unload)
-        except Exception as exc:  # ControlNet jobs then fail with a message; the rest run
-            log.warning("ControlNet is not available on this worker: %s", exc)
+                                    libraries=App.libraries(paths, hashes=models.hashes, args=args))
+        App.add_model_addons(service, paths, args, self._values)
         return service
 
     # ------------------------------------------------------------------ what it holds
@@ -227,7 +204,7 @@ class GenerationWorker:
 
     def _use_settings(self, values: dict) -> None:
         """Take the serving machine's config.json values (those that changed since the last job)."""
-        changed = {k: v for k, v in values.items() if self._settings.get(k, object()) != v}
+        changed = {k: v for k, v in values.items() if self._values.values.get(k, object()) != v}
         if not changed:
             return
         vae = changed.pop("sd_vae", None)
@@ -237,9 +214,7 @@ class GenerationWorker:
                 self.service.use_settings({"sd_vae": vae})
             except ValueError as exc:  # not on this machine: the checkpoint's own VAE, and the job's notes say so
                 log.warning("%s", exc)
-        if self.service.controlnet is not None:
-            self.service.controlnet.use_settings(values)
-        self._settings = dict(values)
+        self._values.update(values)
 
     def _run(self, running: _Running, kind: str, payload: dict, directories: dict) -> None:
         from modules.jobs.generation_task import task_from_payload
@@ -342,11 +317,17 @@ def _saved(pictures: dict, path: str) -> tuple:
 
 
 class _Values:
-    """The little of SettingsStore that App.controlnet_for reads; the serving machine's values
-    arrive with each job (GenerationWorker._use_settings)."""
+    """The little of SettingsStore that App.add_model_addons follows (values, on_change): the
+    serving machine's values arrive with each job (GenerationWorker._use_settings)."""
 
     def __init__(self):
         self.values: dict = {}
+        self._listeners: list = []
 
-    def on_change(self, _listener) -> None:
-        pass
+    def on_change(self, listener) -> None:
+        self._listeners.append(listener)
+
+    def update(self, values: dict) -> None:
+        self.values = dict(values)
+        for listener in self._listeners:
+            listener(self.values)
