@@ -252,6 +252,11 @@ class Runner:
     def vae_file(self) -> Path | None:
         return self._vae.current if self._vae is not None else None
 
+    @property
+    def lora_names(self) -> tuple[str, ...]:
+        """The LoRAs applied now (as `<lora:name>` names them): the next job with them skips loading."""
+        return tuple(file.name for file, _, _ in self._loras.active) if self._loras is not None else ()
+
     def _text_state(self):
         return self._loras.text_state() if self._loras is not None else None
 

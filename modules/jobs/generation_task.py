@@ -206,6 +206,10 @@ class GenerationService:
                     notes.append(f"{exc}: the checkpoint's own VAE was used.")
         return self._runner
 
+    def runner_loaded(self) -> "Runner | None":
+        """The runner of the model loaded now, without loading one (None before the first job)."""
+        return self._runner[1] if self._runner is not None else None
+
     def hires_upscalers(self) -> tuple[str, ...]:
         """The model upscaler names hires fix accepts besides the latent modes and resamplers."""
         return self.upscalers.model_names if self.upscalers is not None else ()

@@ -95,7 +95,7 @@ class RayWorker:
     def describe(self) -> dict:
         s = self.state
         return {"id": self.id, "kind": self.kind, "alive": self.alive, "node": self.node_id, "host": s.get("host"), "pid": s.get("pid"),
-                "device": s.get("device"), "checkpoint": s.get("checkpoint"), "vae": s.get("vae"), "checkpoints": s.get("can_load", []),
+                "device": s.get("device"), "checkpoint": s.get("checkpoint"), "vae": s.get("vae"), "loras": s.get("loras", []), "checkpoints": s.get("can_load", []),
                 "model_switches": s.get("switches", 0)}
 
     def call(self, method: str, *args, timeout: float = CALL_SECONDS, **kwargs):
@@ -215,13 +215,12 @@ def _saved_pictures(resumed: Any) -> dict | None:
     """The pictures a resumed job saved before, read here for a worker that may be elsewhere."""
     if not isinstance(resumed, dict) or not isinstance(resumed.get("paths"), list):
         return None
-    from modules.generation.images import open_image
-    from modules.outputs.infotext import read_infotext
+    from modules.jobs.resume import read_saved
 
     out = {}
     for path in resumed["paths"]:
         try:
-            out[str(path)] = (open_image(str(path), Path(str(path)).name), read_infotext(str(path)) or "")
+            out[str(path)] = read_saved(str(path))
         except (ValueError, OSError):
             continue
     return out

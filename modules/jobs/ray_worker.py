@@ -138,11 +138,12 @@ class GenerationWorker:
 
         models = self.service.models
         active = models.active
-        runner = self.service._runner
-        vae = runner[1].vae_file.name if runner is not None and runner[1].vae_file is not None else None
+        runner = self.service.runner_loaded()
+        vae = runner.vae_file.name if runner is not None and runner.vae_file is not None else None
         return {
             "pid": os.getpid(), "host": socket.gethostname(), "device": str(models.devices.device),
             "checkpoint": active.info.filename if active is not None else None, "vae": vae,
+            "loras": list(runner.lora_names) if runner is not None else [],
             "can_load": sorted(c.filename for c in models.checkpoints),
             "switches": self._switches,
             "hints": ({"guide": active.hints.guide, "examples": list(active.hints.examples), "defaults": dict(active.hints.defaults)}

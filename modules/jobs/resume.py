@@ -49,10 +49,7 @@ class Resumed:
         """Put the pictures the first run saved back into `result`, as if made now. `saved`
         reads one back as (picture, infotext) from its path: by default from this machine's
         disk; a Ray worker on another machine gets them from the serving machine instead."""
-        from modules.generation.images import open_image
-        from modules.outputs.infotext import read_infotext
-
-        saved = saved or (lambda path: (open_image(path, Path(path).name), read_infotext(path) or ""))
+        saved = saved or read_saved
 
         n_iter, size = self.params.n_iter, self.params.batch_size
         seeds = [seed for batch in job_seeds(self.first_seed, n_iter, size, self.params.subseed_strength)[: self.batches] for seed in batch]
@@ -70,3 +67,12 @@ class Resumed:
             result.infotexts.append(infotext)
             result.paths.append(Path(path))
         result.notes.append(f"Resumed after a restart: batches 1-{self.batches} of {self.params.n_iter} were already saved.")
+
+
+def read_saved(path: str) -> tuple:
+    """A saved picture and its infotext, read back from this machine's disk (ValueError when it
+    is not a readable picture any more)."""
+    from modules.generation.images import open_image
+    from modules.outputs.infotext import read_infotext
+
+    return open_image(path, Path(path).name), read_infotext(path) or ""

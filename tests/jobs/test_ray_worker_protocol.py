@@ -227,3 +227,23 @@ def test_a_resumed_job_whose_earlier_picture_is_gone_goes_on_without_it(served, 
     params = GenerationParams(prompt="a red circle", steps=3, width=64, height=64, seed=60, n_iter=2)
     result = run_resumed(app, params, {"first_seed": 60, "batches": 1, "paths": [str(tmp_path / "deleted-since.png")]})
     assert result.seeds == [61] and len(result.images) == 1
+
+
+def test_a_worker_reports_the_loras_it_holds_and_the_scheduler_prefers_it_for_them(served):
+    from modules.jobs.scheduling import Need
+    from tests.models.test_lora import write_test_lora
+
+    app, client, data = served
+    if not any(w.kind == "ray" for w in app.queue.workers()):
+        use_worker(app, data)
+    worker = next(w for w in app.queue.workers() if w.kind == "ray")
+    actor = worker.actor
+    write_test_lora(data.parent / (data.name + "-worker") / "models" / "Lora" / "glow.safetensors", actor.service.models.active.model)
+    actor.service.libraries.loras.refresh()
+    r = client.post("/sdapi/v1/txt2img", json={**BODY, "prompt": "a red circle <lora:glow:1>", "n_iter": 1, "batch_size": 1, "save_images": False})
+    assert r.status_code == 200, r.text
+    assert worker.state["loras"] == ["glow"] and worker.describe()["checkpoint"]
+    view = worker.view(busy=False)
+    checkpoint = worker.state["checkpoint"]
+    assert view.loras == {"glow"}
+    assert view.score(Need(checkpoint, "Automatic", frozenset({"glow"}))) > view.score(Need(checkpoint, "Automatic", frozenset({"other"})))
