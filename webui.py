@@ -220,9 +220,7 @@ class App:
                             path_flags=path_flags)
         ids = tuple(i for i in args.device_ids if i != "all")
         options = PoolOptions(args.ray_address, ids, max(0, args.ray_cpu_workers), args.ray_dashboard, setup)
-        queue.remote_spec = remote_spec_for(models, service)
-        for worker in queue.workers():
-            worker.takes_remote = False  # the in-process worker keeps the rest: Extras, Interrogate, scripts' own work
+        queue.send_generation(remote_spec_for(models, service))  # the in-process worker keeps Extras, Interrogate, scripts' own work
         selected = lambda: models.selected.filename if models.selected is not None else None  # noqa: E731
         return RayPool(options, queue, service, lambda: dict(settings.values), selected)
 
@@ -366,10 +364,7 @@ class App:
         """Ray could not be reached or started: generate in this process rather than leave the
         jobs waiting."""
         log.error("Could not start the Ray workers (%s): generation jobs run in this process instead.", exc)
-        self.queue.remote_spec = None
-        for worker in self.queue.workers():
-            worker.takes_remote = True
-        self.queue.wake()
+        self.queue.send_generation(None)
 
     def select_initial_model(self, query: str | None) -> None:
         """Ray mode: choose the checkpoint jobs use (the asked-for one, config.json's, the first

@@ -249,6 +249,16 @@ class JobQueue:
             self._lock.notify_all()
         thread.start()
 
+    def send_generation(self, remote_spec: Callable[[str, Any], "RemoteSpec | None"] | None) -> None:
+        """From now on the jobs `remote_spec` describes go to the Ray workers and the in-process
+        worker keeps the rest; None: everything runs in this process again."""
+        with self._lock:
+            self.remote_spec = remote_spec
+            for worker in self._workers.values():
+                if hasattr(worker, "takes_remote"):
+                    worker.takes_remote = remote_spec is None
+            self._lock.notify_all()
+
     def workers(self) -> list["Worker"]:
         with self._lock:
             return list(self._workers.values())

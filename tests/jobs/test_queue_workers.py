@@ -55,9 +55,7 @@ def remote(kind, payload):
 
 def make_queue(*workers):
     queue = JobQueue(local_worker=True)
-    queue.remote_spec = remote
-    for w in queue.workers():
-        w.takes_remote = False
+    queue.send_generation(remote)
     for w in workers:
         queue.add_worker(w)
     return queue

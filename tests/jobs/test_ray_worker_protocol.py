@@ -51,9 +51,7 @@ def use_worker(app, data):
     actor = GenerationWorker(WorkerSetup(data_dir=str(own), use_cpu=True, flags=("--no-hashing",)))
     worker = DirectRayWorker("ray-1", actor, "node-1", app.service, lambda: dict(app.settings.values), app.queue.wake)
     worker.update(actor.info())
-    app.queue.remote_spec = remote_spec_for(app.models, app.service)
-    for w in app.queue.workers():
-        w.takes_remote = False
+    app.queue.send_generation(remote_spec_for(app.models, app.service))
     app.queue.add_worker(worker)
     return worker, actor
 
