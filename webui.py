@@ -182,7 +182,8 @@ class App:
         """The upscaler models (models/ESRGAN, RealESRGAN, ...; listed now, loaded on first use)
         for Extras and hires fix, and ControlNet, on `service`, following `settings` (anything
         with `values` and `on_change`); a checkpoint switch or unload frees them and the face
-        restorers' GPU memory. Also how a Ray worker equips its service."""
+        restorers' GPU memory; the speed options follow `settings` too. Also how a Ray worker equips
+        its service."""
         from modules.generation.params import LATENT_UPSCALERS
         from modules.postprocessing.upscalers import library_for
 
@@ -196,6 +197,10 @@ class App:
             models.add_unload_listener(service.libraries.faces.unload)
         service.controlnet = cls.controlnet_for(paths, settings, cpu=bool({"all", "controlnet"} & set(args.use_cpu)))
         models.add_unload_listener(service.controlnet.unload)
+        from modules.generation.speed import SpeedOptions
+
+        models.use_speed(SpeedOptions.from_settings(settings.values, args))  # Settings > Optimizations, flags winning
+        settings.on_change(lambda _changed: models.use_speed(SpeedOptions.from_settings(settings.values, args)))
 
     @staticmethod
     def ray_pool_for(args, paths: Paths, queue: "JobQueue", service: "GenerationService", settings: "SettingsStore",

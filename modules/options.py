@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--use-cpu", nargs="*", default=[], help="run on the CPU ('all' or 'sd')")
     dev.add_argument("--device-id", action=_DeviceIds, default=None, metavar="ID[,ID...]|all",
                      help="CUDA device index; several (0,1) or 'all' run one Ray worker per GPU")
+    fast = p.add_argument_group("speed (Settings > Optimizations; a flag wins over the setting)")
+    fast.add_argument("--opt-channelslast", action="store_true", help="channels-last memory format for the UNet and VAE")
+    fast.add_argument("--no-tf32", action="store_true", help="no TF32 maths on Ampere and newer NVIDIA GPUs (on by default)")
+    fast.add_argument("--compile", nargs="?", const="unet", default=None, choices=("none", "unet", "unet+vae"),
+                      help="torch.compile the UNet (and the VAE decoder with 'unet+vae'); the first job of each size compiles")
+    fast.add_argument("--compile-mode", default=None, choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                      help="torch.compile mode (default: the setting's, 'default')")
+    fast.add_argument("--unet-in-fp8-e4m3fn", action="store_true", help="store the UNet's weights in fp8 (e4m3fn), as fp8_storage 'Enable'")
+    fast.add_argument("--unet-in-fp8-e5m2", action="store_true", help="store the UNet's weights in fp8 (e5m2), as fp8_storage 'Enable'")
     ray = p.add_argument_group("Ray workers (several GPUs or machines)")
     ray.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
                      help="run generation jobs on one worker per GPU of this Ray cluster ('auto': the cluster this machine joined)")

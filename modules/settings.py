@@ -26,6 +26,7 @@ from modules.generation.limits import WorkLimits
 from modules.generation.previews import PREVIEW_METHODS
 from modules.postprocessing.interrogate import category_names
 from modules.generation.params import EMPHASIS_MODES, FACE_RESTORERS, RNG_SOURCES, is_text
+from modules.generation.speed import COMPILE_LABELS, COMPILE_MODES, FP8_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ DIRS = "Saving to a directory"
 SD = "Stable Diffusion"
 PREVIEWS = "Live previews"
 VAE = "VAE"
+OPTIMIZATIONS = "Optimizations"
 SAMPLER_PARAMETERS = "Sampler parameters"
 POSTPROCESSING = "Postprocessing"
 FACE_RESTORATION = "Face restoration"
@@ -184,6 +186,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vae_tiling_megapixels", 2.0, "Tiled VAE above this many megapixels", VAE, minimum=0, maximum=64, step=0.1,
             info="larger pictures are encoded and decoded in bands, so they fit in a small card's memory (same picture, "
                  "slower); 0: never. A1111 has no such built-in setting (its users add the Tiled VAE extension)"),
+    # A1111's Optimizations section (modules/generation/speed.py: model-wide, a change reloads the model;
+    # the token merging ratios and NGMS travel with each job).
+    Setting("s_min_uncond", 0.0, "Negative Guidance minimum sigma", OPTIMIZATIONS, minimum=0, maximum=15, step=0.01,
+            info="skip the negative prompt on every other step once the noise is below this sigma, when the picture is "
+                 "almost ready; 0 = off, higher = faster (NGMS in the infotext)"),
+    Setting("token_merging_ratio", 0.0, "Token merging ratio", OPTIMIZATIONS, minimum=0, maximum=0.9, step=0.1,
+            info="merge similar image tokens before self-attention at full latent resolution; 0 = off, higher = faster, "
+                 "less detail"),
+    Setting("token_merging_ratio_img2img", 0.0, "Token merging ratio for img2img", OPTIMIZATIONS, minimum=0, maximum=0.9, step=0.1,
+            info="only applies if non-zero and overrides above"),
+    Setting("token_merging_ratio_hr", 0.0, "Token merging ratio for high-res pass", OPTIMIZATIONS, minimum=0, maximum=0.9, step=0.1,
+            info="only applies if non-zero and overrides above"),
+    Setting("fp8_storage", "Disable", "FP8 weight", OPTIMIZATIONS, FP8_CHOICES,
+            info="store the UNet's weights in 8 bits and cast each layer up as it runs: about half the UNet's memory, "
+                 "slightly different pictures (FP8 weight in the infotext); --unet-in-fp8-e4m3fn forces it on"),
+    Setting("opt_channelslast", False, "Channels-last memory format for the UNet and VAE", OPTIMIZATIONS,
+            info="faster convolutions on some GPUs and CPUs, the same pictures; --opt-channelslast forces it on"),
+    Setting("opt_tf32", True, "TF32 for float32 maths on Ampere and newer NVIDIA GPUs", OPTIMIZATIONS,
+            info="faster float32 matrix maths (the VAE in float32, the samplers) at slightly lower precision; --no-tf32 turns it off"),
+    Setting("sd_compile", COMPILE_LABELS["none"], "Compile the model with torch.compile", OPTIMIZATIONS, tuple(COMPILE_LABELS.values()),
+            info="faster steps after a compile of tens of seconds (minutes for SDXL) on the first job of each image size; "
+                 "needs a C++ compiler (Triton on NVIDIA); --compile sets it from the command line"),
+    Setting("sd_compile_mode", "default", "torch.compile mode", OPTIMIZATIONS, COMPILE_MODES,
+            info="reduce-overhead uses CUDA graphs (fastest at small batches, more memory); max-autotune compiles longer"),
     Setting("face_restoration_model", FACE_RESTORERS[0], "Face restoration model", FACE_RESTORATION, FACE_RESTORERS,
             info="used by Restore faces; a model missing from models/GFPGAN or models/Codeformer means the other one present. "
                  "CodeFormer needs the optional spandrel-extra-arches package and is for non-commercial use only (S-Lab licence)"),

@@ -240,6 +240,8 @@ class Txt2ImgRequest(BaseModel):
                 values[name] = clip_skip_value(overrides[key]) if name == "clip_skip" else overrides[key]
         if self.eta is not None:
             values["eta"] = self.eta
+        if self.s_min_uncond is not None:  # A1111: the request's own value, else the setting
+            values["s_min_uncond"] = self.s_min_uncond
         for name, neutral in (("s_churn", 0.0), ("s_tmin", 0.0), ("s_tmax", 0.0), ("s_noise", 1.0)):
             sent = getattr(self, name)
             if sent is not None and values.get(name, neutral) == neutral:

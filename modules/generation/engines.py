@@ -56,7 +56,8 @@ class Prediction:
 
     def __init__(self, unet, conditioning: StepConditioning, cfg_scale: float, with_uncond: bool, blocks: int,
                  time_ids: torch.Tensor | None, extra: list[torch.Tensor] | None, control: RunControl,
-                 hooks: Hooks | None = None, info: PassInfo | None = None):
+                 hooks: Hooks | None = None, info: PassInfo | None = None, skip_uncond_below: float = 0.0,
+                 sigma_of: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.unet = unet
         self.conditioning = conditioning
         self.cfg_scale = cfg_scale
@@ -68,6 +69,12 @@ class Prediction:
         self.hooks = hooks if hooks else None  # the job's add-ons (ControlNet): extra UNet arguments per call
         self.info = info
         self.last_uncond: torch.Tensor | None = None  # the negative prompt's own prediction (DDIM CFG++)
+        # A1111's s_min_uncond (NGMS): below this sigma, every other call skips the negative
+        # prompt and uses the first prompt's prediction in its place. Not with add-ons' hooks
+        # (ControlNet, extensions), which are given the full uncond + cond batch.
+        self.skip_uncond_below = skip_uncond_below if (with_uncond and sigma_of is not None and not self.hooks) else 0.0
+        self.sigma_of = sigma_of
+        self.skipped_uncond = 0  # calls that skipped it, for tests and benchmarks
 
     @property
     def dtype(self) -> torch.dtype:
@@ -80,16 +87,29 @@ class Prediction:
         extra = torch.cat(list(self.extra), dim=1)
         return torch.cat([latents, torch.cat([extra] * self.blocks) if self.blocks > 1 else extra], dim=1)
 
+    def _skips_uncond(self, t, step: int) -> bool:
+        return step % 2 == 1 and self.skip_uncond_below > 0 and float(self.sigma_of(torch.as_tensor(t).float().cpu())) < self.skip_uncond_below
+
     def __call__(self, model_in: torch.Tensor, t, step: int) -> torch.Tensor:
         if self.control.stop_requested():
             raise Stopped
         latents = model_in  # what add-ons see: without an inpainting model's extra channels
+        batch = model_in.shape[0]
         if self.extra is not None:
             model_in = torch.cat([model_in, *self.extra], dim=1)
-        if self.blocks > 1:
-            model_in = torch.cat([model_in] * self.blocks)
+        skip = self._skips_uncond(t, step)
+        blocks = self.blocks - 1 if skip else self.blocks
+        if blocks > 1:
+            model_in = torch.cat([model_in] * blocks)
         embeds, pooled = self.conditioning.at(step)
-        added = {"text_embeds": pooled, "time_ids": self.time_ids} if pooled is not None else None
+        time_ids = self.time_ids
+        if skip:
+            embeds = embeds[batch:]
+            pooled = pooled[batch:] if pooled is not None else None
+            if time_ids is not None and time_ids.shape[0] == batch * self.blocks:
+                time_ids = time_ids[batch:]
+            self.skipped_uncond += 1
+        added = {"text_embeds": pooled, "time_ids": time_ids} if pooled is not None else None
         kwargs = {}
         if self.hooks is not None:
             if self.blocks > 1:
@@ -100,6 +120,8 @@ class Prediction:
             embeds = call.encoder_hidden_states
             kwargs = self.hooks.unet_kwargs(call)
         out = self.unet(model_in, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **kwargs)[0]
+        if skip:  # the first prompt's prediction stands in for the negative prompt's
+            out = torch.cat([out[:batch], out])
         if self.with_uncond:
             self.last_uncond = out.chunk(self.blocks)[0]
         return combine(out, self.conditioning.weights, self.cfg_scale, self.with_uncond)

@@ -53,6 +53,8 @@ SETTING_FIELDS = {
     "sigma_max": "sigma_max", "rho": "rho", "always_discard_next_to_last_sigma": "always_discard_next_to_last_sigma",
     "beta_dist_alpha": "beta_dist_alpha", "beta_dist_beta": "beta_dist_beta",
     "face_restoration_model": "face_restoration_model", "code_former_weight": "code_former_weight",
+    "s_min_uncond": "s_min_uncond", "token_merging_ratio": "token_merging_ratio", "token_merging_ratio_hr": "token_merging_ratio_hr",
+    "token_merging_ratio_img2img": "token_merging_ratio_img2img",
 }
 
 
@@ -125,6 +127,13 @@ class GenerationParams(BaseModel):
     always_discard_next_to_last_sigma: bool = Field(False, json_schema_extra=_meta("Always discard next-to-last sigma", "Discard penultimate sigma"))
     beta_dist_alpha: float = Field(0.6, gt=0.0, le=1.0, json_schema_extra=_meta("Beta scheduler - alpha", "Beta schedule alpha", step=0.01))
     beta_dist_beta: float = Field(0.6, gt=0.0, le=1.0, json_schema_extra=_meta("Beta scheduler - beta", "Beta schedule beta", step=0.01))
+    # A1111's Optimizations that trade a little of the picture for speed: skip the negative prompt
+    # on alternate late steps (NGMS), and token merging (modules.generation.token_merging).
+    s_min_uncond: float = Field(0.0, ge=0.0, le=15.0, json_schema_extra=_meta("Negative Guidance minimum sigma", "NGMS", step=0.01))
+    token_merging_ratio: float = Field(0.0, ge=0.0, le=0.9, json_schema_extra=_meta("Token merging ratio", "Token merging ratio", step=0.1))
+    token_merging_ratio_hr: float = Field(0.0, ge=0.0, le=0.9,
+                                          json_schema_extra=_meta("Token merging ratio for high-res pass", "Token merging ratio hr", step=0.1))
+    token_merging_ratio_img2img: float = Field(0.0, ge=0.0, le=0.9, json_schema_extra=_meta("Token merging ratio for img2img", step=0.1))
 
     # Hires fix (txt2img only).
     enable_hr: bool = Field(False, json_schema_extra=_meta("Hires. fix"))
@@ -198,6 +207,15 @@ class GenerationParams(BaseModel):
         name = self.sampler_name if self.hr_sampler_name in ("", SAME_SAMPLER) else self.hr_sampler_name
         schedule = self.scheduler if self.hr_scheduler in ("", SAME_SCHEDULER) else self.hr_scheduler
         return samplers.resolve(name, schedule)
+
+    def token_merging(self, hires: bool = False) -> float:
+        """The ratio a pass merges tokens by, as A1111 picks it: the high-res pass's own ratio,
+        or img2img's, where set (non-zero), else token_merging_ratio."""
+        if hires and self.token_merging_ratio_hr > 0:
+            return self.token_merging_ratio_hr
+        if isinstance(self, Img2ImgParams) and self.token_merging_ratio_img2img > 0:
+            return self.token_merging_ratio_img2img
+        return self.token_merging_ratio
 
     def hires_size(self) -> tuple[int, int]:
         """Final size of a hires fix run, a multiple of 8. "Upscale by" unless a resize is set;
@@ -287,13 +305,14 @@ def format_number(value: float) -> str:
 def infotext_fields(
     params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str,
     clip_skip_applies: bool = True, masked: bool = False, vae_hash: str | None = None, vae_name: str | None = None,
-    extras: list[tuple[str, Any]] = (), subseed: int | None = None,
+    extras: list[tuple[str, Any]] = (), subseed: int | None = None, fp8_weight: str | None = None,
 ) -> list[tuple[str, Any]]:
     """The params line of A1111's infotext, keys in A1111's order (None values are dropped later).
     `clip_skip_applies` is False for models that ignore Clip skip (SD2, SDXL); `masked` says an
     inpainting mask was used, which adds A1111's mask keys; `vae_*` name a VAE file in use;
     `extras` (Emphasis, Lora hashes, TI hashes) come last, before Version, as in A1111.
-    `subseed` is the image's variation seed (params.subseed when not given)."""
+    `subseed` is the image's variation seed (params.subseed when not given); `fp8_weight` is
+    the fp8_storage setting the model was loaded with, when its weights are stored in fp8."""
     sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
     meta = GenerationParams.field_meta
     img2img = isinstance(params, Img2ImgParams)
@@ -308,12 +327,15 @@ def infotext_fields(
         ("Size", f"{params.width}x{params.height}"),
         ("Model hash", model_hash),
         ("Model", model_name),
+        ("FP8 weight", fp8_weight),
         ("VAE hash", vae_hash),
         ("VAE", vae_name),
         *_variation_fields(params, subseed),
         (meta("denoising_strength")["infotext"], None if denoising is None else format_number(denoising)),
         (meta("clip_skip")["infotext"], params.clip_skip if params.clip_skip > 1 and clip_skip_applies else None),
         ("ENSD", params.eta_noise_seed_delta if _uses_ensd(params, sampler) else None),
+        ("Token merging ratio", format_number(params.token_merging()) if params.token_merging() > 0 else None),
+        ("Token merging ratio hr", format_number(params.token_merging(True)) if params.enable_hr and params.token_merging(True) > 0 else None),
         ("RNG", params.randn_source if params.randn_source != "GPU" else None),
         (meta("tiling")["infotext"], "True" if params.tiling else None),
     ]
@@ -327,6 +349,7 @@ def infotext_fields(
             ("Inpaint area", INPAINT_AREAS[1] if params.inpaint_full_res else None),
             ("Masked area padding", params.inpaint_full_res_padding if params.inpaint_full_res else None),
         ]
+    fields.append(("NGMS", format_number(params.s_min_uncond) if params.s_min_uncond > 0 else None))
     return fields + list(extras) + sampler_fields(params, sampler, schedule) + [("Version", version)]
 
 

@@ -9,6 +9,7 @@ prompt embeddings. Every mode is one or two `Pass`es through `_denoise`; the pix
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -95,6 +96,8 @@ class Pass:
     hires: bool = False  # A1111 runs its own samplers' hires pass for exactly `steps`
     subseed_strength: float = 0.0  # variation seeds: how far the first noise goes towards the variation seed's
     seed_resize_from: tuple[int, int] = (0, 0)  # "Resize seed from" (width, height) in pixels; 0 = off
+    min_uncond_sigma: float = 0.0  # A1111's s_min_uncond (NGMS): skip the negative prompt on alternate late steps
+    token_merging: float = 0.0  # the ratio of tokens merged before self-attention (modules.generation.token_merging)
 
     def schedule_steps(self) -> tuple[int, int]:
         """(steps the scheduler is set to, steps actually run) on the diffusers engine, as
@@ -333,6 +336,7 @@ class Runner:
             params.width, params.height, strength, params.img2img_fix_steps, params.sampler_options(), params.randn_source,
             params.eta_noise_seed_delta, subseed_strength=params.subseed_strength,
             seed_resize_from=(params.seed_resize_from_w, params.seed_resize_from_h),
+            min_uncond_sigma=params.s_min_uncond, token_merging=params.token_merging(),
         )
 
     def _hires_pass(self, params: GenerationParams, text: PassText) -> Pass:
@@ -347,6 +351,7 @@ class Runner:
             params.denoising_strength, params.img2img_fix_steps, params.sampler_options(), params.randn_source,
             params.eta_noise_seed_delta, hires=True, subseed_strength=params.subseed_strength,
             seed_resize_from=(params.seed_resize_from_w, params.seed_resize_from_h),
+            min_uncond_sigma=params.s_min_uncond, token_merging=params.token_merging(hires=True),
         )
 
     def _upscale(self, latents: torch.Tensor, params: GenerationParams, control: RunControl | None = None) -> torch.Tensor:
@@ -515,8 +520,9 @@ class Runner:
                         img2img=init is not None, crop=crop)
         if hooks:
             hooks.pass_started(info)
+        sigma_of = self._model_sigmas(p.sampler.solver == "lcm").t_to_sigma if p.min_uncond_sigma > 0 else None
         predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled), extra, control,
-                                     hooks, info)
+                                     hooks, info, skip_uncond_below=p.min_uncond_sigma, sigma_of=sigma_of)
 
         # 2. Noise: one generator per image on the job's source; the SDE samplers' trees draw from it too.
         shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
@@ -537,7 +543,8 @@ class Runner:
             report(offset + steps, estimate)
 
         # 3. Denoise.
-        with brownian.noise_source(lambda seed, size: noise.seeded_noise(p.randn_source, seed, size, m.device)):
+        with brownian.noise_source(lambda seed, size: noise.seeded_noise(p.randn_source, seed, size, m.device)), \
+                self._token_merging(p):
             if engine == samplers.DIFFUSERS:
                 scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
                 total, run = p.schedule_steps()
@@ -546,6 +553,14 @@ class Runner:
             if engine == samplers.TIMESTEPS:
                 return engines.run_timesteps(predict, self._timestep_plan(p, init is not None), image_noise, init, blend, progress)
             return engines.run_sigmas(predict, self._sigma_plan(p, seeds, init is not None), image_noise, init, blend, progress)
+
+    def _token_merging(self, p: Pass):
+        """Token merging on the UNet for this pass only; the plain path when the ratio is 0."""
+        if p.token_merging <= 0:
+            return contextlib.nullcontext()
+        from modules.generation.token_merging import merging
+
+        return merging(self.model.unet, p.token_merging)
 
     def _seed_resize(self, p: Pass) -> tuple[int, int] | None:
         """"Resize seed from" as the latent (height, width) the seed's noise is drawn at; None when off."""

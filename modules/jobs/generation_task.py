@@ -348,7 +348,7 @@ class GenerationService:
         fields = infotext_fields(
             params, seed=seed, model_hash=active.info.shorthash, model_name=active.info.model_name, version=VERSION,
             clip_skip_applies=active.model.honours_clip_skip, masked=masked, vae_name=vae[0], vae_hash=vae[1], extras=extras,
-            subseed=subseed,
+            subseed=subseed, fp8_weight=active.model.extra.get("fp8_storage"),
         )
         return format_infotext(params.prompt, params.negative_prompt, fields)
 

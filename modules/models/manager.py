@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from modules.generation.speed import SpeedOptions
 from modules.models import tiny  # light: it imports torch only when it builds the model
 from modules.models.catalog import CheckpointInfo, HashCache, find_checkpoints, resolve
 from modules.models.hints import ModelHints
@@ -73,6 +74,8 @@ class ModelManager:
         self._selected: Path | None = None  # A1111's sd_model_checkpoint: what jobs without their own choice use
         self._unload_listeners: list[Callable[[], None]] = []
         self._learned_hints: dict[str, ModelHints] = {}  # by file name, from Ray workers that loaded it
+        self.speed = SpeedOptions()  # model-wide speed options (use_speed); a change reloads the model before its next job
+        self._loaded_speed: SpeedOptions | None = None  # what the loaded model was built with
         self.refresh()
 
     @property
@@ -229,7 +232,7 @@ class ModelManager:
         info = self.require(query) if query else next(iter(self.startup_order()), None)
         if info is None:
             raise ValueError("No checkpoint found: put a .safetensors file in models/Stable-diffusion/.")
-        if self._active is not None and self._active.info.path == info.path:
+        if self._active is not None and self._active.info.path == info.path and self._loaded_speed == self.speed.model_part():
             if select:
                 self._selected = info.path
             return self._active
@@ -255,6 +258,30 @@ class ModelManager:
             log.warning(TINY_NOTICE)
         return self._active
 
+    def use_speed(self, options: "SpeedOptions") -> None:
+        """New speed options (Settings > Optimizations, or the flags): TF32 switches at once;
+        the others apply when a model loads, so the loaded one reloads before the next job."""
+        from modules.generation.speed import set_tf32
+
+        self.speed = options
+        if self._devices is not None:
+            set_tf32(self._devices.device, options.tf32)
+
+    def _apply_speed(self, model, devices: "DeviceSettings") -> None:
+        from dataclasses import replace
+
+        from modules.generation.speed import apply, set_tf32
+
+        options = self.speed
+        if options.compile != "none" and devices.offloads:
+            log.warning("torch.compile is not used with --medvram/--lowvram: the offload hooks move weights between the model's parts.")
+            options = replace(options, compile="none")
+        set_tf32(devices.device, options.tf32)
+        applied = apply(model, options)
+        if applied:
+            log.info("Speed options: %s", ", ".join(applied))
+        self._loaded_speed = self.speed.model_part()
+
     def _load(self, info: CheckpointInfo) -> ActiveModel:
         import torch
 
@@ -268,6 +295,7 @@ class ModelManager:
         where = torch.device("cpu") if devices.offloads else devices.device
         model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=where, dtype=devices.dtype, vae_dtype=devices.vae_dtype)
         apply_attention(model.unet, devices)
+        self._apply_speed(model, devices)
         if devices.offloads:
             from modules.generation.offload import mode_for, offload
 

@@ -80,6 +80,9 @@ _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Beta schedule beta": ("beta_dist_beta", float),
     "Beta scheduler alpha": ("beta_dist_alpha", float),  # the spelling A1111's settings read back
     "Beta scheduler beta": ("beta_dist_beta", float),
+    "NGMS": ("s_min_uncond", float),
+    "Token merging ratio": ("token_merging_ratio", float),
+    "Token merging ratio hr": ("token_merging_ratio_hr", float),
 }
 _HIRES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires upscale": ("hr_scale", float),
