@@ -169,6 +169,7 @@ class App:
                 use_cpu=bool({"all", "sd"} & set(args.use_cpu)), device_id=args.device_id, precision=args.precision,
                 no_half=args.no_half, no_half_vae=args.no_half_vae, xformers=args.xformers,
                 medvram=args.medvram, medvram_sdxl=args.medvram_sdxl, lowvram=args.lowvram,
+                always_high_vram=args.always_high_vram, always_normal_vram=args.always_normal_vram, always_low_vram=args.always_low_vram,
             )
             if found.device.type == "cpu":
                 log.warning("No CUDA or MPS device: running on the CPU in fp32 (slow for real models).")

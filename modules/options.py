@@ -100,9 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--no-half", action="store_true", help="keep the model in fp32 on the GPU")
     dev.add_argument("--no-half-vae", action="store_true", help="keep the VAE in fp32 on the GPU")
     dev.add_argument("--xformers", action="store_true", help="use xformers attention where installed and usable")
-    dev.add_argument("--medvram", action="store_true", help="for 4-6 GB cards: keep the model in RAM, one part on the GPU at a time")
+    dev.add_argument("--medvram", action="store_true",
+                     help="keep the model in RAM, one part on the GPU at a time (default: chosen from the card's VRAM)")
     dev.add_argument("--medvram-sdxl", action="store_true", help="--medvram for SDXL models only")
-    dev.add_argument("--lowvram", action="store_true", help="for 2-4 GB cards: as --medvram, and the UNet block by block (slow)")
+    dev.add_argument("--lowvram", action="store_true",
+                     help="as --medvram, and the UNet streamed layer by layer (default: chosen from the card's VRAM)")
+    dev.add_argument("--always-high-vram", action="store_true",
+                     help="never offload or cap the tiled-VAE size from the card's VRAM (other memory flags still apply)")
+    dev.add_argument("--always-normal-vram", action="store_true", help="Forge's name for --medvram")
+    dev.add_argument("--always-low-vram", action="store_true", help="Forge's name for --lowvram")
     dev.add_argument("--use-cpu", nargs="*", default=[], help="run on the CPU ('all' or 'sd')")
     dev.add_argument("--device-id", action=_DeviceIds, default=None, metavar="ID[,ID...]|all",
                      help="CUDA device index; several (0,1) or 'all' run one Ray worker per GPU")

@@ -195,7 +195,8 @@ class GenerationService:
             self._runner = (active, Runner(active.model, setup))
         from modules.generation.vae_tiling import VaeTiling
 
-        self._runner[1].vae_tiling = VaeTiling(self.vae_tiling_megapixels)
+        plan = self.models.devices.memory  # the card's cap (devices.auto_memory) can lower the setting
+        self._runner[1].vae_tiling = VaeTiling(plan.tiling_megapixels(active.model.arch, self.vae_tiling_megapixels))
         self._runner[1].upscalers = self.upscalers.registry if self.upscalers is not None else None  # as last scanned
         if self.libraries.vaes is not None:
             try:

@@ -291,16 +291,16 @@ class ModelManager:
         info = self.hashes.attach(info)
         devices = self.devices
         log.info("Loading %s on %s", info.title, devices.describe())
-        # --medvram/--lowvram: load into system RAM; offload() then moves parts in while they run.
+        # --medvram/--lowvram (given or chosen from the VRAM, per family): load into system RAM;
+        # offload() then moves parts in while they run (or, for a family the plan keeps whole, all of it).
         where = torch.device("cpu") if devices.offloads else devices.device
         model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=where, dtype=devices.dtype, vae_dtype=devices.vae_dtype)
         apply_attention(model.unet, devices)
         self._apply_speed(model, devices)
         if devices.offloads:
-            from modules.generation.offload import mode_for, offload
+            from modules.generation.offload import offload
 
-            offload(model, devices.device, mode_for(model.arch, medvram=devices.medvram, medvram_sdxl=devices.medvram_sdxl,
-                                                    lowvram=devices.lowvram))
+            offload(model, devices.device, devices.memory.offload_for(model.arch))
         return ActiveModel(info, model, ModelHints.read(model.extra.get("config_folder")))
 
     def unload(self) -> None:
