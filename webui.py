@@ -217,8 +217,12 @@ class App:
 
         flags = [flag for flag, on in (("--no-half", args.no_half), ("--no-half-vae", args.no_half_vae), ("--xformers", args.xformers),
                                        ("--medvram", args.medvram), ("--medvram-sdxl", args.medvram_sdxl), ("--lowvram", args.lowvram),
-                                       ("--no-hashing", args.no_hashing)) if on]
+                                       ("--always-high-vram", args.always_high_vram), ("--always-normal-vram", args.always_normal_vram),
+                                       ("--always-low-vram", args.always_low_vram), ("--opt-channelslast", args.opt_channelslast),
+                                       ("--no-tf32", args.no_tf32), ("--unet-in-fp8-e4m3fn", args.unet_in_fp8_e4m3fn),
+                                       ("--unet-in-fp8-e5m2", args.unet_in_fp8_e5m2), ("--no-hashing", args.no_hashing)) if on]
         flags += ["--precision", args.precision]
+        flags += [part for flag, value in (("--compile", args.compile), ("--compile-mode", args.compile_mode)) if value for part in (flag, value)]
         models_dir = args.ray_models_dir or args.models_dir
         path_flags = tuple((flag, str(value)) for flag, value in (("--ckpt-dir", args.ckpt_dir), ("--ckpt", args.ckpt), ("--lora-dir", args.lora_dir),
                                                                   ("--vae-dir", args.vae_dir), ("--embeddings-dir", args.embeddings_dir)) if value)

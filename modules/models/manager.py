@@ -273,7 +273,7 @@ class ModelManager:
         from modules.generation.speed import apply, set_tf32
 
         options = self.speed
-        if options.compile != "none" and devices.offloads:
+        if options.compile != "none" and devices.memory.offload_for(model.arch) != "none":
             log.warning("torch.compile is not used with --medvram/--lowvram: the offload hooks move weights between the model's parts.")
             options = replace(options, compile="none")
         set_tf32(devices.device, options.tf32)
