@@ -10,7 +10,7 @@ from modules.outputs.infotext import encode_user_comment
 TEXT = (
     "a white circle on a purple background\nNegative prompt: green\n"
     "Steps: 14, Sampler: DPM++ 2M Karras, CFG scale: 6.5, Seed: 2024, Size: 64x64, Model hash: 0123456789, "
-    "Model: someone-elses-model, Clip skip: 2, Token merging ratio: 0.3, Version: v1.10.1"
+    "Model: someone-elses-model, Clip skip: 2, Image CFG scale: 1.5, Version: v1.10.1"
 )
 
 
@@ -33,7 +33,7 @@ def test_png_info_reads_and_sends_to_txt2img_and_img2img(page, server, tmp_path)
     assert page.input_value("#txt2img_neg_prompt textarea") == "green"
     assert page.input_value("#txt2img_steps input[type=number]") == "14"
     assert page.input_value("#txt2img_cfg_scale input[type=number]") == "6.5"
-    page.get_by_text("Not applied: Token merging ratio").first.wait_for(timeout=10000)  # what could not be applied is said
+    page.get_by_text("Not applied: Image CFG scale").first.wait_for(timeout=10000)  # what could not be applied is said
     page.get_by_text("use Clip skip 2").first.wait_for(timeout=10000)  # and the setting it carries over
     page.screenshot(path=str(server["data"] / "pnginfo-sent.png"), full_page=True)
 

@@ -50,7 +50,7 @@ def test_a1111_written_infotext_reads():
         "Steps: 28, Sampler: DPM++ 2M Karras, CFG scale: 7.0, Seed: 3141592653, Size: 512x768, Model hash: 6ce0161689, "
         "Model: v1-5-pruned-emaonly, VAE hash: 735e4c3a44, VAE: vae-ft-mse-840000-ema-pruned.safetensors, Denoising strength: 0.5, "
         "Clip skip: 2, Hires upscale: 2, Hires steps: 10, Hires upscaler: Latent, Lora hashes: \"detail: 0123456789ab\", "
-        "TI hashes: \"easynegative: c74b4e810b03\", Token merging ratio: 0.3, Version: v1.10.1"
+        "TI hashes: \"easynegative: c74b4e810b03\", Image CFG scale: 1.5, Version: v1.10.1"
     )
     pasted = params_from_infotext(text)
     params = GenerationParams.create(**pasted.values)
@@ -60,7 +60,7 @@ def test_a1111_written_infotext_reads():
     assert params.enable_hr and params.hr_scale == 2 and params.hr_second_pass_steps == 10 and params.denoising_strength == 0.5
     assert params.prompt.endswith("<lora:detail:0.6>")
     assert pasted.settings["sd_vae"] == "735e4c3a44"
-    assert list(pasted.skipped) == ["Token merging ratio"]
+    assert list(pasted.skipped) == ["Image CFG scale"]
 
 
 @pytest.mark.parametrize("text", ["", "just a prompt", "a: b, c: d", "\x00\x01garbage\nSteps: many, Seed: x, CFG scale: big, Size: 0x0", None])

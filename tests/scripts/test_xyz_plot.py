@@ -293,3 +293,12 @@ def test_img2img_denoising_axis_uses_the_init_picture(script_app):
     single = script_app.single(params.model_copy(update={"denoising_strength": 0.75}), init)
     assert _same(single.images[0], result.images[2])
     assert not _same(result.images[1], result.images[2])
+
+
+def test_the_speed_axes_set_the_jobs_own_values():
+    for label, field in (("Negative Guidance minimum sigma", "s_min_uncond"), ("Token merging ratio", "token_merging_ratio"),
+                         ("Token merging ratio high-res", "token_merging_ratio_hr")):
+        axis = axes_for("txt2img")[T2I[label]]
+        cell = Cell({"prompt": "a cat"})
+        axis.apply(cell, 0.5, [0.0, 0.5], ScriptEnv())
+        assert cell.values[field] == 0.5 and GenerationParams.create(**cell.values).model_dump()[field] == 0.5
