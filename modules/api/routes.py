@@ -28,7 +28,7 @@ from modules.generation import samplers
 from modules.generation.image_input import to_mask, to_rgb
 from modules.generation.params import LATENT_UPSCALERS, SETTING_FIELDS
 from modules.jobs.extras_task import ExtrasService
-from modules.jobs.generation_task import GenerationResult, GenerationService
+from modules.jobs.generation_task import GenerationResult, GenerationService, saved_path_per_image
 from modules.jobs.model_switch import switch_checkpoint
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, done_future
 from modules.models.manager import ModelManager
@@ -259,7 +259,7 @@ def build_router(state: ApiState) -> APIRouter:
             return {"images": [], "parameters": parameters, "info": json.dumps({"infotexts": [], "all_seeds": []})}
         settings = state.service.settings
         send = request is None or request.send_images is not False
-        images = [encode_base64(im, settings.samples_format, text, settings.jpeg_quality) for im, text in zip(result.images, result.infotexts)] if send else []
+        images = _pictures_base64(result, settings.samples_format, settings.jpeg_quality) if send else []
         if send:  # as the ControlNet extension: each unit's detected map after the pictures
             from modules.controlnet.routes import detected_maps_base64
 
@@ -807,6 +807,21 @@ def _state(job: Job | None, pending: int) -> dict:
         "sampling_step": p.step if p else 0,
         "sampling_steps": p.steps if p else 0,
     }
+
+
+def _pictures_base64(result: GenerationResult, file_format: str, quality: int) -> list[str]:
+    """A job's pictures as A1111's API returns them. A picture saved as the PNG this answer
+    would hold (same text chunks) is sent from its file: no second encode of the same image."""
+    import base64
+
+    from modules.outputs.saving import saved_png
+
+    paths = saved_path_per_image(result) if file_format.lower().lstrip(".") == "png" else [None] * len(result.images)
+    pictures = []
+    for image, text, path in zip(result.images, result.infotexts, paths):
+        saved = saved_png(path, image, text) if path is not None else None
+        pictures.append(base64.b64encode(saved).decode("ascii") if saved is not None else encode_base64(image, file_format, text, quality))
+    return pictures
 
 
 def _info(result: GenerationResult) -> dict:

@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,16 +225,21 @@ def _first_line(e: Exception) -> str:
 # --------------------------------------------------------------------------- finding files (vae.py uses these too)
 
 
-def scan_files(dirs: Iterable[Path], extensions: tuple[str, ...]) -> list[Path]:
+def scan_files(dirs: Iterable[Path], extensions: tuple[str, ...], folders: dict[str, int | None] | None = None) -> list[Path]:
     """Files with `extensions` under `dirs`, recursively, in A1111's natural order per folder;
-    hidden files and folders and downloads still in progress are left out."""
+    hidden files and folders and downloads still in progress are left out. `folders`, if
+    given, receives each folder looked at with its mtime (None: a root that is not there)."""
     found: list[Path] = []
     for root in dirs:
         root = Path(root)
         if not root.is_dir():
+            if folders is not None:
+                folders[str(root)] = None
             continue
         files, seen = [], set()
         for current, dirnames, filenames in os.walk(root, followlinks=True):
+            if folders is not None:
+                folders[current] = _mtime(current)
             real = Path(current).resolve()
             dirnames[:] = [] if real in seen else [d for d in dirnames if not d.startswith(".")]
             if real in seen:  # a symlink loop
@@ -249,6 +255,25 @@ def scan_files(dirs: Iterable[Path], extensions: tuple[str, ...]) -> list[Path]:
         files.sort(key=lambda p: natural_sort_key(p.relative_to(root).as_posix()))
         found += files
     return found
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def folders_unchanged(folders: dict[str, int | None] | None, scanned_ns: int) -> bool:
+    """Whether a scan that recorded `folders` (see scan_files) at `scanned_ns` still holds: a
+    file added, removed or renamed changes its folder's mtime. A folder changed within 2 s of
+    that scan is not trusted (coarse file-system clocks could hide a later change)."""
+    if folders is None:
+        return False
+    for path, stamp in folders.items():
+        if _mtime(path) != stamp or (stamp is not None and stamp >= scanned_ns - 2_000_000_000):
+            return False
+    return True
 
 
 def file_signature(path: Path) -> tuple[int, int] | None:
@@ -284,6 +309,8 @@ class EmbeddingLibrary:
         # name -> (path, signature, Embedding or the reason it is unusable)
         self._cache: dict[str, tuple[Path, tuple | None, Embedding | str]] = {}
         self._version = 0
+        self._folders: dict[str, int | None] | None = None  # the last scan's folders and their mtimes
+        self._scanned_ns = 0
         self.refresh()
 
     @property
@@ -293,15 +320,24 @@ class EmbeddingLibrary:
         return self._version
 
     def refresh(self) -> None:
-        """Rescan the folders; cached embeddings whose file moved or changed are dropped."""
-        paths: dict[str, Path] = {}
-        duplicates: dict[str, str] = {}
-        for path in scan_files(self.dirs, EMBEDDING_EXTENSIONS):
-            if path.stem in paths:
-                duplicates[relative_name(path, self.dirs)] = f"another file named '{path.stem}' was found first: {paths[path.stem]}"
-                continue
-            paths[path.stem] = path
+        """Rescan the folders; cached embeddings whose file moved or changed are dropped. Runs
+        before every job, so the walk is skipped while no folder's mtime has changed (a stat
+        per folder instead of one per file: 40-65 ms a job for 500 files on the 2-core VM)."""
         with self._lock:
+            unchanged = folders_unchanged(self._folders, self._scanned_ns)
+            paths, duplicates = self._paths, self._duplicates
+        if not unchanged:
+            folders: dict[str, int | None] = {}
+            scanned_ns = time.time_ns()
+            paths, duplicates = {}, {}
+            for path in scan_files(self.dirs, EMBEDDING_EXTENSIONS, folders):
+                if path.stem in paths:
+                    duplicates[relative_name(path, self.dirs)] = f"another file named '{path.stem}' was found first: {paths[path.stem]}"
+                    continue
+                paths[path.stem] = path
+        with self._lock:
+            if not unchanged:
+                self._folders, self._scanned_ns = folders, scanned_ns
             kept = {
                 name: entry
                 for name, entry in self._cache.items()
