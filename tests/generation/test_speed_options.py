@@ -229,3 +229,14 @@ def test_the_api_request_s_min_uncond_wins_over_the_setting():
     assert Txt2ImgRequest(prompt="x", s_min_uncond=4).params(settings).s_min_uncond == 4
     overridden = Txt2ImgRequest(prompt="x", override_settings={"token_merging_ratio": 0.5}).params(settings)
     assert overridden.token_merging_ratio == 0.5
+
+
+def test_a_jobs_token_merging_ratio_merges_during_its_passes_only(tiny_model):
+    from modules.generation import token_merging
+
+    plain = pictures(tiny_model, steps=3, batch_size=1)
+    with token_merging.merging(tiny_model.unet, 0.5):
+        by_hand = pictures(tiny_model, steps=3, batch_size=1)
+    assert not np.array_equal(by_hand[0], plain[0])
+    assert np.array_equal(pictures(tiny_model, steps=3, batch_size=1, token_merging_ratio=0.5)[0], by_hand[0])
+    assert np.array_equal(pictures(tiny_model, steps=3, batch_size=1)[0], plain[0])  # the UNet is as it was afterwards
