@@ -471,7 +471,7 @@ def bench_options(family: Family, path: Path, devices, repeats: int, use_compile
         spi, base_spi = median(r.seconds for r in ours), median(r.seconds for r in base)
         gain = (its / base_its) if its and base_its else None
         if device.type != "cuda":  # this process's CPU time, steadier than wall time on a shared CPU
-            note += f"; CPU time plain/option x{median(r.cpu_seconds for r in base) / median(r.cpu_seconds for r in ours):.3f}"
+            note = note.strip("; ") + f"; CPU time plain/option x{median(r.cpu_seconds for r in base) / median(r.cpu_seconds for r in ours):.3f}"
         out = Row(case, name, its, spi, max((r.peak or 0.0) for r in ours) or None, base_spi / spi, max_px_diff(plain_image, image),
                   note="; ".join(part for part in ((f"it/s x{gain:.3f} over plain" if gain else ""), note.strip("; ")) if part), extra={"plain_its": base_its, "plain_s": base_spi, **extra})
         log(format_row(out))
