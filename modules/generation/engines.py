@@ -87,17 +87,21 @@ class Prediction:
         extra = torch.cat(list(self.extra), dim=1)
         return torch.cat([latents, torch.cat([extra] * self.blocks) if self.blocks > 1 else extra], dim=1)
 
-    def _skips_uncond(self, t, step: int) -> bool:
-        return step % 2 == 1 and self.skip_uncond_below > 0 and float(self.sigma_of(torch.as_tensor(t).float().cpu())) < self.skip_uncond_below
+    def _skips_uncond(self, t_host: float | None, step: int) -> bool:
+        if step % 2 == 0 or self.skip_uncond_below <= 0 or t_host is None:
+            return False
+        return float(self.sigma_of(torch.tensor(t_host, dtype=torch.float32))) < self.skip_uncond_below
 
-    def __call__(self, model_in: torch.Tensor, t, step: int) -> torch.Tensor:
+    def __call__(self, model_in: torch.Tensor, t, step: int, t_host: float | None = None) -> torch.Tensor:
+        """`t` is the timestep as the UNet takes it (on its device); `t_host` the same number on
+        the CPU, for decisions that must not wait for the GPU."""
         if self.control.stop_requested():
             raise Stopped
         latents = model_in  # what add-ons see: without an inpainting model's extra channels
         batch = model_in.shape[0]
         if self.extra is not None:
             model_in = torch.cat([model_in, *self.extra], dim=1)
-        skip = self._skips_uncond(t, step)
+        skip = self._skips_uncond(t_host, step)
         blocks = self.blocks - 1 if skip else self.blocks
         if blocks > 1:
             model_in = torch.cat([model_in] * blocks)
@@ -150,13 +154,14 @@ def run_diffusers(predict: Prediction, scheduler, total: int, run: int, noise: I
         latents = scheduler.add_noise(init.to(fresh.dtype), fresh, timesteps[:1].repeat(batch))
     step_kwargs = _step_kwargs(scheduler, noise.torch_generators(), eta)
     estimate = None
+    host_timesteps = timesteps.tolist()  # read on the CPU once: no GPU sync per step
     for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(latents, t)
         try:
-            pred = predict(model_in, t, i // order)
+            pred = predict(model_in, t, i // order, t_host=host_timesteps[i])
         except Stopped:
             return Outcome(estimate, stopped=True)
-        estimate = clean_estimate(scheduler, latents, pred, t, prediction_type)
+        estimate = clean_estimate(scheduler, latents, pred, host_timesteps[i], prediction_type)
         latents = scheduler.step(pred, t, latents, **step_kwargs, return_dict=False)[0]
         if blend is not None:  # keep the unmasked area on the original's noise path
             keep = blend.keep.to(latents.dtype)
@@ -167,15 +172,16 @@ def run_diffusers(predict: Prediction, scheduler, total: int, run: int, noise: I
     return Outcome(latents)
 
 
-def clean_estimate(scheduler, latents: torch.Tensor, pred: torch.Tensor, t, prediction_type: str) -> torch.Tensor:
+def clean_estimate(scheduler, latents: torch.Tensor, pred: torch.Tensor, t: float, prediction_type: str) -> torch.Tensor:
     """The model's estimate of the clean latents at this step (for previews and for an
-    unfinished image), from the scheduler's noise level before it steps."""
+    unfinished image), from the scheduler's noise level before it steps. `t` is the timestep
+    as a number and the noise levels stay 0-d CPU tensors (used as scalars): copying either to
+    the GPU would wait for the GPU at every step."""
     try:
         sigmas, index = getattr(scheduler, "sigmas", None), getattr(scheduler, "step_index", None)
         if float(getattr(scheduler, "init_noise_sigma", 1.0)) > 1.0 and sigmas is not None and index is not None:
-            sigma = sigmas[min(index, len(sigmas) - 1)].to(latents.device, latents.dtype)
-            return _denoised_from(latents, pred, sigma, prediction_type)
-        alpha_bar = scheduler.alphas_cumprod[int(round(float(t)))].to(latents.device, latents.dtype)
+            return _denoised_from(latents, pred, sigmas[min(index, len(sigmas) - 1)], prediction_type)
+        alpha_bar = scheduler.alphas_cumprod[int(round(float(t)))]
         if prediction_type == "v_prediction":
             return alpha_bar.sqrt() * latents - (1 - alpha_bar).sqrt() * pred
         return (latents - (1 - alpha_bar).sqrt() * pred) / alpha_bar.sqrt()
@@ -232,14 +238,21 @@ def run_sigmas(predict: Prediction, plan: SigmaRun, noise: ImageNoise, init: tor
     model_dtype = predict.dtype
     calls = 0
     last: list[torch.Tensor | None] = [None]
+    # The schedule's timesteps go to the device in one copy; a copy per step would wait for the
+    # GPU every step. Sigmas between them (Heun, DPM2, the SDE samplers) are converted as they come.
+    schedule_ts = plan.model_sigmas.sigma_to_t(sigmas)
+    on_device = dict(zip(sigmas.tolist(), schedule_ts.to(x.device, model_dtype).unbind()))
 
     def denoise(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         nonlocal calls
         sigma = torch.as_tensor(sigma, dtype=torch.float32).cpu()
         t = plan.model_sigmas.sigma_to_t(sigma)
+        t_device = on_device.get(float(sigma))
+        if t_device is None:
+            t_device = t.to(latents.device, model_dtype)
         c_in = (sigma**2 + 1) ** -0.5
         # prompt schedules advance per model call, as in A1111
-        pred = predict((latents * c_in).to(model_dtype), t.to(latents.device, model_dtype), calls).float()
+        pred = predict((latents * c_in).to(model_dtype), t_device, calls, t_host=float(t)).float()
         calls += 1
         denoised = _denoised_from(latents, pred, sigma, plan.prediction_type)
         if plan.lcm:
@@ -315,14 +328,14 @@ def run_timesteps(predict: Prediction, plan: TimestepRun, noise: ImageNoise, ini
     keep = blend.keep.float() if blend is not None else None
     model_dtype = predict.dtype
     estimate = None
+    device_timesteps = timesteps.to(x.device, model_dtype)  # one copy, not one (and a GPU wait) per step
     for i in range(len(timesteps) - 1):
         index = len(timesteps) - 1 - i
         a_t, a_prev, sigma_t = (float(v[index]) for v in (alphas, alphas_prev, sigmas))
         if blend is not None:  # A1111 puts the original back before each call for these samplers
             x = (1 - blend.mask) * keep + blend.mask * x
         try:
-            t = timesteps[index].to(x.device, model_dtype)
-            pred = predict(x.to(model_dtype), t, i).float()
+            pred = predict(x.to(model_dtype), device_timesteps[index], i, t_host=float(timesteps[index])).float()
         except Stopped:
             return Outcome(estimate, stopped=True)
         eps = _eps_from(pred, x, a_t, plan.prediction_type)

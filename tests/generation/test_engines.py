@@ -25,7 +25,7 @@ class HalfModel:
     dtype = torch.float16
     last_uncond = None
 
-    def __call__(self, model_in, t, step):
+    def __call__(self, model_in, t, step, t_host=None):
         assert model_in.dtype == torch.float16 and t.dtype == torch.float16
         return torch.zeros_like(model_in)
 
