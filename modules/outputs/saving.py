@@ -344,8 +344,9 @@ def _png_texts(image: Image.Image, infotext: str | None) -> dict[str, str]:
 
 def saved_png(path: Path | None, image: Image.Image, infotext: str | None) -> bytes | None:
     """The bytes of `path` when it is the PNG `encode_image` writes for `image` with `infotext`
-    (same size, mode and text chunks; the pixels are the saved picture's, losslessly), else
-    None. Lets the API answer with a saved picture's file instead of encoding it again."""
+    (same size, mode, text chunks and pixels), else None. Lets the API answer with a saved
+    picture's file instead of encoding it again: decoding to check the pixels (a file changed
+    since, by anyone) costs a fraction of an encode."""
     if path is None or Path(path).suffix.lower() != ".png":
         return None
     try:
@@ -353,6 +354,7 @@ def saved_png(path: Path | None, image: Image.Image, infotext: str | None) -> by
         with Image.open(io.BytesIO(data)) as saved:  # reads the chunks before the pixel data: the text is there
             texts = {key: str(value) for key, value in saved.info.items() if isinstance(key, str) and isinstance(value, str)}
             same = saved.format == "PNG" and saved.size == image.size and saved.mode == image.mode and texts == _png_texts(image, infotext)
+            same = same and saved.tobytes() == image.tobytes()
     except (OSError, ValueError, SyntaxError):  # gone, unreadable or not a PNG any more: encode instead
         return None
     return data if same else None

@@ -52,6 +52,9 @@ def test_saved_png_bytes_are_reused_only_when_they_match(tmp_path):
     image.save(jpeg)
     assert saved_png(jpeg, image, TEXT) is None
     assert saved_png(None, image, TEXT) is None
+    edited = image.copy()
+    edited.putpixel((3, 3), (1, 2, 3))
+    assert saved_png(path, edited, TEXT) is None  # same size and text, another picture: not the file
 
 
 @pytest.mark.parametrize("embed", [True, False])
