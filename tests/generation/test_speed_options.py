@@ -240,3 +240,13 @@ def test_a_jobs_token_merging_ratio_merges_during_its_passes_only(tiny_model):
     assert not np.array_equal(by_hand[0], plain[0])
     assert np.array_equal(pictures(tiny_model, steps=3, batch_size=1, token_merging_ratio=0.5)[0], by_hand[0])
     assert np.array_equal(pictures(tiny_model, steps=3, batch_size=1)[0], plain[0])  # the UNet is as it was afterwards
+
+
+def test_compiling_the_vae_decoder_too_keeps_the_pictures(monkeypatch, tiny_checkpoint, tiny_plain):
+    eager_compile(monkeypatch)
+    torch._dynamo.reset()
+    model = load(tiny_checkpoint)
+    speed.apply(model, SpeedOptions(compile="unet+vae"))
+    assert getattr(model.vae.decoder.forward, "_torchdynamo_orig_callable", None) is not None  # the decoder runs compiled
+    assert biggest_difference(pictures(model), tiny_plain) <= 1
+    torch._dynamo.reset()
