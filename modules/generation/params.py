@@ -129,7 +129,7 @@ class GenerationParams(BaseModel):
     beta_dist_beta: float = Field(0.6, gt=0.0, le=1.0, json_schema_extra=_meta("Beta scheduler - beta", "Beta schedule beta", step=0.01))
     # A1111's Optimizations that trade a little of the picture for speed: skip the negative prompt
     # on alternate late steps (NGMS), and token merging (modules.generation.token_merging).
-    s_min_uncond: float = Field(0.0, ge=0.0, le=15.0, json_schema_extra=_meta("Negative Guidance minimum sigma", "NGMS", step=0.01))
+    s_min_uncond: float = Field(0.0, ge=0.0, json_schema_extra=_meta("Negative Guidance minimum sigma", "NGMS", step=0.01, maximum=15.0))
     token_merging_ratio: float = Field(0.0, ge=0.0, le=0.9, json_schema_extra=_meta("Token merging ratio", "Token merging ratio", step=0.1))
     token_merging_ratio_hr: float = Field(0.0, ge=0.0, le=0.9,
                                           json_schema_extra=_meta("Token merging ratio for high-res pass", "Token merging ratio hr", step=0.1))
@@ -158,6 +158,12 @@ class GenerationParams(BaseModel):
                     if isinstance(text, str) and not is_text(text):
                         raise ValueError(f"{name} holds a lone surrogate (an invalid character such as \\ud800): send valid UTF-8 text")
         return values
+
+    @field_validator("token_merging_ratio", "token_merging_ratio_hr", "token_merging_ratio_img2img", mode="before")
+    @classmethod
+    def _merging_range(cls, v: Any) -> Any:
+        """A1111's API takes any ratio (tomesd caps what it merges): kept within 0..0.9 here."""
+        return min(max(v, 0.0), 0.9) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
     @field_validator("seed_resize_from_w", "seed_resize_from_h", mode="before")
     @classmethod
@@ -349,7 +355,6 @@ def infotext_fields(
             ("Inpaint area", INPAINT_AREAS[1] if params.inpaint_full_res else None),
             ("Masked area padding", params.inpaint_full_res_padding if params.inpaint_full_res else None),
         ]
-    fields.append(("NGMS", format_number(params.s_min_uncond) if params.s_min_uncond > 0 else None))
     return fields + list(extras) + sampler_fields(params, sampler, schedule) + [("Version", version)]
 
 

@@ -27,7 +27,7 @@ from modules.generation.control import RunControl, StepInfo
 from modules.generation.hooks import Hooks, PassInfo
 from modules.generation.job_prompts import JobPrompts, LoraUse, PassText, add_notes, infotext_extras, pass_text
 from modules.generation.ksampling import brownian
-from modules.generation.params import LATENT_UPSCALERS, GenerationParams, Img2ImgParams
+from modules.generation.params import LATENT_UPSCALERS, GenerationParams, Img2ImgParams, format_number
 from modules.generation.text_encoding import EncodingOptions, PromptEncoder
 from modules.models.loaded import LoadedModel
 
@@ -222,7 +222,8 @@ class Runner:
         def lora_hash(file) -> str | None:  # only LoRAs that were applied (in either pass), as A1111 lists them
             return library.shorthash(file) if library is not None and file.path in job.applied else None
 
-        return infotext_extras(job, lora_hash, embeddings, params.emphasis)
+        ngms = [("NGMS", format_number(params.s_min_uncond) if job.skipped_uncond else None)]  # as A1111, after the hashes
+        return infotext_extras(job, lora_hash, embeddings, params.emphasis) + ngms
 
     def _use_loras(self, loras: tuple[LoraUse, ...], job: JobPrompts | None = None) -> None:
         """Make exactly these LoRAs active. The stack keeps files it has read while LoRAs are in
@@ -548,11 +549,15 @@ class Runner:
             if engine == samplers.DIFFUSERS:
                 scheduler = samplers.build_scheduler(m.scheduler_config, p.sampler, p.schedule, seeds)
                 total, run = p.schedule_steps()
-                return engines.run_diffusers(predict, scheduler, total, run, image_noise, init, blend, m.prediction_type,
-                                             p.options.eta_for(p.sampler), progress)
-            if engine == samplers.TIMESTEPS:
-                return engines.run_timesteps(predict, self._timestep_plan(p, init is not None), image_noise, init, blend, progress)
-            return engines.run_sigmas(predict, self._sigma_plan(p, seeds, init is not None), image_noise, init, blend, progress)
+                outcome = engines.run_diffusers(predict, scheduler, total, run, image_noise, init, blend, m.prediction_type,
+                                                p.options.eta_for(p.sampler), progress)
+            elif engine == samplers.TIMESTEPS:
+                outcome = engines.run_timesteps(predict, self._timestep_plan(p, init is not None), image_noise, init, blend, progress)
+            else:
+                outcome = engines.run_sigmas(predict, self._sigma_plan(p, seeds, init is not None), image_noise, init, blend, progress)
+        if job is not None and predict.skipped_uncond:
+            job.skipped_uncond = True
+        return outcome
 
     def _token_merging(self, p: Pass):
         """Token merging on the UNet for this pass only; the plain path when the ratio is 0."""

@@ -98,7 +98,9 @@ def apply(model: "LoadedModel", options: SpeedOptions) -> tuple[str, ...]:
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
         applied.append("channels_last")
-    if options.fp8_for(model.arch):
+    if options.fp8_for(model.arch) and model.device.type == "mps":
+        log.warning("FP8 weight storage is not used on Apple GPUs (MPS has no float8).")
+    elif options.fp8_for(model.arch):
         storage = getattr(torch, f"float8_{options.fp8_format}")
         model.unet.enable_layerwise_casting(storage_dtype=storage, compute_dtype=model.dtype)
         model.extra["fp8_storage"] = options.fp8_storage
@@ -118,15 +120,12 @@ def set_tf32(device: torch.device, on: bool) -> bool:
 
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
         return False
-    has_tf32 = torch.cuda.get_device_capability(device)[0] >= 8
-    precision = "tf32" if on and has_tf32 else "ieee"
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
-    else:  # torch before 2.9
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        torch.backends.cudnn.allow_tf32 = precision == "tf32"
-    return precision == "tf32"
+    on = on and torch.cuda.get_device_capability(device)[0] >= 8
+    # The long-standing switches: torch 2.9's per-backend fp32_precision cannot be mixed with
+    # them, and inductor's autotuning still reads get_float32_matmul_precision().
+    torch.set_float32_matmul_precision("high" if on else "highest")
+    torch.backends.cudnn.allow_tf32 = on
+    return on
 
 
 def compile_model(model: "LoadedModel", options: SpeedOptions) -> None:

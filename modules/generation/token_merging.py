@@ -126,8 +126,12 @@ class _Plan:
 
     def before_unet(self, module, args: tuple, kwargs: dict) -> None:
         sample = args[0] if args else kwargs["sample"]
-        self.size = (int(sample.shape[-2]), int(sample.shape[-1]))
-        self.splits = {}
+        size = (int(sample.shape[-2]), int(sample.shape[-1]))
+        if size != self.size or self.random_destinations:
+            # Fixed destinations are the same at every step of a size: the splits (copied to the
+            # GPU once, which waits for it) are kept until the size changes.
+            self.splits = {}
+        self.size = size
         if self.random_destinations:
             t = args[1] if len(args) > 1 else kwargs.get("timestep", 0)
             self.seed = round(float(torch.as_tensor(t).flatten()[0]) * 1000) & 0x7FFF_FFFF

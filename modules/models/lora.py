@@ -520,6 +520,8 @@ class LoraStack:
                 touched.append(module)
                 if component == "unet":
                     loader.load_lora_into_unet(prefixed, None, module, adapter_name=adapter.name, metadata=config)
+                    if self.model.extra.get("fp8_storage"):
+                        _adapter_in_compute_dtype(module, adapter.name, part, self.model.dtype)
                 else:
                     with _quiet("transformers.integrations.peft"):
                         loader.load_lora_into_text_encoder(
@@ -615,3 +617,25 @@ class _quiet:
 
     def __exit__(self, *exc):
         self.logger.setLevel(self.level)
+
+
+def _adapter_in_compute_dtype(unet, name: str, part: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
+    """fp8 weight storage (modules.generation.speed): peft gives a new adapter its base layer's
+    dtype, which is float8 between calls, where matmuls do not run and the LoRA would be rounded
+    to 3 mantissa bits. Put the adapter in the compute dtype and load its values again, exactly."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils import set_peft_model_state_dict
+
+    for layer in unet.modules():
+        if not isinstance(layer, BaseTunerLayer):
+            continue
+        for attr in layer.adapter_layer_names:
+            holder = getattr(layer, attr, None)
+            if holder is None or name not in holder:
+                continue
+            if isinstance(holder[name], torch.nn.Module):
+                holder[name].to(dtype=dtype)
+            else:  # a ParameterDict entry (embedding LoRAs)
+                holder[name] = torch.nn.Parameter(holder[name].detach().to(dtype), requires_grad=False)
+    set_peft_model_state_dict(unet, part, adapter_name=name)

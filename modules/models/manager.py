@@ -224,6 +224,8 @@ class ModelManager:
         target = query or self.pin()
         if target:
             return self.load(target, select=False)
+        if self._active is not None and self._loaded_speed != self.speed.model_part():  # new speed options: reload it
+            return self.load(str(self._active.info.path), select=False)
         return self._active or self.load()
 
     def load(self, query: str | None = None, select: bool = True) -> ActiveModel:
@@ -275,6 +277,9 @@ class ModelManager:
         options = self.speed
         if options.compile != "none" and devices.memory.offload_for(model.arch) != "none":
             log.warning("torch.compile is not used with --medvram/--lowvram: the offload hooks move weights between the model's parts.")
+            options = replace(options, compile="none")
+        if options.compile != "none" and options.fp8_for(model.arch):
+            log.warning("torch.compile is not used with FP8 weight storage: casting each layer's weights breaks the compiled graph at every layer.")
             options = replace(options, compile="none")
         set_tf32(devices.device, options.tf32)
         applied = apply(model, options)

@@ -42,7 +42,7 @@ def test_infotext_fields_in_a1111_order():
         ("Size", "512x768"), ("Model hash", "abcdef0123"), ("Model", "m"), ("FP8 weight", None), ("VAE hash", None), ("VAE", None),
         ("Variation seed", None), ("Variation seed strength", None), ("Seed resize from", None),
         ("Denoising strength", None), ("Clip skip", None), ("ENSD", None), ("Token merging ratio", None), ("Token merging ratio hr", None),
-        ("RNG", None), ("Tiling", None), ("NGMS", None), ("Schedule min sigma", None), ("Schedule max sigma", None), ("Version", "v1"),
+        ("RNG", None), ("Tiling", None), ("Schedule min sigma", None), ("Schedule max sigma", None), ("Version", "v1"),
     ]
     p2 = GenerationParams.create(cfg_scale=7.5, clip_skip=2, sampler_name="Euler a")
     f2 = dict(infotext_fields(p2, seed=1, model_hash=None, model_name=None, version="v1"))

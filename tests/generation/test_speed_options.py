@@ -198,19 +198,30 @@ def test_negative_guidance_minimum_sigma_skips_the_negative_prompt_on_alternate_
     assert 0 < difference < 10 and difference < other_seed / 2, (difference, other_seed)
 
 
-def test_ngms_and_token_merging_are_in_the_infotext_and_paste_back():
+def test_token_merging_and_fp8_are_in_the_infotext_and_paste_back():
     params = GenerationParams.create(prompt="a cat", s_min_uncond=2.5, token_merging_ratio=0.5, enable_hr=True, token_merging_ratio_hr=0.3)
-    fields = dict(infotext_fields(params, seed=1, model_hash="abc", model_name="m", version="v", fp8_weight="Enable"))
-    assert fields["NGMS"] == "2.5" and fields["Token merging ratio"] == "0.5" and fields["Token merging ratio hr"] == "0.3"
-    assert fields["FP8 weight"] == "Enable"
-    keys = [k for k, _ in infotext_fields(params, seed=1, model_hash="abc", model_name="m", version="v", fp8_weight="Enable")]
+    fields = infotext_fields(params, seed=1, model_hash="abc", model_name="m", version="v", fp8_weight="Enable",
+                             extras=[("Lora hashes", "x: 0123"), ("NGMS", "2.5")])
+    keys, values = [k for k, _ in fields], dict(fields)
+    assert values["Token merging ratio"] == "0.5" and values["Token merging ratio hr"] == "0.3" and values["FP8 weight"] == "Enable"
     assert keys.index("Model") + 1 == keys.index("FP8 weight")  # A1111's order
     assert keys.index("ENSD") + 1 == keys.index("Token merging ratio")
-    pasted = params_from_infotext(format_infotext(params.prompt, "", list(fields.items())))
+    pasted = params_from_infotext(format_infotext(params.prompt, "", fields))
     assert pasted.values["s_min_uncond"] == 2.5 and pasted.values["token_merging_ratio"] == 0.5
     assert pasted.values["token_merging_ratio_hr"] == 0.3
     plain = dict(infotext_fields(GenerationParams.create(prompt="a cat"), seed=1, model_hash="abc", model_name="m", version="v"))
-    assert not {"NGMS", "Token merging ratio", "Token merging ratio hr", "FP8 weight"} & {k for k, v in plain.items() if v is not None}
+    assert not {"Token merging ratio", "Token merging ratio hr", "FP8 weight"} & {k for k, v in plain.items() if v is not None}
+
+
+@pytest.mark.parametrize("s_min_uncond, recorded", [(1.0, "1"), (0.01, None)])
+def test_ngms_is_recorded_after_the_hashes_only_when_a_step_skipped_the_negative_prompt(tiny_model, s_min_uncond, recorded):
+    """As A1111 records it: NGMS 0.01 is below every sigma of the schedule, so nothing is skipped."""
+    runner = Runner(tiny_model)
+    params = GenerationParams.create(prompt="a cat", negative_prompt="a dog", width=64, height=64, steps=4, seed=1, s_min_uncond=s_min_uncond)
+    job = runner.prepare(params)
+    list(runner.txt2img(params, 1, prompts=job))
+    extras = runner.infotext_extras(params, job)
+    assert extras[-1] == ("NGMS", recorded)
 
 
 def test_img2img_and_the_high_res_pass_use_their_own_ratio_only_when_set():
@@ -250,3 +261,53 @@ def test_compiling_the_vae_decoder_too_keeps_the_pictures(monkeypatch, tiny_chec
     assert getattr(model.vae.decoder.forward, "_torchdynamo_orig_callable", None) is not None  # the decoder runs compiled
     assert biggest_difference(pictures(model), tiny_plain) <= 1
     torch._dynamo.reset()
+
+
+def test_a_lora_on_fp8_weights_keeps_its_own_precision_and_its_effect(tmp_path, tiny_checkpoint):
+    from modules.models.lora import LoraFile, LoraStack
+    from tests.models.test_lora import model_outputs, peft_lora, save_diffusers_layout
+
+    plain = load(tiny_checkpoint)
+    g = torch.Generator().manual_seed(0)
+    ids = plain.tokenizer("a photo of a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    inputs = {"sample": torch.randn(1, 4, 8, 8, generator=g), "hidden": plain.text_encoder(ids).last_hidden_state.detach(), "ids": ids}
+    unet_sd, text_sd, reference = peft_lora(plain, inputs, seed=1)
+    lora = LoraFile.from_path(save_diffusers_layout(tmp_path / "one.safetensors", unet_sd, text_sd))
+
+    fp8 = load(tiny_checkpoint)
+    speed.apply(fp8, SpeedOptions(fp8_storage="Enable"))
+    without = model_outputs(fp8, inputs)[0]
+    stack = LoraStack(fp8)
+    assert stack.apply([(lora, 1.0, 1.0)]) == []
+    made = model_outputs(fp8, inputs)[0]  # ran: float8 adapters would fail in the matmul
+    lora_weights = {name: p for name, p in fp8.unet.named_parameters() if "lora_A" in name}
+    assert {p.dtype for p in lora_weights.values()} == {torch.float32}
+    name, weight = next(iter(sorted(lora_weights.items())))
+    exact = next(v for k, v in unet_sd.items() if k.replace("lora_A.weight", "") in name)
+    assert torch.equal(weight.detach(), exact)  # loaded at full precision, not rounded through float8
+    # The base weights are fp8's; the LoRA's change is the plain model's.
+    assert (made - reference[0]).abs().mean() < (without - reference[0]).abs().mean() / 2
+    stack.clear()
+
+
+def test_tf32_switches_keep_torchs_precision_readable(monkeypatch):
+    """TF32 on an Ampere card, simulated: inductor's autotuning reads the matmul precision
+    afterwards, which torch refuses once the legacy and per-backend switches are mixed."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    try:
+        assert speed.set_tf32(torch.device("cuda", 0), True) is True
+        assert torch.get_float32_matmul_precision() == "high" and torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+        assert speed.set_tf32(torch.device("cuda", 0), False) is False
+        assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cuda.matmul.allow_tf32
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # Turing: no TF32
+        assert speed.set_tf32(torch.device("cuda", 0), True) is False
+    finally:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = True  # torch's own default
+
+
+def test_out_of_range_speed_values_from_clients_are_clamped_not_refused():
+    params = GenerationParams.create(s_min_uncond=40, token_merging_ratio=1.5, token_merging_ratio_hr=-1)
+    assert (params.s_min_uncond, params.token_merging_ratio, params.token_merging_ratio_hr) == (40, 0.9, 0.0)

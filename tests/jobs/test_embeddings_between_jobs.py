@@ -40,11 +40,20 @@ def library(tmp_path):
     return lib, root
 
 
-def test_nothing_changed_keeps_the_same_names_and_version(library):
-    lib, _ = library
+def test_nothing_changed_keeps_the_same_names_and_version_without_walking_the_folders(library, monkeypatch):
+    import modules.models.embeddings as embeddings
+
+    walks = []
+    real = embeddings.scan_files
+    monkeypatch.setattr(embeddings, "scan_files", lambda *a, **k: walks.append(1) or real(*a, **k))
+    lib, root = library
     version = lib.version
     lib.refresh()
     assert sorted(lib.names) == ["cat", "ink"] and lib.version == version
+    assert walks == []  # the shortcut this file checks is taken
+    write(root / "styles" / "oil.safetensors")
+    lib.refresh()
+    assert walks == [1] and "oil" in lib.names  # and a change walks again
 
 
 def test_a_file_added_in_a_subfolder_is_seen(library):
