@@ -378,6 +378,7 @@ def test_theme_on_the_real_page(tmp_path):
 # --- the whole start, through launch.py ---------------------------------------------------------
 
 
+@pytest.mark.slow  # a whole launch.py start
 def test_launch_with_share_and_cloudflared_offline(tmp_path, monkeypatch):
     """A share server that refuses the log-in and a cloudflared that opens: the console says
     which opened, the local page answers throughout, and cloudflared stops with the server."""

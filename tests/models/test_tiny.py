@@ -2,12 +2,15 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
+
 from modules.models.arch import read_checkpoint_shapes
 from tests.conftest import REPO
 
 WRITE = "from pathlib import Path; from modules.models.tiny import write_tiny_checkpoint; write_tiny_checkpoint(Path({path!r}), Path('configs'))"
 
 
+@pytest.mark.slow  # two extra Python processes
 def test_the_builder_is_byte_identical_across_processes(tmp_path, tiny_checkpoint):
     outs = [tmp_path / f"run{i}.safetensors" for i in range(2)]
     # the two fresh processes run side by side: each spends its time importing, on a core of its own
