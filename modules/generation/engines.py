@@ -241,14 +241,14 @@ def run_sigmas(predict: Prediction, plan: SigmaRun, noise: ImageNoise, init: tor
     # The schedule's timesteps go to the device in one copy; a copy per step would wait for the
     # GPU every step. Sigmas between them (Heun, DPM2, the SDE samplers) are converted as they come.
     schedule_ts = plan.model_sigmas.sigma_to_t(sigmas)
-    on_device = dict(zip(sigmas.tolist(), schedule_ts.to(x.device, model_dtype).unbind()))
+    timesteps = dict(zip(sigmas.tolist(), zip(schedule_ts.unbind(), schedule_ts.to(x.device, model_dtype).unbind())))
 
     def denoise(latents: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         nonlocal calls
         sigma = torch.as_tensor(sigma, dtype=torch.float32).cpu()
-        t = plan.model_sigmas.sigma_to_t(sigma)
-        t_device = on_device.get(float(sigma))
-        if t_device is None:
+        t, t_device = timesteps.get(float(sigma), (None, None))
+        if t is None:
+            t = plan.model_sigmas.sigma_to_t(sigma)
             t_device = t.to(latents.device, model_dtype)
         c_in = (sigma**2 + 1) ** -0.5
         # prompt schedules advance per model call, as in A1111
