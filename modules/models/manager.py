@@ -224,7 +224,7 @@ class ModelManager:
         target = query or self.pin()
         if target:
             return self.load(target, select=False)
-        if self._active is not None and self._loaded_speed != self.speed.model_part():  # new speed options: reload it
+        if self._active is not None and not self._speed_current():  # new speed options: reload it
             return self.load(str(self._active.info.path), select=False)
         return self._active or self.load()
 
@@ -234,7 +234,7 @@ class ModelManager:
         info = self.require(query) if query else next(iter(self.startup_order()), None)
         if info is None:
             raise ValueError("No checkpoint found: put a .safetensors file in models/Stable-diffusion/.")
-        if self._active is not None and self._active.info.path == info.path and self._loaded_speed == self.speed.model_part():
+        if self._active is not None and self._active.info.path == info.path and self._speed_current():
             if select:
                 self._selected = info.path
             return self._active
@@ -259,6 +259,10 @@ class ModelManager:
         if self._active.is_tiny_random:
             log.warning(TINY_NOTICE)
         return self._active
+
+    def _speed_current(self) -> bool:
+        """Whether the loaded model was built with the model-wide speed options asked for now."""
+        return self._loaded_speed == self.speed.model_part()
 
     def use_speed(self, options: "SpeedOptions") -> None:
         """New speed options (Settings > Optimizations, or the flags): TF32 switches at once;
