@@ -19,7 +19,7 @@ instead: see modules.generation.params.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:
@@ -80,8 +80,7 @@ class SpeedOptions:
     def model_part(self) -> "SpeedOptions":
         """What changes the loaded model (a change needs a reload); TF32 is process-wide and
         is switched without one."""
-        return SpeedOptions(channels_last=self.channels_last, compile=self.compile, compile_mode=self.compile_mode,
-                            fp8_storage=self.fp8_storage, fp8_format=self.fp8_format)
+        return replace(self, tf32=SpeedOptions.tf32)
 
     def fp8_for(self, arch: str) -> bool:
         return self.fp8_storage == "Enable" or (self.fp8_storage == "Enable for SDXL" and arch.startswith("sdxl"))
