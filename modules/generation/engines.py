@@ -74,7 +74,7 @@ class Prediction:
         # (ControlNet, extensions), which are given the full uncond + cond batch.
         self.skip_uncond_below = skip_uncond_below if (with_uncond and sigma_of is not None and not self.hooks) else 0.0
         self.sigma_of = sigma_of
-        self.skipped_uncond = 0  # calls that skipped it, for tests and benchmarks
+        self.skipped_uncond = 0  # calls that skipped it: the infotext names NGMS only then, as A1111
 
     @property
     def dtype(self) -> torch.dtype:
