@@ -301,9 +301,16 @@ ADVERSARIAL = {
 @pytest.mark.parametrize("prompt", ADVERSARIAL.values(), ids=ADVERSARIAL.keys())
 def test_the_largest_prompts_the_server_accepts_parse_in_well_under_a_second(prompt):
     """32,768 characters is the server's default prompt limit: every function must handle that
-    much of the worst text in linear time (A1111's expressions took seconds to minutes)."""
+    much of the worst text in linear time (A1111's expressions took seconds to minutes). The best of
+    three runs is timed, so a pause of the machine (a garbage collection, a busy CI neighbour) is not
+    taken for a slow parser: a quadratic one is slow every time."""
     for run in (lambda: parse_prompt_attention(prompt), lambda: split_and(prompt), lambda: strip_comments(prompt),
                 lambda: get_learned_conditioning_prompt_schedules([prompt], 150), lambda: get_multicond_prompt_list([prompt])):
-        start = time.perf_counter()
-        run()
-        assert time.perf_counter() - start < 1.0
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - start)
+            if best < 1.0:
+                break
+        assert best < 1.0
