@@ -86,6 +86,11 @@ class GenerationParams(BaseModel):
     n_iter: int = Field(1, ge=1, le=100, json_schema_extra=_meta("Batch count"))
     batch_size: int = Field(1, ge=1, le=8, json_schema_extra=_meta("Batch size"))
     cfg_scale: float = Field(7.0, ge=1.0, le=30.0, json_schema_extra=_meta("CFG Scale", "CFG scale", step=0.5))
+    # Flux and SD 3/3.5 (modules.generation.flow_runner), Forge's names: Flux dev's guidance
+    # embedding (written to the infotext for Flux dev only) and a shift of the flow schedule
+    # replacing the model's own (0: the model's; written only when set).
+    distilled_cfg_scale: float = Field(3.5, ge=0.0, le=30.0, json_schema_extra=_meta("Distilled CFG Scale", "Distilled CFG Scale", step=0.1))
+    shift: float = Field(0.0, ge=0.0, le=100.0, json_schema_extra=_meta("Shift (0 = the model's)", "Shift", step=0.1))
     seed: int = Field(-1, ge=-1, le=2**32 - 1, json_schema_extra=_meta("Seed", "Seed"))
     # A1111's "Extra" seed options (modules.generation.noise): the first noise mixed towards the
     # variation seed's (0 = the seed's picture, 1 = the variation seed's), and drawn at the

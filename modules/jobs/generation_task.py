@@ -186,13 +186,14 @@ class GenerationService:
         selected one), loading it first if needed, with the VAE choice `vae` (else sd_vae) in
         place. A VAE file that is gone or does not fit this model leaves the checkpoint's own
         VAE in use and says so in `notes`: the picture is still made."""
-        from modules.generation.runner import PromptSetup, Runner  # imports diffusers: not needed to serve the page
+        from modules.generation.flow_runner import runner_for  # imports diffusers: not needed to serve the page
+        from modules.generation.runner import PromptSetup
 
         active = self.models.ensure(checkpoint)
         if self._runner is None or self._runner[0] is not active:
             libs = self.libraries
             setup = PromptSetup(libs.loras, libs.embeddings, libs.comma_padding_backtrack, libs.use_old_scheduling)
-            self._runner = (active, Runner(active.model, setup))
+            self._runner = (active, runner_for(active.model, setup))
         from modules.generation.vae_tiling import VaeTiling
 
         plan = self.models.devices.memory  # the card's cap (devices.auto_memory) can lower the setting
