@@ -160,6 +160,7 @@ class App:
         probed on first use. Also what each Ray worker builds over its own machine's folders."""
         from modules.demo.embedded import EMBEDDED_PATH
         from modules.models.catalog import HashCache
+        from modules.models.flow_loader import PartFolders
         from modules.models.manager import ModelManager
 
         def devices():
@@ -176,7 +177,9 @@ class App:
             return found
 
         hashes = HashCache(paths.hash_cache, hashing=not args.no_hashing)
-        return ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, hashes, extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,))
+        parts = PartFolders((paths.model_dir("text_encoder"),), (paths.vaes,))  # Flux/SD3 files' encoders and VAE, as Forge keeps them
+        return ModelManager(paths.ckpt_dirs, paths.configs_dir, devices, hashes, extra_ckpt=args.ckpt, builtin=(EMBEDDED_PATH,),
+                            parts=parts)
 
     @classmethod
     def add_model_addons(cls, service: "GenerationService", paths: Paths, args, settings) -> None:

@@ -44,8 +44,10 @@ from modules.models.arch import (
     unet_in_channels,
 )
 from modules.models.catalog import CHECKPOINT_EXTENSIONS
+from modules.models.flow_loader import GGUF_EXTENSION, PartFolders, load_flow_file, load_flow_folder
+from modules.models.flow_loader import folder_arch as flow_folder_arch
 from modules.models.ldm_keys import ldm_required_shapes
-from modules.models.loaded import LoadedModel
+from modules.models.loaded import LoadedModel, family_of
 
 log = logging.getLogger(__name__)
 
@@ -74,37 +76,46 @@ def load_checkpoint(
     device: torch.device,
     dtype: torch.dtype,
     vae_dtype: torch.dtype,
+    parts: PartFolders | None = None,
 ) -> LoadedModel:
-    """Load ``path`` (``.safetensors``, ``.ckpt`` or a diffusers folder) onto ``device``.
+    """Load ``path`` (``.safetensors``, ``.ckpt``, a ``.gguf`` transformer or a diffusers folder) onto ``device``.
 
     The UNet and text encoders end up in ``dtype``, the VAE in ``vae_dtype``. Every
     failure (missing, truncated or foreign file, wrong config) is a ValueError whose
-    message starts with "Could not load checkpoint <path>:".
+    message starts with "Could not load checkpoint <path>:". Flux and SD3 go to
+    modules.models.flow_loader; `parts` says where their files without text encoders or
+    VAE find them (models/text_encoder, models/VAE).
     """
     path = Path(path)
     configs_dir = Path(configs_dir)
     if not path.exists():
         raise ValueError(f"Could not load checkpoint {path}: file does not exist")
+    parts = parts or PartFolders()
     if path.is_dir():
-        return _load_diffusers_folder(path, configs_dir, device, dtype, vae_dtype)
-    if path.suffix.lower() not in CHECKPOINT_EXTENSIONS:
+        return _load_diffusers_folder(path, configs_dir, device, dtype, vae_dtype, parts)
+    if path.suffix.lower() not in (*CHECKPOINT_EXTENSIONS, GGUF_EXTENSION):
         raise ValueError(
             f"Could not load checkpoint {path}: unsupported file type '{path.suffix}' "
-            "(expected .safetensors, .ckpt or a diffusers folder)"
+            "(expected .safetensors, .ckpt, .gguf or a diffusers folder)"
         )
     with tempfile.TemporaryDirectory(prefix="ldm-config-") as scratch:
         try:
             shapes = read_checkpoint_shapes(path)
             arch = detect_architecture(shapes)
             choice = base = choose_config(path, arch, configs_dir)
-            if choice.ldm is not None:  # the yaml's shapes, over the architecture's folder
+            flow = family_of(arch) != "sd"  # Flux, SD3: their own loader, configs and parts
+            if choice.ldm is not None and not flow:  # the yaml's shapes, over the architecture's folder
                 choice = replace(choice, folder=ldm_config_folder(choice.ldm, choice.folder, shapes, Path(scratch)))
             in_channels = unet_in_channels(shapes) or 4
-            _check_fits(shapes, arch, choice.folder, in_channels)
+            if not flow:
+                _check_fits(shapes, arch, choice.folder, in_channels)
         except CheckpointReadError as e:
             raise ValueError(f"Could not load checkpoint {path}: {e.reason}") from e
         except ValueError as e:
             raise ValueError(f"Could not load checkpoint {path}: {e}") from e
+        if flow:
+            return load_flow_file(path, arch, choice.folder, configs_dir=configs_dir, parts=parts, device=device,
+                                  dtype=dtype, vae_dtype=vae_dtype, config_source=choice.source)
         loaded = _load_single_file(path, arch, choice, configs_dir, device, dtype, vae_dtype, in_channels)
     loaded.extra["config_folder"] = base.folder  # the generated one is gone; the page's hints live in the base folder
     return loaded
@@ -354,7 +365,8 @@ def _folder_arch(folder: Path) -> str:
 
 
 def _load_diffusers_folder(
-    folder: Path, configs_dir: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype
+    folder: Path, configs_dir: Path, device: torch.device, dtype: torch.dtype, vae_dtype: torch.dtype,
+    parts: PartFolders | None = None,
 ) -> LoadedModel:
     from diffusers import AutoencoderKL
 
@@ -362,6 +374,13 @@ def _load_diffusers_folder(
         raise ValueError(
             f"Could not load checkpoint {folder}: a folder must be a diffusers model with model_index.json"
         )
+    try:
+        flow_arch = flow_folder_arch(folder)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"Could not load checkpoint {folder}: {e}") from e
+    if flow_arch is not None:
+        return load_flow_folder(folder, flow_arch, configs_dir=configs_dir, parts=parts or PartFolders(), device=device,
+                                dtype=dtype, vae_dtype=vae_dtype)
     try:
         arch = _folder_arch(folder)
         kwargs = _pipeline_kwargs(arch)

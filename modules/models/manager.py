@@ -26,6 +26,7 @@ from modules.models.hints import ModelHints
 
 if TYPE_CHECKING:
     from modules.generation.devices import DeviceSettings
+    from modules.models.flow_loader import PartFolders
     from modules.models.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,17 @@ class ModelManager:
         hashes: HashCache,
         extra_ckpt: Path | None = None,
         builtin: tuple[Path, ...] = (),
+        parts: "PartFolders | None" = None,
     ):
         """`devices` is called once, on first use: probing CUDA imports torch, which the page
         should not wait for. `builtin` checkpoints ship with the app (the demo model): always
         listed, wherever the models folder is, and loaded at start only when the user has no
-        checkpoint of their own."""
+        checkpoint of their own. `parts`: where Flux/SD3 files without their text encoders or VAE
+        find them (models/text_encoder, models/VAE)."""
         self.ckpt_dirs = ckpt_dirs
         self.builtin = tuple(Path(p) for p in builtin)
         self.configs_dir = configs_dir
+        self.parts = parts
         self._device_factory = devices
         self._devices: DeviceSettings | None = None
         self.hashes = hashes
@@ -303,7 +307,8 @@ class ModelManager:
         # --medvram/--lowvram (given or chosen from the VRAM, per family): load into system RAM;
         # offload() then moves parts in while they run (or, for a family the plan keeps whole, all of it).
         where = torch.device("cpu") if devices.offloads else devices.device
-        model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=where, dtype=devices.dtype, vae_dtype=devices.vae_dtype)
+        model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=where, dtype=devices.dtype, vae_dtype=devices.vae_dtype,
+                                parts=self.parts)
         apply_attention(model.unet, devices)
         self._apply_speed(model, devices)
         if devices.offloads:
