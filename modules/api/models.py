@@ -39,7 +39,7 @@ _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 
 # Request fields mapped straight onto the parameter model (the rest need translating or are unused).
 DIRECT_FIELDS = ("prompt", "negative_prompt", "seed", "scheduler", "batch_size", "n_iter", "steps", "cfg_scale", "width", "height", "denoising_strength",
-                 "subseed", "subseed_strength", "tiling")
+                 "subseed", "subseed_strength", "tiling", "distilled_cfg_scale", "shift")
 HIRES_FIELDS = ("enable_hr", "hr_scale", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_prompt", "hr_negative_prompt")
 IMG2IMG_FIELDS = ("resize_mode", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert")
 
@@ -72,6 +72,8 @@ class Txt2ImgRequest(BaseModel):
     n_iter: ApiInt | None = 1
     steps: ApiInt | None = 50
     cfg_scale: float | None = 7.0
+    distilled_cfg_scale: float | None = 3.5  # Forge's: Flux dev's guidance embedding
+    shift: float | None = None  # the flow schedule's shift for Flux and SD 3 (0 or null: the model's)
     width: ApiInt | None = 512
     height: ApiInt | None = 512
     restore_faces: bool | None = None

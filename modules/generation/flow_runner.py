@@ -188,7 +188,7 @@ class FlowRunner(Runner):
             raise ValueError(f"Flux and SD 3 need a width and height that are multiples of 16; {p.width}x{p.height} is not.")
         batch = len(seeds)
         img2img = init is not None
-        total, run = p.schedule_steps() if img2img else (p.steps, p.steps)
+        total, run = _steps(p) if img2img else (p.steps, p.steps)
         if img2img and run == 0:
             return engines.Outcome(init)
         sampler = flow_sampler(p.sampler.name, p.schedule.name, img2img_flux=img2img and flux,
@@ -218,7 +218,7 @@ class FlowRunner(Runner):
         pipe = self._pipeline(img2img)
         latents = first
         if img2img:
-            strength = p.strength if not (p.exact_steps or p.hires) else (run - 0.5) / total  # exactly `run` steps
+            strength = p.strength if not (p.exact_steps or p.hires) else min((run - 0.5) / total, 1.0)  # exactly `run` steps
             kwargs.update(image=init.to(first.dtype), strength=strength)
             latents = self._noised(pipe, sampler, p, init.to(first.dtype), first, total, strength)
         pipe.scheduler = sampler.build(m.scheduler_config, p.shift)
@@ -271,6 +271,18 @@ class FlowRunner(Runner):
         from diffusers import FluxPipeline
 
         return FluxPipeline._unpack_latents(latents, p.height, p.width, self.vae_scale)
+
+
+def _steps(p: Pass) -> tuple[int, int]:
+    """(schedule length, steps run) of an img2img pass as diffusers' img2img pipelines cut it
+    (`get_timesteps`), or exactly `steps` out of a longer schedule for hires fix and A1111's
+    img2img_fix_steps."""
+    if p.strength <= 0:
+        return p.steps, 0
+    if p.exact_steps or p.hires:
+        return p.schedule_steps()
+    total = p.steps
+    return total, total - int(max(total - min(total * p.strength, total), 0))
 
 
 class _Watch:

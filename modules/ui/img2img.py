@@ -211,6 +211,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                     scale_by = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale", elem_id="img2img_scale")
                     scaled_size = gr.HTML(elem_id="img2img_scale_resolution_preview")
             cfg = slider(PREFIX, "cfg_scale")
+            distilled = slider(PREFIX, "distilled_cfg_scale")  # Flux dev's guidance (Forge's slider)
             denoising = slider(PREFIX, "denoising_strength", Img2ImgParams)
             exact = gr.Checkbox(label=meta("img2img_fix_steps")["label"], value=False, elem_id="img2img_fix_steps")
             with gr.Row():
@@ -227,7 +228,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
 
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "styles": top.styles, "sampler_name": sampler, "scheduler": schedule,
-        "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed_row.seed,
+        "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "distilled_cfg_scale": distilled,
+        "seed": seed_row.seed,
         **seed_row.fields,
         "denoising_strength": denoising, "img2img_fix_steps": exact, "resize_mode": resize_mode, "mask_blur": mask_blur,
         "inpainting_mask_invert": mask_mode, "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,

@@ -95,6 +95,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             hires = build_hires(upscalers=service.hires_upscalers())
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
+            distilled = slider(PREFIX, "distilled_cfg_scale")  # Flux dev's guidance (Forge's slider)
             seed_row = build_seed(PREFIX)
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, max_pixels=lambda: service.limits.max_pixels)
             menu = build_script_menu(PREFIX, scripts)
@@ -107,7 +108,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     target = hires.pop("_target")
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
-        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "seed": seed, **seed_row.fields,
+        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "distilled_cfg_scale": distilled, "seed": seed,
+        **seed_row.fields,
         **hires, "styles": top.styles, "restore_faces": restore, "tiling": tiling,
     }
     names = list(fields)

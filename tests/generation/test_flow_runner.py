@@ -261,3 +261,30 @@ def test_kohya_lora_on_flux_equals_diffusers_loader_and_sd_loras_are_refused(mod
     assert _close(with_lora, ref) <= 1
     again = next(iter(runner.txt2img(_params(), 4))).images[0]  # a job without LoRAs runs the base weights
     assert _close(again, plain) == 0 and runner.lora_names == ()
+
+
+def test_api_fields_reach_the_job():
+    from modules.api.models import Img2ImgRequest, Txt2ImgRequest
+
+    params = Txt2ImgRequest(prompt="a", distilled_cfg_scale=2.0, shift=3.0).params()
+    assert (params.distilled_cfg_scale, params.shift) == (2.0, 3.0)
+    assert Txt2ImgRequest(prompt="a").params().distilled_cfg_scale == 3.5  # Forge's default
+    pasted = Img2ImgRequest(prompt="a", infotext="a\nSteps: 4, Sampler: Euler, CFG scale: 1, Distilled CFG Scale: 2.5, Shift: 1.5, Seed: 1").params()
+    assert (pasted.distilled_cfg_scale, pasted.shift) == (2.5, 1.5)
+
+
+def test_hires_fix_and_inpainting_run_on_flux(models):
+    runner = runner_for(models["schnell"])
+    steps = []
+    control = RunControl(lambda info: steps.append((info.step, info.steps)))
+    hires = _params(steps=2, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.5, hr_upscaler="Latent")
+    batch = next(iter(runner.txt2img(hires, 3, control)))
+    assert batch.images[0].size == (96, 96) and [s for s, _ in steps] == [1, 2, 3, 4]  # exactly 2 hires steps after the first 2
+    picture = Image.new("RGB", (64, 64), (200, 30, 30))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    params = Img2ImgParams(prompt="a blue circle", sampler_name="Euler", width=64, height=64, steps=3, seed=3, cfg_scale=1.0,
+                           denoising_strength=0.9, mask_blur=0)
+    out = np.asarray(next(iter(runner.img2img(params, InitImages((picture,), mask), 3))).images[0], dtype=np.int16)
+    assert np.abs(out[:8, :8] - np.array([200, 30, 30])).max() <= 2  # outside the mask: the original
+    assert np.abs(out[28:36, 28:36] - np.array([200, 30, 30])).max() > 10  # inside: repainted
