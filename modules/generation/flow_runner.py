@@ -40,20 +40,13 @@ from modules.generation.runner import Inpainting, Pass, PromptSetup, Runner
 from modules.generation.text_encoding import PromptEncoder
 from modules.models.loaded import LoadedModel
 
-FLOW_ARCHS = {"flux-dev": "flux", "flux-schnell": "flux", "sd3": "sd3", "sd35-medium": "sd3", "sd35-large": "sd3"}
 PROMPT_EDITING_NOTE = ("Prompt editing, alternation and AND are not sampled step by step on Flux and SD 3: "
                        "each pass used the prompt as it reads at its first step.")
 
 
-def family_of(model: LoadedModel) -> str:
-    """"flux", "sd3" or "sd" (the interface's LoadedModel.family, read from `arch` if the field is not there)."""
-    family = getattr(model, "family", None)
-    return family if isinstance(family, str) else FLOW_ARCHS.get(model.arch, "sd")
-
-
 def runner_for(model: LoadedModel, setup: PromptSetup | None = None) -> Runner:
     """The runner for a loaded model: FlowRunner for Flux and SD 3/3.5, Runner for the SD families."""
-    return FlowRunner(model, setup) if family_of(model) in ("flux", "sd3") else Runner(model, setup)
+    return FlowRunner(model, setup) if model.family in ("flux", "sd3") else Runner(model, setup)
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ class FlowRunner(Runner):
 
     def __init__(self, model: LoadedModel, setup: PromptSetup | None = None):
         super().__init__(model, setup)
-        self.family = family_of(model)
+        self.family = model.family
         self.prompts = PromptEncoder(model, None)  # token counting only; textual inversion is an SD feature
         self.text = FlowPromptEncoder(model, self.family)
         self.latent_channels = model.vae.config.latent_channels
@@ -147,7 +140,7 @@ class FlowRunner(Runner):
                 cls = diffusers.FluxImg2ImgPipeline if img2img else diffusers.FluxPipeline
             else:
                 cls = diffusers.StableDiffusion3Img2ImgPipeline if img2img else diffusers.StableDiffusion3Pipeline
-                common.update(text_encoder_3=getattr(m, "text_encoder_3", None), tokenizer_3=getattr(m, "tokenizer_3", None))
+                common.update(text_encoder_3=m.text_encoder_3, tokenizer_3=m.tokenizer_3)
             pipe = cls(**common)
             pipe.set_progress_bar_config(disable=True)
             self._pipes[kind] = pipe

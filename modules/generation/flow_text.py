@@ -60,7 +60,7 @@ class FlowPromptEncoder:
         m = self.model
         if self.family == "flux":
             return m.text_encoder_2, m.tokenizer_2
-        return getattr(m, "text_encoder_3", None), getattr(m, "tokenizer_3", None)
+        return m.text_encoder_3, m.tokenizer_3
 
     def encode(self, prompt: str, options: EncodingOptions, state: Any = None) -> FlowConditioning:
         key = (prompt, options, state)

@@ -19,6 +19,7 @@ from modules.generation.runner import InitImages, PromptSetup
 from modules.models.loaded import LoadedModel
 from modules.models.loader import build_tokenizer
 from tests.conftest import CONFIGS
+from tests.models.test_flow_loader import tiny_flux_split  # noqa: F401  (autouse: diffusers' Flux converter at the tiny width)
 
 CPU = torch.device("cpu")
 FLUX_SCHEDULER = {"dev": dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
@@ -75,10 +76,9 @@ def sd3_model() -> LoadedModel:
                                         num_attention_heads=2, joint_attention_dim=48, caption_projection_dim=32,
                                         pooled_projection_dim=56, pos_embed_max_size=16).eval()
     scheduler = dict(FlowMatchEulerDiscreteScheduler.from_config({"shift": 3.0}).config)
-    model = LoadedModel("sd35-medium", transformer, _vae(1.5305, 0.0609), _clip(32, True, 3), build_tokenizer(CONFIGS), scheduler, CPU,
-                        torch.float32, torch.float32, text_encoder_2=_clip(24, True, 5), tokenizer_2=build_tokenizer(CONFIGS, pad_token="!"))
-    model.text_encoder_3, model.tokenizer_3 = _t5(4), _t5_tokenizer()
-    return model
+    return LoadedModel("sd35-medium", transformer, _vae(1.5305, 0.0609), _clip(32, True, 3), build_tokenizer(CONFIGS), scheduler, CPU,
+                       torch.float32, torch.float32, text_encoder_2=_clip(24, True, 5), tokenizer_2=build_tokenizer(CONFIGS, pad_token="!"),
+                       text_encoder_3=_t5(4), tokenizer_3=_t5_tokenizer())
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +288,22 @@ def test_hires_fix_and_inpainting_run_on_flux(models):
     out = np.asarray(next(iter(runner.img2img(params, InitImages((picture,), mask), 3))).images[0], dtype=np.int16)
     assert np.abs(out[:8, :8] - np.array([200, 30, 30])).max() <= 2  # outside the mask: the original
     assert np.abs(out[28:36, 28:36] - np.array([200, 30, 30])).max() > 10  # inside: repainted
+
+
+@pytest.mark.parametrize("arch", ["flux-dev", "sd35-medium"])
+def test_end_to_end_from_a_released_layout_file_through_the_loader(tmp_path, arch):
+    from modules.models.loader import load_checkpoint
+    from tests.models import flow_tiny
+
+    path = tmp_path / f"{arch}-tiny.safetensors"
+    if arch == "flux-dev":
+        flow_tiny.write_flux(path, "dev", "full", dtype=torch.float32)
+    else:
+        flow_tiny.write_sd3(path, arch, "full", dtype=torch.float32)
+    m = load_checkpoint(path, configs_dir=CONFIGS, device=CPU, dtype=torch.float32, vae_dtype=torch.float32)
+    assert m.arch == arch
+    params = _params(prompt="a red square", negative_prompt="blurry", cfg_scale=1.0 if arch == "flux-dev" else 4.0)
+    ours = next(iter(runner_for(m).txt2img(params, 8))).images[0]
+    guidance = dict(guidance_scale=3.5) if arch == "flux-dev" else dict(guidance_scale=4.0, negative_prompt="blurry")
+    ref = _pipe(m)("a red square", num_inference_steps=3, width=64, height=64, generator=[torch.Generator().manual_seed(8)], **guidance).images[0]
+    assert _close(ours, ref) <= 1
