@@ -101,6 +101,9 @@ class ControlNetService:
             s = unit.settings
             if not s.enabled:
                 continue
+            if getattr(model, "family", "sd") != "sd":  # Flux / SD 3: no ControlNet models of theirs are supported here
+                raise ValueError(f"ControlNet unit {index}: ControlNet runs on SD 1.x, 2.x and SDXL checkpoints, and the "
+                                 f"loaded one is {model.arch}; disable the unit or load an SD checkpoint.")
             image, mask = unit.image, unit.mask
             if image is None or s.use_img2img_input and init is not None:
                 image, mask = init, mask if mask is not None else init_mask

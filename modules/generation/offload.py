@@ -41,7 +41,7 @@ def offload(model: "LoadedModel", device: torch.device, mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"Unknown offload mode {mode!r}; use one of {', '.join(MODES)}.")
     device = torch.device(device)
-    encoders = [m for m in (model.text_encoder, model.text_encoder_2) if m is not None]
+    encoders = [m for m in (model.text_encoder, model.text_encoder_2, model.text_encoder_3) if m is not None]
     if mode == "none":
         for module in (*encoders, model.unet, model.vae):
             module.to(device)
@@ -62,17 +62,20 @@ def stream_blocks(unet: torch.nn.Module, device: torch.device) -> None:
     """diffusers' block-level group offloading of the UNet, one layer group (a resnet, an
     attention, a resampler of a down/mid/up block) at a time; its small top-level layers
     (conv_in, time embedding, conv_out) come in for each call. With CUDA: streams (the next
-    group's copy overlaps this group's compute), pinned memory, record_stream."""
+    group's copy overlaps this group's compute), pinned memory, record_stream. A Flux/SD3
+    transformer streams one transformer block at a time (its block lists are top-level)."""
     from diffusers.hooks import apply_group_offloading
 
     streams = device.type == "cuda"
     # Recurse into each down/mid/up block (their indices name them inside the ModuleLists),
     # so a group is one of the block's layers rather than the whole block (up to 0.5 GiB each
     # on SD 1.5, 2.2 GiB on SDXL: a whole block plus the one prefetched would not fit 1.2 GiB).
-    count = max(len(unet.down_blocks), len(unet.up_blocks))
+    blocks = None  # a transformer: diffusers groups its top-level block lists itself
+    if hasattr(unet, "down_blocks"):
+        blocks = [*_UNET_BLOCKS, *map(str, range(max(len(unet.down_blocks), len(unet.up_blocks))))]
     apply_group_offloading(unet, onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
                            num_blocks_per_group=1, use_stream=streams, record_stream=streams, low_cpu_mem_usage=False,
-                           block_modules=[*_UNET_BLOCKS, *map(str, range(count))])
+                           block_modules=blocks)
     if streams:
         unet.register_forward_pre_hook(_PinnedParams(unet))
 

@@ -97,8 +97,11 @@ def apply(model: "LoadedModel", options: SpeedOptions) -> tuple[str, ...]:
         model.unet.to(memory_format=torch.channels_last)
         model.vae.to(memory_format=torch.channels_last)
         applied.append("channels_last")
+    stored = model.extra.get("weights_fp8") or model.extra.get("weights_quantized")  # the file's own fp8 or GGUF storage
     if options.fp8_for(model.arch) and model.device.type == "mps":
         log.warning("FP8 weight storage is not used on Apple GPUs (MPS has no float8).")
+    elif options.fp8_for(model.arch) and stored:
+        log.info("FP8 weight storage: the checkpoint's transformer is stored as %s already.", stored)
     elif options.fp8_for(model.arch):
         storage = getattr(torch, f"float8_{options.fp8_format}")
         model.unet.enable_layerwise_casting(storage_dtype=storage, compute_dtype=model.dtype)
