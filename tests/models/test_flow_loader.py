@@ -146,6 +146,25 @@ def test_fp8_flux_transformer_keeps_fp8_storage(root, forge_parts):
                       timestep=torch.tensor([0.5]), img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(8, 3),
                       guidance=torch.tensor([3.5])).sample
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()  # computes in bf16
+    from modules.generation.speed import SpeedOptions, apply
+
+    assert apply(loaded, SpeedOptions(fp8_storage="Enable")) == ()  # the fp8 option finds it stored in fp8 already
+
+
+def test_lowvram_streams_a_flow_transformer_to_the_same_result(flux_full):
+    from modules.generation.offload import is_streamed, offload
+
+    path, _ = flux_full
+    whole, streamed = _load(path, "flux-dev"), _load(path, "flux-dev")
+    offload(streamed, CPU, "blocks")
+    assert is_streamed(streamed.unet)
+    torch.manual_seed(0)
+    inputs = dict(hidden_states=torch.randn(1, 16, 64, dtype=torch.bfloat16), timestep=torch.tensor([0.5]),
+                  encoder_hidden_states=torch.randn(1, 8, flow_tiny.T5_WIDTH, dtype=torch.bfloat16),
+                  pooled_projections=torch.randn(1, flow_tiny.CLIP_L_WIDTH, dtype=torch.bfloat16),
+                  img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(8, 3), guidance=torch.tensor([3.5]))
+    with torch.no_grad():
+        assert torch.equal(streamed.unet(**inputs).sample, whole.unet(**inputs).sample)
 
 
 def _write_gguf_q8(path: Path, state: dict[str, torch.Tensor]) -> None:
@@ -207,7 +226,7 @@ def test_missing_t5_tokenizer_says_which_files_to_put_where(root, flux_full):
     with pytest.raises(ValueError) as missing:
         _load(path, "flux-dev", parts, config=config)
     message = str(missing.value)
-    assert f"no T5 tokenizer: put tokenizer.json (or spiece.model)" in message
+    assert "no T5 tokenizer: put tokenizer.json (or spiece.model)" in message
     assert f"in {root / 'te-for-tokenizer' / 't5-tokenizer'}/" in message
     assert "google/t5-v1_1-xxl" in message and "black-forest-labs/FLUX.1-schnell" in message
 
@@ -223,7 +242,7 @@ def _piece(loaded, piece: str) -> int:
 # --------------------------------------------------------------------------- SD 3 / 3.5
 
 
-@pytest.mark.parametrize("variant", ["sd35-medium", "sd35-large"])
+@pytest.mark.parametrize("variant", ["sd35-medium"])  # SD3.5 large: the base-file test below
 def test_full_sd35_file_loads_as_diffusers_loads_it(root, variant):
     from diffusers import StableDiffusion3Pipeline
 
