@@ -32,7 +32,8 @@ from modules.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
+# .gguf: quantized Flux / SD 3.5 transformers (city96's), listed like Forge lists them.
+CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".gguf")
 DIFFUSERS_MARKER = "model_index.json"
 # Files that make up a diffusers folder's weights (hashed); configs and tokenizers are not.
 FOLDER_WEIGHT_EXTENSIONS = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
@@ -165,7 +166,7 @@ def _scan_dir(root: Path) -> Iterable[CheckpointInfo]:
 
 
 def find_checkpoints(dirs: Iterable[Path], hashes: HashCache | None = None) -> list[CheckpointInfo]:
-    """All `.safetensors`/`.ckpt` files (recursively) and diffusers folders (folders with
+    """All `.safetensors`/`.ckpt`/`.gguf` files (recursively) and diffusers folders (folders with
     `model_index.json`) under `dirs`, sorted by name like A1111's list. An entry of `dirs`
     may also be a single checkpoint file (what `--ckpt` names).
 

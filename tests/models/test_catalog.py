@@ -239,3 +239,18 @@ def test_a_sidecar_config_folder_is_not_listed_as_a_model(tmp_path):
     (tmp_path / "real-diffusers" / "model_index.json").write_text("{}")
     assert [c.name for c in find_checkpoints([tmp_path])] == ["custom", "real-diffusers"]
     assert [c.is_folder for c in find_checkpoints([tmp_path])] == [False, True]
+
+
+def test_gguf_transformers_are_listed_as_checkpoints(tmp_path):
+    """Quantized Flux / SD 3.5 transformers (city96's .gguf files) sit in models/Stable-diffusion,
+    as in Forge; their side-car config folder is theirs, not a model of its own."""
+    root = tmp_path / "Stable-diffusion"
+    gguf = write(root / "flux" / "flux1-dev-Q4_K_S.gguf")
+    (root / "flux" / "flux1-dev-Q4_K_S").mkdir()
+    write(root / "flux" / "flux1-dev-Q4_K_S" / "model_index.json", b"{}")
+    write(root / "notes.ggml")
+    infos = find_checkpoints([root])
+    assert [(i.name, i.filename, i.is_folder) for i in infos] == [
+        ("flux/flux1-dev-Q4_K_S", "flux/flux1-dev-Q4_K_S.gguf", False)
+    ]
+    assert [i.name for i in find_checkpoints([gguf])] == ["flux1-dev-Q4_K_S"]  # --ckpt naming a .gguf

@@ -359,8 +359,7 @@ def test_detection_errors(sd1):
         "model.diffusion_model.out.2.weight": (4, 384, 3, 3),
         "conditioner.embedders.0.model.text_projection": (1280, 1280),
     }
-    with pytest.raises(ValueError, match="refiner"):
-        detect_architecture(refiner)
+    assert detect_architecture(refiner) == "sdxl-refiner"  # its one embedder is OpenCLIP bigG
     # Inpainting UNets (9 input channels) are SD1 too; instruct-pix2pix's 8 are refused.
     inpaint = dict(sd1, **{"model.diffusion_model.input_blocks.0.0.weight": (320, 9, 3, 3)})
     assert unet_in_channels(inpaint) == 9
