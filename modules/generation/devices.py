@@ -224,6 +224,17 @@ def xformers_usable(device: torch.device) -> bool:
 
 
 def apply_attention(unet, settings: DeviceSettings) -> None:
+    """SDPA (or xformers) attention for a UNet. A Flux/SD3 transformer keeps its own processors,
+    which carry its rotary embeddings and joint attention and already call torch SDPA through
+    diffusers' attention dispatch (a UNet processor there fails); --xformers picks diffusers'
+    xformers backend for them."""
+    if not hasattr(unet, "down_blocks"):
+        if settings.xformers:
+            try:
+                unet.set_attention_backend("xformers")
+            except Exception as exc:
+                log.warning("Could not enable xformers for this model (%s); using torch SDPA attention.", exc)
+        return
     if settings.xformers:
         try:
             unet.enable_xformers_memory_efficient_attention()
