@@ -8,8 +8,9 @@ A user's A1111 sampler name is mapped to the flow scheduler that does the same k
   (Automatic and Simple: the model's shifted linear schedule; Karras, Exponential, Beta).
 - DPM++ 2M and UniPC: their diffusers schedulers on flow sigmas (`use_flow_sigmas`), on the
   model's shifted linear schedule only (Schedule type Simple for DPM++ 2M, whose Automatic is
-  Karras in A1111; UniPC ignores the schedule type, as in A1111). txt2img and hires fix only
-  on Flux: diffusers' Flux img2img pipelines take custom sigmas, which these schedulers lack.
+  Karras in A1111; UniPC ignores the schedule type, as in A1111). On Flux, txt2img's first
+  pass only: diffusers' Flux img2img pipeline (img2img, hires fix) always passes custom sigmas,
+  which these schedulers do not take.
 
 Anything else is a ValueError naming what these models accept. `shift` overrides the model's
 shift (Forge's "Shift"): a static shift s, which for Flux replaces the resolution-dependent
@@ -68,7 +69,8 @@ def flow_sampler(sampler_name: str, schedule_name: str, img2img_flux: bool = Fal
         return FlowSampler("FlowMatchEulerDiscreteScheduler", dict(_EULER_SCHEDULES[wanted]), False)
     if sampler.name in ("DPM++ 2M", "UniPC"):
         if img2img_flux:
-            raise ValueError(f"Flux img2img and hires fix run Euler only; '{sampler.name}' works for txt2img.")
+            raise ValueError(f"Flux img2img and hires fix run Euler only; '{sampler.name}' works for txt2img without hires fix "
+                             "(choose Euler as the Hires sampling method).")
         if sampler.name == "DPM++ 2M":
             if wanted != "simple":
                 raise ValueError(refused)
