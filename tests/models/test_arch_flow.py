@@ -4,7 +4,11 @@ all-in-one, SAI's files, GGUF quantizations; other families get a sentence namin
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import torch
 from accelerate import init_empty_weights
 from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 from safetensors.torch import load_file
@@ -145,3 +149,38 @@ def test_sd_files_report_their_parts():
     }) == {"unet", "clip_l", "clip_g", "vae"}
     assert file_parts({"model.diffusion_model.out.2.weight": (4, 384, 3, 3),
                        "conditioner.embedders.0.model.text_projection": (1280, 1280)}) == {"unet", "clip_g"}
+
+
+@pytest.mark.parametrize("arch", ["flux-dev", "flux-schnell", "sd3", "sd35-medium", "sd35-large"])
+def test_config_folders_describe_the_released_models(arch):
+    """configs/<arch>/ builds the released denoiser, whose file layout is detected as <arch>,
+    and its parts fit together (text widths into the transformer, latent channels)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from transformers import AutoConfig
+
+    folder = Path(__file__).resolve().parents[2] / "configs" / arch
+    index = json.loads((folder / "model_index.json").read_text())
+    flux = arch.startswith("flux")
+    assert index["_class_name"] == ("FluxPipeline" if flux else "StableDiffusion3Pipeline")
+    cls = FluxTransformer2DModel if flux else SD3Transformer2DModel
+    with torch.device("meta"):  # no weights, and no positional table computed
+        model = cls.from_config(cls.load_config(folder / "transformer"))
+    to_released = flow_tiny.flux_to_bfl if flux else flow_tiny.sd3_to_sai
+    shapes = {k: tuple(v.shape) for k, v in to_released(model.state_dict()).items()}
+    assert detect_architecture(shapes) == arch
+
+    encoders = {n: AutoConfig.from_pretrained(folder / n) for n in index if n.startswith("text_encoder")}
+    t5 = encoders["text_encoder_2" if flux else "text_encoder_3"]
+    assert (t5.model_type, t5.d_model, t5.vocab_size, t5.feed_forward_proj) == ("t5", 4096, 32128, "gated-gelu")
+    assert model.config.joint_attention_dim == t5.d_model
+    if flux:
+        assert model.config.pooled_projection_dim == encoders["text_encoder"].hidden_size == 768
+    else:
+        pooled = encoders["text_encoder"].projection_dim + encoders["text_encoder_2"].projection_dim
+        assert model.config.pooled_projection_dim == pooled == 2048
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    assert vae["latent_channels"] * (4 if flux else 1) == model.config.in_channels
+    assert (vae["scaling_factor"], vae["shift_factor"]) == ((0.3611, 0.1159) if flux else (1.5305, 0.0609))
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler")
+    assert scheduler.config.use_dynamic_shifting == (arch == "flux-dev")
+    assert scheduler.config.shift == (1.0 if arch == "flux-schnell" else 3.0)
