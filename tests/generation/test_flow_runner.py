@@ -307,3 +307,30 @@ def test_end_to_end_from_a_released_layout_file_through_the_loader(tmp_path, arc
     guidance = dict(guidance_scale=3.5) if arch == "flux-dev" else dict(guidance_scale=4.0, negative_prompt="blurry")
     ref = _pipe(m)("a red square", num_inference_steps=3, width=64, height=64, generator=[torch.Generator().manual_seed(8)], **guidance).images[0]
     assert _close(ours, ref) <= 1
+
+
+def test_a_flux_job_through_the_service_saves_forge_keys(tmp_path):
+    """The worker's path: the model manager loads a Flux file, the service picks FlowRunner, the PNG says what ran."""
+    from modules.generation.devices import device_settings
+    from modules.jobs.generation_task import GenerationService
+    from modules.jobs.queue import Job
+    from modules.models.catalog import HashCache
+    from modules.models.manager import ModelManager
+    from modules.options import OutputSettings
+    from modules.outputs.infotext import parse_infotext
+    from modules.outputs.paste import params_from_infotext
+    from tests.models import flow_tiny
+
+    ckpts = tmp_path / "models" / "Stable-diffusion"
+    flow_tiny.write_flux(ckpts / "flux1-dev-tiny.safetensors", "dev", "full", dtype=torch.float32)
+    models = ModelManager((ckpts,), CONFIGS, lambda: device_settings(use_cpu=True), HashCache(tmp_path / "cache.json"))
+    models.load()
+    service = GenerationService(models, OutputSettings(), tmp_path, console_progress=False)
+    params = _params(steps=2, distilled_cfg_scale=2.5, shift=2.0, scheduler="Simple")
+    result = service.run_txt2img(Job(id="t", kind="txt2img", task=lambda j: None), params)
+    assert isinstance(service.runner_loaded(), FlowRunner) and len(result.paths) == 1
+    text = Image.open(result.paths[0]).info["parameters"]
+    fields = parse_infotext(text)
+    assert (fields["Sampler"], fields["Schedule type"], fields["Distilled CFG Scale"], fields["Shift"]) == ("Euler", "Simple", "2.5", "2")
+    pasted = params_from_infotext(text).values
+    assert (pasted["distilled_cfg_scale"], pasted["shift"]) == (2.5, 2.0)
