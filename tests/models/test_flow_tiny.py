@@ -4,8 +4,6 @@ give exactly the keys and shapes diffusers' converters expect."""
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from accelerate import init_empty_weights
@@ -44,24 +42,10 @@ def files(tmp_path_factory):
     return root, made
 
 
-def _tiny_flux_split(monkeypatch, inner: int) -> None:
-    """diffusers' Flux converter splits ``linear1`` at the released width (3072); give it
-    the same four-way split (q, k, v, 4x MLP) at the tiny width."""
-    real = torch.split
-
-    def split(t, sizes, dim=0):
-        if isinstance(sizes, tuple) and sizes == (3072, 3072, 3072, 12288):
-            sizes = (inner, inner, inner, 4 * inner)
-        return real(t, sizes, dim=dim)
-
-    monkeypatch.setattr(sfu, "torch", types.SimpleNamespace(**{**vars(torch), "split": split}))
-
-
 @pytest.mark.parametrize("name,file", [("flux-full", "flux1-dev-tiny"), ("flux-transformer", "flux1-schnell-tiny")])
-def test_flux_files_read_back_through_diffusers(files, monkeypatch, name, file):
+def test_flux_files_read_back_through_diffusers(files, name, file):
     root, made = files
     models = made[name]
-    _tiny_flux_split(monkeypatch, models["transformer"].config.num_attention_heads * 16)
     path = root / f"{file}.safetensors"
     keys = _keys(path)
     if name == "flux-full":
@@ -73,8 +57,14 @@ def test_flux_files_read_back_through_diffusers(files, monkeypatch, name, file):
         assert "single_blocks.1.linear1.weight" in keys and not any(k.startswith("model.") for k in keys)
         assert not any(k.startswith("guidance_in.") for k in keys)  # schnell has no guidance embedder
     checkpoint = load_file(str(path))
-    transformer = sfu.convert_flux_transformer_checkpoint_to_diffusers(dict(checkpoint))
-    _assert_same(models["transformer"], transformer)
+    with flow_tiny.tiny_flux_conversion():
+        transformer = FluxTransformer2DModel.from_single_file(
+            str(path), config=str(root / file), subfolder="transformer", local_files_only=True,
+            torch_dtype=torch.bfloat16,
+        )
+    _assert_same(transformer, models["transformer"].state_dict())
+    with pytest.raises(RuntimeError, match="split"):  # outside the block: the released width
+        sfu.convert_flux_transformer_checkpoint_to_diffusers(dict(checkpoint))
     if name == "flux-full":
         config = models["vae"].config
         _assert_same(models["vae"], sfu.convert_ldm_vae_checkpoint(checkpoint, config))
