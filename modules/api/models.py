@@ -123,10 +123,6 @@ class Txt2ImgRequest(BaseModel):
     def unsupported(self) -> list[str]:
         """Requested features this server would silently leave out: refused, with their names."""
         problems = []
-        if self.refiner_checkpoint:
-            problems.append("refiner_checkpoint (the refiner is not supported yet)")
-        if self.hr_checkpoint_name and self.hr_checkpoint_name not in ("Use same checkpoint", ""):
-            problems.append("hr_checkpoint_name (a second checkpoint for hires fix is not supported yet)")
         if self.firstpass_image:
             problems.append("firstpass_image (not supported yet)")
         return problems
@@ -222,11 +218,17 @@ class Txt2ImgRequest(BaseModel):
             values["disable_extra_networks"] = True
         if self.restore_faces is not None:
             values["restore_faces"] = self.restore_faces
+        if self.refiner_checkpoint not in (None, "", "None", "none"):  # A1111 reads the switch only with a refiner
+            values["refiner_checkpoint"] = self.refiner_checkpoint
+            if self.refiner_switch_at is not None:
+                values["refiner_switch_at"] = self.refiner_switch_at
         if self.enable_hr:
             values.update({k: getattr(self, k) for k in HIRES_FIELDS if getattr(self, k) is not None})
             values["hr_upscaler"] = self.hr_upscaler or "Latent"
             if self.hr_sampler_name:
                 values["hr_sampler_name"] = self.hr_sampler_name
+            if self.hr_checkpoint_name:
+                values["hr_checkpoint_name"] = self.hr_checkpoint_name
             if self.hr_scheduler and samplers.find_schedule(self.hr_scheduler) is not None:
                 values["hr_scheduler"] = self.hr_scheduler
         return values

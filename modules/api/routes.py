@@ -291,6 +291,7 @@ def build_router(state: ApiState) -> APIRouter:
             alwayson = alwayson_from_request(request, kind)
             wanted = request.wanted_checkpoint()
             checkpoint = state.models.pin(wanted)  # the job runs on it whatever others switch to before its turn
+            state.service.check_checkpoints(params, checkpoint)  # its refiner / hires checkpoint beside that one
             vae = state.service.pin_vae(request.wanted_vae())
             init = None
             if kind == "img2img":

@@ -49,6 +49,23 @@ class Blend:
     keep: torch.Tensor
 
 
+@dataclass
+class Takeover:
+    """A1111's refiner: from the first model call at which `completed(t)` (the share of the
+    model's timesteps already behind, A1111's (999 - timestep) / 1000) reaches `at`, the rest of
+    the pass runs on another UNet with its own conditioning, in the same loop: the sampler and
+    its history go on. `build` gives (unet, conditioning, time_ids), made only when the switch
+    happens, as A1111 encodes the refiner's prompts then."""
+
+    at: float
+    completed: Callable[[float], float]
+    build: Callable[[], tuple]
+    call: int | None = None  # the model call it took over at, once it has
+
+    def due(self, t_host: float | None) -> bool:
+        return self.call is None and t_host is not None and self.completed(t_host) >= self.at
+
+
 class Prediction:
     """The UNet's guided output for one pass (epsilon or v, as the model was trained): the
     prompt schedule's conditioning at each step, CFG or AND composition, an inpainting
@@ -57,7 +74,7 @@ class Prediction:
     def __init__(self, unet, conditioning: StepConditioning, cfg_scale: float, with_uncond: bool, blocks: int,
                  time_ids: torch.Tensor | None, extra: list[torch.Tensor] | None, control: RunControl,
                  hooks: Hooks | None = None, info: PassInfo | None = None, skip_uncond_below: float = 0.0,
-                 sigma_of: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 sigma_of: Callable[[torch.Tensor], torch.Tensor] | None = None, takeover: Takeover | None = None):
         self.unet = unet
         self.conditioning = conditioning
         self.cfg_scale = cfg_scale
@@ -75,6 +92,8 @@ class Prediction:
         self.skip_uncond_below = skip_uncond_below if (with_uncond and sigma_of is not None and not self.hooks) else 0.0
         self.sigma_of = sigma_of
         self.skipped_uncond = 0  # calls that skipped it: the infotext names NGMS only then, as A1111
+        self.takeover = takeover
+        self.calls = 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -87,6 +106,16 @@ class Prediction:
         extra = torch.cat(list(self.extra), dim=1)
         return torch.cat([latents, torch.cat([extra] * self.blocks) if self.blocks > 1 else extra], dim=1)
 
+    def _take_over(self) -> None:
+        """Go on with the refiner. The job's add-ons were made for the first model (ControlNet's
+        residuals fit its UNet only), so they stop here, and so does an inpainting model's
+        extra input, which an ordinary refiner does not take."""
+        self.unet, self.conditioning, self.time_ids = self.takeover.build()
+        self.takeover.call = self.calls
+        self.hooks = None
+        if self.extra is not None and self.unet.config.in_channels == self.unet.config.out_channels:
+            self.extra = None
+
     def _skips_uncond(self, t_host: float | None, step: int) -> bool:
         if step % 2 == 0 or self.skip_uncond_below <= 0 or t_host is None:
             return False
@@ -97,6 +126,9 @@ class Prediction:
         the CPU, for decisions that must not wait for the GPU."""
         if self.control.stop_requested():
             raise Stopped
+        if self.takeover is not None and self.takeover.due(t_host):
+            self._take_over()
+        self.calls += 1
         latents = model_in  # what add-ons see: without an inpainting model's extra channels
         batch = model_in.shape[0]
         if self.extra is not None:

@@ -45,6 +45,7 @@ class JobPrompts:
     embeddings: list[str] = field(default_factory=list)  # textual inversions the prompts use
     applied: set = field(default_factory=set)  # paths of the LoRAs that took effect, in any pass
     skipped_uncond: bool = False  # NGMS left out the negative prompt at least once (A1111 records NGMS only then)
+    refiner: str | None = None  # the refiner's "name [hash]" once it took over in a pass (A1111 records Refiner only then)
 
     def loras(self) -> list[LoraUse]:
         seen, out = set(), []

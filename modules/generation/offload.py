@@ -35,9 +35,11 @@ MODES = ("none", "model", "blocks")
 _UNET_BLOCKS = ("down_blocks", "mid_block", "up_blocks")
 
 
-def offload(model: "LoadedModel", device: torch.device, mode: str) -> None:
+def offload(model: "LoadedModel", device: torch.device, mode: str, beside: "LoadedModel | None" = None) -> None:
     """Install the hooks on a model loaded on the CPU; `model.device` becomes `device`, where
-    the core puts its tensors. "none" moves the whole model to `device` instead."""
+    the core puts its tensors. "none" moves the whole model to `device` instead. `beside`: a
+    model held at the same time (a job's refiner beside its checkpoint): both models' parts take
+    turns on the GPU, so the idle one waits in system RAM (`leave` undoes it)."""
     if mode not in MODES:
         raise ValueError(f"Unknown offload mode {mode!r}; use one of {', '.join(MODES)}.")
     device = torch.device(device)
@@ -46,7 +48,9 @@ def offload(model: "LoadedModel", device: torch.device, mode: str) -> None:
         for module in (*encoders, model.unet, model.vae):
             module.to(device)
     else:
-        turns = _Turns(device)
+        shared = beside.extra.get("offload_turns") if beside is not None else None
+        turns = shared if shared is not None and shared.device == device else _Turns(device)
+        model.extra["offload_turns"] = turns
         for module in encoders:
             turns.hook(module)
         if mode == "model":
@@ -56,6 +60,16 @@ def offload(model: "LoadedModel", device: torch.device, mode: str) -> None:
             turns.join(model.unet)
         turns.hook(model.vae)
     model.device = device
+
+
+def leave(model: "LoadedModel") -> None:
+    """A model being dropped leaves the turns it shared with another, which would otherwise
+    keep its parts alive."""
+    turns = model.extra.pop("offload_turns", None)
+    if turns is not None:
+        mine = {id(m) for m in (model.text_encoder, model.text_encoder_2, model.unet, model.vae) if m is not None}
+        turns.parts = [m for m in turns.parts if id(m) not in mine]
+        turns.resident -= mine
 
 
 def stream_blocks(unet: torch.nn.Module, device: torch.device) -> None:

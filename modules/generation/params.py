@@ -32,6 +32,8 @@ LATENT_UPSCALERS = {
 PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
 HIRES_UPSCALERS = (*LATENT_UPSCALERS, *PIXEL_UPSCALERS)
 SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
+SAME_CHECKPOINT = "Use same checkpoint"  # hires fix on the first pass's checkpoint
+NO_REFINER = ("", "None", "none")  # A1111's refiner_checkpoint values that mean no refiner
 
 # img2img choices, sent as their index (A1111's API and UI agree on these).
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -140,6 +142,11 @@ class GenerationParams(BaseModel):
                                           json_schema_extra=_meta("Token merging ratio for high-res pass", "Token merging ratio hr", step=0.1))
     token_merging_ratio_img2img: float = Field(0.0, ge=0.0, le=0.9, json_schema_extra=_meta("Token merging ratio for img2img", step=0.1))
 
+    # A1111's Refiner: another checkpoint of the same latent space takes over the sampling once
+    # `refiner_switch_at` of the model's timesteps are behind (modules.generation.engines.Takeover).
+    refiner_checkpoint: str = Field("", json_schema_extra=_meta("Refiner", "Refiner"))
+    refiner_switch_at: float = Field(0.8, ge=0.0, le=1.0, json_schema_extra=_meta("Switch at", "Refiner switch at", step=0.01, minimum=0.01))
+
     # Hires fix (txt2img only).
     enable_hr: bool = Field(False, json_schema_extra=_meta("Hires. fix"))
     hr_upscaler: str = Field("Latent", json_schema_extra=_meta("Upscaler", "Hires upscaler"))
@@ -151,6 +158,7 @@ class GenerationParams(BaseModel):
     hr_scheduler: str = Field(SAME_SCHEDULER, json_schema_extra=_meta("Hires schedule type", "Hires schedule type"))
     hr_prompt: str = Field("", json_schema_extra=_meta("Hires prompt", "Hires prompt"))
     hr_negative_prompt: str = Field("", json_schema_extra=_meta("Hires negative prompt", "Hires negative prompt"))
+    hr_checkpoint_name: str = Field(SAME_CHECKPOINT, json_schema_extra=_meta("Hires checkpoint", "Hires checkpoint"))
 
     @model_validator(mode="before")
     @classmethod
@@ -212,6 +220,17 @@ class GenerationParams(BaseModel):
             if max(w, h) > 2 * MAX_SIZE:
                 raise ValueError(f"Hires fix would make {w}x{h}; the largest side allowed is {2 * MAX_SIZE}.")
         return self
+
+    @property
+    def refiner(self) -> str | None:
+        """The refiner checkpoint asked for, None when off."""
+        return None if self.refiner_checkpoint.strip() in NO_REFINER else self.refiner_checkpoint.strip()
+
+    @property
+    def hires_checkpoint(self) -> str | None:
+        """The checkpoint the hires pass runs on, None for the first pass's."""
+        name = self.hr_checkpoint_name.strip()
+        return name if self.enable_hr and name not in ("", SAME_CHECKPOINT) else None
 
     def hires_sampler(self) -> tuple[samplers.Sampler, samplers.Schedule]:
         """The second pass's sampler and schedule: the first pass's unless the hires ones are set."""
@@ -411,6 +430,7 @@ def _hires_fields(params: GenerationParams, sampler: samplers.Sampler, schedule:
     return [
         ("Hires upscale", None if resized else format_number(params.hr_scale)),
         ("Hires resize", f"{params.hr_resize_x}x{params.hr_resize_y}" if resized else None),
+        ("Hires checkpoint", params.hires_checkpoint),  # the service puts the checkpoint's "name [hash]" here, as A1111 writes it
         ("Hires steps", params.hr_second_pass_steps or None),
         ("Hires upscaler", params.hr_upscaler),
         ("Hires sampler", hr_sampler.name if hr_sampler != sampler else None),

@@ -72,6 +72,9 @@ class PromptSetup:
     embeddings: "EmbeddingLibrary | None" = None
     comma_padding_backtrack: int = 20
     use_old_scheduling: bool = False
+    # A1111's sdxl_refiner_high/low_aesthetic_score: the SDXL refiner's aesthetic score for the
+    # prompt and for the negative prompt (its micro-conditioning, as diffusers' img2img pipeline).
+    aesthetic_scores: tuple[float, float] = (6.0, 2.5)
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,16 @@ class Pass:
 
 
 @dataclass(frozen=True)
+class Refiner:
+    """A1111's refiner for a job: the checkpoint's runner, its "name [hash]" for the infotext,
+    and the share of the model's timesteps after which it takes over."""
+
+    title: str
+    runner: "Runner"
+    switch_at: float
+
+
+@dataclass(frozen=True)
 class Inpainting:
     """What a masked pass needs: the init latents to keep outside the mask, and the mask at
     latent size (1 = repaint). Ordinary models blend with them after every step; inpainting
@@ -190,6 +203,9 @@ class Runner:
         self.inpainting_model = model.unet.config.in_channels == 2 * self.latent_channels + 1
         self.upscalers: UpscalerRegistry | None = None  # hires fix's model upscalers (the service sets the app's list)
         self.vae_tiling = vae_tiling.VaeTiling()  # the service sets the tiled-VAE threshold from the settings
+        # Another checkpoint's runner by name, for the refiner and the hires checkpoint: (its
+        # "name [hash]", runner). The service sets it; None: only this model is available.
+        self.checkpoints: Callable[[str], tuple[str, "Runner"]] | None = None
 
     # ------------------------------------------------------------------ prompts
 
@@ -223,7 +239,9 @@ class Runner:
             return library.shorthash(file) if library is not None and file.path in job.applied else None
 
         ngms = [("NGMS", format_number(params.s_min_uncond) if job.skipped_uncond else None)]  # as A1111, after the hashes
-        return infotext_extras(job, lora_hash, embeddings, params.emphasis) + ngms
+        # A1111 names the refiner only when it took over (a switch at 1 never does).
+        refiner = [("Refiner", job.refiner), ("Refiner switch at", format_number(params.refiner_switch_at) if job.refiner else None)]
+        return infotext_extras(job, lora_hash, embeddings, params.emphasis) + refiner + ngms
 
     def _use_loras(self, loras: tuple[LoraUse, ...], job: JobPrompts | None = None) -> None:
         """Make exactly these LoRAs active. The stack keeps files it has read while LoRAs are in
@@ -282,8 +300,10 @@ class Runner:
         control = control or RunControl()
         hooks = hooks or Hooks()
         prompts = prompts or self.prepare(params)
+        refiner = self.refiner(params)
+        hires = self._hires_runner(params)
         first = self._pass(params, prompts.first)
-        second = self._hires_pass(params, prompts.hires or prompts.first) if params.enable_hr else None
+        second = hires._hires_pass(params, prompts.hires or prompts.first) if params.enable_hr else None
         per_batch = first.steps_run() + (second.steps_run() if second else 0)
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size, params.subseed_strength)
         subseeds = noise.job_subseeds(_first_subseed(params, first_subseed), params.n_iter, params.batch_size)
@@ -296,11 +316,13 @@ class Runner:
                 decoded = None
                 texts, job, one, two = self._batch_prompts(params, prompts, hooks, index, seeds, subseeds[index], (first, second))
                 with self._tiling(params):
-                    outcome = self._denoise(one, seeds, control, report, job=job, hooks=hooks, subseeds=subseeds[index])
+                    # With hires fix the refiner takes part in the second pass only (A1111's hires_fix_refiner_pass default).
+                    outcome = self._denoise(one, seeds, control, report, job=job, hooks=hooks, subseeds=subseeds[index],
+                                            refiner=None if two is not None else refiner)
                     if not outcome.stopped and two is not None:
                         upscaled = self._upscale(outcome.latents, params, control)
-                        outcome = self._denoise(two, seeds, control, report, init=upscaled, offset=one.steps_run(), job=job,
-                                                hooks=hooks, subseeds=subseeds[index])
+                        outcome = hires._denoise(two, seeds, control, report, init=upscaled, offset=one.steps_run(), job=job,
+                                                 hooks=hooks, subseeds=subseeds[index], refiner=refiner)
                         if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
                             outcome = replace(outcome, latents=upscaled)
                     if outcome.latents is not None:
@@ -322,8 +344,57 @@ class Runner:
                 prompts.warnings.append(warning)
         strength = passes[0].strength
         first = self._pass(params, job.first, strength)
-        second = self._hires_pass(params, job.hires or job.first) if passes[1] is not None else None
+        second = self._hires_runner(params)._hires_pass(params, job.hires or job.first) if passes[1] is not None else None
         return changed, job, first, second
+
+    def refiner(self, params: GenerationParams) -> Refiner | None:
+        """The job's refiner, loaded (None when it has none); a ValueError for one that is not
+        there or draws in another latent space."""
+        if params.refiner is None:
+            return None
+        title, runner = self._other(params.refiner, "Refiner")
+        if runner.model.prediction_type != self.model.prediction_type:
+            raise ValueError(f"Refiner {title} predicts {runner.model.prediction_type}, this checkpoint {self.model.prediction_type}: "
+                             "a refiner takes over in the middle of sampling, so both must predict the same kind of output.")
+        return Refiner(title, runner, params.refiner_switch_at)
+
+    def _hires_runner(self, params: GenerationParams) -> "Runner":
+        """The runner of the hires pass: the hires checkpoint's (A1111's hr_checkpoint_name), else this one."""
+        name = params.hires_checkpoint
+        return self._other(name, "Hires checkpoint")[1] if name is not None else self
+
+    def _other(self, name: str, what: str) -> tuple[str, "Runner"]:
+        """Another checkpoint's runner, which must share this model's latent space (the latents
+        go from one model to the other as they are)."""
+        if self.checkpoints is None:
+            raise ValueError(f"{what} '{name}' cannot be used here: no other checkpoint can be loaded beside this one.")
+        title, runner = self.checkpoints(name)
+        if runner is not self and not same_latent_space(self.model, runner.model):
+            raise ValueError(f"{what} {title} ({runner.model.arch}) draws in another latent space than this checkpoint "
+                             f"({self.model.arch}): choose a checkpoint of the same family (an SDXL refiner for SDXL, SD 1.x/2.x for SD 1.x/2.x).")
+        return title, runner
+
+    def _takeover(self, p: Pass, batch: int, with_uncond: bool) -> tuple:
+        """What the refiner runs with from the switch on: its UNet, the pass's prompts encoded by
+        its own text encoders (A1111 encodes them again for the refiner), its micro-conditioning.
+        It runs without the job's LoRAs, which were made for the first model."""
+        self._use_loras(())
+        options = self.prompts.options(p.encoding.clip_skip, p.encoding.emphasis, p.encoding.comma_padding_backtrack)
+        conditioning = StepConditioning(self.prompts, p.prompts, options, batch, with_uncond, self._text_state())
+        _, pooled = conditioning.at(0)
+        return self.model.unet, conditioning, self._time_ids(p, pooled, batch if with_uncond else 0)
+
+    def _completed(self) -> Callable[[float], float]:
+        """A1111's refiner clock: the model timestep nearest the call's noise level (in sigma),
+        as the share of the schedule behind, (999 - timestep) / 1000."""
+        table = self._model_sigmas(False)
+
+        def completed(t: float) -> float:
+            sigma = table.t_to_sigma(torch.tensor(float(t)))
+            index = int(torch.argmin((table.sigmas - sigma).abs()))
+            return (len(table) - 1 - index) / len(table)
+
+        return completed
 
     def _tiling(self, params: GenerationParams):
         """Seamless pictures for this job's sampling, encoding and decoding only (A1111's Tiling)."""
@@ -396,6 +467,7 @@ class Runner:
         hooks = hooks or Hooks()
         prepared = self._prepare(params, init)
         prompts = prompts or self.prepare(params)
+        refiner = self.refiner(params)
         first = self._pass(params, prompts.first, params.denoising_strength)
         crop = (prepared.originals[0].size, prepared.region.box) if prepared.region is not None else None
         batches = noise.job_seeds(first_seed, params.n_iter, params.batch_size, params.subseed_strength)
@@ -411,7 +483,7 @@ class Runner:
                 with self._tiling(params):
                     init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
                     outcome = self._denoise(one, seeds, control, report, init=init_latents, inpainting=inpainting, job=job,
-                                            hooks=hooks, crop=crop, subseeds=subseeds[index])
+                                            hooks=hooks, crop=crop, subseeds=subseeds[index], refiner=refiner)
                     if outcome.latents is None:
                         continue
                     decoded = [hooks.image_decoded(im, i) for i, im in enumerate(self.decode(outcome.latents))]
@@ -500,10 +572,11 @@ class Runner:
         hooks: Hooks | None = None,
         crop: tuple | None = None,
         subseeds: Sequence[int] = (),
+        refiner: Refiner | None = None,
     ) -> engines.Outcome:
         """Run one pass on the engine its sampler and schedule call for (see
         modules.generation.samplers). `offset` is how many steps of this batch earlier passes
-        reported; `subseeds` are the images' variation seeds."""
+        reported; `subseeds` are the images' variation seeds; `refiner` takes over at its switch."""
         if control.stop_requested():
             return engines.Outcome(None, stopped=True)
         m = self.model
@@ -522,8 +595,11 @@ class Runner:
         if hooks:
             hooks.pass_started(info)
         sigma_of = self._model_sigmas(p.sampler.solver == "lcm").t_to_sigma if p.min_uncond_sigma > 0 else None
-        predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled), extra, control,
-                                     hooks, info, skip_uncond_below=p.min_uncond_sigma, sigma_of=sigma_of)
+        takeover = None
+        if refiner is not None and refiner.runner is not self:  # A1111 does not switch to the model already running
+            takeover = engines.Takeover(refiner.switch_at, self._completed(), lambda: refiner.runner._takeover(p, batch, with_uncond))
+        predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled, batch if with_uncond else 0),
+                                     extra, control, hooks, info, skip_uncond_below=p.min_uncond_sigma, sigma_of=sigma_of, takeover=takeover)
 
         # 2. Noise: one generator per image on the job's source; the SDE samplers' trees draw from it too.
         shape = (self.latent_channels, p.height // self.vae_scale, p.width // self.vae_scale)
@@ -557,6 +633,8 @@ class Runner:
                 outcome = engines.run_sigmas(predict, self._sigma_plan(p, seeds, init is not None), image_noise, init, blend, progress)
         if job is not None and predict.skipped_uncond:
             job.skipped_uncond = True
+        if job is not None and takeover is not None and takeover.call is not None:
+            job.refiner = refiner.title
         return outcome
 
     def _token_merging(self, p: Pass):
@@ -623,13 +701,24 @@ class Runner:
                                    p.options.eta_for(p.sampler), cfgpp=p.sampler.solver == "ddim_cfgpp",
                                    report_steps=max(len(timesteps) - 1, 1))
 
-    def _time_ids(self, p: Pass, pooled: torch.Tensor | None) -> torch.Tensor | None:
+    def _time_ids(self, p: Pass, pooled: torch.Tensor | None, uncond_rows: int = 0) -> torch.Tensor | None:
         """SDXL's micro-conditioning: original size, crop (0, 0) and target size, all the pass's
-        size; made once per pass (a tensor built in the loop would sync with the GPU every step)."""
+        size; the refiner's (a UNet made for 5 numbers) has the aesthetic score in place of the
+        target size, the low one for the negative prompt's `uncond_rows` (diffusers' img2img
+        pipeline and A1111 alike). Made once per pass (a tensor built in the loop would sync
+        with the GPU every step)."""
         if pooled is None:
             return None
+        config = self.model.unet.config
+        count = (config.projection_class_embeddings_input_dim - pooled.shape[-1]) // config.addition_time_embed_dim
+        rows = pooled.shape[0]
+        if count == 5:
+            high, low = self.setup.aesthetic_scores
+            scores = [low] * uncond_rows + [high] * (rows - uncond_rows)
+            values = [[p.height, p.width, 0, 0, score] for score in scores]
+            return torch.tensor(values, dtype=pooled.dtype, device=self.model.device)
         time_ids = torch.tensor([[p.height, p.width, 0, 0, p.height, p.width]], dtype=pooled.dtype, device=self.model.device)
-        return time_ids.repeat(pooled.shape[0], 1)
+        return time_ids.repeat(rows, 1)
 
     def _extra_channels(self, inpainting: Inpainting | None, batch: int, p: Pass) -> list[torch.Tensor] | None:
         """An inpainting model's mask and masked-image channels. Without a mask the whole
@@ -696,6 +785,12 @@ UNET_NANS = ("A tensor with NaNs was produced in the UNet: the picture cannot be
              "precision on a card that does not support it: lower the weights, or start with --no-half.")
 VAE_NANS = ("A tensor with NaNs was produced in the VAE, even in full precision: the picture cannot be decoded. Try another VAE "
             "(Settings > SD VAE), or start with --no-half-vae.")
+
+def same_latent_space(a: LoadedModel, b: LoadedModel) -> bool:
+    """Whether latents of one model mean the same to the other: the same VAE latent layout and scaling."""
+    va, vb = a.vae.config, b.vae.config
+    return (va.latent_channels, va.scaling_factor, va.get("shift_factor")) == (vb.latent_channels, vb.scaling_factor, vb.get("shift_factor"))
+
 
 def _first_subseed(params: GenerationParams, given: int | None) -> int:
     """The job's first variation seed: the one given (a resumed job's), else the request's, random for -1."""

@@ -192,11 +192,13 @@ class PromptEncoder:
         self.embeddings = embeddings
         self._cache: OrderedDict[tuple, Conditioning] = OrderedDict()
         self._cache_size = cache_size
-        encoders = [model.text_encoder] + ([model.text_encoder_2] if model.is_sdxl else [])
-        widths = tuple(te.config.hidden_size for te in encoders)
-        self._tokenizers = [Tokenizing(model.tokenizer, embeddings, widths)]
+        # SDXL: CLIP-L then OpenCLIP bigG; the SDXL refiner has only bigG (text_encoder None).
+        pairs = [(model.tokenizer, model.text_encoder)] if model.text_encoder is not None else []
         if model.is_sdxl:
-            self._tokenizers.append(Tokenizing(model.tokenizer_2, embeddings, widths))
+            pairs.append((model.tokenizer_2, model.text_encoder_2))
+        self._encoders = [te for _, te in pairs]
+        widths = tuple(te.config.hidden_size for te in self._encoders)
+        self._tokenizers = [Tokenizing(tokenizer, embeddings, widths) for tokenizer, _ in pairs]
 
     def options(self, clip_skip: int = 1, emphasis: str = "Original", comma_padding_backtrack: int = 20) -> EncodingOptions:
         """Options as this model uses them: Clip skip only counts on SD 1.x (see honours_clip_skip)."""
@@ -204,7 +206,7 @@ class PromptEncoder:
 
     def tokenize(self, prompt: str, options: EncodingOptions | None = None) -> Tokenized:
         """The first encoder's chunks: what the token counter shows and which embeddings a prompt uses."""
-        return self._tokenizers[0](prompt, options or EncodingOptions(), self.model.text_encoder.config.hidden_size)
+        return self._tokenizers[0](prompt, options or EncodingOptions(), self._encoders[0].config.hidden_size)
 
     def encode(self, prompt: str, options: EncodingOptions | None = None, *, negative: bool = False, state: Any = None) -> Conditioning:
         options = options or self.options()
@@ -245,16 +247,17 @@ class PromptEncoder:
 
     def _encode_sdxl(self, prompt: str, options: EncodingOptions, negative: bool) -> Conditioning:
         """SDXL: penultimate layers of both encoders side by side, chunk by chunk, and the
-        second encoder's pooled output of the first chunk. An empty negative prompt becomes
-        zeros, as the SDXL base config asks."""
+        second encoder's pooled output of the first chunk (the refiner: bigG's alone, as diffusers'
+        img2img pipeline encodes for it). An empty negative prompt becomes zeros, as the SDXL
+        base config asks (the refiner's does not)."""
         m = self.model
         if negative and not prompt and m.extra.get("force_zeros_for_empty_prompt", True):
-            width = m.text_encoder.config.hidden_size + m.text_encoder_2.config.hidden_size
+            width = sum(te.config.hidden_size for te in self._encoders)
             embeds = torch.zeros((1, CHUNK + 2, width), dtype=m.dtype, device=m.device)
             pooled = torch.zeros((1, m.text_encoder_2.config.projection_dim), dtype=m.dtype, device=m.device)
             return Conditioning(embeds, pooled, zero=True)
         per_encoder, pooled = [], None
-        for tokenizing, te in zip(self._tokenizers, (m.text_encoder, m.text_encoder_2)):
+        for tokenizing, te in zip(self._tokenizers, self._encoders):
             chunks = tokenizing(prompt, options, te.config.hidden_size).chunks
             parts = []
             for index, chunk in enumerate(chunks):

@@ -125,6 +125,7 @@ class GenerationService:
         self._clock = clock
         self.apply_settings(settings)
         self._runner: tuple[ActiveModel, Runner] | None = None
+        self._other_runner: tuple[ActiveModel, Runner] | None = None  # the refiner's or hires checkpoint's (models.ensure_other)
         self._counter: tuple | None = None  # (tokenizer, Tokenizing) for the page's token counter
         self._fallback_tokenizer = None
         self._limit_tokenizing = None  # the limits' own CLIP tokenizer (see _token_counter)
@@ -180,6 +181,52 @@ class GenerationService:
 
     def _drop_runner(self) -> None:
         self._runner = None
+        self._other_runner = None
+
+    def _prompt_setup(self):
+        from modules.generation.runner import PromptSetup
+
+        libs = self.libraries
+        return PromptSetup(libs.loras, libs.embeddings, libs.comma_padding_backtrack, libs.use_old_scheduling)
+
+    def other_runner(self, name: str) -> tuple[str, "Runner"]:
+        """("name [hash]", runner) of a checkpoint a job uses beside its own (its refiner or hires
+        checkpoint), loaded beside it by the model manager; the job's own runner when it names
+        the checkpoint in use. ValueError for one that is not there."""
+        from modules.generation.runner import Runner
+
+        info = self.models.require(name)
+        active = self.models.active
+        if self._runner is not None and active is self._runner[0] and active.info.path == info.path:
+            return active.info.short_title, self._runner[1]
+        if self._other_runner is not None and self._other_runner[0].info.path != info.path:
+            self._other_runner = None  # let go of the old one before the next loads
+        other = self.models.ensure_other(name)
+        if self._other_runner is None or self._other_runner[0] is not other:
+            self._other_runner = (other, Runner(other.model, self._prompt_setup()))
+        runner = self._other_runner[1]
+        if self._runner is not None:
+            runner.vae_tiling, runner.upscalers = self._runner[1].vae_tiling, self._runner[1].upscalers
+        return other.info.short_title, runner
+
+    def check_checkpoints(self, params: GenerationParams, checkpoint: str | None = None) -> None:
+        """Refuse, before the job waits, a refiner or hires checkpoint that is not there or, as
+        far as the files tell without loading them, draws in another latent space than the
+        job's checkpoint (`checkpoint`, as ModelManager.pin gave it; else the selected one)."""
+        names = [(what, name) for what, name in (("Refiner", params.refiner), ("Hires checkpoint", params.hires_checkpoint)) if name]
+        if not names:
+            return
+        main = self.models.find(checkpoint) if checkpoint else self.models.selected
+        for what, name in names:
+            try:
+                info = self.models.require(name)
+            except ValueError as exc:
+                raise ValueError(f"{what}: {exc}") from None
+            if main is not None and info.path != main.path:
+                mine, theirs = latent_space(main.path), latent_space(info.path)
+                if mine and theirs and mine != theirs:
+                    raise ValueError(f"{what} {info.title} is a {theirs} checkpoint, {main.title} a {mine} one: they draw in different "
+                                     "latent spaces, so choose a checkpoint of the same family (an SDXL refiner for SDXL, SD 1.x/2.x for SD 1.x/2.x).")
 
     def runner(self, checkpoint: str | None = None, vae: str | None = None, notes: list[str] | None = None) -> tuple[ActiveModel, "Runner"]:
         """The runner for the job's model (`checkpoint`, as ModelManager.pin gave it, else the
@@ -187,13 +234,11 @@ class GenerationService:
         place. A VAE file that is gone or does not fit this model leaves the checkpoint's own
         VAE in use and says so in `notes`: the picture is still made."""
         from modules.generation.flow_runner import runner_for  # imports diffusers: not needed to serve the page
-        from modules.generation.runner import PromptSetup
 
         active = self.models.ensure(checkpoint)
         if self._runner is None or self._runner[0] is not active:
-            libs = self.libraries
-            setup = PromptSetup(libs.loras, libs.embeddings, libs.comma_padding_backtrack, libs.use_old_scheduling)
-            self._runner = (active, runner_for(active.model, setup))
+            self._runner = (active, runner_for(active.model, self._prompt_setup()))
+            self._runner[1].checkpoints = self.other_runner
         from modules.generation.vae_tiling import VaeTiling
 
         plan = self.models.devices.memory  # the card's cap (devices.auto_memory) can lower the setting
@@ -256,6 +301,7 @@ class GenerationService:
         the limit_* settings allow, its styles applied, before it waits in the queue."""
         styled, _ = self.styled(params)
         self.limits.check(styled, self._token_counter())
+        self.check_checkpoints(params)
         if params.restore_faces:
             self._face_restorer(params)  # no restorer present: say what to download before the job waits
 
@@ -303,7 +349,9 @@ class GenerationService:
 
         active = self.models.active
         if active is not None:
-            tokenizer, width = active.model.tokenizer, active.model.text_encoder.config.hidden_size
+            m = active.model
+            first = (m.tokenizer, m.text_encoder) if m.text_encoder is not None else (m.tokenizer_2, m.text_encoder_2)  # the SDXL refiner: bigG only
+            tokenizer, width = first[0], first[1].config.hidden_size
         else:
             if self._fallback_tokenizer is None:
                 from modules.models.loader import build_tokenizer
@@ -363,6 +411,8 @@ class GenerationService:
         the extensions' always-on scripts with their arguments."""
         notes: list[str] = []
         model = self.runner(checkpoint, vae, notes)
+        if params.hires_checkpoint:  # loaded now, and named in the infotext as A1111 writes it: "name [hash]"
+            params = params.model_copy(update={"hr_checkpoint_name": self.other_runner(params.hires_checkpoint)[0]})
         scripts = self._scripts("txt2img", alwayson, job, notes)
         params = self._ready(params, scripts, None, model[0], notes)
         control = self._controlnet(controlnet, model[0], params, scripts=scripts)
@@ -598,6 +648,23 @@ class GenerationService:
 
 
 # ---------------------------------------------------------------- recorded jobs
+
+def latent_space(path: Path) -> str | None:
+    """The family whose latent space a checkpoint file draws in ("SD", "SDXL", "Flux", "SD 3"),
+    from its tensor names alone; None when the file cannot tell (the job finds out when it loads)."""
+    from modules.models.arch import detect_architecture, read_checkpoint_shapes
+    from modules.models.loaded import family_of
+
+    if Path(path).is_dir():
+        return None
+    try:
+        arch = detect_architecture(read_checkpoint_shapes(path))
+    except ValueError:
+        return None
+    if arch in ("sdxl", "sdxl-refiner"):
+        return "SDXL"
+    return {"sd": "SD", "flux": "Flux", "sd3": "SD 3"}.get(family_of(arch))
+
 
 def _png_base64(image: "Image.Image") -> str:
     import base64

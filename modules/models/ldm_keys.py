@@ -29,9 +29,11 @@ SD1_TEXT_PREFIX = layout.SD1_TEXT_PREFIX + "text_model."
 SD2_TEXT_PREFIX = layout.SD2_TEXT_PREFIX
 SDXL_TEXT_PREFIX = layout.SDXL_CLIP_L_PREFIX + "transformer.text_model."
 SDXL_TEXT2_PREFIX = layout.SDXL_OPEN_CLIP_PREFIX + "model."
+# The SDXL refiner has only OpenCLIP bigG, as the first (and only) embedder.
+REFINER_TEXT_PREFIX = layout.SDXL_CLIP_L_PREFIX + "model."
 
 SD1_ARCHS = layout.SD1_ARCHS
-ARCHS = layout.ARCHITECTURES
+ARCHS = tuple(dict.fromkeys((*layout.ARCHITECTURES, "sdxl-refiner")))
 
 # Renames inside one resnet: diffusers name -> LDM name.
 _UNET_RESNET = (
@@ -328,7 +330,9 @@ def to_ldm_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Full A1111 single-file state dict for diffusers/transformers modules.
 
-    ``arch`` is "sd2", "sdxl" or one of the SD1-layout ``SD1_ARCHS``. With ``extras`` the DDPM buffers and
+    ``arch`` is "sd2", "sdxl", "sdxl-refiner" (``text_encoder`` None: its only encoder is
+    ``text_encoder_2``, OpenCLIP bigG under ``conditioner.embedders.0.model.``) or one of the
+    SD1-layout ``SD1_ARCHS``. With ``extras`` the DDPM buffers and
     EMA scalars (SD1/SD2) and OpenCLIP's ``logit_scale`` (SD2/SDXL) are added, as real
     files have them. ``include_unused=False`` leaves out SD2's extra resblock and
     text_projection (seeded random, see ``_add_sd2_unused_text_weights``). Tensors are
@@ -339,8 +343,12 @@ def to_ldm_state_dict(
         raise ValueError(f"unknown architecture '{arch}', expected one of {ARCHS}")
     out = {UNET_PREFIX + k: v for k, v in unet_to_ldm(unet.state_dict(), unet.config).items()}
     out.update({VAE_PREFIX + k: v for k, v in vae_to_ldm(vae.state_dict(), vae.config).items()})
-    te = text_encoder.state_dict()
-    if arch in SD1_ARCHS:
+    te = text_encoder.state_dict() if text_encoder is not None else None
+    if arch == "sdxl-refiner":
+        if text_encoder_2 is None:
+            raise ValueError("the SDXL refiner needs text_encoder_2 (the OpenCLIP bigG encoder with projection)")
+        out.update(open_clip_to_ldm(text_encoder_2.state_dict(), REFINER_TEXT_PREFIX))
+    elif arch in SD1_ARCHS:
         out.update(clip_to_ldm(te, SD1_TEXT_PREFIX))
     elif arch == "sd2":
         out.update(open_clip_to_ldm(te, SD2_TEXT_PREFIX))
@@ -352,10 +360,10 @@ def to_ldm_state_dict(
         out.update(clip_to_ldm(te, SDXL_TEXT_PREFIX))
         out.update(open_clip_to_ldm(text_encoder_2.state_dict(), SDXL_TEXT2_PREFIX))
     if extras:
-        if arch != "sdxl":
+        if arch not in ("sdxl", "sdxl-refiner"):
             out.update(ddpm_buffers())
-        if arch in ("sd2", "sdxl"):
-            prefix = SD2_TEXT_PREFIX if arch == "sd2" else SDXL_TEXT2_PREFIX
+        if arch in ("sd2", "sdxl", "sdxl-refiner"):
+            prefix = {"sd2": SD2_TEXT_PREFIX, "sdxl": SDXL_TEXT2_PREFIX}.get(arch, REFINER_TEXT_PREFIX)
             out[prefix + "logit_scale"] = torch.tensor(OPEN_CLIP_LOGIT_SCALE, dtype=torch.float32)
     return out
 
@@ -377,9 +385,9 @@ def build_meta_models(config_dir: Path, arch: str) -> dict:
         models = {
             "unet": UNet2DConditionModel.from_config(read("unet")),
             "vae": AutoencoderKL.from_config(read("vae")),
-            "text_encoder": CLIPTextModel(CLIPTextConfig(**read("text_encoder"))),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**read("text_encoder"))) if arch != "sdxl-refiner" else None,
         }
-        if arch == "sdxl":
+        if arch in ("sdxl", "sdxl-refiner"):
             config = CLIPTextConfig(**read("text_encoder_2"))
             models["text_encoder_2"] = CLIPTextModelWithProjection(config)
     return models

@@ -55,7 +55,9 @@ TOKENIZER_DIR = "clip-tokenizer"
 MAX_TOKENS = 77
 EOS_PAD = "<|endoftext|>"
 # OpenCLIP tokenizers (SD2's and SDXL's second) pad with "!" (id 0), not end-of-text.
-DEFAULT_PAD = (("sd2", "tokenizer", "!"), ("sdxl", "tokenizer_2", "!"))
+DEFAULT_PAD = (("sd2", "tokenizer", "!"), ("sdxl", "tokenizer_2", "!"), ("sdxl-refiner", "tokenizer_2", "!"))
+# The SDXL refiner's one text encoder is SDXL's second (OpenCLIP bigG): it fills text_encoder_2.
+TOKENIZER_NAMES = (("sdxl", ("tokenizer", "tokenizer_2")), ("sdxl-refiner", ("tokenizer_2",)))
 PARAMETERIZATION = (("v", "v_prediction"), ("eps", "epsilon"), ("epsilon", "epsilon"))
 
 
@@ -289,7 +291,7 @@ def _pad_token(config_folder: Path, subfolder: str, arch: str) -> str:
 
 
 def _tokenizers(config_folder: Path, configs_dir: Path, arch: str) -> dict:
-    names = ("tokenizer", "tokenizer_2") if arch == "sdxl" else ("tokenizer",)
+    names = dict(TOKENIZER_NAMES).get(arch, ("tokenizer",))
     return {n: build_tokenizer(configs_dir, _pad_token(config_folder, n, arch)) for n in names}
 
 
@@ -297,13 +299,17 @@ def _tokenizers(config_folder: Path, configs_dir: Path, arch: str) -> dict:
 
 
 def _pipeline_class(arch: str):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
+    if arch == "sdxl-refiner":  # diffusers' pipeline for it: the one without CLIP-L and with aesthetic scores
+        return StableDiffusionXLImg2ImgPipeline
     return StableDiffusionXLPipeline if arch == "sdxl" else StableDiffusionPipeline
 
 
 def _pipeline_kwargs(arch: str) -> dict:
     """Components we never want: no safety checker, no watermarker, no image encoder."""
+    if arch == "sdxl-refiner":
+        return {"add_watermarker": False, "image_encoder": None, "feature_extractor": None, "text_encoder": None, "tokenizer": None}
     if arch == "sdxl":
         return {"add_watermarker": False, "image_encoder": None, "feature_extractor": None}
     return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
@@ -351,6 +357,8 @@ def _load_single_file(
 def _folder_arch(folder: Path) -> str:
     """Architecture of a diffusers folder from its model_index and text encoder width."""
     index = json.loads((folder / "model_index.json").read_text())
+    if "text_encoder_2" in index and (index.get("requires_aesthetics_score") or not (index.get("text_encoder") or [None])[0]):
+        return "sdxl-refiner"
     if index.get("_class_name", "").startswith("StableDiffusionXL") or "text_encoder_2" in index:
         return "sdxl"
     config_path = folder / "text_encoder" / "config.json"
@@ -436,14 +444,14 @@ def _finish(
     scheduler_config = dict(pipe.scheduler.config)
     if prediction_type:
         scheduler_config["prediction_type"] = prediction_type
-    if arch == "sdxl":
+    if arch in ("sdxl", "sdxl-refiner"):
         extra["force_zeros_for_empty_prompt"] = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
     return LoadedModel(
         arch=arch,
         unet=modules["unet"],
         vae=modules["vae"],
         text_encoder=modules["text_encoder"],
-        tokenizer=pipe.tokenizer,
+        tokenizer=getattr(pipe, "tokenizer", None),
         scheduler_config=scheduler_config,
         device=torch.device(device),
         dtype=dtype,

@@ -75,6 +75,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._checkpoints: list[CheckpointInfo] = []
         self._active: ActiveModel | None = None
+        self._other: ActiveModel | None = None  # a job's refiner or hires checkpoint, held beside the active one
         self._selected: Path | None = None  # A1111's sd_model_checkpoint: what jobs without their own choice use
         self._unload_listeners: list[Callable[[], None]] = []
         self._learned_hints: dict[str, ModelHints] = {}  # by file name, from Ray workers that loaded it
@@ -264,6 +265,37 @@ class ModelManager:
             log.warning(TINY_NOTICE)
         return self._active
 
+    def ensure_other(self, query: str) -> ActiveModel:
+        """A checkpoint a job uses beside its own (A1111's refiner, the hires checkpoint): the
+        active model when it is that one, else loaded and held beside it, one such model at a
+        time (asking for another drops it first). On an offloading memory plan (--medvram,
+        --lowvram, or the plan chosen from the VRAM) its parts take turns on the GPU with the
+        active model's, so whichever model is idle waits in system RAM; on a plan that keeps
+        models whole, both stay on the GPU."""
+        info = self.require(query)
+        if self._active is not None and self._active.info.path == info.path:
+            return self._active
+        if self._other is not None and self._other.info.path == info.path and self._speed_current():
+            return self._other
+        self.drop_other()
+        self._other = self._load(info, beside=self._active)
+        return self._other
+
+    @property
+    def other(self) -> ActiveModel | None:
+        return self._other
+
+    def drop_other(self) -> None:
+        """Free the model held beside the active one."""
+        if self._other is None:
+            return
+        from modules.generation.devices import free_memory
+        from modules.generation.offload import leave
+
+        leave(self._other.model)
+        self._other = None
+        free_memory(self.devices.device)
+
     def _speed_current(self) -> bool:
         """Whether the loaded model was built with the model-wide speed options asked for now."""
         return self._loaded_speed == self.speed.model_part()
@@ -295,7 +327,7 @@ class ModelManager:
             log.info("Speed options: %s", ", ".join(applied))
         self._loaded_speed = self.speed.model_part()
 
-    def _load(self, info: CheckpointInfo) -> ActiveModel:
+    def _load(self, info: CheckpointInfo, beside: ActiveModel | None = None) -> ActiveModel:
         import torch
 
         from modules.generation.devices import apply_attention
@@ -314,10 +346,11 @@ class ModelManager:
         if devices.offloads:
             from modules.generation.offload import offload
 
-            offload(model, devices.device, devices.memory.offload_for(model.arch))
+            offload(model, devices.device, devices.memory.offload_for(model.arch), beside=beside.model if beside is not None else None)
         return ActiveModel(info, model, ModelHints.read(model.extra.get("config_folder")))
 
     def unload(self) -> None:
+        self.drop_other()
         if self._active is None:
             return
         from modules.generation.devices import free_memory

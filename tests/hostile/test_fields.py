@@ -124,7 +124,7 @@ CASES: list[Case] = [
     t2i("restore-faces-without-a-model", {"restore_faces": True}, 400, (r"Restore faces", r"gfpgan-v1\.4")),
     t2i("tiling", {"tiling": True}, 200, then=gives_image((64, 64))),
     t2i("tiling-word-maybe", {"tiling": "maybe"}, 422, (r"tiling",)),
-    t2i("refiner", {"refiner_checkpoint": "x"}, 422, (r"refiner",)),
+    t2i("refiner-not-there", {"refiner_checkpoint": "no-such-refiner"}, 400, (r"Refiner", r"not found")),
     t2i("firstpass-image", {"firstpass_image": "x"}, 422, (r"firstpass_image",)),
     t2i("denoising-ignored-without-hires", {"denoising_strength": 0.3}, 200),
     # --- img2img fields
