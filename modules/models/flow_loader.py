@@ -40,7 +40,7 @@ T5_TOKENIZER_DIR = "t5-tokenizer"  # under models/text_encoder/
 T5_TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 T5_TOKENIZER_SOURCES = "google/t5-v1_1-xxl, or the tokenizer_2 folder of black-forest-labs/FLUX.1-schnell"
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")  # safetensors' names for torch.float8_e4m3fn / float8_e5m2
-VAE_PREFIXES = ("vae.", "first_stage_model.")
+VAE_PREFIXES = ("vae.", "first_stage_model.")  # as modules.models.arch has them, without importing torch here
 PART_PREFIX = "text_encoders.{}.transformer."  # an encoder inside a Comfy/SAI single file
 
 
@@ -94,22 +94,13 @@ PART_NAMES = {
 VAE_NAMES = {"flux": ("the 16-channel Flux VAE", "ae.safetensors"), "sd3": ("the 16-channel SD3 VAE", "sd3_vae.safetensors")}
 
 
-# --------------------------------------------------------------------------- what a file holds
-
-
-def file_parts(keys) -> set[str]:
-    """Which parts besides the transformer a single file holds: clip_l, clip_g, t5xxl, vae."""
-    keys = list(keys)
-    held = {part for part in ("clip_l", "clip_g", "t5xxl") if any(k.startswith(PART_PREFIX.format(part)) for k in keys)}
-    if any(k.startswith(VAE_PREFIXES) for k in keys):
-        held.add("vae")
-    return held
+# --------------------------------------------------------------------------- part files
 
 
 @dataclass(frozen=True)
 class _PartFile:
     path: Path
-    kind: str  # "clip", "t5" or "vae"
+    kind: str  # "clip", "t5xxl" or "vae"
     width: int  # the encoder's hidden width; the VAE's latent channels
     fp8: bool
 
@@ -127,7 +118,10 @@ def _read_header(path: Path) -> tuple[dict[str, tuple], set[str]] | None:
 
 
 def _classify(path: Path) -> _PartFile | None:
-    """What a file in models/text_encoder or models/VAE is, from its tensor names and shapes."""
+    """What a file in models/text_encoder or models/VAE is, from its tensor names and shapes
+    (CLIP-L and CLIP-G differ only in width, which the caller matches against its config)."""
+    from modules.models.arch import text_encoder_file_kind
+
     read = _read_header(path)
     if read is None:
         return None
@@ -136,12 +130,11 @@ def _classify(path: Path) -> _PartFile | None:
         log.info("Skipping %s: scaled fp8 files (Comfy's *_scaled) are not supported", path.name)
         return None
     fp8 = bool(dtypes & set(FP8_DTYPES))
-    for key in ("shared.weight", "encoder.embed_tokens.weight"):
-        if key in shapes and "encoder.block.0.layer.0.SelfAttention.q.weight" in shapes:
-            return _PartFile(path, "t5", int(shapes[key][1]), fp8)
-    for key in ("text_model.embeddings.token_embedding.weight", "embeddings.token_embedding.weight"):
-        if key in shapes:
-            return _PartFile(path, "clip", int(shapes[key][1]), fp8)
+    try:
+        kind, width = text_encoder_file_kind(shapes)
+        return _PartFile(path, kind, width, fp8)
+    except ValueError:
+        pass
     for prefix in ("", *VAE_PREFIXES):
         conv = shapes.get(prefix + "decoder.conv_in.weight")
         if conv is not None and len(conv) == 4:
@@ -244,13 +237,13 @@ def load_flow_file(
 ) -> LoadedModel:
     """Load a Flux or SD3 single file (.safetensors or .gguf) with `config_folder`; the parts
     the file lacks come from `parts`. Errors are ValueErrors starting "Could not load checkpoint <path>:"."""
-    from modules.models.arch import read_checkpoint_shapes
+    from modules.models.arch import file_parts, read_checkpoint_shapes
     from modules.models.loaded import family_of
 
     path, config_folder = Path(path), Path(config_folder)
     family = FAMILIES[family_of(arch)]
     try:
-        held = file_parts(read_checkpoint_shapes(path)) if path.suffix.lower() != GGUF_EXTENSION else set()
+        held = file_parts(read_checkpoint_shapes(path))
         plan = _plan_parts(path, family, family_of(arch), held, config_folder, parts, _transformer_storage(path))
         tokenizers = {**_clip_tokenizers(family_of(arch), config_folder, configs_dir),
                       family.t5_slot.replace("text_encoder", "tokenizer"):
@@ -300,7 +293,7 @@ def _plan_parts(path, family: _Family, family_name: str, held: set[str], config_
             plan[encoder.slot] = path
             continue
         candidates = candidates if candidates is not None else _candidates(parts.text_encoders)
-        found = _pick(candidates, "t5" if encoder.part == "t5xxl" else "clip", _encoder_width(config_folder, encoder), storage != "plain")
+        found = _pick(candidates, "t5xxl" if encoder.part == "t5xxl" else "clip", _encoder_width(config_folder, encoder), storage != "plain")
         if found is None:
             what, example = PART_NAMES[encoder.part]
             missing.append(f"{what} such as {example} in {_folder_name(parts.text_encoders, 'text_encoder')}")

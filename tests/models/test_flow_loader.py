@@ -63,9 +63,14 @@ def forge_parts(root):
 
 
 def _load(path, arch, parts=PartFolders(), dtype=torch.bfloat16, vae_dtype=None, config=None):
+    """Through load_checkpoint (detection, the side-car `<stem>/`), or with another config folder."""
     path = Path(path)
-    return load_flow_file(path, arch, config or path.with_suffix(""), configs_dir=CONFIGS, parts=parts, device=CPU,
-                          dtype=dtype, vae_dtype=vae_dtype or dtype)
+    if config is not None:
+        return load_flow_file(path, arch, config, configs_dir=CONFIGS, parts=parts, device=CPU, dtype=dtype,
+                              vae_dtype=vae_dtype or dtype)
+    loaded = load_checkpoint(path, configs_dir=CONFIGS, device=CPU, dtype=dtype, vae_dtype=vae_dtype or dtype, parts=parts)
+    assert (loaded.arch, loaded.extra["config_source"]) == (arch, "side-car folder")
+    return loaded
 
 
 def _assert_weights(loaded, expected: dict, names=MODULES) -> None:
@@ -167,6 +172,27 @@ def test_lowvram_streams_a_flow_transformer_to_the_same_result(flux_full):
         assert torch.equal(streamed.unet(**inputs).sample, whole.unet(**inputs).sample)
 
 
+def test_model_manager_loads_a_flux_file_with_its_parts_as_the_loader_does(root, forge_parts):
+    """The app's path: the manager passes the part folders, and the attention setup leaves the
+    transformer's own processors (a UNet processor on it fails)."""
+    from modules.generation.devices import device_settings
+    from modules.models.catalog import HashCache
+    from modules.models.manager import ModelManager
+
+    parts, _ = forge_parts
+    ckpts = root / "manager-ckpts"
+    flow_tiny.write_flux(ckpts / "flux1-schnell.safetensors", "schnell", "transformer", seed=2)
+    manager = ModelManager((ckpts,), CONFIGS, lambda: device_settings(use_cpu=True), HashCache(None, hashing=False), parts=parts)
+    model = manager.load("flux1-schnell").model
+    direct = _load(ckpts / "flux1-schnell.safetensors", "flux-schnell", parts, dtype=torch.float32)
+    assert model.arch == "flux-schnell" and model.extra["parts"] == direct.extra["parts"]
+    inputs = dict(hidden_states=torch.randn(1, 16, 64), timestep=torch.tensor([0.5]), img_ids=torch.randn(16, 3),
+                  encoder_hidden_states=torch.randn(1, 8, flow_tiny.T5_WIDTH), txt_ids=torch.zeros(8, 3),
+                  pooled_projections=torch.randn(1, flow_tiny.CLIP_L_WIDTH))
+    with torch.no_grad():
+        assert torch.equal(model.unet(**inputs).sample, direct.unet(**inputs).sample)
+
+
 def _write_gguf_q8(path: Path, state: dict[str, torch.Tensor]) -> None:
     """A city96-style GGUF: BFL keys, 2-D weights in Q8_0, the rest in F32."""
     import gguf
@@ -197,7 +223,7 @@ def test_gguf_q8_flux_transformer_stays_quantized(root, forge_parts):
     bfl = flow_tiny.flux_to_bfl(made["transformer"].state_dict())
     _write_gguf_q8(path, bfl)
 
-    loaded = _load(path, "flux-dev", parts, config=config)
+    loaded = _load(path, "flux-dev", parts)
     assert loaded.extra["weights_quantized"] == "gguf"
     weight = loaded.unet.x_embedder.weight
     assert isinstance(weight, GGUFParameter) and weight.quant_type == gguf.GGMLQuantizationType.Q8_0
@@ -288,7 +314,8 @@ def test_diffusers_folders_load_through_load_checkpoint(root, flux_full):
     sd3 = flow_tiny.build_sd3("sd3")
     StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), tokenizer=build_tokenizer(CONFIGS),
                              tokenizer_2=build_tokenizer(CONFIGS, "!"), tokenizer_3=t5, **sd3).save_pretrained(root / "sd3-medium")
-    shutil.rmtree(root / "sd3-medium" / "tokenizer_3")  # a folder without its T5 tokenizer takes models/text_encoder/t5-tokenizer
+    for folder in ("FLUX.1-dev/tokenizer", "sd3-medium/tokenizer", "sd3-medium/tokenizer_2", "sd3-medium/tokenizer_3"):
+        shutil.rmtree(root / folder)  # CLIP: the shared vocab; SD3's T5: models/text_encoder/t5-tokenizer
     parts = PartFolders((root / "te-folder",), ())
     flow_tiny.tiny_t5_tokenizer(parts.t5_tokenizer)
 
@@ -297,6 +324,7 @@ def test_diffusers_folders_load_through_load_checkpoint(root, flux_full):
     _assert_weights(flux, made)
     loaded = load_checkpoint(root / "sd3-medium", configs_dir=CONFIGS, device=CPU, dtype=torch.float16, vae_dtype=torch.float32, parts=parts)
     assert loaded.arch == "sd3" and loaded.vae.dtype == torch.float32 and loaded.tokenizer_3 is not None
+    assert (loaded.tokenizer.pad_token, loaded.tokenizer_2.pad_token) == ("<|endoftext|>", "!")  # CLIP-G pads as SDXL's
     _assert_weights(loaded, sd3)
 
 
@@ -304,4 +332,4 @@ def test_part_files_are_told_apart_by_their_tensors(root, forge_parts):
     parts, _ = forge_parts
     found = {c.path.name: (c.kind, c.width, c.fp8) for c in flow_loader._candidates((*parts.text_encoders, *parts.vaes))}
     assert found == {"clip_l.safetensors": ("clip", flow_tiny.CLIP_L_WIDTH, False),
-                     "t5xxl.safetensors": ("t5", flow_tiny.T5_WIDTH, False), "ae.safetensors": ("vae", 16, False)}
+                     "t5xxl.safetensors": ("t5xxl", flow_tiny.T5_WIDTH, False), "ae.safetensors": ("vae", 16, False)}
