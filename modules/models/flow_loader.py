@@ -153,13 +153,19 @@ def _candidates(folders: tuple[Path, ...]) -> list[_PartFile]:
     return found
 
 
-def _pick(candidates: list[_PartFile], kind: str, width: int, prefer_fp8: bool, hint: str = "") -> _PartFile | None:
+def _pick(candidates: list[_PartFile], kind: str, width: int, prefer_fp8: bool, family: str = "") -> _PartFile | None:
     """The file of `kind` and `width`; with several, the higher precision one (fp8 first when
-    the transformer itself is fp8 or GGUF: the user is saving memory), then one whose name
-    mentions `hint`, then by name."""
+    the transformer itself is fp8 or GGUF: the user is saving memory), then one named for
+    `family` (Flux's and SD3's VAEs have one shape and differ in weights), then by name."""
     fits = [c for c in candidates if c.kind == kind and c.width == width]
-    fits.sort(key=lambda c: (c.fp8 != prefer_fp8, hint not in c.path.name.lower() if hint else False, c.path.name))
+    fits.sort(key=lambda c: (c.fp8 != prefer_fp8, not _named_for(c.path.name.lower(), family), c.path.name))
     return fits[0] if fits else None
+
+
+def _named_for(name: str, family: str) -> bool:
+    if family == "flux":
+        return name == "ae.safetensors" or "flux" in name
+    return bool(family) and family in name
 
 
 # --------------------------------------------------------------------------- configs and tokenizers
@@ -303,8 +309,7 @@ def _plan_parts(path, family: _Family, family_name: str, held: set[str], config_
         plan["vae"] = path
     else:
         vae_config = _config(config_folder, "vae")
-        found = _pick(_candidates(parts.vaes), "vae", int(vae_config.get("latent_channels", 16)), False,
-                      "ae" if family_name == "flux" else "sd3")
+        found = _pick(_candidates(parts.vaes), "vae", int(vae_config.get("latent_channels", 16)), False, family_name)
         if found is None:
             what, example = VAE_NAMES[family_name]
             missing.append(f"{what} such as {example} in {_folder_name(parts.vaes, 'VAE')}")

@@ -333,3 +333,10 @@ def test_part_files_are_told_apart_by_their_tensors(root, forge_parts):
     found = {c.path.name: (c.kind, c.width, c.fp8) for c in flow_loader._candidates((*parts.text_encoders, *parts.vaes))}
     assert found == {"clip_l.safetensors": ("clip", flow_tiny.CLIP_L_WIDTH, False),
                      "t5xxl.safetensors": ("t5xxl", flow_tiny.T5_WIDTH, False), "ae.safetensors": ("vae", 16, False)}
+    vaes = root / "two-vaes"
+    vaes.mkdir()
+    for name in ("ae.safetensors", "sd3_vae.safetensors"):  # one shape, two families' weights: the name decides
+        shutil.copy(parts.vaes[0] / "ae.safetensors", vaes / name)
+    both = flow_loader._candidates((vaes,))
+    assert flow_loader._pick(both, "vae", 16, False, "flux").path.name == "ae.safetensors"
+    assert flow_loader._pick(both, "vae", 16, False, "sd3").path.name == "sd3_vae.safetensors"
