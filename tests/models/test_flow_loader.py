@@ -138,11 +138,22 @@ def test_transformer_only_flux_takes_its_parts_from_the_folders(root, forge_part
 
 
 def test_fp8_flux_transformer_keeps_fp8_storage(root, forge_parts):
-    parts, _ = forge_parts
+    from safetensors.torch import load_file, save_file
+
+    parts, made_parts = forge_parts
     path = root / "Stable-diffusion" / "flux1-dev-fp8.safetensors"
     made = flow_tiny.write_flux(path, "dev", "transformer", dtype=torch.float8_e4m3fn)
-    loaded = _load(path, "flux-dev", parts)
+    t5_fp8 = {k: v.to(torch.float8_e4m3fn) for k, v in load_file(parts.text_encoders[0] / "t5xxl.safetensors").items()}
+    fp8_file = root / "fp8-text-encoders" / "t5xxl_fp8_e4m3fn.safetensors"
+    fp8_file.parent.mkdir()
+    save_file(t5_fp8, str(fp8_file))
+    both = PartFolders((*parts.text_encoders, fp8_file.parent), parts.vaes)
+    loaded = _load(path, "flux-dev", both)
     assert loaded.extra["weights_fp8"] == "e4m3fn"
+    # beside an fp8 transformer the fp8 T5 is taken (the user is saving memory), computing in bf16; else the fp16 one
+    assert loaded.extra["parts"]["text_encoder_2"] == str(fp8_file)
+    assert torch.equal(loaded.text_encoder_2.shared.weight, t5_fp8["shared.weight"].to(torch.bfloat16))
+    assert flow_loader._pick(flow_loader._candidates(both.text_encoders), "t5xxl", flow_tiny.T5_WIDTH, False).path.name == "t5xxl.safetensors"
     assert loaded.unet.transformer_blocks[0].attn.to_q.weight.dtype == torch.float8_e4m3fn  # stored as the file has it
     _assert_weights(loaded, {"transformer": made["transformer"]})
     hidden = torch.randn(1, 16, 64, dtype=torch.bfloat16)
