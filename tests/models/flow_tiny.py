@@ -92,6 +92,7 @@ SD3_VARIANTS = {
     "sd35-medium": dict(qk_norm="rms_norm", dual_attention_layers=(0,)),
 }
 
+REPO = Path(__file__).resolve().parents[2]
 TRANSFORMER_PREFIX = "model.diffusion_model."
 CLIP_L_PREFIX = "text_encoders.clip_l.transformer."
 CLIP_G_PREFIX = "text_encoders.clip_g.transformer."
@@ -153,6 +154,10 @@ def build_sd3(variant: str = "sd35-medium", seed: int = 0, dtype: torch.dtype = 
         "text_encoder_3": build_t5(),
         "vae": build_sd3_vae(),
     }
+    # SD3 takes CLIP-L's pooled output unprojected: diffusers' single-file loading sets this
+    # projection to the identity whatever a file holds, so the tiny model has it too.
+    with torch.no_grad():
+        models["text_encoder"].text_projection.weight.copy_(torch.eye(CLIP_L_WIDTH))
     return {k: m.to(dtype) for k, m in models.items()}
 
 
@@ -297,11 +302,17 @@ def tiny_flux_conversion():
         single_file_utils.torch = saved
 
 
-def t5_keys(model) -> dict[str, torch.Tensor]:
-    """T5 encoder as t5xxl_fp16.safetensors has it: ``shared.weight`` once, no tied copy."""
-    sd = model.state_dict()
-    sd.pop("encoder.embed_tokens.weight", None)
-    return dict(sd)
+def t5_keys(model, tied_copy: bool = False) -> dict[str, torch.Tensor]:
+    """T5 encoder keys (transformers' names). The standalone file gets ``shared.weight`` only,
+    as transformers saves it; SAI's and Comfy's all-in-one files also carry the tied copy
+    ``encoder.embed_tokens.weight`` (``tied_copy``). diffusers' single-file T5 loading leaves
+    that copy on the meta device when a file lacks it, so a loader must tie it itself."""
+    sd = dict(model.state_dict())
+    if tied_copy:
+        sd["encoder.embed_tokens.weight"] = sd["shared.weight"].clone()
+    else:
+        sd.pop("encoder.embed_tokens.weight", None)
+    return sd
 
 
 def clip_keys(model) -> dict[str, torch.Tensor]:
@@ -371,7 +382,7 @@ def write_flux(path, variant: str = "dev", layout: str = "full", dtype: torch.dt
     elif layout == "full":
         sd = _prefixed(TRANSFORMER_PREFIX, transformer)
         sd.update(_prefixed(CLIP_L_PREFIX, clip_keys(models["text_encoder"])))
-        sd.update(_prefixed(T5_PREFIX, t5_keys(models["text_encoder_2"])))
+        sd.update(_prefixed(T5_PREFIX, t5_keys(models["text_encoder_2"], tied_copy=True)))
         sd.update(_prefixed("vae.", vae_to_ldm(models["vae"].state_dict(), models["vae"].config)))
     else:
         raise ValueError(f"unknown Flux layout {layout!r}")
@@ -416,7 +427,7 @@ def write_sd3(path, variant: str = "sd35-medium", layout: str = "full", dtype: t
     if layout == "full":
         sd.update(_prefixed(CLIP_L_PREFIX, clip_keys(models["text_encoder"])))
         sd.update(_prefixed(CLIP_G_PREFIX, clip_keys(models["text_encoder_2"])))
-        sd.update(_prefixed(T5_PREFIX, t5_keys(models["text_encoder_3"])))
+        sd.update(_prefixed(T5_PREFIX, t5_keys(models["text_encoder_3"], tied_copy=True)))
     elif layout != "base":
         raise ValueError(f"unknown SD3 layout {layout!r}")
     _save(path, sd, f"{variant}-{layout}")
@@ -425,10 +436,17 @@ def write_sd3(path, variant: str = "sd35-medium", layout: str = "full", dtype: t
 
 
 def write_sd3_parts(folder, variant: str = "sd35-medium", seed: int = 0, dtype: torch.dtype = torch.float16) -> dict:
-    """clip_l, clip_g and t5xxl .safetensors of ``write_sd3(..., seed=seed)``'s encoders."""
+    """clip_l, clip_g and t5xxl .safetensors (models/text_encoder) of ``write_sd3(..., seed=seed)``'s
+    encoders; clip_l's projection is not the identity the model uses (see build_sd3)."""
     folder = Path(folder)
     models = build_sd3(variant, seed, dtype)
-    _save(folder / "clip_l.safetensors", clip_keys(models["text_encoder"]), "clip_l")
+    clip_l = clip_keys(models["text_encoder"])
+    # The clip_l.safetensors users share between Flux and SD3 carries CLIP's own trained
+    # projection, which SD3 must not apply (see build_sd3): a loader sets the identity.
+    generator = torch.Generator().manual_seed(seed)
+    projection = torch.randn((CLIP_L_WIDTH, CLIP_L_WIDTH), generator=generator) * CLIP_L_WIDTH**-0.5
+    clip_l["text_projection.weight"] = projection.to(dtype)
+    _save(folder / "clip_l.safetensors", clip_l, "clip_l")
     _save(folder / "clip_g.safetensors", clip_keys(models["text_encoder_2"]), "clip_g")
     _save(folder / "t5xxl.safetensors", t5_keys(models["text_encoder_3"]), "t5xxl")
     return models

@@ -73,9 +73,9 @@ def test_flux_files_read_back_through_diffusers(files, name, file):
         _assert_same(models["text_encoder"], clip)
         t5 = sfu.convert_sd3_t5_checkpoint_to_diffusers(checkpoint)
         module = flow_tiny.build_t5().to(torch.bfloat16)
-        module.load_state_dict(t5, strict=False)
+        module.load_state_dict(t5)
         _assert_same(module, models["text_encoder_2"].state_dict())
-        assert set(t5) | {"encoder.embed_tokens.weight"} == set(module.state_dict())
+        assert "encoder.embed_tokens.weight" in t5  # all-in-one files carry the tied copy
 
 
 def test_flux_parts_hold_the_same_encoders_and_vae(files):
@@ -87,6 +87,7 @@ def test_flux_parts_hold_the_same_encoders_and_vae(files):
     _assert_same(full["text_encoder"], {k.removeprefix("text_model."): v for k, v in clip.items()})
     t5 = load_file(str(root / "text_encoder" / "t5xxl.safetensors"))
     assert "shared.weight" in t5 and "encoder.block.1.layer.1.DenseReluDense.wi_1.weight" in t5
+    assert "encoder.embed_tokens.weight" not in t5  # transformers saves the tied embedding once
     for k, v in t5.items():
         assert torch.equal(v, full["text_encoder_2"].state_dict()[k]), k
     ae = root / "text_encoder" / "ae.safetensors"
@@ -170,3 +171,27 @@ def test_tiny_t5_tokenizer_loads_offline(tmp_path):
     assert ids[-1] == tokenizer.eos_token_id == 1 and tokenizer.pad_token_id == 0
     assert tokenizer.unk_token_id not in ids and max(ids) < flow_tiny.T5_VOCAB
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a red cat, 42"
+
+
+def test_all_in_one_files_load_as_diffusers_pipelines(files):
+    """What a loader gets from diffusers' pipeline-level single-file loading: every part of
+    the Comfy/Forge Flux file and of SAI's SD 3.5 file, tensor for tensor."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    root, made = files
+    vocab = flow_tiny.REPO / "configs" / "clip-tokenizer"
+    clip = CLIPTokenizer(str(vocab / "vocab.json"), str(vocab / "merges.txt"), model_max_length=77)
+    cases = (
+        (FluxPipeline, "flux1-dev-tiny", made["flux-full"], torch.bfloat16, {"tokenizer_2": "tokenizer_2"}),
+        (StableDiffusion3Pipeline, "sd3.5_medium_tiny", made["sd35-medium"], torch.float16,
+         {"tokenizer_2": None, "tokenizer_3": "tokenizer_3"}),
+    )
+    for cls, stem, models, dtype, tokenizers in cases:
+        kwargs = {name: T5TokenizerFast.from_pretrained(root / stem / sub) if sub else clip
+                  for name, sub in tokenizers.items()}
+        with flow_tiny.tiny_flux_conversion():
+            pipe = cls.from_single_file(str(root / f"{stem}.safetensors"), config=str(root / stem),
+                                        local_files_only=True, torch_dtype=dtype, tokenizer=clip, **kwargs)
+        for name, module in models.items():
+            _assert_same(getattr(pipe, name), module.state_dict())
