@@ -150,9 +150,17 @@ def test_fp8_flux_transformer_keeps_fp8_storage(root, forge_parts):
     both = PartFolders((*parts.text_encoders, fp8_file.parent), parts.vaes)
     loaded = _load(path, "flux-dev", both)
     assert loaded.extra["weights_fp8"] == "e4m3fn"
-    # beside an fp8 transformer the fp8 T5 is taken (the user is saving memory), computing in bf16; else the fp16 one
+    # beside an fp8 transformer the fp8 T5 is taken (the user is saving memory), kept in fp8 and computing in bf16
     assert loaded.extra["parts"]["text_encoder_2"] == str(fp8_file)
-    assert torch.equal(loaded.text_encoder_2.shared.weight, t5_fp8["shared.weight"].to(torch.bfloat16))
+    t5 = loaded.text_encoder_2
+    assert t5.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == torch.float8_e4m3fn
+    assert t5.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == torch.bfloat16  # T5 casts its input to wo's dtype
+    from transformers import T5EncoderModel
+
+    plain = T5EncoderModel.from_pretrained(None, config=t5.config, state_dict=dict(t5_fp8), dtype=torch.bfloat16).eval()
+    ids = torch.tensor([[5, 9, 17, 1]])
+    with torch.no_grad():
+        assert torch.equal(t5(ids).last_hidden_state, plain(ids).last_hidden_state)
     assert flow_loader._pick(flow_loader._candidates(both.text_encoders), "t5xxl", flow_tiny.T5_WIDTH, False).path.name == "t5xxl.safetensors"
     assert loaded.unet.transformer_blocks[0].attn.to_q.weight.dtype == torch.float8_e4m3fn  # stored as the file has it
     _assert_weights(loaded, {"transformer": made["transformer"]})
