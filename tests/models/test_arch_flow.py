@@ -73,6 +73,19 @@ def test_gguf_transformer_is_read_and_detected(root):
                 if k.startswith(flow_tiny.TRANSFORMER_PREFIX)}
     assert shapes == expected  # torch order, not GGUF's innermost-first
     assert detect_architecture(shapes) == "flux-dev" and file_parts(shapes) == {"transformer"}
+    # Quantized tensors are stored as blocks of bytes; the reader still gives their logical shape.
+    from gguf.quants import quantize
+
+    quantized = quantize(checkpoint[flow_tiny.TRANSFORMER_PREFIX + "img_in.weight"].float().numpy(),
+                         gguf.GGMLQuantizationType.Q8_0)
+    writer = gguf.GGUFWriter(str(root / "q8.gguf"), "flux")
+    writer.add_tensor("img_in.weight", quantized, raw_shape=quantized.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert quantized.shape != expected["img_in.weight"]
+    assert read_checkpoint_shapes(root / "q8.gguf") == {"img_in.weight": expected["img_in.weight"]}
     (root / "broken.gguf").write_bytes(b"GGUF\x03\x00")
     with pytest.raises(ValueError, match="broken.gguf: file is truncated or not a GGUF file"):
         read_checkpoint_shapes(root / "broken.gguf")
