@@ -274,16 +274,13 @@ def _transformer_storage(path: Path) -> str:
     """"gguf", "fp8" (a safetensors transformer stored in float8) or "plain"."""
     if path.suffix.lower() == GGUF_EXTENSION:
         return "gguf"
-    read = _read_header(path)
-    if read is None:
-        return "plain"
-    shapes, _ = read
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            if not key.startswith(("text_encoders.", *VAE_PREFIXES)) and len(shapes[key]) == 2:
-                return "fp8" if f.get_slice(key).get_dtype() in FP8_DTYPES else "plain"
+        for key in f.keys():  # the first matrix that is not a text encoder's or the VAE's
+            tensor = f.get_slice(key)
+            if not key.startswith(("text_encoders.", *VAE_PREFIXES)) and len(tensor.get_shape()) == 2:
+                return "fp8" if tensor.get_dtype() in FP8_DTYPES else "plain"
     return "plain"
 
 
@@ -316,7 +313,7 @@ def _plan_parts(path, family: _Family, family_name: str, held: set[str], config_
         else:
             plan["vae"] = found.path
     if missing:
-        raise ValueError(f"it holds only {'the transformer' if not held else 'some parts'}: put "
+        raise ValueError(f"it {'holds only the transformer' if not held - {'transformer'} else 'lacks some parts'}: put "
                          + "; ".join(missing))
     return plan
 

@@ -124,7 +124,7 @@ def test_transformer_only_flux_takes_its_parts_from_the_folders(root, forge_part
     with pytest.raises(ValueError) as missing:
         _load(path, "flux-schnell", PartFolders((root / "empty-te",), (root / "empty-vae",)))
     message = str(missing.value)
-    assert message.startswith(f"Could not load checkpoint {path}: ")
+    assert message.startswith(f"Could not load checkpoint {path}: it holds only the transformer: put ")
     for words in ("CLIP-L text encoder such as clip_l.safetensors", "T5-XXL text encoder such as t5xxl_fp16.safetensors",
                   f"in {root / 'empty-te'}/", "Flux VAE such as ae.safetensors", f"in {root / 'empty-vae'}/"):
         assert words in message
@@ -310,7 +310,7 @@ def test_sd35_base_file_takes_its_text_encoders_from_the_folder(root):
     path = root / "Stable-diffusion" / "sd3.5_large.safetensors"
     made = flow_tiny.write_sd3(path, "sd35-large", "base", seed=1)
     text = root / "sd3-text-encoders"
-    with pytest.raises(ValueError, match="CLIP-G text encoder such as clip_g.safetensors"):
+    with pytest.raises(ValueError, match="it lacks some parts: put a CLIP-L .* CLIP-G text encoder such as clip_g.safetensors"):
         _load(path, "sd35-large", PartFolders((text,)), dtype=torch.float16)
     parts = flow_tiny.write_sd3_parts(text, "sd35-large", seed=1)
     loaded = _load(path, "sd35-large", PartFolders((text,)), dtype=torch.float16)
