@@ -33,7 +33,7 @@ PIXEL_UPSCALERS = ("None", "Lanczos", "Nearest")
 HIRES_UPSCALERS = (*LATENT_UPSCALERS, *PIXEL_UPSCALERS)
 SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
 SAME_CHECKPOINT = "Use same checkpoint"  # hires fix on the first pass's checkpoint
-NO_REFINER = ("", "None", "none")  # A1111's refiner_checkpoint values that mean no refiner
+NO_REFINER = "None"  # refiner_checkpoint when off (A1111 reads "", "None" and "none" so)
 
 # img2img choices, sent as their index (A1111's API and UI agree on these).
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -144,7 +144,7 @@ class GenerationParams(BaseModel):
 
     # A1111's Refiner: another checkpoint of the same latent space takes over the sampling once
     # `refiner_switch_at` of the model's timesteps are behind (modules.generation.engines.Takeover).
-    refiner_checkpoint: str = Field("", json_schema_extra=_meta("Refiner", "Refiner"))
+    refiner_checkpoint: str = Field(NO_REFINER, json_schema_extra=_meta("Refiner", "Refiner"))
     refiner_switch_at: float = Field(0.8, ge=0.0, le=1.0, json_schema_extra=_meta("Switch at", "Refiner switch at", step=0.01, minimum=0.01))
 
     # Hires fix (txt2img only).
@@ -183,6 +183,11 @@ class GenerationParams(BaseModel):
     def _resize_off(cls, v: Any) -> Any:
         """A1111's API sends -1 for "no seed resize"; here that is 0."""
         return 0 if isinstance(v, (int, float, str)) and not isinstance(v, bool) and str(v).strip() == "-1" else v
+
+    @field_validator("refiner_checkpoint", mode="before")
+    @classmethod
+    def _no_refiner(cls, v: Any) -> Any:
+        return NO_REFINER if isinstance(v, str) and v.strip() in ("", "None", "none") else v
 
     @field_validator("width", "height")
     @classmethod
@@ -224,7 +229,7 @@ class GenerationParams(BaseModel):
     @property
     def refiner(self) -> str | None:
         """The refiner checkpoint asked for, None when off."""
-        return None if self.refiner_checkpoint.strip() in NO_REFINER else self.refiner_checkpoint.strip()
+        return None if self.refiner_checkpoint == NO_REFINER else self.refiner_checkpoint.strip()
 
     @property
     def hires_checkpoint(self) -> str | None:

@@ -121,7 +121,7 @@ _SIZE_PARTS = {"Size-1": "Size (width)", "Size-2": "Size (height)", "Hires resiz
 # A1111's defaults for keys an infotext leaves out (it writes them only when not default).
 _MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original", "randn_source": "GPU", "sigma_min": 0.0,
                   "sigma_max": 0.0, "rho": 0.0, "restore_faces": False, "subseed_strength": 0.0, "seed_resize_from_w": 0,
-                  "seed_resize_from_h": 0, "tiling": False, "refiner_checkpoint": "", "shift": 0.0}
+                  "seed_resize_from_h": 0, "tiling": False, "refiner_checkpoint": "None", "shift": 0.0}
 _HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": SAME_SAMPLER, "hr_scheduler": SAME_SCHEDULER,
                         "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0, "hr_checkpoint_name": SAME_CHECKPOINT}
 _IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0], "inpainting_fill": MASKED_CONTENT[1],

@@ -26,6 +26,7 @@ from modules.ui.controlnet import build_controlnet
 from modules.ui.forever import wire_forever
 from modules.ui.scripts import build_script_menu
 from modules.ui.alwayson import build_alwayson
+from modules.ui.refiner import build_refiner
 from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
     UPLOAD_SOURCES, JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
@@ -217,6 +218,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
             with gr.Row():
                 restore = gr.Checkbox(label=meta("restore_faces")["label"], value=False, elem_id="img2img_restore_faces")
                 tiling = gr.Checkbox(label=meta("tiling")["label"], value=False, elem_id="img2img_tiling")
+            refiner = build_refiner(PREFIX, service.models)
             seed_row = build_seed(PREFIX)
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, img2img=True, max_pixels=lambda: service.limits.max_pixels,
                                   picture=([mode, image, sketch, inpaint, base, mask], _init_picture(service)))
@@ -233,7 +235,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         **seed_row.fields,
         "denoising_strength": denoising, "img2img_fix_steps": exact, "resize_mode": resize_mode, "mask_blur": mask_blur,
         "inpainting_mask_invert": mask_mode, "inpainting_fill": fill, "inpaint_full_res": area, "inpaint_full_res_padding": padding,
-        "restore_faces": restore, "tiling": tiling,
+        "restore_faces": restore, "tiling": tiling, **refiner,
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext

@@ -14,7 +14,7 @@ import gradio as gr
 from fastapi.concurrency import run_in_threadpool
 
 from modules.generation import samplers
-from modules.generation.params import HIRES_UPSCALERS, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
+from modules.generation.params import HIRES_UPSCALERS, SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER, GenerationParams
 from modules.jobs.generation_task import GenerationService, txt2img_payload
 from modules.jobs.queue import JobQueue
 from modules.scripts.base import ScriptRequest
@@ -22,6 +22,7 @@ from modules.ui.controlnet import build_controlnet
 from modules.ui.forever import wire_forever
 from modules.ui.scripts import build_script_menu
 from modules.ui.alwayson import build_alwayson
+from modules.ui.refiner import build_refiner
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
@@ -44,9 +45,10 @@ class Txt2ImgControls:
     paste: PasteTarget  # where PNG Info's "Send to txt2img" lands
 
 
-def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = ()) -> dict[str, Any]:
+def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = (), checkpoints: tuple[str, ...] = ()) -> dict[str, Any]:
     """The Hires. fix accordion; returns its controls by parameter name. `upscalers`: the
-    model upscalers offered after the latent modes and resamplers."""
+    model upscalers offered after the latent modes and resamplers; `checkpoints`: the ones the
+    hires pass may run on instead (A1111's Hires checkpoint, beside the hires sampler)."""
     meta = GenerationParams.field_meta
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{prefix}_hr"):
         enable = gr.Checkbox(label=meta("enable_hr")["label"], value=False, elem_id=f"{prefix}_enable_hr")
@@ -59,6 +61,8 @@ def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = ()) -> dict[s
             resize_x = slider(prefix, "hr_resize_x")
             resize_y = slider(prefix, "hr_resize_y")
         with gr.Row():
+            checkpoint = gr.Dropdown([SAME_CHECKPOINT, *checkpoints], value=SAME_CHECKPOINT, label=meta("hr_checkpoint_name")["label"],
+                                     allow_custom_value=True, elem_id=f"{prefix}_hr_checkpoint")
             sampler = gr.Dropdown([SAME_SAMPLER, *(s.name for s in samplers.SAMPLERS)], value=SAME_SAMPLER, label=meta("hr_sampler_name")["label"], elem_id=f"{prefix}_hr_sampler")
             schedule = gr.Dropdown([SAME_SCHEDULER, *(s.label for s in samplers.SCHEDULES)], value=SAME_SCHEDULER, label=meta("hr_scheduler")["label"], elem_id=f"{prefix}_hr_scheduler")
         with gr.Row():
@@ -68,7 +72,7 @@ def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = ()) -> dict[s
     return {
         "enable_hr": enable, "hr_upscaler": upscaler, "hr_second_pass_steps": steps, "denoising_strength": denoising, "hr_scale": scale,
         "hr_resize_x": resize_x, "hr_resize_y": resize_y, "hr_sampler_name": sampler, "hr_scheduler": schedule, "hr_prompt": prompt,
-        "hr_negative_prompt": negative, "_target": target,
+        "hr_negative_prompt": negative, "hr_checkpoint_name": checkpoint, "_target": target,
     }
 
 
@@ -92,7 +96,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             with gr.Row():
                 restore = gr.Checkbox(label=GenerationParams.field_meta("restore_faces")["label"], value=False, elem_id=f"{PREFIX}_restore_faces")
                 tiling = gr.Checkbox(label=GenerationParams.field_meta("tiling")["label"], value=False, elem_id=f"{PREFIX}_tiling")
-            hires = build_hires(upscalers=service.hires_upscalers())
+            hires = build_hires(upscalers=service.hires_upscalers(), checkpoints=tuple(service.models.titles()))
+            refiner = build_refiner(PREFIX, service.models)
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
             distilled = slider(PREFIX, "distilled_cfg_scale")  # Flux dev's guidance (Forge's slider)
@@ -110,7 +115,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
         "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
         "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "distilled_cfg_scale": distilled, "seed": seed,
         **seed_row.fields,
-        **hires, "styles": top.styles, "restore_faces": restore, "tiling": tiling,
+        **hires, **refiner, "styles": top.styles, "restore_faces": restore, "tiling": tiling,
     }
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext

@@ -193,7 +193,7 @@ def test_infotext_names_the_refiner_as_a1111_and_pastes_back(runners):
     pasted = params_from_infotext(text)
     assert pasted.values["refiner_checkpoint"] == f"{REFINER_TITLE} [0123456789]" and pasted.values["refiner_switch_at"] == 0.8
     assert "Refiner" not in pasted.skipped
-    assert params_from_infotext(text.replace(f", Refiner: {REFINER_TITLE} [0123456789], Refiner switch at: 0.8", "")).values["refiner_checkpoint"] == ""
+    assert params_from_infotext(text.replace(f", Refiner: {REFINER_TITLE} [0123456789], Refiner switch at: 0.8", "")).values["refiner_checkpoint"] == "None"
 
 
 def test_img2img_and_hires_fix_switch_in_their_own_pass(models, runners):
@@ -238,3 +238,25 @@ def test_a_refiner_of_another_latent_space_is_refused(models):
     base.checkpoints = lambda name: ("other [abc]", Runner(sixteen))
     with pytest.raises(ValueError, match="another latent space"):
         list(base.txt2img(params(refiner_checkpoint="other"), 5))
+
+
+def test_the_api_takes_a1111s_refiner_fields_and_refuses_a_refiner_it_cannot_use(files, tmp_path, tiny_checkpoint):
+    import shutil
+
+    from tests.servers import data_dir_with_tiny_model, in_process_app
+
+    data = data_dir_with_tiny_model(tmp_path / "data", tiny_checkpoint)
+    ckpts = data / "models" / "Stable-diffusion"
+    for name in (BASE_TITLE, REFINER_TITLE):
+        shutil.copy(files / f"{name}.safetensors", ckpts)
+        shutil.copytree(files / name, ckpts / name)
+    body = {"prompt": "a red square", "width": 64, "height": 64, "steps": 4, "sampler_name": "Euler", "seed": 5}
+    with in_process_app(data, "--api", "--nowebui", "--disable-console-progressbars", checkpoint=ckpts / f"{BASE_TITLE}.safetensors") as (_, client):
+        answer = client.post("/sdapi/v1/txt2img", json={**body, "refiner_checkpoint": REFINER_TITLE, "refiner_switch_at": 0.5})
+        assert answer.status_code == 200, answer.text
+        infotext = json.loads(answer.json()["info"])["infotexts"][0]
+        assert f"Refiner: {REFINER_TITLE} [" in infotext and "Refiner switch at: 0.5" in infotext
+        missing = client.post("/sdapi/v1/txt2img", json={**body, "refiner_checkpoint": "no-such-refiner"})
+        assert missing.status_code == 400 and "Refiner" in missing.json()["detail"] and "not found" in missing.json()["detail"]
+        other = client.post("/sdapi/v1/txt2img", json={**body, "refiner_checkpoint": tiny_checkpoint.stem})
+        assert other.status_code == 400 and "latent space" in other.json()["detail"], other.text

@@ -159,6 +159,11 @@ def _checkpoint(cell: Cell, value: str, values: Sequence[str], env: "ScriptEnv")
     cell.checkpoint = env.find_checkpoint(value)
 
 
+def _refiner(cell: Cell, value: str, values: Sequence[str], env: "ScriptEnv") -> None:
+    """A1111's "Refiner checkpoint": None turns the refiner off."""
+    cell.values["refiner_checkpoint"] = "" if value.strip() in ("", "None", "none") else env.find_checkpoint(value)
+
+
 def _vae(cell: Cell, value: str, values: Sequence[str], env: "ScriptEnv") -> None:
     if value.strip().casefold() == "auto":
         value = "Automatic"
@@ -220,7 +225,6 @@ def _unavailable(label: str, kind: str, why: str, **extra: Any) -> Axis:
 
 NO_PIX2PIX = "instruct-pix2pix models are not supported here"
 NO_SETTING = "this server has no such setting"
-NO_REFINER = "the SDXL refiner is not supported here"
 
 # A1111 1.10's scripts/xyz_grid.py axis_options, in order; `tab` marks the one-tab entries.
 AXES: tuple[Axis, ...] = (
@@ -266,8 +270,9 @@ AXES: tuple[Axis, ...] = (
     Axis("Always discard next-to-last sigma", "str", _boolean_field("always_discard_next_to_last_sigma"),
          choices=lambda env: ["False", "True"]),
     _unavailable("SGM noise multiplier", "str", NO_SETTING),
-    _unavailable("Refiner checkpoint", "str", NO_REFINER, cost=1.0),
-    _unavailable("Refiner switch at", "float", NO_REFINER),
+    Axis("Refiner checkpoint", "str", _refiner, legend="basename", cost=1.0,
+         choices=lambda env: ["None", *sorted(env.checkpoints(), key=str.casefold)]),
+    Axis("Refiner switch at", "float", _field("refiner_switch_at")),
     Axis("RNG source", "str", _rng, choices=lambda env: list(RNG_SOURCES)),
     _unavailable("FP8 mode", "str", "FP8 weight storage is not available here", cost=0.9),
     Axis("Size", "str", _size),
