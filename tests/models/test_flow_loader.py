@@ -359,3 +359,16 @@ def test_part_files_are_told_apart_by_their_tensors(root, forge_parts):
     both = flow_loader._candidates((vaes,))
     assert flow_loader._pick(both, "vae", 16, False, "flux").path.name == "ae.safetensors"
     assert flow_loader._pick(both, "vae", 16, False, "sd3").path.name == "sd3_vae.safetensors"
+
+
+@pytest.mark.parametrize("arch", ["flux-dev", "flux-schnell", "sd3", "sd35-medium", "sd35-large"])
+def test_shipped_configs_ask_for_the_released_part_widths(arch, tmp_path):
+    """Part files are matched against configs/<arch>: CLIP-L 768, CLIP-G 1280, T5-XXL 4096 wide;
+    no T5 tokenizer ships, so without one in models/text_encoder/t5-tokenizer the sentence says so."""
+    family = flow_loader.FAMILIES["flux" if arch.startswith("flux") else "sd3"]
+    widths = {e.part: flow_loader._encoder_width(CONFIGS / arch, e) for e in family.encoders}
+    assert widths == {"clip_l": 768, "t5xxl": 4096, **({"clip_g": 1280} if "clip_g" in widths else {})}
+    assert flow_loader._config(CONFIGS / arch, "vae")["latent_channels"] == 16
+    tokenizer = CONFIGS / arch / family.t5_slot.replace("text_encoder", "tokenizer")
+    with pytest.raises(ValueError, match=f"no T5 tokenizer: put .* in {tmp_path / 't5-tokenizer'}/"):
+        flow_loader.t5_tokenizer([tokenizer], PartFolders((tmp_path,)))
