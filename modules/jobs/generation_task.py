@@ -202,6 +202,8 @@ class GenerationService:
         if self._other_runner is not None and self._other_runner[0].info.path != info.path:
             self._other_runner = None  # let go of the old one before the next loads
         other = self.models.ensure_other(name)
+        if other.model.family != "sd":
+            raise ValueError(f"{info.title} is a {other.model.arch} checkpoint: a refiner or hires checkpoint must be an SD 1.x, 2.x or SDXL one.")
         if self._other_runner is None or self._other_runner[0] is not other:
             self._other_runner = (other, Runner(other.model, self._prompt_setup()))
         runner = self._other_runner[1]
@@ -217,6 +219,8 @@ class GenerationService:
         if not names:
             return
         main = self.models.find(checkpoint) if checkpoint else self.models.selected
+        if main is not None and latent_space(main.path) in ("Flux", "SD 3"):
+            raise ValueError(f"{names[0][0]} works with SD 1.x, 2.x and SDXL checkpoints; {main.title} is a {latent_space(main.path)} one.")
         for what, name in names:
             try:
                 info = self.models.require(name)

@@ -36,8 +36,8 @@ class LoadedModel:
     arch: str  # one of modules.models.arch.ARCHITECTURES
     unet: Any  # diffusers.UNet2DConditionModel; Flux/SD3: their denoiser transformer
     vae: Any  # diffusers.AutoencoderKL
-    text_encoder: Any  # transformers.CLIPTextModel (CLIP-L; SD3: with projection)
-    tokenizer: Any  # transformers.CLIPTokenizer
+    text_encoder: Any  # transformers.CLIPTextModel (CLIP-L; SD3: with projection); None for the SDXL refiner (bigG only)
+    tokenizer: Any  # transformers.CLIPTokenizer; None for the SDXL refiner
     scheduler_config: dict  # the checkpoint's own scheduler config, the base for every sampler
     device: torch.device
     dtype: torch.dtype  # UNet and text encoders

@@ -260,3 +260,22 @@ def test_the_api_takes_a1111s_refiner_fields_and_refuses_a_refiner_it_cannot_use
         assert missing.status_code == 400 and "Refiner" in missing.json()["detail"] and "not found" in missing.json()["detail"]
         other = client.post("/sdapi/v1/txt2img", json={**body, "refiner_checkpoint": tiny_checkpoint.stem})
         assert other.status_code == 400 and "latent space" in other.json()["detail"], other.text
+
+
+def test_on_an_offloading_plan_the_two_models_take_turns_so_the_idle_one_waits_in_ram(files):
+    """--medvram's turns are shared: once the refiner's parts run, the base's UNet has gone home."""
+    from modules.generation.offload import leave, offload
+
+    base, refiner = load(files / f"{BASE_TITLE}.safetensors"), load(files / f"{REFINER_TITLE}.safetensors")
+    offload(base, CPU, "model")
+    offload(refiner, CPU, "model", beside=base)
+    turns = base.extra["offload_turns"]
+    assert refiner.extra["offload_turns"] is turns
+    runner, refining = Runner(base), Runner(refiner)
+    runner.checkpoints = lambda name: ("r [0]", refining)
+    base_resident = []
+    refiner.unet.register_forward_pre_hook(lambda m, a: base_resident.append(id(base.unet) in turns.resident))
+    list(runner.txt2img(params(steps=3, sampler_name="Euler", scheduler="Uniform", refiner_checkpoint="r", refiner_switch_at=0.5), 5))
+    assert base_resident == [False, False]  # t = 499 and 0 ran on the refiner, the base's UNet waiting on the CPU side
+    leave(refiner)
+    assert all(part not in (refiner.unet, refiner.vae, refiner.text_encoder_2) for part in turns.parts)
