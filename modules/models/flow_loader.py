@@ -16,8 +16,9 @@ with the config from a local config-only folder (``configs/<arch>/`` or a side-c
 transformer stored in float8 keeps fp8 storage (diffusers' layerwise casting, computing in
 the asked dtype); a GGUF transformer stays quantized (diffusers' GGUFQuantizationConfig).
 
-The T5 tokenizer cannot be shipped: it comes from the config or diffusers folder, or from
-``models/text_encoder/t5-tokenizer/``; without one the ValueError says which files to put there.
+The T5 tokenizer comes from the config or diffusers folder, else the user's
+``models/text_encoder/t5-tokenizer/``, else the one shipped in ``configs/t5-tokenizer/``
+(T5 v1.1's vocabulary, which Flux and SD 3 use unchanged).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # light at import: the app builds PartFolders before torch is
 log = logging.getLogger(__name__)
 
 GGUF_EXTENSION = ".gguf"  # quantized transformer files (city96's Flux/SD3.5 GGUFs), loaded through diffusers' GGUF support
-T5_TOKENIZER_DIR = "t5-tokenizer"  # under models/text_encoder/
+T5_TOKENIZER_DIR = "t5-tokenizer"  # under models/text_encoder/ (the user's) and configs/ (shipped)
 T5_TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 T5_TOKENIZER_SOURCES = "google/t5-v1_1-xxl, or the tokenizer_2 folder of black-forest-labs/FLUX.1-schnell"
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")  # safetensors' names for torch.float8_e4m3fn / float8_e5m2
@@ -203,12 +204,14 @@ def _clip_tokenizers(family: str, folder: Path, configs_dir: Path) -> dict:
     return tokenizers
 
 
-def t5_tokenizer(folders: list[Path], parts: PartFolders):
-    """The T5 tokenizer from the first of `folders` (the model's own tokenizer folder) or
-    models/text_encoder/t5-tokenizer/ that has its files; a ValueError saying what to put where."""
+def t5_tokenizer(folders: list[Path], parts: PartFolders, shipped: Path | None = None):
+    """The T5 tokenizer from the first of `folders` (the model's own tokenizer folder),
+    models/text_encoder/t5-tokenizer/ (the user's) or `shipped` (configs/t5-tokenizer: T5 v1.1's
+    vocabulary, which every Flux and SD 3 release uses) that has its files; else a ValueError
+    saying what to put where."""
     from transformers import T5TokenizerFast
 
-    for folder in (*folders, parts.t5_tokenizer):
+    for folder in (*folders, parts.t5_tokenizer, *((shipped,) if shipped is not None else ())):
         if any((folder / name).is_file() for name in T5_TOKENIZER_FILES):
             try:
                 return T5TokenizerFast.from_pretrained(str(folder), local_files_only=True)
@@ -253,7 +256,8 @@ def load_flow_file(
         plan = _plan_parts(path, family, family_of(arch), held, config_folder, parts, _transformer_storage(path))
         tokenizers = {**_clip_tokenizers(family_of(arch), config_folder, configs_dir),
                       family.t5_slot.replace("text_encoder", "tokenizer"):
-                          t5_tokenizer([config_folder / family.t5_slot.replace("text_encoder", "tokenizer")], parts)}
+                          t5_tokenizer([config_folder / family.t5_slot.replace("text_encoder", "tokenizer")], parts,
+                                       configs_dir / T5_TOKENIZER_DIR)}
     except ValueError as e:
         raise ValueError(f"Could not load checkpoint {path}: {e}") from e
     try:
@@ -457,7 +461,7 @@ def load_flow_folder(
                 kwargs[name] = tokenizer
         t5_name = family.t5_slot.replace("text_encoder", "tokenizer")
         if not _has_tokenizer(folder / t5_name):
-            kwargs[t5_name] = t5_tokenizer([], parts)
+            kwargs[t5_name] = t5_tokenizer([], parts, configs_dir / T5_TOKENIZER_DIR)
         if vae_dtype != dtype:
             kwargs["vae"] = AutoencoderKL.from_pretrained(str(folder), subfolder="vae", dtype=vae_dtype, local_files_only=True)
         pipe = getattr(diffusers, family.pipeline).from_pretrained(str(folder), dtype=dtype, local_files_only=True, **kwargs)

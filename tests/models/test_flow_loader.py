@@ -262,18 +262,14 @@ def test_gguf_q8_flux_transformer_stays_quantized(root, forge_parts):
     assert (got - want).abs().max() < 0.05 * want.abs().max()  # Q8_0 and bf16 rounding only
 
 
-def test_missing_t5_tokenizer_says_which_files_to_put_where(root, flux_full):
+def test_without_a_t5_tokenizer_of_its_own_the_shipped_one_is_used_and_the_users_wins(root, flux_full):
     path, _ = flux_full
     config = root / "no-t5-tokenizer"
     shutil.copytree(path.with_suffix(""), config)
     shutil.rmtree(config / "tokenizer_2")
     parts = PartFolders((root / "te-for-tokenizer",), ())
-    with pytest.raises(ValueError) as missing:
-        _load(path, "flux-dev", parts, config=config)
-    message = str(missing.value)
-    assert "no T5 tokenizer: put tokenizer.json (or spiece.model)" in message
-    assert f"in {root / 'te-for-tokenizer' / 't5-tokenizer'}/" in message
-    assert "google/t5-v1_1-xxl" in message and "black-forest-labs/FLUX.1-schnell" in message
+    loaded = _load(path, "flux-dev", parts, config=config)
+    assert loaded.tokenizer_2("Hello world").input_ids == [8774, 296, 1]  # configs/t5-tokenizer: T5's own ids
 
     flow_tiny.tiny_t5_tokenizer(parts.t5_tokenizer)
     loaded = _load(path, "flux-dev", parts, config=config)
@@ -364,7 +360,8 @@ def test_part_files_are_told_apart_by_their_tensors(root, forge_parts):
 @pytest.mark.parametrize("arch", ["flux-dev", "flux-schnell", "sd3", "sd35-medium", "sd35-large"])
 def test_shipped_configs_ask_for_the_released_part_widths(arch, tmp_path):
     """Part files are matched against configs/<arch>: CLIP-L 768, CLIP-G 1280, T5-XXL 4096 wide;
-    no T5 tokenizer ships, so without one in models/text_encoder/t5-tokenizer the sentence says so."""
+    with no T5 tokenizer in the model's folder, models/text_encoder/t5-tokenizer or the shipped
+    configs/t5-tokenizer (left out here), the sentence says where to put one."""
     family = flow_loader.FAMILIES["flux" if arch.startswith("flux") else "sd3"]
     widths = {e.part: flow_loader._encoder_width(CONFIGS / arch, e) for e in family.encoders}
     assert widths == {"clip_l": 768, "t5xxl": 4096, **({"clip_g": 1280} if "clip_g" in widths else {})}
@@ -372,3 +369,11 @@ def test_shipped_configs_ask_for_the_released_part_widths(arch, tmp_path):
     tokenizer = CONFIGS / arch / family.t5_slot.replace("text_encoder", "tokenizer")
     with pytest.raises(ValueError, match=f"no T5 tokenizer: put .* in {tmp_path / 't5-tokenizer'}/"):
         flow_loader.t5_tokenizer([tokenizer], PartFolders((tmp_path,)))
+
+
+def test_the_shipped_t5_tokenizer_is_t5s_vocabulary(tmp_path):
+    """With no tokenizer in the model's folder or models/text_encoder, configs/t5-tokenizer answers:
+    the ids a T5 v1.1 encoder (and so Flux and SD 3) was trained on, end-of-text 1, padding 0."""
+    tokenizer = flow_loader.t5_tokenizer([tmp_path / "none"], PartFolders((tmp_path,)), CONFIGS / "t5-tokenizer")
+    assert tokenizer("Hello world").input_ids == [8774, 296, 1]
+    assert tokenizer("a photo of a cat", padding="max_length", max_length=10).input_ids == [3, 9, 1202, 13, 3, 9, 1712, 1, 0, 0]
