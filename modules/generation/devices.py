@@ -50,13 +50,20 @@ class _Family:
 # SD 1.x/2.x: UNet 1.6 GiB, text encoder 0.24 (SD 2's OpenCLIP 0.66), VAE 0.16; an SD 1.5-sized
 # model at 512 px was measured at 2.65 GiB peak whole and 1.93 GiB with --medvram. SDXL: UNet
 # 4.6 GiB, text encoders 0.23 + 1.3, VAE 0.16; its 1024 px activations (batch 2 with CFG) ~1-2 GiB.
-FAMILIES = {"sd": _Family(weights=2.6, largest=1.7, working=1.0), "sdxl": _Family(weights=6.5, largest=4.8, working=2.0)}
+# Flux.1 dev in bf16: transformer 22.2 GiB, T5-XXL 8.9, CLIP-L 0.23, VAE 0.16; SD 3.5 large is
+# smaller (15.1 + 8.9 + 1.5 GiB). Flow models are planned at Flux dev's size: a 24 GB card streams
+# its transformer; an fp8 or GGUF file needs half or less, so --medvram may serve it better.
+FAMILIES = {"sd": _Family(weights=2.6, largest=1.7, working=1.0), "sdxl": _Family(weights=6.5, largest=4.8, working=2.0),
+            "flow": _Family(weights=31.5, largest=22.2, working=3.0)}
 RESERVE_GIB = 0.75  # the CUDA context, cuBLAS/cuDNN workspaces, a desktop on the same card
 DECODE_GIB_PER_MP = 3.0  # an untiled fp16 VAE decode (SDXL at 1024x1024 needs ~3 GiB); fp32 doubles it
 VAE_GIB = 0.16
 
 
 def family(arch: str) -> str:
+    """The memory family of an architecture: "sd" (1.x/2.x), "sdxl" (base and refiner) or "flow" (Flux, SD 3)."""
+    if arch.startswith(("flux", "sd3")):
+        return "flow"
     return "sdxl" if arch.startswith("sdxl") else "sd"
 
 
@@ -70,9 +77,11 @@ class MemoryPlan:
     sdxl: str = "none"
     tiling_sd: float = 0.0
     tiling_sdxl: float = 0.0
+    flow: str = "none"  # Flux and SD 3/3.5
+    tiling_flow: float = 0.0
 
     def offload_for(self, arch: str) -> str:
-        return self.sdxl if family(arch) == "sdxl" else self.sd
+        return getattr(self, family(arch))
 
     @property
     def offloads(self) -> bool:
@@ -81,22 +90,20 @@ class MemoryPlan:
     def tiling_megapixels(self, arch: str, setting: float) -> float:
         """The tiled-VAE threshold to use: the user's `vae_tiling_megapixels` (0: never), lowered
         to this card's cap."""
-        cap = self.tiling_sdxl if family(arch) == "sdxl" else self.tiling_sd
+        cap = getattr(self, "tiling_" + family(arch))
         if cap <= 0:
             return setting
         return cap if setting <= 0 else min(setting, cap)
 
     def modes(self) -> str:
-        if self.sd == self.sdxl:
-            return OFFLOAD_NAMES[self.sd]
-        return f"{OFFLOAD_NAMES[self.sd]} (SDXL: {OFFLOAD_NAMES[self.sdxl]})"
+        others = [f"{label}: {OFFLOAD_NAMES[mode]}" for label, mode in (("SDXL", self.sdxl), ("Flux/SD 3", self.flow)) if mode != self.sd]
+        return OFFLOAD_NAMES[self.sd] + (f" ({', '.join(others)})" if others else "")
 
     def caps(self) -> str:
-        if self.tiling_sd <= 0 and self.tiling_sdxl <= 0:
+        if self.tiling_sd <= 0 and self.tiling_sdxl <= 0 and self.tiling_flow <= 0:
             return "no tiled-VAE cap"
-        if self.tiling_sd == self.tiling_sdxl:
-            return f"tiled VAE above {self.tiling_sd:g} MP"
-        return f"tiled VAE above {self.tiling_sd:g} MP (SDXL {self.tiling_sdxl:g} MP)"
+        others = [f"{label} {cap:g} MP" for label, cap in (("SDXL", self.tiling_sdxl), ("Flux/SD 3", self.tiling_flow)) if cap != self.tiling_sd]
+        return f"tiled VAE above {self.tiling_sd:g} MP" + (f" ({', '.join(others)})" if others else "")
 
 
 def auto_memory(total_vram_bytes: int | None, flags: MemoryFlags = MemoryFlags(), *, fp32: bool = False,
@@ -138,7 +145,7 @@ def auto_memory(total_vram_bytes: int | None, flags: MemoryFlags = MemoryFlags()
         resident = need.weights * scale if chosen[name] == "none" else VAE_GIB * (2.0 if vae_fp32 else 1.0)
         per_mp = DECODE_GIB_PER_MP * (2.0 if vae_fp32 else 1.0)
         caps[name] = max(0.1, int(max(0.0, usable - resident) / per_mp * 10) / 10)
-    return MemoryPlan(chosen["sd"], chosen["sdxl"], caps["sd"], caps["sdxl"])
+    return MemoryPlan(chosen["sd"], chosen["sdxl"], caps["sd"], caps["sdxl"], chosen["flow"], caps["flow"])
 
 
 def memory_line(gpu: str, total_vram_bytes: int, plan: MemoryPlan, flags: MemoryFlags) -> str:

@@ -56,21 +56,32 @@ def test_every_flag_wins_over_the_guess():
     assert auto_memory(tiny, MemoryFlags(medvram_sdxl=True)).sdxl == "model"  # over the guess of "blocks"
     high = auto_memory(tiny, MemoryFlags(always_high_vram=True))
     assert high == MemoryPlan()  # nothing offloaded, no tiled-VAE cap
-    assert auto_memory(tiny, MemoryFlags(always_high_vram=True, lowvram=True)) == MemoryPlan("blocks", "blocks")
+    assert auto_memory(tiny, MemoryFlags(always_high_vram=True, lowvram=True)) == MemoryPlan("blocks", "blocks", flow="blocks")
     assert auto_memory(None, MemoryFlags(medvram_sdxl=True)) == MemoryPlan("none", "model")  # unknown card: the flags alone
 
 
 def test_the_console_says_the_card_the_plan_and_the_flags():
     plan = auto_memory(card(7.8))
     assert memory_line("NVIDIA GeForce RTX 3070", card(7.8), plan, MemoryFlags()) == (
-        "GPU NVIDIA GeForce RTX 3070, 7.8 GiB VRAM: no offload (SDXL: --medvram), tiled VAE above 1.4 MP (SDXL 2.2 MP) (flags: none)")
+        "GPU NVIDIA GeForce RTX 3070, 7.8 GiB VRAM: no offload (SDXL: --medvram, Flux/SD 3: --lowvram), "
+        "tiled VAE above 1.4 MP (SDXL 2.2 MP, Flux/SD 3 2.2 MP) (flags: none)")
     flags = MemoryFlags(always_high_vram=True, lowvram=True)
     assert memory_line("NVIDIA H100", card(79.1), auto_memory(card(79.1), flags), flags) == (
         "GPU NVIDIA H100, 79.1 GiB VRAM: --lowvram, no tiled-VAE cap (flags: --lowvram --always-high-vram)")
     small = DeviceSettings(torch.device("cuda"), torch.float16, torch.float16, memory=auto_memory(card(3.8)))
-    assert small.offloads and small.describe() == "cuda (float16, VAE float16, SDPA attention, --medvram (SDXL: --lowvram))"
+    assert small.offloads and small.describe() == "cuda (float16, VAE float16, SDPA attention, --medvram (SDXL: --lowvram, Flux/SD 3: --lowvram))"
 
 
 def test_the_flags_parse_with_forges_names():
     args = parse_args(["--always-high-vram", "--always-normal-vram", "--always-low-vram", "--medvram-sdxl"])
     assert (args.always_high_vram, args.always_normal_vram, args.always_low_vram, args.medvram_sdxl, args.lowvram) == (True, True, True, True, False)
+
+
+@pytest.mark.parametrize("gib, flow", [(11.6, "blocks"), (23.6, "blocks"), (31.4, "model"), (39.4, "none"), (79.1, "none")])
+def test_flux_and_sd3_are_planned_at_flux_devs_size(gib, flow):
+    """Flux dev in bf16 is 31.5 GiB of parts with a 22.2 GiB transformer: a 24 GB card streams the
+    transformer, a 32 GB one lets the parts take turns, a 40 GB one holds it all; SD 1.x/XL are not moved by it."""
+    plan = auto_memory(card(gib))
+    assert plan.offload_for("flux-dev") == plan.offload_for("sd35-large") == flow
+    assert plan.offload_for("sdxl") == plan.offload_for("sdxl-refiner") == "none"
+    assert auto_memory(card(gib), MemoryFlags(medvram=True)).offload_for("flux-schnell") == "model"
