@@ -25,7 +25,7 @@ from typing import Any
 from modules.generation.limits import WorkLimits
 from modules.generation.previews import PREVIEW_METHODS
 from modules.postprocessing.interrogate import category_names
-from modules.generation.params import EMPHASIS_MODES, FACE_RESTORERS, RNG_SOURCES, is_text
+from modules.generation.params import EMPHASIS_MODES, FACE_RESTORERS, HIRES_REFINER_PASSES, RNG_SOURCES, is_text
 from modules.generation.speed import COMPILE_LABELS, COMPILE_MODES, FP8_CHOICES
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,13 @@ SETTINGS: tuple[Setting, ...] = (
                  "Ignore: (brackets) are plain text; None: weights are ignored"),
     Setting("comma_padding_backtrack", 20, "Prompt word wrap length limit", SD, minimum=0, maximum=74, step=1,
             info="in tokens: a 75-token chunk ends at the last comma within this many tokens, so phrases are not split"),
+    Setting("hires_fix_refiner_pass", "second pass", "Hires fix: which pass to enable refiner for", SD, HIRES_REFINER_PASSES),
+    Setting("refiner_switch_by_sample_steps", False, "Switch to refiner by sampling steps instead of model timesteps", SD,
+            info="A1111's old behaviour: Switch at counts model calls, not the share of the noise schedule behind"),
+    Setting("sdxl_refiner_low_aesthetic_score", 2.5, "SDXL low aesthetic score", SD, minimum=0, maximum=10, step=0.1,
+            info="the SDXL refiner's conditioning for the negative prompt"),
+    Setting("sdxl_refiner_high_aesthetic_score", 6.0, "SDXL high aesthetic score", SD, minimum=0, maximum=10, step=0.1,
+            info="the SDXL refiner's conditioning for the prompt"),
     Setting("randn_source", "GPU", "Random number generator source", SD, RNG_SOURCES,
             info="GPU: the generating device's noise (what A1111 does on NVIDIA); CPU: the same picture on every device; "
                  "NV: NVIDIA's GPU noise computed on any device, to remake pictures made on NVIDIA cards"),

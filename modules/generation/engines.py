@@ -51,19 +51,19 @@ class Blend:
 
 @dataclass
 class Takeover:
-    """A1111's refiner: from the first model call at which `completed(t)` (the share of the
-    model's timesteps already behind, A1111's (999 - timestep) / 1000) reaches `at`, the rest of
-    the pass runs on another UNet with its own conditioning, in the same loop: the sampler and
-    its history go on. `build` gives (unet, conditioning, time_ids), made only when the switch
-    happens, as A1111 encodes the refiner's prompts then."""
+    """A1111's refiner: from the first model call at which `completed(t, call)` (the share of the
+    model's timesteps already behind, A1111's (999 - timestep) / 1000, or of the pass's model
+    calls) reaches `at`, the rest of the pass runs on another UNet with its own conditioning, in
+    the same loop: the sampler and its history go on. `build` gives (unet, conditioning,
+    time_ids), made only when the switch happens, as A1111 encodes the refiner's prompts then."""
 
     at: float
-    completed: Callable[[float], float]
+    completed: Callable[[float, int], float]
     build: Callable[[], tuple]
     call: int | None = None  # the model call it took over at, once it has
 
-    def due(self, t_host: float | None) -> bool:
-        return self.call is None and t_host is not None and self.completed(t_host) >= self.at
+    def due(self, t_host: float | None, call: int) -> bool:
+        return self.call is None and t_host is not None and self.completed(t_host, call) >= self.at
 
 
 class Prediction:
@@ -126,7 +126,7 @@ class Prediction:
         the CPU, for decisions that must not wait for the GPU."""
         if self.control.stop_requested():
             raise Stopped
-        if self.takeover is not None and self.takeover.due(t_host):
+        if self.takeover is not None and self.takeover.due(t_host, self.calls):
             self._take_over()
         self.calls += 1
         latents = model_in  # what add-ons see: without an inpainting model's extra channels

@@ -34,6 +34,7 @@ HIRES_UPSCALERS = (*LATENT_UPSCALERS, *PIXEL_UPSCALERS)
 SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"
 SAME_CHECKPOINT = "Use same checkpoint"  # hires fix on the first pass's checkpoint
 NO_REFINER = "None"  # refiner_checkpoint when off (A1111 reads "", "None" and "none" so)
+HIRES_REFINER_PASSES = ("first pass", "second pass", "both passes")  # A1111's hires_fix_refiner_pass
 
 # img2img choices, sent as their index (A1111's API and UI agree on these).
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
@@ -57,6 +58,8 @@ SETTING_FIELDS = {
     "face_restoration_model": "face_restoration_model", "code_former_weight": "code_former_weight",
     "s_min_uncond": "s_min_uncond", "token_merging_ratio": "token_merging_ratio", "token_merging_ratio_hr": "token_merging_ratio_hr",
     "token_merging_ratio_img2img": "token_merging_ratio_img2img",
+    "refiner_switch_by_sample_steps": "refiner_switch_by_sample_steps", "hires_fix_refiner_pass": "hires_fix_refiner_pass",
+    "sdxl_refiner_low_aesthetic_score": "sdxl_refiner_low_aesthetic_score", "sdxl_refiner_high_aesthetic_score": "sdxl_refiner_high_aesthetic_score",
 }
 
 
@@ -146,6 +149,15 @@ class GenerationParams(BaseModel):
     # `refiner_switch_at` of the model's timesteps are behind (modules.generation.engines.Takeover).
     refiner_checkpoint: str = Field(NO_REFINER, json_schema_extra=_meta("Refiner", "Refiner"))
     refiner_switch_at: float = Field(0.8, ge=0.0, le=1.0, json_schema_extra=_meta("Switch at", "Refiner switch at", step=0.01, minimum=0.01))
+    # A1111's refiner settings (they change the picture, so jobs carry them): the switch counted in
+    # sampling steps rather than model timesteps, which hires fix pass(es) it joins, and the SDXL
+    # refiner's aesthetic scores for the prompt (high) and the negative prompt (low).
+    refiner_switch_by_sample_steps: bool = Field(False, json_schema_extra=_meta(
+        "Switch to refiner by sampling steps instead of model timesteps", "Refiner switch by sampling steps"))
+    hires_fix_refiner_pass: str = Field("second pass", json_schema_extra=_meta(
+        "Hires fix: which pass to enable refiner for", "Hires refiner", choices=HIRES_REFINER_PASSES))
+    sdxl_refiner_low_aesthetic_score: float = Field(2.5, ge=0.0, le=10.0, json_schema_extra=_meta("SDXL low aesthetic score", step=0.1))
+    sdxl_refiner_high_aesthetic_score: float = Field(6.0, ge=0.0, le=10.0, json_schema_extra=_meta("SDXL high aesthetic score", step=0.1))
 
     # Hires fix (txt2img only).
     enable_hr: bool = Field(False, json_schema_extra=_meta("Hires. fix"))
@@ -196,10 +208,11 @@ class GenerationParams(BaseModel):
             raise ValueError(f"must be a multiple of 8 from {MIN_SIZE} to {MAX_SIZE}, got {v}")
         return v
 
-    @field_validator("emphasis", "face_restoration_model", "randn_source")
+    @field_validator("emphasis", "face_restoration_model", "randn_source", "hires_fix_refiner_pass")
     @classmethod
     def _one_of(cls, v: str, info: ValidationInfo) -> str:
-        choices = {"emphasis": EMPHASIS_MODES, "face_restoration_model": FACE_RESTORERS, "randn_source": RNG_SOURCES}[info.field_name]
+        choices = {"emphasis": EMPHASIS_MODES, "face_restoration_model": FACE_RESTORERS, "randn_source": RNG_SOURCES,
+                   "hires_fix_refiner_pass": HIRES_REFINER_PASSES}[info.field_name]
         if v not in choices:
             raise ValueError(f"must be one of: {', '.join(choices)}")
         return v

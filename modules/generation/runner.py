@@ -72,9 +72,6 @@ class PromptSetup:
     embeddings: "EmbeddingLibrary | None" = None
     comma_padding_backtrack: int = 20
     use_old_scheduling: bool = False
-    # A1111's sdxl_refiner_high/low_aesthetic_score: the SDXL refiner's aesthetic score for the
-    # prompt and for the negative prompt (its micro-conditioning, as diffusers' img2img pipeline).
-    aesthetic_scores: tuple[float, float] = (6.0, 2.5)
 
 
 @dataclass(frozen=True)
@@ -101,6 +98,7 @@ class Pass:
     seed_resize_from: tuple[int, int] = (0, 0)  # "Resize seed from" (width, height) in pixels; 0 = off
     min_uncond_sigma: float = 0.0  # A1111's s_min_uncond (NGMS): skip the negative prompt on alternate late steps
     token_merging: float = 0.0  # the ratio of tokens merged before self-attention (modules.generation.token_merging)
+    aesthetic_scores: tuple[float, float] = (6.0, 2.5)  # the SDXL refiner's, for the prompt and the negative prompt
 
     def schedule_steps(self) -> tuple[int, int]:
         """(steps the scheduler is set to, steps actually run) on the diffusers engine, as
@@ -162,6 +160,7 @@ class Refiner:
     title: str
     runner: "Runner"
     switch_at: float
+    by_steps: bool = False  # A1111's refiner_switch_by_sample_steps: the share of the pass's model calls decides
 
 
 @dataclass(frozen=True)
@@ -206,6 +205,7 @@ class Runner:
         # Another checkpoint's runner by name, for the refiner and the hires checkpoint: (its
         # "name [hash]", runner). The service sets it; None: only this model is available.
         self.checkpoints: Callable[[str], tuple[str, "Runner"]] | None = None
+        self.took_over = False  # whether the refiner took over in the last pass
 
     # ------------------------------------------------------------------ prompts
 
@@ -240,7 +240,10 @@ class Runner:
 
         ngms = [("NGMS", format_number(params.s_min_uncond) if job.skipped_uncond else None)]  # as A1111, after the hashes
         # A1111 names the refiner only when it took over (a switch at 1 never does).
-        refiner = [("Refiner", job.refiner), ("Refiner switch at", format_number(params.refiner_switch_at) if job.refiner else None)]
+        hires_pass = params.hires_fix_refiner_pass if job.refiner and params.enable_hr and params.hires_fix_refiner_pass != "second pass" else None
+        refiner = [("Refiner switch by sampling steps", "True" if params.refiner and params.refiner_switch_by_sample_steps else None),
+                   ("Hires refiner", hires_pass), ("Refiner", job.refiner),
+                   ("Refiner switch at", format_number(params.refiner_switch_at) if job.refiner else None)]
         return infotext_extras(job, lora_hash, embeddings, params.emphasis) + refiner + ngms
 
     def _use_loras(self, loras: tuple[LoraUse, ...], job: JobPrompts | None = None) -> None:
@@ -316,13 +319,18 @@ class Runner:
                 decoded = None
                 texts, job, one, two = self._batch_prompts(params, prompts, hooks, index, seeds, subseeds[index], (first, second))
                 with self._tiling(params):
-                    # With hires fix the refiner takes part in the second pass only (A1111's hires_fix_refiner_pass default).
+                    # With hires fix the refiner joins the pass(es) A1111's hires_fix_refiner_pass names.
+                    joins = ("first pass", "both passes") if two is not None else ()
                     outcome = self._denoise(one, seeds, control, report, job=job, hooks=hooks, subseeds=subseeds[index],
-                                            refiner=None if two is not None else refiner)
+                                            refiner=refiner if two is None or params.hires_fix_refiner_pass in joins else None)
                     if not outcome.stopped and two is not None:
                         upscaled = self._upscale(outcome.latents, params, control)
-                        outcome = hires._denoise(two, seeds, control, report, init=upscaled, offset=one.steps_run(), job=job,
-                                                 hooks=hooks, subseeds=subseeds[index], refiner=refiner)
+                        # As in A1111, a refiner that took over in the first pass is the model the hires pass runs on,
+                        # unless a hires checkpoint is chosen.
+                        second_runner = refiner.runner if self.took_over and hires is self else hires
+                        outcome = second_runner._denoise(two, seeds, control, report, init=upscaled, offset=one.steps_run(), job=job,
+                                                         hooks=hooks, subseeds=subseeds[index],
+                                                         refiner=refiner if params.hires_fix_refiner_pass != "first pass" else None)
                         if outcome.stopped and outcome.latents is None:  # stopped before the hires pass made anything
                             outcome = replace(outcome, latents=upscaled)
                     if outcome.latents is not None:
@@ -356,7 +364,7 @@ class Runner:
         if runner.model.prediction_type != self.model.prediction_type:
             raise ValueError(f"Refiner {title} predicts {runner.model.prediction_type}, this checkpoint {self.model.prediction_type}: "
                              "a refiner takes over in the middle of sampling, so both must predict the same kind of output.")
-        return Refiner(title, runner, params.refiner_switch_at)
+        return Refiner(title, runner, params.refiner_switch_at, params.refiner_switch_by_sample_steps)
 
     def _hires_runner(self, params: GenerationParams) -> "Runner":
         """The runner of the hires pass: the hires checkpoint's (A1111's hr_checkpoint_name), else this one."""
@@ -384,12 +392,16 @@ class Runner:
         _, pooled = conditioning.at(0)
         return self.model.unet, conditioning, self._time_ids(p, pooled, batch if with_uncond else 0)
 
-    def _completed(self) -> Callable[[float], float]:
+    def _completed(self, p: Pass, by_steps: bool) -> Callable[[float, int], float]:
         """A1111's refiner clock: the model timestep nearest the call's noise level (in sigma),
-        as the share of the schedule behind, (999 - timestep) / 1000."""
+        as the share of the schedule behind, (999 - timestep) / 1000; or, with by_steps, the share
+        of the pass's model calls made (two a step for the second-order samplers)."""
+        if by_steps:
+            total = max(p.steps_run(), 1) * (2 if p.sampler.second_order else 1)
+            return lambda t, call: call / total
         table = self._model_sigmas(False)
 
-        def completed(t: float) -> float:
+        def completed(t: float, call: int) -> float:
             sigma = table.t_to_sigma(torch.tensor(float(t)))
             index = int(torch.argmin((table.sigmas - sigma).abs()))
             return (len(table) - 1 - index) / len(table)
@@ -409,6 +421,7 @@ class Runner:
             params.eta_noise_seed_delta, subseed_strength=params.subseed_strength,
             seed_resize_from=(params.seed_resize_from_w, params.seed_resize_from_h),
             min_uncond_sigma=params.s_min_uncond, token_merging=params.token_merging(),
+            aesthetic_scores=(params.sdxl_refiner_high_aesthetic_score, params.sdxl_refiner_low_aesthetic_score),
         )
 
     def _hires_pass(self, params: GenerationParams, text: PassText) -> Pass:
@@ -424,6 +437,7 @@ class Runner:
             params.eta_noise_seed_delta, hires=True, subseed_strength=params.subseed_strength,
             seed_resize_from=(params.seed_resize_from_w, params.seed_resize_from_h),
             min_uncond_sigma=params.s_min_uncond, token_merging=params.token_merging(hires=True),
+            aesthetic_scores=(params.sdxl_refiner_high_aesthetic_score, params.sdxl_refiner_low_aesthetic_score),
         )
 
     def _upscale(self, latents: torch.Tensor, params: GenerationParams, control: RunControl | None = None) -> torch.Tensor:
@@ -597,7 +611,7 @@ class Runner:
         sigma_of = self._model_sigmas(p.sampler.solver == "lcm").t_to_sigma if p.min_uncond_sigma > 0 else None
         takeover = None
         if refiner is not None and refiner.runner is not self:  # A1111 does not switch to the model already running
-            takeover = engines.Takeover(refiner.switch_at, self._completed(), lambda: refiner.runner._takeover(p, batch, with_uncond))
+            takeover = engines.Takeover(refiner.switch_at, self._completed(p, refiner.by_steps), lambda: refiner.runner._takeover(p, batch, with_uncond))
         predict = engines.Prediction(m.unet, conditioning, cfg_scale, with_uncond, blocks, self._time_ids(p, pooled, batch if with_uncond else 0),
                                      extra, control, hooks, info, skip_uncond_below=p.min_uncond_sigma, sigma_of=sigma_of, takeover=takeover)
 
@@ -633,7 +647,8 @@ class Runner:
                 outcome = engines.run_sigmas(predict, self._sigma_plan(p, seeds, init is not None), image_noise, init, blend, progress)
         if job is not None and predict.skipped_uncond:
             job.skipped_uncond = True
-        if job is not None and takeover is not None and takeover.call is not None:
+        self.took_over = takeover is not None and takeover.call is not None
+        if job is not None and self.took_over:
             job.refiner = refiner.title
         return outcome
 
@@ -713,7 +728,7 @@ class Runner:
         count = (config.projection_class_embeddings_input_dim - pooled.shape[-1]) // config.addition_time_embed_dim
         rows = pooled.shape[0]
         if count == 5:
-            high, low = self.setup.aesthetic_scores
+            high, low = p.aesthetic_scores
             scores = [low] * uncond_rows + [high] * (rows - uncond_rows)
             values = [[p.height, p.width, 0, 0, score] for score in scores]
             return torch.tensor(values, dtype=pooled.dtype, device=self.model.device)

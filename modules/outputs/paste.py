@@ -87,6 +87,7 @@ _COMMON: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Shift": ("shift", float),
     "Refiner": ("refiner_checkpoint", str),
     "Refiner switch at": ("refiner_switch_at", float),
+    "Refiner switch by sampling steps": ("refiner_switch_by_sample_steps", _flag),
 }
 _HIRES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires upscale": ("hr_scale", float),
@@ -99,6 +100,7 @@ _HIRES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Hires prompt": ("hr_prompt", str),
     "Hires negative prompt": ("hr_negative_prompt", str),
     "Hires checkpoint": ("hr_checkpoint_name", str),
+    "Hires refiner": ("hires_fix_refiner_pass", str),
 }
 _IMG2IMG: dict[str, tuple[str, Callable[[str], Any]]] = {
     "Mask blur": ("mask_blur", int),
@@ -121,7 +123,7 @@ _SIZE_PARTS = {"Size-1": "Size (width)", "Size-2": "Size (height)", "Hires resiz
 # A1111's defaults for keys an infotext leaves out (it writes them only when not default).
 _MISSING_MEANS = {"clip_skip": 1, "scheduler": "Automatic", "emphasis": "Original", "randn_source": "GPU", "sigma_min": 0.0,
                   "sigma_max": 0.0, "rho": 0.0, "restore_faces": False, "subseed_strength": 0.0, "seed_resize_from_w": 0,
-                  "seed_resize_from_h": 0, "tiling": False, "refiner_checkpoint": "None", "shift": 0.0}
+                  "seed_resize_from_h": 0, "tiling": False, "refiner_checkpoint": "None", "refiner_switch_by_sample_steps": False, "shift": 0.0}
 _HIRES_MISSING_MEANS = {"hr_resize_x": 0, "hr_resize_y": 0, "hr_sampler_name": SAME_SAMPLER, "hr_scheduler": SAME_SCHEDULER,
                         "hr_prompt": "", "hr_negative_prompt": "", "hr_second_pass_steps": 0, "hr_checkpoint_name": SAME_CHECKPOINT}
 _IMG2IMG_MISSING_MEANS = {"mask_blur": 0, "inpainting_mask_invert": MASK_MODES[0], "inpainting_fill": MASKED_CONTENT[1],

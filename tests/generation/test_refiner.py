@@ -143,9 +143,11 @@ def test_refiner_prompts_and_aesthetic_time_ids_match_diffusers_img2img_pipeline
     assert torch.allclose(ours.embeds, embeds, atol=1e-6) and torch.allclose(ours.pooled, pooled, atol=1e-6)
     assert torch.allclose(ours_negative.embeds, negative, atol=1e-6) and torch.allclose(ours_negative.pooled, negative_pooled, atol=1e-6)
 
-    add, add_negative = pipe._get_add_time_ids((64, 64), (0, 0), (64, 64), 6.0, 2.5, (64, 64), (0, 0), (64, 64), torch.float32, 40)
+    # A1111's sdxl_refiner_high/low_aesthetic_score settings, which jobs carry (defaults 6 and 2.5)
+    add, add_negative = pipe._get_add_time_ids((64, 64), (0, 0), (64, 64), 7.0, 1.5, (64, 64), (0, 0), (64, 64), torch.float32, 40)
     runner = Runner(refiner)
-    time_ids = runner._time_ids(runner._pass(params(), runner.prepare(params()).first), torch.cat([negative_pooled, pooled]), 1)
+    p = params(sdxl_refiner_high_aesthetic_score=7.0, sdxl_refiner_low_aesthetic_score=1.5)
+    time_ids = runner._time_ids(runner._pass(p, runner.prepare(p).first), torch.cat([negative_pooled, pooled]), 1)
     assert torch.equal(time_ids, torch.cat([add_negative, add]))
 
 
@@ -172,6 +174,16 @@ def test_the_refiner_takes_over_at_the_switch_in_the_same_loop(models, runners, 
     assert spy.calls == ["base"] * on_base + ["refiner"] * on_refiner
     if sampler == "Euler":
         assert np.abs(refined - plain).max() > 0  # the refiner's two steps changed the picture
+
+
+def test_a1111s_older_rule_counts_sampling_steps_and_says_so(models, runners):
+    base, _ = runners
+    p = params(sampler_name="DPM++ 2M SDE", scheduler="Karras", refiner_checkpoint=REFINER_TITLE, refiner_switch_by_sample_steps=True)
+    job = base.prepare(p)
+    with Spy(base=models[0].unet, refiner=models[1].unet) as spy:
+        list(base.txt2img(p, 5, prompts=job))
+    assert spy.calls == ["base"] * 8 + ["refiner"] * 2  # call 8 of 10 (by timesteps: 6 of 10, above)
+    assert ("Refiner switch by sampling steps", "True") in base.infotext_extras(p, job)
 
 
 def test_a_switch_at_one_never_comes(runners, plain):
@@ -216,6 +228,14 @@ def test_img2img_and_hires_fix_switch_in_their_own_pass(models, runners):
     # The first pass stays on the base (A1111's hires_fix_refiner_pass "second pass"). The hires pass runs the last 4 of
     # 4 / 0.5 = 8 steps, t = 428, 285 on the base, 143, 0 on the refiner.
     assert spy.calls == ["base"] * 4 + ["base"] * 2 + ["refiner"] * 2
+
+    # "first pass": the refiner takes over in the first pass and, as in A1111, the hires pass runs on it
+    first = hires.model_copy(update={"hires_fix_refiner_pass": "first pass"})
+    job = base.prepare(first)
+    with Spy(base=models[0].unet, refiner=models[1].unet) as spy:
+        list(base.txt2img(first, 5, prompts=job))
+    assert spy.calls == ["base"] * 3 + ["refiner"] + ["refiner"] * 4  # t = 999, 666, 333 | 0 | the hires pass
+    assert ("Hires refiner", "first pass") in base.infotext_extras(first, job)
 
 
 def test_the_hires_pass_runs_on_the_hires_checkpoint(models, runners):
