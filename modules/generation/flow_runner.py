@@ -83,6 +83,23 @@ class FlowRunner(Runner):
                ("Shift", format_number(shift) if shift > 0 else None)]
         return own + super().infotext_extras(params, job)
 
+    def job_params(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
+        """Schedule type Automatic is the model's own schedule (Simple) for every sampler: flow
+        models have no Karras levels of their own (flow_samplers). Token merging and NGMS are UNet
+        tricks: they do not run here, so they leave the infotext, with a note."""
+        update: dict[str, Any] = {}
+        for name in ("scheduler", "hr_scheduler"):
+            if getattr(params, name) == "Automatic":
+                update[name] = "Simple"
+        notes = []
+        for label, names in (("Token merging", ("token_merging_ratio", "token_merging_ratio_hr", "token_merging_ratio_img2img")),
+                             ("Negative Guidance minimum sigma", ("s_min_uncond",))):
+            used = {n: 0.0 for n in names if getattr(params, n, 0) > 0}
+            if used:
+                update.update(used)
+                notes.append(f"{label} does not apply to Flux and SD 3 models: it was not used.")
+        return (params.model_copy(update=update) if update else params), notes
+
     def prepare(self, params: GenerationParams) -> JobPrompts:
         job = super().prepare(params)
         scheduled = [p for p in (self._pass(params, job.first), self._hires_pass(params, job.hires or job.first) if params.enable_hr else None) if p]

@@ -7,10 +7,12 @@ A user's A1111 sampler name is mapped to the flow scheduler that does the same k
 - Euler: FlowMatchEulerDiscreteScheduler, the models' own, with the schedules it has
   (Automatic and Simple: the model's shifted linear schedule; Karras, Exponential, Beta).
 - DPM++ 2M and UniPC: their diffusers schedulers on flow sigmas (`use_flow_sigmas`), on the
-  model's shifted linear schedule only (Schedule type Simple for DPM++ 2M, whose Automatic is
-  Karras in A1111; UniPC ignores the schedule type, as in A1111). On Flux, txt2img's first
-  pass only: diffusers' Flux img2img pipeline (img2img, hires fix) always passes custom sigmas,
-  which these schedulers do not take.
+  model's shifted linear schedule only (Schedule type Automatic or Simple; UniPC ignores the
+  schedule type, as in A1111). On Flux, txt2img's first pass only: diffusers' Flux img2img
+  pipeline (img2img, hires fix) always passes custom sigmas, which these schedulers do not take.
+
+Schedule type Automatic means the model's own schedule for every sampler (written "Simple" in
+the infotext, FlowRunner.job_params), so A1111's default DPM++ 2M runs on these models too.
 
 Anything else is a ValueError naming what these models accept. `shift` overrides the model's
 shift (Forge's "Shift"): a static shift s, which for Flux replaces the resolution-dependent
@@ -54,13 +56,29 @@ class FlowSampler:
                 "prediction_type": "flow_prediction", "flow_shift": float(config.get("shift", 1.0)),
                 "use_dynamic_shifting": bool(config.get("use_dynamic_shifting", False)),
             }
-        return cls.from_config({**config, **self.options})
+        scheduler = cls.from_config({**config, **self.options})
+        if self.flow_sigmas and shift > 0:
+            _ignore_mu(scheduler)
+        return scheduler
+
+
+def _ignore_mu(scheduler) -> None:
+    """FluxPipeline always passes its resolution-based `mu`, which DPM++/UniPC on flow sigmas take
+    only with dynamic shifting (they assert it); a static Shift override must win, so this
+    scheduler's set_timesteps drops it, as FlowMatchEuler does when its shift is static."""
+    own = scheduler.set_timesteps
+
+    def set_timesteps(num_inference_steps=None, device=None, mu=None, **kwargs):
+        return own(num_inference_steps, device=device, **kwargs)
+
+    scheduler.set_timesteps = set_timesteps
 
 
 def flow_sampler(sampler_name: str, schedule_name: str, img2img_flux: bool = False, beta_default: bool = True) -> FlowSampler:
     """The flow scheduler for an A1111 sampler and schedule pair; ValueError for what these models cannot run."""
     sampler, schedule = samplers.resolve(sampler_name, schedule_name)
-    wanted = samplers.effective_schedule(sampler, schedule).name
+    # Automatic: the model's own schedule for every sampler (A1111's DPM++ 2M Karras has no flow form here)
+    wanted = "simple" if schedule.name == "automatic" else samplers.effective_schedule(sampler, schedule).name
     refused = (f"Flux and SD 3 models run {ACCEPTED}; '{sampler.name}' with Schedule type "
                f"'{samplers.effective_schedule(sampler, schedule).label}' is not one of them.")
     if sampler.name == "Euler":

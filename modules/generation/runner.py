@@ -229,6 +229,11 @@ class Runner:
         self._use_loras(first.loras, job)
         return job
 
+    def job_params(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
+        """The parameters as this runner carries them out, for the infotext, with notes on what
+        it changed (nothing for SD models; see FlowRunner)."""
+        return params, []
+
     def infotext_extras(self, params: GenerationParams, job: JobPrompts) -> list[tuple[str, str | None]]:
         """Emphasis, Lora hashes and TI hashes for the job's infotext."""
         library = self.setup.embeddings

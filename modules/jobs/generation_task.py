@@ -545,6 +545,8 @@ class GenerationService:
         from modules.generation.noise import resolve_seed
 
         active, runner = model
+        params, changed = runner.job_params(params)  # what runs, as the infotext must say (Flux: Automatic is Simple)
+        notes = [*notes, *changed]
         scripts = control.scripts if control is not None else None
         if params.restore_faces:
             params = self._face_restorer(params)  # the restorer that runs, for the infotext and the API's info

@@ -205,6 +205,10 @@ def test_samplers_flux_cannot_run_are_refused_with_what_it_accepts(models):
         list(runner.txt2img(_params(sampler_name="DPM++ 2M SDE"), 1))
     dpm = next(iter(runner.txt2img(_params(sampler_name="DPM++ 2M", scheduler="Simple"), 1))).images[0]
     assert dpm.size == (64, 64)
+    # A1111's default pair (DPM++ 2M, Automatic) runs the model's own schedule, and says so
+    automatic = _params(sampler_name="DPM++ 2M", scheduler="Automatic")
+    assert _close(next(iter(runner.txt2img(automatic, 1))).images[0], dpm) == 0
+    assert runner.job_params(automatic)[0].scheduler == "Simple"
 
 
 def _kohya_flux_lora(path: Path, model: LoadedModel) -> Path:
@@ -326,11 +330,13 @@ def test_a_flux_job_through_the_service_saves_forge_keys(tmp_path):
     models = ModelManager((ckpts,), CONFIGS, lambda: device_settings(use_cpu=True), HashCache(tmp_path / "cache.json"))
     models.load()
     service = GenerationService(models, OutputSettings(), tmp_path, console_progress=False)
-    params = _params(steps=2, distilled_cfg_scale=2.5, shift=2.0, scheduler="Simple")
+    # A1111's defaults (DPM++ 2M, Automatic) and a UNet-only speed setting, as a page left as it was sends them
+    params = _params(steps=2, distilled_cfg_scale=2.5, shift=2.0, sampler_name="DPM++ 2M", scheduler="Automatic", token_merging_ratio=0.3)
     result = service.run_txt2img(Job(id="t", kind="txt2img", task=lambda j: None), params)
     assert isinstance(service.runner_loaded(), FlowRunner) and len(result.paths) == 1
     text = Image.open(result.paths[0]).info["parameters"]
     fields = parse_infotext(text)
-    assert (fields["Sampler"], fields["Schedule type"], fields["Distilled CFG Scale"], fields["Shift"]) == ("Euler", "Simple", "2.5", "2")
+    assert (fields["Sampler"], fields["Schedule type"], fields["Distilled CFG Scale"], fields["Shift"]) == ("DPM++ 2M", "Simple", "2.5", "2")
+    assert "Token merging ratio" not in fields and any("Token merging does not apply" in n for n in result.notes)
     pasted = params_from_infotext(text).values
     assert (pasted["distilled_cfg_scale"], pasted["shift"]) == (2.5, 2.0)
