@@ -323,7 +323,7 @@ class Runner:
                 report = _reporter(control, index, len(batches), per_batch)
                 decoded = None
                 texts, job, one, two = self._batch_prompts(params, prompts, hooks, index, seeds, subseeds[index], (first, second))
-                with self._tiling(params):
+                with self._tiling(params, hires, refiner.runner if refiner else None):
                     # With hires fix the refiner joins the pass(es) A1111's hires_fix_refiner_pass names.
                     joins = ("first pass", "both passes") if two is not None else ()
                     outcome = self._denoise(one, seeds, control, report, job=job, hooks=hooks, subseeds=subseeds[index],
@@ -413,9 +413,11 @@ class Runner:
 
         return completed
 
-    def _tiling(self, params: GenerationParams):
-        """Seamless pictures for this job's sampling, encoding and decoding only (A1111's Tiling)."""
-        return tiling.circular((self.model.unet, self.model.vae), params.tiling)
+    def _tiling(self, params: GenerationParams, *others: "Runner | None"):
+        """Seamless pictures for this job's sampling, encoding and decoding only (A1111's Tiling),
+        on the other checkpoints it uses too (refiner, hires checkpoint)."""
+        models = [self.model, *(o.model for o in others if o is not None and o is not self)]
+        return tiling.circular(tuple(part for m in models for part in (m.unet, m.vae)), params.tiling)
 
     def _pass(self, params: GenerationParams, text: PassText, strength: float = 1.0) -> Pass:
         sampler, schedule = samplers.resolve(params.sampler_name, params.scheduler)
@@ -499,7 +501,7 @@ class Runner:
                 report = _reporter(control, index, len(batches), first.steps_run())
                 pick = [(index * params.batch_size + i) % len(prepared.work) for i in range(len(seeds))]
                 texts, job, one, _ = self._batch_prompts(params, prompts, hooks, index, seeds, subseeds[index], (first, None))
-                with self._tiling(params):
+                with self._tiling(params, refiner.runner if refiner else None):
                     init_latents, inpainting = self._init_latents(params, prepared, pick, seeds)
                     outcome = self._denoise(one, seeds, control, report, init=init_latents, inpainting=inpainting, job=job,
                                             hooks=hooks, crop=crop, subseeds=subseeds[index], refiner=refiner)

@@ -299,3 +299,15 @@ def test_on_an_offloading_plan_the_two_models_take_turns_so_the_idle_one_waits_i
     assert base_resident == [False, False]  # t = 499 and 0 ran on the refiner, the base's UNet waiting on the CPU side
     leave(refiner)
     assert all(part not in (refiner.unet, refiner.vae, refiner.text_encoder_2) for part in turns.parts)
+
+
+def test_tiling_makes_the_refiner_seamless_too(models, runners):
+    base, _ = runners
+    modes = []
+    handle = models[1].unet.register_forward_pre_hook(lambda m, a: modes.append(m.conv_in.padding_mode))
+    try:
+        list(base.txt2img(params(steps=3, sampler_name="Euler", scheduler="Uniform", tiling=True, refiner_checkpoint=REFINER_TITLE,
+                                 refiner_switch_at=0.5), 5))
+    finally:
+        handle.remove()
+    assert modes == ["circular", "circular"] and models[1].unet.conv_in.padding_mode == "zeros"
