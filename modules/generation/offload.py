@@ -62,14 +62,37 @@ def offload(model: "LoadedModel", device: torch.device, mode: str, beside: "Load
     model.device = device
 
 
+def parts(model: "LoadedModel") -> list[torch.nn.Module]:
+    """The model's components that hold weights: text encoders, UNet (or transformer), VAE."""
+    return [m for m in (model.text_encoder, model.text_encoder_2, model.text_encoder_3, model.unet, model.vae) if m is not None]
+
+
+def weight_bytes(model: "LoadedModel") -> int:
+    """What the model's weights take on the GPU when all of it is there."""
+    return sum(t.numel() * t.element_size() for m in parts(model) for t in (*m.parameters(), *m.buffers()))
+
+
 def leave(model: "LoadedModel") -> None:
     """A model being dropped leaves the turns it shared with another, which would otherwise
     keep its parts alive."""
     turns = model.extra.pop("offload_turns", None)
     if turns is not None:
-        mine = {id(m) for m in (model.text_encoder, model.text_encoder_2, model.unet, model.vae) if m is not None}
+        mine = {id(m) for m in parts(model)}
         turns.parts = [m for m in turns.parts if id(m) not in mine]
         turns.resident -= mine
+
+
+def keep_whole(model: "LoadedModel", device: torch.device) -> None:
+    """Undo "model" turns (`offload`): the parts lose their hooks and the whole model moves to
+    `device` (the GPU, or the CPU to wait in system RAM)."""
+    from accelerate.hooks import remove_hook_from_module
+
+    leave(model)
+    device = torch.device(device)
+    for part in parts(model):
+        remove_hook_from_module(part)
+        part.to(device)
+    model.device = device
 
 
 def stream_blocks(unet: torch.nn.Module, device: torch.device) -> None:

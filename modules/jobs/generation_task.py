@@ -211,6 +211,18 @@ class GenerationService:
             runner.vae_tiling, runner.upscalers = self._runner[1].vae_tiling, self._runner[1].upscalers
         return other.info.short_title, runner
 
+    def _park_unused(self, params: GenerationParams) -> None:
+        """A job that names neither the held refiner nor the held hires checkpoint leaves it in
+        system RAM rather than on the GPU (ModelManager.park_other says why it is kept)."""
+        held = self.models.other
+        if held is None:
+            return
+        for name in (params.refiner, params.hires_checkpoint):
+            found = self.models.find(name) if name else None
+            if found is not None and found.path == held.info.path:
+                return
+        self.models.park_other()
+
     def check_checkpoints(self, params: GenerationParams, checkpoint: str | None = None) -> None:
         """Refuse, before the job waits, a refiner or hires checkpoint that is not there or, as
         far as the files tell without loading them, draws in another latent space than the
@@ -415,6 +427,7 @@ class GenerationService:
         the extensions' always-on scripts with their arguments."""
         notes: list[str] = []
         model = self.runner(checkpoint, vae, notes)
+        self._park_unused(params)
         if params.hires_checkpoint:  # loaded now, and named in the infotext as A1111 writes it: "name [hash]"
             params = params.model_copy(update={"hr_checkpoint_name": self.other_runner(params.hires_checkpoint)[0]})
         scripts = self._scripts("txt2img", alwayson, job, notes)
@@ -469,6 +482,7 @@ class GenerationService:
         ControlNet units without a picture of their own use the init image (and mask)."""
         notes: list[str] = []
         model = self.runner(checkpoint, vae, notes)
+        self._park_unused(params)
         scripts = self._scripts("img2img", alwayson, job, notes)
         params = self._ready(params, scripts, init, model[0], notes)
         control = self._controlnet(controlnet, model[0], params, init, scripts)

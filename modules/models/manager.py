@@ -76,6 +76,7 @@ class ModelManager:
         self._checkpoints: list[CheckpointInfo] = []
         self._active: ActiveModel | None = None
         self._other: ActiveModel | None = None  # a job's refiner or hires checkpoint, held beside the active one
+        self._other_place: str | None = None  # where it is on a plan that keeps models whole (other_place)
         self._selected: Path | None = None  # A1111's sd_model_checkpoint: what jobs without their own choice use
         self._unload_listeners: list[Callable[[], None]] = []
         self._learned_hints: dict[str, ModelHints] = {}  # by file name, from Ray workers that loaded it
@@ -270,31 +271,110 @@ class ModelManager:
         active model when it is that one, else loaded and held beside it, one such model at a
         time (asking for another drops it first). On an offloading memory plan (--medvram,
         --lowvram, or the plan chosen from the VRAM) its parts take turns on the GPU with the
-        active model's, so whichever model is idle waits in system RAM; on a plan that keeps
-        models whole, both stay on the GPU."""
+        active model's, so whichever model is idle waits in system RAM. On a plan that keeps
+        models whole, both stay whole on the GPU when the card has room for it beside the
+        active one, else they take turns as with --medvram (see `_place_other`)."""
         info = self.require(query)
         if self._active is not None and self._active.info.path == info.path:
             return self._active
         if self._other is not None and self._other.info.path == info.path and self._speed_current():
+            self._place_other()
             return self._other
         self.drop_other()
         self._other = self._load(info, beside=self._active)
+        self._place_other()
         return self._other
 
     @property
     def other(self) -> ActiveModel | None:
         return self._other
 
-    def drop_other(self) -> None:
-        """Free the model held beside the active one."""
+    @property
+    def other_place(self) -> str | None:
+        """Where the held model is on a plan that keeps models whole: "gpu" (whole, beside the
+        active one), "turns" (the two take turns, as with --medvram) or "ram" (parked); None
+        when nothing is held, on an offloading plan (its turns were set at load) or off CUDA."""
+        return self._other_place
+
+    def _free_vram(self) -> int | None:
+        """Bytes the CUDA device can still give (its free memory plus torch's reusable cache);
+        None off CUDA, where the models share the system's memory and both simply stay."""
+        device = self.devices.device
+        if device.type != "cuda":
+            return None
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+    def _place_other(self) -> None:
+        """Put the held model where it runs, on a plan that keeps its family whole. Both models
+        stay whole on the GPU when the free VRAM (with the active model loaded) holds the other
+        one's weights plus the family's working memory or an untiled 1-megapixel decode,
+        whichever is more (devices.FAMILIES; the tiled-VAE cap was set for one model on the
+        card); else the two take turns as on the "model" plan, so the idle one waits in system
+        RAM (SDXL's base 6.5 GiB and refiner ~6 GiB do not fit a 12-16 GB card together; A1111
+        keeps the idle checkpoint in RAM too)."""
+        other, active, devices = self._other, self._active, self.devices
+        if other is None or devices.memory.offload_for(other.model.arch) != "none":
+            self._other_place = None
+            return
+        if self._other_place in ("gpu", "turns"):
+            return
+        from modules.generation.devices import DECODE_GIB_PER_MP, FAMILIES, GIB, family
+        from modules.generation.offload import keep_whole, offload, weight_bytes
+
+        free = self._free_vram()
+        if free is None:
+            keep_whole(other.model, devices.device)
+            return
+        need = FAMILIES[family(other.model.arch)]
+        scale = 2.0 if devices.dtype.itemsize >= 4 else 1.0
+        decode = DECODE_GIB_PER_MP * (2.0 if devices.vae_dtype.itemsize >= 4 else 1.0)
+        if weight_bytes(other.model) + max(need.working * scale, decode) * GIB <= free or active is None:
+            keep_whole(other.model, devices.device)
+            self._other_place = "gpu"
+        else:
+            log.info("%s and %s do not fit the GPU together: they take turns, the idle one waiting in system RAM.",
+                     active.info.title, other.info.title)
+            offload(active.model, devices.device, "model")  # the active model's parts go to RAM until they run
+            offload(other.model, devices.device, "model", beside=active.model)
+            self._other_place = "turns"
+
+    def park_other(self) -> None:
+        """A job that does not use the held model sends it to system RAM instead of leaving it
+        on the GPU, and the active model whole again (on a plan that keeps models whole; with
+        offloading its turns send it home anyway). Kept in RAM rather than dropped, as A1111
+        keeps an idle checkpoint (sd_checkpoints_keep_in_cpu): users switch the refiner on and
+        off between jobs, and moving ~6 GiB back to the GPU is faster than reading the file
+        again; RAM is what it took while it was loaded anyway."""
+        if self._other is None or self._other_place not in ("gpu", "turns"):
+            return
+        from modules.generation.devices import free_memory
+        from modules.generation.offload import keep_whole
+
+        devices = self.devices
+        keep_whole(self._other.model, "cpu")
+        if self._other_place == "turns" and self._active is not None:
+            keep_whole(self._active.model, devices.device)
+        self._other_place = "ram"
+        free_memory(devices.device)
+
+    def drop_other(self, restore: bool = True) -> None:
+        """Free the model held beside the active one; if they took turns, the active one goes
+        whole onto the GPU again (`restore`; not when it is being dropped too)."""
         if self._other is None:
             return
         from modules.generation.devices import free_memory
-        from modules.generation.offload import leave
+        from modules.generation.offload import keep_whole, leave
 
+        if self._other_place == "turns":
+            keep_whole(self._other.model, "cpu")  # its last part to run leaves the GPU before the active one comes back
         leave(self._other.model)
-        self._other = None
+        was, self._other, self._other_place = self._other_place, None, None
         free_memory(self.devices.device)
+        if was == "turns" and restore and self._active is not None:
+            keep_whole(self._active.model, self.devices.device)
 
     def _speed_current(self) -> bool:
         """Whether the loaded model was built with the model-wide speed options asked for now."""
@@ -338,19 +418,22 @@ class ModelManager:
         log.info("Loading %s on %s", info.title, devices.describe())
         # --medvram/--lowvram (given or chosen from the VRAM, per family): load into system RAM;
         # offload() then moves parts in while they run (or, for a family the plan keeps whole, all of it).
-        where = torch.device("cpu") if devices.offloads else devices.device
+        # A model loaded beside the active one goes to RAM first: _place_other decides whether it fits the GPU.
+        where = torch.device("cpu") if devices.offloads or beside is not None else devices.device
         model = load_checkpoint(info.path, configs_dir=self.configs_dir, device=where, dtype=devices.dtype, vae_dtype=devices.vae_dtype,
                                 parts=self.parts)
         apply_attention(model.unet, devices)
         self._apply_speed(model, devices)
-        if devices.offloads:
+        if beside is not None and devices.memory.offload_for(model.arch) == "none":
+            pass  # a plan that keeps it whole: ensure_other places it
+        elif devices.offloads:
             from modules.generation.offload import offload
 
             offload(model, devices.device, devices.memory.offload_for(model.arch), beside=beside.model if beside is not None else None)
         return ActiveModel(info, model, ModelHints.read(model.extra.get("config_folder")))
 
     def unload(self) -> None:
-        self.drop_other()
+        self.drop_other(restore=False)
         if self._active is None:
             return
         from modules.generation.devices import free_memory
