@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from modules.generation.job_prompts import JobPrompts
     from modules.generation.runner import Batch, InitImages, Runner
     from modules.generation.styles import StyleStore
+    from modules.generation.vae_tiling import VaeTiling
     from modules.models.embeddings import EmbeddingLibrary
     from modules.models.lora import LoraLibrary
     from modules.models.vae import VaeLibrary
@@ -208,8 +209,24 @@ class GenerationService:
             self._other_runner = (other, Runner(other.model, self._prompt_setup()))
         runner = self._other_runner[1]
         if self._runner is not None:
+            self._runner[1].vae_tiling = self._vae_tiling(self._runner[0].model.arch)  # less room if both models stay on the GPU
             runner.vae_tiling, runner.upscalers = self._runner[1].vae_tiling, self._runner[1].upscalers
         return other.info.short_title, runner
+
+    def _vae_tiling(self, arch: str) -> "VaeTiling":
+        """vae_tiling_megapixels, lowered to the card's cap (devices.auto_memory), which shrinks
+        by what a refiner or hires checkpoint held whole beside the model takes of the room the
+        cap was set for."""
+        from modules.generation.devices import DECODE_GIB_PER_MP, GIB, family
+        from modules.generation.vae_tiling import VaeTiling
+
+        devices = self.models.devices
+        plan, held = devices.memory, self.models.held_on_gpu()
+        cap_name = "tiling_" + family(arch)
+        if held and getattr(plan, cap_name) > 0:
+            per_mp = DECODE_GIB_PER_MP * (2.0 if devices.vae_dtype.itemsize >= 4 else 1.0)
+            plan = replace(plan, **{cap_name: max(0.1, int((getattr(plan, cap_name) - held / GIB / per_mp) * 10 + 1e-6) / 10)})
+        return VaeTiling(plan.tiling_megapixels(arch, self.vae_tiling_megapixels))
 
     def _park_unused(self, params: GenerationParams) -> None:
         """A job that names neither the held refiner nor the held hires checkpoint leaves it in
@@ -255,10 +272,7 @@ class GenerationService:
         if self._runner is None or self._runner[0] is not active:
             self._runner = (active, runner_for(active.model, self._prompt_setup()))
             self._runner[1].checkpoints = self.other_runner
-        from modules.generation.vae_tiling import VaeTiling
-
-        plan = self.models.devices.memory  # the card's cap (devices.auto_memory) can lower the setting
-        self._runner[1].vae_tiling = VaeTiling(plan.tiling_megapixels(active.model.arch, self.vae_tiling_megapixels))
+        self._runner[1].vae_tiling = self._vae_tiling(active.model.arch)
         self._runner[1].upscalers = self.upscalers.registry if self.upscalers is not None else None  # as last scanned
         if self.libraries.vaes is not None:
             try:

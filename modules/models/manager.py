@@ -296,6 +296,15 @@ class ModelManager:
         when nothing is held, on an offloading plan (its turns were set at load) or off CUDA."""
         return self._other_place
 
+    def held_on_gpu(self) -> int:
+        """Bytes of the held model's weights whole on the GPU beside the active one (0 when it
+        takes turns, waits in RAM or none is held): room an untiled VAE decode no longer has."""
+        if self._other is None or self._other_place != "gpu":
+            return 0
+        from modules.generation.offload import weight_bytes
+
+        return weight_bytes(self._other.model)
+
     def _free_vram(self) -> int | None:
         """Bytes the CUDA device can still give (its free memory plus torch's reusable cache);
         None off CUDA, where the models share the system's memory and both simply stay."""

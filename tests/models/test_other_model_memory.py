@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from modules.generation.devices import GIB, device_settings
+from modules.generation.devices import GIB, DeviceSettings, MemoryPlan, device_settings
+from modules.generation.offload import weight_bytes
 from modules.generation.runner import Runner
 from modules.jobs.generation_task import GenerationService
 from modules.models.catalog import HashCache
@@ -71,6 +72,19 @@ def test_a_card_that_holds_both_keeps_both_whole(manager, monkeypatch):
     assert [name for name, _ in seen] == ["base", "base", "refiner", "refiner"]
     assert not any(hooked(manager.active.model)) and not any(hooked(manager.other.model))
     assert "offload_turns" not in manager.active.model.extra and manager.other.model.device == manager.devices.device
+    assert manager.held_on_gpu() == weight_bytes(manager.other.model) > 0  # what the tiled-VAE cap gives up
+
+
+def test_a_refiner_held_on_the_gpu_lowers_the_tiled_vae_cap_by_its_size():
+    """SDXL on a 16 GB card: untiled decodes up to 2.9 MP alone; a 6 GiB refiner beside it
+    (fp16 VAE, 3 GiB per megapixel) leaves room for 0.9 MP."""
+    devices = DeviceSettings(torch.device("cuda"), torch.float16, torch.float16, memory=MemoryPlan(tiling_sd=3.4, tiling_sdxl=2.9))
+    service = SimpleNamespace(models=SimpleNamespace(devices=devices, held_on_gpu=lambda: 6 * GIB), vae_tiling_megapixels=0.0)
+    assert GenerationService._vae_tiling(service, "sdxl").megapixels == pytest.approx(0.9)
+    service.vae_tiling_megapixels = 0.5  # the user's own setting below the cap wins
+    assert GenerationService._vae_tiling(service, "sdxl").megapixels == pytest.approx(0.5)
+    service.models.held_on_gpu, service.vae_tiling_megapixels = lambda: 0, 0.0
+    assert GenerationService._vae_tiling(service, "sdxl").megapixels == pytest.approx(2.9)
 
 
 def test_a_card_too_small_for_both_makes_them_take_turns_and_a_job_without_the_refiner_parks_it(manager, monkeypatch):
@@ -87,6 +101,7 @@ def test_a_card_too_small_for_both_makes_them_take_turns_and_a_job_without_the_r
     assert manager.other_place == "ram" and manager.other is not None
     assert not any(hooked(base)) and not any(hooked(refiner)) and "offload_turns" not in base.extra
     assert refiner.device == torch.device("cpu") and base.device == manager.devices.device
+    assert manager.held_on_gpu() == 0
 
     # asked for again when the card has room: back on the GPU whole, not read from the file again
     monkeypatch.setattr(manager, "_free_vram", lambda: BIG_CARD)
