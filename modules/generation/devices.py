@@ -85,7 +85,7 @@ class MemoryPlan:
 
     @property
     def offloads(self) -> bool:
-        return self.sd != "none" or self.sdxl != "none"
+        return any(mode != "none" for mode in (self.sd, self.sdxl, self.flow))
 
     def tiling_megapixels(self, arch: str, setting: float) -> float:
         """The tiled-VAE threshold to use: the user's `vae_tiling_megapixels` (0: never), lowered
