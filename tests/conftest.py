@@ -8,6 +8,10 @@ os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_D
 # A safety net: a checkpoint download that a test starts by mistake goes to a closed loopback
 # port and fails at once, never to the internet. Servers the tests start inherit it.
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+# One thread per process (and per server a test starts): the models here are tiny, so a second
+# intra-op thread gains nothing, and the suite runs in two pytest-xdist workers (pytest.ini)
+# that would otherwise fight over the same cores. TEST_TORCH_THREADS=N gives N.
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("TEST_TORCH_THREADS", "1"))
 
 import json  # noqa: E402
 import socket  # noqa: E402
@@ -15,6 +19,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"

@@ -3,10 +3,10 @@ Content-Length, or while a chunked one arrives; smaller ones reach the route who
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from modules.api.body_limit import BodyLimit
+from tests.aio import run
 
 
 def call(path: str, chunks: list[bytes], length: int | None, limits=(1.0, 4.0)) -> tuple[int, bytes, bytes]:
@@ -35,7 +35,7 @@ def call(path: str, chunks: list[bytes], length: int | None, limits=(1.0, 4.0)) 
 
     headers = [(b"content-length", str(length).encode())] if length is not None else []
     scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": headers}
-    asyncio.run(BodyLimit(app, lambda: limits)(scope, receive, send))
+    run(BodyLimit(app, lambda: limits)(scope, receive, send))  # a browser test's loop may be running here
     return sent[0]["status"], sent[1]["body"], seen[0] if seen else b""
 
 

@@ -215,7 +215,9 @@ def test_tiny_sd1_round_trip(tmp_path, configs_dir, tiny, suffix):
     expected = render(tiny["unet"], tiny["vae"], tiny["text_encoder"], loaded.tokenizer)
     actual = render(loaded.unet, loaded.vae, loaded.text_encoder, loaded.tokenizer)
     assert expected.shape == (1, 3, 64, 64)
-    assert torch.equal(actual, expected)
+    # Same weights (checked above), so the same picture; not bit for bit: with one thread the
+    # loaded copy's memory layout can pick another kernel path, a difference of float rounding
+    assert (actual - expected).abs().max() < 1e-5
 
 
 def test_fp16_file_mixed_dtypes(tmp_path, configs_dir, tiny):
