@@ -244,10 +244,12 @@ class GenerationService:
         """Refuse, before the job waits, a refiner or hires checkpoint that is not there or, as
         far as the files tell without loading them, draws in another latent space than the
         job's checkpoint (`checkpoint`, as ModelManager.pin gave it; else the selected one)."""
+        main = self.models.find(checkpoint) if checkpoint else self.models.selected
+        if main is not None and flow_size_problem(params) and latent_space(main.path) in ("Flux", "SD 3"):
+            raise ValueError(flow_size_problem(params))
         names = [(what, name) for what, name in (("Refiner", params.refiner), ("Hires checkpoint", params.hires_checkpoint)) if name]
         if not names:
             return
-        main = self.models.find(checkpoint) if checkpoint else self.models.selected
         if main is not None and latent_space(main.path) in ("Flux", "SD 3"):
             raise ValueError(f"{names[0][0]} works with SD 1.x, 2.x and SDXL checkpoints; {main.title} is a {latent_space(main.path)} one.")
         for what, name in names:
@@ -689,15 +691,44 @@ def latent_space(path: Path) -> str | None:
     from modules.models.arch import detect_architecture, read_checkpoint_shapes
     from modules.models.loaded import family_of
 
-    if Path(path).is_dir():
-        return None
     try:
-        arch = detect_architecture(read_checkpoint_shapes(path))
-    except ValueError:
+        arch = _folder_arch(Path(path)) if Path(path).is_dir() else detect_architecture(read_checkpoint_shapes(path))
+    except (OSError, ValueError):
         return None
     if arch in ("sdxl", "sdxl-refiner"):
         return "SDXL"
     return {"sd": "SD", "flux": "Flux", "sd3": "SD 3"}.get(family_of(arch))
+
+
+def _folder_arch(folder: Path) -> str | None:
+    """A diffusers folder's architecture from its model_index.json (and the transformer's config
+    for Flux/SD 3), enough to tell its latent space; None for an unknown pipeline."""
+    import json
+
+    from modules.models.flow_loader import folder_arch
+
+    arch = folder_arch(folder)
+    if arch is not None:
+        return arch
+    name = str(json.loads((folder / "model_index.json").read_text()).get("_class_name", ""))
+    if name.startswith("StableDiffusionXL"):
+        return "sdxl"
+    return "sd1" if name.startswith("StableDiffusion") else None
+
+
+def flow_size_problem(params: GenerationParams) -> str | None:
+    """Flux and SD 3 draw in multiples of 16 (8x VAE, 2x2 patches): the sentence refusing the
+    first pass's or the hires pass's size, naming the nearest that work; None when both fit."""
+    sizes = [(params.width, params.height)]
+    if params.enable_hr:
+        sizes.append(params.hires_size())
+    for i, (width, height) in enumerate(sizes):
+        if width % 16 or height % 16:
+            below = f"{max(16, width // 16 * 16)}x{max(16, height // 16 * 16)}"
+            above = f"{-(-width // 16) * 16}x{-(-height // 16) * 16}"
+            what = "the hires size " if i else ""
+            return f"Flux and SD 3 draw in multiples of 16: {what}{width}x{height} is not; {below} or {above} are."
+    return None
 
 
 def _png_base64(image: "Image.Image") -> str:

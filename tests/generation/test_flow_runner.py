@@ -340,3 +340,40 @@ def test_a_flux_job_through_the_service_saves_forge_keys(tmp_path):
     assert "Token merging ratio" not in fields and any("Token merging does not apply" in n for n in result.notes)
     pasted = params_from_infotext(text).values
     assert (pasted["distilled_cfg_scale"], pasted["shift"]) == (2.5, 2.0)
+
+
+def test_flux_sizes_not_multiples_of_16_are_refused_at_submit_with_the_nearest(tmp_path):
+    """Before the job waits (the page's check_limits, the API's check_checkpoints): first pass and hires size."""
+    from modules.generation.devices import device_settings
+    from modules.jobs.generation_task import GenerationService
+    from modules.models.catalog import HashCache
+    from modules.models.manager import ModelManager
+    from modules.options import OutputSettings
+    from tests.models import flow_tiny
+
+    ckpts = tmp_path / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True)
+    flux = ckpts / "flux1-dev-tiny.safetensors"
+    flow_tiny.write_flux(flux, "dev", "transformer", dtype=torch.float32)
+    models = ModelManager((ckpts,), CONFIGS, lambda: device_settings(use_cpu=True), HashCache(tmp_path / "cache.json"))
+    service = GenerationService(models, OutputSettings(), tmp_path, console_progress=False)
+    with pytest.raises(ValueError, match=r"multiples of 16: 1000x1000 is not; 992x992 or 1008x1008 are"):
+        service.check_checkpoints(_params(width=1000, height=1000), str(flux))
+    with pytest.raises(ValueError, match=r"the hires size 120x120 is not; 112x112 or 128x128 are"):
+        service.check_checkpoints(_params(width=80, height=80, enable_hr=True, hr_scale=1.5), str(flux))
+    service.check_checkpoints(_params(width=1008, height=992, enable_hr=True, hr_scale=2.0), str(flux))  # fits: no error
+
+
+def test_a_flux_diffusers_folder_tells_its_latent_space_from_model_index(tmp_path):
+    """So a Flux folder with a Refiner is refused before anything loads."""
+    import json
+
+    from modules.jobs.generation_task import latent_space
+
+    folder = tmp_path / "FLUX.1-dev"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (folder / "transformer" / "config.json").write_text(json.dumps({"guidance_embeds": True}))
+    assert latent_space(folder) == "Flux"
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    assert latent_space(folder) == "SDXL"
