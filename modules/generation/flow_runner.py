@@ -42,6 +42,8 @@ from modules.models.loaded import LoadedModel
 
 PROMPT_EDITING_NOTE = ("Prompt editing, alternation and AND are not sampled step by step on Flux and SD 3: "
                        "each pass used the prompt as it reads at its first step.")
+NO_T5_NOTE = ("no T5-XXL text encoder was found in models/text_encoder: SD 3 ran on its CLIP encoders only "
+              "(put t5xxl_fp16.safetensors there for better prompt following)")
 
 
 def runner_for(model: LoadedModel, setup: PromptSetup | None = None) -> Runner:
@@ -86,7 +88,8 @@ class FlowRunner(Runner):
     def job_params(self, params: GenerationParams) -> tuple[GenerationParams, list[str]]:
         """Schedule type Automatic is the model's own schedule (Simple) for every sampler: flow
         models have no Karras levels of their own (flow_samplers). Token merging and NGMS are UNet
-        tricks: they do not run here, so they leave the infotext, with a note."""
+        tricks: they do not run here, so they leave the infotext, with a note; so does an SD 3 file
+        loaded without T5 (SAI's sd3_medium_incl_clips)."""
         update: dict[str, Any] = {}
         for name in ("scheduler", "hr_scheduler"):
             if getattr(params, name) == "Automatic":
@@ -98,6 +101,8 @@ class FlowRunner(Runner):
             if used:
                 update.update(used)
                 notes.append(f"{label} does not apply to Flux and SD 3 models: it was not used.")
+        if self.family == "sd3" and self.model.text_encoder_3 is None:
+            notes.append(NO_T5_NOTE)
         return (params.model_copy(update=update) if update else params), notes
 
     def prepare(self, params: GenerationParams) -> JobPrompts:

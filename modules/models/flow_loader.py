@@ -229,6 +229,30 @@ def _first_line(e: Exception) -> str:
     return first_line(e)
 
 
+# --------------------------------------------------------------------------- precision
+
+
+def flow_dtype(device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a flow model really loads in: Flux and SD 3.5 are bf16 models, and fp16
+    overflows in SD 3's joint blocks (NaN, black pictures), so the CUDA default fp16 becomes
+    bf16 on a card that has it; fp16 stays on cards without bf16, other dtypes as asked."""
+    import torch
+
+    return torch.bfloat16 if dtype == torch.float16 and _bf16_device(device) else dtype
+
+
+def _bf16_device(device) -> bool:
+    """Whether `device` is a CUDA card that computes in bf16 (Ampere and newer)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except (RuntimeError, AssertionError):  # no usable CUDA driver
+        return False
+
+
 # --------------------------------------------------------------------------- single files
 
 
@@ -251,13 +275,18 @@ def load_flow_file(
 
     path, config_folder = Path(path), Path(config_folder)
     family = FAMILIES[family_of(arch)]
+    dtype, vae_dtype = flow_dtype(device, dtype), flow_dtype(device, vae_dtype)
     try:
-        held = file_parts(read_checkpoint_shapes(path))
+        shapes = read_checkpoint_shapes(path)
+        if any(k.endswith("scaled_fp8") or k.endswith(".scale_weight") for k in shapes):
+            raise ValueError("it is a \"scaled fp8\" file (Comfy's *_scaled), whose weights only make sense with their scales, "
+                             "which are not supported: use a plain fp8 (e4m3fn) or bf16 file of the model, or a GGUF")
+        held = file_parts(shapes)
         plan = _plan_parts(path, family, family_of(arch), held, config_folder, parts, _transformer_storage(path))
-        tokenizers = {**_clip_tokenizers(family_of(arch), config_folder, configs_dir),
-                      family.t5_slot.replace("text_encoder", "tokenizer"):
-                          t5_tokenizer([config_folder / family.t5_slot.replace("text_encoder", "tokenizer")], parts,
-                                       configs_dir / T5_TOKENIZER_DIR)}
+        t5_name = family.t5_slot.replace("text_encoder", "tokenizer")
+        tokenizers = _clip_tokenizers(family_of(arch), config_folder, configs_dir)
+        if plan[family.t5_slot] is not None:
+            tokenizers[t5_name] = t5_tokenizer([config_folder / t5_name], parts, configs_dir / T5_TOKENIZER_DIR)
     except ValueError as e:
         raise ValueError(f"Could not load checkpoint {path}: {e}") from e
     try:
@@ -268,7 +297,7 @@ def load_flow_file(
         raise ValueError(f"Could not load checkpoint {path}: it does not fit the {arch} config in {config_folder} "
                          f"({type(e).__name__}: {_first_line(e)})") from e
     extra = {"config_folder": config_folder, "config_source": config_source,
-             "parts": {name: str(source) for name, source in plan.items() if name != "storage" and source != path}}
+             "parts": {name: str(source) for name, source in plan.items() if name != "storage" and source not in (path, None)}}
     log.info("Loaded %s as %s with config %s (%s)%s", path.name, arch, config_folder, config_source,
              "".join(f"; {name} from {source}" for name, source in extra["parts"].items()))
     return _package(components, tokenizers, config_folder, path, arch, device, dtype, vae_dtype, extra)
@@ -301,7 +330,9 @@ def _plan_parts(path, family: _Family, family_name: str, held: set[str], config_
             continue
         candidates = candidates if candidates is not None else _candidates(parts.text_encoders)
         found = _pick(candidates, "t5xxl" if encoder.part == "t5xxl" else "clip", _encoder_width(config_folder, encoder), storage != "plain")
-        if found is None:
+        if found is None and encoder.part == "t5xxl" and family_name == "sd3":
+            plan[encoder.slot] = None  # SD 3 runs on its CLIP encoders alone (zeros for T5, as diffusers does); the job says so
+        elif found is None:
             what, example = PART_NAMES[encoder.part]
             missing.append(f"{what} such as {example} in {_folder_name(parts.text_encoders, 'text_encoder')}")
         else:
@@ -340,6 +371,9 @@ def _load_parts(path: Path, family: _Family, plan: dict, config_folder: Path,
     components = {}
     for encoder in family.encoders:
         source = plan[encoder.slot]
+        if source is None:
+            components[encoder.slot] = None
+            continue
         if source == path:
             prefix = PART_PREFIX.format(encoder.part)
             state = {k[len(prefix):]: checkpoint.pop(k) for k in [k for k in checkpoint if k.startswith(prefix)]}
@@ -454,6 +488,7 @@ def load_flow_folder(
 
     folder = Path(folder)
     family = FAMILIES[family_of(arch)]
+    dtype, vae_dtype = flow_dtype(device, dtype), flow_dtype(device, vae_dtype)
     try:
         kwargs: dict[str, Any] = {}
         for name, tokenizer in _clip_tokenizers(family_of(arch), folder, configs_dir).items():

@@ -8,6 +8,7 @@ import shutil
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -377,3 +378,59 @@ def test_the_shipped_t5_tokenizer_is_t5s_vocabulary(tmp_path):
     tokenizer = flow_loader.t5_tokenizer([tmp_path / "none"], PartFolders((tmp_path,)), CONFIGS / "t5-tokenizer")
     assert tokenizer("Hello world").input_ids == [8774, 296, 1]
     assert tokenizer("a photo of a cat", padding="max_length", max_length=10).input_ids == [3, 9, 1202, 13, 3, 9, 1712, 1, 0, 0]
+
+
+# --------------------------------------------------------------------------- precision, scaled fp8, SD 3 without T5
+
+
+def test_fp16_on_a_card_with_bf16_loads_flow_models_in_bf16(flux_full):
+    """Flux and SD 3.5 are bf16 models (fp16 overflows in SD 3's joint blocks: black pictures)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.cuda, "is_available", lambda: True)
+        mp.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        assert flow_loader.flow_dtype("cuda", torch.float16) == torch.bfloat16
+        assert flow_loader.flow_dtype(torch.device("cuda:0"), torch.float32) == torch.float32  # --no-half as asked
+        assert flow_loader.flow_dtype(CPU, torch.float16) == torch.float16
+        mp.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # Turing and older keep fp16
+        assert flow_loader.flow_dtype("cuda", torch.float16) == torch.float16
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(flow_loader, "_bf16_device", lambda device: True)  # as on such a card, here on the CPU
+        loaded = _load(flux_full[0], "flux-dev", dtype=torch.float16, vae_dtype=torch.float16)
+    assert loaded.dtype == loaded.vae_dtype == torch.bfloat16
+    assert {loaded.unet.dtype, loaded.text_encoder.dtype, loaded.vae.dtype} == {torch.bfloat16}
+
+
+def test_a_scaled_fp8_checkpoint_is_refused_naming_the_file(root, flux_full):
+    from safetensors.torch import load_file, save_file
+
+    path = root / "Stable-diffusion" / "flux1-dev-fp8-scaled.safetensors"
+    state = load_file(str(flux_full[0]))
+    state["model.diffusion_model.scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    state["model.diffusion_model.double_blocks.0.img_attn.proj.scale_weight"] = torch.ones(1)
+    save_file(state, str(path))
+    shutil.copytree(flow_tiny.side_car(flux_full[0]), flow_tiny.side_car(path))
+    with pytest.raises(ValueError, match=r"flux1-dev-fp8-scaled.safetensors: it is a \"scaled fp8\" file .* plain fp8 .* or a GGUF"):
+        _load(path, "flux-dev")
+
+
+def test_sd3_with_its_clips_but_no_t5_runs_on_the_clips_and_says_so(root):
+    """SAI's sd3_medium_incl_clips.safetensors: no T5 in the file nor in models/text_encoder."""
+    from safetensors.torch import load_file, save_file
+
+    from modules.generation.flow_runner import NO_T5_NOTE, runner_for
+    from modules.generation.params import GenerationParams
+
+    path = root / "Stable-diffusion" / "sd3_medium_incl_clips.safetensors"
+    flow_tiny.write_sd3(path, "sd3", "full", dtype=torch.float32, seed=2)
+    save_file({k: v for k, v in load_file(str(path)).items() if not k.startswith("text_encoders.t5xxl.")}, str(path))
+    loaded = _load(path, "sd3", PartFolders((root / "no-text-encoders",)), dtype=torch.float32)
+    assert loaded.text_encoder_3 is None and loaded.text_encoder_2 is not None and "text_encoder_3" not in loaded.extra["parts"]
+    runner = runner_for(loaded)
+    params = GenerationParams(prompt="a red square", sampler_name="Euler", width=64, height=64, steps=2, cfg_scale=4.0)
+    assert NO_T5_NOTE in runner.job_params(params)[1]
+    picture = next(iter(runner.txt2img(params, 1))).images[0]
+    assert picture.size == (64, 64) and np.asarray(picture).std() > 1  # a picture, not NaN-black
+    flux_transformer_only = root / "Stable-diffusion" / "flux1-dev-no-t5.safetensors"
+    flow_tiny.write_flux(flux_transformer_only, "dev", "transformer")
+    with pytest.raises(ValueError, match="T5-XXL text encoder such as t5xxl_fp16"):  # Flux cannot do without
+        _load(flux_transformer_only, "flux-dev", PartFolders((root / "no-text-encoders",), (root / "no-vae",)))
