@@ -27,6 +27,7 @@ from modules.ui.forever import wire_forever
 from modules.ui.scripts import build_script_menu
 from modules.ui.alwayson import build_alwayson
 from modules.ui.refiner import build_refiner
+from modules.ui.flow_controls import build_flow_controls
 from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
     UPLOAD_SOURCES, JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
@@ -212,7 +213,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
                     scale_by = gr.Slider(0.05, 4.0, value=1.0, step=0.05, label="Scale", elem_id="img2img_scale")
                     scaled_size = gr.HTML(elem_id="img2img_scale_resolution_preview")
             cfg = slider(PREFIX, "cfg_scale")
-            distilled = slider(PREFIX, "distilled_cfg_scale")  # Flux dev's guidance (Forge's slider)
+            flow = build_flow_controls(PREFIX)  # Flux dev's Distilled CFG Scale, the flow models' Shift
             denoising = slider(PREFIX, "denoising_strength", Img2ImgParams)
             exact = gr.Checkbox(label=meta("img2img_fix_steps")["label"], value=False, elem_id="img2img_fix_steps")
             with gr.Row():
@@ -230,7 +231,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
 
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "styles": top.styles, "sampler_name": sampler, "scheduler": schedule,
-        "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "distilled_cfg_scale": distilled,
+        "steps": steps, "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, **flow,
         "seed": seed_row.seed,
         **seed_row.fields,
         "denoising_strength": denoising, "img2img_fix_steps": exact, "resize_mode": resize_mode, "mask_blur": mask_blur,

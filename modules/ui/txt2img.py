@@ -23,6 +23,7 @@ from modules.ui.forever import wire_forever
 from modules.ui.scripts import build_script_menu
 from modules.ui.alwayson import build_alwayson
 from modules.ui.refiner import build_refiner
+from modules.ui.flow_controls import build_flow_controls
 from modules.ui.common import (
     JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
@@ -100,7 +101,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
             refiner = build_refiner(PREFIX, service.models)
             width, height, n_iter, batch_size = build_size(PREFIX)
             cfg = slider(PREFIX, "cfg_scale")
-            distilled = slider(PREFIX, "distilled_cfg_scale")  # Flux dev's guidance (Forge's slider)
+            flow = build_flow_controls(PREFIX)  # Flux dev's Distilled CFG Scale, the flow models' Shift
             seed_row = build_seed(PREFIX)
             cn = build_controlnet(PREFIX, controlnet, queue, width, height, max_pixels=lambda: service.limits.max_pixels)
             menu = build_script_menu(PREFIX, scripts)
@@ -113,7 +114,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     target = hires.pop("_target")
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "sampler_name": sampler, "scheduler": schedule, "steps": steps,
-        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, "distilled_cfg_scale": distilled, "seed": seed,
+        "width": width, "height": height, "n_iter": n_iter, "batch_size": batch_size, "cfg_scale": cfg, **flow, "seed": seed,
         **seed_row.fields,
         **hires, **refiner, "styles": top.styles, "restore_faces": restore, "tiling": tiling,
     }
