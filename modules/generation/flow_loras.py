@@ -5,7 +5,9 @@ diffusers' FluxLoraLoaderMixin reads both the kohya layout (`lora_unet_double_bl
 Each file becomes a peft adapter on the shared transformer (and text encoders), weighted with
 `set_adapters`; a job without LoRAs deletes them all, so it runs the base weights exactly.
 LoRAs trained for SD 1.x/2.x/SDXL (UNet block names) are refused with a note before loading:
-peft would otherwise find nothing to attach to, or fail half-way.
+peft would otherwise find nothing to attach to, or fail half-way. A file diffusers reads but
+attaches nothing from (kohya's SD 3 layout, which diffusers 0.42 does not convert) is left out
+with a note too, rather than failing the job in set_adapters.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ log = logging.getLogger(__name__)
 
 # Key fragments only a UNet LoRA (SD 1.x, 2.x, SDXL) has, in the kohya and diffusers layouts.
 _UNET_MARKERS = ("down_blocks", "up_blocks", "mid_block", "input_blocks", "output_blocks", "middle_block", "lora_te2_")
+# Key fragments of Flux/SD 3 LoRAs (kohya: joint/double/single blocks; diffusers: transformer.),
+# looked for first: kohya's SD 3 LoRAs name CLIP-G lora_te2_ as SDXL's do.
+_FLOW_MARKERS = ("joint_blocks", "double_blocks", "single_blocks", "transformer.")
+KOHYA_SD3_MARKER = "lora_unet_joint_blocks_"
 FAMILY_NAMES = {"flux": "Flux", "sd3": "SD 3"}
 
 
@@ -30,6 +36,8 @@ def _read(path: Path) -> dict:
 
 def made_for_unet(state: dict) -> bool:
     """Whether a LoRA's keys name UNet blocks: one made for SD 1.x/2.x/SDXL."""
+    if any(marker in key for key in state for marker in _FLOW_MARKERS):
+        return False
     return any(marker in key for key in state for marker in _UNET_MARKERS)
 
 
@@ -89,6 +97,11 @@ class FlowLoras:
                 raise ValueError(f"it is made for SD 1.x, 2.x or SDXL, not {family}")
             name = f"lora_{len(self._refused) + len(self._loaded)}_{abs(hash(key)) % 10**8}"
             self.pipe.load_lora_weights(state, adapter_name=name)
+            if not self._present(name):
+                if self.family == "sd3" and any(k.startswith(KOHYA_SD3_MARKER) for k in state):
+                    raise ValueError("kohya-layout SD 3 LoRAs (lora_unet_joint_blocks_… keys) are not supported yet; "
+                                     "a diffusers-layout one (transformer.… keys) works")
+                raise ValueError(f"none of its layers fit this {family} model")
         except Exception as exc:  # a bad or foreign file costs the LoRA, not the job
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             note = f"LoRA '{file.name}' was not applied: {reason}."
@@ -98,6 +111,10 @@ class FlowLoras:
             return None
         self._loaded[key] = name
         return name
+
+    def _present(self, name: str) -> bool:
+        """Whether diffusers attached adapter `name` to any component (it may read a file and attach nothing)."""
+        return any(name in adapters for adapters in self.pipe.get_list_adapters().values())
 
     def _weights(self, name: str, te: float, unet: float) -> Any:
         """One weight, or per component where the LoRA has text-encoder layers (A1111's te multiplier)."""

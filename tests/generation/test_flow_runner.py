@@ -377,3 +377,29 @@ def test_a_flux_diffusers_folder_tells_its_latent_space_from_model_index(tmp_pat
     assert latent_space(folder) == "Flux"
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
     assert latent_space(folder) == "SDXL"
+
+
+def test_an_sd3_lora_diffusers_cannot_attach_is_left_out_with_a_note_and_the_job_runs(models, tmp_path):
+    """kohya's SD 3 layout (lora_unet_joint_blocks_…, CLIP-G as lora_te2_): diffusers 0.42 reads it and attaches nothing."""
+    from safetensors.torch import save_file
+
+    from modules.generation.flow_loras import made_for_unet
+
+    kohya = {"lora_unet_joint_blocks_0_x_block_attn_qkv.lora_down.weight": torch.randn(4, 32),
+             "lora_unet_joint_blocks_0_x_block_attn_qkv.lora_up.weight": torch.randn(96, 4),
+             "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight": torch.randn(4, 24),
+             "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight": torch.randn(24, 4)}
+    assert not made_for_unet(kohya)  # not refused as an SDXL LoRA for its lora_te2_ keys
+    save_file(kohya, str(tmp_path / "kohya-sd3.safetensors"))
+    torch.manual_seed(12)
+    save_file({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.randn(4, 32),
+               "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.randn(32, 4)}, str(tmp_path / "diffusers-sd3.safetensors"))
+    runner = runner_for(models["sd3"], PromptSetup(loras=_Library(tmp_path / "kohya-sd3.safetensors", tmp_path / "diffusers-sd3.safetensors")))
+    plain = next(iter(runner.txt2img(_params(cfg_scale=4.0), 4))).images[0]
+    params = _params(prompt="a red square <lora:kohya-sd3:1> <lora:diffusers-sd3:1>", cfg_scale=4.0)
+    job = runner.prepare(params)
+    with_lora = next(iter(runner.txt2img(params, 4, prompts=job))).images[0]
+    assert any("kohya-sd3" in w and "kohya-layout SD 3 LoRAs" in w and "not supported yet" in w for w in job.warnings), job.warnings
+    assert runner.lora_names == ("diffusers-sd3",) and _close(plain, with_lora) > 1
+    again = next(iter(runner.txt2img(_params(cfg_scale=4.0), 4))).images[0]
+    assert _close(again, plain) == 0
