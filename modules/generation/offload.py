@@ -74,10 +74,14 @@ def weight_bytes(model: "LoadedModel") -> int:
 
 def leave(model: "LoadedModel") -> None:
     """A model being dropped leaves the turns it shared with another, which would otherwise
-    keep its parts alive."""
+    keep its parts alive. Its part on the GPU goes home first: once forgotten, no other part's
+    turn would send it there."""
     turns = model.extra.pop("offload_turns", None)
     if turns is not None:
         mine = {id(m) for m in parts(model)}
+        for part in turns.parts:
+            if id(part) in mine and id(part) in turns.resident:
+                part.to("cpu")
         turns.parts = [m for m in turns.parts if id(m) not in mine]
         turns.resident -= mine
 

@@ -126,7 +126,8 @@ class GenerationService:
         self._clock = clock
         self.apply_settings(settings)
         self._runner: tuple[ActiveModel, Runner] | None = None
-        self._other_runner: tuple[ActiveModel, Runner] | None = None  # the refiner's or hires checkpoint's (models.ensure_other)
+        self._other_runners: dict[Path, tuple[ActiveModel, Runner]] = {}  # the refiner's and hires checkpoint's (models.ensure_other)
+        self._job_others: tuple[Path, ...] = ()  # the paths of the refiner and hires checkpoint the running job uses
         self._counter: tuple | None = None  # (tokenizer, Tokenizing) for the page's token counter
         self._fallback_tokenizer = None
         self._limit_tokenizing = None  # the limits' own CLIP tokenizer (see _token_counter)
@@ -182,7 +183,7 @@ class GenerationService:
 
     def _drop_runner(self) -> None:
         self._runner = None
-        self._other_runner = None
+        self._other_runners = {}
 
     def _prompt_setup(self):
         from modules.generation.runner import PromptSetup
@@ -200,14 +201,15 @@ class GenerationService:
         active = self.models.active
         if self._runner is not None and active is self._runner[0] and active.info.path == info.path:
             return active.info.short_title, self._runner[1]
-        if self._other_runner is not None and self._other_runner[0].info.path != info.path:
-            self._other_runner = None  # let go of the old one before the next loads
-        other = self.models.ensure_other(name)
+        if info.path not in self._other_runners:  # let go of those the job does not use before another loads
+            self._other_runners = {p: r for p, r in self._other_runners.items() if p in self._job_others}
+        other = self.models.ensure_other(name, keep=self._job_others)
         if other.model.family != "sd":
             raise ValueError(f"{info.title} is a {other.model.arch} checkpoint: a refiner or hires checkpoint must be an SD 1.x, 2.x or SDXL one.")
-        if self._other_runner is None or self._other_runner[0] is not other:
-            self._other_runner = (other, Runner(other.model, self._prompt_setup()))
-        runner = self._other_runner[1]
+        self._other_runners = {p: r for p, r in self._other_runners.items() if any(r[0] is m for m in self.models.others)}
+        if info.path not in self._other_runners:
+            self._other_runners[info.path] = (other, Runner(other.model, self._prompt_setup()))
+        runner = self._other_runners[info.path][1]
         if self._runner is not None:
             self._runner[1].vae_tiling = self._vae_tiling(self._runner[0].model.arch)  # less room if both models stay on the GPU
             runner.vae_tiling, runner.upscalers = self._runner[1].vae_tiling, self._runner[1].upscalers
@@ -229,16 +231,12 @@ class GenerationService:
         return VaeTiling(plan.tiling_megapixels(arch, self.vae_tiling_megapixels))
 
     def _park_unused(self, params: GenerationParams) -> None:
-        """A job that names neither the held refiner nor the held hires checkpoint leaves it in
-        system RAM rather than on the GPU (ModelManager.park_other says why it is kept)."""
-        held = self.models.other
-        if held is None:
-            return
-        for name in (params.refiner, params.hires_checkpoint):
-            found = self.models.find(name) if name else None
-            if found is not None and found.path == held.info.path:
-                return
-        self.models.park_other()
+        """At a job's start: a held refiner or hires checkpoint the job does not name waits in
+        system RAM rather than on the GPU (ModelManager.park_other says why it is kept), and
+        those it names are kept for it, so loading one never drops the other mid-job."""
+        found = (self.models.find(name) if name else None for name in (params.refiner, params.hires_checkpoint))
+        self._job_others = tuple(info.path for info in found if info is not None)
+        self.models.park_other(keep=self._job_others)
 
     def check_checkpoints(self, params: GenerationParams, checkpoint: str | None = None) -> None:
         """Refuse, before the job waits, a refiner or hires checkpoint that is not there or, as

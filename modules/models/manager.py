@@ -17,7 +17,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Collection
 
 from modules.generation.speed import SpeedOptions
 from modules.models import tiny  # light: it imports torch only when it builds the model
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from modules.models.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
+
+MAX_HELD = 2  # models held beside the active one: a job's refiner and its hires checkpoint
 
 TINY_NOTICE = (
     "Using the tiny test model with random weights: it draws coloured noise, not pictures. "
@@ -75,8 +77,9 @@ class ModelManager:
         self._lock = threading.Lock()
         self._checkpoints: list[CheckpointInfo] = []
         self._active: ActiveModel | None = None
-        self._other: ActiveModel | None = None  # a job's refiner or hires checkpoint, held beside the active one
-        self._other_place: str | None = None  # where it is on a plan that keeps models whole (other_place)
+        # A job's refiner and hires checkpoint, held beside the active one by path, the one asked for last at the end.
+        self._others: dict[Path, ActiveModel] = {}
+        self._places: dict[Path, str | None] = {}  # where each is on a plan that keeps models whole (place_of)
         self._selected: Path | None = None  # A1111's sd_model_checkpoint: what jobs without their own choice use
         self._unload_listeners: list[Callable[[], None]] = []
         self._learned_hints: dict[str, ModelHints] = {}  # by file name, from Ray workers that loaded it
@@ -266,44 +269,63 @@ class ModelManager:
             log.warning(TINY_NOTICE)
         return self._active
 
-    def ensure_other(self, query: str) -> ActiveModel:
+    def ensure_other(self, query: str, keep: "Collection[Path]" = ()) -> ActiveModel:
         """A checkpoint a job uses beside its own (A1111's refiner, the hires checkpoint): the
-        active model when it is that one, else loaded and held beside it, one such model at a
-        time (asking for another drops it first). On an offloading memory plan (--medvram,
-        --lowvram, or the plan chosen from the VRAM) its parts take turns on the GPU with the
-        active model's, so whichever model is idle waits in system RAM. On a plan that keeps
-        models whole, both stay whole on the GPU when the card has room for it beside the
-        active one, else they take turns as with --medvram (see `_place_other`)."""
+        active model when it is that one, else loaded and held beside it. Up to two are held (a
+        job may use both a refiner and a different hires checkpoint); a third drops one the job
+        does not use (`keep`: the paths of those it does), so a running job never loses a model
+        it still calls. On an offloading memory plan (--medvram, --lowvram, or the plan chosen
+        from the VRAM) their parts take turns on the GPU with the active model's, so whichever
+        model is idle waits in system RAM. On a plan that keeps models whole, each stays whole
+        on the GPU when the card has room for it beside the others, else they take turns as
+        with --medvram (see `_place_other`)."""
         info = self.require(query)
         if self._active is not None and self._active.info.path == info.path:
             return self._active
-        if self._other is not None and self._other.info.path == info.path and self._speed_current():
-            self._place_other()
-            return self._other
-        self.drop_other()
-        self._other = self._load(info, beside=self._active)
-        self._place_other()
-        return self._other
+        held = self._others.get(info.path)
+        if held is not None and self._speed_current():
+            self._others[info.path] = self._others.pop(info.path)  # the one asked for last
+            self._place_other(info.path)
+            return held
+        if held is not None:  # built with other speed options
+            self.drop_other(info.path)
+        wanted = {Path(p) for p in keep} | {info.path}
+        while len(self._others) >= MAX_HELD:
+            self.drop_other(next((p for p in self._others if p not in wanted), next(iter(self._others))))
+        self._others[info.path] = self._load(info, beside=self._active)
+        self._places[info.path] = None
+        self._place_other(info.path)
+        return self._others[info.path]
+
+    @property
+    def others(self) -> tuple[ActiveModel, ...]:
+        """The models held beside the active one, the one asked for last at the end."""
+        return tuple(self._others.values())
 
     @property
     def other(self) -> ActiveModel | None:
-        return self._other
+        """The held model asked for last (None when none is held)."""
+        return next(reversed(self._others.values()), None)
+
+    def place_of(self, path: Path) -> str | None:
+        """Where a held model is on a plan that keeps models whole: "gpu" (whole, beside the
+        active one), "turns" (it takes turns with the active one, as with --medvram) or "ram"
+        (parked); None when it is not held, on an offloading plan (its turns were set at load)
+        or off CUDA."""
+        return self._places.get(Path(path))
 
     @property
     def other_place(self) -> str | None:
-        """Where the held model is on a plan that keeps models whole: "gpu" (whole, beside the
-        active one), "turns" (the two take turns, as with --medvram) or "ram" (parked); None
-        when nothing is held, on an offloading plan (its turns were set at load) or off CUDA."""
-        return self._other_place
+        """`place_of` the held model asked for last."""
+        other = self.other
+        return self.place_of(other.info.path) if other is not None else None
 
     def held_on_gpu(self) -> int:
-        """Bytes of the held model's weights whole on the GPU beside the active one (0 when it
-        takes turns, waits in RAM or none is held): room an untiled VAE decode no longer has."""
-        if self._other is None or self._other_place != "gpu":
-            return 0
+        """Bytes of the held models' weights whole on the GPU beside the active one (0 when they
+        take turns, wait in RAM or none is held): room an untiled VAE decode no longer has."""
         from modules.generation.offload import weight_bytes
 
-        return weight_bytes(self._other.model)
+        return sum(weight_bytes(m.model) for path, m in self._others.items() if self._places.get(path) == "gpu")
 
     def _free_vram(self) -> int | None:
         """Bytes the CUDA device can still give (its free memory plus torch's reusable cache);
@@ -316,19 +338,19 @@ class ModelManager:
         free, _total = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
-    def _place_other(self) -> None:
-        """Put the held model where it runs, on a plan that keeps its family whole. Both models
-        stay whole on the GPU when the free VRAM (with the active model loaded) holds the other
-        one's weights plus the family's working memory or an untiled 1-megapixel decode,
+    def _place_other(self, path: Path) -> None:
+        """Put a held model where it runs, on a plan that keeps its family whole. It stays whole
+        on the GPU when the free VRAM (with the active model and any other held one there)
+        holds its weights plus the family's working memory or an untiled 1-megapixel decode,
         whichever is more (devices.FAMILIES; the tiled-VAE cap was set for one model on the
-        card); else the two take turns as on the "model" plan, so the idle one waits in system
-        RAM (SDXL's base 6.5 GiB and refiner ~6 GiB do not fit a 12-16 GB card together; A1111
-        keeps the idle checkpoint in RAM too)."""
-        other, active, devices = self._other, self._active, self.devices
-        if other is None or devices.memory.offload_for(other.model.arch) != "none":
-            self._other_place = None
+        card); else all the models take turns as on the "model" plan, so the idle ones wait in
+        system RAM (SDXL's base 6.5 GiB and refiner ~6 GiB do not fit a 12-16 GB card together;
+        A1111 keeps the idle checkpoint in RAM too). Once some take turns, another joins them."""
+        other, active, devices = self._others[path], self._active, self.devices
+        if devices.memory.offload_for(other.model.arch) != "none":
+            self._places[path] = None
             return
-        if self._other_place in ("gpu", "turns"):
+        if self._places.get(path) in ("gpu", "turns"):
             return
         from modules.generation.devices import DECODE_GIB_PER_MP, FAMILIES, GIB, family
         from modules.generation.offload import keep_whole, offload, weight_bytes
@@ -340,49 +362,62 @@ class ModelManager:
         need = FAMILIES[family(other.model.arch)]
         scale = 2.0 if devices.dtype.itemsize >= 4 else 1.0
         decode = DECODE_GIB_PER_MP * (2.0 if devices.vae_dtype.itemsize >= 4 else 1.0)
-        if weight_bytes(other.model) + max(need.working * scale, decode) * GIB <= free or active is None:
+        turns = "turns" in self._places.values()
+        if active is None or (not turns and weight_bytes(other.model) + max(need.working * scale, decode) * GIB <= free):
             keep_whole(other.model, devices.device)
-            self._other_place = "gpu"
-        else:
+            self._places[path] = "gpu"
+            return
+        if not turns:
             log.info("%s and %s do not fit the GPU together: they take turns, the idle one waiting in system RAM.",
                      active.info.title, other.info.title)
             offload(active.model, devices.device, "model")  # the active model's parts go to RAM until they run
-            offload(other.model, devices.device, "model", beside=active.model)
-            self._other_place = "turns"
+        for held, place in list(self._places.items()):  # those whole on the GPU join the turns too: the card has no room for all
+            if held == path or place == "gpu":
+                offload(self._others[held].model, devices.device, "model", beside=active.model)
+                self._places[held] = "turns"
 
-    def park_other(self) -> None:
-        """A job that does not use the held model sends it to system RAM instead of leaving it
-        on the GPU, and the active model whole again (on a plan that keeps models whole; with
-        offloading its turns send it home anyway). Kept in RAM rather than dropped, as A1111
-        keeps an idle checkpoint (sd_checkpoints_keep_in_cpu): users switch the refiner on and
-        off between jobs, and moving ~6 GiB back to the GPU is faster than reading the file
-        again; RAM is what it took while it was loaded anyway."""
-        if self._other is None or self._other_place not in ("gpu", "turns"):
+    def park_other(self, keep: "Collection[Path]" = ()) -> None:
+        """A job that does not use a held model sends it to system RAM instead of leaving it on
+        the GPU (`keep`: the paths of the held models the job uses), and once none takes turns,
+        the active model goes whole again (on a plan that keeps models whole; with offloading
+        their turns send them home anyway). Kept in RAM rather than dropped, as A1111 keeps an
+        idle checkpoint (sd_checkpoints_keep_in_cpu): users switch the refiner on and off between
+        jobs, and moving ~6 GiB back to the GPU is faster than reading the file again; RAM is
+        what it took while it was loaded anyway."""
+        kept = {Path(p) for p in keep}
+        idle = [p for p, place in self._places.items() if place in ("gpu", "turns") and p not in kept]
+        if not idle:
             return
         from modules.generation.devices import free_memory
         from modules.generation.offload import keep_whole
 
         devices = self.devices
-        keep_whole(self._other.model, "cpu")
-        if self._other_place == "turns" and self._active is not None:
+        had_turns = "turns" in self._places.values()
+        for path in idle:
+            keep_whole(self._others[path].model, "cpu")
+            self._places[path] = "ram"
+        if had_turns and "turns" not in self._places.values() and self._active is not None:
             keep_whole(self._active.model, devices.device)
-        self._other_place = "ram"
         free_memory(devices.device)
 
-    def drop_other(self, restore: bool = True) -> None:
-        """Free the model held beside the active one; if they took turns, the active one goes
-        whole onto the GPU again (`restore`; not when it is being dropped too)."""
-        if self._other is None:
+    def drop_other(self, path: Path | None = None, restore: bool = True) -> None:
+        """Free a held model (`path`; every one when None); if the last ones taking turns with
+        the active model are gone, it goes whole onto the GPU again (`restore`; not when it is
+        being dropped too)."""
+        paths = [p for p in self._others if path is None or p == Path(path)]
+        if not paths:
             return
         from modules.generation.devices import free_memory
         from modules.generation.offload import keep_whole, leave
 
-        if self._other_place == "turns":
-            keep_whole(self._other.model, "cpu")  # its last part to run leaves the GPU before the active one comes back
-        leave(self._other.model)
-        was, self._other, self._other_place = self._other_place, None, None
+        had_turns = "turns" in self._places.values()
+        for p in paths:
+            model = self._others.pop(p).model
+            if self._places.pop(p, None) == "turns":
+                keep_whole(model, "cpu")  # its last part to run leaves the GPU before the active one comes back
+            leave(model)
         free_memory(self.devices.device)
-        if was == "turns" and restore and self._active is not None:
+        if had_turns and "turns" not in self._places.values() and restore and self._active is not None:
             keep_whole(self._active.model, self.devices.device)
 
     def _speed_current(self) -> bool:
