@@ -75,14 +75,18 @@ class Spec:
     steps: int
     cfg: float  # classic CFG (SD 3.5); Flux runs at 1 with no negative prompt
     distilled: float = 3.5  # Flux dev's guidance embedding
+    variants: tuple[str, ...] = ("bf16", "gguf", "fp8")  # without --variants
 
     @property
     def flux(self) -> bool:
         return self.arch.startswith("flux")
 
 
-GPU_SPECS = (Spec("flux-dev", 1024, 20, 1.0), Spec("flux-schnell", 1024, 4, 1.0), Spec("sd35-medium", 1024, 20, 4.5))
-CPU_SPECS = (Spec("flux-dev", 64, 4, 1.0), Spec("flux-schnell", 64, 2, 1.0), Spec("sd35-medium", 64, 4, 4.5))
+# schnell skips GGUF unless --variants asks: quantizing its 12B transformer again costs more than its runs.
+GPU_SPECS = (Spec("flux-dev", 1024, 20, 1.0), Spec("flux-schnell", 1024, 4, 1.0, variants=("bf16", "fp8")),
+             Spec("sd35-medium", 1024, 20, 4.5))
+CPU_SPECS = tuple(dataclasses.replace(s, size=64, steps=max(2, s.steps // 5)) for s in GPU_SPECS)
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 # --cpu: the released configs with the widths cut as tests/models/flow_tiny.py cuts them
 # (CLIP-L 32, CLIP-G 48, T5 96, VAE 32 channels); vocabularies stay, so the shipped tokenizers fit.
@@ -192,12 +196,12 @@ def build_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dty
     else:
         torch.manual_seed(10)
         with created_on(device, dtype):
-            parts["vae"] = AutoencoderKL.from_config(AutoencoderKL.load_config(str(folder / "vae"))).eval().requires_grad_(False)
+            parts["vae"] = on_device(AutoencoderKL.from_config(AutoencoderKL.load_config(str(folder / "vae"))), device, dtype)
     transformer_config = json.loads((folder / "transformer" / "config.json").read_text())
     torch.manual_seed(20)
     with created_on(device, dtype):
         cls = getattr(diffusers, transformer_config["_class_name"])
-        transformer = cls.from_config(transformer_config).eval().requires_grad_(False)
+        transformer = on_device(cls.from_config(transformer_config), device, dtype)
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(str(folder), subfolder="scheduler", local_files_only=True)
     t5 = t5_tokenizer([], PartFolders(), CONFIGS / "t5-tokenizer")
     tokenizers = {"tokenizer": build_tokenizer(CONFIGS)}
@@ -211,8 +215,26 @@ def build_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dty
                        source=folder, **tokenizers)
 
 
+def on_device(module, device: torch.device, dtype: torch.dtype):
+    """Every tensor on `device` in `dtype`, as a loader's from_pretrained(dtype=) leaves them: a
+    buffer an __init__ makes from numpy (SD3's positional embedding) ignores the default device.
+    diffusers' note that no module is kept in float32 is silenced."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    finally:
+        logging.set_verbosity(level)
+
+
 def weight_gib(module) -> float:
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())) / 2**30
+
+
+def size(gib: float) -> str:
+    return f"{gib:.2f} GiB" if gib >= 0.1 else f"{gib * 1024:.1f} MiB"
 
 
 # --------------------------------------------------------------------------- storage variants
@@ -235,7 +257,7 @@ def gguf_q8_state(transformer, threads: int) -> dict:
         tensor = state[key]
         if key not in linear:
             return key, tensor.detach().to("cpu", copy=True)
-        data = quantize(tensor.detach().float().cpu().numpy(), q8)
+        data = quantize(tensor.detach().cpu().float().numpy(), q8)
         return key, GGUFParameter(torch.from_numpy(data), quant_type=q8)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:  # numpy releases the GIL in the block arithmetic
@@ -349,6 +371,8 @@ def compare(case: str, model, spec: Spec, device: torch.device, repeats: int, wa
             continue
         row = Row(case, name, its=median(r.its for r in runs[name]), s_per_image=spi[name],
                   peak_gib=max((r.peak or 0.0) for r in runs[name]) or None, note=note)
+        if any(_flat(im) for im in first.get(name, ())):
+            row.note = f"flat picture (NaN or inf in the model?){'; ' if row.note else ''}{row.note}"
         if name == "ours":
             if spi["diffusers"]:
                 row.vs = spi["diffusers"] / spi[name]
@@ -365,6 +389,13 @@ def compare(case: str, model, spec: Spec, device: torch.device, repeats: int, wa
     return rows, first.get("ours")
 
 
+def _flat(image) -> bool:
+    """One colour all over: what NaN or overflowing random weights decode to."""
+    import numpy as np
+
+    return int(np.ptp(np.asarray(image))) == 0
+
+
 # --------------------------------------------------------------------------- one model
 
 
@@ -377,8 +408,8 @@ def bench_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dty
     sizes = {"transformer": weight_gib(model.unet), "text": sum(weight_gib(m) for m in (model.text_encoder, model.text_encoder_2,
                                                                                          model.text_encoder_3) if m is not None),
              "vae": weight_gib(model.vae)}
-    log(f"{spec.arch}: built {type(model.unet).__name__} {sizes['transformer']:.2f} GiB, text encoders {sizes['text']:.2f} GiB, "
-        f"VAE {sizes['vae']:.2f} GiB ({dtype}) on {device} in {time.perf_counter() - t0:.1f}s"
+    log(f"{spec.arch}: built {type(model.unet).__name__} {size(sizes['transformer'])}, text encoders {size(sizes['text'])}, "
+        f"VAE {size(sizes['vae'])} ({dtype}) on {device} in {time.perf_counter() - t0:.1f}s"
         + (" (text encoders and VAE shared)" if shared else ""))
     base = f"{spec.arch} {spec.size}px {spec.steps} steps"
     reference = None
@@ -400,7 +431,7 @@ def bench_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dty
         try:
             model.unet.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
             found, _ = compare(f"{base} fp8", model, spec, device, repeats, warmups, reference,
-                               f"layerwise casting, transformer {weight_gib(model.unet):.2f} GiB", plain)
+                               f"layerwise casting, transformer {size(weight_gib(model.unet))}", plain)
             rows += found
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
@@ -414,8 +445,8 @@ def bench_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dty
             model = dataclasses.replace(model, unet=gguf_transformer(gguf_state, folder, device, dtype))
             gguf_state = None
             kernels = _gguf_cuda_kernels()
-            note = (f"transformer {weight_gib(model.unet):.2f} GiB, loaded in {time.perf_counter() - t1:.1f}s; "
-                    f"{'fused CUDA kernels' if kernels else 'dequantized per layer (no kernels package)'}")
+            note = (f"transformer {size(weight_gib(model.unet))}, loaded in {time.perf_counter() - t1:.1f}s; "
+                    f"{'fused CUDA kernels' if kernels else 'dequantized per layer (the fused kernels are a Hub download: off)'}")
             found, _ = compare(f"{base} gguf-q8_0", model, spec, device, repeats, warmups, reference, note, plain)
             rows += found
         except Exception as exc:  # noqa: BLE001
@@ -429,7 +460,8 @@ def bench_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dty
 
 
 def _gguf_cuda_kernels() -> bool:
-    """Whether diffusers' GGUFLinear found its fused CUDA kernels (the kernels package)."""
+    """Whether diffusers' GGUFLinear has its fused CUDA kernels (DIFFUSERS_GGUF_CUDA_KERNELS and the
+    kernels package, which fetches them from the Hub: never here, so each layer is dequantized)."""
     try:
         from diffusers.quantizers.gguf import utils
 
@@ -445,7 +477,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu", action="store_true", help="tiny widths at 64x64 on the CPU (the default without CUDA)")
     ap.add_argument("--only", help="comma-separated: flux-dev, flux-schnell, sd35-medium")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: bf16, gguf, fp8 (default all)")
+    ap.add_argument("--variants", help="comma-separated: bf16 (the plain --dtype), gguf, fp8 (default: all; schnell bf16,fp8)")
+    ap.add_argument("--dtype", choices=tuple(DTYPES), help="compute dtype (default bf16 on CUDA, fp32 with --cpu)")
     ap.add_argument("--no-gguf", action="store_true", help="skip the GGUF Q8_0 variant (quantizing Flux takes about a minute)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per path and variant (medians)")
     ap.add_argument("--warmups", type=int, default=1)
@@ -462,12 +495,16 @@ def main() -> int:
     cpu = args.cpu or not torch.cuda.is_available()
     devices = device_settings(use_cpu=cpu)
     device = devices.device
-    dtype = torch.float32 if cpu else torch.bfloat16
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.float32 if cpu else torch.bfloat16)
     specs = [s for s in (CPU_SPECS if cpu else GPU_SPECS) if not args.only or s.arch in args.only.split(",")]
-    variants = tuple(v for v in args.variants.split(",") if v in VARIANTS and not (v == "gguf" and args.no_gguf))
+    unknown = set(args.only.split(",")) - {s.arch for s in GPU_SPECS} if args.only else set()
+    if unknown or not specs:
+        ap.error(f"--only takes {', '.join(s.arch for s in GPU_SPECS)} (not {', '.join(sorted(unknown)) or args.only})")
+    asked = tuple(v for v in args.variants.split(",") if v in VARIANTS) if args.variants else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     log(f"torch {torch.__version__}, diffusers {diffusers.__version__}, device {name}, compute {dtype} "
-        f"(the app's own dtype here: {devices.dtype}); variants {', '.join(variants)}")
+        f"(the app's own dtype here: {devices.dtype}); variants {', '.join(asked) if asked else 'bf16, gguf, fp8 (schnell: bf16, fp8)'}"
+        f"{' without gguf' if args.no_gguf else ''}")
     log(f"Euler Simple, batch 1, {args.repeats} repeats after {args.warmups} warm-up(s), medians; 'vs diff' = diffusers' s/img "
         f"over ours (>= 1.00: ours as fast); px = max pixel difference from diffusers' picture")
     rows: list[Row] = []
@@ -478,6 +515,7 @@ def main() -> int:
         for spec in specs:
             try:
                 folder = config_folder(spec.arch, cpu, Path(tmp))
+                variants = tuple(v for v in (asked or spec.variants) if not (v == "gguf" and args.no_gguf))
                 found, keep = bench_model(spec, folder, device, dtype, variants, args.repeats, args.warmups,
                                           shared if spec.flux and shared and shared.get("flux") else None, threads)
                 rows += found
