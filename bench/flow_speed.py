@@ -29,8 +29,13 @@ difference from our bf16 picture (what the storage costs in pixels, on random we
 the widths cut as tests/models/flow_tiny.py cuts them), 64x64, 4 steps (schnell 2), fp32:
 a check of the script itself, not of speed.
 
+`--medvram` adds the plain variant with the parts offloaded to system RAM, one on the GPU at a
+time: ours through modules.generation.offload's "model" turns, diffusers' through
+enable_model_cpu_offload; the two paths run one after the other there.
+
     venv/bin/python bench/flow_speed.py [--only flux-dev,flux-schnell,sd35-medium] [--variants bf16,gguf,fp8]
-                                        [--repeats N] [--warmups N] [--json PATH] [--cpu [--threads N]]
+                                        [--no-gguf] [--medvram] [--dtype bf16|fp16|fp32] [--repeats N]
+                                        [--warmups N] [--json PATH] [--cpu [--threads N]]
 """
 
 from __future__ import annotations
@@ -108,17 +113,17 @@ TRANSFORMERS_CLASSES = {"flux": {"text_encoder": "CLIPTextModel", "text_encoder_
 
 def format_row(row: Row) -> str:
     if row.error:
-        return f"{row.case:<36} {row.path:<10} ERROR {row.error}"
+        return f"{row.case:<44} {row.path:<10} ERROR {row.error}"
 
     def num(value, fmt: str) -> str:
         return format(value, fmt) if value is not None else "-"
 
     vs = f"x{row.vs:.3f}" if row.vs is not None else "-"
-    return (f"{row.case:<36} {row.path:<10} {num(row.its, '8.2f')} {num(row.s_per_image, '9.3f')} {num(row.peak_gib, '8.2f')} "
+    return (f"{row.case:<44} {row.path:<10} {num(row.its, '8.2f')} {num(row.s_per_image, '9.3f')} {num(row.peak_gib, '8.2f')} "
             f"{vs:>8} {num(row.px_diff, '5d')}  {row.note}")
 
 
-HEADER = f"{'case':<36} {'path':<10} {'it/s':>8} {'s/img':>9} {'peak GiB':>8} {'vs diff':>8} {'px':>5}  note"
+HEADER = f"{'case':<44} {'path':<10} {'it/s':>8} {'s/img':>9} {'peak GiB':>8} {'vs diff':>8} {'px':>5}  note"
 
 
 # --------------------------------------------------------------------------- building the model
@@ -339,28 +344,50 @@ def run_diffusers(pipe, model, spec: Spec):
 
 
 def compare(case: str, model, spec: Spec, device: torch.device, repeats: int, warmups: int, reference: list | None,
-            note: str = "", ref_label: str = "bf16") -> tuple[list[Row], list | None]:
-    """Ours and diffusers on `model`, warm-ups then alternating repeats; rows and our picture."""
+            note: str = "", ref_label: str = "bf16", medvram: bool = False) -> tuple[list[Row], list | None]:
+    """Ours and diffusers on `model`, warm-ups then alternating repeats; rows and our picture.
+    `medvram`: each path with its own component offloading (ours: --medvram's turns, diffusers':
+    enable_model_cpu_offload), one path after the other."""
     from modules.generation.flow_runner import runner_for
 
-    fns = {"ours": run_ours(runner_for(model), make_params(spec)), "diffusers": run_diffusers(make_pipeline(model), model, spec)}
     runs: dict[str, list] = {name: [] for name in PATHS}
     first: dict[str, list] = {}
     failed: dict[str, str] = {}
-    for r in range(warmups + repeats):
-        for name in (PATHS if r % 2 == 0 else PATHS[::-1]):
-            if name in failed:
-                continue
+
+    def attempt(name: str, r: int, fn) -> None:
+        if name in failed:
+            return
+        try:
+            run = measured(device, fn)
+        except Exception as exc:  # noqa: BLE001 - an OOM or a failure on one path must not end the run
+            traceback.print_exc()
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            free(device)
+            return
+        first.setdefault(name, run.images)
+        if r >= warmups:
+            runs[name].append(run)
+
+    if medvram:
+        for name in PATHS:
             try:
-                run = measured(device, fns[name])
-            except Exception as exc:  # noqa: BLE001 - an OOM or a failure on one path must not end the run
+                fn, undo = offloaded_path(name, model, spec, device)
+            except Exception as exc:  # noqa: BLE001
                 traceback.print_exc()
                 failed[name] = f"{type(exc).__name__}: {exc}"
-                free(device)
                 continue
-            first.setdefault(name, run.images)
-            if r >= warmups:
-                runs[name].append(run)
+            try:
+                for r in range(warmups + repeats):
+                    attempt(name, r, fn)
+            finally:
+                del fn
+                undo()
+        fns = None
+    else:
+        fns = {"ours": run_ours(runner_for(model), make_params(spec)), "diffusers": run_diffusers(make_pipeline(model), model, spec)}
+        for r in range(warmups + repeats):
+            for name in (PATHS if r % 2 == 0 else PATHS[::-1]):
+                attempt(name, r, fns[name])
     del fns
     free(device)
     rows = []
@@ -389,6 +416,37 @@ def compare(case: str, model, spec: Spec, device: torch.device, repeats: int, wa
     return rows, first.get("ours")
 
 
+def offloaded_path(name: str, model, spec: Spec, device: torch.device):
+    """(run, undo) for one path with its components offloaded to system RAM, each brought to
+    `device` while it runs: ours through modules.generation.offload's "model" turns (--medvram,
+    the transformer moving once per job), diffusers' through the pipeline's own
+    enable_model_cpu_offload. `undo` puts the whole model back on `device`."""
+    from modules.generation import offload
+    from modules.generation.flow_runner import runner_for
+
+    host = torch.device("cpu")
+    for part in offload.parts(model):
+        part.to(host)
+    free(device)
+    if name == "ours":
+        offload.offload(model, device, "model")
+
+        def undo() -> None:
+            offload.keep_whole(model, device)
+
+        return run_ours(runner_for(model), make_params(spec)), undo
+    pipe = make_pipeline(model)
+    pipe.enable_model_cpu_offload(device=device)
+
+    def undo_pipe() -> None:
+        pipe.remove_all_hooks()
+        for part in offload.parts(model):
+            part.to(device)
+        model.device = device
+
+    return run_diffusers(pipe, model, spec), undo_pipe
+
+
 def _flat(image) -> bool:
     """One colour all over: what NaN or overflowing random weights decode to."""
     import numpy as np
@@ -400,7 +458,7 @@ def _flat(image) -> bool:
 
 
 def bench_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dtype, variants: tuple[str, ...], repeats: int,
-                warmups: int, shared: dict | None, threads: int) -> tuple[list[Row], dict]:
+                warmups: int, shared: dict | None, threads: int, medvram: bool = False) -> tuple[list[Row], dict]:
     """Every variant of one model; returns the rows and its text encoders and VAE for the next."""
     rows: list[Row] = []
     t0 = time.perf_counter()
@@ -417,6 +475,10 @@ def bench_model(spec: Spec, folder: Path, device: torch.device, dtype: torch.dty
     plain = "bf16" if dtype == torch.bfloat16 else str(dtype).removeprefix("torch.")  # --cpu: fp32
     if "bf16" in variants:
         found, reference = compare(f"{base} {plain}", model, spec, device, repeats, warmups, None)
+        rows += found
+    if medvram:
+        found, _ = compare(f"{base} {plain} medvram", model, spec, device, repeats, warmups, reference,
+                           "parts offloaded to RAM, one on the GPU at a time; paths in series", plain, medvram=True)
         rows += found
     if "gguf" in variants:  # quantized from the bf16 weights before fp8 casts them in place
         try:
@@ -480,6 +542,8 @@ def main() -> int:
     ap.add_argument("--variants", help="comma-separated: bf16 (the plain --dtype), gguf, fp8 (default: all; schnell bf16,fp8)")
     ap.add_argument("--dtype", choices=tuple(DTYPES), help="compute dtype (default bf16 on CUDA, fp32 with --cpu)")
     ap.add_argument("--no-gguf", action="store_true", help="skip the GGUF Q8_0 variant (quantizing Flux takes about a minute)")
+    ap.add_argument("--medvram", action="store_true",
+                    help="also the plain variant with the parts offloaded to RAM (ours: --medvram's turns; diffusers: enable_model_cpu_offload)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per path and variant (medians)")
     ap.add_argument("--warmups", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write the rows here")
@@ -517,7 +581,7 @@ def main() -> int:
                 folder = config_folder(spec.arch, cpu, Path(tmp))
                 variants = tuple(v for v in (asked or spec.variants) if not (v == "gguf" and args.no_gguf))
                 found, keep = bench_model(spec, folder, device, dtype, variants, args.repeats, args.warmups,
-                                          shared if spec.flux and shared and shared.get("flux") else None, threads)
+                                          shared if spec.flux and shared and shared.get("flux") else None, threads, args.medvram)
                 rows += found
                 shared = {**keep, "flux": spec.flux} if spec.flux else None
             except Exception as exc:  # noqa: BLE001 - one model failing (OOM) must not end the run
