@@ -580,10 +580,14 @@ def main() -> int:
             try:
                 folder = config_folder(spec.arch, cpu, Path(tmp))
                 variants = tuple(v for v in (asked or spec.variants) if not (v == "gguf" and args.no_gguf))
-                found, keep = bench_model(spec, folder, device, dtype, variants, args.repeats, args.warmups,
-                                          shared if spec.flux and shared and shared.get("flux") else None, threads, args.medvram)
+                reuse = shared if spec.flux and shared and shared.get("flux") else None
+                shared = None  # let Flux's parts go before SD 3.5 is built: its peak VRAM must not count them
+                free(device)
+                found, keep = bench_model(spec, folder, device, dtype, variants, args.repeats, args.warmups, reuse, threads, args.medvram)
+                reuse = None
                 rows += found
                 shared = {**keep, "flux": spec.flux} if spec.flux else None
+                keep = None
             except Exception as exc:  # noqa: BLE001 - one model failing (OOM) must not end the run
                 traceback.print_exc()
                 rows.append(Row(spec.arch, "-", error=f"{type(exc).__name__}: {exc}"))
