@@ -350,6 +350,9 @@ def format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+AFTER_CFG = ("Distilled CFG Scale",)  # extra keys that go right after CFG scale, where Forge writes them
+
+
 def infotext_fields(
     params: GenerationParams, *, seed: int, model_hash: str | None, model_name: str | None, version: str,
     clip_skip_applies: bool = True, masked: bool = False, vae_hash: str | None = None, vae_name: str | None = None,
@@ -397,7 +400,13 @@ def infotext_fields(
             ("Inpaint area", INPAINT_AREAS[1] if params.inpaint_full_res else None),
             ("Masked area padding", params.inpaint_full_res_padding if params.inpaint_full_res else None),
         ]
-    return fields + list(extras) + sampler_fields(params, sampler, schedule) + [("Version", version)]
+    extras = list(extras)
+    beside_cfg = [e for e in extras if e[0] in AFTER_CFG]  # Forge writes Flux's guidance right after CFG scale
+    if beside_cfg:
+        at = next(i for i, (key, _) in enumerate(fields) if key == meta("cfg_scale")["infotext"]) + 1
+        fields[at:at] = beside_cfg
+        extras = [e for e in extras if e[0] not in AFTER_CFG]
+    return fields + extras + sampler_fields(params, sampler, schedule) + [("Version", version)]
 
 
 def _variation_fields(params: GenerationParams, subseed: int | None) -> list[tuple[str, Any]]:

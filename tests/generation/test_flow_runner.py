@@ -338,6 +338,7 @@ def test_a_flux_job_through_the_service_saves_forge_keys(tmp_path):
     fields = parse_infotext(text)
     assert (fields["Sampler"], fields["Schedule type"], fields["Distilled CFG Scale"], fields["Shift"]) == ("DPM++ 2M", "Simple", "2.5", "2")
     assert "Token merging ratio" not in fields and any("Token merging does not apply" in n for n in result.notes)
+    assert "CFG scale: 1, Distilled CFG Scale: 2.5, Seed: " in text  # where Forge writes it
     pasted = params_from_infotext(text).values
     assert (pasted["distilled_cfg_scale"], pasted["shift"]) == (2.5, 2.0)
 
