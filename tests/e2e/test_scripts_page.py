@@ -104,12 +104,13 @@ def test_xyz_plot_from_the_page_shows_and_saves_a_labelled_grid(page, server):
     page.fill(f"#{xyz}_x_values textarea", "2,3")
     choose(page, f"{xyz}_y_type", "CFG Scale")
     page.fill(f"#{xyz}_y_values textarea", "5,7")
-    # A1111's "Swap X/Y axes" exchanges types and values; twice puts them back.
+    # A1111's "Swap X/Y axes" exchanges types and values; twice puts them back. (A server round
+    # trip each: 30 s, as the suite's other processes may be busy on the same cores.)
     page.click(f"#{xyz}_swap_xy")
-    page.wait_for_function(f"document.querySelector('#{xyz}_x_values textarea').value == '5,7'", timeout=10000)
+    page.wait_for_function(f"document.querySelector('#{xyz}_x_values textarea').value == '5,7'", timeout=30000)
     assert page.input_value(f"#{xyz}_x_type input") == "CFG Scale" and page.input_value(f"#{xyz}_y_values textarea") == "2,3"
     page.click(f"#{xyz}_swap_xy")
-    page.wait_for_function(f"document.querySelector('#{xyz}_x_values textarea').value == '2,3'", timeout=10000)
+    page.wait_for_function(f"document.querySelector('#{xyz}_x_values textarea').value == '2,3'", timeout=30000)
     assert page.input_value(f"#{xyz}_x_type input") == "Steps" and page.input_value(f"#{xyz}_y_type input") == "CFG Scale"
     page.check(f"#{xyz}_include_lone_images input")  # the cells in the gallery too (A1111 shows only the grid without it)
     page.screenshot(path="/tmp/scripts-page-xyz-controls.png", full_page=True)
