@@ -64,7 +64,8 @@ for path in (REPO, REPO / "bench"):
 CONFIGS = REPO / "configs"
 
 import torch  # noqa: E402
-from gpu_speed import Row, free, log, max_px_diff, measured, median  # noqa: E402
+from gpu_speed import Row, free, header, log, max_px_diff, measured, median  # noqa: E402
+from gpu_speed import format_row as gpu_format_row  # noqa: E402
 
 PROMPT = "a photo of a cat sitting on a windowsill, soft light"
 NEGATIVE = "blurry, low quality"
@@ -111,19 +112,12 @@ TRANSFORMERS_CLASSES = {"flux": {"text_encoder": "CLIPTextModel", "text_encoder_
                                 "text_encoder_3": "T5EncoderModel"}}
 
 
+WIDTHS = (44, 10)  # case and path columns
+HEADER = header(WIDTHS)
+
+
 def format_row(row: Row) -> str:
-    if row.error:
-        return f"{row.case:<44} {row.path:<10} ERROR {row.error}"
-
-    def num(value, fmt: str) -> str:
-        return format(value, fmt) if value is not None else "-"
-
-    vs = f"x{row.vs:.3f}" if row.vs is not None else "-"
-    return (f"{row.case:<44} {row.path:<10} {num(row.its, '8.2f')} {num(row.s_per_image, '9.3f')} {num(row.peak_gib, '8.2f')} "
-            f"{vs:>8} {num(row.px_diff, '5d')}  {row.note}")
-
-
-HEADER = f"{'case':<44} {'path':<10} {'it/s':>8} {'s/img':>9} {'peak GiB':>8} {'vs diff':>8} {'px':>5}  note"
+    return gpu_format_row(row, WIDTHS)
 
 
 # --------------------------------------------------------------------------- building the model

@@ -393,19 +393,25 @@ def table_rows(case: str, batch: int, runs: dict[str, list], first: dict[str, li
     return out
 
 
-def format_row(row: Row) -> str:
+def format_row(row: Row, widths: tuple[int, int] = (18, 22)) -> str:
+    """One table line; `widths` are the case and path columns' (bench/flow_speed.py's cases are longer)."""
+    case, path = widths
     if row.error:
-        return f"{row.case:<18} {row.path:<22} ERROR {row.error}"
+        return f"{row.case:<{case}} {row.path:<{path}} ERROR {row.error}"
 
     def num(value, fmt: str) -> str:
         return format(value, fmt) if value is not None else "-"
 
     vs = f"x{row.vs:.3f}" if row.vs is not None else "-"
-    return (f"{row.case:<18} {row.path:<22} {num(row.its, '8.2f')} {num(row.s_per_image, '9.3f')} {num(row.peak_gib, '8.2f')} "
+    return (f"{row.case:<{case}} {row.path:<{path}} {num(row.its, '8.2f')} {num(row.s_per_image, '9.3f')} {num(row.peak_gib, '8.2f')} "
             f"{vs:>8} {num(row.px_diff, '5d')}  {row.note}")
 
 
-HEADER = f"{'case':<18} {'path':<22} {'it/s':>8} {'s/img':>9} {'peak GiB':>8} {'vs diff':>8} {'px':>5}  note"
+def header(widths: tuple[int, int] = (18, 22)) -> str:
+    return f"{'case':<{widths[0]}} {'path':<{widths[1]}} {'it/s':>8} {'s/img':>9} {'peak GiB':>8} {'vs diff':>8} {'px':>5}  note"
+
+
+HEADER = header()
 
 
 # --------------------------------------------------------------------------- speed options
