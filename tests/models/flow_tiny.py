@@ -164,6 +164,13 @@ def build_sd3(variant: str = "sd35-medium", seed: int = 0, dtype: torch.dtype = 
 # --------------------------------------------------------------------------- key maps
 
 
+def _final_layer(out: dict, sd: dict) -> None:
+    """Flux's and SD 3's last layer: the same names in both released layouts, the adaLN halves swapped."""
+    _pair(out, sd, "final_layer.linear", "proj_out")
+    for kind in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(sd.pop(f"norm_out.linear.{kind}"))
+
+
 def _swap_halves(t: torch.Tensor) -> torch.Tensor:
     """BFL/SAI modulations store (shift, scale), diffusers (scale, shift); the swap is its own inverse."""
     a, b = t.chunk(2, dim=0)
@@ -220,9 +227,7 @@ def flux_to_bfl(state_dict) -> dict[str, torch.Tensor]:
         out[d + "norm.query_norm.scale"] = sd.pop(s + "attn.norm_q.weight")
         out[d + "norm.key_norm.scale"] = sd.pop(s + "attn.norm_k.weight")
         _pair(out, sd, d + "linear2", s + "proj_out")
-    _pair(out, sd, "final_layer.linear", "proj_out")
-    for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(sd.pop(f"norm_out.linear.{kind}"))
+    _final_layer(out, sd)
     if sd:
         raise ValueError(f"Flux transformer: no BFL name for {sorted(sd)}")
     return out
@@ -269,9 +274,7 @@ def sd3_to_sai(state_dict) -> dict[str, torch.Tensor]:
         if not last:
             _pair(out, sd, c + "mlp.fc1", s + "ff_context.net.0.proj")
             _pair(out, sd, c + "mlp.fc2", s + "ff_context.net.2")
-    _pair(out, sd, "final_layer.linear", "proj_out")
-    for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(sd.pop(f"norm_out.linear.{kind}"))
+    _final_layer(out, sd)
     if sd:
         raise ValueError(f"SD3 transformer: no SAI name for {sorted(sd)}")
     return out
