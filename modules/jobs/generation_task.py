@@ -243,20 +243,22 @@ class GenerationService:
         far as the files tell without loading them, draws in another latent space than the
         job's checkpoint (`checkpoint`, as ModelManager.pin gave it; else the selected one)."""
         main = self.models.find(checkpoint) if checkpoint else self.models.selected
-        if main is not None and flow_size_problem(params) and latent_space(main.path) in ("Flux", "SD 3"):
-            raise ValueError(flow_size_problem(params))
+        size = flow_size_problem(params)
         names = [(what, name) for what, name in (("Refiner", params.refiner), ("Hires checkpoint", params.hires_checkpoint)) if name]
+        mine = latent_space(main.path) if main is not None and (size or names) else None  # reads the file: once, when needed
+        if size and mine in ("Flux", "SD 3"):
+            raise ValueError(size)
         if not names:
             return
-        if main is not None and latent_space(main.path) in ("Flux", "SD 3"):
-            raise ValueError(f"{names[0][0]} works with SD 1.x, 2.x and SDXL checkpoints; {main.title} is a {latent_space(main.path)} one.")
+        if mine in ("Flux", "SD 3"):
+            raise ValueError(f"{names[0][0]} works with SD 1.x, 2.x and SDXL checkpoints; {main.title} is a {mine} one.")
         for what, name in names:
             try:
                 info = self.models.require(name)
             except ValueError as exc:
                 raise ValueError(f"{what}: {exc}") from None
             if main is not None and info.path != main.path:
-                mine, theirs = latent_space(main.path), latent_space(info.path)
+                theirs = latent_space(info.path)
                 if mine and theirs and mine != theirs:
                     raise ValueError(f"{what} {info.title} is a {theirs} checkpoint, {main.title} a {mine} one: they draw in different "
                                      "latent spaces, so choose a checkpoint of the same family (an SDXL refiner for SDXL, SD 1.x/2.x for SD 1.x/2.x).")
