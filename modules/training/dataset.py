@@ -187,10 +187,15 @@ def _names(paths: list[Path], folder: Path) -> str:
 def make_buckets(resolution: int, min_reso: int = 256, max_reso: int = 1024, step: int = 64) -> list[tuple[int, int]]:
     """kohya's aspect-ratio buckets: for each width from `min_reso` to `max_reso` in `step`s,
     the tallest height (a multiple of `step`, at most `max_reso`) whose area stays within
-    resolution², both ways round, plus the square. Sorted by (width, height)."""
-    if step <= 0 or resolution < step or min_reso > max_reso:
-        raise DatasetError(f"Bucket settings do not fit together: resolution {resolution}, smallest side {min_reso}, "
-                           f"largest side {max_reso}, step {step}.")
+    resolution², both ways round, plus the square. Sorted by (width, height). A smallest side
+    above the resolution becomes half the resolution (kohya refuses; its default, 256, is made
+    for 512 px and would refuse every 64 px demo run); a largest side below it is refused."""
+    if step <= 0 or resolution < step:
+        raise DatasetError(f"The resolution ({resolution}) must be at least the bucket step ({step}).")
+    if max_reso < resolution:
+        raise DatasetError(f"The largest bucket side ({max_reso}) is smaller than the resolution ({resolution}).")
+    if min_reso > resolution:
+        min_reso = max(step, resolution // 2 // step * step)
     blocks = (resolution // step) ** 2  # the area budget in step×step blocks
     side = int(math.isqrt(blocks)) * step
     found = {(side, side)}

@@ -169,8 +169,12 @@ def test_buckets_are_multiples_of_the_step_within_the_area():
     assert all(1024 in (w, h) or (w + 64) * h > 512 * 512 or w * (h + 64) > 512 * 512 for w, h in buckets)
     sdxl = make_buckets(1024, 256, 2048, 64)
     assert (1024, 1024) in sdxl and (832, 1216) in sdxl and (1216, 832) in sdxl
-    with pytest.raises(DatasetError):
-        make_buckets(512, 1024, 256)
+    with pytest.raises(DatasetError, match="largest bucket side"):
+        make_buckets(2048, 256, 1024)
+    # a 64 px demo run with the 256 px default smallest side: sides from 32
+    demo = make_buckets(64, 256, 1024, 16)
+    assert (64, 64) in demo and (32, 128) in demo and (128, 32) in demo and min(min(b) for b in demo) == 32
+    assert make_buckets(64, 256, 1024, 64) == [(64, 64)]
 
 
 def test_bucket_for_picks_the_closest_aspect_ratio():
