@@ -97,13 +97,18 @@ def build_embedding_tabs(app) -> None:
             return gr.update(), _message(job.error or "The embedding was not created.", error=True)
         return gr.update(choices=service.names(), value=job.result.stem), _message(f"Created: {job.result}")
 
-    async def on_train(*values, request: gr.Request):
-        keys = ("embedding_name", "learn_rate", "clip_grad_mode", "clip_grad_value", "batch_size", "gradient_step", "data_root",
-                "log_directory", "template_filename", "training_width", "training_height", "varsize", "steps",
-                "create_image_every", "save_embedding_every", "shuffle_tags", "tag_drop_out", "latent_sampling_method")
+    async def on_train(embedding_name, learn_rate_value, clip_grad_mode, clip_grad_value, batch, accumulation, folder, log_folder,
+                       template_filename, training_width, training_height, own_size, max_steps, create_image_every,
+                       save_embedding_every, shuffle_tags, tag_drop_out, latent_sampling_method, request: gr.Request):
+        values = {"embedding_name": embedding_name, "learn_rate": learn_rate_value, "clip_grad_mode": clip_grad_mode,
+                  "clip_grad_value": clip_grad_value, "batch_size": batch, "gradient_step": accumulation, "data_root": folder,
+                  "log_directory": log_folder, "template_filename": template_filename, "training_width": training_width,
+                  "training_height": training_height, "varsize": own_size, "steps": max_steps,
+                  "create_image_every": create_image_every, "save_embedding_every": save_embedding_every,
+                  "shuffle_tags": shuffle_tags, "tag_drop_out": tag_drop_out, "latent_sampling_method": latent_sampling_method}
         user = page_user(request)
         try:
-            options = TrainOptions.from_request({k: v for k, v in zip(keys, values) if v is not None})
+            options = TrainOptions.from_request({k: v for k, v in values.items() if v is not None})
             job = await run_in_threadpool(service.submit, queue, options, user)
         except ValueError as exc:
             yield "", None, _message(str(exc), error=True)
