@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -87,15 +88,7 @@ def build_embedding_tabs(app) -> None:
         outcome = gr.HTML(elem_id="ti_error")
 
     async def on_create(name_value, init_value, count, overwrite_value, request: gr.Request):
-        try:
-            job = service.submit_create(queue, name_value or "", int(count), bool(overwrite_value), init_value or "",
-                                        user=page_user(request))
-        except ValueError as exc:
-            return gr.update(), _message(str(exc), error=True)
-        await done_future(job)
-        if job.status is not JobStatus.DONE:
-            return gr.update(), _message(job.error or "The embedding was not created.", error=True)
-        return gr.update(choices=service.names(), value=job.result.stem), _message(f"Created: {job.result}")
+        return await create_clicked(service, queue, name_value, init_value, count, overwrite_value, page_user(request))
 
     async def on_train(embedding_name, learn_rate_value, clip_grad_mode, clip_grad_value, batch, accumulation, folder, log_folder,
                        template_filename, training_width, training_height, own_size, max_steps, create_image_every,
@@ -106,27 +99,8 @@ def build_embedding_tabs(app) -> None:
                   "training_height": training_height, "varsize": own_size, "steps": max_steps,
                   "create_image_every": create_image_every, "save_embedding_every": save_embedding_every,
                   "shuffle_tags": shuffle_tags, "tag_drop_out": tag_drop_out, "latent_sampling_method": latent_sampling_method}
-        user = page_user(request)
-        try:
-            options = TrainOptions.from_request({k: v for k, v in values.items() if v is not None})
-            job = await run_in_threadpool(service.submit, queue, options, user)
-        except ValueError as exc:
-            yield "", None, _message(str(exc), error=True)
-            return
-        running[user] = job
-        future = done_future(job)
-        while not future.done():
-            yield _progress(queue, job), job.progress.preview, ""
-            await asyncio.wait({future}, timeout=POLL_SECONDS)
-        running.pop(user, None)
-        if job.status not in FINISHED:
-            yield "", None, _message("The server is stopping: training goes on after the restart.", error=True)
-        elif job.status is JobStatus.FAILED or job.result is None:
-            yield "", job.progress.preview, _message(job.error or "Training stopped before it began.", error=True)
-        else:
-            result = job.result
-            said = "interrupted" if result.interrupted else "finished"
-            yield "", job.progress.preview, _message(f"Training {said} at step {result.step}. Embedding saved to {result.filename}")
+        async for update in train_updates(service, queue, values, page_user(request), running):
+            yield update
 
     def on_interrupt(request: gr.Request) -> None:
         job = running.get(page_user(request))
@@ -140,6 +114,57 @@ def build_embedding_tabs(app) -> None:
                                   template, width, height, varsize, steps, image_every, save_every, shuffle, drop_out, sampling],
                 outputs=[progress_text, preview, outcome])
     interrupt.click(on_interrupt)
+
+
+async def create_clicked(service: EmbeddingService, queue: "JobQueue", name: str | None, init_text: str | None, count,
+                         overwrite: bool, user: str) -> tuple[dict, str]:
+    """Create embedding: (the Embedding menu's update, the message shown under the button)."""
+    try:
+        job = service.submit_create(queue, name or "", int(count or 1), bool(overwrite), init_text or "", user=user)
+    except ValueError as exc:
+        return gr.update(), _message(str(exc), error=True)
+    await done_future(job)
+    if job.status is not JobStatus.DONE:
+        return gr.update(), _message(job.error or "The embedding was not created.", error=True)
+    return gr.update(choices=service.names(), value=job.result.stem), _message(f"Created: {job.result}")
+
+
+async def train_updates(service: EmbeddingService, queue: "JobQueue", values: dict, user: str,
+                        running: dict[str, "Job"]) -> AsyncIterator[tuple[str, object, str]]:
+    """Train Embedding: (progress text, latest preview, outcome) while the job waits and runs,
+    then its outcome. `running` keeps the session's job for Interrupt."""
+    try:
+        options = TrainOptions.from_request({k: v for k, v in values.items() if v is not None})
+        job = await run_in_threadpool(service.submit, queue, options, user)
+    except ValueError as exc:
+        yield "", None, _message(str(exc), error=True)
+        return
+    running[user] = job
+    future = done_future(job)
+    try:
+        while not future.done():
+            yield _progress(queue, job), job.progress.preview, ""
+            await asyncio.wait({future}, timeout=POLL_SECONDS)
+    finally:
+        running.pop(user, None)
+    if job.status not in FINISHED:
+        yield "", None, _message("The server is stopping: training goes on after the restart.", error=True)
+    elif job.status is JobStatus.FAILED or job.result is None:
+        yield "", None, _message(job.error or "Training stopped before it began.", error=True)
+    else:
+        result = job.result
+        said = "interrupted" if result.interrupted else "finished"
+        yield "", _last_preview(result), _message(f"Training {said} at step {result.step}. Embedding saved to {result.filename}")
+
+
+def _last_preview(result):
+    """The last preview saved to the log folder (the queue lets go of the live one at the end)."""
+    if result.last_image is None or not result.last_image.is_file():
+        return None
+    from PIL import Image
+
+    with Image.open(result.last_image) as image:
+        return image.copy()
 
 
 def _progress(queue: "JobQueue", job: "Job") -> str:
