@@ -182,3 +182,35 @@ def test_request_values_are_checked_with_readable_sentences():
                              "Gradient clip value")):
         with pytest.raises(ValueError, match=message):
             et.TrainOptions.from_request(values)
+
+
+def test_a_recorded_training_job_comes_back_after_a_restart_and_goes_on_from_its_last_copy(demo_model, folders, tmp_path):
+    from types import SimpleNamespace as NS
+
+    from modules.jobs.queue import JobQueue, JobStatus
+    from modules.jobs.store import JobStore
+
+    emb_dir, pictures, template, _ = folders
+    template.rename(template.with_name("name-only.txt"))
+    et.create_embedding(demo_model, emb_dir, NAME, 1, init_text="shape")
+    active = NS(model=demo_model, info=NS(shorthash="abcdef012345", model_name="demo-shapes-64px", path=tmp_path / "demo.safetensors"))
+    service = et.EmbeddingService(NS(ensure=lambda: active, hashes=HashCache(None, hashing=False)), library(emb_dir), tmp_path,
+                                  template.parent)
+    request = options(pictures, steps=5, create_image_every=0, save_embedding_every=0, template_filename="name-only.txt",
+                      data_root="pictures", log_directory="log")
+    store = JobStore(tmp_path / "queue.db")
+    first = JobQueue(store=store, local_worker=False)  # no worker: the process "dies" before it runs
+    job = service.submit(first, request)
+    copy = et.save_embedding(tmp_path / "log" / f"{NAME}-3.pt", {"clip_l": torch.ones(1, 64)}, f"{NAME}-3", 3, None, None)
+    store.progress(job.number, {"step": 3, "file": str(copy)})  # what the cut-off run recorded at its last save
+    first.stop()
+
+    second = JobQueue(store=JobStore(tmp_path / "queue.db"))
+    try:
+        et.register_embedding_jobs(second, service)
+        [restored] = second.restore()
+        assert restored.wait(60) and restored.status is JobStatus.DONE, restored.error
+        assert restored.result.step == 5 and len(restored.result.losses) == 2  # steps 4 and 5 only
+        assert load_embedding(emb_dir / f"{NAME}.pt").step == 5
+    finally:
+        second.shutdown()
