@@ -19,7 +19,8 @@ CHECKPOINT_FOLDER = "Stable-diffusion"
 # The models/ subfolders a download may go to (A1111's names).
 MODEL_FOLDERS = (CHECKPOINT_FOLDER, "Lora", "VAE", "embeddings", "ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "GFPGAN", "Codeformer",
                  "BLIP", "CLIP", "deepbooru", "face-detection", "VAE-approx",
-                 "ControlNet", "ControlNetPreprocessor")  # ControlNet models; their annotator weights (depth, pose, line art...)
+                 "ControlNet", "ControlNetPreprocessor",  # ControlNet models; their annotator weights (depth, pose, line art...)
+                 "inception")  # the FID Inception-v3 that scores trained LoRAs (modules/training/scores.py)
 
 
 def is_url(text: str) -> bool:
