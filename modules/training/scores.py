@@ -155,6 +155,7 @@ class ScoreModels:
     configs_dir: Path = CONFIGS_DIR
     _inception: object = field(default=None, repr=False)
     _clip: ClipParts | None = field(default=None, repr=False)
+    _reference: tuple[str, object] | None = field(default=None, repr=False)  # (digest of the pictures, their features)
 
     def inception(self):
         """The FID Inception, or None when its weights are not in models/."""
@@ -173,6 +174,25 @@ class ScoreModels:
                 return None
             self._clip = load_clip(path, self.device, self.configs_dir)
         return self._clip
+
+    def reference_features(self, images: Sequence) -> "torch.Tensor":
+        """The training pictures' Inception features, kept while the same pictures come back
+        (every evaluation of a run compares with the same training set)."""
+        digest = _digest(images)
+        if self._reference is None or self._reference[0] != digest:
+            self._reference = (digest, inception_features(self.inception(), images, self.device))
+        return self._reference[1]
+
+
+def _digest(images: Sequence) -> str:
+    import hashlib
+
+    hasher = hashlib.sha256()
+    for image in images:
+        picture = _rgb(image)
+        hasher.update(f"{picture.size}".encode())
+        hasher.update(picture.tobytes())
+    return hasher.hexdigest()
 
 
 # --------------------------------------------------------------------------- FID and KID
@@ -370,8 +390,7 @@ def evaluate(generated: Sequence, captions: Sequence[str], reference: Sequence, 
     elif min(len(generated), len(reference)) < 2:
         notes.append(f"FID and KID need at least 2 generated and 2 training pictures (got {len(generated)} and {len(reference)}).")
     else:
-        fid, kid, kid_std = fid_kid(inception_features(inception, generated, models.device),
-                                    inception_features(inception, reference, models.device))
+        fid, kid, kid_std = fid_kid(inception_features(inception, generated, models.device), models.reference_features(reference))
         if len(generated) < 50:
             notes.append(f"FID and KID from {len(generated)} pictures are rough: compare runs scored the same way, not published figures.")
     parts, problem = _loaded(models.clip)

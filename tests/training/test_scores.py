@@ -127,6 +127,18 @@ def test_evaluate_scores_generated_pictures_against_training_pictures(models_dir
     assert not any("missing" in n or "needs" in n for n in same.notes)
 
 
+def test_the_training_pictures_go_through_the_network_once_per_run(models_dir):
+    models = ScoreModels(models_dir)
+    seen = []
+    models.inception().register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    generated, training = pictures(RED_CIRCLES, 2), pictures(BLUE_SQUARES, 3)
+    first = evaluate(generated, ["a red circle"] * 2, training, models_dir=models_dir, step=1, models=models)
+    again = evaluate(generated, ["a red circle"] * 2, pictures(BLUE_SQUARES, 3), models_dir=models_dir, step=2, models=models)
+    assert seen == [2, 3, 2] and again.fid == first.fid
+    other = evaluate(generated, ["a red circle"] * 2, pictures(BLUE_SQUARES, 3, seed=5), models_dir=models_dir, step=3, models=models)
+    assert seen[3:] == [2, 3] and other.fid != first.fid
+
+
 def test_missing_weights_leave_the_scores_empty_with_notes_naming_the_files(tmp_path):
     generated = pictures(RED_CIRCLES, 2)
     result = evaluate(generated, ["a red circle"] * 2, generated, models_dir=tmp_path / "models", step=5)
