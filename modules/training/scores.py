@@ -224,7 +224,7 @@ def inception_features(model, images: Sequence, device: str = "cpu") -> "torch.T
 
 def fid_kid(generated: "torch.Tensor", reference: "torch.Tensor", seed: int = 2020) -> tuple[float, float, float]:
     """(FID, KID mean, KID std) of two feature sets. KID's subsets shrink to the smaller set
-    (a LoRA's few held-out prompts), as the unbiased estimate needs no more than two a side."""
+    (a LoRA's few held-out prompts): the unbiased estimate needs only two pictures a side."""
     from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
     from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
@@ -329,7 +329,7 @@ def parse_caption(caption: str, colours: Sequence[str]) -> CaptionScene | None:
 
 
 def _after_on(words: list[str], k: int) -> bool:
-    before = [w for w in words[max(0, k - 2):k]]
+    before = words[max(0, k - 2):k]
     if before and before[-1] in _ARTICLES:
         before = before[:-1]
     return bool(before) and before[-1] in _ON
