@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from modules.models.embeddings import ENCODER_NAMES, Embedding, EmbeddingError, load_embedding
+from modules.models.embeddings import ENCODER_NAMES, SDXL_KEYS, Embedding, EmbeddingError, load_embedding
 from modules.training import dataset
 
 if TYPE_CHECKING:
@@ -217,8 +217,10 @@ def encoders_of(model: "LoadedModel") -> list[Encoder]:
     if model.family != "sd" or model.text_encoder is None or model.tokenizer is None:
         raise ValueError(f"Textual inversion needs an SD 1.x, SD 2.x or SDXL checkpoint with its CLIP text encoder; "
                          f"the loaded model is {model.arch}.")
-    pairs = [(model.tokenizer, model.text_encoder)] + ([(model.tokenizer_2, model.text_encoder_2)] if model.is_sdxl else [])
-    return [Encoder(ENCODER_NAMES.get(te.config.hidden_size, f"clip_{te.config.hidden_size}"), tok, te) for tok, te in pairs]
+    if model.is_sdxl:
+        return [Encoder(SDXL_KEYS[0], model.tokenizer, model.text_encoder), Encoder(SDXL_KEYS[1], model.tokenizer_2, model.text_encoder_2)]
+    width = model.text_encoder.config.hidden_size
+    return [Encoder(ENCODER_NAMES.get(width, f"clip_{width}"), model.tokenizer, model.text_encoder)]
 
 
 def initial_vectors(model: "LoadedModel", init_text: str, count: int) -> dict[str, torch.Tensor]:
