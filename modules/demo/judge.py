@@ -20,6 +20,7 @@ This is how the evaluation and the tests check that pixels answer the prompt.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,9 +56,12 @@ class Reading:
         }
 
 
-def nearest_colour(rgb) -> str:
-    distances = ((_PALETTE - np.asarray(rgb, dtype=np.float32)[None]) ** 2).sum(axis=1)
-    return COLOURS[int(distances.argmin())]
+def nearest_colour(rgb, palette: Mapping[str, tuple[int, int, int]] | None = None) -> str:
+    """The palette's colour nearest `rgb`: the demo model's eight unless another palette is
+    given (a LoRA that taught the model a new colour word is judged with it added)."""
+    names, values = (COLOURS, _PALETTE) if palette is None else (tuple(palette), np.array(list(palette.values()), dtype=np.float32))
+    distances = ((values - np.asarray(rgb, dtype=np.float32)[None]) ** 2).sum(axis=1)
+    return names[int(distances.argmin())]
 
 
 def border_pixels(pixels: np.ndarray, width: int = 3) -> np.ndarray:
@@ -67,8 +71,8 @@ def border_pixels(pixels: np.ndarray, width: int = 3) -> np.ndarray:
     )
 
 
-def _distance(pixels: np.ndarray, colour: str) -> np.ndarray:
-    return np.sqrt(((pixels - np.array(PALETTE[colour], dtype=np.float32)) ** 2).sum(axis=-1))
+def _distance(pixels: np.ndarray, colour: str, palette: Mapping[str, tuple[int, int, int]] = PALETTE) -> np.ndarray:
+    return np.sqrt(((pixels - np.array(palette[colour], dtype=np.float32)) ** 2).sum(axis=-1))
 
 
 def largest_region(mask: np.ndarray) -> np.ndarray | None:
@@ -80,15 +84,17 @@ def largest_region(mask: np.ndarray) -> np.ndarray | None:
     return labels == int(np.argmax(sizes)) + 1
 
 
-def read_picture(image) -> Reading:
-    """Judge one picture (PIL image or H×W×3 uint8 array)."""
+def read_picture(image, palette: Mapping[str, tuple[int, int, int]] | None = None) -> Reading:
+    """Judge one picture (PIL image or H×W×3 uint8 array); `palette` replaces the demo
+    model's eight colours (name -> RGB) when given."""
+    colours = PALETTE if palette is None else palette
     pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32)
-    background = nearest_colour(np.median(border_pixels(pixels), axis=0))
-    region = largest_region(_distance(pixels, background) > FOREGROUND_DISTANCE)
+    background = nearest_colour(np.median(border_pixels(pixels), axis=0), palette)
+    region = largest_region(_distance(pixels, background, colours) > FOREGROUND_DISTANCE)
     if region is None or region.sum() < MIN_SHAPE_PIXELS:
         return Reading(background, None, None, 0.0)
-    colour = nearest_colour(np.median(pixels[region], axis=0))
-    outline = largest_region(_distance(pixels, colour) < _distance(pixels, background)) if colour != background else None
+    colour = nearest_colour(np.median(pixels[region], axis=0), palette)
+    outline = largest_region(_distance(pixels, colour, colours) < _distance(pixels, background, colours)) if colour != background else None
     if outline is None:
         return Reading(background, colour, None, 0.0)
     shape, iou = fit_outline(outline)
