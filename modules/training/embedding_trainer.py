@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from modules.models.embeddings import ENCODER_NAMES, SDXL_KEYS, Embedding, EmbeddingError, load_embedding
+from modules.network import INSECURE_FLAG, AccessRefused
 from modules.training import dataset
 
 if TYPE_CHECKING:
@@ -165,6 +166,16 @@ class TrainOptions:
         parse_schedule(self.learn_rate, self.steps)
         if self.clip_grad_mode != "disabled":
             parse_schedule(self.clip_grad_value, self.steps, "Gradient clip value")
+        if self.preview_from_txt2img and self.create_image_every:
+            self.preview_params()  # a bad preview field is refused now, not at the first preview
+
+    def preview_params(self):
+        """The preview's txt2img fields as generation parameters (pydantic's ValidationError is a ValueError)."""
+        from modules.generation.params import GenerationParams
+
+        return GenerationParams(prompt=self.preview_prompt, negative_prompt=self.preview_negative_prompt, steps=self.preview_steps,
+                                sampler_name=self.preview_sampler_name, cfg_scale=self.preview_cfg_scale, width=self.preview_width,
+                                height=self.preview_height)
 
     def to_payload(self) -> dict:
         return asdict(self)
@@ -428,6 +439,8 @@ class EmbeddingTrainer:
         per_epoch = max(1, len(pictures) // batch_size // o.gradient_step)
         first, bar = step, tqdm(total=o.steps - step, desc="Training textual inversion", leave=False)
         micro, running, epoch = 0, 0.0, step // per_epoch
+        if self.progress is not None:
+            self.progress(0, o.steps - first)  # the step count shows (with an ETA) from the start
         try:
             with _frozen(model.unet, model.vae, *(e.model for e in encoders)):
                 while step < o.steps and not interrupted():
@@ -600,9 +613,7 @@ class EmbeddingTrainer:
 
         o = self.options
         if o.preview_from_txt2img:
-            params = GenerationParams(prompt=o.preview_prompt, negative_prompt=o.preview_negative_prompt, steps=o.preview_steps,
-                                      sampler_name=o.preview_sampler_name, cfg_scale=o.preview_cfg_scale, width=o.preview_width,
-                                      height=o.preview_height)
+            params = o.preview_params()
             seed = o.preview_seed if o.preview_seed >= 0 else int(rng.integers(2**32))
         else:
             params = GenerationParams(prompt=caption, steps=20, width=o.training_width, height=o.training_height)
@@ -678,7 +689,12 @@ class EmbeddingService:
         data_root = dataset.check_folder_allowed(Path(options.data_root), self.data_dir, self.restricted)
         log_root = None
         if options.create_image_every or options.save_embedding_every:
-            log_root = dataset.check_folder_allowed(Path(options.log_directory), self.data_dir, self.restricted)
+            try:
+                log_root = dataset.check_folder_allowed(Path(options.log_directory), self.data_dir, self.restricted)
+            except AccessRefused:
+                raise AccessRefused(f"The log directory must be inside the data folder (for example textual_inversion) while this "
+                                    f"server is shared on the network; got {options.log_directory!r}. The server's owner can allow "
+                                    f"any folder by starting it with {INSECURE_FLAG}.") from None
         template = self.templates().get(options.template_filename)
         if template is None:
             known = ", ".join(self.templates()) or "none"

@@ -89,6 +89,7 @@ def test_create_then_train_answers_as_a1111(served):
     ({"template_filename": "nothing.txt"}, 400, "Prompt template file 'nothing.txt' not found"),
     ({"learn_rate": "quick"}, 400, "Learning rate 'quick'"),
     ({"batch_size": 0}, 400, "batch_size must be at least 1"),
+    ({"preview_from_txt2img": True, "preview_sampler_name": "Nope"}, 400, "Nope"),
 ])
 def test_bad_training_requests_are_4xx_with_a_sentence(served, changes, status, words):
     client, app, _, _ = served
@@ -107,7 +108,7 @@ def test_a_shared_server_refuses_folders_outside_the_data_folder(served, tmp_pat
     refused = shared.post("/sdapi/v1/train/embedding", json=train_body(data_root=str(outside)))
     assert refused.status_code == 403 and "inside the data folder" in refused.json()["detail"]
     logs = shared.post("/sdapi/v1/train/embedding", json=train_body(log_directory=str(tmp_path / "logs")))
-    assert logs.status_code == 403 and not (tmp_path / "logs").exists()
+    assert logs.status_code == 403 and "log directory must be inside" in logs.json()["detail"] and not (tmp_path / "logs").exists()
 
 
 def test_bad_create_requests_are_400_with_a_sentence(served):

@@ -107,7 +107,7 @@ def test_training_learns_the_pictures_and_leaves_the_model_as_it_was(demo_model,
                                   progress=lambda step, steps: steps_seen.append((step, steps)))
     result = trainer.run()
 
-    assert result.step == 20 and not result.interrupted and steps_seen[-1] == (20, 20)
+    assert result.step == 20 and not result.interrupted and steps_seen[0] == (0, 20) and steps_seen[-1] == (20, 20)
     saved = load_embedding(emb_dir / f"{NAME}.pt")
     assert saved.step == 20 and saved.info == {"step": 20, "sd_checkpoint": "0123456789", "sd_checkpoint_name": "demo-shapes-64px"}
     loss_after = denoising_loss(demo_model, lib, pictures)
@@ -155,7 +155,7 @@ def test_interrupt_saves_the_vectors_so_far_and_a_restart_resumes_from_the_last_
     steps = []
     resumed.progress = lambda step, total: steps.append((step, total))
     assert resumed.run(resume=saves[-1]).step == saves[-1]["step"] + 2
-    assert steps == [(1, 2), (2, 2)]  # only the steps left were run
+    assert steps == [(0, 2), (1, 2), (2, 2)]  # only the steps left were run
 
 
 def test_learn_rate_schedules_read_as_a1111_reads_them():
