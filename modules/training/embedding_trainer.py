@@ -623,7 +623,15 @@ class EmbeddingTrainer:
             image = next(iter(runner.txt2img(params, seed))).images[0]
         path = log_dir / "images" / f"{provider.embedding.name}-{step}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
+        from PIL import PngImagePlugin
+
+        from modules.outputs.infotext import format_infotext
+
+        fields = [("Steps", params.steps), ("Sampler", params.sampler_name), ("CFG scale", params.cfg_scale), ("Seed", seed),
+                  ("Size", f"{params.width}x{params.height}"), ("Model", self.checkpoint[1])]
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", format_infotext(params.prompt, params.negative_prompt, fields))
+        image.save(path, pnginfo=info)
         return image, path
 
 

@@ -33,6 +33,8 @@ def served(tmp_path_factory):
         shapes.draw(shapes.Scene("red", "circle", "blue"), centre, 16).save(pictures / f"{i}.png")
         (pictures / f"{i}.txt").write_text("red circle, blue background")
     (data / "empty").mkdir()
+    (data / "broken").mkdir()
+    (data / "broken" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     args = parse_args(["--data-dir", str(data), "--api", "--disable-console-progressbars"])
     app = webui.App.create(args)
     try:
@@ -86,6 +88,7 @@ def test_create_then_train_answers_as_a1111(served):
     ({"embedding_name": "nobody"}, 404, "Embedding 'nobody' not found"),
     ({"data_root": "empty"}, 400, "has no pictures"),
     ({"data_root": "no/such/folder"}, 400, "does not exist"),
+    ({"data_root": "broken"}, 400, "cannot be read"),
     ({"template_filename": "nothing.txt"}, 400, "Prompt template file 'nothing.txt' not found"),
     ({"learn_rate": "quick"}, 400, "Learning rate 'quick'"),
     ({"batch_size": 0}, 400, "batch_size must be at least 1"),

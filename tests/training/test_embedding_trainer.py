@@ -214,3 +214,22 @@ def test_a_recorded_training_job_comes_back_after_a_restart_and_goes_on_from_its
         assert load_embedding(emb_dir / f"{NAME}.pt").step == 5
     finally:
         second.shutdown()
+
+
+def test_prompts_are_the_template_with_the_name_and_each_pictures_filewords(demo_model, folders):
+    """A1111's [name] and [filewords]: a picture's .txt caption, else its file name without the
+    leading number; the preview draws the step's first prompt and says so in its infotext."""
+    from modules.outputs.infotext import read_infotext
+
+    emb_dir, pictures, template, log_root = folders
+    for path in sorted(pictures.iterdir())[2:]:
+        path.unlink()
+    (pictures / "01-red_circle.txt").write_text("round thing, blue background\n")
+    template.write_text("a [name], [filewords]\n")
+    et.create_embedding(demo_model, emb_dir, NAME, 1)
+    run = et.EmbeddingTrainer(demo_model, library(emb_dir), options(pictures, steps=6, batch_size=1, create_image_every=1,
+                                                                    save_embedding_every=0),
+                              pictures, log_root, template).run()
+    prompts = {read_infotext(path).splitlines()[0] for path in (run.log_dir / "images").iterdir()}
+    assert prompts == {f"a {NAME}, red circle", f"a {NAME}, round thing, blue background"}
+    assert "Steps: 20" in read_infotext(run.last_image) and run.last_image.name == f"{NAME}-6.png"
