@@ -121,3 +121,27 @@ def test_bad_create_requests_are_400_with_a_sentence(served):
                         ({"name": "x", "num_vectors_per_token": "many"}, "must be a number")):
         answer = client.post("/sdapi/v1/create/embedding", json=body)
         assert answer.status_code == 400 and words in answer.json()["detail"], answer.text
+
+
+def test_interrupt_answers_as_a_finished_run_with_the_steps_so_far_saved(served):
+    """A1111's Interrupt ends training early and the route still answers "complete"."""
+    import threading
+    import time
+
+    client, app, _, _ = served
+    client.post("/sdapi/v1/create/embedding", json={"name": "circles", "num_vectors_per_token": 1, "overwrite_old": True})
+    answers = []
+    thread = threading.Thread(target=lambda: answers.append(client.post("/sdapi/v1/train/embedding", json=train_body(
+        steps=100000, create_image_every=0, save_embedding_every=0))))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = app.queue.current
+        if job is not None and job.kind == "train-embedding" and job.progress.step >= 3:
+            app.queue.interrupt(job.id)
+            break
+        time.sleep(0.05)
+    thread.join(60)
+    path = app.paths.embeddings / "circles.pt"
+    assert answers and answers[0].status_code == 200 and answers[0].json() == {"info": f"train embedding complete: filename: {path} error: None"}
+    assert 3 <= torch.load(path, weights_only=True)["step"] < 100000
