@@ -358,9 +358,21 @@ class _Picture:
     size: tuple[int, int]
 
 
+def training_samples(data_root: Path, options: TrainOptions) -> list[dataset.Sample]:
+    """The folder's pictures with their filewords (the caption file, else the file name); a
+    ValueError when there are too few for one optimizer step."""
+    found = dataset.scan_folder(data_root, caption_template="[filewords]", repeats_from_names=False)
+    batch = 1 if options.varsize else options.batch_size
+    if len(found) < batch * options.gradient_step:
+        raise ValueError(f"Batch size {batch} × gradient accumulation steps {options.gradient_step} needs at least "
+                         f"{batch * options.gradient_step} pictures; {data_root} has {len(found)}.")
+    return found
+
+
 class EmbeddingTrainer:
-    """One training run on a loaded model. `run` does the work; everything users can get wrong
-    is found by `prepare` first (a ValueError with a sentence)."""
+    """One training run on a loaded model. `run` does the work; what users can get wrong (the
+    embedding, the pictures, the template) is found at its start, before any step, and by
+    `EmbeddingService.check` before the job is queued (ValueErrors with a sentence)."""
 
     def __init__(self, model: "LoadedModel", library: "EmbeddingLibrary | None", options: TrainOptions, data_root: Path,
                  log_root: Path | None, template: Path, checkpoint: tuple[str | None, str | None] = (None, None),
@@ -389,11 +401,7 @@ class EmbeddingTrainer:
         return found
 
     def samples(self) -> list[dataset.Sample]:
-        found = dataset.scan_folder(self.data_root, caption_template="[filewords]", repeats_from_names=False)
-        batch = 1 if self.options.varsize else self.options.batch_size
-        if len(found) < batch:
-            raise ValueError(f"Batch size {batch} is larger than the {len(found)} pictures in {self.data_root}.")
-        return found
+        return training_samples(self.data_root, self.options)
 
     def template_lines(self) -> list[str]:
         lines = [line.strip() for line in self.template.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -438,67 +446,40 @@ class EmbeddingTrainer:
         batch_size = 1 if o.varsize else o.batch_size
         per_epoch = max(1, len(pictures) // batch_size // o.gradient_step)
         first, bar = step, tqdm(total=o.steps - step, desc="Training textual inversion", leave=False)
-        micro, running, epoch = 0, 0.0, step // per_epoch
+        micro, running = 0, 0.0
         if self.progress is not None:
             self.progress(0, o.steps - first)  # the step count shows (with an ETA) from the start
         try:
             with _frozen(model.unet, model.vae, *(e.model for e in encoders)):
-                while step < o.steps and not interrupted():
-                    order = rng.permutation(len(pictures))
-                    batches = [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
-                    batches = batches[: len(batches) - len(batches) % o.gradient_step]
-                    for indices in batches:
-                        rate = rate_at(schedule, step)
-                        if rate is None or interrupted():
-                            break
-                        for group in optimizer.param_groups:
-                            group["lr"] = rate
-                        chosen = [pictures[i] for i in indices]
-                        captions = [dataset.render_template(lines[rng.integers(len(lines))], stored.name,
-                                                            dataset.process_caption(p.caption, rng, shuffle=o.shuffle_tags,
-                                                                                    tag_dropout=o.tag_drop_out))
-                                    for p in chosen]
-                        loss = self._loss(chosen, captions, provider, encoders, noise_schedule, generator) / o.gradient_step
-                        (scaler.scale(loss) if scaler else loss).backward()
-                        running += loss.item()
-                        micro += 1
-                        if micro % o.gradient_step:
-                            continue
-                        if clip_schedule is not None:
-                            if scaler:
-                                scaler.unscale_(optimizer)
-                            limit = rate_at(clip_schedule, step) or clip_schedule[-1][0]
-                            clip = torch.nn.utils.clip_grad_value_ if o.clip_grad_mode == "value" else torch.nn.utils.clip_grad_norm_
-                            clip(list(params.values()), limit)
-                        if scaler:
-                            scaler.step(optimizer)
-                            scaler.update()
-                        else:
-                            optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                        step += 1
-                        provider.version = step
-                        result.losses.append(running)
-                        self._write_loss(log_dir, step, per_epoch, running, rate)
-                        bar.update(1)
-                        bar.set_description(f"Training textual inversion [Epoch {epoch}: {(step - 1) % per_epoch + 1}/{per_epoch}] "
-                                            f"loss: {running:.7f}")
-                        running = 0.0
-                        if self.progress is not None:
-                            self.progress(step - first, o.steps - first)
-                        if log_dir is not None and o.save_embedding_every and step % o.save_embedding_every == 0:
-                            saved = self._save(log_dir / "embeddings" / f"{stored.name}-{step}.pt", training, params, step,
-                                               f"{stored.name}-{step}")
-                            if on_save is not None:
-                                on_save({"step": step, "file": str(saved)})
-                        if log_dir is not None and o.create_image_every and step % o.create_image_every == 0:
-                            image, path = self._preview(provider, captions[0], step, log_dir, rng)
-                            result.last_image = path
-                            if on_preview is not None:
-                                on_preview(image)
-                        if step >= o.steps:
-                            break
-                    epoch += 1
+                for indices in _batches(len(pictures), batch_size, o.gradient_step, rng):
+                    rate = rate_at(schedule, step)
+                    if step >= o.steps or rate is None or interrupted():
+                        break
+                    for group in optimizer.param_groups:
+                        group["lr"] = rate
+                    chosen = [pictures[i] for i in indices]
+                    captions = [dataset.render_template(lines[rng.integers(len(lines))], stored.name,
+                                                        dataset.process_caption(p.caption, rng, shuffle=o.shuffle_tags,
+                                                                                tag_dropout=o.tag_drop_out))
+                                for p in chosen]
+                    loss = self._loss(chosen, captions, provider, encoders, noise_schedule, generator) / o.gradient_step
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    running += loss.item()
+                    micro += 1
+                    if micro % o.gradient_step:
+                        continue
+                    self._apply(optimizer, scaler, list(params.values()), clip_schedule, step)
+                    step += 1
+                    provider.version = step
+                    result.losses.append(running)
+                    self._write_loss(log_dir, step, per_epoch, running, rate)
+                    bar.update(1)
+                    bar.set_description(f"Training textual inversion [Epoch {(step - 1) // per_epoch}: {(step - 1) % per_epoch + 1}/"
+                                        f"{per_epoch}] loss: {running:.7f}")
+                    running = 0.0
+                    if self.progress is not None:
+                        self.progress(step - first, o.steps - first)
+                    self._keep(step, stored.name, training, params, captions[0], provider, log_dir, rng, result, on_save, on_preview)
         finally:
             bar.close()
         result.step, result.interrupted = step, interrupted()
@@ -506,6 +487,37 @@ class EmbeddingTrainer:
         if self.library is not None:
             self.library.refresh()
         return result
+
+    def _apply(self, optimizer, scaler, vectors: list[torch.Tensor], clip_schedule, step: int) -> None:
+        """One optimizer step, the gradients clipped first when asked (A1111's value or norm,
+        the limit following its own schedule)."""
+        if clip_schedule is not None:
+            if scaler:
+                scaler.unscale_(optimizer)
+            limit = rate_at(clip_schedule, step) or clip_schedule[-1][0]
+            clip = torch.nn.utils.clip_grad_value_ if self.options.clip_grad_mode == "value" else torch.nn.utils.clip_grad_norm_
+            clip(vectors, limit)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _keep(self, step: int, name: str, training: Embedding, params: dict, caption: str, provider: _TrainingEmbeddings,
+              log_dir: Path | None, rng: np.random.Generator, result: TrainResult, on_save, on_preview) -> None:
+        """The log folder's copy of the embedding and preview picture, when this step is due."""
+        o = self.options
+        if log_dir is None:
+            return
+        if o.save_embedding_every and step % o.save_embedding_every == 0:
+            saved = self._save(log_dir / "embeddings" / f"{name}-{step}.pt", training, params, step, f"{name}-{step}")
+            if on_save is not None:
+                on_save({"step": step, "file": str(saved)})
+        if o.create_image_every and step % o.create_image_every == 0:
+            image, result.last_image = self._preview(provider, caption, step, log_dir, rng)
+            if on_preview is not None:
+                on_preview(image)
 
     def _resume_copy(self, resume: Mapping | None, step: int) -> Embedding | None:
         """The log folder's copy a run cut off by a restart saved last, when it is further on."""
@@ -635,6 +647,18 @@ class EmbeddingTrainer:
         return image, path
 
 
+def _batches(count: int, batch_size: int, accumulation: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Picture indices, batch after batch, epoch after epoch: each epoch a new order, its last
+    short batch dropped and whole accumulation rounds only (A1111's drop_last)."""
+    per_epoch = count // batch_size // accumulation * accumulation
+    if per_epoch == 0:
+        raise ValueError(f"{count} pictures cannot fill one batch of {batch_size} × {accumulation} accumulation steps.")
+    while True:
+        order = rng.permutation(count)
+        for i in range(per_epoch):
+            yield order[i * batch_size:(i + 1) * batch_size]
+
+
 def _own_size(size: tuple[int, int]) -> tuple[int, int]:
     """"Do not resize images": the picture's own size, cut down to the UNet's 64-pixel grid."""
     return tuple(max(64, side // 64 * 64) for side in size)  # type: ignore[return-value]
@@ -716,7 +740,7 @@ class EmbeddingService:
         self.library.refresh()
         if self.library.get(options.embedding_name) is None:
             raise EmbeddingNotFound(f"Embedding {options.embedding_name!r} not found in the embeddings folder; create it first.")
-        dataset.scan_folder(data_root, caption_template="[filewords]", repeats_from_names=False)
+        training_samples(data_root, options)
 
     def trainer(self, options: TrainOptions, progress: Callable[[int, int], None] | None = None) -> EmbeddingTrainer:
         active = self.models.ensure()

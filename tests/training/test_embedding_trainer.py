@@ -233,3 +233,16 @@ def test_prompts_are_the_template_with_the_name_and_each_pictures_filewords(demo
     prompts = {read_infotext(path).splitlines()[0] for path in (run.log_dir / "images").iterdir()}
     assert prompts == {f"a {NAME}, red circle", f"a {NAME}, round thing, blue background"}
     assert "Steps: 20" in read_infotext(run.last_image) and run.last_image.name == f"{NAME}-6.png"
+
+
+def test_a_schedule_that_ends_early_ends_training_there_and_accumulation_needs_enough_pictures(demo_model, folders):
+    emb_dir, pictures, template, _ = folders
+    et.create_embedding(demo_model, emb_dir, NAME, 1)
+    lib = library(emb_dir)
+    run = et.EmbeddingTrainer(demo_model, lib, options(pictures, steps=1000, learn_rate="0.01:2, 0.001:3", gradient_step=2,
+                                                       create_image_every=0, save_embedding_every=0),
+                              pictures, None, template).run()
+    assert run.step == 3 and load_embedding(emb_dir / f"{NAME}.pt").step == 3
+    too_many = et.EmbeddingTrainer(demo_model, lib, options(pictures, batch_size=3, gradient_step=2), pictures, None, template)
+    with pytest.raises(ValueError, match="needs at least 6 pictures; .* has 4"):
+        too_many.run()
