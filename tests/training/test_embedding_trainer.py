@@ -246,3 +246,18 @@ def test_a_schedule_that_ends_early_ends_training_there_and_accumulation_needs_e
     too_many = et.EmbeddingTrainer(demo_model, lib, options(pictures, batch_size=3, gradient_step=2), pictures, None, template)
     with pytest.raises(ValueError, match="needs at least 6 pictures; .* has 4"):
         too_many.run()
+
+
+def test_do_not_resize_trains_each_picture_at_its_own_size(demo_model, folders, monkeypatch):
+    from modules.training import dataset
+
+    emb_dir, pictures, template, _ = folders
+    shapes.draw(shapes.Scene("red", "circle", "blue"), (32, 32), 16, size=128).crop((0, 0, 128, 64)).save(pictures / "wide.png")
+    sizes = []
+    real = dataset.load_picture
+    monkeypatch.setattr(dataset, "load_picture", lambda sample, size: sizes.append(size) or real(sample, size))
+    et.create_embedding(demo_model, emb_dir, NAME, 1)
+    run = et.EmbeddingTrainer(demo_model, library(emb_dir), options(pictures, varsize=True, batch_size=4, steps=6,
+                                                                    latent_sampling_method="deterministic", create_image_every=0,
+                                                                    save_embedding_every=0), pictures, None, template).run()
+    assert run.step == 6 and sorted(sizes) == [(64, 64)] * 4 + [(128, 64)]  # batch size 1, as A1111 makes it
