@@ -84,9 +84,10 @@ def largest_region(mask: np.ndarray) -> np.ndarray | None:
     return labels == int(np.argmax(sizes)) + 1
 
 
-def read_picture(image, palette: Mapping[str, tuple[int, int, int]] | None = None) -> Reading:
+def read_picture(image, palette: Mapping[str, tuple[int, int, int]] | None = None, outlines: Mapping[str, tuple] | None = None) -> Reading:
     """Judge one picture (PIL image or H×W×3 uint8 array); `palette` replaces the demo
-    model's eight colours (name -> RGB) when given."""
+    model's eight colours (name -> RGB) and `outlines` its shape templates (name -> tuple of
+    outlines, as `TEMPLATES`) when given: a LoRA that taught a new word is judged with it added."""
     colours = PALETTE if palette is None else palette
     pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image, dtype=np.float32)
     background = nearest_colour(np.median(border_pixels(pixels), axis=0), palette)
@@ -97,16 +98,16 @@ def read_picture(image, palette: Mapping[str, tuple[int, int, int]] | None = Non
     outline = largest_region(_distance(pixels, colour, colours) < _distance(pixels, background, colours)) if colour != background else None
     if outline is None:
         return Reading(background, colour, None, 0.0)
-    shape, iou = fit_outline(outline)
+    shape, iou = fit_outline(outline, TEMPLATES if outlines is None else outlines)
     return Reading(background, colour, shape if iou >= MIN_SHAPE_IOU else None, iou)
 
 
-def fit_outline(region: np.ndarray) -> tuple[str, float]:
+def fit_outline(region: np.ndarray, templates: Mapping[str, tuple] = TEMPLATES) -> tuple[str, float]:
     """The shape whose outline best overlaps ``region`` when drawn into its bounding box."""
     ys, xs = np.nonzero(region)
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
     scores = {}
-    for shape, outlines in TEMPLATES.items():
+    for shape, outlines in templates.items():
         best = 0.0
         for outline in outlines:
             template = outline_mask(outline, box, region.shape[0]) >= 0.5
