@@ -23,6 +23,7 @@ from modules.ui.gallery import build_gallery_tab
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.send_to import SendTargets
 from modules.ui.settings import build_settings_tab
+from modules.ui.train import build_train_tab
 from modules.ui.txt2img import build_txt2img_tab
 from modules.ui.extension_js import EXTENSION_JS_HEAD
 from modules.ui.extension_tabs import render_extension_tabs
@@ -155,6 +156,7 @@ def build_page(app: "App") -> gr.Blocks:
             if app.downloads is not None:
                 with gr.Tab("Models", id="models"):
                     build_models_tab(app.downloads, app.access, checkpoint, models.titles)
+            build_train_tab(app)  # A1111's Train tab: LoRA, Create embedding, Train (embedding)
             render_extension_tabs(extensions, extension_tabs)
             with gr.Tab("Settings", id="settings") as settings_tab:
                 build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab)
