@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from modules.outputs.gallery import GalleryIndex
     from modules.network import ServerAccess
     from modules.settings import SettingsStore
+    from modules.training.service import TrainingService
 
 log = logging.getLogger("webui")
 RESTART_EXIT_CODE = 3  # main()'s answer to "Apply and restart"; launch.py (its RESTART_EXIT_CODE) then starts a fresh process
@@ -70,6 +71,7 @@ class App:
     args: "argparse.Namespace | None" = None  # the parsed flags (the extension switches read --disable-*-extensions)
     restart_requested: threading.Event = field(default_factory=threading.Event)  # set by request_restart: main() returns RESTART_EXIT_CODE
     ray: "RayPool | None" = None  # Ray workers (--ray-address, several --device-id): generation jobs run on them
+    training: "TrainingService | None" = None  # LoRA training jobs and their run folders (the Train tab, /sdapi/v1/train/lora)
 
     @functools.cached_property
     def extension_manager(self) -> "ExtensionManager":
@@ -124,6 +126,7 @@ class App:
         hashes = models.hashes
         from modules.jobs.generation_task import register_generation_jobs
         from modules.jobs.store import JobStore
+        from modules.training.service import register_training_jobs
 
         queue = JobQueue(store=JobStore(paths.data_dir / "queue.sqlite3"))
         logins = bool(args.gradio_auth or getattr(args, "gradio_auth_path", None) or args.api_auth)  # then each user gets own folders
@@ -150,9 +153,25 @@ class App:
 
         extension_dirs, extensions = cls.extensions_for(paths, settings, service, args)
         scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate, registry=cls.script_registry(extensions))
+        training = cls.training_for(paths, models, service, access, args)
+        register_training_jobs(queue, training)
         return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
                    downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
-                   extension_dirs=extension_dirs, args=args, ray=ray)
+                   extension_dirs=extension_dirs, args=args, ray=ray, training=training)
+
+    @staticmethod
+    def training_for(paths: Paths, models: "ModelManager", service: "GenerationService", access: "ServerAccess",
+                     args) -> "TrainingService":
+        """LoRA training into models/Lora, run folders under <data-dir>/train; a saved LoRA
+        joins the LoRA list at once."""
+        from modules.training.service import TrainingService
+
+        training = TrainingService(models, paths.loras, paths.data_dir, paths.models_dir, access=access,
+                                   console=not args.disable_console_progressbars)
+        loras = service.libraries.loras
+        if loras is not None:
+            training.on_saved = lambda path: loras.refresh()
+        return training
 
     @staticmethod
     def models_for(args, paths: Paths) -> "ModelManager":
@@ -368,6 +387,9 @@ class App:
                 threading.Thread(target=self.models.hash_all, name="hash-checkpoints", daemon=True).start()
 
         self.startup = self.queue.submit("load_model", start_up)
+        from modules.training.embedding_trainer import EmbeddingService, register_embedding_jobs
+
+        register_embedding_jobs(self.queue, EmbeddingService.for_app(self))
         self.queue.restore()  # jobs left waiting by the last run go after the start-up work
         if fetch_default and not ckpt:
             self.fetch_default_checkpoint()
@@ -436,6 +458,13 @@ class App:
             from modules.controlnet.routes import build_controlnet_router
 
             app.include_router(build_controlnet_router(state))
+            from modules.training.embedding_routes import build_embedding_router
+            from modules.training.routes import build_training_router
+
+            state.access = self.access
+            state.training = self.training
+            app.include_router(build_embedding_router(state))
+            app.include_router(build_training_router(state))
             settings = self.settings
             app.add_middleware(BodyLimit, limits=lambda: (settings["limit_request_megabytes"], settings["limit_image_request_megabytes"]))
             add_docs(app, state.users, self.login_limits)

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from modules.scripts.runner import ScriptRun, ScriptRunner
     from modules.jobs.interrogate_task import InterrogateService
     from modules.login_limits import LoginLimits
+    from modules.network import ServerAccess
+    from modules.training.service import TrainingService
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class ApiState:
     extensions: "LoadedExtensions | None" = None  # the extensions' always-on scripts (alwayson_scripts by title, /script-info)
     extension_manager: "ExtensionManager | None" = None  # GET /extensions: the installed extensions and their versions
     scripts: "ScriptRunner | None" = None  # script_name / script_args (modules/scripts)
+    access: "ServerAccess | None" = None  # the shared-server folder rules (training folders); None: a local server
+    training: "TrainingService | None" = None  # /sdapi/v1/train/lora (modules/training/routes.py)
 
     @property
     def preview_every(self) -> int:
