@@ -51,8 +51,9 @@ def run_job(queue, name: str) -> Job | None:
 
 
 def job_run_name(job: Job) -> str | None:
-    """Which run a training job trains (TrainingService.submit names it on the job)."""
-    return getattr(job, "training_name", None)
+    """Which run a training job trains: TrainingService.submit names it on the job; a job
+    rebuilt after a restart carries the name on its task, where the job handler can put it."""
+    return getattr(job, "training_name", None) or getattr(job.task, "training_name", None)
 
 
 def job_summary(queue, job: Job | None) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, login_of
 from modules.training.params import LoraTrainingParams
+from modules.training.routes import run_job
 from modules.ui.common import page_user
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from webui import App
 
 PREFIX = "train_lora"
-KIND = "train-lora"
 # The sub-tab's first rows; the rest go into the accordions below, in this order.
 MAIN_FIELDS = ("output_name", "train_data_dir", "checkpoint", "caption_template", "trigger_word")
 NETWORK_FIELDS = ("network_dim", "network_alpha", "learning_rate", "lr_scheduler", "max_train_steps", "max_train_epochs",
@@ -200,7 +200,8 @@ class LoraTab:
                 compare = gr.Dropdown(self.service.run_names(), value=[], multiselect=True, label="Runs", elem_id=f"{PREFIX}_compare", scale=4)
                 metric = gr.Radio(list(METRICS), value="FID", label="Score", elem_id=f"{PREFIX}_metric", scale=2)
             # points, not lines: a run is scored a few times, often once at the end
-            score_plot = gr.ScatterPlot(scores_frame([], "fid"), x="step", y="value", color="run", title="Scores", label="Scores",
+            # starts empty (None): a plot with a colour column draws no marks for later data when its first value is an empty frame
+            score_plot = gr.ScatterPlot(None, x="step", y="value", color="run", title="Scores", label="Scores",
                                         elem_id=f"{PREFIX}_scores", height=260)
             notes = gr.Markdown("", elem_id=f"{PREFIX}_score_notes")
 
@@ -248,7 +249,8 @@ class LoraTab:
 
         def compare_scores(chosen: list[str], label: str):
             views = [self.service.view(n) for n in chosen or [] if n in self.service.run_names()]
-            return scores_frame(views, METRICS.get(label, "fid")), scores_notes(views)
+            frame = scores_frame(views, METRICS.get(label, "fid"))
+            return (frame if len(frame) else None), scores_notes(views)
 
         train.click(start, set(controls.values()), [*live[:-1], timer, job_id, run], concurrency_limit=None, api_name=False)
         timer.tick(tick, [run, job_id, shown_step], live, api_name=False, show_progress="hidden")
@@ -296,8 +298,7 @@ class LoraTab:
             return job
         if not name:
             return None
-        jobs = [j for j in self.queue.list() if j.kind == KIND and j.status not in FINISHED and getattr(j, "training_name", None) == name]
-        return jobs[-1] if jobs else None
+        return run_job(self.queue, name)
 
     def _live(self, name: str | None, watched: str | None, step_shown: int) -> list:
         """Status, loss plot and the newest samples of run `name`; the timer runs while its job does."""
