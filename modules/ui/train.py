@@ -248,7 +248,7 @@ class LoraTab:
                     gr.update(choices=names, value=[c for c in chosen or [] if c in names]))
 
         def compare_scores(chosen: list[str], label: str):
-            views = [self.service.view(n) for n in chosen or [] if n in self.service.run_names()]
+            views = [v for v in map(self._view, chosen or []) if v is not None]
             frame = scores_frame(views, METRICS.get(label, "fid"))
             return (frame if len(frame) else None), scores_notes(views)
 
@@ -300,12 +300,19 @@ class LoraTab:
             return None
         return run_job(self.queue, name)
 
+    def _view(self, name: str | None) -> Any | None:
+        """Run `name` as its folder shows it; None before its folder exists or once it is gone."""
+        try:
+            return self.service.view(name) if name else None
+        except KeyError:
+            return None
+
     def _live(self, name: str | None, watched: str | None, step_shown: int) -> list:
         """Status, loss plot and the newest samples of run `name`; the timer runs while its job does."""
         job = self.queue.get(watched) if watched else None
         if job is None and name:
             job = self._job(name, None)
-        view = self.service.view(name) if name and name in self.service.run_names() else None
+        view = self._view(name)
         active = job is not None and job.status not in FINISHED
         status = status_text(view, job, self.queue)
         if view is None:
