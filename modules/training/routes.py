@@ -56,12 +56,14 @@ def job_run_name(job: Job) -> str | None:
     return getattr(job, "training_name", None) or getattr(job.task, "training_name", None)
 
 
-def job_summary(queue, job: Job | None) -> dict[str, Any] | None:
-    """A training job as the queue routes show a job: id, status, place in the queue, step text."""
+def job_summary(queue, job: Job | None, rate: float | None = None) -> dict[str, Any] | None:
+    """A training job as the queue routes show a job: id, status, place in the queue, step text.
+    With the run's step `rate`, the ETA comes from it (the job's clock also counts the model's loading)."""
     if job is None:
         return None
     running = job.status is JobStatus.RUNNING
-    eta = job.progress.eta_seconds() if running else None
+    p = job.progress
+    eta = ((p.steps - p.step) / rate if rate and p.steps else p.eta_seconds()) if running else None
     return {"id": job.id, "status": job.status.value, "position": queue.position(job),
             "textinfo": job.progress.text() if running else None, "eta_relative": round(eta, 2) if eta is not None else None,
             "error": job.error}
@@ -107,7 +109,8 @@ def _add_lora_routes(router: APIRouter, state: "ApiState", current_user) -> None
     @router.get("/train/lora/{name}", summary="One run: status, rate, losses, sample file names, scores, the LoRA file")
     def get_lora_run(name: str) -> dict:
         service = training_service(state)
-        return {**view(service, name).to_json(), "task": job_summary(state.queue, run_job(state.queue, name))}
+        run = view(service, name)
+        return {**run.to_json(), "task": job_summary(state.queue, run_job(state.queue, name), run.rate)}
 
     @router.post("/train/lora/{name}/interrupt", summary="Stop a run: it saves what it has; a waiting run is cancelled")
     def interrupt_lora_run(name: str, user: str = Depends(current_user)) -> dict:

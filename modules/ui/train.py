@@ -120,7 +120,8 @@ def status_text(view: Any | None, job: Job | None, queue: JobQueue) -> str:
         rate = f", {view.rate:.2f} steps/s" if view is not None and view.rate else ""
         if not p.steps:
             return "Training: loading the model and the pictures…"
-        eta = p.eta_seconds()
+        # from the steps' own rate when the log has one: the job's clock also counts loading the model
+        eta = (p.steps - p.step) / view.rate if view is not None and view.rate else p.eta_seconds()
         return f"Training: Step {p.step}/{p.steps}{rate}" + (f", ETA {_duration(eta)}" if eta is not None else "") + "."
     if view is None:
         return job.error or "" if job is not None else ""

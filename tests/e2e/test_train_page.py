@@ -79,6 +79,7 @@ def test_interrupt_a_run_in_the_page(page, server):
         page.locator("#train_lora_status", has_text="steps/s").wait_for(timeout=60000)
         running = page.locator("#train_lora_status").inner_text()
         assert "Training: Step " in running and "/5000" in running and "ETA" in running, running
+        page.screenshot(path=f"{SHOTS}/train-lora-running.png", full_page=True)
     finally:
         page.click("#train_lora_interrupt")  # never leave a 5000-step job on the session's shared server
     page.locator("#train_lora_status", has_text="interrupted").wait_for(timeout=60000)

@@ -132,6 +132,11 @@ def test_only_the_runs_owner_interrupts_it_and_it_keeps_what_it_learnt(shared_ap
         assert time.monotonic() < deadline, "the run did not start"
         time.sleep(0.2)
 
+    running = client.get("/sdapi/v1/train/lora/long", auth=BOB).json()  # anyone may watch
+    assert running["status"] == "running" and running["rate"] > 0 and running["total_steps"] == 5000
+    assert running["task"]["status"] == "running" and running["task"]["textinfo"].startswith("Step ")
+    assert running["task"]["eta_relative"] > 0
+
     refused = client.post("/sdapi/v1/train/lora/long/interrupt", auth=BOB)
     assert refused.status_code == 403 and refused.json()["error"] == "Forbidden"
     assert client.get("/sdapi/v1/train/lora/long", auth=BOB).json()["task"]["status"] == "running"
