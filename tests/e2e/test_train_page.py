@@ -4,7 +4,7 @@ appears in txt2img's LoRA picker; the Create embedding sub-tab makes an embeddin
 
 from __future__ import annotations
 
-import time
+import re
 
 from tests.training.test_lora_routes import write_dataset
 
@@ -32,16 +32,15 @@ def test_train_a_lora_in_the_page(page, server):
     box.fill("4")
     box.press("Tab")
 
-    started = time.monotonic()
     page.click("#train_lora_start")
-    page.locator("#train_lora_status", has_text="done").wait_for(timeout=180000)
+    ended = page.locator("#train_lora_status", has_text=re.compile(r"e2e-shapes: (done|failed|interrupted),|Not started"))
+    ended.wait_for(timeout=180000)
+    assert "e2e-shapes: done, 6/6 steps" in ended.inner_text(), ended.inner_text()
     page.locator("#train_lora_samples img").first.wait_for(timeout=15000)
-    page.locator("#train_lora_loss canvas, #train_lora_loss svg").first.wait_for(timeout=15000)
-    status = page.locator("#train_lora_status").inner_text()
-    assert "6/6 steps" in status and "e2e-shapes.safetensors" in status, status
+    page.locator("#train_lora_loss g.mark-line path").first.wait_for(timeout=15000)  # the loss line (none is drawn without data)
+    assert "e2e-shapes.safetensors" in page.locator("#train_lora_status").inner_text()
     page.screenshot(path=f"{SHOTS}/train-lora-done.png", full_page=True)
     assert (server["data"] / "models" / "Lora" / "e2e-shapes.safetensors").exists()
-    assert time.monotonic() - started < 180
 
     page.locator("#train_lora_compare_box").click()  # compare runs: the scores saved at the end, and why some are missing
     page.click("#train_lora_refresh")
