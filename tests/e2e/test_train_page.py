@@ -11,6 +11,18 @@ from tests.training.test_lora_routes import write_dataset
 SHOTS = "/tmp/i26"
 
 
+def wait_status(page, pattern: str, timeout: float) -> str:
+    """The status line once it matches `pattern`; on a timeout, fail with what it says instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    status = page.locator("#train_lora_status")
+    try:
+        status.filter(has_text=re.compile(pattern)).wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        raise AssertionError(f"the status line never matched {pattern!r}: {status.inner_text()!r}") from None
+    return status.inner_text()
+
+
 def open_train_tab(page) -> None:
     page.locator("#tab_train-button").click()
     page.locator("#train_lora_output_name").wait_for(timeout=10000)
@@ -33,9 +45,8 @@ def test_train_a_lora_in_the_page(page, server):
     box.press("Tab")
 
     page.click("#train_lora_start")
-    ended = page.locator("#train_lora_status", has_text=re.compile(r"e2e-shapes: (done|failed|interrupted),|Not started"))
-    ended.wait_for(timeout=180000)
-    assert "e2e-shapes: done, 6/6 steps" in ended.inner_text(), ended.inner_text()
+    ended = wait_status(page, r"e2e-shapes: (done|failed|interrupted),|Not started", 180000)
+    assert "e2e-shapes: done, 6/6 steps" in ended, ended
     page.locator("#train_lora_samples img").first.wait_for(timeout=15000)
     page.locator("#train_lora_loss g.mark-line path").first.wait_for(timeout=15000)  # the loss line (none is drawn without data)
     assert "e2e-shapes.safetensors" in page.locator("#train_lora_status").inner_text()
@@ -75,13 +86,12 @@ def test_interrupt_a_run_in_the_page(page, server):
         box.press("Tab")
     page.click("#train_lora_start")
     try:
-        page.locator("#train_lora_status", has_text="steps/s").wait_for(timeout=60000)
-        running = page.locator("#train_lora_status").inner_text()
+        running = wait_status(page, "steps/s", 60000)
         assert "Training: Step " in running and "/5000" in running and "ETA" in running, running
         page.screenshot(path=f"{SHOTS}/train-lora-running.png", full_page=True)
     finally:
         page.click("#train_lora_interrupt")  # never leave a 5000-step job on the session's shared server
-    page.locator("#train_lora_status", has_text="interrupted").wait_for(timeout=60000)
+    wait_status(page, "e2e-long: interrupted", 60000)
     assert (server["data"] / "models" / "Lora" / "e2e-long.safetensors").exists()
 
 
@@ -89,8 +99,7 @@ def test_bad_folder_is_a_visible_message(page, server):
     open_train_tab(page)
     page.fill("#train_lora_train_data_dir input, #train_lora_train_data_dir textarea", str(server["data"] / "no-such-folder"))
     page.click("#train_lora_start")
-    page.locator("#train_lora_status", has_text="Not started").wait_for(timeout=15000)
-    assert "no-such-folder" in page.locator("#train_lora_status").inner_text()
+    assert "no-such-folder" in wait_status(page, "Not started", 15000)
 
 
 def test_create_an_embedding(page, server):
