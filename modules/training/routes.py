@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 # The queue's name for a LoRA training job (TrainingService.submit uses the same).
 LORA_KIND = "train-lora"
+# What /docs shows for the body: the params model's fields. The body itself is read as a plain
+# object so a bad value is the API's 400 with a sentence (from_request), not FastAPI's 422.
+REQUEST_SCHEMA = LoraTrainingParams.model_json_schema()
 
 
 def build_training_router(state: "ApiState") -> APIRouter:
@@ -81,7 +84,8 @@ def _add_lora_routes(router: APIRouter, state: "ApiState", current_user) -> None
         except KeyError:
             raise ApiError(404, "NotFound", f"No LoRA training run named '{name}'.") from None
 
-    @router.post("/train/lora", summary="Queue a LoRA training run (kohya option names); returns its task id at once")
+    @router.post("/train/lora", summary="Queue a LoRA training run (kohya option names); returns its task id at once",
+                 openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": REQUEST_SCHEMA}}}})
     async def train_lora(body: dict[str, Any] = Body(...), user: str = Depends(current_user)) -> dict:
         """400 for a bad value, an empty or unreadable dataset; 403 for a folder outside the data
         folder on a shared server. The run then waits its turn in the caller's lane."""

@@ -117,6 +117,9 @@ def test_bad_requests_are_refused_with_a_sentence_and_nothing_is_queued(shared_a
     assert not (data / "models" / "Lora" / "x.safetensors").exists()
 
     assert client.post("/sdapi/v1/train/lora", json=tiny_run("x", broken)).status_code == 401  # the API's log-in
+    docs = client.get("/openapi.json", auth=ALICE).json()["paths"]["/sdapi/v1/train/lora"]["post"]
+    fields = docs["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert fields["network_dim"]["title"] == "Network Dim" and fields["network_dim"]["minimum"] == 1  # /docs shows the options
     missing = client.get("/sdapi/v1/train/lora/no-such-run", auth=ALICE)
     assert missing.status_code == 404 and missing.json()["error"] == "NotFound"
     assert client.post("/sdapi/v1/train/lora/no-such-run/interrupt", auth=ALICE).status_code == 404
