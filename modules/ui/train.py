@@ -200,8 +200,8 @@ class LoraTab:
             with gr.Row():
                 compare = gr.Dropdown(self.service.run_names(), value=[], multiselect=True, label="Runs", elem_id=f"{PREFIX}_compare", scale=4)
                 metric = gr.Radio(list(METRICS), value="FID", label="Score", elem_id=f"{PREFIX}_metric", scale=2)
-            # points, not lines: a run is scored a few times, often once at the end
-            # starts empty (None): a plot with a colour column draws no marks for later data when its first value is an empty frame
+            # Points, not lines: a run is scored a few times, often once at the end. It starts as None: a plot
+            # with a colour column whose first value is an empty frame draws no marks for later data (gradio 6).
             score_plot = gr.ScatterPlot(None, x="step", y="value", color="run", title="Scores", label="Scores",
                                         elem_id=f"{PREFIX}_scores", height=260)
             notes = gr.Markdown("", elem_id=f"{PREFIX}_score_notes")
@@ -223,9 +223,6 @@ class LoraTab:
             names = self.service.run_names()
             return [status_text(None, job, self.queue), loss_frame([]), [], -1, gr.Timer(active=True), job.id,
                     gr.update(choices=self._with(names, params.output_name), value=params.output_name)]
-
-        def tick(name: str | None, watched: str | None, step_shown: int):
-            return self._live(name, watched, step_shown)
 
         def show(name: str | None, watched: str | None):
             """Another run picked: show it from the start; poll while its job runs."""
@@ -253,13 +250,14 @@ class LoraTab:
             frame = scores_frame(views, METRICS.get(label, "fid"))
             return (frame if len(frame) else None), scores_notes(views)
 
-        train.click(start, set(controls.values()), [*live[:-1], timer, job_id, run], concurrency_limit=None, api_name=False)
-        timer.tick(tick, [run, job_id, shown_step], live, api_name=False, show_progress="hidden")
+        train.click(start, set(controls.values()), [*live, job_id, run], concurrency_limit=None, api_name=False)
+        timer.tick(self._live, [run, job_id, shown_step], live, api_name=False, show_progress="hidden")
         run.select(show, [run, job_id], [*live, job_id], api_name=False)
         interrupt.click(stop, [run, job_id], None, api_name=False)
         refresh.click(rescan, [run, compare], [run, compare], queue=False, api_name=False)
         compare.change(compare_scores, [compare, metric], [score_plot, notes], api_name=False)
         metric.change(compare_scores, [compare, metric], [score_plot, notes], api_name=False)
+
         def opened(name: str | None, chosen: list[str]):
             """On opening the tab: the checkpoints now, the one in use chosen, and the runs now."""
             return (gr.update(choices=self.titles(), value=self.current_title() or None), *rescan(name, chosen))
