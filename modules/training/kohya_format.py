@@ -24,11 +24,13 @@ BASE_MODEL_VERSIONS = {"sd1": "sd_v1", "tiny-sd1": "sd_v1", "demo-shapes": "sd_v
 MODELSPEC_ARCHITECTURES = {"sd_v1": "stable-diffusion-v1/lora", "sd_v2": "stable-diffusion-v2-512/lora", "sdxl_base_v1-0": "stable-diffusion-xl-v1-base/lora"}
 
 
-def kohya_state_dict(parts: Mapping[str, Mapping[str, torch.Tensor]], alpha: float, sdxl: bool) -> dict[str, torch.Tensor]:
+def kohya_state_dict(parts: Mapping[str, Mapping[str, torch.Tensor]], alpha: float, sdxl: bool, conv_alpha: float | None = None) -> dict[str, torch.Tensor]:
     """`parts`: each component's peft LoRA weights ("unet", "text_encoder", "text_encoder_2":
     `….lora_A.weight` / `….lora_B.weight` keys without adapter names), as
     `get_peft_model_state_dict` gives them. Returns kohya keys, tensors contiguous in fp16-safe
-    float32 (kohya saves in the training's save precision; float32 keeps every value)."""
+    float32 (kohya saves in the training's save precision; float32 keeps every value).
+    `conv_alpha`: the alpha of 3×3 convolution modules (LoCon), whose down weight is 4-D with a
+    3×3 kernel."""
     from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
     prefixed = {f"{component}.{_kohya_module(component, key)}": value for component, weights in parts.items() for key, value in weights.items()}
@@ -38,7 +40,9 @@ def kohya_state_dict(parts: Mapping[str, Mapping[str, torch.Tensor]], alpha: flo
         if not sdxl and key.startswith("lora_te1_"):
             key = "lora_te_" + key[len("lora_te1_"):]
         if key.endswith(".alpha"):
-            value = torch.tensor(float(alpha))
+            down = converted.get(key.removesuffix(".alpha") + ".lora_down.weight")
+            conv = conv_alpha is not None and down is not None and down.dim() == 4 and down.shape[-1] > 1
+            value = torch.tensor(float(conv_alpha if conv else alpha))
         out[key] = value.detach().to("cpu", torch.float32).contiguous()
     return out
 

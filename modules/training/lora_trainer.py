@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 ADAPTER = "web_ui_training"
 # kohya's LoRA targets: the transformer blocks' linear and 1×1 layers, and CLIP's attention and MLP.
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
+# kohya's LoCon (network_args conv_dim): the ResNet blocks' 3×3 convolutions too, at their own rank.
+CONV_TARGETS = ["conv1", "conv2"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 MAX_GRAD_NORM = 1.0  # kohya's default clipping
 STATE_FILE = "state.pt"
@@ -115,7 +117,9 @@ class LoraTrainer:
             module.requires_grad_(False)
         model.vae.eval()
         self.noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
-        unet_config = LoraConfig(r=p.network_dim, lora_alpha=p.network_alpha, target_modules=UNET_TARGETS, init_lora_weights=True)
+        conv = {name: p.conv_dim for name in CONV_TARGETS} if p.conv_dim else {}
+        unet_config = LoraConfig(r=p.network_dim, lora_alpha=p.network_alpha, target_modules=UNET_TARGETS + list(conv), init_lora_weights=True,
+                                 rank_pattern=conv, alpha_pattern={name: p.conv_alpha for name in conv})
         inject_adapter_in_model(unet_config, model.unet, adapter_name=ADAPTER)
         trained = [model.unet]
         if self.train_text:
@@ -314,7 +318,7 @@ class LoraTrainer:
         return parts
 
     def save(self, path: Path, step: int) -> Path:
-        tensors = kohya_state_dict(self.lora_parts(), self.params.network_alpha, self.sdxl)
+        tensors = kohya_state_dict(self.lora_parts(), self.params.network_alpha, self.sdxl, conv_alpha=self.params.conv_alpha)
         return save_lora(path, tensors, training_metadata(self.metadata(step)))
 
     def metadata(self, step: int) -> dict[str, Any]:

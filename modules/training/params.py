@@ -40,6 +40,8 @@ class LoraTrainingParams(BaseModel):
     trigger_word: str = Field("", json_schema_extra=_meta("Trigger word"))
     network_dim: int = Field(16, ge=1, le=256, json_schema_extra=_meta("Rank (network dim)"))
     network_alpha: float = Field(8.0, gt=0, le=256, json_schema_extra=_meta("Alpha"))
+    conv_dim: int = Field(0, ge=0, le=256, json_schema_extra=_meta("Conv rank (LoCon, 0: off)"))
+    conv_alpha: float = Field(1.0, gt=0, le=256, json_schema_extra=_meta("Conv alpha"))
     learning_rate: float = Field(1e-4, gt=0, le=1.0, json_schema_extra=_meta("Learning rate"))
     unet_lr: float | None = Field(None, gt=0, le=1.0, json_schema_extra=_meta("UNet learning rate (empty: learning rate)"))
     text_encoder_lr: float | None = Field(None, gt=0, le=1.0, json_schema_extra=_meta("Text encoder learning rate (empty: learning rate)"))

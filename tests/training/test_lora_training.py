@@ -60,7 +60,7 @@ def trained(tmp_path_factory):
     """One 6-step run: (LoRA path, run folder, params)."""
     root = tmp_path_factory.mktemp("lora")
     folder = draw_set(root / "data" / "5_shapes")
-    params = tiny_params(root / "data")
+    params = tiny_params(root / "data", conv_dim=2, conv_alpha=1)  # LoCon too: the ResNet 3×3 convolutions
     trainer = trainer_for(params, root / "data", root / "run", root / "Lora" / "tiny.safetensors")
     outcome = trainer.train()
     assert outcome.steps == 6 and not outcome.interrupted and outcome.lora == root / "Lora" / "tiny.safetensors"
@@ -76,7 +76,10 @@ def test_the_file_is_kohya_layout_with_training_metadata(trained):
     assert keys and all(k.startswith(("lora_unet_", "lora_te_")) for k in keys)
     assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj.") for k in keys)  # SD 1.x: lora_te_, not lora_te1_
     assert {k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] for k in keys if not k.endswith(".alpha")} == {"lora_down.weight", "lora_up.weight"}
-    assert set(alphas.values()) == {2.0} and down.shape[0] == 4
+    conv = "lora_unet_down_blocks_0_resnets_0_conv1"
+    assert {v for k, v in alphas.items() if "resnets" not in k} == {2.0} and alphas[conv + ".alpha"] == 1.0 and down.shape[0] == 4
+    with safe_open(str(lora), framework="pt") as f:
+        assert f.get_tensor(conv + ".lora_down.weight").shape[::2] == (2, 3) and f.get_tensor(conv + ".lora_up.weight").shape[2:] == (1, 1)
     assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0" and meta["ss_output_name"] == "tiny"
     assert meta["ss_steps"] == "6" and meta["ss_sd_model_name"] == "demo-shapes-64px" and meta["ss_base_model_version"] == "sd_v1"
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_num_train_images"] == "20"  # 4 pictures × 5 repeats
