@@ -33,6 +33,7 @@ NETWORK_FIELDS = ("network_dim", "network_alpha", "learning_rate", "lr_scheduler
                   "train_batch_size", "resolution")
 ACCORDIONS = (  # (title, elem_id suffix, fields)
     ("Learning rates and optimizer", "rates", ("unet_lr", "text_encoder_lr", "lr_warmup_steps", "optimizer_type")),
+    ("Conv layers (LoCon)", "locon", ("conv_dim", "conv_alpha")),
     ("Dataset and captions", "dataset", ("caption_extension", "enable_bucket", "min_bucket_reso", "max_bucket_reso",
                                          "bucket_reso_steps", "caption_dropout_rate", "shuffle_caption", "keep_tokens", "network_train_unet_only")),
     ("Noise, seed and precision", "noise", ("noise_offset", "min_snr_gamma", "seed", "mixed_precision", "gradient_checkpointing")),

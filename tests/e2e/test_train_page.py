@@ -39,7 +39,11 @@ def test_train_a_lora_in_the_page(page, server):
         box.fill(value)
         box.press("Tab")
     page.locator("#train_lora_sampling_box").click()  # the "Samples, copies and scores" accordion
-    page.fill("#train_lora_sample_prompts textarea", "a red circle on a white background")
+    prompts = page.locator("#train_lora_sample_prompts textarea")
+    prompts.wait_for(state="visible", timeout=10000)
+    prompts.fill("a red circle on a white background")
+    prompts.press("Tab")
+    assert prompts.input_value() == "a red circle on a white background"
     box = page.locator("#train_lora_sample_steps input[type=number]")
     box.fill("4")
     box.press("Tab")
@@ -47,7 +51,8 @@ def test_train_a_lora_in_the_page(page, server):
     page.click("#train_lora_start")
     ended = wait_status(page, r"e2e-shapes: (done|failed|interrupted),|Not started", 180000)
     assert "e2e-shapes: done, 6/6 steps" in ended, ended
-    page.locator("#train_lora_samples img").first.wait_for(timeout=15000)
+    page.locator("#train_lora_samples", has_text="step 6: a red circle on a white background").wait_for(timeout=15000)
+    assert page.locator("#train_lora_samples img").count() == 1  # one sample prompt, one picture
     page.locator("#train_lora_loss g.mark-line path").first.wait_for(timeout=15000)  # the loss line (none is drawn without data)
     assert "e2e-shapes.safetensors" in page.locator("#train_lora_status").inner_text()
     page.screenshot(path=f"{SHOTS}/train-lora-done.png", full_page=True)
