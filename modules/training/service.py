@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from modules.files import atomic_path
 from modules.training import dataset as data
-from modules.training.params import LoraTrainingParams
+from modules.training.params import NAME_PATTERN, LoraTrainingParams
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -56,7 +56,7 @@ class RunView:
 
     name: str
     params: dict
-    status: str  # queued, running, done, interrupted, failed, unknown
+    status: str  # queued, running, done, interrupted, cancelled, failed, unknown
     losses: list[tuple[int, float]]
     samples: list[tuple[int, list[Path]]]
     scores: list[dict]
@@ -98,6 +98,10 @@ class TrainingService:
         samples = data.scan_folder(folder, caption_extension=params.caption_extension, caption_template=params.caption_template,
                                    trigger_word=params.trigger_word)
         info = self.checkpoint(params)
+        lora = self.lora_dir / f"{params.output_name}.safetensors"
+        if lora.exists() and not (self.runs_dir / params.output_name / "params.json").exists():
+            raise ValueError(f"models/Lora already has {lora.name}, which was not trained here; training would overwrite it. "
+                             f"Pick another LoRA name.")
         if params.optimizer_type == "AdamW8bit":
             try:
                 import bitsandbytes  # noqa: F401
@@ -116,13 +120,19 @@ class TrainingService:
 
     def submit(self, queue: "JobQueue", params: LoraTrainingParams, user: str = "") -> "Job":
         self.check(params)
-        busy = [j for j in (*queue.running(), *queue.waiting()) if j.kind == KIND and getattr(j, "training_name", None) == params.output_name]
+        busy = [j for j in (*queue.running(), *queue.waiting()) if j.kind == KIND and _run_name(j) == params.output_name]
         if busy:
             raise ValueError(f"A training run named {params.output_name!r} is already {busy[0].status.value}; wait for it or pick another name.")
         job = queue.submit(KIND, lambda job: self.run(job, params), user=user, payload={"params": params.to_payload()})
         job.training_name = params.output_name
         self._write_status(params.output_name, "queued", job=job.id)
+        job.add_done_callback(lambda: self._cancelled(job, params.output_name))
         return job
+
+    def _cancelled(self, job: "Job", name: str) -> None:
+        """A job cancelled while it waited never runs, so its folder would say "queued" for ever."""
+        if job.status.value == "cancelled":
+            self._write_status(name, "cancelled", job=job.id, message="Cancelled while it waited; nothing was trained.")
 
     # ------------------------------------------------------------------ the job
 
@@ -215,12 +225,12 @@ class TrainingService:
     def run_names(self) -> list[str]:
         if not self.runs_dir.is_dir():
             return []
-        found = [d for d in self.runs_dir.iterdir() if (d / "params.json").exists() or (d / "status.json").exists()]
+        found = [d for d in self.runs_dir.iterdir() if NAME_PATTERN.match(d.name) and ((d / "params.json").exists() or (d / "status.json").exists())]
         return [d.name for d in sorted(found, key=lambda d: _mtime(d), reverse=True)]
 
     def view(self, name: str) -> RunView:
         run_dir = self.runs_dir / name
-        if not name or "/" in name or "\\" in name or not run_dir.is_dir():
+        if not NAME_PATTERN.match(name) or not run_dir.is_dir():  # a LoRA name: no folders, no ".." or "."
             raise KeyError(f"No training run named {name!r}.")
         params = _read_json(run_dir / "params.json") or {}
         status = _read_json(run_dir / "status.json") or {}
@@ -309,9 +319,16 @@ def register_training_jobs(queue: "JobQueue", service: TrainingService) -> None:
 
     def handler(payload: Any):
         params = LoraTrainingParams.from_request(payload["params"])
-        return lambda job: service.run(job, params)
+        task = lambda job: service.run(job, params)  # noqa: E731
+        task.training_name = params.output_name  # the run it trains (routes.job_run_name): interrupt and same-name checks find it
+        return task
 
     queue.register(KIND, handler)
+
+
+def _run_name(job: "Job") -> str | None:
+    """The run a training job trains: named on the job by submit, on its task when rebuilt after a restart."""
+    return getattr(job, "training_name", None) or getattr(job.task, "training_name", None)
 
 
 def _report(job: "Job | None", step: int, total: int) -> None:

@@ -1,0 +1,79 @@
+"""TrainingService without a model: the checks and bookkeeping around a queued LoRA run (a job
+rebuilt after a restart is found by its run name, a cancelled waiting run says so, a LoRA file
+not trained here is not overwritten, run names cannot leave the runs folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from modules.jobs.queue import JobQueue
+from modules.jobs.store import JobStore
+from modules.training.params import LoraTrainingParams
+from modules.training.routes import run_job
+from modules.training.service import TrainingService, register_training_jobs
+
+
+def make_service(root: Path) -> TrainingService:
+    models = SimpleNamespace(require=lambda query: SimpleNamespace(title=query, model_name=query, path=root / query))
+    return TrainingService(models, root / "models" / "Lora", root, root / "models", console=False)
+
+
+def params_for(root: Path, name: str = "mine") -> LoraTrainingParams:
+    folder = root / "pictures"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(2):
+        Image.new("RGB", (64, 64), (40 * k, 90, 200)).save(folder / f"{k}.png")
+        (folder / f"{k}.txt").write_text(f"a teal square {k}")
+    return LoraTrainingParams.from_request({"output_name": name, "train_data_dir": str(folder), "checkpoint": "demo.safetensors",
+                                            "max_train_steps": 4, "resolution": 64})
+
+
+def test_a_job_rebuilt_after_a_restart_is_found_by_its_run_name(tmp_path):
+    service, params = make_service(tmp_path), params_for(tmp_path)
+    first = JobQueue(store=JobStore(tmp_path / "queue.sqlite3"), local_worker=False)  # no worker: the server stops before it runs
+    service.submit(first, params)
+    second = JobQueue(store=JobStore(tmp_path / "queue.sqlite3"), local_worker=False)
+    register_training_jobs(second, service)
+    [restored] = second.restore()
+    assert run_job(second, "mine") is restored  # the routes' and the tab's interrupt find it
+    with pytest.raises(ValueError, match="already queued"):
+        service.submit(second, params)  # a second run of the same name is refused as before the restart
+
+
+def test_a_run_cancelled_while_it_waits_says_so(tmp_path):
+    service, params = make_service(tmp_path), params_for(tmp_path)
+    queue = JobQueue(local_worker=False)
+    job = service.submit(queue, params)
+    assert service.view("mine").status == "queued"
+    assert queue.interrupt(job.id)
+    view = service.view("mine")
+    assert view.status == "cancelled" and "nothing was trained" in view.message
+
+
+def test_a_lora_not_trained_here_is_not_overwritten(tmp_path):
+    service, params = make_service(tmp_path), params_for(tmp_path, "downloaded")
+    service.lora_dir.mkdir(parents=True)
+    (service.lora_dir / "downloaded.safetensors").write_bytes(b"someone's LoRA")
+    with pytest.raises(ValueError, match="not trained here"):
+        service.submit(JobQueue(local_worker=False), params)
+    assert (service.lora_dir / "downloaded.safetensors").read_bytes() == b"someone's LoRA"
+    (service.runs_dir / "downloaded").mkdir(parents=True)  # a run of this name trained it: training it again goes on
+    (service.runs_dir / "downloaded" / "params.json").write_text(json.dumps(params.to_payload()))
+    service.submit(JobQueue(local_worker=False), params)
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_run_names_stay_inside_the_runs_folder(tmp_path, name):
+    service = make_service(tmp_path)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "status.json").write_text(json.dumps({"status": "done", "message": "the data folder's own file"}))
+    (tmp_path / "train" / ".hidden").mkdir()
+    (tmp_path / "train" / ".hidden" / "status.json").write_text("{}")
+    with pytest.raises(KeyError):
+        service.view(name)
+    assert service.run_names() == []
