@@ -151,6 +151,7 @@ class LoraTrainer:
     def train(self, hooks: Hooks | None = None) -> Outcome:
         hooks = hooks or Hooks()
         start = self._resume()
+        self._trim_log(start)
         outcome = Outcome(None, start, self.total, False, resumed_from=start)
         if start:
             outcome.notes.append(f"Resumed from step {start} of {self.total}.")
@@ -395,6 +396,18 @@ class LoraTrainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         return int(state["step"])
+
+    def _trim_log(self, step: int) -> None:
+        """Drop the log's lines after the step training starts from (a crash after the last state
+        save left them): they are trained again, and the loss plot must not show those steps twice."""
+        path = self.run_dir / "log.csv"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= step]
+        if len(kept) != len(lines):
+            with atomic_path(path) as temp:
+                temp.write_text("".join(kept))
 
     def _bar(self, start: int):
         if not self.console:

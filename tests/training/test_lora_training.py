@@ -153,6 +153,25 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tmp_path, trained):
     assert [line.split(",")[0] for line in log[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
+def test_a_run_cut_off_by_a_crash_logs_each_step_once(tmp_path, trained):
+    """A crash after the last state save: the steps after it are trained again, and logged once."""
+    from modules.training.lora_trainer import Hooks
+
+    _, _, _, folder = trained
+    params = tiny_params(folder.parent, max_train_steps=5, save_every_n_steps=2)
+
+    def power_cut(step, total, loss):
+        if step == 3:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        trainer_for(params, folder.parent, tmp_path / "c", tmp_path / "c.safetensors").train(Hooks(on_step=power_cut))
+    resumed = trainer_for(params, folder.parent, tmp_path / "c", tmp_path / "c.safetensors").train()
+    assert resumed.resumed_from == 2 and resumed.steps == 5
+    log = (tmp_path / "c" / "log.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in log[1:]] == ["1", "2", "3", "4", "5"]
+
+
 def test_other_settings_start_over(tmp_path, trained):
     _, _, _, folder = trained
     trainer_for(tiny_params(folder.parent, max_train_steps=2), folder.parent, tmp_path / "r", tmp_path / "r.safetensors").train()
