@@ -19,7 +19,7 @@ from modules.api.auth import user_dependency
 from modules.api.routes import ApiError
 from modules.jobs.queue import FINISHED, Job, JobStatus, QueueStopped
 from modules.network import AccessRefused
-from modules.training.params import LoraTrainingParams
+from modules.training.params import NAME_PATTERN, LoraTrainingParams
 
 if TYPE_CHECKING:
     from modules.api.routes import ApiState
@@ -80,6 +80,8 @@ def _add_lora_routes(router: APIRouter, state: "ApiState", current_user) -> None
 
     def view(service: "TrainingService", name: str) -> Any:
         try:
+            if not NAME_PATTERN.match(name):  # a run's name is a LoRA file name: never '..' or a path
+                raise KeyError(name)
             return service.view(name)
         except KeyError:
             raise ApiError(404, "NotFound", f"No LoRA training run named '{name}'.") from None
