@@ -326,13 +326,14 @@ class LoraTrainer:
         p = self.params
         version = BASE_MODEL_VERSIONS.get(self.model.arch, self.model.arch)
         tags: dict[str, dict[str, int]] = {}
-        for sample in self.samples:
+        for sample in dict.fromkeys(self.samples):  # kohya counts each picture once, not once per repeat
             folder = tags.setdefault(sample.path.parent.name, {})
-            for tag in (t.strip() for t in sample.caption.split(",")):
+            for tag in (t.strip().lower() for t in sample.caption.split(",")):
                 if tag:
                     folder[tag] = folder.get(tag, 0) + 1
         return {
             "ss_network_module": "networks.lora", "ss_network_dim": p.network_dim, "ss_network_alpha": p.network_alpha,
+            "ss_network_args": {"conv_dim": str(p.conv_dim), "conv_alpha": str(p.conv_alpha)} if p.conv_dim else None,
             "ss_output_name": p.output_name, "ss_base_model_version": version, "ss_v2": version == "sd_v2",
             "ss_sd_model_name": self.checkpoint_name, "ss_learning_rate": p.learning_rate, "ss_unet_lr": p.unet_rate,
             "ss_text_encoder_lr": p.text_rate if self.train_text else None, "ss_network_train_unet_only": not self.train_text,

@@ -84,7 +84,8 @@ def test_the_file_is_kohya_layout_with_training_metadata(trained):
     assert meta["ss_steps"] == "6" and meta["ss_sd_model_name"] == "demo-shapes-64px" and meta["ss_base_model_version"] == "sd_v1"
     assert meta["ss_network_module"] == "networks.lora" and meta["ss_num_train_images"] == "20"  # 4 pictures × 5 repeats
     tags = json.loads(meta["ss_tag_frequency"])
-    assert tags["5_shapes"]["a red circle on a white background"] == 5
+    assert tags["5_shapes"]["a red circle on a white background"] == 1  # kohya: pictures with the tag, not repeats
+    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "1.0"}  # LoCon, as kohya writes it
     assert json.loads(meta["ss_dataset_dirs"]) == {"5_shapes": {"n_repeats": 5, "img_count": 4}}
 
 
