@@ -366,9 +366,9 @@ class LoraTrainer:
 
     def save_state(self, step: int) -> None:
         """What a resumed run needs: the adapters, optimiser and LR schedule at `step`, and the
-        params they belong to (a run with other settings starts over)."""
+        params and base checkpoint they belong to (a run with other settings starts over)."""
         state = {
-            "step": step, "params": json.dumps(self.params.to_payload(), sort_keys=True),
+            "step": step, "params": json.dumps(self.params.to_payload(), sort_keys=True), "base": self.checkpoint_name,
             "lora": self.lora_parts(), "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
@@ -386,6 +386,9 @@ class LoraTrainer:
             log.warning("Could not read the training state %s (%s); starting over.", path, exc)
             return 0
         if state.get("params") != json.dumps(self.params.to_payload(), sort_keys=True):
+            return 0
+        if state.get("base") != self.checkpoint_name:  # params.checkpoint "" is whichever one was in use then
+            log.info("The training state %s was made on %r, not %r; starting over.", path, state.get("base"), self.checkpoint_name)
             return 0
         from peft.utils import set_peft_model_state_dict
 

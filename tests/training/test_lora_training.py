@@ -173,6 +173,23 @@ def test_a_run_cut_off_by_a_crash_logs_each_step_once(tmp_path, trained):
     assert [line.split(",")[0] for line in log[1:]] == ["1", "2", "3", "4", "5"]
 
 
+def test_another_base_checkpoint_starts_over(tmp_path, trained):
+    """Checkpoint left empty means the one in use: a LoRA begun on one base is not continued on another."""
+    from modules.training import dataset
+    from modules.training.lora_trainer import LoraTrainer
+
+    _, _, _, folder = trained
+    params = tiny_params(folder.parent, max_train_steps=2)
+
+    def on(base: str):
+        return LoraTrainer(load_demo(), params, dataset.scan_folder(folder.parent), tmp_path / "r", tmp_path / "r.safetensors",
+                           device=torch.device("cpu"), checkpoint_name=base, console=False)
+
+    assert on("first-model").train().steps == 2
+    again = on("other-model").train()
+    assert again.resumed_from == 0 and again.steps == 2
+
+
 def test_other_settings_start_over(tmp_path, trained):
     _, _, _, folder = trained
     trainer_for(tiny_params(folder.parent, max_train_steps=2), folder.parent, tmp_path / "r", tmp_path / "r.safetensors").train()
