@@ -94,7 +94,7 @@ class TrainingService:
         captioned), the checkpoint, the optimiser's package. Raises ValueError (AccessRefused
         for a folder outside the data folder on a shared server)."""
         restricted = bool(self.access is not None and self.access.restricted)
-        folder = data.check_folder_allowed(Path(params.train_data_dir).expanduser(), self.data_dir, restricted)
+        folder = data.check_folder_allowed(Path(params.train_data_dir), self.data_dir, restricted)  # it expands "~" itself
         samples = data.scan_folder(folder, caption_extension=params.caption_extension, caption_template=params.caption_template,
                                    trigger_word=params.trigger_word)
         info = self.checkpoint(params)

@@ -77,3 +77,10 @@ def test_run_names_stay_inside_the_runs_folder(tmp_path, name):
     with pytest.raises(KeyError):
         service.view(name)
     assert service.run_names() == []
+
+
+def test_a_home_folder_of_no_user_is_a_missing_folder(tmp_path):
+    """pathlib's expanduser raises RuntimeError for "~nobody/..." (a 500 on the API); it is a folder that does not exist."""
+    service, params = make_service(tmp_path), params_for(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        service.submit(JobQueue(local_worker=False), params.model_copy(update={"train_data_dir": "~no-such-user-here/pictures"}))
