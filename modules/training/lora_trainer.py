@@ -71,7 +71,8 @@ class Outcome:
 
 
 def total_steps(params: "LoraTrainingParams", steps_per_epoch: int) -> int:
-    return params.max_train_steps or params.max_train_epochs * steps_per_epoch
+    """kohya's rule: epochs, when given, override max steps (whose default is never 0)."""
+    return params.max_train_epochs * steps_per_epoch if params.max_train_epochs else params.max_train_steps
 
 
 class LoraTrainer:

@@ -84,3 +84,12 @@ def test_a_home_folder_of_no_user_is_a_missing_folder(tmp_path):
     service, params = make_service(tmp_path), params_for(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         service.submit(JobQueue(local_worker=False), params.model_copy(update={"train_data_dir": "~no-such-user-here/pictures"}))
+
+
+def test_epochs_override_max_steps_as_in_kohya(tmp_path):
+    """A kohya user sends max_train_epochs and leaves max_train_steps at its default (1600)."""
+    from modules.training.lora_trainer import total_steps
+
+    params = params_for(tmp_path)
+    assert total_steps(params.model_copy(update={"max_train_epochs": 3, "max_train_steps": 1600}), 5) == 15
+    assert total_steps(params.model_copy(update={"max_train_epochs": 0, "max_train_steps": 40}), 5) == 40
