@@ -237,8 +237,9 @@ class TrainingService:
         losses, seconds = _read_log(run_dir / "log.csv")
         samples: dict[int, list[Path]] = {}
         for path in sorted((run_dir / "samples").glob("*.png")):
-            step = int(path.stem.split("-")[0])
-            samples.setdefault(step, []).append(path)
+            step = path.stem.split("-")[0]
+            if step.isdigit():  # a picture someone else put there is not a sample
+                samples.setdefault(int(step), []).append(path)
         scores = _read_json(run_dir / "scores.json") or []
         lora = self.lora_dir / f"{name}.safetensors"
         recent = seconds[-20:]

@@ -93,3 +93,13 @@ def test_epochs_override_max_steps_as_in_kohya(tmp_path):
     params = params_for(tmp_path)
     assert total_steps(params.model_copy(update={"max_train_epochs": 3, "max_train_steps": 1600}), 5) == 15
     assert total_steps(params.model_copy(update={"max_train_epochs": 0, "max_train_steps": 40}), 5) == 40
+
+
+def test_a_foreign_picture_in_the_samples_folder_is_not_a_sample(tmp_path):
+    service = make_service(tmp_path)
+    samples = tmp_path / "train" / "mine" / "samples"
+    samples.mkdir(parents=True)
+    (tmp_path / "train" / "mine" / "params.json").write_text("{}")
+    for name in ("000002-0.png", "cover.png"):
+        Image.new("RGB", (8, 8)).save(samples / name)
+    assert service.view("mine").samples == [(2, [samples / "000002-0.png"])]
