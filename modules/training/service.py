@@ -123,9 +123,18 @@ class TrainingService:
         busy = [j for j in (*queue.running(), *queue.waiting()) if j.kind == KIND and _run_name(j) == params.output_name]
         if busy:
             raise ValueError(f"A training run named {params.output_name!r} is already {busy[0].status.value}; wait for it or pick another name.")
-        job = queue.submit(KIND, lambda job: self.run(job, params), user=user, payload={"params": params.to_payload()})
+        status = self.runs_dir / params.output_name / "status.json"
+        before = _read_json(status)
+        self._write_status(params.output_name, "queued")  # before the job exists: a worker that starts it at once writes "running" after
+        try:
+            job = queue.submit(KIND, lambda job: self.run(job, params), user=user, payload={"params": params.to_payload()})
+        except Exception:
+            if before is None:
+                status.unlink(missing_ok=True)
+            else:
+                _write_json(status, before)
+            raise
         job.training_name = params.output_name
-        self._write_status(params.output_name, "queued", job=job.id)
         job.add_done_callback(lambda: self._cancelled(job, params.output_name))
         return job
 

@@ -103,3 +103,29 @@ def test_a_foreign_picture_in_the_samples_folder_is_not_a_sample(tmp_path):
     for name in ("000002-0.png", "cover.png"):
         Image.new("RGB", (8, 8)).save(samples / name)
     assert service.view("mine").samples == [(2, [samples / "000002-0.png"])]
+
+
+def test_a_run_started_at_once_is_not_shown_as_queued(tmp_path):
+    """The worker may start the job (and write "running") before submit returns."""
+    service, params = make_service(tmp_path), params_for(tmp_path)
+    queue = JobQueue(local_worker=False)
+
+    def submit_and_start(kind, task, **kwargs):
+        job = JobQueue.submit(queue, kind, task, **kwargs)
+        service._write_status("mine", "running", job=job.id)  # what run() writes first
+        return job
+
+    queue.submit = submit_and_start
+    service.submit(queue, params)
+    assert service.view("mine").status == "running"
+
+
+def test_a_refused_submit_leaves_the_run_as_it_was(tmp_path):
+    from modules.jobs.queue import QueueStopped
+
+    service, params = make_service(tmp_path), params_for(tmp_path)
+    queue = JobQueue(local_worker=False)
+    queue.stop()
+    with pytest.raises(QueueStopped):
+        service.submit(queue, params)
+    assert not (service.runs_dir / "mine" / "status.json").exists()
