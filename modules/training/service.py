@@ -182,7 +182,7 @@ class TrainingService:
             self._write_status(name, "failed", message=str(exc))
             raise
         finally:
-            model = trainer = None  # noqa: F841 (let go of the training copy before the next job loads)
+            model = trainer = evaluation = hooks = None  # noqa: F841 (let go of the training copy and the scorers before the next job loads)
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

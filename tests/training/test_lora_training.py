@@ -263,6 +263,37 @@ def test_interrupt_stops_the_run_and_keeps_what_it_learnt(app):
     assert app.training.view("stopped").status == "interrupted"
 
 
+def test_the_training_copy_and_the_scorers_are_let_go_before_the_memory_is_freed(app, monkeypatch):
+    """On CUDA the cache is emptied at the end of the run: nothing the run loaded may still be held then."""
+    import gc
+    import weakref
+
+    from modules.training import scores, service
+    from modules.training.lora_trainer import LoraTrainer
+
+    made, held = [], []
+
+    class TrackedScores(scores.ScoreModels):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    class TrackedTrainer(LoraTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    def collect():
+        gc.collect()
+        held.extend(type(ref()).__name__ for ref in made if ref() is not None)
+
+    monkeypatch.setattr(scores, "ScoreModels", TrackedScores)
+    monkeypatch.setattr("modules.training.lora_trainer.LoraTrainer", TrackedTrainer)
+    monkeypatch.setattr(service, "gc", type("Gc", (), {"collect": staticmethod(collect)}))
+    app.training.run(None, tiny_params(Path("pictures"), output_name="freed", max_train_steps=1))
+    assert len(made) == 2 and held == []
+
+
 def test_bad_folders_are_refused_before_queueing(app, tmp_path):
     from modules.network import AccessRefused, ServerAccess
 
