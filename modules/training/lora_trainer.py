@@ -434,7 +434,7 @@ def _optimizer(kind: str, groups: list[dict]) -> torch.optim.Optimizer:
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise ValueError("The AdamW8bit optimizer needs the bitsandbytes package (pip install bitsandbytes, CUDA only); "
+            raise ValueError("The AdamW8bit optimizer needs the bitsandbytes package (pip install bitsandbytes); "
                              "choose AdamW or install it.") from None
         return bnb.optim.AdamW8bit(groups, weight_decay=0.01)
     return torch.optim.AdamW(groups, weight_decay=0.01)

@@ -106,7 +106,7 @@ class TrainingService:
             try:
                 import bitsandbytes  # noqa: F401
             except ImportError:
-                raise ValueError("The AdamW8bit optimizer needs the bitsandbytes package (pip install bitsandbytes; CUDA only). "
+                raise ValueError("The AdamW8bit optimizer needs the bitsandbytes package (pip install bitsandbytes). "
                                  "Choose AdamW, or install it and restart.") from None
         return folder, samples, info
 
