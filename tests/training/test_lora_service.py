@@ -129,3 +129,10 @@ def test_a_refused_submit_leaves_the_run_as_it_was(tmp_path):
     with pytest.raises(QueueStopped):
         service.submit(queue, params)
     assert not (service.runs_dir / "mine" / "status.json").exists()
+
+
+@pytest.mark.parametrize("field,value", [("resolution", 100), ("bucket_reso_steps", 12)])
+def test_sizes_the_samples_cannot_use_are_refused_before_training(tmp_path, field, value):
+    """A 100 px run trained to the end and then failed drawing its samples (sizes are multiples of 8)."""
+    with pytest.raises(ValueError, match="multiple of 8"):
+        LoraTrainingParams.from_request({"train_data_dir": str(tmp_path), field: value})
