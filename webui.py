@@ -390,7 +390,9 @@ class App:
         from modules.training.embedding_trainer import EmbeddingService, register_embedding_jobs
 
         register_embedding_jobs(self.queue, EmbeddingService.for_app(self))
-        self.queue.restore()  # jobs left waiting by the last run go after the start-up work
+        for job in self.queue.restore():  # jobs left waiting by the last run go after the start-up work
+            if self.training is not None:
+                self.training.watch(job)  # a LoRA run cancelled while it waits says so in its folder
         if fetch_default and not ckpt:
             self.fetch_default_checkpoint()
         return self.startup

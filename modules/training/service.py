@@ -135,8 +135,14 @@ class TrainingService:
                 _write_json(status, before)
             raise
         job.training_name = params.output_name
-        job.add_done_callback(lambda: self._cancelled(job, params.output_name))
+        self.watch(job)
         return job
+
+    def watch(self, job: "Job") -> None:
+        """Keep the run's status right if its job is cancelled while it waits (also a job rebuilt after a restart)."""
+        name = _run_name(job)
+        if job.kind == KIND and name:
+            job.add_done_callback(lambda: self._cancelled(job, name))
 
     def _cancelled(self, job: "Job", name: str) -> None:
         """A job cancelled while it waited never runs, so its folder would say "queued" for ever."""

@@ -43,6 +43,9 @@ def test_a_job_rebuilt_after_a_restart_is_found_by_its_run_name(tmp_path):
     assert run_job(second, "mine") is restored  # the routes' and the tab's interrupt find it
     with pytest.raises(ValueError, match="already queued"):
         service.submit(second, params)  # a second run of the same name is refused as before the restart
+    service.watch(restored)  # as the app does with what the queue restores
+    assert second.interrupt(restored.id)
+    assert service.view("mine").status == "cancelled"
 
 
 def test_a_run_cancelled_while_it_waits_says_so(tmp_path):
