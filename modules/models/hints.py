@@ -5,10 +5,13 @@ Read from ``webui.json`` in the config folder a checkpoint is loaded with (``con
 or a side-car ``<stem>/`` folder), so any model can carry its own. Shape::
 
     {"guide": "markdown", "examples": ["prompt", ...],
-     "defaults": {"width": 64, "height": 64, "cfg_scale": 5, ...}}
+     "defaults": {"width": 64, "height": 64, "cfg_scale": 5, ...},
+     "training": {"resolution": 64, "network_dim": 8, ...}}
 
-``defaults`` keys are generation parameter names; a file that does not validate is logged
-and ignored rather than stopping the model from loading.
+``defaults`` keys are generation parameter names; ``training`` (optional) keys are LoRA
+training parameter names (kohya's, `LoraTrainingParams`): the Train tab's starting values for
+this model, since SD 1.5's (512 px, rank 16, 1e-4) cannot teach a 64 px model anything. A
+file that does not validate is logged and ignored rather than stopping the model from loading.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class ModelHints:
     guide: str = ""
     examples: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    training: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def read(cls, folder: Path | None) -> "ModelHints":
@@ -49,7 +53,7 @@ class ModelHints:
 
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
-        unknown = set(data) - {"guide", "examples", "defaults"}
+        unknown = set(data) - {"guide", "examples", "defaults", "training"}
         if unknown:
             raise ValueError(f"unknown keys {sorted(unknown)}")
         guide, examples, defaults = data.get("guide", ""), data.get("examples", []), data.get("defaults", {})
@@ -58,4 +62,22 @@ class ModelHints:
         if not isinstance(defaults, dict):
             raise ValueError("'defaults' must be an object of generation parameters")
         GenerationParams.create(**defaults)  # names and ranges, as the page would check them
-        return cls(guide, tuple(examples), MappingProxyType(dict(defaults)))
+        training = data.get("training", {})
+        if not isinstance(training, dict):
+            raise ValueError("'training' must be an object of LoRA training parameters")
+        _check_training(training)
+        return cls(guide, tuple(examples), MappingProxyType(dict(defaults)), MappingProxyType(dict(training)))
+
+
+def _check_training(values: dict) -> None:
+    """Names and ranges of the training values, as the Train tab and the API would check them
+    (imported here: the models package must not need the training package to load a model)."""
+    from pydantic import ValidationError
+
+    from modules.generation.params import readable_errors
+    from modules.training.params import LoraTrainingParams
+
+    try:
+        LoraTrainingParams.model_validate(values)
+    except ValidationError as exc:
+        raise ValueError(f"'training': {readable_errors(exc, LoraTrainingParams)}") from None

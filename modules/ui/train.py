@@ -4,7 +4,11 @@ queue job) and the textual-inversion sub-tabs (modules/ui/train_embedding.py).
 The LoRA controls are built from `LoraTrainingParams`' field definitions, so the page and the
 API route take the same values. While a run trains, a timer polls the run folder through
 `TrainingService.view` (the same record the API reads, which survives a restart) and the job's
-place in the queue; nothing is kept here but the page's own state.
+place in the queue; nothing is kept here but the page's own state. So a page opened (or
+reloaded) while a run trains, whoever started it and however, follows it like its own.
+
+A checkpoint whose config folder's webui.json has a "training" object (the demo model's 64 px
+recipe) gives the controls its values, as txt2img takes a model's "defaults".
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import pandas as pd
 from fastapi.concurrency import run_in_threadpool
 
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, QueueStopped, login_of
+from modules.models.hints import ModelHints
 from modules.training.params import LoraTrainingParams
-from modules.training.routes import run_job
+from modules.training.routes import LORA_KIND, job_run_name, run_job
 from modules.ui.common import page_user
 
 if TYPE_CHECKING:
@@ -134,6 +139,63 @@ def status_text(view: Any | None, job: Job | None, queue: JobQueue) -> str:
     return f"{text} LoRA {view.lora.name}." if view.lora is not None else text
 
 
+def checkpoint_hints(models: Any, title: str | None) -> ModelHints:
+    """The guide of checkpoint `title` (None: the one in use) without loading it: the loaded
+    model's own hints, else those of the config folder it would be loaded with; none when the
+    file cannot be read (the run's own check says why when it starts)."""
+    info = models.find(title) if title else models.current
+    if info is None:
+        return ModelHints()
+    active = models.active
+    if active is not None and active.info.path == info.path:
+        return active.hints
+    if info.path.is_dir():  # a diffusers folder holds its own config
+        return ModelHints.read(info.path)
+    from modules.models.arch import detect_architecture, read_checkpoint_shapes
+    from modules.models.loader import choose_config
+
+    try:
+        return ModelHints.read(choose_config(info.path, detect_architecture(read_checkpoint_shapes(info.path)), models.configs_dir).folder)
+    except (OSError, ValueError):
+        return ModelHints()
+
+
+def hint_text(training: dict[str, Any], applied: list[str], kept: list[str]) -> str:
+    """The line under the checkpoint menu: which values came from the model's guide."""
+    if not training:
+        return ""
+    label = lambda name: LoraTrainingParams.field_meta(name)["label"].split(" (")[0]  # noqa: E731
+    shown = ", ".join(f"{label(n)} {_said(value)}" for n, value in training.items() if n in applied)  # in the guide's order
+    text = f"From this model's guide: {shown}." if shown else ""
+    if kept:
+        text += f" {'Kept' if shown else 'The guide suggests other values; kept'} your own: " + ", ".join(
+            f"{label(n)} (guide: {_said(value)})" for n, value in training.items() if n in kept) + "."
+    return text.strip()
+
+
+def _said(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return "; ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _shown(value: Any) -> Any:
+    """A value as its control shows it: prompt lists one per line."""
+    return "\n".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether a control's value is `b`: numbers by value (a Number box gives 8.0 for 8),
+    prompt lists as the box's lines."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        return float(a) == float(b)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return _shown(a) == _shown(b)
+    return a == b
+
+
 def _pictures(paths: list) -> list:
     """The sample files as pictures: the run folder is not one the page serves files from."""
     from PIL import Image
@@ -177,6 +239,7 @@ class LoraTab:
                 with gr.Row():
                     for name in MAIN_FIELDS:
                         controls[name] = (self._checkpoint_menu() if name == "checkpoint" else lora_control(name))
+                hint_note = gr.Markdown("", elem_id=f"{PREFIX}_checkpoint_hint")
                 with gr.Row():
                     for name in NETWORK_FIELDS:
                         controls[name] = lora_control(name)
@@ -208,9 +271,12 @@ class LoraTab:
             notes = gr.Markdown("", elem_id=f"{PREFIX}_score_notes")
 
         job_id = gr.State(None)  # the job this page started or watches
-        shown_step = gr.State(-1)  # the step whose samples the gallery shows
+        shown_step = gr.State(-1)  # the step whose samples the gallery shows (-1: none yet for this run)
+        hinted = gr.State(None)  # (checkpoint title, its training hints) the controls were last given
         timer = gr.Timer(1.0, active=False)
         live = [status, loss, samples, shown_step, timer]
+        hintable = {name: control for name, control in controls.items() if name != "checkpoint"}
+        fields = list(hintable)
 
         async def start(values: dict, request: gr.Request):
             chosen = {name: values[control] for name, control in controls.items()}
@@ -231,15 +297,8 @@ class LoraTab:
             return [*self._live(name, job.id if job is not None else None, -1), job.id if job is not None else None]
 
         def stop(name: str | None, watched: str | None, request: gr.Request):
-            job = self._job(name, watched)
-            if job is None:
-                gr.Info("No training job of this run is waiting or running.")
-                return
-            if login_of(job.user) and job.user != page_user(request):
-                gr.Warning("That training run was started by someone else.")
-                return
-            self.queue.interrupt(job.id)
-            gr.Info("Interrupting: the run saves what it has learnt so far.")
+            level, said = self.interrupt(name, watched, page_user(request))
+            (gr.Warning if level == "warning" else gr.Info)(said)
 
         def rescan(name: str | None, chosen: list[str]):
             names = self.service.run_names()
@@ -251,6 +310,9 @@ class LoraTab:
             frame = scores_frame(views, METRICS.get(label, "fid"))
             return (frame if len(frame) else None), scores_notes(views)
 
+        def checkpoint_picked(title: str | None, last: Any, *values: Any):
+            return self.hint_updates(title, last, dict(zip(fields, values)), hintable)
+
         train.click(start, set(controls.values()), [*live, job_id, run], concurrency_limit=None, api_name=False)
         timer.tick(self._live, [run, job_id, shown_step], live, api_name=False, show_progress="hidden")
         run.select(show, [run, job_id], [*live, job_id], api_name=False)
@@ -258,13 +320,78 @@ class LoraTab:
         refresh.click(rescan, [run, compare], [run, compare], queue=False, api_name=False)
         compare.change(compare_scores, [compare, metric], [score_plot, notes], api_name=False)
         metric.change(compare_scores, [compare, metric], [score_plot, notes], api_name=False)
+        hinted_outputs = [*hintable.values(), hint_note, hinted]
+        controls["checkpoint"].input(checkpoint_picked, [controls["checkpoint"], hinted, *hintable.values()], hinted_outputs,
+                                     api_name=False)
+        following = [run, compare, *live, job_id]
+        # A page opened while a run trains (started over the API, or before a reload) shows it at once.
+        gr.on(None, lambda: self.follow(None, []), None, following, api_name=False, show_progress="hidden")
 
-        def opened(name: str | None, chosen: list[str]):
-            """On opening the tab: the checkpoints now, the one in use chosen, and the runs now."""
-            return (gr.update(choices=self.titles(), value=self.current_title() or None), *rescan(name, chosen))
+        def opened(name: str | None, chosen: list[str], last: Any, *values: Any):
+            """On opening the tab: the checkpoint in use chosen (its guide's training values set), and
+            the runs now, following the one that trains (see `follow`)."""
+            title = self.current_title() or None
+            return (gr.update(choices=self.titles(), value=title), *self.follow(name, chosen),
+                    *self.hint_updates(title, last, dict(zip(fields, values)), hintable))
 
-        tab.select(opened, [run, compare], [controls["checkpoint"], run, compare], queue=False, api_name=False)
+        tab.select(opened, [run, compare, hinted, *hintable.values()], [controls["checkpoint"], *following, *hinted_outputs],
+                   queue=False, api_name=False)
         return controls
+
+    def interrupt(self, name: str | None, watched: str | None, user: str) -> tuple[str, str]:
+        """Stop the shown run's job, whoever started it and however, but a logged-in user's
+        only for that user. Returns ("info" or "warning", the sentence to show)."""
+        job = self._job(name, watched)
+        if job is None:
+            return "info", "No training job of this run is waiting or running."
+        if login_of(job.user) and job.user != user:
+            return "warning", "That training run was started by someone else."
+        self.queue.interrupt(job.id)
+        return "info", "Interrupting: the run saves what it has learnt so far."
+
+    def follow(self, name: str | None, chosen: list[str]) -> list:
+        """The "Show run" menu filled and the run to show, followed: `name` while its job is
+        waiting or running, else the run that trains now (the running one before a waiting one),
+        else `name` if it is still there, else the newest. Outputs: run menu, compare menu, the
+        live outputs (`_live`) and the watched job's id."""
+        names = self.service.run_names()
+        training = self._training_runs()
+        if not (name in names and name in training):
+            name = next((n for n in training if n in names), name if name in names else (names[0] if names else None))
+        job = run_job(self.queue, name) if name else None
+        watched = job.id if job is not None else None
+        return [gr.update(choices=names, value=name), gr.update(choices=names, value=[c for c in chosen or [] if c in names]),
+                *self._live(name, watched, -1), watched]
+
+    def hint_updates(self, title: str | None, last: Any, values: dict[str, Any],
+                     controls: dict[str, gr.components.Component]) -> list:
+        """Give the controls checkpoint `title`'s training values (its webui.json "training") and
+        say so under the menu. As txt2img does with a model's defaults: a control takes the
+        model's value only while the user has not changed it (it shows the usual default, or the
+        value the previous model's guide gave) and no ui-config.json default of the user's own
+        replaces the built-in one; the previous model's values the user kept go back to the usual
+        defaults. `last` is the (title, values) the controls were given before. Outputs: one
+        update per control, the note, the new `last`."""
+        old_title, old = last if last else (None, {})
+        if last and title == old_title:  # the same model: nothing to change (and no typing overwritten)
+            return [gr.update() for _ in controls] + [gr.update(), gr.update()]
+        new = dict(checkpoint_hints(self.models, title).training)
+        updates, applied, kept = [], [], []
+        for name, control in controls.items():
+            usual, current = control.value, values.get(name)
+            untouched = _same(current, usual) or (name in old and _same(current, old[name]))
+            if name in new:
+                if untouched and _same(usual, LoraTrainingParams.field_meta(name)["default"]):
+                    updates.append(gr.update(value=_shown(new[name])))
+                    applied.append(name)
+                else:
+                    updates.append(gr.update())
+                    kept.append(name)
+            elif name in old and _same(current, old[name]):
+                updates.append(gr.update(value=usual))
+            else:
+                updates.append(gr.update())
+        return [*updates, hint_text(new, applied, kept), (title, new)]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -290,6 +417,13 @@ class LoraTab:
     @staticmethod
     def _with(names: list[str], name: str) -> list[str]:
         return names if name in names else [name, *names]
+
+    def _training_runs(self) -> list[str]:
+        """Runs with a training job not finished: the running ones first, then the waiting ones,
+        each in the queue's order."""
+        jobs = [job for job in self.queue.list() if job.kind == LORA_KIND and job.status not in FINISHED]
+        jobs.sort(key=lambda job: job.status is not JobStatus.RUNNING)  # stable: the queue's order within each
+        return [name for name in map(job_run_name, jobs) if name]
 
     def _job(self, name: str | None, watched: str | None) -> Job | None:
         """The unfinished job of run `name`: the one this page started, else one in the queue."""
@@ -318,6 +452,8 @@ class LoraTab:
         if view is None:
             return [status, gr.update(), gr.update(), step_shown, gr.Timer(active=active)]
         gallery, shown = gr.update(), step_shown
+        if not view.samples and step_shown == -1:  # a run shown afresh has no samples yet: not the last run's
+            gallery, shown = gr.update(value=[], label="Samples"), 0
         if view.samples and view.samples[-1][0] != step_shown:
             step, paths = view.samples[-1]
             prompts = list(view.params.get("sample_prompts") or [])

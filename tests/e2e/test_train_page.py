@@ -1,6 +1,7 @@
-"""The Train tab in the page: a tiny LoRA run on the demo model trains as a queue job, its status
-line counts the steps to done, its loss is plotted and its samples are shown, and the LoRA then
-appears in txt2img's LoRA picker; the Create embedding sub-tab makes an embedding file."""
+"""The Train tab in the page: on the demo model the controls start from its guide's recipe (64 px);
+a tiny LoRA run trains as a queue job, its status line counts the steps to done, its loss is
+plotted and its samples are shown, and the LoRA then appears in txt2img's LoRA picker; a page
+reloaded while a run trains follows it; the Create embedding sub-tab makes an embedding file."""
 
 from __future__ import annotations
 
@@ -24,20 +25,31 @@ def wait_status(page, pattern: str, timeout: float) -> str:
 
 
 def open_train_tab(page) -> None:
+    """Open the tab and wait until the demo model's guide has given the controls its values, so
+    what a test types next is not overwritten."""
     page.locator("#tab_train-button").click()
     page.locator("#train_lora_output_name").wait_for(timeout=10000)
+    page.locator("#train_lora_checkpoint_hint", has_text="From this model's guide").wait_for(timeout=30000)
+
+
+def set_number(page, name: str, value: str) -> None:
+    box = page.locator(f"#train_lora_{name} input[type=number]")
+    box.fill(value)
+    box.press("Tab")
 
 
 def test_train_a_lora_in_the_page(page, server):
     folder = write_dataset(server["data"] / "datasets" / "e2e-shapes")
     page.locator("#model_guide", has_text="a COLOUR SHAPE").wait_for(timeout=15000)  # the demo model is loaded
     open_train_tab(page)
+    # the demo model's guide, not SD 1.5's 512 px and 1600 steps
+    assert page.locator("#train_lora_resolution input[type=number]").input_value() == "64"
+    assert page.locator("#train_lora_max_train_steps input[type=number]").input_value() == "500"
+    assert "Resolution 64" in page.locator("#train_lora_checkpoint_hint").inner_text()
     page.fill("#train_lora_output_name input, #train_lora_output_name textarea", "e2e-shapes")
     page.fill("#train_lora_train_data_dir input, #train_lora_train_data_dir textarea", str(folder))
-    for name, value in (("max_train_steps", "6"), ("resolution", "64"), ("network_dim", "4"), ("learning_rate", "0.001")):
-        box = page.locator(f"#train_lora_{name} input[type=number]")
-        box.fill(value)
-        box.press("Tab")
+    for name, value in (("max_train_steps", "6"), ("network_dim", "4"), ("learning_rate", "0.001")):
+        set_number(page, name, value)
     page.locator("#train_lora_sampling_box").click()  # the "Samples, copies and scores" accordion
     prompts = page.locator("#train_lora_sample_prompts textarea")
     prompts.wait_for(state="visible", timeout=10000)
@@ -78,22 +90,36 @@ def test_train_a_lora_in_the_page(page, server):
     page.keyboard.press("Escape")
 
 
-def test_interrupt_a_run_in_the_page(page, server):
-    """The status line counts the steps with their rate and ETA; Interrupt stops the run, which
-    keeps the LoRA it has so far."""
+def test_a_reloaded_page_follows_the_run_and_interrupts_it(page, server):
+    """A page opened while a run trains (here: reloaded after starting it) shows that run: its
+    status line counts the steps with their rate and ETA, its loss and samples are shown, and
+    Interrupt stops it, keeping the LoRA it has so far."""
     folder = write_dataset(server["data"] / "datasets" / "e2e-long")
     open_train_tab(page)
     page.fill("#train_lora_output_name input, #train_lora_output_name textarea", "e2e-long")
     page.fill("#train_lora_train_data_dir input, #train_lora_train_data_dir textarea", str(folder))
-    for name, value in (("max_train_steps", "5000"), ("resolution", "64"), ("network_dim", "4")):
-        box = page.locator(f"#train_lora_{name} input[type=number]")
-        box.fill(value)
-        box.press("Tab")
+    for name, value in (("max_train_steps", "5000"), ("network_dim", "4")):
+        set_number(page, name, value)
+    page.locator("#train_lora_sampling_box").click()
+    prompts = page.locator("#train_lora_sample_prompts textarea")
+    prompts.wait_for(state="visible", timeout=10000)
+    prompts.fill("a red circle on a white background\na blue square on a yellow background")
+    prompts.press("Tab")
+    for name, value in (("sample_every_n_steps", "3"), ("sample_steps", "4")):
+        set_number(page, name, value)
     page.click("#train_lora_start")
     try:
-        running = wait_status(page, "steps/s", 60000)
-        assert "Training: Step " in running and "/5000" in running and "ETA" in running, running
+        wait_status(page, "steps/s", 60000)
         page.screenshot(path=f"{SHOTS}/train-lora-running.png", full_page=True)
+        page.reload()
+        open_train_tab(page)
+        assert page.locator("#train_lora_run input").input_value() == "e2e-long"  # the run that trains, chosen
+        running = wait_status(page, "steps/s", 30000)
+        assert "Training: Step " in running and "/5000" in running and "ETA" in running, running
+        page.locator("#train_lora_loss g.mark-line path").first.wait_for(timeout=30000)  # its losses so far
+        page.locator("#train_lora_samples", has_text="a blue square on a yellow background").wait_for(timeout=60000)
+        assert page.locator("#train_lora_samples img").count() == 2
+        page.screenshot(path=f"{SHOTS}/train-lora-following.png", full_page=True)
     finally:
         page.click("#train_lora_interrupt")  # never leave a 5000-step job on the session's shared server
     wait_status(page, "e2e-long: interrupted", 60000)
