@@ -13,7 +13,6 @@ Each step draws its batch, caption dropout, noise and timesteps from generators 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -258,6 +257,7 @@ class LoraTrainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.last_lr = self.lr_scheduler.get_last_lr()[0]  # the rate this step used (the log shows it)
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), time.perf_counter() - began
@@ -362,14 +362,14 @@ class LoraTrainer:
             writer = csv.writer(handle)
             if new:
                 writer.writerow(["step", "epoch", "loss", "lr", "seconds"])
-            lr = self.lr_scheduler.get_last_lr()[0]
+            lr = self.last_lr
             writer.writerow([step, (step - 1) // self.steps_per_epoch + 1, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.4f}"])
 
     def save_state(self, step: int) -> None:
         """What a resumed run needs: the adapters, optimiser and LR schedule at `step`, and the
         params and base checkpoint they belong to (a run with other settings starts over)."""
         state = {
-            "step": step, "params": json.dumps(self.params.to_payload(), sort_keys=True), "base": self.checkpoint_name,
+            "step": step, "params": self.params.training_key(), "base": self.checkpoint_name,
             "lora": self.lora_parts(), "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
@@ -386,7 +386,7 @@ class LoraTrainer:
         except Exception as exc:  # a torn or foreign file: start over rather than fail
             log.warning("Could not read the training state %s (%s); starting over.", path, exc)
             return 0
-        if state.get("params") != json.dumps(self.params.to_payload(), sort_keys=True):
+        if state.get("params") != self.params.training_key():
             return 0
         if state.get("base") != self.checkpoint_name:  # params.checkpoint "" is whichever one was in use then
             log.info("The training state %s was made on %r, not %r; starting over.", path, state.get("base"), self.checkpoint_name)

@@ -7,6 +7,7 @@ the vocabulary LoRA trainers' users know; the labels are what the page shows.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -19,6 +20,8 @@ PRECISIONS = ("no", "fp16", "bf16")
 OPTIMIZERS = ("AdamW", "AdamW8bit")
 NAME_PATTERN = re.compile(r"^[\w][\w .+-]{0,99}$")  # a file name in models/Lora, no folders
 MAX_PROMPTS = 32
+WATCH_ONLY = frozenset({"sample_every_n_steps", "sample_prompts", "sample_seed", "sample_steps", "eval_prompts", "eval_every_n_steps",
+                        "eval_images_per_prompt", "save_every_n_steps"})
 
 
 def _meta(label: str, **extra: Any) -> dict:
@@ -134,6 +137,13 @@ class LoraTrainingParams(BaseModel):
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def training_key(self) -> str:
+        """The settings that decide the weights, as one string: a saved state resumes only
+        under the same key. What is drawn or scored along the way (samples, held-out prompts)
+        and how often copies are saved can change without losing the run."""
+        kept = {k: v for k, v in self.to_payload().items() if k not in WATCH_ONLY}
+        return json.dumps(kept, sort_keys=True)
 
     @classmethod
     def field_meta(cls, name: str) -> dict:

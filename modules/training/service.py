@@ -102,6 +102,11 @@ class TrainingService:
         if lora.exists() and not (self.runs_dir / params.output_name / "params.json").exists():
             raise ValueError(f"models/Lora already has {lora.name}, which was not trained here; training would overwrite it. "
                              f"Pick another LoRA name.")
+        if params.mixed_precision == "bf16" and self.models.devices.device.type == "cuda":
+            import torch
+
+            if not torch.cuda.is_bf16_supported():
+                raise ValueError("This GPU cannot train in bf16 (it needs an Ampere card or newer): choose fp16 mixed precision.")
         if params.optimizer_type == "AdamW8bit":
             try:
                 import bitsandbytes  # noqa: F401
@@ -204,7 +209,7 @@ class TrainingService:
         """A run with other settings than the folder's last one starts a fresh log; the same
         settings (a restart, or training the same name again) keep it, and the trainer resumes."""
         previous = _read_json(run_dir / "params.json")
-        if previous is not None and previous != params.to_payload():
+        if previous is not None and _training_key(previous) != params.training_key():
             for stale in ("log.csv", "scores.json", "state/state.pt"):
                 (run_dir / stale).unlink(missing_ok=True)
             for old in (run_dir / "samples").glob("*.png"):
@@ -390,6 +395,14 @@ def _save_png(path: Path, image: "Image.Image", prompt: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
         image.save(temp, format="PNG", pnginfo=info)
+
+
+def _training_key(payload: Any) -> str | None:
+    """The recorded run's weight-deciding settings (None when they no longer validate)."""
+    try:
+        return LoraTrainingParams.from_request(payload).training_key()
+    except (TypeError, ValueError):
+        return None
 
 
 def _read_log(path: Path) -> tuple[list[tuple[int, float]], list[float]]:

@@ -190,6 +190,20 @@ def test_another_base_checkpoint_starts_over(tmp_path, trained):
     assert again.resumed_from == 0 and again.steps == 2
 
 
+def test_new_sample_prompts_keep_the_run(tmp_path, trained):
+    """Only what decides the weights must match for a resume: samples and held-out prompts
+    may change between an interrupted run and its continuation."""
+    from modules.training.lora_trainer import Hooks
+
+    _, _, _, folder = trained
+    steps = []
+    first = trainer_for(tiny_params(folder.parent, max_train_steps=4), folder.parent, tmp_path / "s", tmp_path / "s.safetensors")
+    first.train(Hooks(should_stop=lambda: len(steps) >= 2, on_step=lambda s, t, loss: steps.append(s)))
+    changed = tiny_params(folder.parent, max_train_steps=4, sample_prompts=("a red star",), eval_prompts=("a blue square",), save_every_n_steps=3)
+    again = trainer_for(changed, folder.parent, tmp_path / "s", tmp_path / "s.safetensors").train()
+    assert again.resumed_from == 2 and again.steps == 4
+
+
 def test_other_settings_start_over(tmp_path, trained):
     _, _, _, folder = trained
     trainer_for(tiny_params(folder.parent, max_train_steps=2), folder.parent, tmp_path / "r", tmp_path / "r.safetensors").train()
