@@ -146,7 +146,8 @@ class GenerationWorker:
             "loras": list(runner.lora_names) if runner is not None else [],
             "can_load": sorted(c.filename for c in models.checkpoints),
             "switches": self._switches,
-            "hints": ({"guide": active.hints.guide, "examples": list(active.hints.examples), "defaults": dict(active.hints.defaults)}
+            "hints": ({"guide": active.hints.guide, "examples": list(active.hints.examples), "defaults": dict(active.hints.defaults),
+                       "training": dict(active.hints.training)}
                       if active is not None else None),
         }
 
