@@ -20,6 +20,7 @@ PRECISIONS = ("no", "fp16", "bf16")
 OPTIMIZERS = ("AdamW", "AdamW8bit")
 NAME_PATTERN = re.compile(r"^[\w][\w .+-]{0,99}$")  # a file name in models/Lora, no folders
 MAX_PROMPTS = 32
+CHOICES = {"lr_scheduler": SCHEDULERS, "mixed_precision": PRECISIONS, "optimizer_type": OPTIMIZERS}
 WATCH_ONLY = frozenset({"sample_every_n_steps", "sample_prompts", "sample_seed", "sample_steps", "eval_prompts", "eval_every_n_steps",
                         "eval_images_per_prompt", "save_every_n_steps"})
 
@@ -85,20 +86,10 @@ class LoraTrainingParams(BaseModel):
             raise ValueError("must be a file name of letters, digits, spaces, '.', '+', '-' or '_' (no folders), up to 100 characters")
         return value
 
-    @field_validator("lr_scheduler")
+    @field_validator("lr_scheduler", "mixed_precision", "optimizer_type")
     @classmethod
-    def _scheduler(cls, value: str) -> str:
-        return _choice(value, SCHEDULERS)
-
-    @field_validator("mixed_precision")
-    @classmethod
-    def _precision(cls, value: str) -> str:
-        return _choice(value, PRECISIONS)
-
-    @field_validator("optimizer_type")
-    @classmethod
-    def _optimizer(cls, value: str) -> str:
-        return _choice(value, OPTIMIZERS)
+    def _one_of(cls, value: str, info) -> str:
+        return _choice(value, CHOICES[info.field_name])
 
     @field_validator("caption_extension")
     @classmethod
