@@ -44,7 +44,7 @@ def test_train_a_lora_in_the_page(page, server):
     open_train_tab(page)
     # the demo model's guide, not SD 1.5's 512 px and 1600 steps
     assert page.locator("#train_lora_resolution input[type=number]").input_value() == "64"
-    assert page.locator("#train_lora_max_train_steps input[type=number]").input_value() == "500"
+    assert page.locator("#train_lora_max_train_steps input[type=number]").input_value() == "800"
     assert "Resolution 64" in page.locator("#train_lora_checkpoint_hint").inner_text()
     page.fill("#train_lora_output_name input, #train_lora_output_name textarea", "e2e-shapes")
     page.fill("#train_lora_train_data_dir input, #train_lora_train_data_dir textarea", str(folder))

@@ -16,7 +16,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_the_demo_models_training_recipe_is_read():
     hints = ModelHints.read(CONFIGS / "demo-shapes")
     assert dict(hints.training) == {"resolution": 64, "enable_bucket": False, "network_dim": 8, "network_alpha": 8, "conv_dim": 8,
-                                    "conv_alpha": 8, "learning_rate": 0.005, "max_train_steps": 500, "train_batch_size": 8,
+                                    "conv_alpha": 8, "learning_rate": 0.005, "max_train_steps": 800, "lr_scheduler": "cosine", "train_batch_size": 8,
                                     "sample_steps": 20}
     assert hints.defaults["width"] == 64  # the generation defaults are still there
     assert ModelHints.parse({"guide": "g"}).training == {}  # optional

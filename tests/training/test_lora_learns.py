@@ -105,5 +105,5 @@ def test_a_lora_teaches_the_demo_model_a_new_shape(tmp_path):
         app.queue.shutdown()
 
 
-RECIPE = dict(network_dim=8, network_alpha=8, conv_dim=8, conv_alpha=8, learning_rate=5e-3, max_train_steps=500, train_batch_size=8,
-              resolution=64, enable_bucket=False, seed=1)
+RECIPE = dict(network_dim=8, network_alpha=8, conv_dim=8, conv_alpha=8, learning_rate=5e-3, lr_scheduler="cosine", max_train_steps=800,
+              train_batch_size=8, resolution=64, enable_bucket=False, seed=1)
