@@ -43,7 +43,6 @@ def test_the_sub_tabs_have_a1111s_controls_and_list_the_embeddings(tmp_path):
 
 # --------------------------------------------------------------------------- the buttons' handlers
 
-import asyncio  # noqa: E402
 from types import SimpleNamespace as NS  # noqa: E402
 
 import pytest  # noqa: E402
@@ -53,6 +52,7 @@ from modules.demo.embedded import EMBEDDED_PATH  # noqa: E402
 from modules.jobs.queue import JobQueue  # noqa: E402
 from modules.training.embedding_trainer import EmbeddingService  # noqa: E402
 from modules.ui.train_embedding import create_clicked, train_updates  # noqa: E402
+from tests.aio import run as run_coroutine  # noqa: E402  (the browser tests may hold an event loop in this process)
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def collect(updates) -> list:
     async def run():
         return [update async for update in updates]
 
-    return asyncio.run(run())
+    return run_coroutine(run())
 
 
 def train_values(pictures, **changes):
@@ -87,15 +87,15 @@ def train_values(pictures, **changes):
 
 def test_create_button_adds_the_embedding_to_the_menu_and_says_where(page):
     service, queue, _ = page
-    menu, message = asyncio.run(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
+    menu, message = run_coroutine(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
     assert menu["value"] == "dots" and "dots" in menu["choices"] and "Created:" in message and "dots.pt" in message
-    menu, message = asyncio.run(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
+    menu, message = run_coroutine(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
     assert "already exists" in message and "choices" not in menu
 
 
 def test_train_button_shows_progress_then_the_outcome_and_the_latest_preview(page):
     service, queue, pictures = page
-    asyncio.run(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
+    run_coroutine(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
     running = {}
     updates = collect(train_updates(service, queue, train_values(pictures), "ip:1", running))
     text, preview, outcome = updates[-1]
@@ -107,7 +107,7 @@ def test_train_button_shows_progress_then_the_outcome_and_the_latest_preview(pag
 
 def test_interrupt_stops_the_sessions_training_and_keeps_what_it_learned(page):
     service, queue, pictures = page
-    asyncio.run(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
+    run_coroutine(create_clicked(service, queue, "dots", "red", 1, False, "ip:1"))
     running = {}
 
     async def run():
@@ -119,7 +119,7 @@ def test_interrupt_stops_the_sessions_training_and_keeps_what_it_learned(page):
                 queue.interrupt(job.id)  # what the Interrupt button does for this session
         return seen
 
-    outcome = asyncio.run(run())[-1][2]
+    outcome = run_coroutine(run())[-1][2]
     step = int(outcome.split("at step ")[1].split(".")[0])
     assert "Training interrupted" in outcome and 2 <= step < 100000
     assert service.library.get("dots").step == step
