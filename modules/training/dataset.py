@@ -73,10 +73,15 @@ def scan_folder(folder: Path, *, caption_extension: str = ".txt", caption_templa
     caption file's first line; failing that the class tokens of a `10_teal` folder ("teal"), or
     the trigger word alone. A trigger word missing from a caption is put first."""
     folder = Path(folder)
-    if not folder.exists():
-        raise DatasetError(f"The training folder {folder} does not exist.")
-    if not folder.is_dir():
-        raise DatasetError(f"The training folder {folder} is not a folder.")
+    shown = str(folder) if len(str(folder)) <= 200 else str(folder)[:200] + "…"  # a message, not the whole of a huge name
+    try:
+        exists, is_dir = folder.exists(), folder.is_dir()
+    except OSError:  # a name the file system cannot take (too long, say)
+        raise DatasetError(f"The training folder {shown} cannot be opened: its name is too long or not a valid path.") from None
+    if not exists:
+        raise DatasetError(f"The training folder {shown} does not exist.")
+    if not is_dir:
+        raise DatasetError(f"The training folder {shown} is not a folder.")
     trigger_word = trigger_word.strip()
     template = caption_template.strip()
     if template and not trigger_word and re.search(r"\[(trigger|name)\]", template):

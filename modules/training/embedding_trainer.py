@@ -255,6 +255,8 @@ def clean_name(name: str) -> str:
     cleaned = "".join(ch for ch in str(name) if ch.isalnum() or ch in "._- ").strip()
     if not cleaned or cleaned.strip(".") == "":
         raise ValueError(f"The embedding name {name!r} has no letters or digits; choose a name such as my-style.")
+    if len(cleaned.encode("utf-8")) > 200:  # the file system's limit is 255 bytes for <name>.pt
+        raise ValueError(f"The embedding name is {len(cleaned)} characters long; choose one of at most 200 bytes (about 200 letters).")
     return cleaned
 
 

@@ -26,6 +26,12 @@ from tests.servers import data_dir_with_tiny_model, in_process_app
 
 EXAMPLES = 60  # per operation
 GENERATION = {"/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/queue/txt2img", "/sdapi/v1/queue/img2img"}
+# Training would run for minutes, and a folder the fuzzer names ("/", ".") could be walked for as
+# long: a folder given as text is swapped for one that does not exist, so each body is refused
+# (400) when its folder is read at the latest. The hostile cases (tests/hostile/test_training.py)
+# send the traversal and shared-server folders themselves.
+TRAINING = {"/sdapi/v1/train/lora", "/sdapi/v1/train/embedding"}
+TRAINING_FOLDERS = ("train_data_dir", "data_root", "log_directory")
 EXTRAS = {"/sdapi/v1/extra-single-image", "/sdapi/v1/extra-batch-images", "/sdapi/v1/png-info", "/sdapi/v1/interrogate"}
 
 
@@ -95,6 +101,10 @@ def shrink(path: str, body):
             for item in body["imageList"]:
                 if isinstance(item, dict) and isinstance(item.get("data"), str) and len(item["data"]) % 2 == 0:
                     item["data"] = PNG
+    if path in TRAINING:  # every training body is refused before it queues: no run starts (see TRAINING)
+        for name in TRAINING_FOLDERS:
+            if isinstance(body.get(name), str):
+                body[name] = "no-such-training-folder"
     return body
 
 
@@ -151,6 +161,7 @@ AREAS = {
     "listings": r"^/sdapi/v1/(progress|cmd-flags|sd-models|samplers|schedulers|upscalers|latent-upscale-modes|sd-vae|loras|embeddings|"
                 r"prompt-styles|scripts|script-info|face-restorers|hypernetworks|realesrgan-models|memory|extensions|workers)$",
     "controlnet": r"^/controlnet/",  # the ControlNet extension's routes
+    "training": r"^/sdapi/v1/(create/embedding|train/)",  # LoRA runs and A1111's textual-inversion routes
 }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 
-from tests.hostile import test_bodies, test_fields, test_images, test_names, test_prompts
+from tests.hostile import test_bodies, test_fields, test_images, test_names, test_prompts, test_training
 
-ALL = [*test_bodies.CASES, *test_fields.CASES, *test_images.CASES, *test_names.CASES, *test_names.SHARED_CASES, *test_prompts.CASES]
+ALL = [*test_bodies.CASES, *test_fields.CASES, *test_images.CASES, *test_names.CASES, *test_names.SHARED_CASES, *test_prompts.CASES,
+       *test_training.CASES, *test_training.SHARED_CASES]
 
 
 def test_every_route_in_openapi_has_hostile_cases(hostile):
