@@ -283,6 +283,9 @@ def _version(embeddings) -> Any:
     return version if version is not None else tuple(embeddings.names)
 
 
+DEGENERATE_MEAN = 1e-4  # |mean| below this share of the mean |value| is taken as zero by Original emphasis
+
+
 def _emphasise(z: torch.Tensor, chunk: Chunk, mode: str) -> torch.Tensor:
     """A1111's emphasis: "Original" multiplies each token's vector by its weight, then scales
     the whole chunk so its mean is what it was; "No norm" only multiplies; "Ignore" and
@@ -298,7 +301,12 @@ def _emphasise(z: torch.Tensor, chunk: Chunk, mode: str) -> torch.Tensor:
         return z * multipliers
     original_mean = z.mean()
     z = z * multipliers
-    return z * (original_mean / z.mean())
+    new_mean, size = z.mean(), z.abs().mean()
+    if not torch.isfinite(new_mean) or min(abs(float(original_mean)), abs(float(new_mean))) <= DEGENERATE_MEAN * float(size):
+        # A mean that is rounding noise (an encoder whose last layer norm has no bias, like the
+        # tiny test model's): the ratio would be noise too and blow the vectors up to inf/NaN.
+        return z
+    return z * (original_mean / new_mean)
 
 
 class _inserted:

@@ -222,3 +222,21 @@ def test_padding_chunks_are_encoded_with_the_same_clip_skip(tiny_model, spied, e
     skip2 = EncodingOptions(clip_skip=2)
     assert torch.equal(spied.calls[0][0, 77:], encoder.encode("", skip2).embeds[0])
     assert not torch.equal(spied.calls[0][0, 77:], encoder.encode("", ORIGINAL).embeds[0])
+
+
+def test_original_emphasis_keeps_the_mean_and_skips_a_mean_that_is_rounding_noise():
+    """A1111's mean restore on an ordinary chunk; on vectors whose mean is ~0 (a last layer norm
+    without bias, as in the tiny test model) the ratio would be noise, and the vectors would
+    blow up to inf: the weights are then applied without the restore."""
+    from modules.generation.text_encoding import Chunk, _emphasise
+
+    chunk = Chunk(tokens=[1, 2], weights=[1.3, 1.0])
+    generator = torch.Generator().manual_seed(0)
+    ordinary = torch.randn(1, 77, 8, generator=generator) + 0.5
+    restored = _emphasise(ordinary, chunk, "Original")
+    assert torch.allclose(restored.mean(), ordinary.mean(), atol=1e-6) and not torch.equal(restored, ordinary)
+
+    centred = ordinary - ordinary.mean(dim=-1, keepdim=True)  # every vector's mean is 0, up to rounding
+    weighted = _emphasise(centred, chunk, "Original")
+    assert torch.isfinite(weighted).all() and weighted.abs().max() <= centred.abs().max() * 1.3 + 1e-6
+    assert torch.allclose(weighted, _emphasise(centred, chunk, "No norm"))

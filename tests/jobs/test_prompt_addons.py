@@ -160,8 +160,8 @@ def test_the_token_counter_counts_like_a1111(service):
 
 
 def test_emphasis_other_than_original_is_recorded(service):
-    assert "Emphasis" not in fields(generate(service, prompt="a (red:1.05) square"))
-    assert fields(generate(service, prompt="a (red:1.05) square", emphasis="No norm"))["Emphasis"] == "No norm"
+    assert "Emphasis" not in fields(generate(service, prompt="a (red:1.3) square"))
+    assert fields(generate(service, prompt="a (red:1.3) square", emphasis="No norm"))["Emphasis"] == "No norm"
     assert "Emphasis" not in fields(generate(service, prompt="a red square", emphasis="No norm"))
 
 
