@@ -183,7 +183,7 @@ def test_with_nothing_training_the_newest_run_is_shown(queue):
 
 
 DEMO_TRAINING = {"resolution": 64, "enable_bucket": False, "network_dim": 8, "network_alpha": 8, "conv_dim": 8, "conv_alpha": 8,
-                 "learning_rate": 0.005, "max_train_steps": 500, "train_batch_size": 8, "sample_steps": 20}
+                 "learning_rate": 0.005, "max_train_steps": 800, "lr_scheduler": "cosine", "train_batch_size": 8, "sample_steps": 20}
 
 
 def test_the_models_guide_sets_the_training_values_the_user_left_alone(queue):
@@ -216,7 +216,7 @@ def test_the_models_guide_sets_the_training_values_the_user_left_alone(queue):
     *updates, note, last = tab.hint_updates(sd15.title, last, after, hintable)
     back = {n: u["value"] for n, u in zip(hintable, updates) if "value" in u}
     assert back == {"resolution": 512, "enable_bucket": True, "network_alpha": 8.0, "conv_dim": 0, "conv_alpha": 1.0,
-                    "max_train_steps": 1600, "train_batch_size": 1, "sample_steps": 20}
+                    "max_train_steps": 1600, "lr_scheduler": "constant", "train_batch_size": 1, "sample_steps": 20}
     assert note == "" and last == (sd15.title, {})
 
 
