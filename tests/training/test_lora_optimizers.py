@@ -1,5 +1,5 @@
 """kohya's AdamW8bit (bitsandbytes, which runs its 8-bit optimisers on the CPU too): a run
-trains with it, records it in the file, and resumes with its quantised state exactly."""
+trains with it, records it in the file, and resumes with its quantised state exactly. Slow (two more demo-model runs): `pytest -m slow`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.training.test_lora_training import draw_set, tiny_params, trainer_for
+
+pytestmark = pytest.mark.slow
 
 pytest.importorskip("bitsandbytes")
 

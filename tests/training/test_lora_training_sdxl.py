@@ -1,8 +1,10 @@
 """LoRA training on an SDXL checkpoint (reduced width, real layout): both text encoders and the
 UNet's size conditioning take part, the file has kohya's SDXL names (`lora_te1_`, `lora_te2_`),
-and our loader reads it onto a fresh copy of the model, where it changes the picture."""
+and our loader reads it onto a fresh copy of the model, where it changes the picture. Slow (a reduced SDXL is loaded twice): `pytest -m slow`."""
 
 from __future__ import annotations
+
+import pytest
 
 import numpy as np
 import torch
@@ -19,6 +21,8 @@ from modules.training.lora_trainer import LoraTrainer
 from tests.conftest import CONFIGS
 from tests.models.test_loader import build_models, save_single_file, write_config_folder
 from tests.training.test_lora_training import draw_set, tiny_params
+
+pytestmark = pytest.mark.slow
 
 
 def test_sdxl_lora_trains_both_encoders_and_loads_back(tmp_path):
