@@ -293,6 +293,7 @@ class _Evaluation:
         self.prompts = list(params.eval_prompts) or _first_captions(samples, MAX_EVAL_CAPTIONS)
         self.note = () if params.eval_prompts else ("No held-out prompts were given, so the training captions were scored.",)
         self.demo = trainer.model.arch == "demo-shapes"
+        self.reference: list | None = None  # the training pictures as the model saw them: read once, at the first score point
         service.set_total(params.output_name, trainer.total)
 
     def run(self, step: int, trainer: "LoraTrainer") -> None:
@@ -303,8 +304,9 @@ class _Evaluation:
         if not self.prompts:
             return
         made = generate(trainer, self.prompts, self.params.sample_seed + 1000, self.params.eval_images_per_prompt)
-        reference = [_reference_picture(s, trainer) for s in _distinct(self.samples)]
-        result = scores.evaluate([im for _, im in made], [p for p, _ in made], reference, models_dir=self.service.models_dir, step=step,
+        if self.reference is None:
+            self.reference = [_reference_picture(s, trainer) for s in _distinct(self.samples)]
+        result = scores.evaluate([im for _, im in made], [p for p, _ in made], self.reference, models_dir=self.service.models_dir, step=step,
                                  device=str(trainer.device), demo=self.demo, models=self.models)
         result = replace(result, notes=tuple(result.notes) + self.note)
         scores.append_scores(self.run_dir / "scores.json", result)
@@ -382,7 +384,7 @@ def _distinct(samples: list[data.Sample]) -> list[data.Sample]:
 def _reference_picture(sample: data.Sample, trainer: "LoraTrainer") -> "Image.Image":
     from PIL import Image
 
-    tensor = data.load_picture(sample, trainer.sample_buckets[trainer.samples.index(sample)])
+    tensor = data.load_picture(sample, data.bucket_for(sample.size, trainer.buckets))
     array = ((tensor.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     return Image.fromarray(array)
 
