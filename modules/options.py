@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         paths.add_argument(flag, type=Path, default=None, help=f"folder of {folder} models (default <models-dir>/{folder})")
     paths.add_argument("--ui-settings-file", type=Path, default=None, help="settings file (default <data-dir>/config.json)")
     paths.add_argument("--ui-config-file", type=Path, default=None, help="UI defaults file (default <data-dir>/ui-config.json)")
+    paths.add_argument("--localizations-dir", type=Path, default=None,
+                       help="folder of UI translations, <language>.json (default <data-dir>/localizations); the shipped ones are in configs/localizations")
     paths.add_argument("--styles-file", action="append", default=None,
                        help="styles file (repeatable, wildcards allowed; default <data-dir>/styles.csv); new styles go to the first")
     ext = p.add_argument_group("extensions")
@@ -171,6 +173,7 @@ class Paths:
     settings_file: Path | None = None  # None: <data>/config.json
     ui_config_file: Path | None = None  # None: <data>/ui-config.json
     model_dirs: tuple[tuple[str, Path], ...] = ()  # (models/ subfolder name, folder given by its flag)
+    localizations_dir: Path | None = None  # None: <data>/localizations
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Paths":
@@ -188,7 +191,7 @@ class Paths:
                    folder(getattr(args, "embeddings_dir", None)), folder(getattr(args, "vae_dir", None)), styles,
                    folder(getattr(args, "ui_settings_file", None)), folder(getattr(args, "ui_config_file", None)),
                    tuple((name, folder(getattr(args, flag[2:].replace("-", "_"), None))) for flag, name in EXTRA_MODEL_FLAGS.items()
-                         if getattr(args, flag[2:].replace("-", "_"), None)))
+                         if getattr(args, flag[2:].replace("-", "_"), None)), folder(getattr(args, "localizations_dir", None)))
 
     @property
     def loras(self) -> Path:
@@ -206,6 +209,11 @@ class Paths:
         """The folder of one kind of model by its models/ subfolder name (`ESRGAN`, `GFPGAN`,
         `VAE-approx`, ...): the folder its A1111 flag gave, else <models-dir>/<name>."""
         return dict(self.model_dirs).get(name) or self.models_dir / name
+
+    @property
+    def localizations(self) -> Path:
+        """The user's UI translations (A1111's --localizations-dir); the shipped ones are in configs/localizations."""
+        return self.localizations_dir or self.data_dir / "localizations"
 
     @property
     def settings(self) -> Path:

@@ -117,6 +117,9 @@ LIMITS = "Limits"
 INTERROGATE = "Interrogate"
 CONTROLNET = "ControlNet"
 EXTENSIONS = "Extensions"
+USER_INTERFACE = "User interface"
+EXTRA_NETWORKS = "Extra Networks"
+CARD_ORDER_FIELDS = ("Path", "Name", "Date Created", "Date Modified")  # A1111's extra_networks_card_order_field
 # A1111's extension index (ui_extensions.py); WEBUI_EXTENSIONS_INDEX replaces it, as in A1111.
 EXTENSIONS_INDEX_URL = os.environ.get("WEBUI_EXTENSIONS_INDEX") or \
     "https://raw.githubusercontent.com/AUTOMATIC1111/stable-diffusion-webui-extensions/master/index.json"
@@ -130,6 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
                  "[model_name] [model_hash] [steps] [cfg] [sampler] [width] [height] [date] [datetime] [datetime<%Y%m%d>] [user] [none]"),
     Setting("grid_save", True, "Always save all generated image grids", SAVING),
     Setting("grid_format", "png", "File format for grids", SAVING, IMAGE_FORMATS),
+    Setting("save_txt", False, "Create a text file with infotext next to every image", SAVING),
+    Setting("save_selected_only", True, "When using 'Save' button, only save a single selected image", SAVING),
     Setting("enable_pnginfo", True, "Save text information about generation parameters as chunks to png files", SAVING),
     Setting("jpeg_quality", 80, "Quality for saved jpeg and webp images", SAVING, minimum=1, maximum=100, step=1),
     Setting("webp_lossless", False, "Use lossless compression for webp images", SAVING),
@@ -138,6 +143,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outdir_extras_samples", "outputs/extras-images", "Output directory for images from extras tab", PATHS),
     Setting("outdir_txt2img_grids", "outputs/txt2img-grids", "Output directory for txt2img grids", PATHS),
     Setting("outdir_img2img_grids", "outputs/img2img-grids", "Output directory for img2img grids", PATHS),
+    Setting("outdir_save", "log/images", "Directory for saving images using the Save button", PATHS),
     Setting("save_to_dirs", True, "Save images to a subdirectory", DIRS),
     Setting("grid_save_to_dirs", True, "Save grids to a subdirectory", DIRS),
     Setting("directories_filename_pattern", "[date]", "Directory name pattern", DIRS, info="Tags as for file names, e.g. [date] or [model_name]"),
@@ -272,6 +278,17 @@ SETTINGS: tuple[Setting, ...] = (
             step=1, info="img2img, extras, PNG Info, interrogate"),
     Setting("limit_image_megapixels", WORK_LIMITS.image_megapixels, "Largest image accepted (megapixels)", LIMITS, minimum=0, maximum=1_000, step=1,
             info="uploads and API images larger than this are refused before they are decoded"),
+    # The page (modules/ui/): its language, and what it does when a job ends while the tab is in the background.
+    Setting("localization", "None", "Localization", USER_INTERFACE, choices=lambda: (),
+            info="the page's language: a localizations/<name>.json file; reload the page after changing it"),
+    Setting("notification_audio", True, "Play notification sound after image generation", USER_INTERFACE,
+            info="when the tab is in the background; notification.mp3 in the data folder if there is one, else a short tone"),
+    Setting("notification_volume", 100, "Notification sound volume", USER_INTERFACE, minimum=0, maximum=100, step=1, info="in %"),
+    # A1111's Extra Networks section: the cards under the prompt (modules/ui/extra_networks.py).
+    Setting("extra_networks_default_multiplier", 1.0, "Default multiplier for extra networks", EXTRA_NETWORKS, minimum=0, maximum=2,
+            step=0.01),
+    Setting("extra_networks_card_order_field", "Path", "Default order field for Extra Networks cards", EXTRA_NETWORKS, CARD_ORDER_FIELDS),
+    Setting("extra_networks_card_order", "Ascending", "Default order for Extra Networks cards", EXTRA_NETWORKS, ("Ascending", "Descending")),
     # A1111's extension switches (modules/extensions/layout.py reads them; the Extensions tab writes them).
     Setting("disabled_extensions", [], "Disabled extensions", EXTENSIONS, hidden=True),
     Setting("disable_all_extensions", "none", "Disable all extensions (preserves the list of disabled extensions)", EXTENSIONS,

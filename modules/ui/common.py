@@ -21,6 +21,8 @@ from fastapi.concurrency import run_in_threadpool
 from modules.generation import samplers
 from modules.generation.params import SETTING_FIELDS, GenerationParams
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
+from modules.ui.extra_networks import build_extra_networks
+from modules.ui.styles import build_styles
 
 if TYPE_CHECKING:
     from modules.jobs.generation_task import GenerationService
@@ -98,7 +100,16 @@ class TopRow:
                 trigger(handler, [box, self.styles, steps], counter, queue=False, api_name=False, trigger_mode="always_last")
 
 
-def build_toprow(prefix: str, service: "GenerationService") -> TopRow:
+@dataclass(frozen=True)
+class Quicksettings:
+    """The page's top row (checkpoint and VAE menus), for controls inside the tabs that set them
+    (the Checkpoints and VAE cards)."""
+
+    checkpoint: Any = None  # gr.Dropdown
+    vae: Any = None  # gr.Dropdown
+
+
+def build_toprow(prefix: str, service: "GenerationService", quick: Quicksettings | None = None) -> TopRow:
     """Prompts with their token counters and the extra-network pickers; Generate, Interrupt,
     Skip and the styles beside them."""
     with gr.Row(elem_id=f"{prefix}_toprow"):
@@ -107,7 +118,7 @@ def build_toprow(prefix: str, service: "GenerationService") -> TopRow:
             prompt_count = gr.HTML(counter_html(0, 75), elem_id=f"{prefix}_token_counter", elem_classes="token-counter")
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{prefix}_neg_prompt", placeholder="Negative prompt")
             negative_count = gr.HTML(counter_html(0, 75), elem_id=f"{prefix}_negative_token_counter", elem_classes="token-counter")
-            build_extra_networks(prefix, service, prompt)
+            build_extra_networks(prefix, service, prompt, negative, quick or Quicksettings())
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}_generate", elem_classes="generate-button")
             with gr.Row():
@@ -181,94 +192,6 @@ def counter_html(tokens: int, capacity: int) -> str:
     """A1111's "N/75" (75 per chunk: 80 tokens show as 80/150); the chunk count is its tooltip."""
     chunks = capacity // 75
     return f"<span class='token-count' title='{chunks} chunk{'s' if chunks != 1 else ''} of 75 tokens'>{tokens}/{capacity}</span>"
-
-
-def build_extra_networks(prefix: str, service: "GenerationService", prompt: gr.Textbox) -> None:
-    """LoRA and embedding pickers: choosing one adds its tag (`<lora:name:1>`) or its name to
-    the prompt, as clicking a card in A1111's Extra networks does."""
-    libraries = service.libraries
-
-    def lora_names() -> list[str]:
-        return [f.name for f in libraries.loras.refresh()] if libraries.loras is not None else []
-
-    def embedding_names() -> list[str]:
-        if libraries.embeddings is None:
-            return []
-        libraries.embeddings.refresh()
-        return list(libraries.embeddings.names)
-
-    with gr.Accordion("Extra networks (LoRA, Textual Inversion)", open=False, elem_id=f"{prefix}_extra_networks"):
-        with gr.Row():
-            lora = gr.Dropdown(lora_names(), value=None, label="Lora", elem_id=f"{prefix}_lora_picker", scale=4,
-                               info="Adds <lora:name:1> to the prompt; edit the number to weaken or strengthen it.")
-            embedding = gr.Dropdown(embedding_names(), value=None, label="Textual Inversion", elem_id=f"{prefix}_ti_picker", scale=4,
-                                    info="Adds the embedding's name to the prompt.")
-            refresh = gr.Button("🔄", elem_id=f"{prefix}_extra_refresh", size="sm", scale=0, min_width=40)
-
-    def add(text: str, addition: str | None):
-        if not addition:
-            return gr.update(), gr.update()
-        return append_to_prompt(text, addition), gr.update(value=None)
-
-    lora.select(lambda text, name: add(text, f"<lora:{name}:1>" if name else None), [prompt, lora], [prompt, lora], queue=False, api_name=False)
-    embedding.select(lambda text, name: add(text, name), [prompt, embedding], [prompt, embedding], queue=False, api_name=False)
-    refresh.click(lambda: (gr.update(choices=lora_names()), gr.update(choices=embedding_names())), None, [lora, embedding], queue=False, api_name=False)
-
-
-def append_to_prompt(text: str, addition: str) -> str:
-    """`addition` at the end of the prompt; on a new line when the last line ends in a `#`
-    comment, which would otherwise swallow it."""
-    text = (text or "").rstrip()
-    if not text:
-        return addition
-    separator = "\n" if "#" in text.rsplit("\n", 1)[-1] else " "
-    return f"{text}{separator}{addition}"
-
-
-def build_styles(prefix: str, service: "GenerationService", prompt: gr.Textbox, negative: gr.Textbox) -> gr.Dropdown:
-    """A1111's styles: the selected ones are applied when generating; 📋 writes them into the
-    prompts instead; 💾 saves the current prompts as a style in styles.csv."""
-    from modules.generation.styles import PromptStyle
-
-    store = service.libraries.styles
-
-    def names() -> list[str]:
-        return list(store.names) if store is not None else []
-
-    styles = gr.Dropdown(names(), value=[], multiselect=True, label="Styles", elem_id=f"{prefix}_styles")
-    with gr.Row():
-        apply = gr.Button("📋", elem_id=f"{prefix}_style_apply", size="sm", min_width=40)
-        refresh = gr.Button("🔄", elem_id=f"{prefix}_style_refresh", size="sm", min_width=40)
-    with gr.Accordion("Save style", open=False, elem_id=f"{prefix}_style_save_box"):
-        name = gr.Textbox(label="Style name", elem_id=f"{prefix}_style_name")
-        save = gr.Button("💾 Save the prompts as a style", elem_id=f"{prefix}_style_save", size="sm")
-
-    def apply_styles(text: str, neg: str, chosen: list[str]):
-        if store is None or not chosen:
-            return gr.update(), gr.update(), gr.update()
-        try:
-            text, neg = store.apply(text, neg, chosen)
-        except ValueError as exc:
-            raise gr.Error(str(exc)) from None
-        return text, neg, gr.update(value=[])
-
-    def save_style(style_name: str, text: str, neg: str, chosen: list[str]):
-        if store is None:
-            raise gr.Error("No styles file is configured.")
-        style_name = (style_name or "").strip()
-        if not style_name:
-            raise gr.Error("Give the style a name first.")
-        try:
-            store.save(PromptStyle(style_name, text or "", neg or ""))
-        except (OSError, ValueError) as exc:
-            raise gr.Error(f"Could not save the style: {exc}") from None
-        gr.Info(f"Saved style '{style_name}'.")
-        return gr.update(choices=names(), value=chosen), ""
-
-    apply.click(apply_styles, [prompt, negative, styles], [prompt, negative, styles], queue=False, api_name=False)
-    refresh.click(lambda chosen: gr.update(choices=names(), value=[c for c in chosen if c in names()]), styles, styles, queue=False, api_name=False)
-    save.click(save_style, [name, prompt, negative, styles], [styles, name], concurrency_limit=None, api_name=False)
-    return styles
 
 
 def build_sampling(prefix: str) -> tuple[gr.Dropdown, gr.Dropdown, gr.Slider]:

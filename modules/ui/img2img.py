@@ -30,7 +30,7 @@ from modules.ui.refiner import build_refiner
 from modules.ui.flow_controls import build_flow_controls
 from modules.ui.interrogate_buttons import build_interrogate_buttons, wire_interrogate
 from modules.ui.common import (
-    UPLOAD_SOURCES, JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
+    UPLOAD_SOURCES, JobRunner, PasteTarget, Quicksettings, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
 
 if TYPE_CHECKING:
@@ -149,14 +149,14 @@ def init_from_widgets(mode: int, image, sketch, inpaint, base, mask) -> tuple[Im
 def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
                       access: ServerAccess | None = None, interrogate: "InterrogateService | None" = None,
                       controlnet: Any = None, scripts: "ScriptRunner | None" = None,
-                      extensions: "LoadedExtensions | None" = None) -> Img2ImgControls:
+                      extensions: "LoadedExtensions | None" = None, quick: "Quicksettings | None" = None) -> Img2ImgControls:
     """`access` decides whether the Batch tab may use folders on the server (None: it may);
     with `interrogate`, the Interrogate CLIP / DeepBooru buttons fill the prompt; with
     `controlnet` (the app's ControlNet service), the ControlNet accordion is added; with
     `scripts`, the Script menu; with `extensions`, their always-on scripts under it."""
     jobs = JobRunner(queue, preview_every)
     meta = Img2ImgParams.field_meta
-    top = build_toprow(PREFIX, service)
+    top = build_toprow(PREFIX, service, quick)  # quick: the page's checkpoint and VAE menus, which the model cards set
     asks = build_interrogate_buttons(PREFIX) if interrogate is not None else None
     mode = gr.State(0)
     resize_tab = gr.State(0)  # 0: Resize to, 1: Resize by

@@ -13,7 +13,7 @@ from modules.jobs.generation_task import GenerationService
 from modules.models.hints import ModelHints
 from modules.models.manager import TINY_NOTICE, ModelManager
 from modules.outputs.naming import user_folder
-from modules.ui.common import page_user
+from modules.ui.common import Quicksettings, page_user
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.models import build_models_tab
 from modules.ui.extras import build_extras_tab
@@ -138,14 +138,15 @@ def build_page(app: "App") -> gr.Blocks:
                               info="Automatic: <checkpoint>.vae.safetensors if there is one. None: the checkpoint's own.")
             vae_refresh = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0, min_width=40)
         notice = gr.Markdown(elem_id="model_notice", visible=False)
+        quick = Quicksettings(checkpoint, vae)
 
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
                 controls = build_txt2img_tab(queue, service, settings.preview_every, controlnet=app.controlnet, scripts=app.scripts,
-                                             extensions=extensions)
+                                             extensions=extensions, quick=quick)
             with gr.Tab("img2img", id="img2img"):
                 img2img = build_img2img_tab(queue, service, settings.preview_every, access=app.access, interrogate=app.interrogate,
-                                            controlnet=app.controlnet, scripts=app.scripts, extensions=extensions)
+                                            controlnet=app.controlnet, scripts=app.scripts, extensions=extensions, quick=quick)
             with gr.Tab("Extras", id="extras"):
                 extras = build_extras_tab(queue, app.extras, access=app.access, max_pixels=lambda: service.limits.max_pixels)
             send = SendTargets(tabs, controls.paste, img2img, extras.image)

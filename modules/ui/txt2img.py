@@ -25,7 +25,7 @@ from modules.ui.alwayson import build_alwayson
 from modules.ui.refiner import build_refiner
 from modules.ui.flow_controls import build_flow_controls
 from modules.ui.common import (
-    JobRunner, PasteTarget, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
+    JobRunner, PasteTarget, Quicksettings, build_output_panel, build_sampling, build_seed, build_size, build_toprow, slider, wire_paste,
 )
 
 if TYPE_CHECKING:
@@ -79,12 +79,12 @@ def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = (), checkpoin
 
 def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every: Callable[[], int] = lambda: 0,
                       controlnet: Any = None, scripts: "ScriptRunner | None" = None,
-                      extensions: "LoadedExtensions | None" = None) -> Txt2ImgControls:
+                      extensions: "LoadedExtensions | None" = None, quick: "Quicksettings | None" = None) -> Txt2ImgControls:
     """`controlnet`: the app's ControlNet service, whose units get an accordion (None: no accordion);
     `scripts`: the app's scripts, offered in the Script menu (None: no menu); `extensions`: the
     loaded extensions, whose always-on scripts show under the menu and run with every job."""
     jobs = JobRunner(queue, preview_every)
-    top = build_toprow(PREFIX, service)
+    top = build_toprow(PREFIX, service, quick)  # quick: the page's checkpoint and VAE menus, which the model cards set
     with top.prompt_column:
         with gr.Group(visible=False, elem_id="model_guide_box") as guide_box:
             guide = gr.Markdown(elem_id="model_guide")

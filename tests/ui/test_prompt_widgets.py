@@ -1,7 +1,8 @@
 """The prompt-row helpers: where a picked LoRA or embedding lands in the prompt."""
 
 from modules.generation.job_prompts import pass_text
-from modules.ui.common import append_to_prompt, counter_html
+from modules.ui.common import counter_html
+from modules.ui.extra_networks import append_to_prompt
 
 
 def test_a_picked_tag_is_appended_and_never_lands_in_a_comment():
