@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from modules.extensions.layout import ExtensionDirs
     from modules.extensions.loaded import LoadedExtensions
     from modules.extensions.manage import ExtensionManager
+    from modules.localization import Localizations
     from modules.jobs.ray_pool import RayPool
     from modules.scripts.runner import ScriptRunner
     from modules.outputs.gallery import GalleryIndex
@@ -80,6 +81,13 @@ class App:
         from modules.extensions.manage import ExtensionManager
 
         return ExtensionManager(self.extension_dirs or ExtensionDirs.for_paths(self.paths), self.settings, self.access, args=self.args)
+
+    @functools.cached_property
+    def localizations(self) -> "Localizations":
+        """The UI translations: configs/localizations, --localizations-dir, the enabled extensions' (modules/localization.py)."""
+        from modules.localization import Localizations
+
+        return Localizations.for_app(self.paths, self.extensions)
 
     @property
     def restartable(self) -> bool:
@@ -155,9 +163,11 @@ class App:
         scripts = ScriptRunner.for_app(queue, service, settings, interrogator=interrogate, registry=cls.script_registry(extensions))
         training = cls.training_for(paths, models, service, access, args)
         register_training_jobs(queue, training)
-        return cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
-                   downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
-                   extension_dirs=extension_dirs, args=args, ray=ray, training=training)
+        app = cls(paths, models, queue, service, settings, GalleryIndex(paths.outputs_dir, paths.gallery_index), extras, logins=logins,
+                  downloads=downloads, access=access, interrogate=interrogate, scripts=scripts, extensions=extensions,
+                  extension_dirs=extension_dirs, args=args, ray=ray, training=training)
+        settings.add_guard(app.localizations.check_setting)  # the localization setting names a file that is there
+        return app
 
     @staticmethod
     def training_for(paths: Paths, models: "ModelManager", service: "GenerationService", access: "ServerAccess",
@@ -524,6 +534,13 @@ class App:
             # Before the page is mounted at "/": routes added after it would never be reached.
             self.extensions.callbacks.app_started(page, app)
             head, css = head + self.extensions.head(), css + self.extensions.css()
+        from modules.ui.localization import LocalizedPage, active_name, asked_name, page_data
+        from modules.ui.localization_routes import build_localization_router
+
+        app.include_router(build_localization_router(self))  # GET /internal/localization
+        settings, localizations = self.settings, self.localizations
+        app.add_middleware(LocalizedPage, page_path="/",  # the page's language in its HTML, before gradio reads navigator.language
+                           data_for=lambda query: page_data(active_name(settings, localizations, asked_name(query)), localizations))
         users = page_users(args)  # --gradio-auth and --gradio-auth-path
         auth = list(users.items()) or None
         if getattr(args, "theme", None):  # --theme: gradio reads it from the page address (?__theme=dark)

@@ -1,0 +1,281 @@
+"""The page's language: which localization a page shows, the translator script that puts it
+into the page, and the server-side translation of long Markdown.
+
+The language is the `localization` setting, overridden per browser by `?localization=<name>`
+in the page's address ("None": English). The page's HTML gets, at the top of its head (the
+`LocalizedPage` middleware), the active strings and `navigator.language` set to the language,
+before gradio's own script reads it: so gradio's built-in strings ("Drop Image Here", "Clear")
+follow our setting from gradio's shipped translations. The translator then translates the
+DOM's text nodes and placeholder/title/aria-label attributes by exact English match, and
+keeps doing so as gradio renders (a MutationObserver); see TRANSLATOR_JS for its rules.
+
+A long Markdown text (the demo model's guide) is translated here as a whole instead
+(`localized_markdown`): per text node, its sentences would be split at every bold word.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from modules.localization import ENGLISH, Localizations, language_code
+
+if TYPE_CHECKING:
+    from modules.settings import SettingsStore
+
+QUERY_PARAMETER = "localization"
+
+# The translator. translateText is pure (strings, text) -> translated text or null, so tests drive it.
+TRANSLATOR_JS = r"""
+(() => {
+  if (window.webuiLocalization) return;
+  const SKIP_TAGS = new Set(['SCRIPT', 'STYLE', 'TEXTAREA', 'INPUT', 'SELECT', 'OPTION', 'CODE', 'PRE', 'NOSCRIPT', 'SVG']);
+  // User data and values: never translated (dropdown lists and tokens are choices, captions and infotexts are the user's).
+  const SKIP_SELECTOR = '.notranslate, .infotext, .options, .token, .wrap-inner, .caption, .caption-label, code, pre, [contenteditable="true"]';
+  const ATTRIBUTES = ['placeholder', 'title', 'aria-label'];
+  const SENTENCE_END = /([.!?:])(\s+)/g;
+  let strings = {}, templates = [];
+
+  function compile(table) {
+    const found = [];
+    for (const [key, value] of Object.entries(table)) {
+      if (!value || !/\{\d+\}/.test(key)) continue;
+      const order = [];
+      const source = key.split(/(\{\d+\})/).map((part) => {
+        const m = /^\{(\d+)\}$/.exec(part);
+        if (m) { order.push(Number(m[1])); return '([\\s\\S]+?)'; }
+        return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      }).join('');
+      found.push({ re: new RegExp('^' + source + '$'), order, value, literal: key.replace(/\{\d+\}/g, '').length });
+    }
+    return found.sort((a, b) => b.literal - a.literal);  // the most specific template first
+  }
+
+  function whole(table, compiled, text) {
+    const exact = table[text];
+    if (exact) return exact;
+    for (const t of compiled) {
+      const m = t.re.exec(text);
+      if (!m) continue;
+      const pieces = {};
+      t.order.forEach((n, i) => { pieces[n] = m[i + 1]; });
+      return t.value.replace(/\{(\d+)\}/g, (all, n) => (n in pieces ? pieces[n] : all));
+    }
+    return null;
+  }
+
+  // Exact match, then a template; else the longest runs of sentences that match, the rest kept as it is.
+  function translateText(table, text, compiled) {
+    if (typeof text !== 'string') return null;
+    const trimmed = text.trim();
+    if (!trimmed || !/\p{L}/u.test(trimmed)) return null;  // numbers, emoji, punctuation: nothing to translate
+    compiled = compiled || compile(table);
+    const lead = text.slice(0, text.indexOf(trimmed)), tail = text.slice(text.indexOf(trimmed) + trimmed.length);
+    const found = whole(table, compiled, trimmed);
+    if (found !== null) return lead + found + tail;
+    const parts = [];  // [sentence, separator after it]
+    let last = 0, m;
+    SENTENCE_END.lastIndex = 0;
+    while ((m = SENTENCE_END.exec(trimmed)) !== null) {
+      parts.push([trimmed.slice(last, m.index + 1), m[2]]);
+      last = m.index + m[0].length;
+    }
+    parts.push([trimmed.slice(last), '']);
+    if (parts.length < 2) return null;
+    let out = '', changed = false;
+    for (let i = 0; i < parts.length;) {
+      let done = false;
+      for (let j = parts.length; j > i && !done; j--) {
+        if (i === 0 && j === parts.length) continue;  // the whole text was tried already
+        let run = '';
+        for (let k = i; k < j; k++) run += parts[k][0] + (k < j - 1 ? parts[k][1] : '');
+        const t = whole(table, compiled, run);
+        if (t !== null) { out += t + parts[j - 1][1]; i = j; done = changed = true; }
+      }
+      if (!done) { out += parts[i][0] + parts[i][1]; i += 1; }
+    }
+    return changed ? lead + out + tail : null;
+  }
+
+  const textMemory = new WeakMap();  // text node -> {orig, shown}
+  const attrMemory = new WeakMap();  // element -> {attribute: {orig, shown}}
+
+  function skipped(element) {
+    if (!element || element.nodeType !== 1) return true;
+    if (SKIP_TAGS.has(element.tagName.toUpperCase())) return true;
+    return element.closest(SKIP_SELECTOR) !== null;
+  }
+
+  function translated(original) {
+    const t = translateText(strings, original, templates);
+    return t === null ? original : t;
+  }
+
+  function doText(node) {
+    if (skipped(node.parentElement)) return;
+    const now = node.nodeValue;
+    let record = textMemory.get(node);
+    if (!record || now !== record.shown) { record = { orig: now, shown: now }; textMemory.set(node, record); }  // new or changed by gradio
+    const shown = translated(record.orig);
+    record.shown = shown;
+    if (now !== shown) node.nodeValue = shown;
+  }
+
+  function doAttribute(element, name) {
+    if (!element.hasAttribute(name) || element.closest('.notranslate, .infotext, .options, .token')) return;
+    let memory = attrMemory.get(element);
+    if (!memory) { memory = {}; attrMemory.set(element, memory); }
+    const now = element.getAttribute(name);
+    if (!memory[name] || now !== memory[name].shown) memory[name] = { orig: now, shown: now };
+    const shown = translated(memory[name].orig);
+    memory[name].shown = shown;
+    if (now !== shown) element.setAttribute(name, shown);
+  }
+
+  function walk(root) {
+    if (!root) return;
+    if (root.nodeType === 3) { doText(root); return; }
+    if (root.nodeType !== 1 && root.nodeType !== 9 && root.nodeType !== 11) return;
+    if (root.nodeType === 1) {
+      for (const a of ATTRIBUTES) doAttribute(root, a);
+      if (skipped(root)) return;
+    }
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT | NodeFilter.SHOW_ELEMENT, {
+      acceptNode: (n) => (n.nodeType === 1 && skipped(n) && !(n.tagName === 'TEXTAREA' || n.tagName === 'INPUT') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+    });
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (n.nodeType === 3) doText(n);
+      else for (const a of ATTRIBUTES) doAttribute(n, a);
+    }
+  }
+
+  function translateAll() { walk(document.body || document.documentElement); }
+
+  const observer = new MutationObserver((mutations) => {
+    if (!templates.length && !Object.keys(strings).length) return;
+    for (const m of mutations) {
+      if (m.type === 'childList') m.addedNodes.forEach(walk);
+      else if (m.type === 'characterData') doText(m.target);
+      else if (m.type === 'attributes') doAttribute(m.target, m.attributeName);
+    }
+  });
+
+  function use(data) {
+    strings = (data && data.strings) || {};
+    templates = compile(strings);
+    window.localization = strings;  // A1111's global, for extensions' scripts
+    document.documentElement.setAttribute('lang', data && data.lang ? data.lang : 'en');
+    translateAll();
+  }
+
+  window.webuiLocalization = { translateText, compile, use, translateAll, get name() { return window.__webui_localization_name; } };
+  window.getTranslation = (text) => { const t = translateText(strings, text, templates); return t === null ? undefined : t; };
+  window.hasLocalization = () => Object.keys(strings).length > 0;
+  observer.observe(document.documentElement, { childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ATTRIBUTES });
+
+  const injected = window.__webui_localization_data;
+  if (injected) { window.__webui_localization_name = injected.name; use(injected); return; }
+  // Served without the middleware (another page path): ask the route.
+  const asked = new URLSearchParams(window.location.search).get('localization');
+  fetch('internal/localization' + (asked ? '?localization=' + encodeURIComponent(asked) : ''), { credentials: 'same-origin' })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((data) => { if (data) { window.__webui_localization_name = data.name; use(data); } })
+    .catch(() => {});
+})();
+"""
+
+LOCALIZATION_HEAD = f"<script>{TRANSLATOR_JS}</script>\n"  # for gradio's head: a no-op when the middleware put it in already
+
+
+def active_name(settings: "SettingsStore", localizations: Localizations, asked: str | None = None) -> str:
+    """The localization a page shows: `asked` (the address's ?localization=) when it names one
+    ("None" included), else the setting; "None" when the setting names a file no longer there."""
+    names = localizations.choices()
+    if asked and asked in names:
+        return asked
+    chosen = settings["localization"] or ENGLISH
+    return chosen if chosen in names else ENGLISH
+
+
+def page_data(name: str, localizations: Localizations) -> dict[str, Any]:
+    """What the page's translator takes: the name, its `lang` and the merged strings."""
+    return {"name": name, "lang": language_code(name), "strings": localizations.strings(name)}
+
+
+def head_script(data: dict[str, Any]) -> str:
+    """The script put first in the page's head: the strings, `navigator.language` set to the
+    page's language before gradio picks its own, and the translator."""
+    payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    lang = json.dumps(data["lang"])
+    return (f"<script>window.__webui_localization_data = {payload};\n"
+            f"try {{ Object.defineProperty(navigator, 'language', {{ get: () => {lang}, configurable: true }});\n"
+            f"Object.defineProperty(navigator, 'languages', {{ get: () => [{lang}], configurable: true }}); }} catch (e) {{}}\n"
+            f"document.documentElement.setAttribute('lang', {lang});</script>\n<script>{TRANSLATOR_JS}</script>\n")
+
+
+def asked_name(query_string: str) -> str | None:
+    """The `localization` parameter of a page address's query string, if any."""
+    values = parse_qs(query_string, keep_blank_values=False).get(QUERY_PARAMETER)
+    return values[0] if values else None
+
+
+def localized_markdown(text: str, settings: "SettingsStore", localizations: Localizations | None, request: Any = None) -> str:
+    """A long Markdown text in the page's language, looked up whole (its full English source is
+    the key); the English text when there is no entry."""
+    if not text or localizations is None:
+        return text
+    params = getattr(request, "query_params", None) or {}
+    name = active_name(settings, localizations, params.get(QUERY_PARAMETER) if hasattr(params, "get") else None)
+    return localizations.translate(name, text) if name != ENGLISH else text
+
+
+class LocalizedPage:
+    """ASGI middleware: the page's HTML (a GET of `page_path`) gets `head_script` first in its
+    head, for the language of that request (`data_for(query_string)`); everything else passes."""
+
+    def __init__(self, app, data_for, page_path: str = "/"):
+        self.app, self.data_for = app, data_for
+        self.page_paths = {page_path.rstrip("/") or "/", page_path.rstrip("/") + "/"}
+
+    def _applies(self, scope) -> bool:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            return False
+        path, root = scope.get("path", "/"), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        return path in self.page_paths
+
+    async def __call__(self, scope, receive, send):
+        if not self._applies(scope):
+            await self.app(scope, receive, send)
+            return
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            await send_page(b"".join(body))
+
+        async def send_page(content: bytes):
+            headers = [(k, v) for k, v in start.get("headers", [])]
+            kind = dict(headers).get(b"content-type", b"")
+            encoded = dict(headers).get(b"content-encoding", b"")
+            if b"text/html" in kind and not encoded:
+                at = content.lower().find(b"<head>")
+                if at >= 0:
+                    script = head_script(self.data_for(scope.get("query_string", b"").decode("latin-1"))).encode("utf-8")
+                    content = content[:at + 6] + script + content[at + 6:]
+                    headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(content)).encode())]
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.app(scope, receive, capture)
