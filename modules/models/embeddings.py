@@ -353,6 +353,11 @@ class EmbeddingLibrary:
         with self._lock:
             return list(self._paths)
 
+    def files(self) -> dict[str, Path]:
+        """Every word found and its file, without reading any (the Extra networks cards)."""
+        with self._lock:
+            return dict(self._paths)
+
     def get(self, name: str) -> Embedding | None:
         """The embedding called `name`, loaded on first use; None if unknown or unusable."""
         entry = self._load(name)
