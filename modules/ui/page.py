@@ -15,6 +15,7 @@ from modules.models.manager import TINY_NOTICE, ModelManager
 from modules.outputs.naming import user_folder
 from modules.ui.common import Quicksettings, page_user
 from modules.ui.img2img import build_img2img_tab
+from modules.ui.localization import LOCALIZATION_HEAD, localized_markdown
 from modules.ui.models import build_models_tab
 from modules.ui.extras import build_extras_tab
 from modules.ui.extensions import build_app_extensions_tab
@@ -64,6 +65,7 @@ document.addEventListener('keydown', (e) => {
 """
 HEAD += FOREVER_HEAD  # right-click Generate: Generate forever
 HEAD += EXTENSION_JS_HEAD  # A1111's gradioApp(), onUiLoaded(), ... before the extensions' scripts
+HEAD += LOCALIZATION_HEAD  # the page's translator, when the page's HTML did not bring it already (modules/ui/localization.py)
 
 
 def _notice(models: ModelManager) -> dict:
@@ -77,7 +79,7 @@ def _hints(models: ModelManager) -> ModelHints:
     return models.hints()
 
 
-def _hint_updates(fields: list[tuple[str, object]], new: ModelHints, old: ModelHints | None) -> list:
+def _hint_updates(fields: list[tuple[str, object]], new: ModelHints, old: ModelHints | None, translate=lambda text: text) -> list:
     """Show the model's guide and examples, and set the controls its defaults name.
 
     Controls a previous model's hints had set go back to the usual defaults, so leaving the
@@ -86,7 +88,7 @@ def _hint_updates(fields: list[tuple[str, object]], new: ModelHints, old: ModelH
     """
     updates = [
         gr.update(visible=bool(new.guide or new.examples)),
-        new.guide,
+        translate(new.guide),  # whole: the page's translator would split its sentences at every bold word
         gr.update(samples=[[e] for e in new.examples] or [[""]], visible=bool(new.examples)),
     ]
     for name, control in fields:
@@ -160,7 +162,8 @@ def build_page(app: "App") -> gr.Blocks:
             build_train_tab(app)  # A1111's Train tab: LoRA, Create embedding, Train (embedding)
             render_extension_tabs(extensions, extension_tabs)
             with gr.Tab("Settings", id="settings") as settings_tab:
-                build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab)
+                build_settings_tab(settings, models, queue, service, lambda: vae_choices(service), app.warnings, settings_tab,
+                                   localizations=getattr(app, "localizations", None))
             if getattr(app, "extension_dirs", None) is not None:
                 with gr.Tab("Extensions", id="extensions") as extensions_tab:
                     build_app_extensions_tab(app, extensions_tab)
@@ -188,7 +191,7 @@ def build_page(app: "App") -> gr.Blocks:
             if job.status is not JobStatus.DONE:  # say why, and show the model still in use
                 gr.Warning(job.error or f"Could not load {title}", duration=20)
             after = _hints(models)
-            hints = _hint_updates(fields, after, before) if after != before else [gr.update()] * len(hinted)
+            hints = _hint_updates(fields, after, before, translate(request)) if after != before else [gr.update()] * len(hinted)
             return [gr.update(choices=models.titles(), value=current_title()), _notice(models), *hints]
 
         def do_refresh():
@@ -208,12 +211,16 @@ def build_page(app: "App") -> gr.Blocks:
         vae.change(select_vae, vae, vae, concurrency_limit=None, api_name=False)
         vae_refresh.click(lambda: gr.update(choices=vae_choices(service), value=service.sd_vae), None, vae, queue=False, api_name=False)
         refresh.click(do_refresh, None, checkpoint, queue=False, api_name=False)
-        def on_load():
+        def translate(request: gr.Request | None):
+            """Long Markdown in the page's language (the setting, or the address's ?localization=)."""
+            return lambda text: localized_markdown(text, settings, getattr(app, "localizations", None), request)
+
+        def on_load(request: gr.Request):
             if ready is not None:
                 ready.wait(300)
             return [gr.update(choices=models.titles(), value=current_title()), _notice(models),
                     _footer(models.devices.describe()), gr.update(choices=vae_choices(service), value=service.sd_vae),
-                    *_hint_updates(fields, _hints(models), None)]
+                    *_hint_updates(fields, _hints(models), None, translate(request))]
 
         page.load(on_load, None, [checkpoint, notice, footer, vae, *hinted], api_name=False)
     return page

@@ -19,6 +19,7 @@ from modules.ui.common import page_user
 if TYPE_CHECKING:
     from modules.jobs.generation_task import GenerationService
     from modules.jobs.queue import JobQueue
+    from modules.localization import Localizations
     from modules.models.manager import ModelManager
 
 
@@ -44,10 +45,14 @@ def _control(setting: Setting, choices: dict[str, Callable[[], list[str]]]) -> A
 
 
 def build_settings_tab(settings: SettingsStore, models: "ModelManager", queue: "JobQueue", service: "GenerationService",
-                       vae_choices: Callable[[], list[str]], warnings: Callable[[], list[str]], tab: gr.Tab) -> SettingsTab:
+                       vae_choices: Callable[[], list[str]], warnings: Callable[[], list[str]], tab: gr.Tab,
+                       localizations: "Localizations | None" = None) -> SettingsTab:
     """`warnings` gives the problems found in config.json and ui-config.json at start, shown
-    at the top until the files are fixed."""
+    at the top until the files are fixed. `localizations` gives the localization setting's
+    choices ("None" and the files found, listed afresh each time the tab opens)."""
     choices = {"sd_model_checkpoint": models.titles, "sd_vae": vae_choices}
+    if localizations is not None:
+        choices["localization"] = localizations.choices
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1)
         gr.Markdown(f"Saved to `{settings.path}`. Control defaults (the values each tab starts with) are in `ui-config.json`.", elem_id="settings_path")
@@ -77,8 +82,9 @@ def build_settings_tab(settings: SettingsStore, models: "ModelManager", queue: "
             same = shown is not None and shown[i] == value
             if key == "sd_model_checkpoint":
                 updates.append(gr.update(choices=models.titles()) if same else gr.update(choices=models.titles(), value=value))
-            elif key == "sd_vae":
-                updates.append(gr.update(choices=vae_choices()) if same else gr.update(choices=vae_choices(), value=value))
+            elif key in ("sd_vae", "localization") and key in choices:
+                listed = choices[key]()
+                updates.append(gr.update(choices=listed) if same else gr.update(choices=listed, value=value))
             else:
                 updates.append(gr.update() if same else gr.update(value=value))
         return updates
