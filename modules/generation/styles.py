@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +95,31 @@ def _row_style(row: dict, prompt_column: str) -> PromptStyle | None:
     return PromptStyle(name=name, prompt=row.get(prompt_column) or "", negative_prompt=row.get("negative_prompt") or "")
 
 
+class ReadOnlyStylesFile(ValueError):
+    """The styles file cannot be written; it was left as it was."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse, before anything is written, a file the user made read-only (or a folder that
+    cannot take the new file): the atomic replace would otherwise swap a read-only file
+    for a writable copy, and root would ignore the flag altogether."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        folder = next((p for p in path.parents if p.exists()), None)
+        if folder is not None and not os.access(folder, os.W_OK):
+            raise ReadOnlyStylesFile(f"The styles file {path} cannot be created: its folder is read-only. Nothing was changed.", path) from None
+        return
+    if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise ReadOnlyStylesFile(f"The styles file {path} is read-only. Nothing was changed.", path)
+
+
 def _write_table(path: Path, table: _Table) -> None:
+    _check_writable(path)
     fieldnames = list(table.fieldnames)
     for column in BASE_COLUMNS:
         if column not in fieldnames and not (column == "prompt" and table.prompt_column() != "prompt"):
@@ -195,16 +221,59 @@ class StyleStore:
             self.reload()
 
     def delete(self, name: str) -> None:
-        """Remove the style from every file that defines it, so an earlier copy cannot resurface."""
+        """Remove the style from every file that defines it, so an earlier copy cannot resurface.
+        Every file is checked before any is written, so a read-only one changes nothing."""
         with self._lock:
             styles = self._fresh()
             if name not in styles:
                 raise ValueError(self._unknown(name, styles))
+            changes = []
             for path in self.paths:
                 table = _read_table(path)
                 rows = [row for row in table.rows if row.get("name") != name]
                 if len(rows) != len(table.rows):
-                    _write_table(path, _Table(table.fieldnames, rows))
+                    changes.append((path, _Table(table.fieldnames, rows)))
+            self._write_all(changes)
+
+    def rename(self, old: str, new: str) -> None:
+        """Give a style a new name where it stands: same file, same row, same prompts and
+        extra columns; no row keeps the old name (in any file). A new name that another style
+        has already is refused rather than overwriting that style."""
+        new = (new or "").strip()
+        if not new:
+            raise ValueError("A style needs a name")
+        with self._lock:
+            styles = self._fresh()
+            if old not in styles:
+                raise ValueError(self._unknown(old, styles))
+            if new == old:
+                return
+            if new in styles:
+                raise ValueError(f"A style named {new!r} exists already; delete it first or pick another name")
+            source = self._sources[old]
+            changes = []
+            for path in self.paths:
+                table = _read_table(path)
+                rows, kept = [], False
+                for row in table.rows:
+                    if row.get("name") != old:
+                        rows.append(row)
+                    elif path == source and not kept:
+                        kept = True  # the first row holds the place; the effective prompts go in it
+                        column = table.prompt_column()
+                        rows.append({**row, "name": new, column: styles[old].prompt, "negative_prompt": styles[old].negative_prompt})
+                if len(rows) != len(table.rows) or kept:
+                    changes.append((path, _Table(table.fieldnames, rows)))
+            self._write_all(changes)
+
+    def _write_all(self, changes: list[tuple[Path, _Table]]) -> None:
+        """Write several files after checking that all of them can be written."""
+        for path, _table in changes:
+            _check_writable(path)
+        try:
+            for path, table in changes:
+                _write_table(path, table)
+        finally:
             self.reload()
 
     def describe(self) -> list[dict]:
