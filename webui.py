@@ -326,7 +326,7 @@ class App:
         def configure_extras(_changed: dict) -> None:  # after the service has taken the change
             saving = service.settings
             extras.configure(directory=saving.resolve(service.data_dir, saving.outdir_extras_samples), file_format=saving.samples_format,
-                             jpeg_quality=saving.jpeg_quality, use_original_name_batch=saving.use_original_name_batch)
+                             jpeg_quality=saving.jpeg_quality, use_original_name_batch=saving.use_original_name_batch, save_txt=saving.save_txt)
 
         configure_extras(start)
         settings.on_change(service.use_settings)

@@ -280,6 +280,7 @@ class OutputSettings:
     outdir_img2img_grids: str = "outputs/img2img-grids"
     outdir_extras_samples: str = "outputs/extras-images"
     use_original_name_batch: bool = True
+    save_txt: bool = False  # a .txt with the infotext beside every saved image
 
     @classmethod
     def from_values(cls, values: dict) -> "OutputSettings":

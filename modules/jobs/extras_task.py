@@ -48,11 +48,12 @@ class ExtrasSettings:
     jpeg_quality: int = 80
     use_original_name_batch: bool = True
     user_folders: bool = False  # log-ins are on: each user's results go to <directory>/<user>/
+    save_txt: bool = False  # A1111's save_txt: a .txt with the infotext beside each image
 
     def save_settings(self, directory: Path | None = None) -> SaveSettings:
         """A folder the user typed (folder batches) is used as given, without a user folder."""
         return SaveSettings(Path(directory or self.directory), self.file_format, save_to_dirs=False, jpeg_quality=self.jpeg_quality,
-                            user_folders=self.user_folders and directory is None)
+                            user_folders=self.user_folders and directory is None, save_txt=self.save_txt)
 
 
 @dataclass
@@ -79,9 +80,9 @@ class ExtrasService:
         self.settings.save_settings()  # a bad format or quality is a ValueError now, not at the first save
 
     def configure(self, *, directory: Path | None = None, file_format: str | None = None, jpeg_quality: int | None = None,
-                  use_original_name_batch: bool | None = None) -> None:
+                  use_original_name_batch: bool | None = None, save_txt: bool | None = None) -> None:
         changes = {"directory": Path(directory) if directory is not None else None, "file_format": file_format, "jpeg_quality": jpeg_quality,
-                   "use_original_name_batch": use_original_name_batch}
+                   "use_original_name_batch": use_original_name_batch, "save_txt": save_txt}
         settings = replace(self.settings, **{k: v for k, v in changes.items() if v is not None})
         settings.save_settings()  # checks the format and quality
         self.settings = settings

@@ -150,7 +150,7 @@ class GenerationService:
                 settings.resolve(self.data_dir, folder), fmt, dated, embed_infotext=settings.enable_pnginfo, jpeg_quality=settings.jpeg_quality,
                 webp_lossless=settings.webp_lossless, filename_pattern=settings.samples_filename_pattern,
                 directory_pattern=settings.directories_filename_pattern, max_prompt_words=settings.directories_max_prompt_words,
-                user_folders=self.user_folders,
+                user_folders=self.user_folders, save_txt=settings.save_txt,
             ), self._clock)
 
         writers = {
@@ -504,7 +504,8 @@ class GenerationService:
         control = self._controlnet(controlnet, model[0], params, init, scripts)
         writers = self.writers["img2img"] if grid else (self.writers["img2img"][0], None)
         if output_dir is not None:
-            writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality)), None)
+            writers = (OutputWriter(SaveSettings(output_dir, self.settings.samples_format, False, jpeg_quality=self.settings.jpeg_quality,
+                                                 save_txt=self.settings.save_txt)), None)
         masked = init.mask is not None
         return self._collect(job, params, model,
                              lambda seed, prompts, start, subseed: model[1].img2img(params, init, seed, job.control, prompts, start, control.hooks,

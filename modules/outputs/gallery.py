@@ -334,6 +334,9 @@ class GalleryIndex:
             target = self.trash_dir / token / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             _move_new(source, target)  # the token folder is new: the name cannot be taken
+            text = source.with_suffix(".txt")
+            if text.is_file() and not text.is_symlink():  # A1111's save_txt file goes with its picture
+                _move_new(text, target.with_suffix(".txt"))
             self._db.execute("DELETE FROM images WHERE rel=?", (rel,))
             return token
 
@@ -353,6 +356,9 @@ class GalleryIndex:
             while not _move_new(item.path, self.root / rel):
                 number += 1
                 rel = original.with_name(f"{original.stem}-{number}{original.suffix}").as_posix()
+            text = item.path.with_suffix(".txt")
+            if text.is_file():  # its save_txt file, beside it under the same (perhaps new) name unless one is there
+                _move_new(text, (self.root / rel).with_suffix(".txt"))
             _remove_empty_dirs(item.path.parent, self.trash_dir)
             st = (self.root / rel).stat()
             self._store_image(rel, st.st_size, st.st_mtime_ns)
@@ -368,7 +374,8 @@ class GalleryIndex:
                 return []
             for token in tokens:
                 base = self.trash_dir / token
-                found = next(((Path(d) / names[0]) for d, _, names in os.walk(base) if names), None)
+                found = next(((Path(d) / name) for d, _, names in os.walk(base) for name in sorted(names)
+                              if Path(name).suffix.lower() in IMAGE_SUFFIXES), None)
                 if found is not None:
                     items.append(TrashItem(token, found.relative_to(base).as_posix(), found, int(token[:19]) / 1e9))
         return items

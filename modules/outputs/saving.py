@@ -142,6 +142,7 @@ class SaveSettings:
     embed_infotext: bool = True  # A1111 `enable_pnginfo`
     jpeg_quality: int = 80  # also used for lossy WebP, as A1111 does
     webp_lossless: bool = False
+    save_txt: bool = False  # A1111 `save_txt`: `<same name>.txt` with the infotext beside each image
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", Path(self.directory))
@@ -278,6 +279,8 @@ class OutputWriter:
                 final = claim(temp, directory)
         finally:
             temp.unlink(missing_ok=True)
+        if self.settings.save_txt and infotext:
+            write_text_atomic(final.with_suffix(".txt"), infotext)
         _fsync_directory(directory)
         return final
 
@@ -376,6 +379,21 @@ def _link_new(temp: Path, final: Path) -> bool:
         return False
     os.replace(temp, final)
     return True
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 text so that `path` only ever holds the whole of it (A1111's `save_txt`
+    file, the Save button's log): a hidden temp file in the same folder, fsynced, replaced in."""
+    fd, temp = _create_temp_file(path.parent, "txt")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path
 
 
 def _create_temp_file(directory: Path, extension: str) -> tuple[int, Path]:

@@ -26,11 +26,12 @@ from modules.ui.styles import build_styles
 
 if TYPE_CHECKING:
     from modules.jobs.generation_task import GenerationService
+    from modules.ui.output_buttons import OutputButtons
     from modules.scripts.base import ScriptRequest
     from modules.scripts.runner import ScriptRun, ScriptRunner
 
 # Values the output panel's handler returns, in this order.
-OUTPUT_COUNT = 6
+OUTPUT_COUNT = 7
 UPLOAD_SOURCES = ["upload", "clipboard"]  # picture inputs: upload (which also takes drag and drop) and paste
 
 
@@ -44,7 +45,7 @@ def slider(prefix: str, name: str, params: type[GenerationParams] = GenerationPa
 
 
 def infotext_html(text: str) -> str:
-    return f"<div class='infotext'><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>" if text else ""
+    return f"<div class='infotext notranslate'><p>{html.escape(text).replace(chr(10), '<br>')}</p></div>" if text else ""
 
 
 @dataclass
@@ -224,18 +225,24 @@ class OutputPanel:
     seeds: gr.State  # per gallery entry, so ♻️ reuses the selected image's seed
     selected: gr.State
     infotexts: gr.State
+    files: gr.State  # per gallery entry, its saved file (None: not saved), for Save and 📂
+    buttons: "OutputButtons | None" = None  # 📂, Save, Copy infotext, Send to ... (wired by the page)
 
     @property
     def outputs(self) -> list:
-        return [self.gallery, self.info, self.status, self.seeds, self.selected, self.infotexts]
+        return [self.gallery, self.info, self.status, self.seeds, self.selected, self.infotexts, self.files]
 
 
 def build_output_panel(prefix: str) -> OutputPanel:
+    """The output gallery, A1111's row of buttons under it, the infotext and the job's log."""
+    from modules.ui.output_buttons import build_output_buttons
+
     # "contain": a script's grid (wider than a cell, with its legends) shows whole in its thumbnail
     gallery = gr.Gallery(label="Output", columns=4, height=520, elem_id=f"{prefix}_gallery", format="png", interactive=False, object_fit="contain")
+    buttons = build_output_buttons(prefix, gallery)
     info = gr.HTML(elem_id=f"{prefix}_html_info")
     status = gr.HTML(elem_id=f"{prefix}_html_log")
-    panel = OutputPanel(gallery, info, status, gr.State([]), gr.State(0), gr.State([]))
+    panel = OutputPanel(gallery, info, status, gr.State([]), gr.State(0), gr.State([]), gr.State([]), buttons)
 
     def show_selected(texts: list[str], evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else 0
@@ -416,7 +423,7 @@ def shown_script(run: "ScriptRun", seconds: float) -> list:
     result = run.result
     if result is None or not result.images:
         note = "Interrupted before any picture was finished." if result is None or result.interrupted else "The script made no pictures."
-        return [[], "", f"<p>{html.escape(note)}</p>", [], 0, []]
+        return [[], "", f"<p>{html.escape(note)}</p>", [], 0, [], []]
     paths = list(result.paths) + [None] * (len(result.images) - len(result.paths))
     files = [str(path) if path is not None else image for image, path in zip(result.images, paths)]
     infotexts = list(result.infotexts) + [""] * (len(files) - len(result.infotexts))
@@ -429,7 +436,8 @@ def shown_script(run: "ScriptRun", seconds: float) -> list:
     note = "Interrupted. " if result.interrupted else ""
     notes = "".join(f"<br>{html.escape(n)}" for n in result.notes)
     log = f"<p>{note}{run.script.title}: {' and '.join(made)}, time taken: {seconds:.1f}s. Saved to {where}.{notes}</p>"
-    return [files, infotext_html(infotexts[0]), log, seeds, 0, infotexts]
+    saved = [str(path) if path is not None else None for path in paths]
+    return [files, infotext_html(infotexts[0]), log, seeds, 0, infotexts, saved]
 
 
 class JobRunner:
@@ -481,15 +489,17 @@ class JobRunner:
             raise gr.Error(job.error or "Generation failed")
         result = job.result
         if result is None:  # cancelled before it started
-            return [[], "", "Interrupted before start.", [], 0, []]
+            return [[], "", "Interrupted before start.", [], 0, [], []]
         files = _shown_files(result)
+        saved = [f if isinstance(f, str) else None for f in files]  # the files behind the entries (Save, 📂)
         shown_infotexts, seeds = list(result.infotexts), list(result.seeds)
         if result.grid_path is not None:  # the grid comes first, standing for the first image
-            files = [str(result.grid_path), *files]
+            files, saved = [str(result.grid_path), *files], [str(result.grid_path), *saved]
             shown_infotexts, seeds = [result.infotexts[0], *shown_infotexts], [result.seeds[0], *seeds]
         maps = list(getattr(result, "detected_maps", None) or [])  # none with control_net_no_detectmap
         if maps:  # after the images, as A1111 shows ControlNet's detected maps
             files, shown_infotexts, seeds = [*files, *maps], [*shown_infotexts, *[""] * len(maps)], [*seeds, *seeds[-1:] * len(maps)]
+            saved += [None] * len(maps)
         note = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
         if result.paths:
             where = html.escape(str(result.paths[0].parent))
@@ -497,7 +507,7 @@ class JobRunner:
             where = "nowhere (unfinished pictures are not saved)" if getattr(result, "unfinished", None) else "nowhere (saving off)"
         notes = "".join(f"<br>{html.escape(n)}" for n in getattr(result, "notes", []))
         log = f"<p>{note}{len(result.images)} image(s), time taken: {job.run_seconds or 0:.1f}s. Saved to {where}.{notes}</p>"
-        return [files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts]
+        return [files, infotext_html(shown_infotexts[0] if shown_infotexts else ""), log, seeds, 0, shown_infotexts, saved]
 
     def wire_stop_buttons(self, top: TopRow) -> None:
         def interrupt_own(request: gr.Request) -> None:

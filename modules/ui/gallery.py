@@ -10,7 +10,10 @@ outside the page show up without a rescan.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Callable
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 from fastapi.concurrency import run_in_threadpool
@@ -22,6 +25,15 @@ if TYPE_CHECKING:
     from modules.ui.send_to import SendTargets
 
 ALL = "All"
+MAX_REVEAL_PAGES = 200  # pages searched for a revealed picture (it is new: nearly always page 1)
+
+
+@dataclass(frozen=True)
+class GalleryTab:
+    """What an output's 📂 button needs: the components `reveal` updates, and `reveal`."""
+
+    outputs: list
+    reveal: Callable[[str, "gr.Request | None"], list]  # a saved file's path -> the tab showing its folder, the file picked
 
 
 def _caption(entry) -> str:
@@ -36,7 +48,7 @@ def _page_html(page: "GalleryPage", folder: str, date: str, search: str) -> str:
 
 
 def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: "SendTargets", tab: gr.Tab,
-                      owner: Callable[["gr.Request | None"], str | None] = lambda request: None) -> None:
+                      owner: Callable[["gr.Request | None"], str | None] = lambda request: None) -> GalleryTab:
     """`owner(request)` names the user folder whose images this visitor sees (per-user
     outputs when log-ins are on), or None for every image."""
     with gr.Row():
@@ -114,7 +126,12 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
         entry = index.get(rel, refresh=False, owner=owner(request)) if rel else None
         if entry is None:
             return [None, "<p>This image is gone.</p>" if rel else "", "", "", gr.update(visible=False)]
-        details = (f"<p class='gallery-file'>{html.escape(entry.rel)} · {entry.width}x{entry.height} · {entry.size // 1024} KB</p>"
+        return pick_entry(entry)
+
+    def pick_entry(entry) -> list[Any]:
+        """The picked image's panel: the picture, its details and infotext, its download."""
+        rel = entry.rel
+        details = (f"<p class='gallery-file notranslate'>{html.escape(entry.rel)} · {entry.width}x{entry.height} · {entry.size // 1024} KB</p>"
                    + (infotext_html(entry.infotext) or "<p>This image holds no generation parameters.</p>"))
         return [str(entry.path), details, entry.infotext, rel, gr.update(value=str(entry.path), visible=True)]
 
@@ -146,3 +163,26 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
 
     delete.click(remove, [chosen, *filters, page_no], [*listing, picked, info, text, chosen, download], concurrency_limit=None, api_name=False)
     undo.click(restore, [*filters, page_no], listing, concurrency_limit=None, api_name=False)
+
+    def reveal(path: str, request: "gr.Request | None") -> list:
+        """The tab on the folder and date of `path` (a file in outputs/), on the page that
+        holds it, with it picked; ValueError with a sentence when the Gallery cannot show it."""
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(index.root):
+            raise ValueError(f"This picture is saved outside the outputs folder the Gallery shows: {real.parent}.")
+        mine = owner(request)
+        entry = index.get(real.relative_to(index.root).as_posix(), owner=mine)
+        if entry is None:
+            raise ValueError("This picture is no longer in the outputs folder.")
+        number = 1
+        while True:
+            shown = show(entry.folder, entry.date or ALL, "", number, mine)
+            spot = shown[1].index(entry.rel) if entry.rel in shown[1] else -1
+            if spot >= 0 or number >= min(shown[2], MAX_REVEAL_PAGES):
+                break
+            number += 1
+        picked_values = pick_entry(entry)
+        shown[0] = gr.Gallery(value=shown[0], selected_index=spot if spot >= 0 else None)
+        return [*shown, gr.update(value=""), *picked_values]
+
+    return GalleryTab([*listing, search, picked, info, text, chosen, download], reveal)

@@ -112,6 +112,7 @@ class Img2ImgControls:
     mode_tabs: gr.Tabs  # img2img / Sketch / Inpaint / ... (tab ids are MODE_IDS)
     mode: gr.State  # the index of the chosen mode, as the Generate handler reads it
     inpaint_controls: gr.Group  # shown for the inpainting modes only
+    output: Any = None  # the tab's OutputPanel, whose buttons the page wires (Send to needs every tab)
 
 
 def _layers_mask(layers: list[Image.Image] | None, size: tuple[int, int]) -> Image.Image:
@@ -339,7 +340,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
 
         wire_interrogate(asks, queue, interrogate, [mode, image, sketch, inpaint, base, mask], picture_of, top.prompt)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
-    return Img2ImgControls(by_field, paste_target, image, inpaint, mode_tabs, mode, inpaint_controls)
+    return Img2ImgControls(by_field, paste_target, image, inpaint, mode_tabs, mode, inpaint_controls, panel)
 
 
 def _init_picture(service: GenerationService) -> Callable[..., Image.Image]:

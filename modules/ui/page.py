@@ -21,6 +21,8 @@ from modules.ui.extras import build_extras_tab
 from modules.ui.extensions import build_app_extensions_tab
 from modules.ui.forever import FOREVER_HEAD
 from modules.ui.gallery import build_gallery_tab
+from modules.ui.output_buttons import OutputActions, wire_output_buttons
+from modules.outputs.save_button import SaveFolders
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.send_to import SendTargets
 from modules.ui.settings import build_settings_tab
@@ -155,7 +157,11 @@ def build_page(app: "App") -> gr.Blocks:
             with gr.Tab("PNG Info", id="pnginfo"):
                 build_pnginfo_tab(send)
             with gr.Tab("Gallery", id="gallery") as gallery_tab:
-                build_gallery_tab(app.gallery, lambda: settings["gallery_per_page"], send, gallery_tab, gallery_owner)
+                gallery = build_gallery_tab(app.gallery, lambda: settings["gallery_per_page"], send, gallery_tab, gallery_owner)
+            actions = OutputActions(settings, app.paths.data_dir, SaveFolders(), send, gallery, logins=bool(getattr(app, "logins", False)),
+                                    served=(app.paths.outputs_dir,))
+            for panel in (controls.output, img2img.output):  # 📂, Save, Copy infotext, Send to ... under each output
+                wire_output_buttons(panel, actions)
             if app.downloads is not None:
                 with gr.Tab("Models", id="models"):
                     build_models_tab(app.downloads, app.access, checkpoint, models.titles)

@@ -5,7 +5,7 @@ image box, and the page switches to that tab."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 
@@ -33,26 +33,38 @@ class SendTargets:
 
     def wire(self, buttons: dict[str, gr.Button], infotext: Any, image: Any) -> None:
         """`infotext` and `image` are the source's components (text, and an image or file path)."""
+        self.wire_from(buttons, lambda text, picture: (text, picture), [infotext, image])
+
+    def wire_from(self, buttons: dict[str, gr.Button], source: Callable[..., tuple[str, Any]], inputs: list) -> None:
+        """Like `wire`, with `source(*values of inputs)` giving the (infotext, picture) to send: an
+        output panel's chosen picture. It may raise gr.Error to say there is nothing to send."""
+        for target, button in buttons.items():
+            button.click(lambda *values, target=target: self.updates(target, *source(*values)), inputs, self.outputs(target),
+                         concurrency_limit=None, api_name=False)  # queued: gr.Info needs it
+
+    def outputs(self, target: str) -> list:
+        """What sending to `target` changes: the target's controls and picture, and the tabs."""
+        i2i = self.img2img
+        if target == "txt2img":
+            return [*self.txt2img.outputs, self.tabs]
+        if target == "extras":
+            return [self.extras_image, self.tabs]
+        picture = i2i.image if target == "img2img" else i2i.inpaint
+        return [*i2i.paste.outputs, picture, i2i.mode, i2i.inpaint_controls, i2i.mode_tabs, self.tabs]
+
+    def updates(self, target: str, text: str, picture: Any) -> list:
+        """The values for `outputs(target)`: the infotext's controls filled (as ↙ does), the
+        picture in place, the target tab (and img2img's mode) shown."""
         from modules.ui.img2img import MODE_IDS
 
-        i2i = self.img2img
-        for target, button in buttons.items():
-            if target == "txt2img":
-                button.click(lambda text: [*self.txt2img.updates(text), gr.Tabs(selected="txt2img")], infotext,
-                             [*self.txt2img.outputs, self.tabs], concurrency_limit=None, api_name=False)  # queued: gr.Info needs it
-            elif target == "img2img":
-                button.click(lambda text, picture: [*i2i.paste.updates(text), picture, 0, gr.update(visible=False),
-                                                    gr.Tabs(selected=MODE_IDS[0]), gr.Tabs(selected="img2img")],
-                             [infotext, image], [*i2i.paste.outputs, i2i.image, i2i.mode, i2i.inpaint_controls, i2i.mode_tabs, self.tabs],
-                             concurrency_limit=None, api_name=False)
-            elif target == "inpaint":
-                button.click(lambda text, picture: [*i2i.paste.updates(text), _editor_value(picture), 2, gr.update(visible=True),
-                                                    gr.Tabs(selected=MODE_IDS[2]), gr.Tabs(selected="img2img")],
-                             [infotext, image], [*i2i.paste.outputs, i2i.inpaint, i2i.mode, i2i.inpaint_controls, i2i.mode_tabs, self.tabs],
-                             concurrency_limit=None, api_name=False)
-            elif target == "extras":
-                button.click(lambda picture: [picture, gr.Tabs(selected="extras")], image, [self.extras_image, self.tabs],
-                             concurrency_limit=None, api_name=False)
+        if target == "txt2img":
+            return [*self.txt2img.updates(text), gr.Tabs(selected="txt2img")]
+        if target == "extras":
+            return [picture, gr.Tabs(selected="extras")]
+        mode = 0 if target == "img2img" else 2
+        value = picture if target == "img2img" else _editor_value(picture)
+        return [*self.img2img.paste.updates(text), value, mode, gr.update(visible=mode == 2), gr.Tabs(selected=MODE_IDS[mode]),
+                gr.Tabs(selected="img2img")]
 
 
 def _editor_value(picture) -> Any:

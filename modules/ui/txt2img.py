@@ -44,6 +44,7 @@ class Txt2ImgControls:
     examples: gr.Dataset
     by_field: dict[str, Any]  # generation parameter name -> its control
     paste: PasteTarget  # where PNG Info's "Send to txt2img" lands
+    output: Any = None  # the tab's OutputPanel, whose buttons the page wires (Send to needs every tab)
 
 
 def build_hires(prefix: str = PREFIX, upscalers: tuple[str, ...] = (), checkpoints: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -166,4 +167,4 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     jobs.wire_stop_buttons(top)
     examples.click(lambda sample: sample[0], examples, top.prompt, queue=False, api_name=False)
     by_field = {"sampler_name": sampler, "scheduler": schedule, "steps": steps, "width": width, "height": height, "cfg_scale": cfg}
-    return Txt2ImgControls(guide_box, guide, examples, by_field, paste_target)
+    return Txt2ImgControls(guide_box, guide, examples, by_field, paste_target, panel)

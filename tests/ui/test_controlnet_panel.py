@@ -198,7 +198,7 @@ def test_detected_maps_follow_the_images_in_the_gallery():
     picture, detected = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "white")
     result = SimpleNamespace(images=[picture], paths=[], infotexts=["a cat"], seeds=[5], grid_path=None, notes=[], detected_maps=[detected])
     job = SimpleNamespace(status=JobStatus.DONE, result=result, run_seconds=1.0, recorded=True)
-    files, _, log, seeds, _, infotexts = JobRunner._shown(job)
+    files, _, log, seeds, _, infotexts, _ = JobRunner._shown(job)
     assert files == [picture, detected] and seeds == [5, 5] and infotexts == ["a cat", ""]
     assert "1 image(s)" in log
 
