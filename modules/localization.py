@@ -48,6 +48,31 @@ def placeholders(text: str) -> set[str]:
     return set(PLACEHOLDER.findall(text))
 
 
+def template_pattern(key: str) -> re.Pattern | None:
+    """The regular expression a `{n}` key matches text with (None for a key without places),
+    as the page's translator builds it: each place takes any text, as little as it can."""
+    parts = re.split(r"(\{\d+\})", key)
+    if len(parts) == 1:
+        return None
+    return re.compile("^" + "".join("([\\s\\S]+?)" if PLACEHOLDER.fullmatch(p) else re.escape(p) for p in parts) + "$")
+
+
+def lookup(table: dict[str, str], text: str) -> str | None:
+    """`text`'s translation in `table`: its own entry, else the first `{n}` template (the one
+    with the most fixed text) it matches, the values put into the translation's places."""
+    text = text.strip()
+    if table.get(text):
+        return table[text]
+    for key in sorted((k for k in table if "{" in k and table[k]), key=lambda k: -len(PLACEHOLDER.sub("", k))):
+        pattern = template_pattern(key)
+        found = pattern.match(text) if pattern else None
+        if found:
+            order = [int(n) for n in PLACEHOLDER.findall(key)]
+            pieces = dict(zip(order, found.groups()))
+            return PLACEHOLDER.sub(lambda m: pieces.get(int(m.group(1)), m.group(0)), table[key])
+    return None
+
+
 def language_code(name: str) -> str:
     """The page's `lang` attribute for a localization name: `ko_KR` -> `ko`, "None" -> `en`."""
     if not name or name == ENGLISH:
@@ -125,7 +150,7 @@ class Localizations:
         """`text` in the language `name`, or as it is when that has no entry for it (or no such
         localization). Whole texts only: for long Markdown shown as one piece."""
         try:
-            return self.strings(name).get(text.strip(), text) or text
+            return lookup(self.strings(name), text) or text
         except ValueError:
             return text
 

@@ -1,0 +1,59 @@
+"""The shipped Korean localization covers the whole page: every label, info line, placeholder,
+button, tab, radio choice and static text of the built page, every gr.Info/Warning/Error
+message the code writes (as its `{n}` template), and the demo model's guide. A failure lists
+what is missing (scripts/localization_missing.py ko_KR prints it as a skeleton to fill)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modules.localization import PLACEHOLDER, lookup, placeholders, read_file
+from modules.ui.ui_strings import needs_translation
+
+REPO = Path(__file__).resolve().parents[2]
+KOREAN = REPO / "configs" / "localizations" / "ko_KR.json"
+
+
+@pytest.fixture(scope="module")
+def korean() -> dict[str, str]:
+    return read_file(KOREAN)  # ValueError (a failure) when it is not a JSON object of strings
+
+
+@pytest.fixture(scope="module")
+def page_strings(tmp_path_factory) -> dict[str, set[str]]:
+    from modules.ui.ui_strings import page_strings
+
+    return page_strings(tmp_path_factory.mktemp("l10n-page"))
+
+
+def missing(table: dict[str, str], texts) -> list[str]:
+    return sorted(t for t in texts if needs_translation(t) and lookup(table, t) is None)
+
+
+def test_every_string_of_the_page_has_a_korean_entry(korean, page_strings):
+    absent = missing(korean, page_strings)
+    assert not absent, f"{len(absent)} strings of the page have no entry in {KOREAN.name}:\n" + "\n".join(
+        f"  {text!r}  ({', '.join(sorted(page_strings[text]))})" for text in absent)
+
+
+def test_every_message_has_a_korean_entry(korean):
+    from modules.ui.ui_strings import messages
+
+    found = messages()
+    absent = sorted(t for t in found if needs_translation(t) and not korean.get(t))
+    assert not absent, f"{len(absent)} gr.Info/Warning/Error messages have no entry in {KOREAN.name}:\n" + "\n".join(
+        f"  {text!r}  ({found[text]})" for text in absent)
+
+
+def test_the_demo_guide_has_a_korean_entry(korean):
+    guide = json.loads((REPO / "configs" / "demo-shapes" / "webui.json").read_text(encoding="utf-8"))["guide"]
+    assert korean.get(guide.strip()), "the demo model's guide (configs/demo-shapes/webui.json) has no entry"
+
+
+def test_every_translation_keeps_the_places_of_its_values(korean):
+    wrong = {k: v for k, v in korean.items() if v and placeholders(k) != placeholders(v)}
+    assert not wrong, "entries whose {n} places differ from their translation's:\n" + "\n".join(f"  {k!r}: {v!r}" for k, v in wrong.items())
+    assert all(PLACEHOLDER.sub("", k).strip() or not k for k in korean), "an entry that is only placeholders would match any text"
