@@ -98,6 +98,79 @@ TRANSLATOR_JS = r"""
     return changed ? lead + out + tail : null;
   }
 
+  // Markdown keys (inline markup, or several paragraphs): each paragraph or list item of the key is
+  // matched against a block's whole text (markup stripped) and the block gets the translation, rendered.
+  const BLOCK_TAGS = new Set(['P', 'LI', 'H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'TD', 'TH']);
+  const MARKUP = /\*\*|__|`|\]\(|(^|\s)[*_][^\s*_]|^#{1,6}\s|^\s*(?:[-*+]|\d+\.)\s|\n\s*\n/m;
+  let blocks = { exact: {}, templates: [] };
+
+  function stripInline(md) {
+    return md.replace(/^\s*#{1,6}\s+/, '').replace(/^\s*(?:[-*+]|\d+\.)\s+/, '')
+      .replace(/!?\[([^\]]*)\]\([^)]*\)/g, '$1').replace(/`([^`]*)`/g, '$1')
+      .replace(/(\*\*|__)(.+?)\1/g, '$2').replace(/(^|[^\w*])[*_]([^*_\s][^*_]*)[*_](?![\w*])/g, '$1$2')
+      .replace(/\s+/g, ' ').trim();
+  }
+
+  function markdownBlocks(md) {  // paragraphs; a paragraph of list items is one block per item
+    const found = [];
+    for (const para of md.split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean)) {
+      const lines = para.split('\n');
+      if (lines.every((l) => /^\s*(?:[-*+]|\d+\.)\s/.test(l))) found.push(...lines);
+      else found.push(para);
+    }
+    return found;
+  }
+
+  function escapeHtml(text) {
+    return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+  }
+
+  function renderInline(md) {
+    const codes = [];
+    let html = escapeHtml(stripBlockMarker(md)).replace(/`([^`]*)`/g, (all, c) => { codes.push(c); return '\u0000' + (codes.length - 1) + '\u0000'; });
+    html = html.replace(/\[([^\]]*)\]\(((?:https?:\/\/|\/|\.\/|#)[^)\s]*)\)/g, '<a href="$2" target="_blank" rel="noopener">$1</a>')
+      .replace(/(\*\*|__)(.+?)\1/g, '<strong>$2</strong>').replace(/(^|[^\w*])[*_]([^*_\s][^*_]*)[*_](?![\w*])/g, '$1<em>$2</em>')
+      .replace(/\n/g, ' ');
+    return html.replace(/\u0000(\d+)\u0000/g, (all, i) => '<code>' + codes[Number(i)] + '</code>');
+  }
+
+  function stripBlockMarker(md) { return md.replace(/^\s*#{1,6}\s+/, '').replace(/^\s*(?:[-*+]|\d+\.)\s+/, ''); }
+
+  function compileBlocks(table) {
+    const exact = {}, keyed = {};
+    for (const [key, value] of Object.entries(table)) {
+      if (!value || !MARKUP.test(key)) continue;
+      const ks = markdownBlocks(key), vs = markdownBlocks(value);
+      if (ks.length !== vs.length) continue;
+      ks.forEach((k, i) => { const plain = stripInline(k); if (plain) { exact[plain] = vs[i]; keyed[plain] = vs[i]; } });
+    }
+    return { exact, templates: compile(keyed) };
+  }
+
+  const blockMemory = new WeakMap();  // block element -> {orig, shown} (innerHTML)
+
+  function doBlock(element) {
+    if (!BLOCK_TAGS.has(element.tagName) || skipped(element)) return false;
+    const memory = blockMemory.get(element);
+    if (memory && element.innerHTML === memory.shown) return true;
+    const text = element.textContent.replace(/\s+/g, ' ').trim();
+    if (!text) return false;
+    const md = whole(blocks.exact, blocks.templates, text);
+    if (md === null) return false;
+    const orig = element.innerHTML, shown = renderInline(md);
+    element.innerHTML = shown;
+    blockMemory.set(element, { orig, shown: element.innerHTML });
+    return true;
+  }
+
+  function restoreBlocks() {
+    for (const element of document.querySelectorAll('p, li, h1, h2, h3, h4, h5, h6, td, th')) {
+      const memory = blockMemory.get(element);
+      if (memory && element.innerHTML === memory.shown) element.innerHTML = memory.orig;
+      blockMemory.delete(element);
+    }
+  }
+
   const textMemory = new WeakMap();  // text node -> {orig, shown}
   const attrMemory = new WeakMap();  // element -> {attribute: {orig, shown}}
 
@@ -139,14 +212,17 @@ TRANSLATOR_JS = r"""
     if (root.nodeType !== 1 && root.nodeType !== 9 && root.nodeType !== 11) return;
     if (root.nodeType === 1) {
       for (const a of ATTRIBUTES) doAttribute(root, a);
-      if (skipped(root)) return;
+      if (skipped(root) || doBlock(root)) return;
     }
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT | NodeFilter.SHOW_ELEMENT, {
       acceptNode: (n) => (n.nodeType === 1 && skipped(n) && !(n.tagName === 'TEXTAREA' || n.tagName === 'INPUT') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
     });
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       if (n.nodeType === 3) doText(n);
-      else for (const a of ATTRIBUTES) doAttribute(n, a);
+      else {
+        for (const a of ATTRIBUTES) doAttribute(n, a);
+        doBlock(n);  // a Markdown paragraph matched whole: its new children are Korean and match nothing
+      }
     }
   }
 
@@ -164,12 +240,14 @@ TRANSLATOR_JS = r"""
   function use(data) {
     strings = (data && data.strings) || {};
     templates = compile(strings);
+    restoreBlocks();
+    blocks = compileBlocks(strings);
     window.localization = strings;  // A1111's global, for extensions' scripts
     document.documentElement.setAttribute('lang', data && data.lang ? data.lang : 'en');
     translateAll();
   }
 
-  window.webuiLocalization = { translateText, compile, use, translateAll, get name() { return window.__webui_localization_name; } };
+  window.webuiLocalization = { translateText, compile, use, stripInline, renderInline, translateAll, get name() { return window.__webui_localization_name; } };
   window.getTranslation = (text) => { const t = translateText(strings, text, templates); return t === null ? undefined : t; };
   window.hasLocalization = () => Object.keys(strings).length > 0;
   observer.observe(document.documentElement, { childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ATTRIBUTES });
