@@ -523,6 +523,7 @@ class App:
 
         from modules.network import page_users, subpath
         from modules.ui.page import CSS, HEAD, build_page
+        from modules.ui.network_previews import build_network_previews_router
 
         from modules.ui.ui_config import UiConfig
 
@@ -534,10 +535,13 @@ class App:
             # Before the page is mounted at "/": routes added after it would never be reached.
             self.extensions.callbacks.app_started(page, app)
             head, css = head + self.extensions.head(), css + self.extensions.css()
+        app.include_router(build_network_previews_router(self))  # GET /extra-networks/thumb: the Extra networks cards' pictures
         from modules.ui.localization import LocalizedPage, active_name, asked_name, page_data
         from modules.ui.localization_routes import build_localization_router
+        from modules.ui.notifications import build_notifications_router
 
         app.include_router(build_localization_router(self))  # GET /internal/localization
+        app.include_router(build_notifications_router(self))  # GET /internal/notification(.mp3): the job-done sound
         settings, localizations = self.settings, self.localizations
         app.add_middleware(LocalizedPage, page_path="/",  # the page's language in its HTML, before gradio reads navigator.language
                            data_for=lambda query: page_data(active_name(settings, localizations, asked_name(query)), localizations))

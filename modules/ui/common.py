@@ -84,6 +84,7 @@ class TopRow:
     styles: gr.Dropdown  # styles.csv names applied when the job runs
     counters: tuple[gr.HTML, gr.HTML]  # under the prompt and the negative prompt
     paste: gr.Button  # ↙: read generation parameters from the prompt box
+    networks: Any = None  # the Extra networks cards (extra_networks.ExtraNetworks): the tab wires "Replace preview" to its output
 
     def wire_counters(self, service: "GenerationService", steps: gr.Slider) -> None:
         """Keep the "N/75" counters current as the prompts, the chosen styles or the step count
@@ -119,7 +120,7 @@ def build_toprow(prefix: str, service: "GenerationService", quick: Quicksettings
             prompt_count = gr.HTML(counter_html(0, 75), elem_id=f"{prefix}_token_counter", elem_classes="token-counter")
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{prefix}_neg_prompt", placeholder="Negative prompt")
             negative_count = gr.HTML(counter_html(0, 75), elem_id=f"{prefix}_negative_token_counter", elem_classes="token-counter")
-            build_extra_networks(prefix, service, prompt, negative, quick or Quicksettings())
+            networks = build_extra_networks(prefix, service, prompt, negative, quick or Quicksettings())
         with gr.Column(scale=1, min_width=180):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{prefix}_generate", elem_classes="generate-button")
             with gr.Row():
@@ -127,7 +128,7 @@ def build_toprow(prefix: str, service: "GenerationService", quick: Quicksettings
                 skip = gr.Button("Skip", elem_id=f"{prefix}_skip", size="sm")
             paste = gr.Button("↙ Read parameters from the prompt", elem_id=f"{prefix}_paste", size="sm")
             styles = build_styles(prefix, service, prompt, negative)
-    return TopRow(prompt, negative, generate, interrupt, skip, column, styles, (prompt_count, negative_count), paste)
+    return TopRow(prompt, negative, generate, interrupt, skip, column, styles, (prompt_count, negative_count), paste, networks)
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,7 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
+    top.networks.wire_output(panel.gallery, panel.selected)  # Extra networks' Replace preview: the selected output
 
     fields = {
         "prompt": top.prompt, "negative_prompt": top.negative, "styles": top.styles, "sampler_name": sampler, "scheduler": schedule,

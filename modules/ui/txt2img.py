@@ -110,6 +110,7 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
         with gr.Column(scale=1):
             panel = build_output_panel(PREFIX)
     seed_row.wire(panel)
+    top.networks.wire_output(panel.gallery, panel.selected)  # Extra networks' Replace preview: the selected output
     seed = seed_row.seed
 
     target = hires.pop("_target")
