@@ -68,7 +68,7 @@ def lookup(table: dict[str, str], text: str) -> str | None:
         found = pattern.match(text) if pattern else None
         if found:
             order = [int(n) for n in PLACEHOLDER.findall(key)]
-            pieces = dict(zip(order, found.groups()))
+            pieces = dict(zip(order, (table.get(piece) or piece for piece in found.groups())))  # a piece that is a key is translated too
             return PLACEHOLDER.sub(lambda m: pieces.get(int(m.group(1)), m.group(0)), table[key])
     return None
 

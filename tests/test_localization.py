@@ -234,14 +234,14 @@ def test_translation_rules(chromium_page, text, expected):
 
 def test_the_dom_is_translated_and_kept_translated(chromium_page):
     page = chromium_page
-    page.evaluate("""() => { document.body.innerHTML = `
+    page.evaluate("""s => { window.webuiLocalization.use({name: 'ko_KR', lang: 'ko', strings: s}); document.body.innerHTML = `
         <button id="b">Generate</button>
         <label id="l"><span>Prompt</span><textarea id="t" placeholder="Prompt">Prompt</textarea></label>
         <div class="notranslate" id="n">Generate</div>
         <div class="infotext" id="i"><p>Seed</p></div>
         <ul class="options"><li id="o">Seed</li></ul>
         <input id="s" title="Search..." aria-label="Seed" value="Generate">
-        <code id="c">Generate</code>`; }""")
+        <code id="c">Generate</code>`; }""", STRINGS)
     page.wait_for_function("document.getElementById('b').textContent === '생성'")
     got = page.evaluate("""() => ({
         b: document.getElementById('b').textContent, l: document.querySelector('#l span').textContent,
@@ -283,3 +283,20 @@ def test_markdown_paragraphs_are_translated_whole_with_their_markup(chromium_pag
                    '하나 <a href="https://example.com" target="_blank" rel="noopener">링크</a>', "둘", "<strong>Other</strong> text."]
     page.evaluate("() => window.webuiLocalization.use({name: 'None', lang: 'en', strings: {}})")  # back to English, as it was
     assert page.evaluate("() => document.getElementById('p2').innerHTML") == "<strong>Tiny model.</strong> Draws <em>noise</em>."
+
+
+def test_a_piece_that_is_a_key_itself_is_translated(chromium_page):
+    strings = {"number input for {0}": "{0} 숫자 입력", "Batch count": "배치 수"}
+    assert chromium_page.evaluate("([s, t]) => window.webuiLocalization.translateText(s, t)", [strings, "number input for Batch count"]) == "배치 수 숫자 입력"
+    assert chromium_page.evaluate("([s, t]) => window.webuiLocalization.translateText(s, t)", [strings, "number input for Seed"]) == "Seed 숫자 입력"
+    from modules.localization import lookup
+
+    assert lookup(strings, "number input for Batch count") == "배치 수 숫자 입력"
+
+
+def test_a_dropdowns_aria_label_is_translated_but_not_its_value(chromium_page):
+    chromium_page.evaluate("""s => { window.webuiLocalization.use({name: 'ko_KR', lang: 'ko', strings: s});
+        document.body.innerHTML = `<div class="wrap-inner"><div class="token"><span id="tok">Seed</span></div>
+        <input id="dd" aria-label="Prompt" value="Generate"></div>`; }""", STRINGS)
+    chromium_page.wait_for_function("document.getElementById('dd').getAttribute('aria-label') === '프롬프트'")
+    assert chromium_page.evaluate("() => [document.getElementById('tok').textContent, document.getElementById('dd').value]") == ["Seed", "Generate"]

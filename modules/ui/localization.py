@@ -59,7 +59,7 @@ TRANSLATOR_JS = r"""
       const m = t.re.exec(text);
       if (!m) continue;
       const pieces = {};
-      t.order.forEach((n, i) => { pieces[n] = m[i + 1]; });
+      t.order.forEach((n, i) => { pieces[n] = table[m[i + 1]] || m[i + 1]; });  // a piece that is a key itself is translated too
       return t.value.replace(/\{(\d+)\}/g, (all, n) => (n in pieces ? pieces[n] : all));
     }
     return null;
@@ -206,16 +206,22 @@ TRANSLATOR_JS = r"""
     if (now !== shown) element.setAttribute(name, shown);
   }
 
+  function untouchable(element) {  // nothing inside is ours to change, attributes included
+    return element.tagName === 'SCRIPT' || element.tagName === 'STYLE' || element.classList.contains('notranslate');
+  }
+
   function walk(root) {
     if (!root) return;
     if (root.nodeType === 3) { doText(root); return; }
     if (root.nodeType !== 1 && root.nodeType !== 9 && root.nodeType !== 11) return;
     if (root.nodeType === 1) {
+      if (root.closest('.notranslate, script, style')) return;
       for (const a of ATTRIBUTES) doAttribute(root, a);
-      if (skipped(root) || doBlock(root)) return;
+      doBlock(root);
     }
+    // Skipped elements (a dropdown's box, inputs) are still entered: their attributes (aria-label) are labels.
     const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT | NodeFilter.SHOW_ELEMENT, {
-      acceptNode: (n) => (n.nodeType === 1 && skipped(n) && !(n.tagName === 'TEXTAREA' || n.tagName === 'INPUT') ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+      acceptNode: (n) => (n.nodeType === 1 && untouchable(n) ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
     });
     for (let n = walker.nextNode(); n; n = walker.nextNode()) {
       if (n.nodeType === 3) doText(n);
