@@ -538,8 +538,10 @@ class App:
         app.include_router(build_network_previews_router(self))  # GET /extra-networks/thumb: the Extra networks cards' pictures
         from modules.ui.localization import LocalizedPage, active_name, asked_name, page_data
         from modules.ui.localization_routes import build_localization_router
+        from modules.ui.notifications import build_notifications_router
 
         app.include_router(build_localization_router(self))  # GET /internal/localization
+        app.include_router(build_notifications_router(self))  # GET /internal/notification(.mp3): the job-done sound
         settings, localizations = self.settings, self.localizations
         app.add_middleware(LocalizedPage, page_path="/",  # the page's language in its HTML, before gradio reads navigator.language
                            data_for=lambda query: page_data(active_name(settings, localizations, asked_name(query)), localizations))

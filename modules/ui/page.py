@@ -16,6 +16,7 @@ from modules.outputs.naming import user_folder
 from modules.ui.common import Quicksettings, page_user
 from modules.ui.img2img import build_img2img_tab
 from modules.ui.localization import LOCALIZATION_HEAD, localized_markdown
+from modules.ui.notifications import NOTIFICATIONS_HEAD
 from modules.ui.models import build_models_tab
 from modules.ui.extras import build_extras_tab
 from modules.ui.extensions import build_app_extensions_tab
@@ -26,6 +27,7 @@ from modules.outputs.save_button import SaveFolders
 from modules.ui.pnginfo import build_pnginfo_tab
 from modules.ui.send_to import SendTargets
 from modules.ui.settings import build_settings_tab
+from modules.ui.styles import STYLES_CSS
 from modules.ui.train import build_train_tab
 from modules.ui.txt2img import build_txt2img_tab
 from modules.ui.extension_js import EXTENSION_JS_HEAD
@@ -68,6 +70,8 @@ document.addEventListener('keydown', (e) => {
 HEAD += FOREVER_HEAD  # right-click Generate: Generate forever
 HEAD += EXTENSION_JS_HEAD  # A1111's gradioApp(), onUiLoaded(), ... before the extensions' scripts
 HEAD += LOCALIZATION_HEAD  # the page's translator, when the page's HTML did not bring it already (modules/ui/localization.py)
+HEAD += NOTIFICATIONS_HEAD  # a browser notification and a sound when a job ends in a background tab
+CSS += STYLES_CSS  # the styles editor floats over the page
 
 
 def _notice(models: ModelManager) -> dict:
