@@ -162,7 +162,7 @@ def installed_html(rows: Iterable[Any], updates: Mapping[str, Any] | None = None
             mark += "<span class='extensions-builtin-mark'>off by the disable-all switch</span>"
         about = str(_get(row, "description", "") or "")  # metadata.ini's Description
         if about:
-            mark += f"<div class='extensions-date'>{html.escape(about)}</div>"
+            mark += f"<div class='extensions-date notranslate'>{html.escape(about)}</div>"  # the extension's words, not the page's
         commit = str(_get(row, "commit", "") or "")
         version = str(_get(row, "version", "") or "") or commit[:8]
         date = _date(_get(row, "date"))
@@ -170,7 +170,7 @@ def installed_html(rows: Iterable[Any], updates: Mapping[str, Any] | None = None
         remove = "" if builtin else f"<button data-action='uninstall' data-name='{esc}'>Uninstall</button>"
         body.append(
             f"<tr data-name='{esc}' class='{'extensions-builtin' if builtin else 'extensions-user'}'>"
-            f"<td><label><input type='checkbox' data-name='{esc}'{' checked' if ticked else ''}> {esc}</label>{mark}</td>"
+            f"<td><label><input type='checkbox' data-name='{esc}'{' checked' if ticked else ''}> <span class='notranslate'>{esc}</span></label>{mark}</td>"
             f"<td>{_link(str(_get(row, 'remote', '') or ''))}</td><td>{html.escape(str(_get(row, 'branch', '') or ''))}</td>"
             f"<td class='extensions-version' title='{html.escape(commit)}'>{html.escape(version)}</td>"
             f"<td class='extensions-date'>{html.escape(date)}</td>"
@@ -221,7 +221,7 @@ def available_html(entries: Iterable[Any], installed: Iterable[Any], hide_tags: 
         added = _get(entry, "added")
         info = f"<div class='extensions-date'>Added: {html.escape(str(added))}</div>" if added else ""
         body.append(f"<tr data-url='{html.escape(url)}'><td>{_named_link(url, name)}<br>{tag_html}</td>"
-                    f"<td>{html.escape(description)}{info}</td><td>{action}</td></tr>")
+                    f"<td><span class='notranslate'>{html.escape(description)}</span>{info}</td><td>{action}</td></tr>")
     note = f"<p>Hidden by the tag and search filters: {hidden}.</p>" if hidden else ""
     if not body:
         return "<p>No extensions to show.</p>" + note

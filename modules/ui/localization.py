@@ -35,7 +35,9 @@ TRANSLATOR_JS = r"""
   const SKIP_SELECTOR = '.notranslate, .infotext, .options, .token, .wrap-inner, .caption, .caption-label, code, pre, [contenteditable="true"]';
   const ATTRIBUTES = ['placeholder', 'title', 'aria-label'];
   const SENTENCE_END = /([.!?:])(\s+)/g;
-  let strings = {}, templates = [];
+  let strings = {}, templates = [], hasStrings = false;
+  let cache = new Map();  // English text -> what it shows (the page repeats many texts)
+  const stats = { ms: 0, texts: 0 };  // time spent translating, for tests and curious users
 
   function compile(table) {
     const found = [];
@@ -181,8 +183,14 @@ TRANSLATOR_JS = r"""
   }
 
   function translated(original) {
-    const t = translateText(strings, original, templates);
-    return t === null ? original : t;
+    let shown = cache.get(original);
+    if (shown === undefined) {
+      const t = translateText(strings, original, templates);
+      shown = t === null ? original : t;
+      if (cache.size < 20000) cache.set(original, shown);
+    }
+    stats.texts += 1;
+    return shown;
   }
 
   function doText(node) {
@@ -235,25 +243,31 @@ TRANSLATOR_JS = r"""
   function translateAll() { walk(document.body || document.documentElement); }
 
   const observer = new MutationObserver((mutations) => {
-    if (!templates.length && !Object.keys(strings).length) return;
+    if (!hasStrings) return;
+    const start = performance.now();
     for (const m of mutations) {
       if (m.type === 'childList') m.addedNodes.forEach(walk);
       else if (m.type === 'characterData') doText(m.target);
       else if (m.type === 'attributes') doAttribute(m.target, m.attributeName);
     }
+    stats.ms += performance.now() - start;
   });
 
   function use(data) {
     strings = (data && data.strings) || {};
+    hasStrings = Object.keys(strings).length > 0;
+    cache = new Map();
     templates = compile(strings);
     restoreBlocks();
     blocks = compileBlocks(strings);
     window.localization = strings;  // A1111's global, for extensions' scripts
     document.documentElement.setAttribute('lang', data && data.lang ? data.lang : 'en');
+    const start = performance.now();
     translateAll();
+    stats.ms += performance.now() - start;
   }
 
-  window.webuiLocalization = { translateText, compile, use, stripInline, renderInline, translateAll, get name() { return window.__webui_localization_name; } };
+  window.webuiLocalization = { translateText, compile, use, stripInline, renderInline, translateAll, stats, get name() { return window.__webui_localization_name; } };
   window.getTranslation = (text) => { const t = translateText(strings, text, templates); return t === null ? undefined : t; };
   window.hasLocalization = () => Object.keys(strings).length > 0;
   observer.observe(document.documentElement, { childList: true, subtree: true, characterData: true, attributes: true, attributeFilter: ATTRIBUTES });
