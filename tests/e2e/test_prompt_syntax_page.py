@@ -1,5 +1,5 @@
 """A prompt pasted from a model site, through the page: weights, past 75 tokens, a LoRA picked
-from the list, a style; the counter, the picture and the saved infotext."""
+from its card, a style; the counter, the picture and the saved infotext."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PIL import Image
 from modules.demo import evaluation
 from modules.generation.runner import Runner
 from modules.outputs.infotext import parse_infotext
+from tests.e2e.test_extra_networks_page import card, show_cards
 from tests.e2e.test_txt2img_page import saved_images, set_number
 from tests.models.test_lora import write_test_lora
 
@@ -29,10 +30,8 @@ def test_weighted_long_prompt_with_a_lora_and_a_style(page, server, demo_model):
     tokens = int(page.inner_text("#txt2img_token_counter").strip().split("/")[0])
     assert 75 < tokens <= 150
 
-    page.click("#txt2img_extra_networks button")  # open the accordion
-    page.click("#txt2img_extra_refresh")
-    page.click("#txt2img_lora_picker input")
-    page.get_by_role("option", name="shapes-glow").click()
+    show_cards(page, "txt2img")  # Extra networks, rescanned, on its Lora tab
+    card(page, "txt2img", "lora", "shapes-glow").click()
     page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value.endsWith('<lora:shapes-glow:1>')", timeout=10000)
 
     page.click("#txt2img_style_refresh")
