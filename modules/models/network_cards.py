@@ -47,6 +47,7 @@ EDITABLE_KEYS = ("description", "activation text", "preferred weight", "negative
 TRAINED_TAG_COUNT = 5  # how many of the most frequent training tags a LoRA card suggests
 THUMBNAIL_SIDE = 256  # px, the longer side of a card picture as served (cards are ~180 px wide)
 UNREADABLE = "This file cannot be read."
+BAD_METADATA = "Its .json metadata file cannot be read."  # on the card; the name is beside it
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def user_metadata_path(path: Path) -> Path:
 
 
 def read_user_metadata(path: Path) -> tuple[dict, str | None]:
-    """(the `<name>.json` object, or {}; an error sentence when the file is there but unusable)."""
+    """(the `<name>.json` object, or {}; BAD_METADATA when the file is there but unusable)."""
     target = user_metadata_path(path)
     try:
         text = target.read_text(encoding="utf-8")
@@ -154,13 +155,14 @@ def read_user_metadata(path: Path) -> tuple[dict, str | None]:
         return {}, None
     except (OSError, UnicodeDecodeError) as e:
         log.warning("Could not read %s: %s", target, e)
-        return {}, f"{target.name} cannot be read."
+        return {}, BAD_METADATA
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        return {}, f"{target.name} is not valid JSON."
+        data = None
     if not isinstance(data, dict):
-        return {}, f"{target.name} is not valid JSON."
+        log.warning("%s is not a JSON object", target)
+        return {}, BAD_METADATA
     return data, None
 
 
@@ -168,9 +170,9 @@ def write_user_metadata(path: Path, values: dict) -> Path:
     """Update `<name>.json` with `values`, keeping every other key it has, in one atomic step.
     Raises ValueError with a sentence when the file cannot be read or written."""
     current, error = read_user_metadata(path)
-    if error:
-        raise ValueError(f"{error} It was left as it is: fix or delete it first.")
     target = user_metadata_path(path)
+    if error:
+        raise ValueError(f"{target.name} cannot be read, so it was left as it is: fix or delete it first.")
     merged = {**current, **values}
     try:
         with atomic_path(target) as temp:
@@ -323,24 +325,32 @@ class NetworkCards:
         return []
 
     def path_of(self, kind: str, key: str) -> Path | None:
-        """The file of a listed item, by its exact key; None for anything else."""
-        return next((path for name, path, _, _ in self.items(kind) if name == key), None)
+        """The file of a listed item, by its exact key; None for anything else (a picture request
+        asks this for every card, so it reads the lists without building the cards' details)."""
+        libs = self.libraries
+        if kind == "lora" and libs.loras is not None:
+            return next((f.path for f in libs.loras.files if f.name == key), None)
+        if kind == "textual_inversion" and libs.embeddings is not None:
+            return libs.embeddings.files().get(key)
+        if kind == "vae" and libs.vaes is not None:
+            return next((p for p in libs.vaes.files if p.name == key), None)
+        if kind == "checkpoints" and self.models is not None:
+            return next((info.path for info in self.models.checkpoints if info.filename == key), None)
+        return None
 
     def cards(self, kind: str, rescan: bool = False) -> list[NetworkCard]:
-        cards = []
-        for name, path, relative, alias in self.items(kind, rescan):
-            user, error = read_user_metadata(path)
-            trained = self._trained(path) if kind == "lora" else TrainedInfo()
-            created, modified = _times(path)
-            cards.append(NetworkCard(kind, name, path, relative, alias, user, trained, find_preview(path), created, modified,
-                                     trained.error or error))
-        return cards
+        return [self._card(kind, *item) for item in self.items(kind, rescan)]
 
     def card(self, kind: str, key: str) -> NetworkCard | None:
-        path = self.path_of(kind, key)
-        if path is None:
-            return None
-        return next((c for c in self.cards(kind) if c.name == key), None)
+        """The card of the listed item `key` (exact), read now; None for anything else."""
+        item = next((item for item in self.items(kind) if item[0] == key), None)
+        return self._card(kind, *item) if item is not None else None
+
+    def _card(self, kind: str, name: str, path: Path, relative: str, alias: str) -> NetworkCard:
+        user, error = read_user_metadata(path)
+        trained = self._trained(path) if kind == "lora" else TrainedInfo()
+        created, modified = _times(path)
+        return NetworkCard(kind, name, path, relative, alias, user, trained, find_preview(path), created, modified, trained.error or error)
 
     def _trained(self, path: Path) -> TrainedInfo:
         signature = _signature(path)

@@ -19,7 +19,7 @@ from modules.models.embeddings import EmbeddingLibrary
 from modules.models.lora import LoraLibrary
 from modules.models.manager import ModelManager
 from modules.models.network_cards import (
-    UNREADABLE, NetworkCards, find_preview, frequent_tags, save_preview, search, sort_cards, write_user_metadata,
+    BAD_METADATA, UNREADABLE, NetworkCards, find_preview, frequent_tags, save_preview, search, sort_cards, write_user_metadata,
 )
 from modules.models.vae import VaeLibrary
 
@@ -115,9 +115,9 @@ def test_broken_files_get_a_card_that_says_so(models):
     (models / "Lora" / "list.json").write_text("[1, 2]", encoding="utf-8")
     cards = {c.name: c for c in _cards(models).cards("lora")}
     assert cards["broken"].error == UNREADABLE
-    assert cards["badjson"].error == "badjson.json is not valid JSON." and cards["badjson"].description == ""
-    assert cards["list"].error == "list.json is not valid JSON."
-    with pytest.raises(ValueError, match="badjson.json is not valid JSON. It was left as it is"):
+    assert cards["badjson"].error == BAD_METADATA and cards["badjson"].description == ""
+    assert cards["list"].error == BAD_METADATA
+    with pytest.raises(ValueError, match="badjson.json cannot be read, so it was left as it is: fix or delete it first."):
         write_user_metadata(cards["badjson"].path, {"description": "x"})
     assert (models / "Lora" / "badjson.json").read_text(encoding="utf-8") == "{not json"
 
@@ -141,7 +141,7 @@ def test_a_file_that_cannot_be_written_is_a_sentence(models):
     lora = _lora(models / "Lora" / "x.safetensors")
     (models / "Lora" / "x.json").mkdir()  # in the way of the new file, for root too
     (models / "Lora" / "x.preview.png").mkdir()
-    with pytest.raises(ValueError, match="x.json cannot be read. It was left as it is"):
+    with pytest.raises(ValueError, match="x.json cannot be read, so it was left as it is"):
         write_user_metadata(lora, {"description": "x"})
     with pytest.raises(ValueError, match="Could not write x.preview.png"):
         save_preview(lora, Image.new("RGB", (8, 8)))

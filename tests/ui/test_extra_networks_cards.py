@@ -79,6 +79,8 @@ def studio(tmp_path):
     save_file({"w": torch.zeros(2)}, str(root / "Lora" / "glow.safetensors"), metadata={"ss_tag_frequency": json.dumps({"d": {"neon": 2}})})
     (root / "Lora" / "glow.json").write_text(json.dumps({"activation text": "glowing", "my own key": [1, 2]}), encoding="utf-8")
     (root / "VAE" / "clear.vae.pt").write_bytes(b"x")
+    (root / "Stable-diffusion" / "sub").mkdir()
+    (root / "Stable-diffusion" / "sub" / "mine.safetensors").write_bytes(b"x")
     hashes = HashCache(None, hashing=False)
     libraries = Libraries(LoraLibrary((root / "Lora",), hashes), EmbeddingLibrary((root / "embeddings",), hashes),
                           VaeLibrary((root / "VAE",), hashes))
@@ -87,8 +89,9 @@ def studio(tmp_path):
                               settings_values=lambda: {"extra_networks_default_multiplier": 0.8, "extra_networks_card_order": "Descending"})
     with gr.Blocks() as blocks:
         prompt, negative = gr.Textbox(), gr.Textbox()
+        checkpoint = gr.Dropdown(models.titles(), value=None)
         vae = gr.Dropdown(libraries.vaes.choices(), value="Automatic")
-        panel = build_extra_networks("t", service, prompt, negative, Quicksettings(None, vae))
+        panel = build_extra_networks("t", service, prompt, negative, Quicksettings(checkpoint, vae))
         gallery, selected = gr.Gallery(), gr.State(0)
         panel.wire_output(gallery, selected)
     return SimpleNamespace(root=root, blocks=blocks, panel=panel, vae=vae)
@@ -111,15 +114,17 @@ def test_the_panel_lists_the_cards_and_follows_the_settings(studio):
     assert "No cards match the search." in panel.render("lora", "nothing-like-it")
 
 
-def test_a_click_on_a_lora_card_edits_the_prompt_and_one_on_a_vae_card_selects_it(studio):
+def test_a_click_on_a_lora_card_edits_the_prompt_and_one_on_a_model_card_selects_it(studio):
     use = _handler(studio.blocks, studio.panel.htmls["lora"], "use")
-    prompt, negative, vae = use("a cat", "", gr.EventData(None, {"kind": "lora", "name": "glow"}))
-    assert prompt == "a cat <lora:glow:0.8> glowing" and negative == "" and vae == gr.update()
+    prompt, negative, checkpoint, vae = use("a cat", "", gr.EventData(None, {"kind": "lora", "name": "glow"}))
+    assert prompt == "a cat <lora:glow:0.8> glowing" and negative == "" and checkpoint == vae == gr.update()
     assert use(prompt, "", gr.EventData(None, {"kind": "lora", "name": "glow"}))[0] == "a cat"
     picked = use("a cat", "", gr.EventData(None, {"kind": "vae", "name": "clear.vae.pt"}))
-    assert picked[:2] == [gr.update(), gr.update()] and picked[2]["value"] == "clear.vae.pt"
+    assert picked[:3] == [gr.update()] * 3 and picked[3]["value"] == "clear.vae.pt"
+    picked = use("a cat", "", gr.EventData(None, {"kind": "checkpoints", "name": "sub/mine.safetensors"}))
+    assert picked[2]["value"] == "sub/mine.safetensors" and picked[2]["value"] in picked[2]["choices"] and picked[3] == gr.update()
     with pytest.warns(UserWarning, match="That file is gone"):
-        assert use("a cat", "", gr.EventData(None, {"kind": "lora", "name": "../glow"})) == [gr.update()] * 3  # not a listed card
+        assert use("a cat", "", gr.EventData(None, {"kind": "lora", "name": "../glow"})) == [gr.update()] * 4  # not a listed card
 
 
 def test_edit_and_save_keep_other_keys_and_the_cards_show_the_change(studio):
