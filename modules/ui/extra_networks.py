@@ -40,8 +40,11 @@ const fire = (event) => {
     if (event.target.closest('.card-edit')) trigger('edit', data); else trigger('use', data);
 };
 element.addEventListener('click', fire);
-element.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); fire(event); }
+element.addEventListener('keydown', (event) => {  // a focused card (its 🛠 is a button of its own)
+    if (event.target.classList.contains('extra-network-card') && (event.key === 'Enter' || event.key === ' ')) {
+        event.preventDefault();
+        fire(event);
+    }
 });
 """
 
@@ -200,10 +203,7 @@ class ExtraNetworks:
         return tuple(library.dirs) if library is not None else ()
 
     def default_order(self) -> tuple[str, str]:
-        values = self.settings()
-        field_name = values.get("extra_networks_card_order_field", "Path")
-        order = values.get("extra_networks_card_order", "Ascending")
-        return (field_name if field_name in SORT_FIELDS else "Path"), (order if order in ORDERS else "Ascending")
+        return card_order(self.settings())
 
     def render(self, kind: str, query: str = "", field_name: str | None = None, order: str | None = None,
                rescan: bool = False) -> str:
@@ -243,6 +243,13 @@ class ExtraNetworks:
         return path
 
 
+def card_order(values: dict) -> tuple[str, str]:
+    """A1111's extra_networks_card_order_field and extra_networks_card_order, checked."""
+    field_name = values.get("extra_networks_card_order_field", "Path")
+    order = values.get("extra_networks_card_order", "Ascending")
+    return (field_name if field_name in SORT_FIELDS else "Path"), (order if order in ORDERS else "Ascending")
+
+
 def selected_picture(pictures, index) -> Any:
     """The gallery entry `index` (its first when out of range) as a PIL image, or None."""
     from PIL import Image
@@ -278,13 +285,13 @@ def build_extra_networks(prefix: str, service: "GenerationService", prompt: gr.T
         with gr.Row(equal_height=True):
             search_box = gr.Textbox(label="Search", placeholder="Search", elem_id=f"{prefix}_extra_search", scale=4, show_label=False,
                                     container=False)
-            sort = gr.Dropdown(list(SORT_FIELDS), label="Sort by", elem_id=f"{prefix}_extra_sort", scale=1, show_label=False,
-                               container=False)
-            order = gr.Dropdown(list(ORDERS), label="Sort order", elem_id=f"{prefix}_extra_order", scale=1, show_label=False,
-                                container=False)
+            # Callable values: each page load starts from the settings' order, as the cards do.
+            sort = gr.Dropdown(list(SORT_FIELDS), value=lambda: card_order(settings())[0], label="Sort by", elem_id=f"{prefix}_extra_sort",
+                               scale=1, show_label=False, container=False)
+            order = gr.Dropdown(list(ORDERS), value=lambda: card_order(settings())[1], label="Sort order", elem_id=f"{prefix}_extra_order",
+                                scale=1, show_label=False, container=False)
             refresh = gr.Button("🔄", elem_id=f"{prefix}_extra_refresh", size="sm", scale=0, min_width=40)
         panel = ExtraNetworks(cards, settings, service, htmls, search_box, sort, order, gr.State(None), refresh=refresh)
-        sort.value, order.value = panel.default_order()
         with gr.Tabs(elem_id=f"{prefix}_extra_tabs"):
             for kind, label in KINDS.items():
                 with gr.Tab(label, id=f"{prefix}_extra_{kind}"):
@@ -324,7 +331,8 @@ def build_extra_networks(prefix: str, service: "GenerationService", prompt: gr.T
             gr.Warning("That file is gone: press 🔄 to refresh the cards.")
             return updates
         if card.kind in PROMPT_KINDS:
-            multiplier = float(settings().get("extra_networks_default_multiplier", 1.0) or 1.0)
+            multiplier = settings().get("extra_networks_default_multiplier")
+            multiplier = float(multiplier) if isinstance(multiplier, (int, float)) else 1.0
             return [*toggle_card(prompt_text, negative_text_value, card, multiplier), *updates[2:]]
         menu = quick.checkpoint if card.kind == "checkpoints" else quick.vae
         if menu is None:
