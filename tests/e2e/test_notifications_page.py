@@ -69,15 +69,18 @@ def test_notification_and_sound_only_for_a_job_that_ends_in_the_background(page_
         assert page.evaluate("[window.__notes.length, window.__sounds.length, window.__asked]") == [0, 0, 1]
         first = page.get_attribute("#txt2img_gallery img", "src")
 
-        # In the background: one notification naming the picture, one tone at the volume (100 %).
+        # In the background, a batch of two: one notification counting the pictures (not the grid, which
+        # is its icon), one tone at the volume (100 %).
+        set_number(page, "txt2img_batch_size", 2)
         page.evaluate(HIDE)
         page.click("#txt2img_generate")
         page.wait_for_function("window.__notes.length >= 1 && window.__sounds.length >= 1", timeout=60000)
         page.wait_for_timeout(300)
         notes, sounds = page.evaluate("[window.__notes, window.__sounds]")
         assert page.get_attribute("#txt2img_gallery img", "src") != first  # (the status line may read the same, to the 0.1 s)
-        assert len(notes) == 1 and notes[0]["title"] == "Stable Diffusion" and notes[0]["body"] == "1 image ready", notes
-        assert notes[0]["icon"].split("?")[0].endswith(".png") and notes[0]["icon"] == page.get_attribute("#txt2img_gallery img", "src")
+        assert len(notes) == 1 and notes[0]["title"] == "Stable Diffusion" and notes[0]["body"] == "2 images ready", notes
+        icon = notes[0]["icon"]
+        assert icon == page.get_attribute("#txt2img_gallery img", "src") and "grid-" in icon and icon.split("?")[0].endswith(".png")
         assert sounds == [{"tone": 880}] and abs(page.evaluate("window.__gain") - 0.25) < 1e-6
 
         # notification_audio off (read when the job ends, no reload): the notification, no sound.
