@@ -18,7 +18,9 @@ from modules.generation.upscaling import ExtrasParams, target_size
 from modules.jobs.extras_task import KIND, ExtrasResult, ExtrasService
 from modules.jobs.queue import FINISHED, Job, JobQueue, JobStatus, done_future
 from modules.network import ServerAccess
-from modules.ui.common import UPLOAD_SOURCES, page_user
+from modules.outputs.infotext import read_infotext
+from modules.ui.common import UPLOAD_SOURCES, OutputPanel, page_user
+from modules.ui.output_buttons import build_output_buttons
 from modules.ui.img2img import guard_upload
 
 PREFIX = "extras"
@@ -35,6 +37,7 @@ class ExtrasControls:
     generate: gr.Button
     inputs: list  # the handler's inputs, in order
     run: Callable[..., Any]  # the Generate handler: run(request, progress, *values of `inputs`)
+    output: Any = None  # the result's OutputPanel (📂, Save, Copy infotext, Send to img2img / inpaint), wired by the page
 
 
 def prepare(service: ExtrasService, mode: int, resize_tab: int, image, files, input_dir: str, output_dir: str, show_results: bool,
@@ -131,8 +134,10 @@ def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], Extr
             faces = _face_sliders(meta)
         with gr.Column(scale=1):
             gallery = gr.Gallery(label="Result", columns=4, height=520, elem_id="extras_gallery", format="png", interactive=False)
+            buttons = build_output_buttons(PREFIX, gallery, targets=("img2img", "inpaint"))
             info = gr.HTML(elem_id="extras_html_info")
             log = gr.HTML(elem_id="extras_html_log")
+    panel = OutputPanel(gallery, info, log, gr.State([]), gr.State(0), gr.State([]), gr.State([]), buttons)
 
     guard_upload(image, "Source", max_pixels)
     inputs = [mode, resize_tab, image, files, input_dir, output_dir, show_results, resize, width, height, crop, upscaler_1, upscaler_2, visibility,
@@ -167,8 +172,16 @@ def build_extras_tab(queue: JobQueue, service: ExtrasService | Callable[[], Extr
     by_tab.select(lambda: 0, None, resize_tab, queue=False, api_name=False)
     to_tab.select(lambda: 1, None, resize_tab, queue=False, api_name=False)
     swap.click(lambda w, h: (h, w), [width, height], [width, height], queue=False, api_name=False)
-    generate.click(run, inputs, [gallery, info, log], concurrency_limit=None, api_name=False)
-    return ExtrasControls(image, gallery, info, log, generate, inputs, run)
+    async def run_for_panel(request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress
+        """`run`, plus what the buttons under the result need: each entry's file and the
+        generation parameters it carries (those of its source), for Send to and Save."""
+        shown, info_html, log_html = await run(request, progress, *values)
+        files = [entry if isinstance(entry, str) else None for entry in shown]
+        texts = [await run_in_threadpool(read_infotext, entry) or "" for entry in shown]
+        return shown, info_html, log_html, texts, files
+
+    generate.click(run_for_panel, inputs, [gallery, info, log, panel.infotexts, panel.files], concurrency_limit=None, api_name=False)
+    return ExtrasControls(image, gallery, info, log, generate, inputs, run, panel)
 
 
 def _face_sliders(meta: Callable[[str], dict]) -> list:
@@ -196,7 +209,7 @@ def _outputs(job: Job, service: ExtrasService, notes: list[str]) -> tuple[list, 
     for index, image in enumerate(result.images):
         path = result.paths[index] if index < len(result.paths) else None
         shown.append(str(path) if path is not None and path.resolve().is_relative_to(home) else image)
-    info = f"<div class='infotext'><p>{html.escape(result.infotexts[-1])}</p></div>" if result.infotexts else ""
+    info = f"<div class='infotext notranslate'><p>{html.escape(result.infotexts[-1])}</p></div>" if result.infotexts else ""
     where = html.escape(str(result.paths[0].parent)) if result.paths else "nowhere"
     stopped = "Interrupted. " if job.status is JobStatus.INTERRUPTED else ""
     lines = "".join(f"<br>{html.escape(n)}" for n in [*notes, *result.notes])

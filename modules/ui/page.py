@@ -164,7 +164,7 @@ def build_page(app: "App") -> gr.Blocks:
                 gallery = build_gallery_tab(app.gallery, lambda: settings["gallery_per_page"], send, gallery_tab, gallery_owner)
             actions = OutputActions(settings, app.paths.data_dir, SaveFolders(), send, gallery, logins=bool(getattr(app, "logins", False)),
                                     served=(app.paths.outputs_dir,))
-            for panel in (controls.output, img2img.output):  # 📂, Save, Copy infotext, Send to ... under each output
+            for panel in (controls.output, img2img.output, extras.output):  # 📂, Save, Copy infotext, Send to ... under each output
                 wire_output_buttons(panel, actions)
             if app.downloads is not None:
                 with gr.Tab("Models", id="models"):

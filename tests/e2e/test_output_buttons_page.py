@@ -1,6 +1,6 @@
 """The buttons under txt2img's output, as a user meets them after one generation: pick a picture,
 send it to inpaint, save a copy (with its log.csv row), copy its infotext, open its folder in
-the Gallery."""
+the Gallery, send it to Extras and Extras' result on to img2img."""
 
 from __future__ import annotations
 
@@ -91,3 +91,15 @@ def test_send_to_inpaint_save_copy_and_open_folder(clip_page, server):
     assert page.input_value("#gallery_folder input") == "txt2img-images"
     page.locator("#gallery_selected_image img").first.wait_for(timeout=10000)
     page.screenshot(path=str(server["data"] / "output-open-folder.png"), full_page=True)
+
+    # Send to extras, upscale, and from Extras' result Send to img2img: the source's parameters come along.
+    page.get_by_role("tab", name="img2img", exact=True).first.click()
+    page.fill("#img2img_prompt textarea", "something else")
+    page.get_by_role("tab", name="txt2img", exact=True).first.click()
+    page.click("#txt2img_send_extras")
+    page.locator("#extras_image img").first.wait_for(timeout=15000)
+    page.click("#extras_generate")
+    page.locator("#extras_gallery img").first.wait_for(timeout=30000)
+    page.click("#extras_send_img2img")
+    page.wait_for_function("document.querySelector('#img2img_prompt textarea').value == 'a blue star on a yellow background'", timeout=15000)
+    page.locator("#img2img_image img").first.wait_for(timeout=10000)
