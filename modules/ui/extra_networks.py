@@ -59,7 +59,9 @@ CARDS_CSS = """
   background: rgba(0, 0, 0, .55); color: white; cursor: pointer; font-size: 15px; }
 .extra-network-card .card-text { position: absolute; left: 0; right: 0; bottom: 0; padding: 6px; color: white;
   background: linear-gradient(transparent, rgba(0, 0, 0, .85) 30%); font-size: 12px; line-height: 1.3; word-break: break-word; }
+.extra-network-card .card-name, .extra-network-card .card-alias, .extra-network-card .card-description { color: white; }
 .extra-network-card .card-name { font-weight: bold; font-size: 14px; }
+.extra-network-card .card-alias { opacity: .8; }
 .extra-network-card .card-description, .extra-network-card .card-trigger { max-height: 4em; overflow: hidden; }
 .extra-network-card .card-trigger { color: #fde68a; }
 .extra-network-card .card-error { color: #fca5a5; }
