@@ -128,19 +128,38 @@ def test_the_guide_is_translated_whole_for_the_page_language(folders, tmp_path):
 # ---------------------------------------------------------------- the server: route, HTML, log-in
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    import webui
+PAGE_HTML = "<!doctype html><html><head><meta charset='utf-8'><script>window.gradio_config = {};</script></head><body></body></html>"
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The route and the page middleware as webui.py mounts them, over a stand-in page, behind the
+    real log-in guard (a session cookie stands for gradio's). tests/test_lan_access.py's sweep
+    checks every route of the real app, this one included, for the log-in too."""
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
     from fastapi.testclient import TestClient
 
-    data = tmp_path_factory.mktemp("l10n")
-    write(data / "localizations", "xx_YY", {"Generate": "GEN-XX", "Prompt": "PROMPT-XX"})
-    write(data / "localizations", "broken", "[1]")
-    args = parse_args(["--data-dir", str(data), "--gradio-auth", "owner:pw", "--disable-console-progressbars"])
-    app = webui.App.create(args)
-    with TestClient(app.build_asgi(args)) as client:
+    from modules.network import GradioGuard
+    from modules.ui.localization import LocalizedPage, page_data
+    from modules.ui.localization_routes import build_localization_router
+
+    write(tmp_path / "localizations", "xx_YY", {"Generate": "GEN-XX", "Prompt": "PROMPT-XX"})
+    write(tmp_path / "localizations", "broken", "[1]")
+    localizations = Localizations((tmp_path / "shipped", tmp_path / "localizations"))
+    settings = SettingsStore.open(tmp_path / "config.json")
+    settings.add_guard(localizations.check_setting)
+    app = SimpleNamespace(settings=settings, localizations=localizations)
+    asgi = FastAPI()
+    asgi.include_router(build_localization_router(app))
+    asgi.add_api_route("/", lambda: HTMLResponse(PAGE_HTML), methods=["GET"])
+    asgi.add_middleware(LocalizedPage, page_path="/",
+                        data_for=lambda query: page_data(active_name(settings, localizations, asked_name(query)), localizations))
+    asgi.add_middleware(GradioGuard, session_user=lambda cookies: cookies.get("session"))
+    with TestClient(asgi) as client:
         yield client, app
-    app.queue.shutdown()
 
 
 def test_route_needs_the_page_log_in_then_answers(served):
@@ -149,7 +168,7 @@ def test_route_needs_the_page_log_in_then_answers(served):
     anonymous = client.get("/internal/localization?localization=xx_YY", follow_redirects=False)
     assert anonymous.status_code in (401, 403) or anonymous.is_redirect
     assert "GEN-XX" not in anonymous.text
-    assert client.post("/login", data={"username": "owner", "password": "pw"}).json() == {"success": True}
+    client.cookies.set("session", "owner")
     r = client.get("/internal/localization?localization=xx_YY")
     assert r.status_code == 200 and r.json() == {"name": "xx_YY", "lang": "xx", "strings": {"Generate": "GEN-XX", "Prompt": "PROMPT-XX"}}
     r = client.get("/internal/localization")
@@ -163,7 +182,7 @@ def test_route_needs_the_page_log_in_then_answers(served):
 
 def test_the_page_html_brings_the_language_first_in_its_head(served):
     client, app = served
-    client.post("/login", data={"username": "owner", "password": "pw"})
+    client.cookies.set("session", "owner")
     html = client.get("/?localization=xx_YY", headers={"accept": "text/html"}).text
     head = html[html.lower().index("<head>"):]
     assert head.index("__webui_localization_data") < head.index("gradio_config")  # before gradio's own scripts
