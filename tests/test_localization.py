@@ -246,6 +246,7 @@ def translate(page, text):
     ("Done. Something else. Nothing to do.", "완료. Something else. 할 일이 없습니다."),
     ("Saved. Reload the page. Done.", "저장됨. 페이지를 새로고침하세요. 완료."),  # the longest run wins
     ("Generated", None), ("generate", None), ("12.5", None), ("Empty", None),  # no entry; an empty translation is no entry
+    ("constructor", None), ("toString", None), ("Could not load __proto__", "__proto__을(를) 불러올 수 없습니다"),  # not Object's own
 ])
 def test_translation_rules(chromium_page, text, expected):
     assert translate(chromium_page, text) == expected

@@ -54,14 +54,19 @@ TRANSLATOR_JS = r"""
     return found.sort((a, b) => b.literal - a.literal);  // the most specific template first
   }
 
+  function own(table, key) {  // the table's own entry, never Object.prototype's ("constructor")
+    const value = Object.prototype.hasOwnProperty.call(table, key) ? table[key] : null;
+    return typeof value === 'string' && value ? value : null;
+  }
+
   function whole(table, compiled, text) {
-    const exact = table[text];
-    if (exact) return exact;
+    const exact = own(table, text);
+    if (exact !== null) return exact;
     for (const t of compiled) {
       const m = t.re.exec(text);
       if (!m) continue;
       const pieces = {};
-      t.order.forEach((n, i) => { pieces[n] = table[m[i + 1]] || m[i + 1]; });  // a piece that is a key itself is translated too
+      t.order.forEach((n, i) => { pieces[n] = own(table, m[i + 1]) || m[i + 1]; });  // a piece that is a key itself is translated too
       return t.value.replace(/\{(\d+)\}/g, (all, n) => (n in pieces ? pieces[n] : all));
     }
     return null;
