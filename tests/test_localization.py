@@ -320,3 +320,21 @@ def test_a_dropdowns_aria_label_is_translated_but_not_its_value(chromium_page):
         <input id="dd" aria-label="Prompt" value="Generate"></div>`; }""", STRINGS)
     chromium_page.wait_for_function("document.getElementById('dd').getAttribute('aria-label') === '프롬프트'")
     assert chromium_page.evaluate("() => [document.getElementById('tok').textContent, document.getElementById('dd').value]") == ["Seed", "Generate"]
+
+
+def test_for_app_reads_the_shipped_folder_yours_and_enabled_extensions_only(tmp_path):
+    from modules.extensions.layout import Extension
+    from modules.extensions.loaded import LoadedExtensions
+
+    on, off = tmp_path / "ext-on", tmp_path / "ext-off"
+    write(on / "localizations", "ko_KR", {"Hello extension": "안녕 확장"})
+    write(off / "localizations", "ko_KR", {"Generate": "꺼진 확장"})
+    write(off / "localizations", "zz_ZZ", {"Generate": "zz"})
+    paths = Paths.from_args(parse_args(["--data-dir", str(tmp_path / "data")]))
+    write(paths.localizations, "ko_KR", {"Generate": "만들기"})
+    loaded = LoadedExtensions([Extension("ext-on", on, builtin=False), Extension("ext-off", off, builtin=False, enabled=False)])
+    locs = Localizations.for_app(paths, loaded)
+    table = locs.strings("ko_KR")
+    assert table["Generate"] == "만들기" and table["Hello extension"] == "안녕 확장"  # yours over the shipped file; the enabled extension's too
+    assert table.get("Prompt")  # the shipped Korean file is read first
+    assert "zz_ZZ" not in locs.names()
