@@ -290,17 +290,19 @@ def test_markdown_paragraphs_are_translated_whole_with_their_markup(chromium_pag
     page = chromium_page
     strings = {**STRINGS,
                "Saved to `{0}`. Control defaults are in `ui-config.json`.": "`{0}`에 저장됨. 기본값은 `ui-config.json`에 있습니다.",
-               "**Tiny model.** Draws *noise*.\n\n- one [link](https://example.com)\n- two": "**작은 모델.** *노이즈*를 그립니다.\n\n- 하나 [링크](https://example.com)\n- 둘"}
+               "**Tiny model.** Draws *noise*.\n\n- one [link](https://example.com)\n- two": "**작은 모델.** *노이즈*를 그립니다.\n\n- 하나 [링크](https://example.com)\n- 둘",
+               "**Notice.** {0}": "**알림.** {0}", "It draws shapes only.": "도형만 그립니다."}
     page.evaluate("""s => { document.body.innerHTML = `<div class="prose">
         <p id="p1">Saved to <code>/tmp/a b/config.json</code>. Control defaults are in <code>ui-config.json</code>.</p>
         <p id="p2"><strong>Tiny model.</strong> Draws <em>noise</em>.</p>
         <ul><li id="l1">one <a href="https://example.com">link</a></li><li id="l2">two</li></ul>
-        <p id="p3"><strong>Other</strong> text.</p></div>`;
+        <p id="p3"><strong>Other</strong> text.</p><p id="p4"><strong>Notice.</strong> It draws shapes only.</p></div>`;
         window.webuiLocalization.use({name: 'ko_KR', lang: 'ko', strings: s}); }""", strings)
-    got = page.evaluate("() => ['p1', 'p2', 'l1', 'l2', 'p3'].map((id) => document.getElementById(id).innerHTML)")
+    got = page.evaluate("() => ['p1', 'p2', 'l1', 'l2', 'p3', 'p4'].map((id) => document.getElementById(id).innerHTML)")
     assert got == ["<code>/tmp/a b/config.json</code>에 저장됨. 기본값은 <code>ui-config.json</code>에 있습니다.",
                    "<strong>작은 모델.</strong> <em>노이즈</em>를 그립니다.",
-                   '하나 <a href="https://example.com" target="_blank" rel="noopener">링크</a>', "둘", "<strong>Other</strong> text."]
+                   '하나 <a href="https://example.com" target="_blank" rel="noopener">링크</a>', "둘", "<strong>Other</strong> text.",
+                   "<strong>알림.</strong> 도형만 그립니다."]
     page.evaluate("() => window.webuiLocalization.use({name: 'None', lang: 'en', strings: {}})")  # back to English, as it was
     assert page.evaluate("() => document.getElementById('p2').innerHTML") == "<strong>Tiny model.</strong> Draws <em>noise</em>."
 

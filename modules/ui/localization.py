@@ -59,14 +59,14 @@ TRANSLATOR_JS = r"""
     return typeof value === 'string' && value ? value : null;
   }
 
-  function whole(table, compiled, text) {
+  function whole(table, compiled, text, pieceTable) {
     const exact = own(table, text);
     if (exact !== null) return exact;
     for (const t of compiled) {
       const m = t.re.exec(text);
       if (!m) continue;
       const pieces = {};
-      t.order.forEach((n, i) => { pieces[n] = own(table, m[i + 1]) || m[i + 1]; });  // a piece that is a key itself is translated too
+      t.order.forEach((n, i) => { pieces[n] = own(pieceTable || table, m[i + 1]) || m[i + 1]; });  // a piece that is a key itself is translated too
       return t.value.replace(/\{(\d+)\}/g, (all, n) => (n in pieces ? pieces[n] : all));
     }
     return null;
@@ -162,7 +162,7 @@ TRANSLATOR_JS = r"""
     if (memory && element.innerHTML === memory.shown) return true;
     const text = element.textContent.replace(/\s+/g, ' ').trim();
     if (!text) return false;
-    const md = whole(blocks.exact, blocks.templates, text);
+    const md = whole(blocks.exact, blocks.templates, text, strings);  // a piece is a page string (the notice under a bold title)
     if (md === null) return false;
     const orig = element.innerHTML, shown = renderInline(md);
     element.innerHTML = shown;
