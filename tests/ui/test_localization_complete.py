@@ -6,6 +6,7 @@ what is missing (scripts/localization_missing.py ko_KR prints it as a skeleton t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,22 @@ def test_every_translation_keeps_the_places_of_its_values(korean):
     wrong = {k: v for k, v in korean.items() if v and placeholders(k) != placeholders(v)}
     assert not wrong, "entries whose {n} places differ from their translation's:\n" + "\n".join(f"  {k!r}: {v!r}" for k, v in wrong.items())
     assert all(PLACEHOLDER.sub("", k).strip() or not k for k in korean), "an entry that is only placeholders would match any text"
+
+
+def _blocks(markdown: str) -> int:
+    """How many paragraphs and list items a Markdown text shows (the page's translator pairs them)."""
+    count = 0
+    for para in (p.strip() for p in re.split(r"\n\s*\n", markdown) if p.strip()):
+        lines = para.split("\n")
+        count += len(lines) if all(re.match(r"\s*(?:[-*+]|\d+\.)\s", line) for line in lines) else 1
+    return count
+
+
+def test_markdown_entries_keep_their_paragraphs(korean):
+    """A Markdown entry is translated in the page paragraph by paragraph (and list item by item):
+    the translation must have as many, or the page shows the English."""
+    guide = json.loads((REPO / "configs" / "demo-shapes" / "webui.json").read_text(encoding="utf-8"))["guide"].strip()
+    markup = re.compile(r"\*\*|__|`|\]\(|(^|\s)[*_][^\s*_]|^#{1,6}\s|^\s*(?:[-*+]|\d+\.)\s|\n\s*\n", re.M)
+    wrong = {k: v for k, v in korean.items() if v and k != guide and markup.search(k) and _blocks(k) != _blocks(v)}
+    assert not wrong, "Markdown entries whose translation has another number of paragraphs or list items:\n" + "\n".join(
+        f"  {k!r}: {v!r}" for k, v in wrong.items())
