@@ -194,7 +194,7 @@ def _img2img_batch(asgi, source: Path, target: Path) -> list:
 
 
 def _extras_batch(asgi, source: Path, target: Path):
-    fn = _handler(asgi, "build_extras_tab.<locals>.run")
+    fn = _handler(asgi, "build_extras_tab.<locals>.run_for_panel")
     values = _inputs(fn, state0=2, extras_batch_input_dir=str(source), extras_batch_output_dir=str(target), extras_upscaling_resize=2)
     return aio.run(fn.fn(None, gr.Progress(), *values))
 
