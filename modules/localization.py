@@ -57,9 +57,11 @@ def template_pattern(key: str) -> re.Pattern | None:
     return re.compile("^" + "".join("([\\s\\S]+?)" if PLACEHOLDER.fullmatch(p) else re.escape(p) for p in parts) + "$")
 
 
-def lookup(table: dict[str, str], text: str) -> str | None:
+def lookup(table: dict[str, str], text: str, pieces_are_labels: bool = False) -> str | None:
     """`text`'s translation in `table`: its own entry, else the first `{n}` template (the one
-    with the most fixed text) it matches, the values put into the translation's places."""
+    with the most fixed text) it matches, the values put into the translation's places. The
+    values are the user's (a style or file name) and stay as they are, unless
+    `pieces_are_labels` says they are page strings too (a screen-reader label's "for {0}")."""
     text = text.strip()
     if table.get(text):
         return table[text]
@@ -68,7 +70,7 @@ def lookup(table: dict[str, str], text: str) -> str | None:
         found = pattern.match(text) if pattern else None
         if found:
             order = [int(n) for n in PLACEHOLDER.findall(key)]
-            pieces = dict(zip(order, (table.get(piece) or piece for piece in found.groups())))  # a piece that is a key is translated too
+            pieces = dict(zip(order, ((pieces_are_labels and table.get(piece)) or piece for piece in found.groups())))
             return PLACEHOLDER.sub(lambda m: pieces.get(int(m.group(1)), m.group(0)), table[key])
     return None
 

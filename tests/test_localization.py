@@ -307,13 +307,23 @@ def test_markdown_paragraphs_are_translated_whole_with_their_markup(chromium_pag
     assert page.evaluate("() => document.getElementById('p2').innerHTML") == "<strong>Tiny model.</strong> Draws <em>noise</em>."
 
 
-def test_a_piece_that_is_a_key_itself_is_translated(chromium_page):
-    strings = {"number input for {0}": "{0} 숫자 입력", "Batch count": "배치 수"}
-    assert chromium_page.evaluate("([s, t]) => window.webuiLocalization.translateText(s, t)", [strings, "number input for Batch count"]) == "배치 수 숫자 입력"
-    assert chromium_page.evaluate("([s, t]) => window.webuiLocalization.translateText(s, t)", [strings, "number input for Seed"]) == "Seed 숫자 입력"
+def test_a_value_in_a_message_stays_the_users_but_a_label_in_an_attribute_is_translated(chromium_page):
+    """A style named "Prompt" is the user's word: the toast keeps it. gradio's screen-reader label
+    "number input for Batch count" names a control: its label is translated too."""
+    strings = {"number input for {0}": "{0} 숫자 입력", "Batch count": "배치 수", "Saved style '{0}'.": "'{0}' 스타일을 저장했습니다.",
+               "Prompt": "프롬프트"}
+    evaluate = "([s, t, labels]) => window.webuiLocalization.translateText(s, t, undefined, labels)"
+    assert chromium_page.evaluate(evaluate, [strings, "Saved style 'Prompt'.", False]) == "'Prompt' 스타일을 저장했습니다."
+    assert chromium_page.evaluate(evaluate, [strings, "number input for Batch count", True]) == "배치 수 숫자 입력"
+    assert chromium_page.evaluate(evaluate, [strings, "number input for Seed", True]) == "Seed 숫자 입력"
+    chromium_page.evaluate("""s => { window.webuiLocalization.use({name: 'ko_KR', lang: 'ko', strings: s});
+        document.body.innerHTML = `<p id="toast">Saved style 'Prompt'.</p><input id="n" aria-label="number input for Batch count">`; }""", strings)
+    chromium_page.wait_for_function("document.getElementById('n').getAttribute('aria-label') === '배치 수 숫자 입력'")
+    assert chromium_page.evaluate("() => document.getElementById('toast').textContent") == "'Prompt' 스타일을 저장했습니다."
     from modules.localization import lookup
 
-    assert lookup(strings, "number input for Batch count") == "배치 수 숫자 입력"
+    assert lookup(strings, "Saved style 'Prompt'.") == "'Prompt' 스타일을 저장했습니다."
+    assert lookup(strings, "number input for Batch count", pieces_are_labels=True) == "배치 수 숫자 입력"
 
 
 def test_a_dropdowns_aria_label_is_translated_but_not_its_value(chromium_page):

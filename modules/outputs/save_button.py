@@ -55,7 +55,7 @@ class SaveFolder:
         written: list[Path] = []
         rows = []
         for output in outputs:
-            picture, size = self._copy(output)
+            picture, size = self._copy(output, save_txt)
             written.append(picture)
             if save_txt and output.infotext:
                 written.append(write_text_atomic(picture.with_suffix(".txt"), output.infotext))
@@ -64,22 +64,23 @@ class SaveFolder:
         _fsync_directory(self.directory)
         return written
 
-    def _copy(self, output: Output) -> tuple[Path, tuple[int, int]]:
+    def _copy(self, output: Output, save_txt: bool = False) -> tuple[Path, tuple[int, int]]:
         if output.path is not None and Path(output.path).is_file():
             source = Path(output.path)
             data = source.read_bytes()
             with Image.open(io.BytesIO(data)) as image:
                 size = image.size
-            return self._claim(data, source.stem, source.suffix.lower() or ".png"), size
+            return self._claim(data, source.stem, source.suffix.lower() or ".png", save_txt), size
         if output.image is None:
             raise ValueError("This picture's file is gone and the page holds no copy of it: generate it again to save it.")
         buffer = io.BytesIO()
         encode_image(output.image, buffer, "png", output.infotext or None)
         stem = f"{(parse_infotext(output.infotext).get('Seed') or 'image')}" if output.infotext else "image"
-        return self._claim(buffer.getvalue(), stem, ".png"), output.image.size
+        return self._claim(buffer.getvalue(), stem, ".png", save_txt), output.image.size
 
-    def _claim(self, data: bytes, stem: str, suffix: str) -> Path:
-        """`data` as `<stem><suffix>` here, or `<stem>-N<suffix>`: never over another file."""
+    def _claim(self, data: bytes, stem: str, suffix: str, with_txt: bool = False) -> Path:
+        """`data` as `<stem><suffix>` here, or `<stem>-N<suffix>`: never over another file (nor,
+        `with_txt`, over another picture's `<stem>.txt`: a .jpg beside a saved .png of that name)."""
         stem = _truncate_utf8(stem, 180) or "image"
         fd, temp = _create_temp_file(self.directory, suffix.lstrip("."))
         try:
@@ -89,26 +90,58 @@ class SaveFolder:
                 os.fsync(handle.fileno())
             number = 0
             with self._lock:
-                while not _link_new(temp, final := self.directory / f"{stem}{f'-{number}' if number else ''}{suffix}"):
+                while True:
+                    final = self.directory / f"{stem}{f'-{number}' if number else ''}{suffix}"
+                    if not (with_txt and final.with_suffix(".txt").exists()) and _link_new(temp, final):
+                        break
                     number += 1
         finally:
             temp.unlink(missing_ok=True)
         return final
 
     def _append_log(self, rows: list[list[str]]) -> None:
-        """Whole rows at the end of log.csv in one write, the header first when it is new."""
+        """Whole rows at the end of log.csv in one write, the header first when it is new. A
+        log.csv with another header (an older A1111's nine columns) is first rewritten to
+        today's columns, its rows kept under their names, as A1111 does."""
         path = self.directory / "log.csv"
         with self._lock:
             new = not path.exists() or path.stat().st_size == 0
+            if not new:
+                _update_log_header(path)
             text = io.StringIO()
             writer = csv.writer(text)
             if new:
                 writer.writerow(LOG_FIELDS)
+            elif not _ends_with_newline(path):  # a hand-edited file: the row must not join its last line
+                text.write("\n")
             writer.writerows(rows)
             with open(path, "a", encoding="utf-8", newline="") as handle:
                 handle.write(text.getvalue())
                 handle.flush()
                 os.fsync(handle.fileno())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) in (b"\n", b"\r")
+
+
+def _update_log_header(path: Path) -> None:
+    """Rewrite `path` (atomically) with LOG_FIELDS as its header when it has another one."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        if tuple(header) == LOG_FIELDS:
+            return
+        old_rows = list(reader)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(LOG_FIELDS)
+    for row in old_rows:
+        named = dict(zip(header, row))
+        writer.writerow([named.get(name, "") for name in LOG_FIELDS])
+    write_text_atomic(path, text.getvalue())
 
 
 def _log_row(infotext: str, filename: str, size: tuple[int, int]) -> list[str]:

@@ -123,7 +123,7 @@ def toggle_card(prompt: str, negative: str, card: NetworkCard, default_multiplie
         return prompt, negative
     end = found.end()
     if card.kind == "lora" and card.activation_text:
-        trailing = re.match(rf"[ \t]*{re.escape(card.activation_text)}", prompt[end:])
+        trailing = re.match(rf"[ \t]*{re.escape(card.activation_text)}(?![^\s,])", prompt[end:])  # not the start of a longer word
         end += trailing.end() if trailing else 0
     prompt = remove_from_prompt(prompt, found.start(), end)
     negative_found = _find_word(negative, card.negative_text)
@@ -305,7 +305,8 @@ def build_extra_networks(prefix: str, service: "GenerationService", prompt: gr.T
             description = gr.Textbox(label="Description", lines=3, elem_id=f"{prefix}_extra_description")
             activation = gr.Textbox(label="Activation text", info="Will be added to prompt along with the tag.",
                                     elem_id=f"{prefix}_extra_activation")
-            weight = gr.Slider(0, 2, value=0, step=0.05, label="Preferred weight", info="Set to 0 to use the default multiplier.",
+            # A number, not a slider: a negative weight (<lora:x:-1>) or one above 2 is a user's real choice.
+            weight = gr.Number(value=0, step=0.05, label="Preferred weight", info="Set to 0 to use the default multiplier.",
                                elem_id=f"{prefix}_extra_weight")
             negative_text = gr.Textbox(label="Negative prompt", info="Will be added to negative prompts.",
                                        elem_id=f"{prefix}_extra_negative_text")

@@ -178,7 +178,7 @@ def build_gallery_tab(index: "GalleryIndex", per_page: Callable[[], int], send: 
         while True:
             shown = show(entry.folder, entry.date or ALL, "", number, mine)
             spot = shown[1].index(entry.rel) if entry.rel in shown[1] else -1
-            if spot >= 0 or number >= min(shown[2], MAX_REVEAL_PAGES):
+            if spot >= 0 or shown[2] < number or number >= MAX_REVEAL_PAGES:  # found, past the last page (shown clamps to it), or far
                 break
             number += 1
         picked_values = pick_entry(entry)

@@ -36,7 +36,7 @@ TRANSLATOR_JS = r"""
   const ATTRIBUTES = ['placeholder', 'title', 'aria-label'];
   const SENTENCE_END = /([.!?:])(\s+)/g;
   let strings = {}, templates = [], hasStrings = false;
-  let cache = new Map();  // English text -> what it shows (the page repeats many texts)
+  let cache = new Map(), attrCache = new Map();  // English text -> what it shows (the page repeats many texts)
   const stats = { ms: 0, texts: 0 };  // time spent translating, for tests and curious users
 
   function compile(table) {
@@ -66,20 +66,22 @@ TRANSLATOR_JS = r"""
       const m = t.re.exec(text);
       if (!m) continue;
       const pieces = {};
-      t.order.forEach((n, i) => { pieces[n] = own(pieceTable || table, m[i + 1]) || m[i + 1]; });  // a piece that is a key itself is translated too
+      // A piece is the user's value (a style or file name) and stays as it is, except where the caller
+      // says the pieces are page strings too (an attribute's "number input for {0}", a block's notice).
+      t.order.forEach((n, i) => { pieces[n] = (pieceTable && own(pieceTable, m[i + 1])) || m[i + 1]; });
       return t.value.replace(/\{(\d+)\}/g, (all, n) => (n in pieces ? pieces[n] : all));
     }
     return null;
   }
 
   // Exact match, then a template; else the longest runs of sentences that match, the rest kept as it is.
-  function translateText(table, text, compiled) {
+  function translateText(table, text, compiled, piecesAreLabels) {
     if (typeof text !== 'string') return null;
     const trimmed = text.trim();
     if (!trimmed || !/\p{L}/u.test(trimmed)) return null;  // numbers, emoji, punctuation: nothing to translate
     compiled = compiled || compile(table);
     const lead = text.slice(0, text.indexOf(trimmed)), tail = text.slice(text.indexOf(trimmed) + trimmed.length);
-    const found = whole(table, compiled, trimmed);
+    const found = whole(table, compiled, trimmed, piecesAreLabels ? table : null);
     if (found !== null) return lead + found + tail;
     const parts = [];  // [sentence, separator after it]
     let last = 0, m;
@@ -187,12 +189,13 @@ TRANSLATOR_JS = r"""
     return element.closest(SKIP_SELECTOR) !== null;
   }
 
-  function translated(original) {
-    let shown = cache.get(original);
+  function translated(original, piecesAreLabels) {
+    const cached = piecesAreLabels ? attrCache : cache;
+    let shown = cached.get(original);
     if (shown === undefined) {
-      const t = translateText(strings, original, templates);
+      const t = translateText(strings, original, templates, piecesAreLabels);
       shown = t === null ? original : t;
-      if (cache.size < 20000) cache.set(original, shown);
+      if (cached.size < 20000) cached.set(original, shown);
     }
     stats.texts += 1;
     return shown;
@@ -214,7 +217,7 @@ TRANSLATOR_JS = r"""
     if (!memory) { memory = {}; attrMemory.set(element, memory); }
     const now = element.getAttribute(name);
     if (!memory[name] || now !== memory[name].shown) memory[name] = { orig: now, shown: now };
-    const shown = translated(memory[name].orig);
+    const shown = translated(memory[name].orig, true);  // an attribute's values are labels ("number input for Seed")
     memory[name].shown = shown;
     if (now !== shown) element.setAttribute(name, shown);
   }
@@ -261,7 +264,7 @@ TRANSLATOR_JS = r"""
   function use(data) {
     strings = (data && data.strings) || {};
     hasStrings = Object.keys(strings).length > 0;
-    cache = new Map();
+    cache = new Map(); attrCache = new Map();
     templates = compile(strings);
     restoreBlocks();
     blocks = compileBlocks(strings);

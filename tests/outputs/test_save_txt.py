@@ -138,3 +138,26 @@ def test_save_refuses_nothing_and_a_vanished_picture(tmp_path):
     with pytest.raises(ValueError, match="file is gone"):
         folder.save([Output(INFOTEXT, tmp_path / "missing.png")])
     assert not (folder.directory / "log.csv").exists()
+
+
+def test_save_rewrites_an_older_a1111_log_to_todays_columns_and_never_joins_a_row_to_its_last_line(tmp_path):
+    folder = SaveFolder(tmp_path / "log" / "images")
+    folder.directory.mkdir(parents=True)
+    old_header = ["prompt", "seed", "width", "height", "sampler", "cfgs", "steps", "filename", "negative_prompt"]
+    (folder.directory / "log.csv").write_text(",".join(old_header) + "\nold cat,1,512,512,Euler,7,20,00001-1.png,ugly", encoding="utf-8")
+    folder.save([Output(INFOTEXT, None, Image.new("RGB", (8, 8), "red"))])
+    rows = read_log(folder.directory)
+    assert rows[0] == list(LOG_FIELDS)
+    assert rows[1] == ["old cat", "1", "512", "512", "Euler", "7", "20", "00001-1.png", "ugly", "", ""]  # kept, under its names
+    assert rows[2][:2] == ["한국어 고양이, a cat ✨", "1234"] and len(rows) == 3
+
+
+def test_a_saved_copy_never_takes_another_pictures_text_file(tmp_path):
+    folder = SaveFolder(tmp_path / "saved")
+    png, jpg = tmp_path / "00007-1234.png", tmp_path / "00007-1234.jpg"
+    Image.new("RGB", (8, 8), "red").save(png)
+    Image.new("RGB", (8, 8), "blue").save(jpg)
+    first = folder.save([Output("png's parameters\nSteps: 4, Seed: 1", png)], save_txt=True)
+    second = folder.save([Output("jpg's parameters\nSteps: 4, Seed: 2", jpg)], save_txt=True)
+    assert [p.name for p in second] == ["00007-1234-1.jpg", "00007-1234-1.txt"]
+    assert first[1].read_text(encoding="utf-8").startswith("png's parameters")

@@ -37,6 +37,8 @@ def test_a_lora_click_adds_its_tag_and_trigger_words_and_a_second_click_takes_th
     assert (prompt, negative) == ("a cat <lora:glow:1> glowing", "dull")
     prompt = prompt.replace(":1>", ":0.4>") + ", at night"  # the user changed the weight and wrote on
     assert toggle_card(prompt, negative, card, 1.0) == ("a cat, at night", "")
+    # trigger words the user went on writing into are theirs: only the tag goes
+    assert toggle_card("<lora:glow:1> glowings, beach", "", card, 1.0)[0] == "glowings, beach"
 
 
 def test_a_lora_tag_lands_after_a_comment_on_a_new_line_and_uses_the_preferred_weight():

@@ -108,3 +108,32 @@ def test_send_to_inpaint_fills_the_editor_and_opens_the_inpaint_mode():
     prompt, editor, mode, controls, mode_tab, tab = send.updates("inpaint", infotext(3), "/tmp/x.png")
     assert prompt["value"] == "a cat" and editor == {"background": "/tmp/x.png", "layers": [], "composite": "/tmp/x.png"}
     assert (mode, controls["visible"], mode_tab.selected, tab.selected) == (2, True, MODE_IDS[2], "img2img")
+
+
+def test_the_folder_button_finds_a_picture_past_the_galleries_first_page(tmp_path):
+    """📂 on a picture with more newer pictures in its folder than one page holds: the Gallery
+    opens on the page that has it, with it picked."""
+    import os
+    import time
+
+    from modules.outputs.gallery import GalleryIndex
+    from modules.ui.gallery import build_gallery_tab
+
+    folder = tmp_path / "outputs" / "txt2img-images" / "2026-12-07"
+    folder.mkdir(parents=True)
+    for n in range(8):  # 00000 is the oldest: newest first, it is on the last of three pages
+        path = folder / f"{n:05d}-{n}.png"
+        Image.new("RGB", (8, 8), (n * 30, 0, 0)).save(path)
+        os.utime(path, (time.time() - 100 + n, time.time() - 100 + n))
+    index = GalleryIndex(tmp_path / "outputs", tmp_path / "gallery.sqlite3")
+    send = SimpleNamespace(buttons=lambda prefix: {}, wire=lambda *a: None)
+    try:
+        with gr.Blocks():
+            with gr.Tab("Gallery") as tab:
+                gallery = build_gallery_tab(index, lambda: 3, send, tab)
+        shown = gallery.reveal(str(folder / "00000-0.png"), None)
+        images, rels, page = shown[0], shown[1], shown[2]
+        assert page == 3 and "txt2img-images/2026-12-07/00000-0.png" in rels
+        assert images.selected_index == rels.index("txt2img-images/2026-12-07/00000-0.png")
+    finally:
+        index.close()
