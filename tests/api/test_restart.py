@@ -10,6 +10,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from tests.servers import data_dir_with_tiny_model, launched
 
 
@@ -20,6 +22,7 @@ def call(url: str, body: dict | None = None, method: str | None = None) -> dict:
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # two server starts (~50 s); tests/jobs checks the queue's record survives a restart
 def test_queued_jobs_complete_after_a_restart(tmp_path, tiny_checkpoint):
     data = data_dir_with_tiny_model(tmp_path, tiny_checkpoint)
     tiny = "tiny-test-model-random"

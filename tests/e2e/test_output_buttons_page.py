@@ -1,6 +1,6 @@
 """The buttons under txt2img's output, as a user meets them after one generation: pick a picture,
 send it to inpaint, save a copy (with its log.csv row), copy its infotext, open its folder in
-the Gallery, send it to Extras and Extras' result on to img2img."""
+the Gallery. (Extras' own Send to img2img is tested in tests/ui/test_output_buttons.py.)"""
 
 from __future__ import annotations
 
@@ -65,7 +65,6 @@ def test_send_to_inpaint_save_copy_and_open_folder(clip_page, server):
     assert page.input_value("#img2img_steps input[type=number]") == "4"
     page.locator("#img2maskimg").wait_for(state="visible", timeout=10000)  # the Inpaint mode's editor is the one shown
     assert editor_shows_a_picture(page, "#img2maskimg")  # the picture is drawn on the editor's canvas
-    page.screenshot(path=str(server["data"] / "output-sent-to-inpaint.png"), full_page=True)
 
     # 💾 Save: a copy of the chosen picture in log/images, its row in log.csv, offered as a download.
     page.get_by_role("tab", name="txt2img", exact=True).first.click()
@@ -91,15 +90,3 @@ def test_send_to_inpaint_save_copy_and_open_folder(clip_page, server):
     assert page.input_value("#gallery_folder input") == "txt2img-images"
     page.locator("#gallery_selected_image img").first.wait_for(timeout=10000)
     page.screenshot(path=str(server["data"] / "output-open-folder.png"), full_page=True)
-
-    # Send to extras, upscale, and from Extras' result Send to img2img: the source's parameters come along.
-    page.get_by_role("tab", name="img2img", exact=True).first.click()
-    page.fill("#img2img_prompt textarea", "something else")
-    page.get_by_role("tab", name="txt2img", exact=True).first.click()
-    page.click("#txt2img_send_extras")
-    page.locator("#extras_image img").first.wait_for(timeout=15000)
-    page.click("#extras_generate")
-    page.locator("#extras_gallery img").first.wait_for(timeout=30000)
-    page.click("#extras_send_img2img")
-    page.wait_for_function("document.querySelector('#img2img_prompt textarea').value == 'a blue star on a yellow background'", timeout=15000)
-    page.locator("#img2img_image img").first.wait_for(timeout=10000)

@@ -5,9 +5,12 @@ reloaded while a run trains follows it; the Create embedding sub-tab makes an em
 
 from __future__ import annotations
 
+import pytest
+
 import re
 
 from tests.training.test_lora_routes import write_dataset
+from tests.e2e.test_extra_networks_page import card, show_cards
 
 SHOTS = "/tmp/i26"
 
@@ -83,13 +86,14 @@ def test_train_a_lora_in_the_page(page, server):
     page.screenshot(path=f"{SHOTS}/train-lora-compare.png", full_page=True)
 
     page.get_by_role("tab", name="txt2img", exact=True).click()
-    page.locator("#txt2img_extra_networks").click()
-    page.click("#txt2img_extra_refresh")
-    page.locator("#txt2img_lora_picker input").click()
-    page.get_by_role("option", name="e2e-shapes").wait_for(timeout=10000)
-    page.keyboard.press("Escape")
+    show_cards(page, "txt2img")  # the new LoRA is a card under the prompt, its training metadata shown
+    made = card(page, "txt2img", "lora", "e2e-shapes")
+    made.wait_for(timeout=10000)
+    made.click()
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value.includes('<lora:e2e-shapes:1>')", timeout=10000)
 
 
+@pytest.mark.slow  # a 5000-step run followed after a reload (~35 s); the Train tab's follow logic is in tests/ui/test_train_tab.py
 def test_a_reloaded_page_follows_the_run_and_interrupts_it(page, server):
     """A page opened while a run trains (here: reloaded after starting it) shows that run: its
     status line counts the steps with their rate and ETA, its loss and samples are shown, and

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 from pathlib import Path
 
@@ -141,6 +143,7 @@ def test_choosing_a_model_applies_its_defaults_and_guide(page, server):
     assert not page.locator("#model_notice").is_visible()
 
 
+@pytest.mark.slow  # two pages generating at once (~40 s)
 def test_two_tabs_generating_at_once_each_get_their_own_result(page_context, server):
     """Two browser tabs press Generate together: the second waits its turn and each shows its own picture."""
     pages = [page_context.new_page() for _ in range(2)]  # two tabs of the browser the other page tests use

@@ -4,10 +4,13 @@ user's Gallery shows only their own (the gallery_show_all_users setting is off b
 from __future__ import annotations
 
 import pytest
+
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tests.servers import launched
+
+pytestmark = pytest.mark.slow  # a server of its own with log-ins (~70 s); tests/test_user_files.py checks the folders over HTTP
 
 USERS = "alice:apple-pie,bob:blue-moon"
 
