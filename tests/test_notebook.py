@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -72,10 +73,15 @@ def venv_kernel(tmp_path, monkeypatch):
     return KERNEL
 
 
-def post_json(url: str, body: dict) -> dict:
+def post_json(url: str, body: dict, log: Path | None = None) -> dict:
+    """The answer's JSON; an error answer fails with its body and the end of the server's log."""
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        tail = log.read_text(errors="replace")[-4000:] if log is not None and log.exists() else ""
+        raise AssertionError(f"{url}: HTTP {exc.code}: {exc.read()[:2000]!r}\nserver log:\n{tail}") from None
 
 
 def test_notebook_runs_headless_and_serves_from_the_data_dir(tmp_path, venv_kernel, monkeypatch):
@@ -108,9 +114,9 @@ def test_notebook_runs_headless_and_serves_from_the_data_dir(tmp_path, venv_kern
             with urllib.request.urlopen(url + "/", timeout=10) as page:
                 assert page.status == 200
             # A setting and an image, through the API (--api from EXTRA_FLAGS): both land on "Drive".
-            post_json(url + "/sdapi/v1/options", {"jpeg_quality": 81})
+            post_json(url + "/sdapi/v1/options", {"jpeg_quality": 81}, data / "webui.log")
             result = post_json(url + "/sdapi/v1/txt2img", {"prompt": "a red circle on a blue background", "steps": 2, "width": 64,
-                                                          "height": 64, "seed": 3, "save_images": True})
+                                                          "height": 64, "seed": 3, "save_images": True}, data / "webui.log")
             assert len(result["images"]) == 1
         finally:
             client.execute_cell(stop, len(nb.cells) - 1)
