@@ -143,6 +143,7 @@ class PasteTarget:
     extras: tuple = ()  # more targets with `outputs` and `updates(text)` (the ControlNet units)
     alwayson: Any = None  # the extensions' always-on scripts (modules.ui.alwayson.AlwaysOnPanel): their infotext_fields
     on_pasted: Callable[[str, dict], Any] | None = None  # the extensions' on_infotext_pasted callbacks
+    active_model: Callable[[], str] = lambda: ""  # the checkpoint in use (its title): a picture made with it needs no note
 
     @property
     def outputs(self) -> list:
@@ -161,7 +162,8 @@ class PasteTarget:
             gr.Info("No generation parameters found: paste an infotext (PNG Info shows one) and press ↙.")
             return [gr.update()] * len(self.outputs)
         notes = [f"Not applied: {pasted.report()}"] if pasted.skipped else []
-        if "sd_model_checkpoint" in pasted.settings:
+        made_with = str(pasted.settings.get("sd_model_checkpoint") or "")
+        if made_with and made_with.lower() not in (self.active_model() or "").lower():
             notes.append(f"The picture was made with model {pasted.settings['sd_model_checkpoint']} (not switched).")
         overrides = {k: pasted.values[k] for k in SETTING_FIELDS if k in pasted.values}
         unusual = [f"{GenerationParams.field_meta(k)['infotext'] or k} {v}" for k, v in overrides.items()

@@ -243,7 +243,8 @@ def build_img2img_tab(queue: JobQueue, service: GenerationService, preview_every
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
     paste_target = PasteTarget(fields, overrides, img2img=True, extras=(seed_row, cn) if cn else (seed_row,), alwayson=alwayson,
-                               on_pasted=extensions.callbacks.infotext_pasted if extensions is not None else None)
+                               on_pasted=extensions.callbacks.infotext_pasted if extensions is not None else None,
+                               active_model=lambda: service.models.current.title if service.models.current else "")
     wire_paste(top, paste_target)
     widgets = [mode, image, sketch, inpaint, base, mask, input_dir, output_dir, mask_dir, resize_tab, scale_by]
 

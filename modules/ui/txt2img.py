@@ -123,7 +123,8 @@ def build_txt2img_tab(queue: JobQueue, service: GenerationService, preview_every
     names = list(fields)
     overrides = gr.State({})  # Clip skip and emphasis read by ↙ from a pasted infotext
     paste_target = PasteTarget(fields, overrides, upscalers=service.hires_upscalers, extras=(seed_row, cn) if cn else (seed_row,),
-                               alwayson=alwayson, on_pasted=extensions.callbacks.infotext_pasted if extensions is not None else None)
+                               alwayson=alwayson, on_pasted=extensions.callbacks.infotext_pasted if extensions is not None else None,
+                               active_model=lambda: service.models.current.title if service.models.current else "")
     wire_paste(top, paste_target)
 
     async def run(overrides_now: dict, request: gr.Request, progress=gr.Progress(), *values):  # gradio fills request and progress

@@ -137,3 +137,16 @@ def test_the_folder_button_finds_a_picture_past_the_galleries_first_page(tmp_pat
         assert images.selected_index == rels.index("txt2img-images/2026-12-07/00000-0.png")
     finally:
         index.close()
+
+
+def test_send_to_names_the_pictures_model_only_when_it_is_not_the_one_in_use(monkeypatch):
+    from modules.ui.common import PasteTarget
+
+    said = []
+    monkeypatch.setattr(gr, "Info", lambda message, **kw: said.append(message))
+    target = PasteTarget({"prompt": "prompt box", "steps": "steps slider"}, "overrides", active_model=lambda: "demo-shapes-64px.safetensors [4654ebe734]")
+    made = "a cat\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 3, Size: 64x64, Model hash: {}, Model: {}"
+    target.updates(made.format("4654ebe734", "demo-shapes-64px"))
+    assert not any("made with model" in m for m in said), said
+    target.updates(made.format("0123456789", "other-model"))
+    assert any("made with model" in m for m in said), said
