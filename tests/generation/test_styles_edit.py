@@ -1,17 +1,12 @@
 """Editing styles from the page: rename in place, and a read-only file left as it was."""
 
-import csv
 import os
 import stat
 
 import pytest
 
 from modules.generation.styles import PromptStyle, ReadOnlyStylesFile, StyleStore
-
-
-def rows(path):
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return list(csv.DictReader(handle))
+from tests.generation.test_styles import rows
 
 
 @pytest.fixture

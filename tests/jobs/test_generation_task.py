@@ -22,20 +22,24 @@ from modules.outputs.infotext import parse_infotext
 DAY = datetime(2026, 11, 21, 12, 0)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, tiny_checkpoint, configs_dir):
+def cpu_service(data: Path, tiny_checkpoint: Path, configs_dir: Path, day: datetime = DAY) -> GenerationService:
+    """A generation service over `data` with the tiny model loaded on the CPU, its clock at `day`."""
     import torch
 
     from modules.generation.devices import device_settings
 
-    data = tmp_path_factory.mktemp("data")
     ckpts = data / "models" / "Stable-diffusion"
     ckpts.mkdir(parents=True)
     (ckpts / tiny_checkpoint.name).write_bytes(tiny_checkpoint.read_bytes())
     models = ModelManager((ckpts,), configs_dir, lambda: device_settings(use_cpu=True), HashCache(data / "cache.json"))
     models.load()
     assert models.active.model.device == torch.device("cpu")
-    return GenerationService(models, OutputSettings(), data, console_progress=False, clock=lambda: DAY)
+    return GenerationService(models, OutputSettings(), data, console_progress=False, clock=lambda: day)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_checkpoint, configs_dir):
+    return cpu_service(tmp_path_factory.mktemp("data"), tiny_checkpoint, configs_dir)
 
 
 def job() -> Job:

@@ -13,14 +13,11 @@ from PIL import Image
 
 from modules.generation.params import GenerationParams
 from modules.jobs.extras_task import ExtrasService
-from modules.jobs.generation_task import GenerationService
 from modules.jobs.queue import Job
-from modules.models.catalog import HashCache
-from modules.models.manager import ModelManager
-from modules.options import OutputSettings
 from modules.outputs.gallery import GalleryIndex
 from modules.outputs.save_button import LOG_FIELDS, Output, SaveFolder
 from modules.outputs.saving import OutputWriter, SaveSettings
+from tests.jobs.test_generation_task import cpu_service
 
 DAY = datetime(2026, 12, 7, 12, 0)
 INFOTEXT = "한국어 고양이, a cat ✨\nNegative prompt: blurry\nSteps: 4, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 8x8, Model hash: abc123, Model: demo"
@@ -52,15 +49,7 @@ def test_the_text_file_is_written_even_when_the_picture_carries_no_infotext(tmp_
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_checkpoint, configs_dir):
-    from modules.generation.devices import device_settings
-
-    data = tmp_path_factory.mktemp("data")
-    ckpts = data / "models" / "Stable-diffusion"
-    ckpts.mkdir(parents=True)
-    (ckpts / tiny_checkpoint.name).write_bytes(tiny_checkpoint.read_bytes())
-    models = ModelManager((ckpts,), configs_dir, lambda: device_settings(use_cpu=True), HashCache(data / "cache.json"))
-    models.load()
-    return GenerationService(models, OutputSettings(), data, console_progress=False, clock=lambda: DAY)
+    return cpu_service(tmp_path_factory.mktemp("data"), tiny_checkpoint, configs_dir, DAY)
 
 
 def test_the_setting_reaches_txt2img_pictures_and_grids(service):
