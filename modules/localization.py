@@ -24,7 +24,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ENGLISH = "None"  # the setting's value for no translation, as in A1111
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "configs" / "localizations"
 PLACEHOLDER = re.compile(r"\{(\d+)\}")
 
 
@@ -102,7 +101,7 @@ class Localizations:
                 return []
             return [e.path / "localizations" for e in extensions.extensions if e.enabled]
 
-        return cls((SHIPPED_DIR, paths.localizations), extension_folders)
+        return cls((paths.configs_dir / "localizations", paths.localizations), extension_folders)  # shipped, then yours
 
     def files(self) -> dict[str, list[Path]]:
         """Name -> its files, earliest first."""

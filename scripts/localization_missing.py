@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.ERROR)
     from modules.localization import Localizations, lookup
-    from modules.options import Paths, parse_args
-    from modules.ui.ui_strings import REPO_DIR, messages, needs_translation, page_strings
+    from modules.options import REPO_DIR, Paths, parse_args
+    from modules.ui.ui_strings import messages, needs_translation, page_strings
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="l10n-"))
     shown = page_strings(data_dir)

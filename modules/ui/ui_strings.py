@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
+from modules.options import REPO_DIR
+
 MESSAGE_CALLS = ("Info", "Warning", "Error")  # gr.Info(...), gr.Warning(...), gr.Error(...)
 TEXT_PROPS = ("label", "info", "placeholder")  # on every component
 VALUE_TYPES = ("button", "markdown", "html", "downloadbutton", "uploadbutton")  # whose value is shown text
@@ -112,8 +114,6 @@ def component_strings(config: dict) -> dict[str, set[str]]:
         kind, props = component.get("type", ""), component.get("props", {})
         if "notranslate" in (props.get("elem_classes") or []):
             continue  # user data: the page's translator leaves all of it alone
-        if props.get("visible") is False and kind not in ("tabitem", "accordion", "group", "column", "row"):
-            pass  # hidden now, shown later: still counts
         for prop in TEXT_PROPS:
             add(props.get(prop), f"{kind}.{prop}")
         value = props.get("value") if kind in VALUE_TYPES else None
@@ -126,9 +126,6 @@ def component_strings(config: dict) -> dict[str, set[str]]:
             for choice in props.get("choices") or []:
                 add(choice[0] if isinstance(choice, (list, tuple)) else choice, f"{kind}.choice")
     return found
-
-
-REPO_DIR = Path(__file__).resolve().parents[2]
 
 
 def source_files(root: Path = REPO_DIR) -> list[Path]:
