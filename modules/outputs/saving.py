@@ -36,6 +36,7 @@ from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from modules.files import atomic_path
 from modules.outputs import infotext as infotext_mod
 from modules.outputs.naming import (
     DEFAULT_DIRECTORY_PATTERN,
@@ -383,16 +384,9 @@ def _link_new(temp: Path, final: Path) -> bool:
 
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write UTF-8 text so that `path` only ever holds the whole of it (A1111's `save_txt`
-    file, the Save button's log): a hidden temp file in the same folder, fsynced, replaced in."""
-    fd, temp = _create_temp_file(path.parent, "txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    file, the Save button's log), through modules.files.atomic_path."""
+    with atomic_path(path) as temp:
+        temp.write_text(text, encoding="utf-8", newline="")
     return path
 
 
