@@ -80,9 +80,7 @@ def build_settings_tab(settings: SettingsStore, models: "ModelManager", queue: "
                 current = models.current
                 value = current.title if current else None
             same = shown is not None and shown[i] == value
-            if key == "sd_model_checkpoint":
-                updates.append(gr.update(choices=models.titles()) if same else gr.update(choices=models.titles(), value=value))
-            elif key in ("sd_vae", "localization") and key in choices:
+            if key in choices:  # checkpoints, VAEs, localizations: listed afresh
                 listed = choices[key]()
                 updates.append(gr.update(choices=listed) if same else gr.update(choices=listed, value=value))
             else:
