@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from modules.localization import ENGLISH, Localizations, language_code
+from modules.ui.page_request import PagePath
 
 if TYPE_CHECKING:
     from modules.settings import SettingsStore
@@ -342,18 +343,10 @@ class LocalizedPage:
 
     def __init__(self, app, data_for, page_path: str = "/"):
         self.app, self.data_for = app, data_for
-        self.page_paths = {page_path.rstrip("/") or "/", page_path.rstrip("/") + "/"}
-
-    def _applies(self, scope) -> bool:
-        if scope["type"] != "http" or scope["method"] != "GET":
-            return False
-        path, root = scope.get("path", "/"), scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):] or "/"
-        return path in self.page_paths
+        self.page = PagePath(page_path)
 
     async def __call__(self, scope, receive, send):
-        if not self._applies(scope):
+        if not self.page.matches(scope):
             await self.app(scope, receive, send)
             return
         start: dict = {}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+from modules.ui.page_request import PagePath
+
 THEMES = ("light", "dark")
 
 
@@ -21,15 +23,10 @@ class ForcedTheme:
         if theme not in THEMES:
             raise ValueError(f"Unknown theme '{theme}': use one of {', '.join(THEMES)}.")
         self.app, self.theme = app, theme
-        self.page_paths = {page_path.rstrip("/") or "/", page_path.rstrip("/") + "/"}
+        self.page = PagePath(page_path)
 
     def _redirects(self, scope) -> bool:
-        if scope["type"] != "http" or scope["method"] != "GET":
-            return False
-        path, root = scope.get("path", "/"), scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):] or "/"
-        if path not in self.page_paths:
+        if not self.page.matches(scope):
             return False
         accept = dict(scope.get("headers") or []).get(b"accept", b"")
         query = scope.get("query_string", b"").decode("latin-1")
