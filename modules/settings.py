@@ -27,6 +27,7 @@ from modules.generation.previews import PREVIEW_METHODS
 from modules.postprocessing.interrogate import category_names
 from modules.generation.params import EMPHASIS_MODES, FACE_RESTORERS, HIRES_REFINER_PASSES, RNG_SOURCES, is_text
 from modules.generation.speed import COMPILE_LABELS, COMPILE_MODES, FP8_CHOICES
+from modules.models.network_cards import ORDERS as CARD_ORDERS, SORT_FIELDS as CARD_SORT_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,6 @@ CONTROLNET = "ControlNet"
 EXTENSIONS = "Extensions"
 USER_INTERFACE = "User interface"
 EXTRA_NETWORKS = "Extra Networks"
-CARD_ORDER_FIELDS = ("Path", "Name", "Date Created", "Date Modified")  # A1111's extra_networks_card_order_field
 # A1111's extension index (ui_extensions.py); WEBUI_EXTENSIONS_INDEX replaces it, as in A1111.
 EXTENSIONS_INDEX_URL = os.environ.get("WEBUI_EXTENSIONS_INDEX") or \
     "https://raw.githubusercontent.com/AUTOMATIC1111/stable-diffusion-webui-extensions/master/index.json"
@@ -287,8 +287,8 @@ SETTINGS: tuple[Setting, ...] = (
     # A1111's Extra Networks section: the cards under the prompt (modules/ui/extra_networks.py).
     Setting("extra_networks_default_multiplier", 1.0, "Default multiplier for extra networks", EXTRA_NETWORKS, minimum=0, maximum=2,
             step=0.01),
-    Setting("extra_networks_card_order_field", "Path", "Default order field for Extra Networks cards", EXTRA_NETWORKS, CARD_ORDER_FIELDS),
-    Setting("extra_networks_card_order", "Ascending", "Default order for Extra Networks cards", EXTRA_NETWORKS, ("Ascending", "Descending")),
+    Setting("extra_networks_card_order_field", "Path", "Default order field for Extra Networks cards", EXTRA_NETWORKS, CARD_SORT_FIELDS),
+    Setting("extra_networks_card_order", "Ascending", "Default order for Extra Networks cards", EXTRA_NETWORKS, CARD_ORDERS),
     # A1111's extension switches (modules/extensions/layout.py reads them; the Extensions tab writes them).
     Setting("disabled_extensions", [], "Disabled extensions", EXTENSIONS, hidden=True),
     Setting("disable_all_extensions", "none", "Disable all extensions (preserves the list of disabled extensions)", EXTENSIONS,
