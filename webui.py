@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from modules.extensions.loaded import LoadedExtensions
     from modules.extensions.manage import ExtensionManager
     from modules.localization import Localizations
+    from modules.models.network_cards import NetworkCards
     from modules.jobs.ray_pool import RayPool
     from modules.scripts.runner import ScriptRunner
     from modules.outputs.gallery import GalleryIndex
@@ -88,6 +89,14 @@ class App:
         from modules.localization import Localizations
 
         return Localizations.for_app(self.paths, self.extensions)
+
+    @functools.cached_property
+    def network_cards(self) -> "NetworkCards":
+        """The Extra networks cards' data (modules/models/network_cards.py), one for both tabs and the
+        picture route, so a LoRA's header and a preview's thumbnail are read once."""
+        from modules.models.network_cards import NetworkCards
+
+        return NetworkCards(self.service.libraries, self.models)
 
     @property
     def restartable(self) -> bool:

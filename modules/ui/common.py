@@ -104,11 +104,12 @@ class TopRow:
 
 @dataclass(frozen=True)
 class Quicksettings:
-    """The page's top row (checkpoint and VAE menus), for controls inside the tabs that set them
-    (the Checkpoints and VAE cards)."""
+    """What the tabs' Extra networks take from the page: its top row (checkpoint and VAE menus),
+    which the Checkpoints and VAE cards set, and the app's one card cache."""
 
     checkpoint: Any = None  # gr.Dropdown
     vae: Any = None  # gr.Dropdown
+    cards: Any = None  # modules.models.network_cards.NetworkCards (None: the tab makes its own)
 
 
 def build_toprow(prefix: str, service: "GenerationService", quick: Quicksettings | None = None) -> TopRow:

@@ -280,7 +280,7 @@ def selected_picture(pictures, index) -> Any:
 def build_extra_networks(prefix: str, service: "GenerationService", prompt: gr.Textbox, negative: gr.Textbox,
                          quick: "Quicksettings") -> ExtraNetworks:
     """The Extra networks accordion under the prompts."""
-    cards = NetworkCards(service.libraries, service.models)
+    cards = quick.cards or NetworkCards(service.libraries, service.models)
     settings = lambda: dict(getattr(service, "settings_values", dict)() or {})  # noqa: E731 (config.json now)
     htmls: dict[str, gr.HTML] = {}
     with gr.Accordion("Extra networks", open=False, elem_id=f"{prefix}_extra_networks"):

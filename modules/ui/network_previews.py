@@ -31,8 +31,8 @@ async def preview_response(cards: NetworkCards, kind: str, name: str) -> Respons
 
 
 def build_network_previews_router(app: "App") -> APIRouter:
-    """The picture route over the app's libraries (its own card cache: the pages' only list)."""
-    cards = NetworkCards(app.service.libraries, app.models)
+    """The picture route over the app's cards (the tabs' own, so thumbnails are cached once)."""
+    cards = app.network_cards
     router = APIRouter()
 
     async def thumb(kind: str = "", name: str = "") -> Response:

@@ -146,7 +146,7 @@ def build_page(app: "App") -> gr.Blocks:
                               info="Automatic: <checkpoint>.vae.safetensors if there is one. None: the checkpoint's own.")
             vae_refresh = gr.Button("🔄", elem_id="refresh_sd_vae", size="sm", scale=0, min_width=40)
         notice = gr.Markdown(elem_id="model_notice", visible=False)
-        quick = Quicksettings(checkpoint, vae)
+        quick = Quicksettings(checkpoint, vae, getattr(app, "network_cards", None))
 
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img"):
