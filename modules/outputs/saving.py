@@ -48,6 +48,8 @@ from modules.outputs.naming import (
     user_folder,
 )
 
+GRID_BASENAME = "grid"  # grids are `grid-NNNN.<ext>`, A1111's short names
+
 log = logging.getLogger(__name__)
 
 _MAX_NAME_BYTES = 255  # the common per-name limit (ext4, NTFS in UTF-16 units, APFS)
@@ -222,7 +224,7 @@ class OutputWriter:
             return None
         grid = make_grid(images, rows)
         directory = self.target_directory(self._clock(), values)
-        return self._save(grid, basename="grid", digits=4, decoration="", infotext=infotext, directory=directory)
+        return self._save(grid, basename=GRID_BASENAME, digits=4, decoration="", infotext=infotext, directory=directory)
 
     def save_as(self, image: Image.Image, stem: str, *, infotext: str | None = None, values: NameValues | None = None) -> Path:
         """Save under a chosen name, `<stem>.<ext>`, or `<stem>-1.<ext>`, `-2`, ... when that

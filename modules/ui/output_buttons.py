@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from fastapi.concurrency import run_in_threadpool
 
+from modules.outputs.saving import GRID_BASENAME
 from modules.ui.send_to import LABELS
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def _picked(evt: gr.SelectData) -> int:
 
 
 def _is_grid(path: str | None) -> bool:
-    return bool(path) and Path(path).name.startswith("grid-")
+    return bool(path) and Path(path).name.startswith(f"{GRID_BASENAME}-")
 
 
 def chosen_index(entries: list, files: list, chosen: int) -> int:
